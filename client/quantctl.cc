@@ -1,0 +1,607 @@
+// quantctl: command-line client of quantd. `quantctl --help` lists the commands,
+// `quantctl COMMAND --help` explains one.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/client.h"
+#include "core/vector_file.h"
+#include "core/vectors.h"
+#include "grpcpp/grpcpp.h"
+
+namespace quantd {
+namespace {
+
+constexpr char kUsage[] = R"(quantctl: command-line client of the quantd vector service
+
+Usage: quantctl [--addr HOST:PORT] [--timeout SECONDS] [--json] COMMAND [ARGS] [OPTIONS]
+
+Commands:
+  create NAME --dim D [--metric l2|ip|cosine]   create a collection
+  list                                          list collections
+  describe NAME                                 show a collection and its item count
+  drop NAME                                     delete a collection and all its items
+  upsert NAME FILE [--id-offset N | --ids FILE] stream a vector file into a collection
+  get NAME ID... | --ids FILE                   read vectors back
+  delete NAME ID... | --ids FILE                delete items
+  inspect FILE                                  show a local vector file's format and shape
+
+Global options:
+  --addr HOST:PORT   server address (env QUANTD_ADDR, default 127.0.0.1:50051)
+  --timeout SECONDS  deadline per call (default 30; upsert streams have none)
+  --json             print results as JSON, for scripts
+
+Vector files: .npy (float32/float64/integer types), .fvecs, .bvecs, .ivecs, IDX (MNIST), the
+latter two also gzipped. `quantctl COMMAND --help` explains one command.
+)";
+
+const std::map<std::string, std::string>& CommandHelp() {
+  static const auto* help = new std::map<std::string, std::string>{
+      {"create", R"(Usage: quantctl create NAME --dim D [--metric l2|ip|cosine]
+
+Creates a collection. NAME: 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit.
+  --dim D        vector dimension, 1..65536 (required)
+  --metric M     l2 (default), ip (inner product) or cosine
+)"},
+      {"list", "Usage: quantctl list\n\nLists collections with dimension, metric and item count.\n"},
+      {"describe", "Usage: quantctl describe NAME\n\nShows one collection and its item count.\n"},
+      {"drop", "Usage: quantctl drop NAME\n\nDeletes a collection and all of its items.\n"},
+      {"upsert", R"(Usage: quantctl upsert NAME FILE [OPTIONS]
+
+Streams the rows of FILE into collection NAME, in batches of about 1 MiB, each acknowledged by
+the server once durable. Shows a progress bar on a terminal.
+  --id-offset N    item id of row r is N + r (default 0)
+  --ids FILE       item ids, one per row: .npy/.ivecs of integers or text, one id per line
+  --max-rows N     upload only the first N rows
+  --batch-rows N   rows per batch (default: about 1 MiB per batch)
+  --no-progress    no progress bar
+)"},
+      {"get", R"(Usage: quantctl get NAME ID... | --ids FILE
+
+Reads stored vectors. Prints one line per item (first values only) or, with --json, every value.
+  --ids FILE     ids to read (as for upsert)
+)"},
+      {"delete", R"(Usage: quantctl delete NAME ID... | --ids FILE
+
+Deletes items atomically; reports how many were deleted and how many did not exist.
+  --ids FILE     ids to delete (as for upsert)
+)"},
+      {"inspect", "Usage: quantctl inspect FILE\n\nShows the format, element type and shape of "
+                  "a local vector file without contacting a server.\n"},
+  };
+  return *help;
+}
+
+// Parsed command line: positional arguments and --options.
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> options;
+  bool Has(const std::string& name) const { return options.contains(name); }
+  std::string Get(const std::string& name, const std::string& fallback = "") const {
+    auto it = options.find(name);
+    return it == options.end() ? fallback : it->second;
+  }
+};
+
+const std::set<std::string> kBoolOptions = {"json", "help", "no-progress"};
+
+absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
+  Args args;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h") arg = "--help";
+    if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
+      args.positional.push_back(arg);
+      continue;
+    }
+    std::string name = arg.substr(2);
+    std::string value;
+    if (const size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    } else if (kBoolOptions.contains(name)) {
+      value = "true";
+    } else {
+      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      value = argv[++i];
+    }
+    args.options[name] = value;
+  }
+  return args;
+}
+
+absl::Status CheckOptions(const Args& args, const std::set<std::string>& allowed) {
+  static const std::set<std::string> kGlobal = {"addr", "timeout", "json", "help"};
+  for (const auto& [name, value] : args.options) {
+    if (!allowed.contains(name) && !kGlobal.contains(name)) {
+      return absl::InvalidArgumentError(absl::StrFormat("unknown option --%s", name));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> IntOption(const Args& args, const std::string& name, int64_t fallback) {
+  if (!args.Has(name)) return fallback;
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(args.Get(name), &value)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--%s '%s' is not an integer", name, args.Get(name)));
+  }
+  return value;
+}
+
+std::string JsonString(absl::string_view s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += absl::StrFormat("\\u%04x", c);
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string MetricText(v1::Metric metric) {
+  switch (metric) {
+    case v1::METRIC_L2: return "l2";
+    case v1::METRIC_INNER_PRODUCT: return "ip";
+    case v1::METRIC_COSINE: return "cosine";
+    default: return "unspecified";
+  }
+}
+
+std::string CollectionJson(const v1::Collection& c) {
+  return absl::StrFormat(
+      "{\"name\":%s,\"dimension\":%d,\"metric\":\"%s\",\"item_count\":%d,\"create_time_ms\":%d}",
+      JsonString(c.name()), c.dimension(), MetricText(c.metric()), c.item_count(),
+      c.create_time_ms());
+}
+
+// Draws "[#####.....]  45.0%  27000/60000 rows  12345 rows/s  48.3 MB/s" on a terminal.
+class ProgressBar {
+ public:
+  ProgressBar(int64_t total, int64_t bytes_per_row, bool enabled)
+      : total_(total), bytes_per_row_(bytes_per_row), enabled_(enabled && isatty(STDERR_FILENO)),
+        start_(std::chrono::steady_clock::now()) {}
+
+  void Update(int64_t done) {
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done < total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    const double seconds = std::max(1e-9, std::chrono::duration<double>(now - start_).count());
+    const double fraction = total_ > 0 ? static_cast<double>(done) / total_ : 1.0;
+    constexpr int kWidth = 30;
+    const int filled = static_cast<int>(fraction * kWidth);
+    std::fprintf(stderr, "\r[%s%s] %5.1f%%  %lld/%lld rows  %.0f rows/s  %.1f MB/s   ",
+                 std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
+                 100 * fraction, static_cast<long long>(done), static_cast<long long>(total_), done / seconds,
+                 done * static_cast<double>(bytes_per_row_) / seconds / 1e6);
+    std::fflush(stderr);
+  }
+  void Finish() {
+    if (enabled_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  int64_t total_;
+  int64_t bytes_per_row_;
+  bool enabled_;
+  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point last_draw_{};
+};
+
+class Cli {
+ public:
+  explicit Cli(const Args& args) : args_(args), json_(args.Has("json")) {}
+
+  int Run() {
+    const std::string& command = args_.positional[0];
+    absl::Status status;
+    if (command == "create") {
+      status = Create();
+    } else if (command == "list") {
+      status = List();
+    } else if (command == "describe") {
+      status = Describe();
+    } else if (command == "drop") {
+      status = Drop();
+    } else if (command == "upsert") {
+      status = Upsert();
+    } else if (command == "get") {
+      status = Get();
+    } else if (command == "delete") {
+      status = Delete();
+    } else if (command == "inspect") {
+      status = Inspect();
+    } else {
+      std::fprintf(stderr, "quantctl: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+      return 2;
+    }
+    if (!status.ok()) {
+      std::fprintf(stderr, "quantctl %s: %s: %s\n", command.c_str(),
+                   absl::StatusCodeToString(status.code()).c_str(),
+                   std::string(status.message()).c_str());
+      return status.code() == absl::StatusCode::kInvalidArgument && usage_error_ ? 2 : 1;
+    }
+    return 0;
+  }
+
+ private:
+  absl::Status Usage(absl::string_view message) {
+    usage_error_ = true;
+    return absl::InvalidArgumentError(
+        absl::StrCat(message, " (see quantctl ", args_.positional[0], " --help)"));
+  }
+
+  absl::Status NeedPositional(size_t count, absl::string_view what) {
+    if (args_.positional.size() != count + 1) {
+      return Usage(absl::StrFormat("expected %s", what));
+    }
+    return absl::OkStatus();
+  }
+
+  v1::Quantd::Stub& stub() {
+    if (stub_ == nullptr) {
+      const char* env = std::getenv("QUANTD_ADDR");
+      const std::string address = args_.Get("addr", env != nullptr ? env : "127.0.0.1:50051");
+      stub_ = v1::Quantd::NewStub(Connect(address));
+    }
+    return *stub_;
+  }
+
+  // A context with the --timeout deadline.
+  std::unique_ptr<grpc::ClientContext> Context() {
+    auto context = std::make_unique<grpc::ClientContext>();
+    double seconds = 30;
+    if (args_.Has("timeout")) absl::SimpleAtod(args_.Get("timeout"), &seconds);
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+    return context;
+  }
+
+  absl::Status Create() {
+    if (auto s = CheckOptions(args_, {"dim", "metric"}); !s.ok()) return Usage(s.message());
+    if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+    if (!args_.Has("dim")) return Usage("--dim is required");
+    auto dim = IntOption(args_, "dim", 0);
+    if (!dim.ok()) return Usage(dim.status().message());
+    v1::CreateCollectionRequest request;
+    request.set_name(args_.positional[1]);
+    if (*dim < 0 || *dim > UINT32_MAX) {
+      return Usage(absl::StrFormat("--dim %d is outside 1..65536", *dim));
+    }
+    request.set_dimension(static_cast<uint32_t>(*dim));
+    const std::string metric = args_.Get("metric", "l2");
+    const auto parsed = ParseMetric(metric);
+    if (!parsed) return Usage(absl::StrFormat("--metric '%s' is not l2, ip or cosine", metric));
+    request.set_metric(*parsed == Metric::kL2             ? v1::METRIC_L2
+                       : *parsed == Metric::kInnerProduct ? v1::METRIC_INNER_PRODUCT
+                                                          : v1::METRIC_COSINE);
+    v1::CreateCollectionResponse response;
+    auto context = Context();
+    if (auto s = FromGrpcStatus(stub().CreateCollection(context.get(), request, &response));
+        !s.ok()) {
+      return s;
+    }
+    if (json_) {
+      std::printf("%s\n", CollectionJson(response.collection()).c_str());
+    } else {
+      std::printf("created collection '%s' (dimension %d, metric %s)\n",
+                  response.collection().name().c_str(), response.collection().dimension(),
+                  MetricText(response.collection().metric()).c_str());
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status List() {
+    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
+    if (auto s = NeedPositional(0, "no arguments"); !s.ok()) return s;
+    v1::ListCollectionsResponse response;
+    auto context = Context();
+    if (auto s = FromGrpcStatus(
+            stub().ListCollections(context.get(), v1::ListCollectionsRequest(), &response));
+        !s.ok()) {
+      return s;
+    }
+    if (json_) {
+      std::vector<std::string> rows;
+      for (const auto& c : response.collections()) rows.push_back(CollectionJson(c));
+      std::printf("[%s]\n", absl::StrJoin(rows, ",").c_str());
+      return absl::OkStatus();
+    }
+    std::printf("%-32s %9s %-8s %12s\n", "NAME", "DIMENSION", "METRIC", "ITEMS");
+    for (const auto& c : response.collections()) {
+      std::printf("%-32s %9u %-8s %12llu\n", c.name().c_str(), c.dimension(),
+                  MetricText(c.metric()).c_str(), static_cast<unsigned long long>(c.item_count()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Describe() {
+    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
+    if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+    auto collection = FetchCollection(args_.positional[1]);
+    if (!collection.ok()) return collection.status();
+    if (json_) {
+      std::printf("%s\n", CollectionJson(*collection).c_str());
+    } else {
+      std::printf("name:       %s\ndimension:  %u\nmetric:     %s\nitems:      %llu\n"
+                  "created:    %lld ms since epoch\n",
+                  collection->name().c_str(), collection->dimension(),
+                  MetricText(collection->metric()).c_str(),
+                  static_cast<unsigned long long>(collection->item_count()),
+                  static_cast<long long>(collection->create_time_ms()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<v1::Collection> FetchCollection(const std::string& name) {
+    v1::DescribeCollectionRequest request;
+    request.set_name(name);
+    v1::DescribeCollectionResponse response;
+    auto context = Context();
+    if (auto s = FromGrpcStatus(stub().DescribeCollection(context.get(), request, &response));
+        !s.ok()) {
+      return s;
+    }
+    return response.collection();
+  }
+
+  absl::Status Drop() {
+    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
+    if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+    v1::DropCollectionRequest request;
+    request.set_name(args_.positional[1]);
+    v1::DropCollectionResponse response;
+    auto context = Context();
+    if (auto s = FromGrpcStatus(stub().DropCollection(context.get(), request, &response));
+        !s.ok()) {
+      return s;
+    }
+    if (json_) {
+      std::printf("{\"dropped\":%s,\"items_deleted\":%llu}\n",
+                  JsonString(args_.positional[1]).c_str(),
+                  static_cast<unsigned long long>(response.items_deleted()));
+    } else {
+      std::printf("dropped collection '%s' (%llu items)\n", args_.positional[1].c_str(),
+                  static_cast<unsigned long long>(response.items_deleted()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Upsert() {
+    if (auto s = CheckOptions(args_, {"id-offset", "ids", "max-rows", "batch-rows",
+                                      "no-progress"});
+        !s.ok()) {
+      return Usage(s.message());
+    }
+    if (auto s = NeedPositional(2, "a collection NAME and a FILE"); !s.ok()) return s;
+    if (args_.Has("ids") && args_.Has("id-offset")) {
+      return Usage("--ids and --id-offset exclude each other");
+    }
+    auto id_offset = IntOption(args_, "id-offset", 0);
+    auto max_rows = IntOption(args_, "max-rows", -1);
+    auto batch_rows = IntOption(args_, "batch-rows", 0);
+    for (const auto* v : {&id_offset, &max_rows, &batch_rows}) {
+      if (!v->ok()) return Usage(v->status().message());
+    }
+    if (*id_offset < 0) return Usage(absl::StrFormat("--id-offset %d is negative", *id_offset));
+    if (*batch_rows < 0) return Usage(absl::StrFormat("--batch-rows %d is negative", *batch_rows));
+    const std::string& name = args_.positional[1];
+    const std::string& path = args_.positional[2];
+
+    auto reader = VectorReader::Open(path);
+    if (!reader.ok()) return reader.status();
+    auto collection = FetchCollection(name);
+    if (!collection.ok()) return collection.status();
+    if ((*reader)->dim() != collection->dimension()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s has dimension %d but collection '%s' has dimension %d", path, (*reader)->dim(),
+          name, collection->dimension()));
+    }
+    std::vector<uint64_t> ids;
+    UploadOptions options;
+    options.id_offset = static_cast<uint64_t>(*id_offset);
+    options.max_rows = *max_rows;
+    options.batch_rows = *batch_rows;
+    const int64_t total =
+        *max_rows < 0 ? (*reader)->rows() : std::min(*max_rows, (*reader)->rows());
+    if (args_.Has("ids")) {
+      auto read = ReadIds(args_.Get("ids"));
+      if (!read.ok()) return read.status();
+      ids = std::move(*read);
+      if (static_cast<int64_t>(ids.size()) < total) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "--ids %s has %d ids for %d rows", args_.Get("ids"), ids.size(), total));
+      }
+      ids.resize(static_cast<size_t>(total));
+      options.ids = &ids;
+    }
+    ProgressBar bar(total, (*reader)->dim() * 4, !args_.Has("no-progress"));
+    options.on_progress = [&bar](int64_t done) { bar.Update(done); };
+    auto result = UploadVectors(stub(), name, **reader, options);
+    bar.Finish();
+    if (!result.ok()) return result.status();
+    const double mb = static_cast<double>(result->rows) * (*reader)->dim() * 4 / 1e6;
+    if (json_) {
+      std::printf("{\"collection\":%s,\"rows\":%lld,\"inserted\":%lld,\"batches\":%lld,"
+                  "\"item_count\":%llu,\"seconds\":%.3f,\"rows_per_second\":%.1f,"
+                  "\"mb_per_second\":%.2f}\n",
+                  JsonString(name).c_str(), static_cast<long long>(result->rows),
+                  static_cast<long long>(result->inserted),
+                  static_cast<long long>(result->batches),
+                  static_cast<unsigned long long>(result->item_count), result->seconds,
+                  result->rows / std::max(1e-9, result->seconds),
+                  mb / std::max(1e-9, result->seconds));
+    } else {
+      std::printf("upserted %lld rows (%lld new) into '%s' in %lld batches, %.2f s: %.0f rows/s, "
+                  "%.1f MB/s; collection now has %llu items\n",
+                  static_cast<long long>(result->rows), static_cast<long long>(result->inserted),
+                  name.c_str(), static_cast<long long>(result->batches), result->seconds,
+                  result->rows / std::max(1e-9, result->seconds),
+                  mb / std::max(1e-9, result->seconds),
+                  static_cast<unsigned long long>(result->item_count));
+    }
+    return absl::OkStatus();
+  }
+
+  // Ids from positional arguments after NAME, or from --ids FILE.
+  absl::StatusOr<std::vector<uint64_t>> IdsArgument() {
+    std::vector<uint64_t> ids;
+    if (args_.Has("ids")) {
+      if (args_.positional.size() > 2) return Usage("give ids as arguments or --ids, not both");
+      return ReadIds(args_.Get("ids"));
+    }
+    for (size_t i = 2; i < args_.positional.size(); ++i) {
+      uint64_t id = 0;
+      if (!absl::SimpleAtoi(args_.positional[i], &id)) {
+        return Usage(absl::StrFormat("id '%s' is not an unsigned 64-bit integer",
+                                     args_.positional[i]));
+      }
+      ids.push_back(id);
+    }
+    if (ids.empty()) return Usage("expected at least one ID or --ids FILE");
+    return ids;
+  }
+
+  absl::Status Get() {
+    if (auto s = CheckOptions(args_, {"ids"}); !s.ok()) return Usage(s.message());
+    if (args_.positional.size() < 2) return Usage("expected a collection NAME");
+    auto ids = IdsArgument();
+    if (!ids.ok()) return ids.status();
+    v1::GetItemsRequest request;
+    request.set_collection(args_.positional[1]);
+    request.mutable_ids()->Add(ids->begin(), ids->end());
+    v1::GetItemsResponse response;
+    auto context = Context();
+    if (auto s = FromGrpcStatus(stub().GetItems(context.get(), request, &response)); !s.ok()) {
+      return s;
+    }
+    const int d = static_cast<int>(response.dimension());
+    if (json_) {
+      std::string out = absl::StrFormat("{\"dimension\":%d,\"items\":[", d);
+      for (int i = 0; i < response.ids_size(); ++i) {
+        if (i > 0) out += ",";
+        out += absl::StrFormat("{\"id\":%d,\"vector\":[", response.ids(i));
+        for (int j = 0; j < d; ++j) {
+          if (j > 0) out += ",";
+          out += absl::StrFormat("%.9g", response.vectors(i * d + j));
+        }
+        out += "]}";
+      }
+      out += absl::StrFormat("],\"missing_ids\":[%s]}",
+                             absl::StrJoin(response.missing_ids(), ","));
+      std::printf("%s\n", out.c_str());
+      return absl::OkStatus();
+    }
+    for (int i = 0; i < response.ids_size(); ++i) {
+      std::vector<std::string> shown;
+      for (int j = 0; j < std::min(d, 8); ++j) {
+        shown.push_back(absl::StrFormat("%.6g", response.vectors(i * d + j)));
+      }
+      std::printf("%llu\t[%s%s] (%d values)\n",
+                  static_cast<unsigned long long>(response.ids(i)),
+                  absl::StrJoin(shown, ", ").c_str(), d > 8 ? ", ..." : "", d);
+    }
+    if (response.missing_ids_size() > 0) {
+      std::printf("missing: %s\n", absl::StrJoin(response.missing_ids(), " ").c_str());
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Delete() {
+    if (auto s = CheckOptions(args_, {"ids"}); !s.ok()) return Usage(s.message());
+    if (args_.positional.size() < 2) return Usage("expected a collection NAME");
+    auto ids = IdsArgument();
+    if (!ids.ok()) return ids.status();
+    v1::DeleteItemsRequest request;
+    request.set_collection(args_.positional[1]);
+    request.mutable_ids()->Add(ids->begin(), ids->end());
+    v1::DeleteItemsResponse response;
+    auto context = Context();
+    if (auto s = FromGrpcStatus(stub().DeleteItems(context.get(), request, &response)); !s.ok()) {
+      return s;
+    }
+    if (json_) {
+      std::printf("{\"deleted\":%llu,\"missing\":%llu,\"item_count\":%llu}\n",
+                  static_cast<unsigned long long>(response.deleted()),
+                  static_cast<unsigned long long>(response.missing()),
+                  static_cast<unsigned long long>(response.item_count()));
+    } else {
+      std::printf("deleted %llu items (%llu did not exist); collection now has %llu items\n",
+                  static_cast<unsigned long long>(response.deleted()),
+                  static_cast<unsigned long long>(response.missing()),
+                  static_cast<unsigned long long>(response.item_count()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Inspect() {
+    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
+    if (auto s = NeedPositional(1, "a FILE"); !s.ok()) return s;
+    auto reader = VectorReader::Open(args_.positional[1]);
+    if (!reader.ok()) return reader.status();
+    static constexpr const char* kTypes[] = {"uint8", "int8",   "uint16", "int16",   "uint32",
+                                             "int32", "uint64", "int64",  "float32", "float64"};
+    const char* type = kTypes[static_cast<int>((*reader)->element_type())];
+    const std::string format(VectorFileFormatName((*reader)->format()));
+    if (json_) {
+      std::printf("{\"path\":%s,\"format\":\"%s\",\"element_type\":\"%s\",\"rows\":%lld,"
+                  "\"dimension\":%lld}\n",
+                  JsonString(args_.positional[1]).c_str(), format.c_str(), type,
+                  static_cast<long long>((*reader)->rows()),
+                  static_cast<long long>((*reader)->dim()));
+    } else {
+      std::printf("%s: %s, %s, %lld rows x %lld dimensions\n", args_.positional[1].c_str(),
+                  format.c_str(), type, static_cast<long long>((*reader)->rows()),
+                  static_cast<long long>((*reader)->dim()));
+    }
+    return absl::OkStatus();
+  }
+
+  const Args& args_;
+  bool json_;
+  bool usage_error_ = false;
+  std::unique_ptr<v1::Quantd::Stub> stub_;
+};
+
+}  // namespace
+}  // namespace quantd
+
+int main(int argc, char** argv) {
+  auto args = quantd::ParseArgs(argc, argv);
+  if (!args.ok()) {
+    std::fprintf(stderr, "quantctl: %s\n", std::string(args.status().message()).c_str());
+    return 2;
+  }
+  if (args->positional.empty()) {
+    std::fputs(quantd::kUsage, args->Has("help") ? stdout : stderr);
+    return args->Has("help") ? 0 : 2;
+  }
+  if (args->Has("help")) {
+    const auto& help = quantd::CommandHelp();
+    auto it = help.find(args->positional[0]);
+    std::fputs(it != help.end() ? it->second.c_str() : quantd::kUsage, stdout);
+    return it != help.end() ? 0 : 2;
+  }
+  return quantd::Cli(*args).Run();
+}

@@ -1,0 +1,601 @@
+#include "core/vector_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <type_traits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace quantd {
+namespace {
+
+static_assert(std::endian::native == std::endian::little, "quantd assumes a little-endian host");
+
+// Upper bounds that keep hostile headers from causing huge allocations or overflow.
+constexpr int64_t kMaxFileDim = int64_t{1} << 24;
+constexpr uint32_t kMaxNpyHeaderBytes = 1 << 16;
+
+size_t ElementSize(ElementType t) {
+  switch (t) {
+    case ElementType::kU8:
+    case ElementType::kI8:
+      return 1;
+    case ElementType::kU16:
+    case ElementType::kI16:
+      return 2;
+    case ElementType::kU32:
+    case ElementType::kI32:
+    case ElementType::kF32:
+      return 4;
+    case ElementType::kU64:
+    case ElementType::kI64:
+    case ElementType::kF64:
+      return 8;
+  }
+  return 1;
+}
+
+bool IsFloating(ElementType t) { return t == ElementType::kF32 || t == ElementType::kF64; }
+
+template <typename T>
+T Load(const unsigned char* p, bool big_endian) {
+  using U = std::conditional_t<sizeof(T) == 1, uint8_t,
+                               std::conditional_t<sizeof(T) == 2, uint16_t,
+                                                  std::conditional_t<sizeof(T) == 4, uint32_t,
+                                                                     uint64_t>>>;
+  U bits;
+  std::memcpy(&bits, p, sizeof(U));
+  if (big_endian) {
+    if constexpr (sizeof(U) == 2) bits = __builtin_bswap16(bits);
+    if constexpr (sizeof(U) == 4) bits = __builtin_bswap32(bits);
+    if constexpr (sizeof(U) == 8) bits = __builtin_bswap64(bits);
+  }
+  T value;
+  std::memcpy(&value, &bits, sizeof(T));
+  return value;
+}
+
+// Converts `count` elements of type `t` at `src` to Out.
+template <typename Out>
+void Convert(const unsigned char* src, ElementType t, bool big_endian, int64_t count, Out* out) {
+  auto loop = [&](auto tag) {
+    using T = decltype(tag);
+    for (int64_t i = 0; i < count; ++i) {
+      out[i] = static_cast<Out>(Load<T>(src + i * sizeof(T), big_endian));
+    }
+  };
+  switch (t) {
+    case ElementType::kU8: return loop(uint8_t{});
+    case ElementType::kI8: return loop(int8_t{});
+    case ElementType::kU16: return loop(uint16_t{});
+    case ElementType::kI16: return loop(int16_t{});
+    case ElementType::kU32: return loop(uint32_t{});
+    case ElementType::kI32: return loop(int32_t{});
+    case ElementType::kU64: return loop(uint64_t{});
+    case ElementType::kI64: return loop(int64_t{});
+    case ElementType::kF32: return loop(float{});
+    case ElementType::kF64: return loop(double{});
+  }
+}
+
+absl::Status Truncated(const std::string& path, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrFormat("%s: truncated file: %s", path, what));
+}
+
+}  // namespace
+
+absl::string_view VectorFileFormatName(VectorFileFormat format) {
+  switch (format) {
+    case VectorFileFormat::kNpy: return "npy";
+    case VectorFileFormat::kFvecs: return "fvecs";
+    case VectorFileFormat::kBvecs: return "bvecs";
+    case VectorFileFormat::kIvecs: return "ivecs";
+    case VectorFileFormat::kIdx: return "idx";
+  }
+  return "unknown";
+}
+
+// A memory-mapped file, read front to back.
+class MappedVectorReader : public VectorReader {
+ public:
+  ~MappedVectorReader() override {
+    if (data_ != nullptr && size_ > 0) munmap(const_cast<unsigned char*>(data_), size_);
+  }
+  const unsigned char* data_ = nullptr;
+  size_t size_ = 0;
+  size_t offset_ = 0;
+
+  absl::Status ReadBytes(void* dst, size_t n) override {
+    if (n > size_ - offset_) {
+      return Truncated(path_, absl::StrFormat("needed %d bytes at offset %d, file has %d", n,
+                                              offset_, size_));
+    }
+    std::memcpy(dst, data_ + offset_, n);
+    offset_ += n;
+    return absl::OkStatus();
+  }
+};
+
+// A gzip-compressed file, decompressed as it is read.
+class GzipVectorReader : public VectorReader {
+ public:
+  ~GzipVectorReader() override {
+    if (file_ != nullptr) gzclose(file_);
+  }
+  gzFile file_ = nullptr;
+  uint64_t offset_ = 0;
+
+  absl::Status ReadBytes(void* dst, size_t n) override {
+    auto* out = static_cast<unsigned char*>(dst);
+    while (n > 0) {
+      const unsigned chunk = static_cast<unsigned>(std::min<size_t>(n, 1u << 30));
+      const int got = gzread(file_, out, chunk);
+      if (got < 0) {
+        int err = 0;
+        const char* message = gzerror(file_, &err);
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: corrupt gzip stream: %s", path_, message));
+      }
+      if (got == 0) {
+        return Truncated(path_, absl::StrFormat("gzip data ends at %d bytes", offset_));
+      }
+      out += got;
+      n -= static_cast<size_t>(got);
+      offset_ += static_cast<uint64_t>(got);
+    }
+    return absl::OkStatus();
+  }
+};
+
+// Parses headers and sets up readers; a friend of VectorReader.
+class VectorReaderFactory {
+ public:
+  static absl::StatusOr<std::unique_ptr<VectorReader>> Open(const std::string& path);
+
+ private:
+  static absl::Status ParseNpy(VectorReader& r, int64_t payload_size);
+  static absl::Status ParseIdx(VectorReader& r, int64_t payload_size);
+  static absl::Status ParseXvecs(MappedVectorReader& r);
+  static absl::Status CheckPayload(VectorReader& r, int64_t header_bytes, int64_t file_size);
+};
+
+namespace {
+
+// Parses the value of `key` in a NumPy header dict literal such as
+// "{'descr': '<f4', 'fortran_order': False, 'shape': (60000, 784), }".
+std::optional<std::string> NpyHeaderValue(absl::string_view header, absl::string_view key) {
+  for (const char quote : {'\'', '"'}) {
+    const std::string needle = absl::StrCat(std::string(1, quote), key, std::string(1, quote));
+    const size_t at = header.find(needle);
+    if (at == absl::string_view::npos) continue;
+    size_t pos = header.find(':', at + needle.size());
+    if (pos == absl::string_view::npos) return std::nullopt;
+    absl::string_view rest = absl::StripLeadingAsciiWhitespace(header.substr(pos + 1));
+    if (rest.empty()) return std::nullopt;
+    if (rest[0] == '\'' || rest[0] == '"') {
+      const size_t end = rest.find(rest[0], 1);
+      if (end == absl::string_view::npos) return std::nullopt;
+      return std::string(rest.substr(1, end - 1));
+    }
+    if (rest[0] == '(') {
+      const size_t end = rest.find(')');
+      if (end == absl::string_view::npos) return std::nullopt;
+      return std::string(rest.substr(0, end + 1));
+    }
+    const size_t end = rest.find_first_of(",}");
+    return std::string(absl::StripAsciiWhitespace(rest.substr(0, end)));
+  }
+  return std::nullopt;
+}
+
+bool MulOverflows(int64_t a, int64_t b, int64_t* out) { return __builtin_mul_overflow(a, b, out); }
+
+}  // namespace
+
+absl::Status VectorReaderFactory::CheckPayload(VectorReader& r, int64_t header_bytes,
+                                               int64_t file_size) {
+  int64_t payload = 0;
+  if (MulOverflows(r.rows_, r.dim_, &payload) ||
+      MulOverflows(payload, static_cast<int64_t>(ElementSize(r.element_type_)), &payload)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: shape %d x %d overflows", r.path_, r.rows_, r.dim_));
+  }
+  if (file_size < 0) return absl::OkStatus();  // streamed: truncation shows while reading
+  const int64_t available = file_size - header_bytes;
+  if (available < payload) {
+    return Truncated(r.path_, absl::StrFormat("header promises %d x %d elements (%d bytes), "
+                                              "file holds %d bytes after the header",
+                                              r.rows_, r.dim_, payload, available));
+  }
+  if (available > payload) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: %d unexpected bytes after the %d x %d elements the header describes", r.path_,
+        available - payload, r.rows_, r.dim_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VectorReaderFactory::ParseNpy(VectorReader& r, int64_t file_size) {
+  unsigned char magic[8];
+  if (auto s = r.ReadBytes(magic, 8); !s.ok()) return s;
+  if (std::memcmp(magic, "\x93NUMPY", 6) != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: bad .npy magic", r.path_));
+  }
+  const int major = magic[6];
+  if (major < 1 || major > 3) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: unsupported .npy format version %d.%d", r.path_, major, magic[7]));
+  }
+  uint32_t header_len = 0;
+  int64_t prefix = 10;
+  if (major == 1) {
+    unsigned char len[2];
+    if (auto s = r.ReadBytes(len, 2); !s.ok()) return s;
+    header_len = Load<uint16_t>(len, false);
+  } else {
+    unsigned char len[4];
+    if (auto s = r.ReadBytes(len, 4); !s.ok()) return s;
+    header_len = Load<uint32_t>(len, false);
+    prefix = 12;
+  }
+  if (header_len > kMaxNpyHeaderBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: .npy header length %d exceeds %d", r.path_, header_len,
+                        kMaxNpyHeaderBytes));
+  }
+  std::string header(header_len, '\0');
+  if (auto s = r.ReadBytes(header.data(), header_len); !s.ok()) return s;
+
+  const auto descr = NpyHeaderValue(header, "descr");
+  const auto fortran = NpyHeaderValue(header, "fortran_order");
+  const auto shape = NpyHeaderValue(header, "shape");
+  if (!descr || !fortran || !shape) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: .npy header lacks descr, fortran_order or shape: %s", r.path_, header));
+  }
+  if (*fortran != "False") {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: Fortran-order arrays are not supported; save with np.ascontiguousarray", r.path_));
+  }
+  // descr: byte order, kind, item size, e.g. "<f4", "|u1", ">i8".
+  if (descr->size() < 3 || descr->find_first_of("<>|=") != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: unsupported .npy dtype '%s'", r.path_, *descr));
+  }
+  const char order = (*descr)[0];
+  const char kind = (*descr)[1];
+  int size = 0;
+  if (!absl::SimpleAtoi(descr->substr(2), &size)) size = -1;
+  struct Type {
+    char kind;
+    int size;
+    ElementType type;
+  };
+  static constexpr Type kTypes[] = {
+      {'u', 1, ElementType::kU8},  {'i', 1, ElementType::kI8},  {'u', 2, ElementType::kU16},
+      {'i', 2, ElementType::kI16}, {'u', 4, ElementType::kU32}, {'i', 4, ElementType::kI32},
+      {'u', 8, ElementType::kU64}, {'i', 8, ElementType::kI64}, {'f', 4, ElementType::kF32},
+      {'f', 8, ElementType::kF64}};
+  bool found = false;
+  for (const Type& t : kTypes) {
+    if (t.kind == kind && t.size == size) {
+      r.element_type_ = t.type;
+      found = true;
+    }
+  }
+  if (!found) {
+    const char* why = kind == 'O' ? " (object arrays hold Python objects, not numbers)" : "";
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: unsupported .npy dtype '%s'%s; use float32, float64 or an integer type", r.path_,
+        *descr, why));
+  }
+  r.big_endian_ = order == '>';
+
+  // shape: "(n,)", "(n, d)", "(n, a, b)"; trailing dimensions are flattened into rows.
+  absl::string_view dims = *shape;
+  dims = absl::StripPrefix(absl::StripSuffix(dims, ")"), "(");
+  std::vector<int64_t> extents;
+  for (absl::string_view part : absl::StrSplit(dims, ',', absl::SkipWhitespace())) {
+    int64_t extent = 0;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &extent) || extent < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: bad .npy shape %s", r.path_, *shape));
+    }
+    extents.push_back(extent);
+  }
+  if (extents.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: .npy holds a scalar (shape ()), not a matrix", r.path_));
+  }
+  r.rows_ = extents[0];
+  r.dim_ = 1;
+  for (size_t i = 1; i < extents.size(); ++i) {
+    if (MulOverflows(r.dim_, extents[i], &r.dim_) || r.dim_ > kMaxFileDim) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: row size of shape %s exceeds %d", r.path_, *shape, kMaxFileDim));
+    }
+  }
+  r.format_ = VectorFileFormat::kNpy;
+  return CheckPayload(r, prefix + header_len, file_size);
+}
+
+absl::Status VectorReaderFactory::ParseIdx(VectorReader& r, int64_t file_size) {
+  unsigned char magic[4];
+  if (auto s = r.ReadBytes(magic, 4); !s.ok()) return s;
+  const int ndim = magic[3];
+  switch (magic[2]) {
+    case 0x08: r.element_type_ = ElementType::kU8; break;
+    case 0x09: r.element_type_ = ElementType::kI8; break;
+    case 0x0B: r.element_type_ = ElementType::kI16; break;
+    case 0x0C: r.element_type_ = ElementType::kI32; break;
+    case 0x0D: r.element_type_ = ElementType::kF32; break;
+    case 0x0E: r.element_type_ = ElementType::kF64; break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: unknown IDX element type 0x%02x", r.path_, magic[2]));
+  }
+  if (ndim < 1 || ndim > 8) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: IDX dimension count %d outside 1..8", r.path_, ndim));
+  }
+  r.big_endian_ = true;
+  std::vector<unsigned char> raw(4 * ndim);
+  if (auto s = r.ReadBytes(raw.data(), raw.size()); !s.ok()) return s;
+  r.rows_ = Load<uint32_t>(raw.data(), true);
+  r.dim_ = 1;
+  for (int i = 1; i < ndim; ++i) {
+    const int64_t extent = Load<uint32_t>(raw.data() + 4 * i, true);
+    if (MulOverflows(r.dim_, extent, &r.dim_) || r.dim_ > kMaxFileDim) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: IDX row size exceeds %d", r.path_, kMaxFileDim));
+    }
+  }
+  r.format_ = VectorFileFormat::kIdx;
+  return CheckPayload(r, 4 + 4 * ndim, file_size);
+}
+
+absl::Status VectorReaderFactory::ParseXvecs(MappedVectorReader& r) {
+  if (r.size_ < 4) return Truncated(r.path_, "no room for the first row's dimension");
+  const int32_t d = Load<int32_t>(r.data_, false);
+  if (d <= 0 || d > kMaxFileDim) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: first row claims dimension %d (expected 1..%d)", r.path_, d,
+                        kMaxFileDim));
+  }
+  r.dim_ = d;
+  const size_t row_bytes = 4 + static_cast<size_t>(d) * ElementSize(r.element_type_);
+  if (r.size_ % row_bytes != 0) {
+    return Truncated(r.path_, absl::StrFormat("%d bytes is not a whole number of %d-byte rows "
+                                              "(dimension %d)",
+                                              r.size_, row_bytes, d));
+  }
+  r.rows_ = static_cast<int64_t>(r.size_ / row_bytes);
+  r.row_prefix_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<VectorReader>> VectorReaderFactory::Open(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    const std::string message = absl::StrFormat("%s: %s", path, std::strerror(err));
+    return err == ENOENT ? absl::NotFoundError(message) : absl::InvalidArgumentError(message);
+  }
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrFormat("%s: not a regular file", path));
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  unsigned char head[6] = {0};
+  const ssize_t head_len = ::pread(fd, head, sizeof(head), 0);
+  if (head_len < 0) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrFormat("%s: cannot read", path));
+  }
+
+  std::string lower_path = absl::AsciiStrToLower(path);
+  if (head_len >= 2 && head[0] == 0x1f && head[1] == 0x8b) {
+    auto reader = std::unique_ptr<GzipVectorReader>(new GzipVectorReader());
+    reader->path_ = path;
+    reader->file_ = gzdopen(fd, "rb");
+    if (reader->file_ == nullptr) {
+      ::close(fd);
+      return absl::InvalidArgumentError(absl::StrFormat("%s: cannot open gzip stream", path));
+    }
+    gzbuffer(reader->file_, 1 << 17);
+    unsigned char inner[6] = {0};
+    const int got = gzread(reader->file_, inner, sizeof(inner));
+    if (got < 4) return Truncated(path, "gzip stream shorter than any header");
+    gzrewind(reader->file_);
+    absl::Status status;
+    if (got >= 6 && std::memcmp(inner, "\x93NUMPY", 6) == 0) {
+      status = ParseNpy(*reader, -1);
+    } else if (inner[0] == 0 && inner[1] == 0) {
+      status = ParseIdx(*reader, -1);
+    } else {
+      status = absl::InvalidArgumentError(absl::StrFormat(
+          "%s: gzip content is neither .npy nor IDX (decompress .fvecs/.bvecs/.ivecs first)",
+          path));
+    }
+    if (!status.ok()) return status;
+    return std::unique_ptr<VectorReader>(std::move(reader));
+  }
+
+  auto reader = std::unique_ptr<MappedVectorReader>(new MappedVectorReader());
+  reader->path_ = path;
+  reader->size_ = size;
+  if (size > 0) {
+    void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+      ::close(fd);
+      return absl::InvalidArgumentError(absl::StrFormat("%s: mmap failed", path));
+    }
+    madvise(map, size, MADV_SEQUENTIAL);
+    reader->data_ = static_cast<const unsigned char*>(map);
+  }
+  ::close(fd);
+
+  absl::Status status;
+  if (head_len >= 6 && std::memcmp(head, "\x93NUMPY", 6) == 0) {
+    status = ParseNpy(*reader, static_cast<int64_t>(size));
+  } else if (absl::EndsWith(lower_path, ".fvecs")) {
+    reader->format_ = VectorFileFormat::kFvecs;
+    reader->element_type_ = ElementType::kF32;
+    status = ParseXvecs(*reader);
+  } else if (absl::EndsWith(lower_path, ".ivecs")) {
+    reader->format_ = VectorFileFormat::kIvecs;
+    reader->element_type_ = ElementType::kI32;
+    status = ParseXvecs(*reader);
+  } else if (absl::EndsWith(lower_path, ".bvecs")) {
+    reader->format_ = VectorFileFormat::kBvecs;
+    reader->element_type_ = ElementType::kU8;
+    status = ParseXvecs(*reader);
+  } else if (absl::EndsWith(lower_path, ".npy")) {
+    status = absl::InvalidArgumentError(absl::StrFormat("%s: bad .npy magic", path));
+  } else if (head_len >= 4 && head[0] == 0 && head[1] == 0) {
+    status = ParseIdx(*reader, static_cast<int64_t>(size));
+  } else {
+    status = absl::InvalidArgumentError(absl::StrFormat(
+        "%s: unknown format (expected .npy, .fvecs, .bvecs, .ivecs or IDX, optionally gzipped)",
+        path));
+  }
+  if (!status.ok()) return status;
+  return std::unique_ptr<VectorReader>(std::move(reader));
+}
+
+absl::StatusOr<std::unique_ptr<VectorReader>> VectorReader::Open(const std::string& path) {
+  return VectorReaderFactory::Open(path);
+}
+
+absl::Status VectorReader::ReadRawRows(int64_t n) {
+  const size_t row_bytes = static_cast<size_t>(dim_) * ElementSize(element_type_);
+  scratch_.resize(static_cast<size_t>(n) * row_bytes);
+  if (!row_prefix_) return ReadBytes(scratch_.data(), scratch_.size());
+  for (int64_t i = 0; i < n; ++i) {
+    unsigned char prefix[4];
+    if (auto s = ReadBytes(prefix, 4); !s.ok()) return s;
+    const int32_t d = Load<int32_t>(prefix, false);
+    if (d != dim_) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: row %d has dimension %d, the first row %d", path_, next_row_ + i, d, dim_));
+    }
+    if (auto s = ReadBytes(scratch_.data() + i * row_bytes, row_bytes); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> VectorReader::Read(int64_t max_rows, float* out) {
+  const int64_t n = std::min(max_rows, rows_ - next_row_);
+  if (n <= 0) return 0;
+  if (element_type_ == ElementType::kF32 && !big_endian_ && !row_prefix_) {
+    // Native float32: copy straight into the caller's buffer.
+    if (auto s = ReadBytes(out, static_cast<size_t>(n * dim_) * sizeof(float)); !s.ok()) {
+      return s;
+    }
+  } else {
+    if (auto s = ReadRawRows(n); !s.ok()) return s;
+    Convert(scratch_.data(), element_type_, big_endian_, n * dim_, out);
+  }
+  next_row_ += n;
+  return n;
+}
+
+absl::StatusOr<int64_t> VectorReader::ReadIntegers(int64_t max_rows, int64_t* out) {
+  if (IsFloating(element_type_)) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("%s: holds floating-point values, integers expected", path_));
+  }
+  const int64_t n = std::min(max_rows, rows_ - next_row_);
+  if (n <= 0) return 0;
+  if (auto s = ReadRawRows(n); !s.ok()) return s;
+  Convert(scratch_.data(), element_type_, big_endian_, n * dim_, out);
+  next_row_ += n;
+  return n;
+}
+
+absl::StatusOr<Matrix> ReadMatrix(const std::string& path, int64_t max_rows) {
+  auto reader = VectorReader::Open(path);
+  if (!reader.ok()) return reader.status();
+  Matrix m;
+  m.dim = (*reader)->dim();
+  m.rows = max_rows < 0 ? (*reader)->rows() : std::min(max_rows, (*reader)->rows());
+  m.values.resize(static_cast<size_t>(m.rows * m.dim));
+  auto got = (*reader)->Read(m.rows, m.values.data());
+  if (!got.ok()) return got.status();
+  return m;
+}
+
+absl::StatusOr<IntMatrix> ReadIntMatrix(const std::string& path) {
+  auto reader = VectorReader::Open(path);
+  if (!reader.ok()) return reader.status();
+  IntMatrix m;
+  m.dim = (*reader)->dim();
+  m.rows = (*reader)->rows();
+  m.values.resize(static_cast<size_t>(m.rows * m.dim));
+  auto got = (*reader)->ReadIntegers(m.rows, m.values.data());
+  if (!got.ok()) return got.status();
+  return m;
+}
+
+absl::StatusOr<std::vector<uint64_t>> ReadIds(const std::string& path) {
+  const std::string lower = absl::AsciiStrToLower(path);
+  const bool binary = absl::EndsWith(lower, ".npy") || absl::EndsWith(lower, ".ivecs") ||
+                      absl::EndsWith(lower, ".npy.gz");
+  std::vector<uint64_t> ids;
+  if (binary) {
+    auto reader = VectorReader::Open(path);
+    if (!reader.ok()) return reader.status();
+    VectorReader& r = **reader;
+    const bool is_unsigned64 = r.element_type() == ElementType::kU64;
+    if (IsFloating(r.element_type())) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: ids must be integers, the file holds floating-point values", path));
+    }
+    std::vector<int64_t> values(static_cast<size_t>(r.rows() * r.dim()));
+    if (auto got = r.ReadIntegers(r.rows(), values.data()); !got.ok()) return got.status();
+    ids.reserve(values.size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (values[i] < 0 && !is_unsigned64) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: id #%d is negative (%d)", path, i, values[i]));
+      }
+      ids.push_back(static_cast<uint64_t>(values[i]));
+    }
+    return ids;
+  }
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrFormat("%s: cannot open", path));
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    absl::string_view text = absl::StripAsciiWhitespace(line);
+    if (text.empty()) continue;
+    uint64_t id = 0;
+    if (!absl::SimpleAtoi(text, &id)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s:%d: '%s' is not an unsigned 64-bit id", path, line_no, text));
+    }
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+}  // namespace quantd

@@ -1,0 +1,62 @@
+// gRPC adapter of quantd.v1.Quantd: validates and converts requests, delegates to Store, maps
+// absl::Status to grpc::Status (the codes are the same numbers). Callback API: cheap RPCs finish
+// inline on gRPC's threads.
+#ifndef QUANTD_SERVER_SERVICE_H_
+#define QUANTD_SERVER_SERVICE_H_
+
+#include <chrono>
+#include <cstdint>
+
+#include "quantd/v1/quantd.grpc.pb.h"
+#include "server/metrics.h"
+#include "server/store.h"
+
+namespace quantd {
+
+// Largest GetItems answer, in bytes of vector payload; the server's message limit is above it.
+inline constexpr int64_t kMaxResponsePayloadBytes = 48 << 20;
+// Largest request the server accepts (an Upsert batch, for instance).
+inline constexpr int kMaxReceiveMessageBytes = 64 << 20;
+
+class QuantdService final : public v1::Quantd::CallbackService {
+ public:
+  // `store` and `metrics` (may be null) outlive the service.
+  QuantdService(Store* store, Metrics* metrics) : store_(store), metrics_(metrics) {}
+
+  grpc::ServerUnaryReactor* CreateCollection(grpc::CallbackServerContext* context,
+                                             const v1::CreateCollectionRequest* request,
+                                             v1::CreateCollectionResponse* response) override;
+  grpc::ServerUnaryReactor* ListCollections(grpc::CallbackServerContext* context,
+                                            const v1::ListCollectionsRequest* request,
+                                            v1::ListCollectionsResponse* response) override;
+  grpc::ServerUnaryReactor* DescribeCollection(grpc::CallbackServerContext* context,
+                                               const v1::DescribeCollectionRequest* request,
+                                               v1::DescribeCollectionResponse* response) override;
+  grpc::ServerUnaryReactor* DropCollection(grpc::CallbackServerContext* context,
+                                           const v1::DropCollectionRequest* request,
+                                           v1::DropCollectionResponse* response) override;
+  grpc::ServerBidiReactor<v1::UpsertRequest, v1::UpsertResponse>* Upsert(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* DeleteItems(grpc::CallbackServerContext* context,
+                                        const v1::DeleteItemsRequest* request,
+                                        v1::DeleteItemsResponse* response) override;
+  grpc::ServerUnaryReactor* GetItems(grpc::CallbackServerContext* context,
+                                     const v1::GetItemsRequest* request,
+                                     v1::GetItemsResponse* response) override;
+
+ private:
+  class UpsertReactor;
+  // Finishes a unary call with `status`, recording it in the metrics.
+  grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, absl::string_view method,
+                                   std::chrono::steady_clock::time_point start,
+                                   const absl::Status& status);
+
+  Store* store_;
+  Metrics* metrics_;
+};
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+}  // namespace quantd
+
+#endif  // QUANTD_SERVER_SERVICE_H_
