@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <system_error>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -77,13 +78,16 @@ std::string QuantdServer::metrics_address() const {
 }
 
 void QuantdServer::Shutdown(std::chrono::milliseconds grace) {
+  // The metrics HTTP server (civetweb) takes up to two seconds to stop its poll loop; stop it
+  // while gRPC drains rather than after.
+  std::thread exposer_stop([exposer = std::move(exposer_)]() mutable { exposer.reset(); });
   if (server_ != nullptr) {
     server_->GetHealthCheckService()->SetServingStatus(false);
     server_->Shutdown(std::chrono::system_clock::now() + grace);
     server_->Wait();
     server_.reset();
   }
-  exposer_.reset();
+  exposer_stop.join();
   service_.reset();
   store_.reset();  // flushes the WAL and closes RocksDB after the last call finished
 }

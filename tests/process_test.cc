@@ -1,0 +1,350 @@
+// The real binaries as a user runs them: quantd killed with SIGKILL keeps every acknowledged
+// write; SIGTERM drains and closes cleanly; quantctl drives every RPC.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "client/client.h"
+#include "core/vector_file.h"
+#include "gtest/gtest.h"
+#include "tests/grpc_raw.h"
+#include "tests/test_support.h"
+
+namespace quantd {
+namespace {
+
+using ::quantd::testing::DataFile;
+using ::quantd::testing::TempDir;
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// A quantd child process with its stderr in a log file. It picks its own port (port 0) and
+// the test reads the port from the start-up line.
+class ServerProcess {
+ public:
+  ServerProcess(const std::string& data_dir, const std::string& log_path,
+                std::vector<std::string> extra_args = {},
+                std::vector<std::string> environment = {})
+      : log_path_(log_path) {
+    std::vector<std::string> args = {QUANTD_BINARY, "--listen=127.0.0.1:0", "--metrics_addr=",
+                                     "--data_dir=" + data_dir};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    pid_ = fork();
+    if (pid_ == 0) {
+      const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(fd, STDERR_FILENO);
+      for (const std::string& assignment : environment) putenv(strdup(assignment.c_str()));
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+  }
+  ~ServerProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  // Waits for the start-up line and a SERVING health check; returns the address or "".
+  std::string WaitReady() {
+    const std::regex port_line(R"(\(port (\d+)\))");
+    for (int attempt = 0; attempt < 400; ++attempt) {
+      std::smatch match;
+      const std::string log = ReadText(log_path_);
+      if (std::regex_search(log, match, port_line)) {
+        const std::string address = "127.0.0.1:" + match[1].str();
+        auto channel = Connect(address);
+        if (channel->WaitForConnected(std::chrono::system_clock::now() +
+                                      std::chrono::seconds(5)) &&
+            quantd::testing::HealthServing(channel.get())) {
+          return address;
+        }
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        ADD_FAILURE() << "quantd exited during start-up: " << log;
+        return "";
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "quantd did not become ready: " << ReadText(log_path_);
+    return "";
+  }
+
+  void Signal(int signal_number) { kill(pid_, signal_number); }
+
+  // Waits for the process to end; returns its wait status.
+  int Wait() {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+
+ private:
+  std::string log_path_;
+  pid_t pid_ = -1;
+};
+
+v1::Collection Describe(v1::Quantd::Stub& stub, const std::string& name) {
+  grpc::ClientContext context;
+  v1::DescribeCollectionRequest request;
+  request.set_name(name);
+  v1::DescribeCollectionResponse response;
+  const grpc::Status status = stub.DescribeCollection(&context, request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return response.collection();
+}
+
+void CreateCollection(v1::Quantd::Stub& stub, const std::string& name, uint32_t dim) {
+  grpc::ClientContext context;
+  v1::CreateCollectionRequest request;
+  request.set_name(name);
+  request.set_dimension(dim);
+  request.set_metric(v1::METRIC_L2);
+  v1::CreateCollectionResponse response;
+  const grpc::Status status = stub.CreateCollection(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+}
+
+TEST(ProcessTest, SigkillKeepsEveryAcknowledgedBatch) {
+  auto base = ReadMatrix(DataFile("sift5k/sift5k_base.fvecs"));
+  ASSERT_TRUE(base.ok()) << base.status();
+  const int64_t d = base->dim;
+  constexpr int64_t kBatchRows = 40;
+  const int64_t batches = base->rows / kBatchRows;
+  TempDir dir;
+  const std::string data_dir = dir.path() + "/data";
+
+  std::atomic<int64_t> acknowledged{0};
+  {
+    ServerProcess server(data_dir, dir.File("first.log"), {"--sync=true"});
+    const std::string address = server.WaitReady();
+    ASSERT_FALSE(address.empty());
+    auto stub = v1::Quantd::NewStub(Connect(address));
+    CreateCollection(*stub, "sift", static_cast<uint32_t>(d));
+
+    // The writer streams batches without waiting; acknowledgements are counted as they come,
+    // and the server is killed mid-stream once a third of the batches are acknowledged.
+    grpc::ClientContext context;
+    auto stream = stub->Upsert(&context);
+    std::thread writer([&] {
+      for (int64_t b = 0; b < batches; ++b) {
+        v1::UpsertRequest request;
+        request.set_collection("sift");
+        for (int64_t r = b * kBatchRows; r < (b + 1) * kBatchRows; ++r) {
+          request.add_ids(static_cast<uint64_t>(r));
+          request.mutable_vectors()->Add(base->values.begin() + r * d,
+                                         base->values.begin() + (r + 1) * d);
+        }
+        if (!stream->Write(request)) return;
+      }
+      stream->WritesDone();
+    });
+    v1::UpsertResponse ack;
+    while (stream->Read(&ack)) {
+      ASSERT_EQ(static_cast<int64_t>(ack.batch_index()), acknowledged.load());
+      if (++acknowledged == batches / 3) server.Signal(SIGKILL);
+    }
+    writer.join();
+    EXPECT_FALSE(stream->Finish().ok());
+    const int status = server.Wait();
+    ASSERT_TRUE(WIFSIGNALED(status));
+    EXPECT_EQ(WTERMSIG(status), SIGKILL);
+  }
+  ASSERT_GE(acknowledged.load(), batches / 3);
+  ASSERT_LT(acknowledged.load(), batches) << "the kill came too late to test anything";
+
+  ServerProcess server(data_dir, dir.File("second.log"));
+  const std::string address = server.WaitReady();
+  ASSERT_FALSE(address.empty());
+  auto stub = v1::Quantd::NewStub(Connect(address));
+  uint64_t found_rows = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    grpc::ClientContext context;
+    v1::GetItemsRequest request;
+    request.set_collection("sift");
+    for (int64_t r = b * kBatchRows; r < (b + 1) * kBatchRows; ++r) request.add_ids(r);
+    v1::GetItemsResponse response;
+    ASSERT_TRUE(stub->GetItems(&context, request, &response).ok());
+    if (b < acknowledged) {
+      ASSERT_EQ(response.ids_size(), kBatchRows) << "acknowledged batch " << b << " lost";
+    } else {
+      // Unacknowledged batches are all there (committed, ack lost) or not at all.
+      ASSERT_TRUE(response.ids_size() == 0 || response.ids_size() == kBatchRows)
+          << "batch " << b << " half applied: " << response.ids_size();
+    }
+    for (int i = 0; i < response.ids_size(); ++i) {
+      const int64_t row = static_cast<int64_t>(response.ids(i));
+      ASSERT_EQ(std::memcmp(response.vectors().data() + i * d, base->values.data() + row * d,
+                            static_cast<size_t>(d) * sizeof(float)),
+                0)
+          << "row " << row << " differs after the crash";
+    }
+    found_rows += static_cast<uint64_t>(response.ids_size());
+  }
+  EXPECT_EQ(Describe(*stub, "sift").item_count(), found_rows);
+}
+
+TEST(ProcessTest, SigtermDrainsClosesAndRestartServesTheSameData) {
+  TempDir dir;
+  const std::string data_dir = dir.path() + "/data";
+  const std::string path = DataFile("movielens/ml-10m_base.fvecs");
+  auto reader = VectorReader::Open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  {
+    // Configuration through the environment this time (QUANTD_SYNC=false).
+    ServerProcess server(data_dir, dir.File("first.log"), {}, {"QUANTD_SYNC=false"});
+    const std::string address = server.WaitReady();
+    ASSERT_FALSE(address.empty());
+    EXPECT_NE(ReadText(dir.File("first.log")).find("sync off"), std::string::npos);
+    auto stub = v1::Quantd::NewStub(Connect(address));
+    CreateCollection(*stub, "ml", static_cast<uint32_t>((*reader)->dim()));
+    auto uploaded = UploadVectors(*stub, "ml", **reader, {});
+    ASSERT_TRUE(uploaded.ok()) << uploaded.status();
+    EXPECT_EQ(uploaded->rows, (*reader)->rows());
+    server.Signal(SIGTERM);
+    const int status = server.Wait();
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    EXPECT_NE(ReadText(dir.File("first.log")).find("stopped cleanly"), std::string::npos);
+  }
+  ServerProcess server(data_dir, dir.File("second.log"));
+  const std::string address = server.WaitReady();
+  ASSERT_FALSE(address.empty());
+  auto stub = v1::Quantd::NewStub(Connect(address));
+  EXPECT_EQ(Describe(*stub, "ml").item_count(), static_cast<uint64_t>((*reader)->rows()));
+  auto all = ReadMatrix(path);
+  ASSERT_TRUE(all.ok());
+  grpc::ClientContext context;
+  v1::GetItemsRequest request;
+  request.set_collection("ml");
+  for (int64_t r = 0; r < all->rows; r += 97) request.add_ids(r);
+  v1::GetItemsResponse response;
+  ASSERT_TRUE(stub->GetItems(&context, request, &response).ok());
+  ASSERT_EQ(response.ids_size(), request.ids_size());
+  for (int i = 0; i < response.ids_size(); ++i) {
+    ASSERT_EQ(std::memcmp(response.vectors().data() + i * all->dim,
+                          all->values.data() + response.ids(i) * all->dim, all->dim * 4),
+              0);
+  }
+}
+
+TEST(ProcessTest, StartupFailsClearlyOnBadConfiguration) {
+  TempDir dir;
+  testing::WriteFile(dir.File("plain-file"), "x");
+  ServerProcess bad_dir(dir.File("plain-file") + "/data", dir.File("bad_dir.log"));
+  const int status = bad_dir.Wait();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_NE(ReadText(dir.File("bad_dir.log")).find("cannot start"), std::string::npos);
+
+  ServerProcess bad_env(dir.path() + "/data", dir.File("bad_env.log"), {},
+                        {"QUANTD_SYNC=maybe"});
+  const int env_status = bad_env.Wait();
+  ASSERT_TRUE(WIFEXITED(env_status));
+  EXPECT_EQ(WEXITSTATUS(env_status), 2);
+  EXPECT_NE(ReadText(dir.File("bad_env.log")).find("QUANTD_SYNC='maybe'"), std::string::npos);
+}
+
+// Runs quantctl with `args`; returns the exit code and stdout (+ stderr) in *output.
+int RunQuantctl(const std::string& address, const std::string& args, std::string* output) {
+  const std::string command =
+      std::string(QUANTCTL_BINARY) + " --addr " + address + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  output->clear();
+  char buffer[4096];
+  size_t got;
+  while ((got = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, got);
+  const int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(ProcessTest, QuantctlWalkThrough) {
+  TempDir dir;
+  ServerProcess server(dir.path() + "/data", dir.File("server.log"));
+  const std::string address = server.WaitReady();
+  ASSERT_FALSE(address.empty());
+  const std::string sift = DataFile("sift5k/sift5k_base.fvecs");
+  const std::string query = DataFile("sift5k/sift5k_query.fvecs");
+  std::string out;
+
+  EXPECT_EQ(RunQuantctl(address, "create sift --dim 128 --metric l2", &out), 0) << out;
+  EXPECT_EQ(RunQuantctl(address, "upsert sift " + sift + " --id-offset 1000", &out), 0) << out;
+  EXPECT_NE(out.find("upserted 5000 rows (5000 new)"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "describe sift --json", &out), 0) << out;
+  EXPECT_NE(out.find("\"item_count\":5000"), std::string::npos) << out;
+
+  // Ids from a text file for the 100 query vectors.
+  std::string ids;
+  for (int i = 0; i < 100; ++i) ids += std::to_string(900000 + i) + "\n";
+  testing::WriteFile(dir.File("ids.txt"), ids);
+  EXPECT_EQ(RunQuantctl(address, "upsert sift " + query + " --ids " + dir.File("ids.txt"), &out),
+            0)
+      << out;
+  EXPECT_EQ(RunQuantctl(address, "list", &out), 0) << out;
+  EXPECT_NE(out.find("5100"), std::string::npos) << out;
+
+  // get --json returns the exact floats of row 0 of the file.
+  auto base = ReadMatrix(sift, 1);
+  ASSERT_TRUE(base.ok());
+  EXPECT_EQ(RunQuantctl(address, "get sift 1000 77 --json", &out), 0) << out;
+  std::string expected = "{\"id\":1000,\"vector\":[";
+  for (int j = 0; j < 128; ++j) {
+    absl::StrAppendFormat(&expected, "%s%.9g", j ? "," : "", base->values[j]);
+  }
+  EXPECT_NE(out.find(expected), std::string::npos) << out;
+  EXPECT_NE(out.find("\"missing_ids\":[77]"), std::string::npos) << out;
+
+  EXPECT_EQ(RunQuantctl(address, "delete sift 1000 1001 3", &out), 0) << out;
+  EXPECT_NE(out.find("deleted 2 items (1 did not exist)"), std::string::npos) << out;
+
+  // Mistakes: exit code 1 for what the server refuses, 2 for usage; messages name the problem.
+  EXPECT_EQ(RunQuantctl(address, "create sift --dim 128", &out), 1);
+  EXPECT_NE(out.find("ALREADY_EXISTS"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "create small --dim 4", &out), 0) << out;
+  EXPECT_EQ(RunQuantctl(address, "upsert small " + sift, &out), 1);
+  EXPECT_NE(out.find("dimension 128"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "upsert nope " + sift, &out), 1);
+  EXPECT_NE(out.find("NOT_FOUND"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "upsert sift /no/such/file.fvecs", &out), 1);
+  EXPECT_EQ(RunQuantctl(address, "create x --dim 3 --metric hamming", &out), 2);
+  EXPECT_EQ(RunQuantctl(address, "create x --dim 3 --bogus 1", &out), 2);
+  EXPECT_NE(out.find("unknown option --bogus"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "frobnicate", &out), 2);
+  EXPECT_EQ(RunQuantctl(address, "get sift notanumber", &out), 2);
+  for (const char* command : {"create", "list", "describe", "drop", "upsert", "get", "delete",
+                              "inspect"}) {
+    EXPECT_EQ(RunQuantctl(address, std::string(command) + " --help", &out), 0) << command;
+    EXPECT_NE(out.find("Usage: quantctl"), std::string::npos) << out;
+  }
+  EXPECT_EQ(RunQuantctl(address, "inspect " + sift, &out), 0) << out;
+  EXPECT_NE(out.find("fvecs, float32, 5000 rows x 128 dimensions"), std::string::npos) << out;
+
+  EXPECT_EQ(RunQuantctl(address, "drop sift", &out), 0) << out;
+  EXPECT_NE(out.find("5098 items"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "describe sift", &out), 1);
+}
+
+}  // namespace
+}  // namespace quantd

@@ -1,0 +1,50 @@
+#include "tests/test_support.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "gtest/gtest.h"
+
+namespace quantd::testing {
+namespace {
+
+std::string CheckedPath(const std::string& path, const std::string& hint) {
+  if (std::filesystem::exists(path)) return path;
+  ADD_FAILURE() << "test data " << path << " is missing: " << hint;
+  return "";
+}
+
+}  // namespace
+
+std::string DataFile(const std::string& relative) {
+  const char* env = std::getenv("QUANTD_TEST_DATA_DIR");
+  const std::string root = env != nullptr ? env : QUANTD_TEST_DATA_DIR;
+  return CheckedPath(root + "/" + relative,
+                     "the shared data lives in ../shared/data beside the checkout, or set "
+                     "QUANTD_TEST_DATA_DIR");
+}
+
+std::string FashionMnistFile(const std::string& name) {
+  return CheckedPath(std::string(QUANTD_FASHION_MNIST_DIR) + "/" + name,
+                     "install Debian's dataset-fashion-mnist (deploy/install-deps.sh does)");
+}
+
+TempDir::TempDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "quantd-test-XXXXXX").string();
+  char* made = mkdtemp(pattern.data());
+  if (made == nullptr) ADD_FAILURE() << "mkdtemp failed";
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace quantd::testing

@@ -1,0 +1,36 @@
+// Shared helpers of the test suite: where the real data lives, temporary directories.
+#ifndef QUANTD_TESTS_TEST_SUPPORT_H_
+#define QUANTD_TESTS_TEST_SUPPORT_H_
+
+#include <string>
+
+namespace quantd::testing {
+
+// Path of a file under ../shared/data (or $QUANTD_TEST_DATA_DIR). Fails the current test with a
+// clear message if the file is missing, and returns "" then.
+std::string DataFile(const std::string& relative);
+
+// Path of a Fashion-MNIST IDX file (from Debian's dataset-fashion-mnist); "" and a failure if
+// it is missing.
+std::string FashionMnistFile(const std::string& name);
+
+// A fresh empty directory under the system temp dir, removed with the object.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Writes `bytes` to `path`, replacing it.
+void WriteFile(const std::string& path, const std::string& bytes);
+
+}  // namespace quantd::testing
+
+#endif  // QUANTD_TESTS_TEST_SUPPORT_H_
