@@ -598,4 +598,26 @@ absl::StatusOr<std::vector<uint64_t>> ReadIds(const std::string& path) {
   return ids;
 }
 
+absl::Status WriteNpy(const std::string& path, const float* values, int64_t rows, int64_t dim) {
+  std::string header = absl::StrFormat(
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows, dim);
+  // Magic (6) + version (2) + length (2) + header, padded with spaces to a multiple of 64 and
+  // ended by a newline, as NumPy writes it.
+  const size_t total = (10 + header.size() + 1 + 63) / 64 * 64;
+  header.append(total - 10 - header.size() - 1, ' ');
+  header.push_back('\n');
+  std::string prefix("\x93NUMPY\x01\x00", 8);
+  const uint16_t length = static_cast<uint16_t>(header.size());
+  prefix.push_back(static_cast<char>(length & 0xff));
+  prefix.push_back(static_cast<char>(length >> 8));
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(prefix.data(), static_cast<std::streamsize>(prefix.size()));
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  out.write(reinterpret_cast<const char*>(values),
+            static_cast<std::streamsize>(rows * dim * static_cast<int64_t>(sizeof(float))));
+  out.close();
+  if (!out) return absl::InvalidArgumentError(absl::StrFormat("%s: cannot write", path));
+  return absl::OkStatus();
+}
+
 }  // namespace quantd

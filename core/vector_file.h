@@ -92,6 +92,9 @@ absl::StatusOr<IntMatrix> ReadIntMatrix(const std::string& path);
 // row-major order), or a text file with one decimal id per line (blank lines ignored).
 absl::StatusOr<std::vector<uint64_t>> ReadIds(const std::string& path);
 
+// Writes a row-major rows x dim float32 matrix as a NumPy 1.0 .npy file ('<f4', C order).
+absl::Status WriteNpy(const std::string& path, const float* values, int64_t rows, int64_t dim);
+
 }  // namespace quantd
 
 #endif  // QUANTD_CORE_VECTOR_FILE_H_
