@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages that quantd's build, tests and benchmarks need.
-# Idempotent: packages already installed are skipped and apt is not touched at all
-# when nothing is missing. Works as root and through sudo.
+# Installs the Debian 12 packages quantd needs. Idempotent: packages already installed are
+# skipped and apt is not touched at all when nothing is missing. Works as root and via sudo.
+#
+#   deploy/install-deps.sh [all|build|runtime]
+#     all      build + tests + benchmarks + the Fashion-MNIST data set (default; make run/test)
+#     build    what compiling quantd and quantctl needs (the Docker build stage)
+#     runtime  the shared libraries the binaries load (the Docker runtime stage)
 set -euo pipefail
 
-PACKAGES=(
-  # toolchain
-  g++ cmake make pkg-config git
-  # service dependencies
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  libabsl-dev libeigen3-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev
-  # tests and benchmarks (FAISS is the benchmarks' peer only)
-  libgtest-dev libgmock-dev libbenchmark-dev libfaiss-dev
-  # real data for the walk-through and the benchmarks
-  dataset-fashion-mnist
-)
+profile="${1:-all}"
+RUNTIME=(libgrpc++1.51 libprotobuf32 librocksdb7.8 libprometheus-cpp-pull1.0
+         libprometheus-cpp-core1.0 libabsl20220623 zlib1g)
+BUILD=(g++ cmake make pkg-config
+       libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+       libabsl-dev libeigen3-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev)
+# Tests and benchmarks; FAISS is the benchmarks' peer only, never a service dependency.
+EXTRA=(git libgtest-dev libgmock-dev libbenchmark-dev libfaiss-dev dataset-fashion-mnist)
+
+case "$profile" in
+  all) PACKAGES=("${BUILD[@]}" "${EXTRA[@]}") ;;
+  build) PACKAGES=("${BUILD[@]}") ;;
+  runtime) PACKAGES=("${RUNTIME[@]}") ;;
+  *) echo "usage: $0 [all|build|runtime]" >&2; exit 2 ;;
+esac
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -24,7 +32,7 @@ for pkg in "${PACKAGES[@]}"; do
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  echo "install-deps: all ${#PACKAGES[@]} packages of profile '$profile' present"
   exit 0
 fi
 
@@ -33,11 +41,12 @@ if [ "$(id -u)" -eq 0 ]; then
 elif command -v sudo >/dev/null 2>&1; then
   SUDO=(sudo)
 else
-  echo "install-deps: missing packages (${missing[*]}) and neither root nor sudo" >&2
+  echo "install-deps: missing ${missing[*]}; run as root or install sudo" >&2
   exit 1
 fi
 
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"

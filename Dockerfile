@@ -1,0 +1,34 @@
+# quantd image: build on Debian 12 with the same install script as `make run`, run as non-root
+# from a slim runtime stage. Data lives on the volume /var/lib/quantd.
+#   docker build -t quantd .
+#   docker run -p 50051:50051 -p 9464:9464 -v quantd-data:/var/lib/quantd quantd
+FROM debian:bookworm AS build
+WORKDIR /src
+COPY deploy/install-deps.sh deploy/install-deps.sh
+RUN bash deploy/install-deps.sh build && rm -rf /var/lib/apt/lists/*
+COPY CMakeLists.txt ./
+COPY proto proto
+COPY core core
+COPY server server
+COPY client client
+RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DQUANTD_BUILD_TESTS=OFF \
+      -DQUANTD_BUILD_BENCH=OFF \
+ && cmake --build build -j"$(nproc)" \
+ && strip build/server/quantd build/client/quantctl
+
+FROM debian:bookworm-slim
+COPY deploy/install-deps.sh /tmp/install-deps.sh
+RUN bash /tmp/install-deps.sh runtime && rm -rf /var/lib/apt/lists/* /tmp/install-deps.sh \
+ && groupadd --system --gid 10001 quantd \
+ && useradd --system --uid 10001 --gid quantd --home-dir /var/lib/quantd --shell /usr/sbin/nologin quantd \
+ && mkdir -p /var/lib/quantd && chown quantd:quantd /var/lib/quantd
+COPY --from=build /src/build/server/quantd /src/build/client/quantctl /usr/local/bin/
+ENV QUANTD_LISTEN=0.0.0.0:50051 \
+    QUANTD_METRICS_ADDR=0.0.0.0:9464 \
+    QUANTD_DATA_DIR=/var/lib/quantd \
+    QUANTD_SYNC=true
+VOLUME /var/lib/quantd
+EXPOSE 50051 9464
+USER 10001:10001
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/quantd"]
