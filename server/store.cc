@@ -157,6 +157,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
   }
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, options.path, descriptors, &store->handles_, &db);
+  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "data_dir '%s' is in use by another quantd process (%s)", options.path, s.ToString()));
+  }
   if (!s.ok()) return FromRocks(s, absl::StrCat("open database ", options.path));
   store->db_.reset(db);
   for (size_t i = 0; i < families.size(); ++i) {

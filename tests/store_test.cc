@@ -224,6 +224,13 @@ TEST_F(StoreTest, ConcurrentWritersKeepCountExact) {
   EXPECT_EQ(store_->DescribeCollection("c")->item_count, expected);
 }
 
+TEST_F(StoreTest, SecondOpenOfTheSameDirectoryIsRefused) {
+  auto second = Store::Open({.path = dir_.path() + "/db", .sync = true});
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find("in use by another quantd"), absl::string_view::npos)
+      << second.status();
+}
+
 TEST(StoreOpenTest, UnwritableDirectoryIsAnError) {
   auto opened = Store::Open({.path = "/proc/quantd-cannot-be-here", .sync = true});
   EXPECT_FALSE(opened.ok());
