@@ -45,15 +45,20 @@ class ServerProcess {
     std::vector<std::string> args = {QUANTD_BINARY, "--listen=127.0.0.1:0", "--metrics_addr=",
                                      "--data_dir=" + data_dir};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
+    // Everything the child needs is prepared before fork: between fork and exec a child of a
+    // multi-threaded process may only make async-signal-safe calls (no malloc).
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<char*> envp;  // the test's assignments first: getenv takes the first match
+    for (std::string& assignment : environment) envp.push_back(assignment.data());
+    for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+    envp.push_back(nullptr);
     pid_ = fork();
     if (pid_ == 0) {
       const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       dup2(fd, STDERR_FILENO);
-      for (const std::string& assignment : environment) putenv(strdup(assignment.c_str()));
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
+      execve(argv[0], argv.data(), envp.data());
       _exit(127);
     }
   }
