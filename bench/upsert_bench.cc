@@ -11,8 +11,8 @@
 
 #include "benchmark/benchmark.h"
 #include "client/client.h"
-#include "grpcpp/grpcpp.h"
 #include "core/vector_file.h"
+#include "grpcpp/grpcpp.h"
 #include "server/server.h"
 #include "server/store.h"
 
@@ -144,9 +144,19 @@ void BM_UpsertDirect(benchmark::State& state) {
   Seconds()[sync ? "direct_sync" : "direct_nosync"] = total_seconds / iteration;
 }
 
-BENCHMARK(BM_UpsertDirect)->ArgName("sync")->Arg(0)->Arg(1)->Iterations(3)->UseRealTime()
+BENCHMARK(BM_UpsertDirect)
+    ->ArgName("sync")
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(3)
+    ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_UpsertGrpc)->ArgName("sync")->Arg(0)->Arg(1)->Iterations(3)->UseRealTime()
+BENCHMARK(BM_UpsertGrpc)
+    ->ArgName("sync")
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(3)
+    ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace
@@ -161,8 +171,8 @@ int main(int argc, char** argv) {
   const auto& data = quantd::FashionMnist();
   const double mb = static_cast<double>(data.matrix.rows) * data.matrix.dim * 4 / 1e6;
   std::printf("\nFashion-MNIST upsert, %lld x %lld float32 (%.1f MB), batches of %lld rows\n",
-              static_cast<long long>(data.matrix.rows), static_cast<long long>(data.matrix.dim),
-              mb, static_cast<long long>(quantd::BatchRowsFor(data.matrix.dim)));
+              static_cast<long long>(data.matrix.rows), static_cast<long long>(data.matrix.dim), mb,
+              static_cast<long long>(quantd::BatchRowsFor(data.matrix.dim)));
   std::printf("%-6s %14s %10s %14s %10s %18s\n", "sync", "gRPC rows/s", "gRPC MB/s",
               "direct rows/s", "direct MB/s", "ratio gRPC/direct");
   for (const char* mode : {"nosync", "sync"}) {

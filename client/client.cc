@@ -29,12 +29,12 @@ int64_t BatchRowsFor(int64_t dimension, int64_t target_bytes) {
 absl::StatusOr<UploadResult> UploadVectors(v1::Quantd::Stub& stub, const std::string& collection,
                                            VectorReader& reader, const UploadOptions& options) {
   const int64_t dim = reader.dim();
-  const int64_t total = options.max_rows < 0 ? reader.rows()
-                                             : std::min(options.max_rows, reader.rows());
+  const int64_t total =
+      options.max_rows < 0 ? reader.rows() : std::min(options.max_rows, reader.rows());
   if (options.ids != nullptr && static_cast<int64_t>(options.ids->size()) != total) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%d ids for %d rows of %s: give one id per row", options.ids->size(), total,
-        reader.path()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%d ids for %d rows of %s: give one id per row", options.ids->size(), total,
+                        reader.path()));
   }
   const int64_t batch_rows = options.batch_rows > 0 ? options.batch_rows : BatchRowsFor(dim);
   const auto start = std::chrono::steady_clock::now();
@@ -71,8 +71,8 @@ absl::StatusOr<UploadResult> UploadVectors(v1::Quantd::Stub& stub, const std::st
     buffer.resize(static_cast<size_t>(n * dim));
     auto got = reader.Read(n, buffer.data());
     if (!got.ok() || *got != n) {
-      read_status = got.ok() ? absl::DataLossError(absl::StrFormat(
-                                   "%s ended after %d rows", reader.path(), sent + *got))
+      read_status = got.ok() ? absl::DataLossError(absl::StrFormat("%s ended after %d rows",
+                                                                   reader.path(), sent + *got))
                              : got.status();
       break;
     }
@@ -90,8 +90,7 @@ absl::StatusOr<UploadResult> UploadVectors(v1::Quantd::Stub& stub, const std::st
   stream->WritesDone();
   reader_thread.join();
   const grpc::Status status = stream->Finish();
-  result.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!read_status.ok()) return read_status;
   if (!status.ok()) {
     return absl::Status(FromGrpcStatus(status).code(),

@@ -53,7 +53,8 @@ Creates a collection. NAME: 1-128 characters of [A-Za-z0-9_.-], starting with a 
   --dim D        vector dimension, 1..65536 (required)
   --metric M     l2 (default), ip (inner product) or cosine
 )"},
-      {"list", "Usage: quantctl list\n\nLists collections with dimension, metric and item count.\n"},
+      {"list",
+       "Usage: quantctl list\n\nLists collections with dimension, metric and item count.\n"},
       {"describe", "Usage: quantctl describe NAME\n\nShows one collection and its item count.\n"},
       {"drop", "Usage: quantctl drop NAME\n\nDeletes a collection and all of its items.\n"},
       {"upsert", R"(Usage: quantctl upsert NAME FILE [OPTIONS]
@@ -76,8 +77,9 @@ Reads stored vectors. Prints one line per item (first values only) or, with --js
 Deletes items atomically; reports how many were deleted and how many did not exist.
   --ids FILE     ids to delete (as for upsert)
 )"},
-      {"inspect", "Usage: quantctl inspect FILE\n\nShows the format, element type and shape of "
-                  "a local vector file without contacting a server.\n"},
+      {"inspect",
+       "Usage: quantctl inspect FILE\n\nShows the format, element type and shape of "
+       "a local vector file without contacting a server.\n"},
   };
   return *help;
 }
@@ -112,7 +114,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     } else if (kBoolOptions.contains(name)) {
       value = "true";
     } else {
-      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      if (i + 1 >= argc)
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
       value = argv[++i];
     }
     args.options[name] = value;
@@ -144,10 +147,18 @@ std::string JsonString(absl::string_view s) {
   std::string out = "\"";
   for (const char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out += absl::StrFormat("\\u%04x", c);
@@ -161,10 +172,14 @@ std::string JsonString(absl::string_view s) {
 
 std::string MetricText(v1::Metric metric) {
   switch (metric) {
-    case v1::METRIC_L2: return "l2";
-    case v1::METRIC_INNER_PRODUCT: return "ip";
-    case v1::METRIC_COSINE: return "cosine";
-    default: return "unspecified";
+    case v1::METRIC_L2:
+      return "l2";
+    case v1::METRIC_INNER_PRODUCT:
+      return "ip";
+    case v1::METRIC_COSINE:
+      return "cosine";
+    default:
+      return "unspecified";
   }
 }
 
@@ -179,7 +194,9 @@ std::string CollectionJson(const v1::Collection& c) {
 class ProgressBar {
  public:
   ProgressBar(int64_t total, int64_t bytes_per_row, bool enabled)
-      : total_(total), bytes_per_row_(bytes_per_row), enabled_(enabled && isatty(STDERR_FILENO)),
+      : total_(total),
+        bytes_per_row_(bytes_per_row),
+        enabled_(enabled && isatty(STDERR_FILENO)),
         start_(std::chrono::steady_clock::now()) {}
 
   void Update(int64_t done) {
@@ -193,8 +210,8 @@ class ProgressBar {
     const int filled = static_cast<int>(fraction * kWidth);
     std::fprintf(stderr, "\r[%s%s] %5.1f%%  %lld/%lld rows  %.0f rows/s  %.1f MB/s   ",
                  std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
-                 100 * fraction, static_cast<long long>(done), static_cast<long long>(total_), done / seconds,
-                 done * static_cast<double>(bytes_per_row_) / seconds / 1e6);
+                 100 * fraction, static_cast<long long>(done), static_cast<long long>(total_),
+                 done / seconds, done * static_cast<double>(bytes_per_row_) / seconds / 1e6);
     std::fflush(stderr);
   }
   void Finish() {
@@ -344,12 +361,13 @@ class Cli {
     if (json_) {
       std::printf("%s\n", CollectionJson(*collection).c_str());
     } else {
-      std::printf("name:       %s\ndimension:  %u\nmetric:     %s\nitems:      %llu\n"
-                  "created:    %lld ms since epoch\n",
-                  collection->name().c_str(), collection->dimension(),
-                  MetricText(collection->metric()).c_str(),
-                  static_cast<unsigned long long>(collection->item_count()),
-                  static_cast<long long>(collection->create_time_ms()));
+      std::printf(
+          "name:       %s\ndimension:  %u\nmetric:     %s\nitems:      %llu\n"
+          "created:    %lld ms since epoch\n",
+          collection->name().c_str(), collection->dimension(),
+          MetricText(collection->metric()).c_str(),
+          static_cast<unsigned long long>(collection->item_count()),
+          static_cast<long long>(collection->create_time_ms()));
     }
     return absl::OkStatus();
   }
@@ -389,8 +407,7 @@ class Cli {
   }
 
   absl::Status Upsert() {
-    if (auto s = CheckOptions(args_, {"id-offset", "ids", "max-rows", "batch-rows",
-                                      "no-progress"});
+    if (auto s = CheckOptions(args_, {"id-offset", "ids", "max-rows", "batch-rows", "no-progress"});
         !s.ok()) {
       return Usage(s.message());
     }
@@ -414,9 +431,9 @@ class Cli {
     auto collection = FetchCollection(name);
     if (!collection.ok()) return collection.status();
     if ((*reader)->dim() != collection->dimension()) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s has dimension %d but collection '%s' has dimension %d", path, (*reader)->dim(),
-          name, collection->dimension()));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s has dimension %d but collection '%s' has dimension %d", path,
+                          (*reader)->dim(), name, collection->dimension()));
     }
     std::vector<uint64_t> ids;
     UploadOptions options;
@@ -430,8 +447,8 @@ class Cli {
       if (!read.ok()) return read.status();
       ids = std::move(*read);
       if (static_cast<int64_t>(ids.size()) < total) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "--ids %s has %d ids for %d rows", args_.Get("ids"), ids.size(), total));
+        return absl::InvalidArgumentError(absl::StrFormat("--ids %s has %d ids for %d rows",
+                                                          args_.Get("ids"), ids.size(), total));
       }
       ids.resize(static_cast<size_t>(total));
       options.ids = &ids;
@@ -443,23 +460,22 @@ class Cli {
     if (!result.ok()) return result.status();
     const double mb = static_cast<double>(result->rows) * (*reader)->dim() * 4 / 1e6;
     if (json_) {
-      std::printf("{\"collection\":%s,\"rows\":%lld,\"inserted\":%lld,\"batches\":%lld,"
-                  "\"item_count\":%llu,\"seconds\":%.3f,\"rows_per_second\":%.1f,"
-                  "\"mb_per_second\":%.2f}\n",
-                  JsonString(name).c_str(), static_cast<long long>(result->rows),
-                  static_cast<long long>(result->inserted),
-                  static_cast<long long>(result->batches),
-                  static_cast<unsigned long long>(result->item_count), result->seconds,
-                  result->rows / std::max(1e-9, result->seconds),
-                  mb / std::max(1e-9, result->seconds));
+      std::printf(
+          "{\"collection\":%s,\"rows\":%lld,\"inserted\":%lld,\"batches\":%lld,"
+          "\"item_count\":%llu,\"seconds\":%.3f,\"rows_per_second\":%.1f,"
+          "\"mb_per_second\":%.2f}\n",
+          JsonString(name).c_str(), static_cast<long long>(result->rows),
+          static_cast<long long>(result->inserted), static_cast<long long>(result->batches),
+          static_cast<unsigned long long>(result->item_count), result->seconds,
+          result->rows / std::max(1e-9, result->seconds), mb / std::max(1e-9, result->seconds));
     } else {
-      std::printf("upserted %lld rows (%lld new) into '%s' in %lld batches, %.2f s: %.0f rows/s, "
-                  "%.1f MB/s; collection now has %llu items\n",
-                  static_cast<long long>(result->rows), static_cast<long long>(result->inserted),
-                  name.c_str(), static_cast<long long>(result->batches), result->seconds,
-                  result->rows / std::max(1e-9, result->seconds),
-                  mb / std::max(1e-9, result->seconds),
-                  static_cast<unsigned long long>(result->item_count));
+      std::printf(
+          "upserted %lld rows (%lld new) into '%s' in %lld batches, %.2f s: %.0f rows/s, "
+          "%.1f MB/s; collection now has %llu items\n",
+          static_cast<long long>(result->rows), static_cast<long long>(result->inserted),
+          name.c_str(), static_cast<long long>(result->batches), result->seconds,
+          result->rows / std::max(1e-9, result->seconds), mb / std::max(1e-9, result->seconds),
+          static_cast<unsigned long long>(result->item_count));
     }
     return absl::OkStatus();
   }
@@ -474,8 +490,8 @@ class Cli {
     for (size_t i = 2; i < args_.positional.size(); ++i) {
       uint64_t id = 0;
       if (!absl::SimpleAtoi(args_.positional[i], &id)) {
-        return Usage(absl::StrFormat("id '%s' is not an unsigned 64-bit integer",
-                                     args_.positional[i]));
+        return Usage(
+            absl::StrFormat("id '%s' is not an unsigned 64-bit integer", args_.positional[i]));
       }
       ids.push_back(id);
     }
@@ -508,8 +524,7 @@ class Cli {
         }
         out += "]}";
       }
-      out += absl::StrFormat("],\"missing_ids\":[%s]}",
-                             absl::StrJoin(response.missing_ids(), ","));
+      out += absl::StrFormat("],\"missing_ids\":[%s]}", absl::StrJoin(response.missing_ids(), ","));
       std::printf("%s\n", out.c_str());
       return absl::OkStatus();
     }
@@ -518,8 +533,7 @@ class Cli {
       for (int j = 0; j < std::min(d, 8); ++j) {
         shown.push_back(absl::StrFormat("%.6g", response.vectors(i * d + j)));
       }
-      std::printf("%llu\t[%s%s] (%d values)\n",
-                  static_cast<unsigned long long>(response.ids(i)),
+      std::printf("%llu\t[%s%s] (%d values)\n", static_cast<unsigned long long>(response.ids(i)),
                   absl::StrJoin(shown, ", ").c_str(), d > 8 ? ", ..." : "", d);
     }
     if (response.missing_ids_size() > 0) {
@@ -565,11 +579,11 @@ class Cli {
     const char* type = kTypes[static_cast<int>((*reader)->element_type())];
     const std::string format(VectorFileFormatName((*reader)->format()));
     if (json_) {
-      std::printf("{\"path\":%s,\"format\":\"%s\",\"element_type\":\"%s\",\"rows\":%lld,"
-                  "\"dimension\":%lld}\n",
-                  JsonString(args_.positional[1]).c_str(), format.c_str(), type,
-                  static_cast<long long>((*reader)->rows()),
-                  static_cast<long long>((*reader)->dim()));
+      std::printf(
+          "{\"path\":%s,\"format\":\"%s\",\"element_type\":\"%s\",\"rows\":%lld,"
+          "\"dimension\":%lld}\n",
+          JsonString(args_.positional[1]).c_str(), format.c_str(), type,
+          static_cast<long long>((*reader)->rows()), static_cast<long long>((*reader)->dim()));
     } else {
       std::printf("%s: %s, %s, %lld rows x %lld dimensions\n", args_.positional[1].c_str(),
                   format.c_str(), type, static_cast<long long>((*reader)->rows()),

@@ -55,10 +55,10 @@ bool IsFloating(ElementType t) { return t == ElementType::kF32 || t == ElementTy
 
 template <typename T>
 T Load(const unsigned char* p, bool big_endian) {
-  using U = std::conditional_t<sizeof(T) == 1, uint8_t,
-                               std::conditional_t<sizeof(T) == 2, uint16_t,
-                                                  std::conditional_t<sizeof(T) == 4, uint32_t,
-                                                                     uint64_t>>>;
+  using U = std::conditional_t<
+      sizeof(T) == 1, uint8_t,
+      std::conditional_t<sizeof(T) == 2, uint16_t,
+                         std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>>;
   U bits;
   std::memcpy(&bits, p, sizeof(U));
   if (big_endian) {
@@ -81,16 +81,26 @@ void Convert(const unsigned char* src, ElementType t, bool big_endian, int64_t c
     }
   };
   switch (t) {
-    case ElementType::kU8: return loop(uint8_t{});
-    case ElementType::kI8: return loop(int8_t{});
-    case ElementType::kU16: return loop(uint16_t{});
-    case ElementType::kI16: return loop(int16_t{});
-    case ElementType::kU32: return loop(uint32_t{});
-    case ElementType::kI32: return loop(int32_t{});
-    case ElementType::kU64: return loop(uint64_t{});
-    case ElementType::kI64: return loop(int64_t{});
-    case ElementType::kF32: return loop(float{});
-    case ElementType::kF64: return loop(double{});
+    case ElementType::kU8:
+      return loop(uint8_t{});
+    case ElementType::kI8:
+      return loop(int8_t{});
+    case ElementType::kU16:
+      return loop(uint16_t{});
+    case ElementType::kI16:
+      return loop(int16_t{});
+    case ElementType::kU32:
+      return loop(uint32_t{});
+    case ElementType::kI32:
+      return loop(int32_t{});
+    case ElementType::kU64:
+      return loop(uint64_t{});
+    case ElementType::kI64:
+      return loop(int64_t{});
+    case ElementType::kF32:
+      return loop(float{});
+    case ElementType::kF64:
+      return loop(double{});
   }
 }
 
@@ -102,11 +112,16 @@ absl::Status Truncated(const std::string& path, absl::string_view what) {
 
 absl::string_view VectorFileFormatName(VectorFileFormat format) {
   switch (format) {
-    case VectorFileFormat::kNpy: return "npy";
-    case VectorFileFormat::kFvecs: return "fvecs";
-    case VectorFileFormat::kBvecs: return "bvecs";
-    case VectorFileFormat::kIvecs: return "ivecs";
-    case VectorFileFormat::kIdx: return "idx";
+    case VectorFileFormat::kNpy:
+      return "npy";
+    case VectorFileFormat::kFvecs:
+      return "fvecs";
+    case VectorFileFormat::kBvecs:
+      return "bvecs";
+    case VectorFileFormat::kIvecs:
+      return "ivecs";
+    case VectorFileFormat::kIdx:
+      return "idx";
   }
   return "unknown";
 }
@@ -123,8 +138,8 @@ class MappedVectorReader : public VectorReader {
 
   absl::Status ReadBytes(void* dst, size_t n) override {
     if (n > size_ - offset_) {
-      return Truncated(path_, absl::StrFormat("needed %d bytes at offset %d, file has %d", n,
-                                              offset_, size_));
+      return Truncated(
+          path_, absl::StrFormat("needed %d bytes at offset %d, file has %d", n, offset_, size_));
     }
     std::memcpy(dst, data_ + offset_, n);
     offset_ += n;
@@ -224,9 +239,9 @@ absl::Status VectorReaderFactory::CheckPayload(VectorReader& r, int64_t header_b
                                               r.rows_, r.dim_, payload, available));
   }
   if (available > payload) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: %d unexpected bytes after the %d x %d elements the header describes", r.path_,
-        available - payload, r.rows_, r.dim_));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %d unexpected bytes after the %d x %d elements the header describes",
+                        r.path_, available - payload, r.rows_, r.dim_));
   }
   return absl::OkStatus();
 }
@@ -255,9 +270,8 @@ absl::Status VectorReaderFactory::ParseNpy(VectorReader& r, int64_t file_size) {
     prefix = 12;
   }
   if (header_len > kMaxNpyHeaderBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: .npy header length %d exceeds %d", r.path_, header_len,
-                        kMaxNpyHeaderBytes));
+    return absl::InvalidArgumentError(absl::StrFormat("%s: .npy header length %d exceeds %d",
+                                                      r.path_, header_len, kMaxNpyHeaderBytes));
   }
   std::string header(header_len, '\0');
   if (auto s = r.ReadBytes(header.data(), header_len); !s.ok()) return s;
@@ -273,8 +287,8 @@ absl::Status VectorReaderFactory::ParseNpy(VectorReader& r, int64_t file_size) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: Fortran-order arrays are not supported; save with np.ascontiguousarray", r.path_));
   }
-  // descr: byte order, kind, item size, e.g. "<f4", "|u1", ">i8".
-  if (descr->size() < 3 || descr->find_first_of("<>|=") != 0) {
+  // descr: byte order, kind, item size, e.g. "<f4", "|u1", ">i8" (object arrays: "|O", no size).
+  if (descr->size() < 2 || descr->find_first_of("<>|=") != 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: unsupported .npy dtype '%s'", r.path_, *descr));
   }
@@ -287,11 +301,11 @@ absl::Status VectorReaderFactory::ParseNpy(VectorReader& r, int64_t file_size) {
     int size;
     ElementType type;
   };
-  static constexpr Type kTypes[] = {
-      {'u', 1, ElementType::kU8},  {'i', 1, ElementType::kI8},  {'u', 2, ElementType::kU16},
-      {'i', 2, ElementType::kI16}, {'u', 4, ElementType::kU32}, {'i', 4, ElementType::kI32},
-      {'u', 8, ElementType::kU64}, {'i', 8, ElementType::kI64}, {'f', 4, ElementType::kF32},
-      {'f', 8, ElementType::kF64}};
+  static constexpr Type kTypes[] = {{'u', 1, ElementType::kU8},  {'i', 1, ElementType::kI8},
+                                    {'u', 2, ElementType::kU16}, {'i', 2, ElementType::kI16},
+                                    {'u', 4, ElementType::kU32}, {'i', 4, ElementType::kI32},
+                                    {'u', 8, ElementType::kU64}, {'i', 8, ElementType::kI64},
+                                    {'f', 4, ElementType::kF32}, {'f', 8, ElementType::kF64}};
   bool found = false;
   for (const Type& t : kTypes) {
     if (t.kind == kind && t.size == size) {
@@ -311,11 +325,14 @@ absl::Status VectorReaderFactory::ParseNpy(VectorReader& r, int64_t file_size) {
   absl::string_view dims = *shape;
   dims = absl::StripPrefix(absl::StripSuffix(dims, ")"), "(");
   std::vector<int64_t> extents;
-  for (absl::string_view part : absl::StrSplit(dims, ',', absl::SkipWhitespace())) {
+  const std::vector<absl::string_view> parts = absl::StrSplit(dims, ',');
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const absl::string_view part = absl::StripAsciiWhitespace(parts[i]);
+    // Only a one-element tuple's trailing comma, "(n,)", leaves an empty part (and "()").
+    if (part.empty() && i + 1 == parts.size() && (i > 0 || parts.size() == 1)) break;
     int64_t extent = 0;
-    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &extent) || extent < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: bad .npy shape %s", r.path_, *shape));
+    if (!absl::SimpleAtoi(part, &extent) || extent < 0) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: bad .npy shape %s", r.path_, *shape));
     }
     extents.push_back(extent);
   }
@@ -340,12 +357,24 @@ absl::Status VectorReaderFactory::ParseIdx(VectorReader& r, int64_t file_size) {
   if (auto s = r.ReadBytes(magic, 4); !s.ok()) return s;
   const int ndim = magic[3];
   switch (magic[2]) {
-    case 0x08: r.element_type_ = ElementType::kU8; break;
-    case 0x09: r.element_type_ = ElementType::kI8; break;
-    case 0x0B: r.element_type_ = ElementType::kI16; break;
-    case 0x0C: r.element_type_ = ElementType::kI32; break;
-    case 0x0D: r.element_type_ = ElementType::kF32; break;
-    case 0x0E: r.element_type_ = ElementType::kF64; break;
+    case 0x08:
+      r.element_type_ = ElementType::kU8;
+      break;
+    case 0x09:
+      r.element_type_ = ElementType::kI8;
+      break;
+    case 0x0B:
+      r.element_type_ = ElementType::kI16;
+      break;
+    case 0x0C:
+      r.element_type_ = ElementType::kI32;
+      break;
+    case 0x0D:
+      r.element_type_ = ElementType::kF32;
+      break;
+    case 0x0E:
+      r.element_type_ = ElementType::kF64;
+      break;
     default:
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: unknown IDX element type 0x%02x", r.path_, magic[2]));
@@ -374,9 +403,8 @@ absl::Status VectorReaderFactory::ParseXvecs(MappedVectorReader& r) {
   if (r.size_ < 4) return Truncated(r.path_, "no room for the first row's dimension");
   const int32_t d = Load<int32_t>(r.data_, false);
   if (d <= 0 || d > kMaxFileDim) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: first row claims dimension %d (expected 1..%d)", r.path_, d,
-                        kMaxFileDim));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: first row claims dimension %d (expected 1..%d)", r.path_, d, kMaxFileDim));
   }
   r.dim_ = d;
   const size_t row_bytes = 4 + static_cast<size_t>(d) * ElementSize(r.element_type_);
@@ -509,12 +537,10 @@ absl::StatusOr<int64_t> VectorReader::Read(int64_t max_rows, float* out) {
     if (auto s = ReadBytes(out, static_cast<size_t>(n * dim_) * sizeof(float)); !s.ok()) {
       return s;
     }
-  } else {
-    if (auto s = ReadRawRows(n); !s.ok()) return s;
-    Convert(scratch_.data(), element_type_, big_endian_, n * dim_, out);
+    next_row_ += n;
+    return n;
   }
-  next_row_ += n;
-  return n;
+  return ReadConverted(n, out);
 }
 
 absl::StatusOr<int64_t> VectorReader::ReadIntegers(int64_t max_rows, int64_t* out) {
@@ -524,11 +550,44 @@ absl::StatusOr<int64_t> VectorReader::ReadIntegers(int64_t max_rows, int64_t* ou
   }
   const int64_t n = std::min(max_rows, rows_ - next_row_);
   if (n <= 0) return 0;
-  if (auto s = ReadRawRows(n); !s.ok()) return s;
-  Convert(scratch_.data(), element_type_, big_endian_, n * dim_, out);
-  next_row_ += n;
+  return ReadConverted(n, out);
+}
+
+template <typename Out>
+absl::StatusOr<int64_t> VectorReader::ReadConverted(int64_t n, Out* out) {
+  // Converts through a scratch buffer of at most ~4 MiB, whatever n is.
+  const int64_t row_bytes = dim_ * static_cast<int64_t>(ElementSize(element_type_));
+  const int64_t step = std::max<int64_t>(1, (int64_t{4} << 20) / row_bytes);
+  for (int64_t done = 0; done < n;) {
+    const int64_t rows = std::min(step, n - done);
+    if (auto s = ReadRawRows(rows); !s.ok()) return s;
+    Convert(scratch_.data(), element_type_, big_endian_, rows * dim_, out + done * dim_);
+    done += rows;
+    next_row_ += rows;
+  }
   return n;
 }
+
+namespace {
+
+// Reads `rows` rows of `reader` into *values (rows x dim) with `read`, growing the vector as
+// the data arrives: a streamed (gzip) file whose header lies about its size fails as truncated
+// instead of forcing a huge allocation up front.
+template <typename T, typename ReadFn>
+absl::Status ReadAllRows(VectorReader& reader, int64_t rows, std::vector<T>* values, ReadFn read) {
+  const int64_t dim = reader.dim();
+  const int64_t step = std::max<int64_t>(1, (int64_t{16} << 20) / (dim * int64_t{sizeof(T)}));
+  for (int64_t done = 0; done < rows;) {
+    const int64_t n = std::min(step, rows - done);
+    values->resize(static_cast<size_t>((done + n) * dim));
+    auto got = read(n, values->data() + done * dim);
+    if (!got.ok()) return got.status();
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<Matrix> ReadMatrix(const std::string& path, int64_t max_rows) {
   auto reader = VectorReader::Open(path);
@@ -536,9 +595,12 @@ absl::StatusOr<Matrix> ReadMatrix(const std::string& path, int64_t max_rows) {
   Matrix m;
   m.dim = (*reader)->dim();
   m.rows = max_rows < 0 ? (*reader)->rows() : std::min(max_rows, (*reader)->rows());
-  m.values.resize(static_cast<size_t>(m.rows * m.dim));
-  auto got = (*reader)->Read(m.rows, m.values.data());
-  if (!got.ok()) return got.status();
+  VectorReader& r = **reader;
+  if (auto s =
+          ReadAllRows(r, m.rows, &m.values, [&r](int64_t n, float* out) { return r.Read(n, out); });
+      !s.ok()) {
+    return s;
+  }
   return m;
 }
 
@@ -548,9 +610,12 @@ absl::StatusOr<IntMatrix> ReadIntMatrix(const std::string& path) {
   IntMatrix m;
   m.dim = (*reader)->dim();
   m.rows = (*reader)->rows();
-  m.values.resize(static_cast<size_t>(m.rows * m.dim));
-  auto got = (*reader)->ReadIntegers(m.rows, m.values.data());
-  if (!got.ok()) return got.status();
+  VectorReader& r = **reader;
+  if (auto s = ReadAllRows(r, m.rows, &m.values,
+                           [&r](int64_t n, int64_t* out) { return r.ReadIntegers(n, out); });
+      !s.ok()) {
+    return s;
+  }
   return m;
 }
 
@@ -568,8 +633,12 @@ absl::StatusOr<std::vector<uint64_t>> ReadIds(const std::string& path) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: ids must be integers, the file holds floating-point values", path));
     }
-    std::vector<int64_t> values(static_cast<size_t>(r.rows() * r.dim()));
-    if (auto got = r.ReadIntegers(r.rows(), values.data()); !got.ok()) return got.status();
+    std::vector<int64_t> values;
+    if (auto s = ReadAllRows(r, r.rows(), &values,
+                             [&r](int64_t n, int64_t* out) { return r.ReadIntegers(n, out); });
+        !s.ok()) {
+      return s;
+    }
     ids.reserve(values.size());
     for (size_t i = 0; i < values.size(); ++i) {
       if (values[i] < 0 && !is_unsigned64) {
@@ -590,8 +659,8 @@ absl::StatusOr<std::vector<uint64_t>> ReadIds(const std::string& path) {
     if (text.empty()) continue;
     uint64_t id = 0;
     if (!absl::SimpleAtoi(text, &id)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s:%d: '%s' is not an unsigned 64-bit id", path, line_no, text));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s:%d: '%s' is not an unsigned 64-bit id", path, line_no, text));
     }
     ids.push_back(id);
   }
@@ -599,8 +668,8 @@ absl::StatusOr<std::vector<uint64_t>> ReadIds(const std::string& path) {
 }
 
 absl::Status WriteNpy(const std::string& path, const float* values, int64_t rows, int64_t dim) {
-  std::string header = absl::StrFormat(
-      "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows, dim);
+  std::string header =
+      absl::StrFormat("{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows, dim);
   // Magic (6) + version (2) + length (2) + header, padded with spaces to a multiple of 64 and
   // ended by a newline, as NumPy writes it.
   const size_t total = (10 + header.size() + 1 + 63) / 64 * 64;

@@ -67,6 +67,9 @@ class VectorReader {
  private:
   // Reads `n` raw rows into scratch_, checking texmex row prefixes.
   absl::Status ReadRawRows(int64_t n);
+  // Reads n (<= rows left) rows converted to Out, in bounded steps.
+  template <typename Out>
+  absl::StatusOr<int64_t> ReadConverted(int64_t n, Out* out);
   std::vector<unsigned char> scratch_;
 
   friend class VectorReaderFactory;

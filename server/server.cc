@@ -27,8 +27,8 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
   std::error_code error;
   std::filesystem::create_directories(options.data_dir, error);
   if (error) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "data_dir '%s' cannot be created: %s", options.data_dir, error.message()));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("data_dir '%s' cannot be created: %s", options.data_dir, error.message()));
   }
   auto store = Store::Open({.path = options.data_dir, .sync = options.sync});
   if (!store.ok()) return store.status();

@@ -53,8 +53,7 @@ void ToProto(const CollectionInfo& info, v1::Collection* out) {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
 grpc::ServerUnaryReactor* QuantdService::Finish(grpc::CallbackServerContext* context,
@@ -188,9 +187,9 @@ class QuantdService::UpsertReactor final
       if (collection_.empty()) {
         collection_ = request_.collection();
       } else if (request_.collection() != collection_) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "collection '%s' differs from '%s' named earlier in this stream",
-            request_.collection(), collection_));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("collection '%s' differs from '%s' named earlier in this stream",
+                            request_.collection(), collection_));
       }
     }
     if (collection_.empty()) {

@@ -21,7 +21,7 @@ namespace quantd {
 struct Store::Collection {
   CollectionInfo info;
   std::mutex write_mu;
-  bool dropped = false;                // guarded by write_mu
+  bool dropped = false;  // guarded by write_mu
   std::atomic<uint64_t> item_count{0};
 };
 
@@ -156,7 +156,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
     descriptors.emplace_back(name, name == kVectorsFamily ? vector_options : meta_options);
   }
   rocksdb::DB* db = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(db_options, options.path, descriptors, &store->handles_, &db);
+  rocksdb::Status s =
+      rocksdb::DB::Open(db_options, options.path, descriptors, &store->handles_, &db);
   if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "data_dir '%s' is in use by another quantd process (%s)", options.path, s.ToString()));
@@ -313,8 +314,7 @@ absl::StatusOr<uint64_t> Store::DropCollection(absl::string_view name) {
   batch.DeleteRange(vectors_, CollectionPrefix(cid), CollectionPrefix(cid + 1));
   rocksdb::WriteOptions write_options;
   write_options.sync = options_.sync;
-  if (auto status = FromRocks(db_->Write(write_options, &batch), "drop collection");
-      !status.ok()) {
+  if (auto status = FromRocks(db_->Write(write_options, &batch), "drop collection"); !status.ok()) {
     return status;
   }
   collection->dropped = true;
@@ -343,9 +343,9 @@ absl::StatusOr<Store::UpsertResult> Store::Upsert(absl::string_view name,
         absl::StrFormat("ids is empty: a batch for collection '%s' needs at least one row", name));
   }
   if (static_cast<int64_t>(vectors.size()) != n * info.dimension) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "vectors has %d values; %d ids x dimension %d of collection '%s' needs %d",
-        vectors.size(), n, info.dimension, name, n * info.dimension));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("vectors has %d values; %d ids x dimension %d of collection '%s' needs %d",
+                        vectors.size(), n, info.dimension, name, n * info.dimension));
   }
   if (auto status = CheckVectors(vectors.data(), n, info.dimension, info.metric); !status.ok()) {
     return status;
@@ -431,8 +431,7 @@ absl::StatusOr<Store::DeleteResult> Store::Delete(absl::string_view name,
     batch.Put(meta_, CountKey(cid), EncodeU64(result.item_count));
     rocksdb::WriteOptions write_options;
     write_options.sync = options_.sync;
-    if (auto status = FromRocks(db_->Write(write_options, &batch), "delete items");
-        !status.ok()) {
+    if (auto status = FromRocks(db_->Write(write_options, &batch), "delete items"); !status.ok()) {
       return status;
     }
     collection->item_count = result.item_count;
@@ -466,9 +465,9 @@ absl::StatusOr<Store::GetResult> Store::Get(absl::string_view name,
     }
     if (!statuses[i].ok()) return FromRocks(statuses[i], "read items");
     if (values[i].size() != row_bytes) {
-      return absl::DataLossError(absl::StrFormat(
-          "item %d of collection '%s' holds %d bytes, expected %d", distinct[i], name,
-          values[i].size(), row_bytes));
+      return absl::DataLossError(
+          absl::StrFormat("item %d of collection '%s' holds %d bytes, expected %d", distinct[i],
+                          name, values[i].size(), row_bytes));
     }
     result.ids.push_back(distinct[i]);
     const size_t offset = result.vectors.size();

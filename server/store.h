@@ -53,8 +53,8 @@ struct CollectionInfo {
 class Store {
  public:
   struct Options {
-    std::string path;   // database directory; created if missing
-    bool sync = true;   // fsync the WAL before acknowledging a write
+    std::string path;  // database directory; created if missing
+    bool sync = true;  // fsync the WAL before acknowledging a write
   };
 
   static absl::StatusOr<std::unique_ptr<Store>> Open(const Options& options);
@@ -75,8 +75,7 @@ class Store {
   };
   // Writes n = ids.size() vectors; `vectors` is n x dimension, row-major. A later occurrence of
   // an id in the batch wins. Validates everything before writing anything.
-  absl::StatusOr<UpsertResult> Upsert(absl::string_view collection,
-                                      absl::Span<const uint64_t> ids,
+  absl::StatusOr<UpsertResult> Upsert(absl::string_view collection, absl::Span<const uint64_t> ids,
                                       absl::Span<const float> vectors);
 
   struct DeleteResult {
@@ -84,8 +83,7 @@ class Store {
     uint64_t missing = 0;
     uint64_t item_count = 0;
   };
-  absl::StatusOr<DeleteResult> Delete(absl::string_view collection,
-                                      absl::Span<const uint64_t> ids);
+  absl::StatusOr<DeleteResult> Delete(absl::string_view collection, absl::Span<const uint64_t> ids);
 
   struct GetResult {
     int64_t dimension = 0;
@@ -93,8 +91,7 @@ class Store {
     std::vector<float> vectors;     // ids.size() x dimension
     std::vector<uint64_t> missing;  // not stored, in request order, each once
   };
-  absl::StatusOr<GetResult> Get(absl::string_view collection,
-                                absl::Span<const uint64_t> ids) const;
+  absl::StatusOr<GetResult> Get(absl::string_view collection, absl::Span<const uint64_t> ids) const;
 
   // Largest number of ids a Delete or Get may name in one call.
   static constexpr size_t kMaxIdsPerCall = 1 << 20;

@@ -39,11 +39,10 @@ std::string ReadText(const std::string& path) {
 class ServerProcess {
  public:
   ServerProcess(const std::string& data_dir, const std::string& log_path,
-                std::vector<std::string> extra_args = {},
-                std::vector<std::string> environment = {})
+                std::vector<std::string> extra_args = {}, std::vector<std::string> environment = {})
       : log_path_(log_path) {
-    std::vector<std::string> args = {QUANTD_BINARY, "--listen=127.0.0.1:0", "--metrics_addr=",
-                                     "--data_dir=" + data_dir};
+    std::vector<std::string> args = {QUANTD_BINARY, "--listen=127.0.0.1:0",
+                                     "--metrics_addr=", "--data_dir=" + data_dir};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     // Everything the child needs is prepared before fork: between fork and exec a child of a
     // multi-threaded process may only make async-signal-safe calls (no malloc).
@@ -78,8 +77,7 @@ class ServerProcess {
       if (std::regex_search(log, match, port_line)) {
         const std::string address = "127.0.0.1:" + match[1].str();
         auto channel = Connect(address);
-        if (channel->WaitForConnected(std::chrono::system_clock::now() +
-                                      std::chrono::seconds(5)) &&
+        if (channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5)) &&
             quantd::testing::HealthServing(channel.get())) {
           return address;
         }
@@ -264,8 +262,7 @@ TEST(ProcessTest, StartupFailsClearlyOnBadConfiguration) {
   EXPECT_EQ(WEXITSTATUS(status), 1);
   EXPECT_NE(ReadText(dir.File("bad_dir.log")).find("cannot start"), std::string::npos);
 
-  ServerProcess bad_env(dir.path() + "/data", dir.File("bad_env.log"), {},
-                        {"QUANTD_SYNC=maybe"});
+  ServerProcess bad_env(dir.path() + "/data", dir.File("bad_env.log"), {}, {"QUANTD_SYNC=maybe"});
   const int env_status = bad_env.Wait();
   ASSERT_TRUE(WIFEXITED(env_status));
   EXPECT_EQ(WEXITSTATUS(env_status), 2);
@@ -304,8 +301,7 @@ TEST(ProcessTest, QuantctlWalkThrough) {
   std::string ids;
   for (int i = 0; i < 100; ++i) ids += std::to_string(900000 + i) + "\n";
   testing::WriteFile(dir.File("ids.txt"), ids);
-  EXPECT_EQ(RunQuantctl(address, "upsert sift " + query + " --ids " + dir.File("ids.txt"), &out),
-            0)
+  EXPECT_EQ(RunQuantctl(address, "upsert sift " + query + " --ids " + dir.File("ids.txt"), &out), 0)
       << out;
   EXPECT_EQ(RunQuantctl(address, "list", &out), 0) << out;
   EXPECT_NE(out.find("5100"), std::string::npos) << out;
@@ -338,8 +334,8 @@ TEST(ProcessTest, QuantctlWalkThrough) {
   EXPECT_NE(out.find("unknown option --bogus"), std::string::npos) << out;
   EXPECT_EQ(RunQuantctl(address, "frobnicate", &out), 2);
   EXPECT_EQ(RunQuantctl(address, "get sift notanumber", &out), 2);
-  for (const char* command : {"create", "list", "describe", "drop", "upsert", "get", "delete",
-                              "inspect"}) {
+  for (const char* command :
+       {"create", "list", "describe", "drop", "upsert", "get", "delete", "inspect"}) {
     EXPECT_EQ(RunQuantctl(address, std::string(command) + " --help", &out), 0) << command;
     EXPECT_NE(out.find("Usage: quantctl"), std::string::npos) << out;
   }

@@ -1,4 +1,6 @@
 // The whole server in-process, over real gRPC on a loopback port: every RPC and every bad input.
+#include "server/server.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -11,7 +13,6 @@
 
 #include "client/client.h"
 #include "gtest/gtest.h"
-#include "server/server.h"
 #include "server/service.h"
 #include "tests/grpc_raw.h"
 #include "tests/test_support.h"
@@ -109,8 +110,8 @@ class ServerTest : public ::testing::Test {
     return stream->Finish();
   }
 
-  static v1::UpsertRequest Batch(const std::string& collection, std::vector<uint64_t> ids,
-                                 int dim, float base) {
+  static v1::UpsertRequest Batch(const std::string& collection, std::vector<uint64_t> ids, int dim,
+                                 float base) {
     v1::UpsertRequest request;
     request.set_collection(collection);
     for (uint64_t id : ids) {
@@ -230,16 +231,15 @@ TEST_F(ServerTest, BadCollectionRequests) {
     request.set_metric(static_cast<v1::Metric>(7));
     v1::CreateCollectionResponse response;
     const grpc::Status status = stub_->CreateCollection(&context, request, &response);
-    EXPECT_NE(status.error_message().find("metric 7"), std::string::npos)
-        << status.error_message();
+    EXPECT_NE(status.error_message().find("metric 7"), std::string::npos) << status.error_message();
   }
   for (const std::string& name : {std::string("missing"), std::string("")}) {
     grpc::ClientContext c1, c2;
     v1::DescribeCollectionRequest describe;
     describe.set_name(name);
     v1::DescribeCollectionResponse r1;
-    const auto expected = name.empty() ? grpc::StatusCode::INVALID_ARGUMENT
-                                       : grpc::StatusCode::NOT_FOUND;
+    const auto expected =
+        name.empty() ? grpc::StatusCode::INVALID_ARGUMENT : grpc::StatusCode::NOT_FOUND;
     EXPECT_EQ(stub_->DescribeCollection(&c1, describe, &r1).error_code(), expected);
     v1::DropCollectionRequest drop;
     drop.set_name(name);
@@ -284,8 +284,7 @@ TEST_F(ServerTest, BadBatchEndsStreamKeepingEarlierBatches) {
         {Batch("c", {good_a}, 2, 1), Batch("", {good_b}, 2, 1), c.bad, Batch("", {999}, 2, 1)},
         &acks);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-    EXPECT_NE(status.error_message().find("batch 2"), std::string::npos)
-        << status.error_message();
+    EXPECT_NE(status.error_message().find("batch 2"), std::string::npos) << status.error_message();
     EXPECT_NE(status.error_message().find(c.message_part), std::string::npos)
         << status.error_message();
     EXPECT_EQ(acks.size(), 2u);
@@ -386,10 +385,11 @@ TEST_F(ServerTest, HealthReflectionAndMetrics) {
   EXPECT_TRUE(quantd::testing::HealthServing(channel_.get()));
   std::string response;
   // ServerReflectionRequest{list_services: ""} is field 7, length 0.
-  const grpc::Status status =
-      quantd::testing::RawCall(channel_.get(), "/grpc.reflection.v1alpha.ServerReflection/"
-                               "ServerReflectionInfo", std::string("\x3a\x00", 2), &response,
-                               /*streaming=*/true);
+  const grpc::Status status = quantd::testing::RawCall(channel_.get(),
+                                                       "/grpc.reflection.v1alpha.ServerReflection/"
+                                                       "ServerReflectionInfo",
+                                                       std::string("\x3a\x00", 2), &response,
+                                                       /*streaming=*/true);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_NE(response.find("quantd.v1.Quantd"), std::string::npos);
   EXPECT_NE(response.find("grpc.health.v1.Health"), std::string::npos);

@@ -118,14 +118,12 @@ TEST_F(StoreTest, InvalidBatchWritesNothing) {
   EXPECT_EQ(wrong_dim.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(wrong_dim.status().message().find("dimension 2"), absl::string_view::npos);
   EXPECT_EQ(store_->Upsert("c", {}, {}).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->Upsert("cos", std::vector<uint64_t>{1}, std::vector<float>{0, 0})
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->Upsert("nope", std::vector<uint64_t>{1}, std::vector<float>{0, 0})
-                .status()
-                .code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      store_->Upsert("cos", std::vector<uint64_t>{1}, std::vector<float>{0, 0}).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      store_->Upsert("nope", std::vector<uint64_t>{1}, std::vector<float>{0, 0}).status().code(),
+      absl::StatusCode::kNotFound);
 
   auto got = store_->Get("c", std::vector<uint64_t>{1, 5, 6});
   ASSERT_TRUE(got.ok());
