@@ -1,0 +1,81 @@
+// k-means clustering (Lloyd), in the shape of FAISS's Clustering: k-means++ or random init,
+// distances as matrix products (||x||^2 - 2 x.c + ||c||^2) in row blocks so memory stays
+// bounded, empty clusters split from large ones, training on a subsample when n is large,
+// optional spherical mode (unit-norm centroids, for cosine), multi-threaded, deterministic for
+// a given seed and thread count.
+//
+// Shapes: data is n x d row-major float32; centroids are k x d row-major.
+#ifndef QUANTD_CORE_KMEANS_H_
+#define QUANTD_CORE_KMEANS_H_
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace quantd {
+
+struct KMeansOptions {
+  int64_t k = 256;
+  int max_iterations = 25;
+  // Stop when the objective improves by less than this fraction between iterations.
+  double tolerance = 1e-4;
+  enum class Init { kKMeansPlusPlus, kRandom };
+  Init init = Init::kKMeansPlusPlus;
+  uint64_t seed = 1234;
+  // Train on a random subsample of k * max_points_per_centroid rows when n is larger (0: never
+  // subsample). The final assignments still cover all n rows.
+  int64_t max_points_per_centroid = 256;
+  // Spherical k-means: centroids are renormalised to unit length after every update.
+  bool spherical = false;
+  // Worker threads; 0 uses std::thread::hardware_concurrency().
+  int num_threads = 0;
+  // Called after every iteration with (iteration, objective); returning false cancels the run
+  // (TrainKMeans then returns CANCELLED).
+  std::function<bool(int, double)> on_iteration;
+};
+
+struct KMeansResult {
+  int64_t k = 0;
+  int64_t d = 0;
+  std::vector<float> centroids;      // k x d
+  std::vector<int32_t> assignments;  // n: nearest centroid of every input row
+  double objective = 0;              // sum over the n rows of the squared distance to it
+  int iterations = 0;                // Lloyd iterations run
+  int64_t training_rows = 0;         // rows used for training (n, or the subsample size)
+};
+
+// Clusters `data` (n x d). INVALID_ARGUMENT for d == 0, k < 1, k > n, or NaN/Inf components.
+absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d,
+                                         const KMeansOptions& options);
+
+// Building blocks, shared with balanced k-means, the residual quantizer and the IVF index.
+
+// Squared L2 distances between every row of x (n x d) and every centroid (k x d), written to
+// out (n x k). Computed as ||x||^2 - 2 x.c + ||c||^2 with GEMM over row blocks, clamped at 0.
+void SquaredDistances(const float* x, int64_t n, const float* centroids, int64_t k, int64_t d,
+                      float* out, int num_threads = 0);
+
+// Nearest centroid of every row of x: labels (n) and squared distances (n, may be null). Blocked
+// so that only a bounded n_block x k tile of distances exists at a time.
+void AssignNearest(const float* x, int64_t n, const float* centroids, int64_t k, int64_t d,
+                   int32_t* labels, float* distances, int num_threads = 0);
+
+// Recomputes centroids (k x d) as the means of their assigned rows. A cluster left empty takes
+// a split of a large cluster (FAISS's rule: pick one with probability proportional to its size
+// beyond 1, copy its centroid and move both copies apart by a small symmetric perturbation).
+// Returns the number of empty clusters that were split.
+int64_t UpdateCentroids(const float* x, int64_t n, int64_t d, const int32_t* labels, int64_t k,
+                        uint64_t seed, float* centroids, int num_threads = 0);
+
+// Picks k initial centroids (k x d) from x by k-means++ (D^2 sampling) or uniformly at random.
+void InitCentroids(const float* x, int64_t n, int64_t d, int64_t k, KMeansOptions::Init init,
+                   uint64_t seed, float* centroids, int num_threads = 0);
+
+// Checks data and parameters as TrainKMeans does.
+absl::Status ValidateKMeansInput(const float* data, int64_t n, int64_t d, int64_t k);
+
+}  // namespace quantd
+
+#endif  // QUANTD_CORE_KMEANS_H_
