@@ -1,0 +1,94 @@
+// Residual quantizer (RQ-KMeans): L codebooks, level l clustering the residuals left by levels
+// 0..l-1. Each level is plain k-means or balanced k-means (every cluster's size within
+// [size_min, size_max] over the training items, as k-means-constrained guarantees), which is
+// what keeps semantic-ID collisions low.
+//
+// Shapes: x is n x d row-major float32; codes are n x L row-major int32; codebook l is
+// k_l x d row-major.
+#ifndef QUANTD_CORE_RESIDUAL_QUANTIZER_H_
+#define QUANTD_CORE_RESIDUAL_QUANTIZER_H_
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/balanced_assignment.h"
+#include "core/kmeans.h"
+
+namespace quantd {
+
+// Balanced k-means: Lloyd iterations whose assignment step is BalancedAssign (fast mode) under
+// `bounds` (over n). Trains on a subsample when options.max_points_per_centroid asks for it
+// (bounds scaled to the sample), then assigns all n rows under the full bounds. The result's
+// assignments meet the bounds exactly.
+absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, int64_t d,
+                                                 const SizeBounds& bounds,
+                                                 const KMeansOptions& options);
+
+struct RqLevelOptions {
+  int64_t k = 256;
+  bool balanced = false;
+  // Cluster-size bounds over the n training items; when size_max is 0 they come from
+  // RqOptions::balance_slack.
+  SizeBounds bounds;
+};
+
+struct RqOptions {
+  std::vector<RqLevelOptions> levels;
+  // Slack of balanced levels without explicit bounds (see BoundsFromSlack).
+  double balance_slack = 0.1;
+  // k is ignored (it comes from the level); level l uses seed kmeans.seed + l.
+  KMeansOptions kmeans;
+  // Called after every k-means iteration with (level, iteration, objective); false cancels.
+  std::function<bool(int, int, double)> on_progress;
+};
+
+struct RqLevelReport {
+  int64_t k = 0;
+  bool balanced = false;
+  SizeBounds bounds;  // enforced bounds (balanced levels only)
+  int iterations = 0;
+  double mse_after = 0;  // mean squared residual per component after this level
+};
+
+class ResidualQuantizer {
+ public:
+  ResidualQuantizer() = default;
+  // codebooks[l] holds ks[l] x d values. INVALID_ARGUMENT on inconsistent shapes.
+  static absl::StatusOr<ResidualQuantizer> FromCodebooks(int64_t d, std::vector<int64_t> ks,
+                                                         std::vector<std::vector<float>> codebooks);
+
+  int64_t dimension() const { return d_; }
+  int64_t levels() const { return static_cast<int64_t>(ks_.size()); }
+  int64_t codebook_size(int64_t level) const { return ks_[level]; }
+  const std::vector<int64_t>& codebook_sizes() const { return ks_; }
+  const std::vector<float>& codebook(int64_t level) const { return codebooks_[level]; }
+
+  // Nearest code per level, greedily on the residual; codes is n x L. Batched matrix products.
+  void Encode(const float* x, int64_t n, int32_t* codes, int num_threads = 0) const;
+  // Sum of the chosen codewords; out is n x d.
+  void Decode(const int32_t* codes, int64_t n, float* out) const;
+  // Mean squared residual per component after each level (L values) for x and its codes.
+  std::vector<double> LevelMse(const float* x, int64_t n, const int32_t* codes) const;
+
+ private:
+  int64_t d_ = 0;
+  std::vector<int64_t> ks_;
+  std::vector<std::vector<float>> codebooks_;
+};
+
+struct RqTrainResult {
+  ResidualQuantizer quantizer;
+  std::vector<int32_t> codes;  // n x L codes of the training rows (balanced labels where asked)
+  std::vector<RqLevelReport> levels;
+};
+
+// Trains on x (n x d). INVALID_ARGUMENT for no levels, more than 16 levels, a k outside
+// [1, n], infeasible bounds (naming the level and the numbers), or non-finite data.
+absl::StatusOr<RqTrainResult> TrainResidualQuantizer(const float* x, int64_t n, int64_t d,
+                                                     const RqOptions& options);
+
+}  // namespace quantd
+
+#endif  // QUANTD_CORE_RESIDUAL_QUANTIZER_H_
