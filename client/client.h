@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/vector_file.h"
+#include "grpcpp/channel.h"
 #include "quantd/v1/quantd.grpc.pb.h"
 
 namespace quantd {

@@ -9,9 +9,13 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/client.h"
@@ -35,6 +39,14 @@ Commands:
   get NAME ID... | --ids FILE                   read vectors back
   delete NAME ID... | --ids FILE                delete items
   inspect FILE                                  show a local vector file's format and shape
+
+Semantic IDs:
+  train NAME [--levels 256,256,256] [--balanced]  train a tokenizer; follows the job
+  encode NAME ID... | --vectors FILE            semantic IDs of items, or codes of vectors
+  lookup NAME SID                               items under a SID or prefix: "<a_3><b_7>", 3,7
+  stats NAME                                    tokenizer health: usage, balance, collisions
+  export-sids NAME --index FILE [--codes FILE]  LC-Rec / LETTER index JSON, .npy of codes
+  jobs [NAME]  |  job ID  |  cancel ID          training jobs
 
 Global options:
   --addr HOST:PORT   server address (env QUANTD_ADDR, default 127.0.0.1:50051)
@@ -77,6 +89,43 @@ Reads stored vectors. Prints one line per item (first values only) or, with --js
 Deletes items atomically; reports how many were deleted and how many did not exist.
   --ids FILE     ids to delete (as for upsert)
 )"},
+      {"train", R"(Usage: quantctl train NAME [OPTIONS]
+
+Trains a semantic-ID tokenizer (residual k-means) on the collection's items, then encodes every
+item and commits the new version atomically. Follows the job with a progress bar (Ctrl-C
+leaves it running; `quantctl cancel ID` stops it).
+  --levels K1,K2,..   codes per level; the count is the number of levels (default 256,256,256)
+  --balanced          balanced k-means: every code's item count within bounds (hard)
+  --slack S           balanced bounds floor(n/K*(1-S)) .. ceil(n/K*(1+S)) (default 0.1)
+  --size-min A,B,..   explicit per-level bounds instead of --slack (with --size-max)
+  --size-max A,B,..
+  --iterations N      k-means iterations per level (default 25)
+  --seed N            random seed (default 0)
+  --sample N          train on a seeded sample of N items (default: all); all get SIDs
+  --detach            print the job id and return at once
+)"},
+      {"encode", R"(Usage: quantctl encode NAME ID... | --ids FILE | --vectors FILE [--max-rows N]
+
+Prints the semantic IDs of stored items, or the codes a tokenizer gives to new vectors (with
+how many stored items already have those codes).
+)"},
+      {"lookup", R"(Usage: quantctl lookup NAME SID [--limit N]
+
+Lists the items under a semantic ID or a prefix of one, written as tokens ("<a_12><b_201>")
+or as comma-separated integers ("12,201"). --limit caps the answer (default 1000).
+)"},
+      {"stats", "Usage: quantctl stats NAME\n\nShows item count, tokenizer parameters, per-level "
+                "codebook usage, perplexity, cluster sizes and reconstruction MSE, and collisions.\n"},
+      {"export-sids", R"(Usage: quantctl export-sids NAME --index FILE [--codes FILE]
+
+Writes every item's semantic ID as LC-Rec / LETTER index JSON to --index,
+{"<item id>": ["<a_12>", "<b_201>", ..., "<d_0>"]}, and with --codes an .npy of int64 codes of
+shape (items, levels + 1), rows in item-id order (the last column is the dedup suffix).
+)"},
+      {"jobs", "Usage: quantctl jobs [NAME]\n\nLists training jobs, newest first.\n"},
+      {"job", "Usage: quantctl job ID\n\nShows one job: state, phase, progress, elapsed time.\n"},
+      {"cancel", "Usage: quantctl cancel ID\n\nCancels a pending or running job; the "
+                 "previous tokenizer keeps serving.\n"},
       {"inspect",
        "Usage: quantctl inspect FILE\n\nShows the format, element type and shape of "
        "a local vector file without contacting a server.\n"},
@@ -95,7 +144,7 @@ struct Args {
   }
 };
 
-const std::set<std::string> kBoolOptions = {"json", "help", "no-progress"};
+const std::set<std::string> kBoolOptions = {"json", "help", "no-progress", "balanced", "detach"};
 
 absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
   Args args;
@@ -247,6 +296,20 @@ class Cli {
       status = Get();
     } else if (command == "delete") {
       status = Delete();
+    } else if (command == "train") {
+      status = Train();
+    } else if (command == "encode") {
+      status = Encode();
+    } else if (command == "lookup") {
+      status = Lookup();
+    } else if (command == "stats") {
+      status = Stats();
+    } else if (command == "export-sids") {
+      status = ExportSids();
+    } else if (command == "jobs") {
+      status = Jobs();
+    } else if (command == "job" || command == "cancel") {
+      status = JobCommand(command == "cancel");
     } else if (command == "inspect") {
       status = Inspect();
     } else {
@@ -566,6 +629,407 @@ class Cli {
                   static_cast<unsigned long long>(response.missing()),
                   static_cast<unsigned long long>(response.item_count()));
     }
+    return absl::OkStatus();
+  }
+
+  // "256,256,256" -> {256, 256, 256}.
+  absl::StatusOr<std::vector<uint64_t>> ListOption(const std::string& name) {
+    std::vector<uint64_t> values;
+    for (absl::string_view part : absl::StrSplit(args_.Get(name), ',')) {
+      uint64_t value = 0;
+      if (!absl::SimpleAtoi(part, &value)) {
+        return Usage(absl::StrFormat("--%s '%s': '%s' is not a non-negative integer", name,
+                                     args_.Get(name), part));
+      }
+      values.push_back(value);
+    }
+    return values;
+  }
+
+  static std::string JobStateText(v1::JobState state) {
+    std::string name = v1::JobState_Name(state);
+    return absl::AsciiStrToLower(absl::StripPrefix(name, "JOB_STATE_"));
+  }
+
+  std::string JobJson(const v1::Job& job) {
+    return absl::StrFormat(
+        "{\"id\":%s,\"collection\":%s,\"kind\":%s,\"state\":\"%s\",\"phase\":%s,"
+        "\"progress\":%.4f,\"elapsed_seconds\":%.3f,\"error\":%s,\"result_version\":%d}",
+        JsonString(job.id()), JsonString(job.collection()), JsonString(job.kind()),
+        JobStateText(job.state()), JsonString(job.phase()), job.progress(), job.elapsed_seconds(),
+        JsonString(job.error()), job.result_version());
+  }
+
+  void PrintJob(const v1::Job& job) {
+    if (json_) {
+      std::printf("%s\n", JobJson(job).c_str());
+      return;
+    }
+    std::printf("%s  %-10s %-9s %5.1f%%  %-22s %8.1f s  %s%s\n", job.id().c_str(),
+                job.collection().c_str(), JobStateText(job.state()).c_str(), 100 * job.progress(),
+                job.phase().c_str(), job.elapsed_seconds(),
+                job.result_version() > 0 ? absl::StrCat("version ", job.result_version()).c_str()
+                                         : "",
+                job.error().empty() ? "" : absl::StrCat("  ", job.error()).c_str());
+  }
+
+  absl::Status Train() {
+    if (auto s = CheckOptions(args_, {"levels", "balanced", "slack", "size-min", "size-max",
+                                      "iterations", "seed", "sample", "detach", "no-progress"});
+        !s.ok()) {
+      return Usage(s.message());
+    }
+    if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+    v1::TrainTokenizerRequest request;
+    request.set_collection(args_.positional[1]);
+    if (args_.Has("levels")) {
+      auto levels = ListOption("levels");
+      if (!levels.ok()) return levels.status();
+      for (uint64_t k : *levels) request.add_codebook_sizes(static_cast<uint32_t>(std::min<uint64_t>(k, UINT32_MAX)));
+    }
+    request.set_balanced(args_.Has("balanced"));
+    if (args_.Has("slack")) {
+      double slack = 0;
+      if (!absl::SimpleAtod(args_.Get("slack"), &slack)) {
+        return Usage(absl::StrFormat("--slack '%s' is not a number", args_.Get("slack")));
+      }
+      request.set_balance_slack(slack);
+    }
+    if (args_.Has("size-min") != args_.Has("size-max")) {
+      return Usage("--size-min and --size-max go together");
+    }
+    if (args_.Has("size-min")) {
+      auto mins = ListOption("size-min");
+      if (!mins.ok()) return mins.status();
+      auto maxs = ListOption("size-max");
+      if (!maxs.ok()) return maxs.status();
+      if (mins->size() != maxs->size()) return Usage("--size-min and --size-max differ in length");
+      for (size_t i = 0; i < mins->size(); ++i) {
+        v1::SizeBounds* bounds = request.add_size_bounds();
+        bounds->set_size_min((*mins)[i]);
+        bounds->set_size_max((*maxs)[i]);
+      }
+    }
+    auto iterations = IntOption(args_, "iterations", 0);
+    auto seed = IntOption(args_, "seed", 0);
+    auto sample = IntOption(args_, "sample", 0);
+    for (const auto* v : {&iterations, &seed, &sample}) {
+      if (!v->ok()) return Usage(v->status().message());
+      if (**v < 0) return Usage("--iterations, --seed and --sample must be non-negative");
+    }
+    request.set_max_iterations(static_cast<uint32_t>(std::min<int64_t>(*iterations, UINT32_MAX)));
+    request.set_seed(static_cast<uint64_t>(*seed));
+    request.set_sample_size(static_cast<uint64_t>(*sample));
+    v1::Job job;
+    {
+      auto context = Context();
+      if (auto s = FromGrpcStatus(stub().TrainTokenizer(context.get(), request, &job)); !s.ok()) {
+        return s;
+      }
+    }
+    if (args_.Has("detach")) {
+      PrintJob(job);
+      return absl::OkStatus();
+    }
+    const bool bar = !args_.Has("no-progress") && isatty(STDERR_FILENO);
+    if (!json_) std::fprintf(stderr, "started %s on '%s'\n", job.id().c_str(), job.collection().c_str());
+    while (job.state() == v1::JOB_STATE_PENDING || job.state() == v1::JOB_STATE_RUNNING) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      v1::GetJobRequest get;
+      get.set_id(job.id());
+      auto context = Context();
+      if (auto s = FromGrpcStatus(stub().GetJob(context.get(), get, &job)); !s.ok()) return s;
+      if (bar) {
+        constexpr int kWidth = 30;
+        const int filled = static_cast<int>(job.progress() * kWidth);
+        std::fprintf(stderr, "\r[%s%s] %5.1f%%  %-22s %6.1f s   ", std::string(filled, '#').c_str(),
+                     std::string(kWidth - filled, '.').c_str(), 100 * job.progress(),
+                     job.phase().c_str(), job.elapsed_seconds());
+        std::fflush(stderr);
+      }
+    }
+    if (bar) std::fprintf(stderr, "\n");
+    PrintJob(job);
+    if (job.state() != v1::JOB_STATE_SUCCEEDED) {
+      return absl::AbortedError(absl::StrFormat("job %s ended %s: %s", job.id(),
+                                                JobStateText(job.state()), job.error()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Jobs() {
+    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
+    if (args_.positional.size() > 2) return Usage("expected at most a collection NAME");
+    v1::ListJobsRequest request;
+    if (args_.positional.size() == 2) request.set_collection(args_.positional[1]);
+    v1::ListJobsResponse response;
+    auto context = Context();
+    if (auto s = FromGrpcStatus(stub().ListJobs(context.get(), request, &response)); !s.ok()) {
+      return s;
+    }
+    if (json_) {
+      std::vector<std::string> rows;
+      for (const v1::Job& job : response.jobs()) rows.push_back(JobJson(job));
+      std::printf("[%s]\n", absl::StrJoin(rows, ",").c_str());
+      return absl::OkStatus();
+    }
+    for (const v1::Job& job : response.jobs()) PrintJob(job);
+    return absl::OkStatus();
+  }
+
+  absl::Status JobCommand(bool cancel) {
+    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
+    if (auto s = NeedPositional(1, "a job ID"); !s.ok()) return s;
+    v1::Job job;
+    auto context = Context();
+    grpc::Status status;
+    if (cancel) {
+      v1::CancelJobRequest request;
+      request.set_id(args_.positional[1]);
+      status = stub().CancelJob(context.get(), request, &job);
+    } else {
+      v1::GetJobRequest request;
+      request.set_id(args_.positional[1]);
+      status = stub().GetJob(context.get(), request, &job);
+    }
+    if (auto s = FromGrpcStatus(status); !s.ok()) return s;
+    PrintJob(job);
+    return absl::OkStatus();
+  }
+
+  absl::Status Encode() {
+    if (auto s = CheckOptions(args_, {"ids", "vectors", "max-rows"}); !s.ok()) {
+      return Usage(s.message());
+    }
+    if (args_.positional.size() < 2) return Usage("expected a collection NAME");
+    v1::EncodeRequest request;
+    request.set_collection(args_.positional[1]);
+    if (args_.Has("vectors")) {
+      if (args_.positional.size() > 2 || args_.Has("ids")) {
+        return Usage("give ids or --vectors, not both");
+      }
+      auto max_rows = IntOption(args_, "max-rows", 1000);
+      if (!max_rows.ok()) return Usage(max_rows.status().message());
+      auto matrix = ReadMatrix(args_.Get("vectors"), *max_rows);
+      if (!matrix.ok()) return matrix.status();
+      request.mutable_vectors()->Assign(matrix->values.begin(), matrix->values.end());
+    } else {
+      auto ids = IdsArgument();
+      if (!ids.ok()) return ids.status();
+      request.mutable_ids()->Add(ids->begin(), ids->end());
+    }
+    v1::EncodeResponse response;
+    auto context = Context();
+    if (auto s = FromGrpcStatus(stub().Encode(context.get(), request, &response)); !s.ok()) {
+      return s;
+    }
+    if (json_) {
+      std::vector<std::string> items;
+      for (int i = 0; i < response.ids_size(); ++i) {
+        items.push_back(absl::StrFormat("{\"id\":%d,\"codes\":[%s],\"suffix\":%d,\"tokens\":%s}",
+                                        response.ids(i), absl::StrJoin(response.sids(i).codes(), ","),
+                                        response.sids(i).suffix(),
+                                        JsonString(response.sids(i).tokens())));
+      }
+      std::vector<std::string> encoded;
+      for (const v1::EncodedVector& e : response.encoded()) {
+        encoded.push_back(absl::StrFormat("{\"codes\":[%s],\"tokens\":%s,\"items_with_codes\":%d}",
+                                          absl::StrJoin(e.codes(), ","), JsonString(e.tokens()),
+                                          e.items_with_codes()));
+      }
+      std::printf("{\"tokenizer_version\":%d,\"sids\":[%s],\"missing_ids\":[%s],\"encoded\":[%s]}\n",
+                  response.tokenizer_version(), absl::StrJoin(items, ",").c_str(),
+                  absl::StrJoin(response.missing_ids(), ",").c_str(),
+                  absl::StrJoin(encoded, ",").c_str());
+      return absl::OkStatus();
+    }
+    for (int i = 0; i < response.ids_size(); ++i) {
+      std::printf("%llu\t%s\n", static_cast<unsigned long long>(response.ids(i)),
+                  response.sids(i).tokens().c_str());
+    }
+    if (response.missing_ids_size() > 0) {
+      std::printf("no SID: %s\n", absl::StrJoin(response.missing_ids(), " ").c_str());
+    }
+    for (int i = 0; i < response.encoded_size(); ++i) {
+      const v1::EncodedVector& e = response.encoded(i);
+      std::printf("row %d\t%s\t%s\n", i, e.tokens().c_str(),
+                  e.items_with_codes() == 0
+                      ? "free"
+                      : absl::StrFormat("taken by %d items", e.items_with_codes()).c_str());
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Lookup() {
+    if (auto s = CheckOptions(args_, {"limit"}); !s.ok()) return Usage(s.message());
+    if (auto s = NeedPositional(2, "a collection NAME and a SID or prefix"); !s.ok()) return s;
+    v1::LookupRequest request;
+    request.set_collection(args_.positional[1]);
+    const std::string& sid = args_.positional[2];
+    if (!sid.empty() && sid[0] == '<') {
+      request.set_tokens(sid);
+    } else {
+      for (absl::string_view part : absl::StrSplit(sid, ',')) {
+        uint32_t code = 0;
+        if (!absl::SimpleAtoi(part, &code)) {
+          return Usage(absl::StrFormat("SID '%s': '%s' is not a code", sid, part));
+        }
+        request.add_codes(code);
+      }
+    }
+    auto limit = IntOption(args_, "limit", 0);
+    if (!limit.ok() || *limit < 0 || *limit > UINT32_MAX) return Usage("--limit must be 0..2^32-1");
+    request.set_limit(static_cast<uint32_t>(*limit));
+    v1::LookupResponse response;
+    auto context = Context();
+    if (auto s = FromGrpcStatus(stub().Lookup(context.get(), request, &response)); !s.ok()) {
+      return s;
+    }
+    if (json_) {
+      std::vector<std::string> items;
+      for (int i = 0; i < response.ids_size(); ++i) {
+        items.push_back(absl::StrFormat("{\"id\":%d,\"tokens\":%s}", response.ids(i),
+                                        JsonString(response.sids(i).tokens())));
+      }
+      std::printf("{\"items\":[%s],\"truncated\":%s}\n", absl::StrJoin(items, ",").c_str(),
+                  response.truncated() ? "true" : "false");
+      return absl::OkStatus();
+    }
+    for (int i = 0; i < response.ids_size(); ++i) {
+      std::printf("%llu\t%s\n", static_cast<unsigned long long>(response.ids(i)),
+                  response.sids(i).tokens().c_str());
+    }
+    std::printf("%d items%s\n", response.ids_size(), response.truncated() ? " (truncated)" : "");
+    return absl::OkStatus();
+  }
+
+  absl::Status Stats() {
+    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
+    if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+    v1::GetStatsRequest request;
+    request.set_collection(args_.positional[1]);
+    v1::GetStatsResponse response;
+    auto context = Context();
+    if (auto s = FromGrpcStatus(stub().GetStats(context.get(), request, &response)); !s.ok()) {
+      return s;
+    }
+    const v1::Collection& c = response.collection();
+    const v1::TokenizerStats& t = response.tokenizer();
+    if (json_) {
+      std::string out = absl::StrFormat("{\"collection\":%s", CollectionJson(c));
+      if (response.has_tokenizer()) {
+        std::vector<std::string> levels;
+        for (const v1::LevelStats& l : t.level_stats()) {
+          levels.push_back(absl::StrFormat(
+              "{\"codebook_size\":%d,\"codes_used\":%d,\"perplexity\":%.4f,\"size_min\":%d,"
+              "\"size_max\":%d,\"size_mean\":%.4f,\"size_std\":%.4f,"
+              "\"reconstruction_mse\":%.9g,\"balanced\":%s,\"bound_min\":%d,\"bound_max\":%d,"
+              "\"iterations\":%d}",
+              l.codebook_size(), l.codes_used(), l.perplexity(), l.size_min(), l.size_max(),
+              l.size_mean(), l.size_std(), l.reconstruction_mse(), l.balanced() ? "true" : "false",
+              l.bounds().size_min(), l.bounds().size_max(), l.iterations()));
+        }
+        absl::StrAppendFormat(
+            &out,
+            ",\"tokenizer\":{\"version\":%d,\"levels\":%d,\"balanced\":%s,\"seed\":%d,"
+            "\"max_iterations\":%d,\"trained_items\":%d,\"train_seconds\":%.3f,\"job_id\":%s,"
+            "\"items\":%d,\"unique_tuples\":%d,\"collision_rate\":%.6f,"
+            "\"collision_groups\":%d,\"largest_group\":%d,\"level_stats\":[%s]}",
+            t.version(), t.levels(), t.balanced() ? "true" : "false", t.seed(),
+            t.max_iterations(), t.trained_items(), t.train_seconds(), JsonString(t.job_id()),
+            t.items(), t.unique_tuples(), t.collision_rate(), t.collision_groups(),
+            t.largest_group(), absl::StrJoin(levels, ","));
+      }
+      std::printf("%s}\n", out.c_str());
+      return absl::OkStatus();
+    }
+    std::printf("collection %s: %llu items, dimension %u, metric %s\n", c.name().c_str(),
+                static_cast<unsigned long long>(c.item_count()), c.dimension(),
+                MetricText(c.metric()).c_str());
+    if (!response.has_tokenizer()) {
+      std::printf("no tokenizer trained yet (quantctl train %s)\n", c.name().c_str());
+      return absl::OkStatus();
+    }
+    std::printf("tokenizer version %u (%s): %u levels [%s], seed %llu, %u iterations, trained on "
+                "%llu items in %.2f s by %s\n",
+                t.version(), t.balanced() ? "balanced" : "plain", t.levels(),
+                absl::StrJoin(t.codebook_sizes(), " ").c_str(),
+                static_cast<unsigned long long>(t.seed()), t.max_iterations(),
+                static_cast<unsigned long long>(t.trained_items()), t.train_seconds(),
+                t.job_id().c_str());
+    std::printf("%-6s %6s %6s %10s %8s %8s %9s %8s %12s %14s\n", "level", "K", "used",
+                "perplexity", "size min", "max", "mean", "std", "mse after", "bounds");
+    for (int l = 0; l < t.level_stats_size(); ++l) {
+      const v1::LevelStats& s = t.level_stats(l);
+      const std::string bounds = s.balanced() ? absl::StrFormat("[%d, %d]", s.bounds().size_min(),
+                                                                s.bounds().size_max())
+                                              : "-";
+      std::printf("%-6c %6u %6u %10.1f %8llu %8llu %9.1f %8.1f %12.6g %14s\n",
+                  static_cast<char>('a' + l), s.codebook_size(), s.codes_used(), s.perplexity(),
+                  static_cast<unsigned long long>(s.size_min()),
+                  static_cast<unsigned long long>(s.size_max()), s.size_mean(), s.size_std(),
+                  s.reconstruction_mse(), bounds.c_str());
+    }
+    std::printf("collisions: rate %.4f (%llu unique code tuples for %llu items), %llu groups, "
+                "largest %llu\n",
+                t.collision_rate(), static_cast<unsigned long long>(t.unique_tuples()),
+                static_cast<unsigned long long>(t.items()),
+                static_cast<unsigned long long>(t.collision_groups()),
+                static_cast<unsigned long long>(t.largest_group()));
+    return absl::OkStatus();
+  }
+
+  absl::Status ExportSids() {
+    if (auto s = CheckOptions(args_, {"index", "codes"}); !s.ok()) return Usage(s.message());
+    if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+    const std::string json_path = args_.Get("index");
+    const std::string npy_path = args_.Get("codes");
+    if (json_path.empty()) return Usage("--index FILE is required");
+    v1::ExportSidsRequest request;
+    request.set_collection(args_.positional[1]);
+    grpc::ClientContext context;
+    auto reader = stub().ExportSids(&context, request);
+    v1::ExportSidsResponse batch;
+    std::vector<uint64_t> ids;
+    std::vector<int64_t> rows;  // ids.size() x (levels + 1)
+    uint32_t levels = 0;
+    uint32_t version = 0;
+    while (reader->Read(&batch)) {
+      levels = batch.levels();
+      version = batch.tokenizer_version();
+      for (int i = 0; i < batch.ids_size(); ++i) {
+        ids.push_back(batch.ids(i));
+        for (uint32_t l = 0; l < levels; ++l) rows.push_back(batch.codes(i * levels + l));
+        rows.push_back(batch.suffixes(i));
+      }
+    }
+    if (auto s = FromGrpcStatus(reader->Finish()); !s.ok()) return s;
+    std::FILE* out = std::fopen(json_path.c_str(), "w");
+    if (out == nullptr) {
+      return absl::InvalidArgumentError(absl::StrFormat("--index %s: cannot write", json_path));
+    }
+    std::fputs("{", out);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      std::fprintf(out, "%s\"%llu\": [", i == 0 ? "" : ", ", static_cast<unsigned long long>(ids[i]));
+      for (uint32_t l = 0; l <= levels; ++l) {
+        std::fprintf(out, "%s\"<%c_%lld>\"", l == 0 ? "" : ", ", static_cast<char>('a' + l),
+                     static_cast<long long>(rows[i * (levels + 1) + l]));
+      }
+      std::fputs("]", out);
+    }
+    std::fputs("}\n", out);
+    if (std::fclose(out) != 0) {
+      return absl::InvalidArgumentError(absl::StrFormat("--index %s: write failed", json_path));
+    }
+    if (!npy_path.empty()) {
+      if (auto s = WriteNpy(npy_path, rows.data(), static_cast<int64_t>(ids.size()), levels + 1);
+          !s.ok()) {
+        return s;
+      }
+    }
+    std::printf("exported %zu semantic IDs (tokenizer version %u, %u levels + suffix) to %s%s\n",
+                ids.size(), version, levels, json_path.c_str(),
+                npy_path.empty() ? "" : (" and " + npy_path).c_str());
     return absl::OkStatus();
   }
 

@@ -667,9 +667,13 @@ absl::StatusOr<std::vector<uint64_t>> ReadIds(const std::string& path) {
   return ids;
 }
 
-absl::Status WriteNpy(const std::string& path, const float* values, int64_t rows, int64_t dim) {
-  std::string header =
-      absl::StrFormat("{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows, dim);
+namespace {
+
+// Writes a NumPy 1.0 file of `rows` x `dim` elements of `item_size` bytes described by `descr`.
+absl::Status WriteNpyFile(const std::string& path, absl::string_view descr, const void* values,
+                          int64_t rows, int64_t dim, int64_t item_size) {
+  std::string header = absl::StrFormat(
+      "{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d), }", descr, rows, dim);
   // Magic (6) + version (2) + length (2) + header, padded with spaces to a multiple of 64 and
   // ended by a newline, as NumPy writes it.
   const size_t total = (10 + header.size() + 1 + 63) / 64 * 64;
@@ -682,11 +686,21 @@ absl::Status WriteNpy(const std::string& path, const float* values, int64_t rows
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(prefix.data(), static_cast<std::streamsize>(prefix.size()));
   out.write(header.data(), static_cast<std::streamsize>(header.size()));
-  out.write(reinterpret_cast<const char*>(values),
-            static_cast<std::streamsize>(rows * dim * static_cast<int64_t>(sizeof(float))));
+  out.write(static_cast<const char*>(values),
+            static_cast<std::streamsize>(rows * dim * item_size));
   out.close();
   if (!out) return absl::InvalidArgumentError(absl::StrFormat("%s: cannot write", path));
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteNpy(const std::string& path, const float* values, int64_t rows, int64_t dim) {
+  return WriteNpyFile(path, "<f4", values, rows, dim, sizeof(float));
+}
+
+absl::Status WriteNpy(const std::string& path, const int64_t* values, int64_t rows, int64_t dim) {
+  return WriteNpyFile(path, "<i8", values, rows, dim, sizeof(int64_t));
 }
 
 }  // namespace quantd

@@ -95,8 +95,9 @@ absl::StatusOr<IntMatrix> ReadIntMatrix(const std::string& path);
 // row-major order), or a text file with one decimal id per line (blank lines ignored).
 absl::StatusOr<std::vector<uint64_t>> ReadIds(const std::string& path);
 
-// Writes a row-major rows x dim float32 matrix as a NumPy 1.0 .npy file ('<f4', C order).
+// Writes a row-major rows x dim matrix as a NumPy 1.0 .npy file ('<f4' or '<i8', C order).
 absl::Status WriteNpy(const std::string& path, const float* values, int64_t rows, int64_t dim);
+absl::Status WriteNpy(const std::string& path, const int64_t* values, int64_t rows, int64_t dim);
 
 }  // namespace quantd
 

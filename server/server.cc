@@ -10,6 +10,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/exposer.h"
+#include "server/jobs.h"
 #include "server/metrics.h"
 #include "server/service.h"
 #include "server/store.h"
@@ -33,8 +34,12 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
   auto store = Store::Open({.path = options.data_dir, .sync = options.sync});
   if (!store.ok()) return store.status();
   server->store_ = std::move(*store);
+  auto jobs = JobManager::Create(server->store_.get());
+  if (!jobs.ok()) return jobs.status();
+  server->jobs_ = std::move(*jobs);
   server->metrics_ = std::make_unique<Metrics>();
-  server->service_ = std::make_unique<QuantdService>(server->store_.get(), server->metrics_.get());
+  server->service_ = std::make_unique<QuantdService>(server->store_.get(), server->jobs_.get(),
+                                                     server->metrics_.get());
 
   if (!options.metrics_address.empty()) {
     try {
@@ -88,6 +93,7 @@ void QuantdServer::Shutdown(std::chrono::milliseconds grace) {
     server_.reset();
   }
   exposer_stop.join();
+  jobs_.reset();  // cancels a running training job and waits for it
   service_.reset();
   store_.reset();  // flushes the WAL and closes RocksDB after the last call finished
 }

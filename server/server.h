@@ -20,6 +20,7 @@ class Exposer;
 namespace quantd {
 
 class Store;
+class JobManager;
 class Metrics;
 class QuantdService;
 
@@ -53,6 +54,7 @@ class QuantdServer {
   ServerOptions options_;
   int port_ = 0;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<QuantdService> service_;
   std::unique_ptr<prometheus::Exposer> exposer_;

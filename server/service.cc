@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/semantic_id.h"
+#include "server/tokenizer.h"
 
 namespace quantd {
 namespace {
@@ -227,6 +229,263 @@ class QuantdService::UpsertReactor final
 grpc::ServerBidiReactor<v1::UpsertRequest, v1::UpsertResponse>* QuantdService::Upsert(
     grpc::CallbackServerContext* context) {
   return new UpsertReactor(store_, metrics_);
+}
+
+namespace {
+
+void FillSid(const int32_t* codes, int64_t levels, uint32_t suffix, v1::Sid* sid) {
+  for (int64_t l = 0; l < levels; ++l) sid->add_codes(static_cast<uint32_t>(codes[l]));
+  sid->set_suffix(suffix);
+  sid->set_tokens(RenderSidTokens(absl::MakeConstSpan(codes, static_cast<size_t>(levels)), suffix));
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* QuantdService::TrainTokenizer(grpc::CallbackServerContext* context,
+                                                        const v1::TrainTokenizerRequest* request,
+                                                        v1::Job* response) {
+  const Clock::time_point start = Clock::now();
+  auto job = jobs_->StartTrainTokenizer(*request);
+  if (job.ok()) *response = *job;
+  return Finish(context, "TrainTokenizer", start, job.status());
+}
+
+grpc::ServerUnaryReactor* QuantdService::GetJob(grpc::CallbackServerContext* context,
+                                                const v1::GetJobRequest* request,
+                                                v1::Job* response) {
+  const Clock::time_point start = Clock::now();
+  auto job = jobs_->Get(request->id());
+  if (job.ok()) *response = *job;
+  return Finish(context, "GetJob", start, job.status());
+}
+
+grpc::ServerUnaryReactor* QuantdService::ListJobs(grpc::CallbackServerContext* context,
+                                                  const v1::ListJobsRequest* request,
+                                                  v1::ListJobsResponse* response) {
+  const Clock::time_point start = Clock::now();
+  if (!request->collection().empty()) {
+    if (auto info = store_->DescribeCollection(request->collection()); !info.ok()) {
+      return Finish(context, "ListJobs", start, info.status());
+    }
+  }
+  for (v1::Job& job : jobs_->List(request->collection())) *response->add_jobs() = std::move(job);
+  return Finish(context, "ListJobs", start, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* QuantdService::CancelJob(grpc::CallbackServerContext* context,
+                                                   const v1::CancelJobRequest* request,
+                                                   v1::Job* response) {
+  const Clock::time_point start = Clock::now();
+  auto job = jobs_->Cancel(request->id());
+  if (job.ok()) *response = *job;
+  return Finish(context, "CancelJob", start, job.status());
+}
+
+grpc::ServerUnaryReactor* QuantdService::Encode(grpc::CallbackServerContext* context,
+                                                const v1::EncodeRequest* request,
+                                                v1::EncodeResponse* response) {
+  const Clock::time_point start = Clock::now();
+  auto status = [&]() -> absl::Status {
+    auto info = store_->DescribeCollection(request->collection());
+    if (!info.ok()) return info.status();
+    if (request->ids_size() == 0 && request->vectors_size() == 0) {
+      return absl::InvalidArgumentError("ids and vectors are both empty: give either or both");
+    }
+    auto tokenizer = store_->GetTokenizer(request->collection());
+    if (!tokenizer.ok()) return tokenizer.status();
+    const int64_t levels = (*tokenizer)->levels();
+    response->set_tokenizer_version((*tokenizer)->version());
+    if (request->ids_size() > 0) {
+      auto sids = store_->GetSids(request->collection(), request->ids());
+      if (!sids.ok()) return sids.status();
+      for (size_t i = 0; i < sids->ids.size(); ++i) {
+        response->add_ids(sids->ids[i]);
+        FillSid(sids->codes.data() + i * levels, levels, sids->suffixes[i], response->add_sids());
+      }
+      response->mutable_missing_ids()->Add(sids->missing.begin(), sids->missing.end());
+    }
+    if (request->vectors_size() > 0) {
+      const int64_t d = info->dimension;
+      if (request->vectors_size() % d != 0) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "vectors has %d values, not a multiple of dimension %d of collection '%s'",
+            request->vectors_size(), d, request->collection()));
+      }
+      const int64_t n = request->vectors_size() / d;
+      if (n > kMaxEncodeRows) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "vectors holds %d rows, at most %d per request", n, kMaxEncodeRows));
+      }
+      if (auto s = CheckVectors(request->vectors().data(), n, d, info->metric); !s.ok()) return s;
+      std::vector<int32_t> codes(static_cast<size_t>(n * levels));
+      (*tokenizer)->Encode(request->vectors().data(), n, codes.data());
+      auto counts =
+          store_->CountTuples(request->collection(), (*tokenizer)->version(), codes.data(), n);
+      if (!counts.ok()) return counts.status();
+      for (int64_t i = 0; i < n; ++i) {
+        v1::EncodedVector* encoded = response->add_encoded();
+        const int32_t* row = codes.data() + i * levels;
+        for (int64_t l = 0; l < levels; ++l) encoded->add_codes(static_cast<uint32_t>(row[l]));
+        encoded->set_tokens(RenderSidTokens(absl::MakeConstSpan(row, static_cast<size_t>(levels))));
+        encoded->set_items_with_codes((*counts)[i]);
+      }
+    }
+    return absl::OkStatus();
+  }();
+  return Finish(context, "Encode", start, status);
+}
+
+grpc::ServerUnaryReactor* QuantdService::Lookup(grpc::CallbackServerContext* context,
+                                                const v1::LookupRequest* request,
+                                                v1::LookupResponse* response) {
+  const Clock::time_point start = Clock::now();
+  auto status = [&]() -> absl::Status {
+    std::vector<int64_t> prefix(request->codes().begin(), request->codes().end());
+    if (!request->tokens().empty()) {
+      if (!prefix.empty()) return absl::InvalidArgumentError("give codes or tokens, not both");
+      auto parsed = ParseSidTokens(request->tokens());
+      if (!parsed.ok()) return parsed.status();
+      prefix = std::move(*parsed);
+    }
+    if (prefix.empty()) return absl::InvalidArgumentError("codes and tokens are both empty");
+    const int64_t limit = request->limit() == 0 ? 1000 : request->limit();
+    if (limit > kMaxLookupLimit) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("limit %d exceeds %d", request->limit(), kMaxLookupLimit));
+    }
+    auto found = store_->LookupSids(request->collection(), prefix, limit);
+    if (!found.ok()) return found.status();
+    for (size_t i = 0; i < found->ids.size(); ++i) {
+      response->add_ids(found->ids[i]);
+      FillSid(found->codes.data() + i * found->levels, found->levels, found->suffixes[i],
+              response->add_sids());
+    }
+    response->set_truncated(found->truncated);
+    return absl::OkStatus();
+  }();
+  return Finish(context, "Lookup", start, status);
+}
+
+// Streams a collection's SIDs in batches of kExportBatch items, one write at a time.
+class QuantdService::ExportReactor final : public grpc::ServerWriteReactor<v1::ExportSidsResponse> {
+ public:
+  ExportReactor(Store* store, Metrics* metrics, const v1::ExportSidsRequest& request)
+      : metrics_(metrics), start_(Clock::now()) {
+    auto list = store->ExportSids(request.collection());
+    if (!list.ok()) {
+      Done(list.status());
+      return;
+    }
+    list_ = std::move(*list);
+    WriteNext();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Done(absl::CancelledError("the client went away"));
+      return;
+    }
+    WriteNext();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  static constexpr size_t kExportBatch = 8192;
+  void WriteNext() {
+    // The first message goes out even for an empty collection: it carries version and levels.
+    if (next_ >= list_.ids.size() && next_ > 0) {
+      Done(absl::OkStatus());
+      return;
+    }
+    const size_t end = std::min(list_.ids.size(), next_ + kExportBatch);
+    response_.Clear();
+    response_.set_tokenizer_version(list_.version);
+    response_.set_levels(static_cast<uint32_t>(list_.levels));
+    response_.mutable_ids()->Add(list_.ids.begin() + next_, list_.ids.begin() + end);
+    for (size_t i = next_ * list_.levels; i < end * list_.levels; ++i) {
+      response_.add_codes(static_cast<uint32_t>(list_.codes[i]));
+    }
+    response_.mutable_suffixes()->Add(list_.suffixes.begin() + next_, list_.suffixes.begin() + end);
+    next_ = std::max(end, next_ + 1);
+    StartWrite(&response_);
+  }
+  void Done(const absl::Status& status) {
+    if (metrics_ != nullptr) {
+      metrics_->RecordRequest("ExportSids", static_cast<int>(status.code()), SecondsSince(start_));
+    }
+    Finish(ToGrpcStatus(status));
+  }
+
+  Metrics* metrics_;
+  Clock::time_point start_;
+  Store::SidList list_;
+  size_t next_ = 0;
+  v1::ExportSidsResponse response_;
+};
+
+grpc::ServerWriteReactor<v1::ExportSidsResponse>* QuantdService::ExportSids(
+    grpc::CallbackServerContext* context, const v1::ExportSidsRequest* request) {
+  return new ExportReactor(store_, metrics_, *request);
+}
+
+grpc::ServerUnaryReactor* QuantdService::GetStats(grpc::CallbackServerContext* context,
+                                                  const v1::GetStatsRequest* request,
+                                                  v1::GetStatsResponse* response) {
+  const Clock::time_point start = Clock::now();
+  auto status = [&]() -> absl::Status {
+    auto info = store_->DescribeCollection(request->collection());
+    if (!info.ok()) return info.status();
+    ToProto(*info, response->mutable_collection());
+    auto tokenizer = store_->GetTokenizer(request->collection());
+    if (tokenizer.status().code() == absl::StatusCode::kFailedPrecondition) {
+      return absl::OkStatus();  // no tokenizer yet: collection stats only
+    }
+    if (!tokenizer.ok()) return tokenizer.status();
+    auto sids = store_->ExportSids(request->collection());
+    if (!sids.ok()) return sids.status();
+    const storage::TokenizerRecord& record = (*tokenizer)->record();
+    const int64_t levels = (*tokenizer)->levels();
+    const int64_t n = static_cast<int64_t>(sids->ids.size());
+    v1::TokenizerStats* stats = response->mutable_tokenizer();
+    stats->set_version(record.version());
+    stats->set_levels(static_cast<uint32_t>(levels));
+    stats->mutable_codebook_sizes()->Add(record.codebook_sizes().begin(),
+                                         record.codebook_sizes().end());
+    stats->set_balanced(record.balanced());
+    stats->set_seed(record.seed());
+    stats->set_max_iterations(record.max_iterations());
+    stats->set_trained_items(record.trained_items());
+    stats->set_train_seconds(record.train_seconds());
+    stats->set_create_time_ms(record.create_time_ms());
+    stats->set_job_id(record.job_id());
+    const CollisionStats collisions = ComputeCollisions(sids->codes.data(), n, levels);
+    stats->set_items(static_cast<uint64_t>(n));
+    stats->set_unique_tuples(static_cast<uint64_t>(collisions.unique_tuples));
+    stats->set_collision_rate(collisions.collision_rate);
+    stats->set_collision_groups(static_cast<uint64_t>(collisions.collision_groups));
+    stats->set_largest_group(static_cast<uint64_t>(collisions.largest_group));
+    for (int64_t l = 0; l < levels; ++l) {
+      const LevelUsage usage = ComputeLevelUsage(sids->codes.data() + l, n, levels,
+                                                 (*tokenizer)->quantizer().codebook_size(l));
+      v1::LevelStats* level = stats->add_level_stats();
+      level->set_codebook_size(static_cast<uint32_t>(usage.codebook_size));
+      level->set_codes_used(static_cast<uint32_t>(usage.codes_used));
+      level->set_perplexity(usage.perplexity);
+      level->set_size_min(static_cast<uint64_t>(usage.size_min));
+      level->set_size_max(static_cast<uint64_t>(usage.size_max));
+      level->set_size_mean(usage.size_mean);
+      level->set_size_std(usage.size_std);
+      if (l < record.levels_size()) {
+        const auto& trained = record.levels(static_cast<int>(l));
+        level->set_reconstruction_mse(trained.mse_after());
+        level->set_balanced(trained.balanced());
+        level->mutable_bounds()->set_size_min(trained.size_min());
+        level->mutable_bounds()->set_size_max(trained.size_max());
+        level->set_iterations(trained.iterations());
+      }
+    }
+    return absl::OkStatus();
+  }();
+  return Finish(context, "GetStats", start, status);
 }
 
 }  // namespace quantd

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "quantd/v1/quantd.grpc.pb.h"
+#include "server/jobs.h"
 #include "server/metrics.h"
 #include "server/store.h"
 
@@ -15,13 +16,17 @@ namespace quantd {
 
 // Largest GetItems answer, in bytes of vector payload; the server's message limit is above it.
 inline constexpr int64_t kMaxResponsePayloadBytes = 48 << 20;
+// Most vectors one Encode request may carry, and most ids a Lookup may return.
+inline constexpr int64_t kMaxEncodeRows = 100000;
+inline constexpr int64_t kMaxLookupLimit = 100000;
 // Largest request the server accepts (an Upsert batch, for instance).
 inline constexpr int kMaxReceiveMessageBytes = 64 << 20;
 
 class QuantdService final : public v1::Quantd::CallbackService {
  public:
-  // `store` and `metrics` (may be null) outlive the service.
-  QuantdService(Store* store, Metrics* metrics) : store_(store), metrics_(metrics) {}
+  // `store`, `jobs` and `metrics` (may be null) outlive the service.
+  QuantdService(Store* store, JobManager* jobs, Metrics* metrics)
+      : store_(store), jobs_(jobs), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* CreateCollection(grpc::CallbackServerContext* context,
                                              const v1::CreateCollectionRequest* request,
@@ -43,15 +48,39 @@ class QuantdService final : public v1::Quantd::CallbackService {
   grpc::ServerUnaryReactor* GetItems(grpc::CallbackServerContext* context,
                                      const v1::GetItemsRequest* request,
                                      v1::GetItemsResponse* response) override;
+  grpc::ServerUnaryReactor* TrainTokenizer(grpc::CallbackServerContext* context,
+                                           const v1::TrainTokenizerRequest* request,
+                                           v1::Job* response) override;
+  grpc::ServerUnaryReactor* Encode(grpc::CallbackServerContext* context,
+                                   const v1::EncodeRequest* request,
+                                   v1::EncodeResponse* response) override;
+  grpc::ServerUnaryReactor* Lookup(grpc::CallbackServerContext* context,
+                                   const v1::LookupRequest* request,
+                                   v1::LookupResponse* response) override;
+  grpc::ServerWriteReactor<v1::ExportSidsResponse>* ExportSids(
+      grpc::CallbackServerContext* context, const v1::ExportSidsRequest* request) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
+                                   const v1::GetJobRequest* request, v1::Job* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* context,
+                                      const v1::CancelJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
+                                     const v1::GetStatsRequest* request,
+                                     v1::GetStatsResponse* response) override;
 
  private:
   class UpsertReactor;
+  class ExportReactor;
   // Finishes a unary call with `status`, recording it in the metrics.
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, absl::string_view method,
                                    std::chrono::steady_clock::time_point start,
                                    const absl::Status& status);
 
   Store* store_;
+  JobManager* jobs_;
   Metrics* metrics_;
 };
 

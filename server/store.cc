@@ -13,70 +13,13 @@
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
+#include "server/store_internal.h"
 
 namespace quantd {
 
-// In-memory state of one collection. `info` is immutable but for item_count, which changes
-// under write_mu; `dropped` tells writers that raced with a drop to give up.
-struct Store::Collection {
-  CollectionInfo info;
-  std::mutex write_mu;
-  bool dropped = false;  // guarded by write_mu
-  std::atomic<uint64_t> item_count{0};
-};
+using namespace store_internal;  // NOLINT: the key encodings shared with store_sids.cc
 
 namespace {
-
-constexpr char kCollectionPrefix[] = "collection/";
-constexpr char kCountPrefix[] = "count/";
-constexpr char kNextCollectionIdKey[] = "next_collection_id";
-constexpr char kMetaFamily[] = "meta";
-constexpr char kVectorsFamily[] = "vectors";
-
-void AppendBigEndian32(std::string* out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>(v >> shift));
-}
-void AppendBigEndian64(std::string* out, uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8) out->push_back(static_cast<char>(v >> shift));
-}
-
-std::string CollectionKey(absl::string_view name) { return absl::StrCat(kCollectionPrefix, name); }
-std::string CountKey(uint32_t cid) {
-  std::string key = kCountPrefix;
-  AppendBigEndian32(&key, cid);
-  return key;
-}
-std::string CollectionPrefix(uint32_t cid) {
-  std::string key;
-  AppendBigEndian32(&key, cid);
-  return key;
-}
-std::string VectorKey(uint32_t cid, uint64_t id) {
-  std::string key;
-  key.reserve(12);
-  AppendBigEndian32(&key, cid);
-  AppendBigEndian64(&key, id);
-  return key;
-}
-std::string EncodeU64(uint64_t v) {
-  std::string out(8, '\0');
-  std::memcpy(out.data(), &v, 8);
-  return out;
-}
-
-absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  const std::string message = absl::StrCat(what, ": ", s.ToString());
-  if (s.IsCorruption()) return absl::DataLossError(message);
-  if (s.IsInvalidArgument() || s.IsNotSupported()) return absl::InternalError(message);
-  return absl::UnavailableError(message);
-}
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 absl::Status CheckIdCount(size_t n, absl::string_view collection) {
   if (n == 0) {
@@ -146,7 +89,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
   std::vector<std::string> families;
   rocksdb::Status listed = rocksdb::DB::ListColumnFamilies(db_options, options.path, &families);
   if (!listed.ok()) families = {rocksdb::kDefaultColumnFamilyName};
-  for (const char* name : {kMetaFamily, kVectorsFamily}) {
+  for (const char* name :
+       {kMetaFamily, kVectorsFamily, kModelsFamily, kCodesFamily, kSidsFamily}) {
     if (std::find(families.begin(), families.end(), name) == families.end()) {
       families.push_back(name);
     }
@@ -167,6 +111,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
   for (size_t i = 0; i < families.size(); ++i) {
     if (families[i] == kMetaFamily) store->meta_ = store->handles_[i];
     if (families[i] == kVectorsFamily) store->vectors_ = store->handles_[i];
+    if (families[i] == kModelsFamily) store->models_ = store->handles_[i];
+    if (families[i] == kCodesFamily) store->codes_ = store->handles_[i];
+    if (families[i] == kSidsFamily) store->sids_ = store->handles_[i];
   }
   if (auto status = store->Load(); !status.ok()) return status;
   return store;
@@ -214,6 +161,7 @@ absl::Status Store::Load() {
     } else if (!cs.IsNotFound()) {
       return absl::DataLossError(absl::StrCat("item count of '", record.name(), "' is corrupt"));
     }
+    if (auto status = LoadTokenizer(*collection); !status.ok()) return status;
     collections_[record.name()] = std::move(collection);
   }
   return FromRocks(it->status(), "scan collections");
@@ -311,7 +259,10 @@ absl::StatusOr<uint64_t> Store::DropCollection(absl::string_view name) {
   rocksdb::WriteBatch batch;
   batch.Delete(meta_, CollectionKey(name));
   batch.Delete(meta_, CountKey(cid));
-  batch.DeleteRange(vectors_, CollectionPrefix(cid), CollectionPrefix(cid + 1));
+  batch.Delete(meta_, TokenizerKey(cid));
+  for (rocksdb::ColumnFamilyHandle* family : {vectors_, models_, codes_, sids_}) {
+    batch.DeleteRange(family, CollectionPrefix(cid), CollectionPrefix(cid + 1));
+  }
   rocksdb::WriteOptions write_options;
   write_options.sync = options_.sync;
   if (auto status = FromRocks(db_->Write(write_options, &batch), "drop collection"); !status.ok()) {
@@ -326,7 +277,9 @@ absl::StatusOr<uint64_t> Store::DropCollection(absl::string_view name) {
   const std::string begin = CollectionPrefix(cid);
   const std::string end = CollectionPrefix(cid + 1);
   rocksdb::Slice begin_slice(begin), end_slice(end);
-  db_->SuggestCompactRange(vectors_, &begin_slice, &end_slice).PermitUncheckedError();
+  for (rocksdb::ColumnFamilyHandle* family : {vectors_, codes_, sids_}) {
+    db_->SuggestCompactRange(family, &begin_slice, &end_slice).PermitUncheckedError();
+  }
   return collection->item_count.load();
 }
 
@@ -355,11 +308,16 @@ absl::StatusOr<Store::UpsertResult> Store::Upsert(absl::string_view name,
   if (collection->dropped) {
     return absl::NotFoundError(absl::StrFormat("collection '%s' was dropped", name));
   }
+  {
+    // Writing without the SIDs of an unreadable tokenizer would leave them inconsistent.
+    std::lock_guard lock(collection->tokenizer_mu);
+    if (!collection->tokenizer_error.ok()) return collection->tokenizer_error;
+  }
   // Which ids are new decides the item count written in the same batch.
   const std::vector<uint64_t> distinct = Distinct(ids);
   std::vector<std::string> keys;
   keys.reserve(distinct.size());
-  for (uint64_t id : distinct) keys.push_back(VectorKey(info.id, id));
+  for (uint64_t id : distinct) keys.push_back(ItemKey(info.id, id));
   std::vector<rocksdb::Slice> key_slices(keys.begin(), keys.end());
   std::vector<rocksdb::PinnableSlice> values(keys.size());
   std::vector<rocksdb::Status> statuses(keys.size());
@@ -377,9 +335,16 @@ absl::StatusOr<Store::UpsertResult> Store::Upsert(absl::string_view name,
   rocksdb::WriteBatch batch;
   const size_t row_bytes = static_cast<size_t>(info.dimension) * sizeof(float);
   for (int64_t i = 0; i < n; ++i) {
-    batch.Put(vectors_, VectorKey(info.id, ids[i]),
+    batch.Put(vectors_, ItemKey(info.id, ids[i]),
               rocksdb::Slice(reinterpret_cast<const char*>(vectors.data() + i * info.dimension),
                              row_bytes));
+  }
+  if (std::shared_ptr<const Tokenizer> tokenizer = CurrentTokenizer(*collection)) {
+    std::vector<int32_t> codes(static_cast<size_t>(n * tokenizer->levels()));
+    tokenizer->Encode(vectors.data(), n, codes.data());
+    if (auto status = AddSidUpdates(*collection, *tokenizer, ids, codes, &batch); !status.ok()) {
+      return status;
+    }
   }
   const uint64_t new_count = collection->item_count.load() + inserted;
   batch.Put(meta_, CountKey(info.id), EncodeU64(new_count));
@@ -407,7 +372,7 @@ absl::StatusOr<Store::DeleteResult> Store::Delete(absl::string_view name,
   const std::vector<uint64_t> distinct = Distinct(ids);
   std::vector<std::string> keys;
   keys.reserve(distinct.size());
-  for (uint64_t id : distinct) keys.push_back(VectorKey(cid, id));
+  for (uint64_t id : distinct) keys.push_back(ItemKey(cid, id));
   std::vector<rocksdb::Slice> key_slices(keys.begin(), keys.end());
   std::vector<rocksdb::PinnableSlice> values(keys.size());
   std::vector<rocksdb::Status> statuses(keys.size());
@@ -428,6 +393,7 @@ absl::StatusOr<Store::DeleteResult> Store::Delete(absl::string_view name,
   }
   result.item_count = collection->item_count.load() - result.deleted;
   if (result.deleted > 0) {
+    if (auto status = AddSidDeletes(*collection, distinct, &batch); !status.ok()) return status;
     batch.Put(meta_, CountKey(cid), EncodeU64(result.item_count));
     rocksdb::WriteOptions write_options;
     write_options.sync = options_.sync;
@@ -448,7 +414,7 @@ absl::StatusOr<Store::GetResult> Store::Get(absl::string_view name,
   const std::vector<uint64_t> distinct = Distinct(ids);
   std::vector<std::string> keys;
   keys.reserve(distinct.size());
-  for (uint64_t id : distinct) keys.push_back(VectorKey(info.id, id));
+  for (uint64_t id : distinct) keys.push_back(ItemKey(info.id, id));
   std::vector<rocksdb::Slice> key_slices(keys.begin(), keys.end());
   std::vector<rocksdb::PinnableSlice> values(keys.size());
   std::vector<rocksdb::Status> statuses(keys.size());

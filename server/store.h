@@ -8,7 +8,17 @@
 //   meta     "collection/<name>"      -> quantd.storage.CollectionRecord
 //            "count/<cid:be32>"        -> item count, uint64 little-endian
 //            "next_collection_id"      -> uint32 little-endian; collection ids are never reused
+//            "tokenizer/<cid:be32>"    -> current tokenizer version, uint32 little-endian
+//            "job/<id>"                -> quantd.storage.JobRecord
 //   vectors  <cid:be32><item id:be64>  -> dimension float32 values, little-endian
+//   models   <cid:be32><version:be32>  -> tokenizer blob (server/tokenizer.h)
+//   codes    <cid:be32><item id:be64>  -> uint32 LE: version, L codes, suffix (the item's SID)
+//   sids     <cid:be32><version:be32><code:be32 x L><suffix:be32> -> item id, uint64 LE
+//            (the SID index: prefix scans answer Lookup and find the lowest free suffix)
+//
+// Once a collection has a tokenizer, every write keeps vectors, codes and sids consistent in one
+// WriteBatch: an upserted item gets its SID (keeping its suffix if its codes did not change, else
+// the lowest free suffix of its new tuple), a deleted item loses it.
 //
 // Thread safety: all methods are safe to call concurrently. Writes to one collection are
 // serialised by a per-collection mutex (the item count is maintained in the same batch).
@@ -26,14 +36,19 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/residual_quantizer.h"
 #include "core/vectors.h"
+#include "quantd/storage/records.pb.h"
 
 namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
+class WriteBatch;
 }  // namespace rocksdb
 
 namespace quantd {
+
+class Tokenizer;
 
 // Longest accepted collection name.
 inline constexpr size_t kMaxCollectionNameLength = 128;
@@ -96,10 +111,73 @@ class Store {
   // Largest number of ids a Delete or Get may name in one call.
   static constexpr size_t kMaxIdsPerCall = 1 << 20;
 
+  // --- Semantic IDs ------------------------------------------------------------------------
+
+  // All items of a collection from one consistent snapshot, in id order.
+  struct ItemSet {
+    CollectionInfo info;
+    std::vector<uint64_t> ids;
+    std::vector<float> vectors;  // ids.size() x dimension, as stored
+  };
+  absl::StatusOr<ItemSet> LoadItems(absl::string_view collection) const;
+
+  // Commits a new tokenizer version: `record` (metadata; version is assigned here), the trained
+  // `quantizer`, and codes (items.ids.size() x L) computed for `items`. Under the collection's
+  // write lock, items upserted or changed since `items` was loaded are encoded anew and deleted
+  // ones skipped; suffixes are assigned fresh in id order; the old version's SIDs are replaced.
+  // One WriteBatch. Returns the new version.
+  absl::StatusOr<uint32_t> CommitTokenizer(absl::string_view collection,
+                                           storage::TokenizerRecord record,
+                                           ResidualQuantizer quantizer, const ItemSet& items,
+                                           const std::vector<int32_t>& codes);
+
+  // The collection's current tokenizer: FAILED_PRECONDITION if none was trained, DATA_LOSS if
+  // its stored blob is corrupt.
+  absl::StatusOr<std::shared_ptr<const Tokenizer>> GetTokenizer(absl::string_view collection) const;
+
+  struct SidList {
+    int64_t levels = 0;
+    uint32_t version = 0;
+    std::vector<uint64_t> ids;
+    std::vector<int32_t> codes;      // ids.size() x levels
+    std::vector<uint32_t> suffixes;  // ids.size()
+    std::vector<uint64_t> missing;   // GetSids: requested ids without a SID
+    bool truncated = false;          // Lookup: more matched than the limit
+  };
+  // SIDs of stored items (found ones in request order, each once).
+  absl::StatusOr<SidList> GetSids(absl::string_view collection,
+                                  absl::Span<const uint64_t> ids) const;
+  // Items whose SID starts with `prefix` (1..L codes, or L codes and a suffix), in SID order.
+  absl::StatusOr<SidList> LookupSids(absl::string_view collection,
+                                     absl::Span<const int64_t> prefix, int64_t limit) const;
+  // Every SID of the collection, in item-id order.
+  absl::StatusOr<SidList> ExportSids(absl::string_view collection) const;
+  // Number of stored items having exactly each code tuple of `codes` (n x L, tokenizer version
+  // `version`).
+  absl::StatusOr<std::vector<uint64_t>> CountTuples(absl::string_view collection,
+                                                    uint32_t version, const int32_t* codes,
+                                                    int64_t n) const;
+
+  // --- Jobs ----------------------------------------------------------------------------------
+  absl::Status PutJob(const storage::JobRecord& job);
+  // Every stored job record.
+  absl::StatusOr<std::vector<storage::JobRecord>> LoadJobs() const;
+
  private:
   struct Collection;
+  struct SidBatch;
   Store() = default;
   absl::Status Load();
+  absl::Status LoadTokenizer(Collection& collection);
+  // Adds to `batch` the SID changes of upserting rows ids (n) with codes (n x L) under
+  // `tokenizer`; rows in order, a later row of the same id wins.
+  absl::Status AddSidUpdates(const Collection& collection, const Tokenizer& tokenizer,
+                             absl::Span<const uint64_t> ids, const std::vector<int32_t>& codes,
+                             rocksdb::WriteBatch* batch) const;
+  // Adds to `batch` the removal of the SIDs of `ids` (distinct).
+  absl::Status AddSidDeletes(const Collection& collection, absl::Span<const uint64_t> ids,
+                             rocksdb::WriteBatch* batch) const;
+  std::shared_ptr<const Tokenizer> CurrentTokenizer(const Collection& collection) const;
   std::shared_ptr<Collection> Find(absl::string_view name) const;
   absl::StatusOr<std::shared_ptr<Collection>> FindOrNotFound(absl::string_view name) const;
 
@@ -108,6 +186,9 @@ class Store {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* vectors_ = nullptr;
+  rocksdb::ColumnFamilyHandle* models_ = nullptr;
+  rocksdb::ColumnFamilyHandle* codes_ = nullptr;
+  rocksdb::ColumnFamilyHandle* sids_ = nullptr;
 
   mutable std::shared_mutex mu_;  // guards collections_ and next_collection_id_
   std::map<std::string, std::shared_ptr<Collection>, std::less<>> collections_;

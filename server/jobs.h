@@ -1,0 +1,70 @@
+// JobManager: runs tokenizer training jobs one at a time on its own thread (so training never
+// starves the RPC threads), keeps their state in memory for progress queries and in RocksDB for
+// history. A job found PENDING or RUNNING at start-up was interrupted by a crash or a stop: it
+// is recorded as FAILED, and since a job commits in one WriteBatch, the previous tokenizer
+// version is intact.
+#ifndef QUANTD_SERVER_JOBS_H_
+#define QUANTD_SERVER_JOBS_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/residual_quantizer.h"
+#include "quantd/storage/records.pb.h"
+#include "quantd/v1/quantd.pb.h"
+#include "server/store.h"
+
+namespace quantd {
+
+// Checks a TrainTokenizer request against a collection of `items` items and turns it into
+// residual-quantizer options (defaults filled in). INVALID_ARGUMENT naming the field and value.
+absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerRequest& request,
+                                                  int64_t items);
+
+class JobManager {
+ public:
+  // Loads job history from `store` (which outlives the manager) and fails interrupted jobs.
+  static absl::StatusOr<std::unique_ptr<JobManager>> Create(Store* store);
+  // Cancels the running job and joins the worker; it is recorded as FAILED (interrupted).
+  ~JobManager();
+
+  absl::StatusOr<v1::Job> StartTrainTokenizer(const v1::TrainTokenizerRequest& request);
+  absl::StatusOr<v1::Job> Get(const std::string& id) const;
+  std::vector<v1::Job> List(const std::string& collection) const;  // newest first
+  absl::StatusOr<v1::Job> Cancel(const std::string& id);
+
+ private:
+  struct Entry {
+    storage::JobRecord record;  // guarded by JobManager::mu_
+    v1::TrainTokenizerRequest request;
+    std::atomic<bool> cancel{false};
+  };
+  explicit JobManager(Store* store) : store_(store) {}
+  void WorkerLoop();
+  // Runs one job; returns the version committed.
+  absl::StatusOr<uint32_t> RunTrainTokenizer(Entry& entry);
+  void SetPhase(Entry& entry, const std::string& phase, double progress);
+  void Finish(Entry& entry, const absl::StatusOr<uint32_t>& result);
+  v1::Job ToProto(const storage::JobRecord& record) const;
+
+  Store* store_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::shared_ptr<Entry>> jobs_;
+  std::deque<std::shared_ptr<Entry>> queue_;
+  int64_t next_job_number_ = 1;
+  bool stopping_ = false;
+  std::thread worker_;
+};
+
+}  // namespace quantd
+
+#endif  // QUANTD_SERVER_JOBS_H_

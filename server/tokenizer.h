@@ -1,0 +1,45 @@
+// A committed tokenizer version: the residual quantizer plus what it was trained with, and its
+// on-disk blob format: "QTOK" magic, format version (uint32), CRC-32 of the payload (uint32),
+// then a serialized quantd.storage.TokenizerRecord. A blob that fails any check is DATA_LOSS.
+#ifndef QUANTD_SERVER_TOKENIZER_H_
+#define QUANTD_SERVER_TOKENIZER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/residual_quantizer.h"
+#include "quantd/storage/records.pb.h"
+
+namespace quantd {
+
+class Tokenizer {
+ public:
+  // `record` holds the metadata; its codebooks field is cleared (they live in the quantizer).
+  Tokenizer(ResidualQuantizer quantizer, storage::TokenizerRecord record);
+
+  uint32_t version() const { return record_.version(); }
+  int64_t levels() const { return quantizer_.levels(); }
+  int64_t dimension() const { return quantizer_.dimension(); }
+  const ResidualQuantizer& quantizer() const { return quantizer_; }
+  const storage::TokenizerRecord& record() const { return record_; }
+
+  // Codes (n x L) of raw vectors x (n x d); normalises them first for cosine collections.
+  void Encode(const float* x, int64_t n, int32_t* codes) const;
+
+  std::string Serialize() const;
+  static absl::StatusOr<std::shared_ptr<const Tokenizer>> Parse(const std::string& blob);
+
+ private:
+  ResidualQuantizer quantizer_;
+  storage::TokenizerRecord record_;
+};
+
+// Copies x (n x d) with every row scaled to unit length (zero rows stay zero).
+std::vector<float> NormalizedRows(const float* x, int64_t n, int64_t d);
+
+}  // namespace quantd
+
+#endif  // QUANTD_SERVER_TOKENIZER_H_

@@ -1,0 +1,127 @@
+// Residual quantizer: encode/decode round trip, balanced levels meet their bounds, and on real
+// recommender embeddings balanced RQ-KMeans collides no more than plain RQ-KMeans.
+#include "core/residual_quantizer.h"
+
+#include <cmath>
+#include <vector>
+
+#include "core/semantic_id.h"
+#include "core/vector_file.h"
+#include "gtest/gtest.h"
+#include "tests/test_support.h"
+
+namespace quantd {
+namespace {
+
+using ::quantd::testing::DataFile;
+
+RqOptions Levels(std::vector<int64_t> ks, bool balanced, uint64_t seed = 3) {
+  RqOptions options;
+  for (int64_t k : ks) options.levels.push_back({.k = k, .balanced = balanced, .bounds = {}});
+  options.kmeans.seed = seed;
+  options.kmeans.max_iterations = 20;
+  return options;
+}
+
+std::vector<int64_t> ClusterSizes(const std::vector<int32_t>& codes, int64_t n, int64_t levels,
+                                  int64_t level, int64_t k) {
+  std::vector<int64_t> sizes(static_cast<size_t>(k), 0);
+  for (int64_t i = 0; i < n; ++i) ++sizes[codes[i * levels + level]];
+  return sizes;
+}
+
+TEST(ResidualQuantizerTest, PlainEncodeReproducesTrainingCodesAndDecodeTheError) {
+  auto data = ReadMatrix(DataFile("sift5k/sift5k_base.fvecs"), 3000);
+  ASSERT_TRUE(data.ok());
+  auto trained = TrainResidualQuantizer(data->values.data(), data->rows, data->dim,
+                                        Levels({32, 16, 8}, false));
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  const ResidualQuantizer& rq = trained->quantizer;
+  ASSERT_EQ(rq.levels(), 3);
+  std::vector<int32_t> codes(static_cast<size_t>(data->rows * 3));
+  rq.Encode(data->values.data(), data->rows, codes.data());
+  EXPECT_EQ(codes, trained->codes);  // greedy nearest codes are what plain training assigned
+
+  // Decode + per-level MSE: the last level's MSE is the decoded reconstruction error.
+  std::vector<float> decoded(data->values.size());
+  rq.Decode(codes.data(), data->rows, decoded.data());
+  double squared = 0;
+  for (size_t i = 0; i < decoded.size(); ++i) {
+    const double diff = static_cast<double>(data->values[i]) - decoded[i];
+    squared += diff * diff;
+  }
+  const std::vector<double> mse = rq.LevelMse(data->values.data(), data->rows, codes.data());
+  ASSERT_EQ(mse.size(), 3u);
+  EXPECT_NEAR(mse[2], squared / static_cast<double>(decoded.size()), 1e-6 * mse[2]);
+  EXPECT_GT(mse[0], mse[1]);
+  EXPECT_GT(mse[1], mse[2]);
+  for (int l = 0; l < 3; ++l) EXPECT_NEAR(mse[l], trained->levels[l].mse_after, 1e-6 * mse[l]);
+}
+
+TEST(ResidualQuantizerTest, BalancedBeatsPlainOnCollisionsAndMeetsBoundsOnSasrecBeauty) {
+  auto data = ReadMatrix(DataFile("sasrec/Beauty-32d-sasrec.npy"));
+  ASSERT_TRUE(data.ok());
+  const int64_t n = data->rows;
+  auto plain = TrainResidualQuantizer(data->values.data(), n, data->dim,
+                                      Levels({256, 256, 256}, false, 42));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  auto balanced = TrainResidualQuantizer(data->values.data(), n, data->dim,
+                                         Levels({256, 256, 256}, true, 42));
+  ASSERT_TRUE(balanced.ok()) << balanced.status();
+  for (int64_t l = 0; l < 3; ++l) {
+    const SizeBounds bounds = balanced->levels[l].bounds;
+    EXPECT_EQ(bounds.size_min, static_cast<int64_t>(std::floor(n / 256.0 * 0.9)));
+    EXPECT_EQ(bounds.size_max, static_cast<int64_t>(std::ceil(n / 256.0 * 1.1)));
+    for (int64_t size : ClusterSizes(balanced->codes, n, 3, l, 256)) {
+      ASSERT_GE(size, bounds.size_min) << "level " << l;
+      ASSERT_LE(size, bounds.size_max) << "level " << l;
+    }
+  }
+  const CollisionStats plain_collisions = ComputeCollisions(plain->codes.data(), n, 3);
+  const CollisionStats balanced_collisions = ComputeCollisions(balanced->codes.data(), n, 3);
+  EXPECT_LE(balanced_collisions.collision_rate, plain_collisions.collision_rate)
+      << "balanced " << balanced_collisions.collision_rate << " vs plain "
+      << plain_collisions.collision_rate;
+  EXPECT_LE(balanced_collisions.largest_group, plain_collisions.largest_group);
+  // Balance costs some reconstruction error, but not much.
+  EXPECT_LT(balanced->levels[2].mse_after, 1.25 * plain->levels[2].mse_after);
+}
+
+TEST(ResidualQuantizerTest, RejectsBadOptions) {
+  auto data = ReadMatrix(DataFile("sift5k/sift5k_base.fvecs"), 100);
+  ASSERT_TRUE(data.ok());
+  const auto status = [&](RqOptions options) {
+    return TrainResidualQuantizer(data->values.data(), data->rows, data->dim, options).status();
+  };
+  EXPECT_EQ(status(Levels({}, false)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status(Levels(std::vector<int64_t>(17, 2), false)).code(),
+            absl::StatusCode::kInvalidArgument);
+  const absl::Status too_big = status(Levels({8, 101}, false));
+  EXPECT_EQ(too_big.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_big.message().find("level 1"), absl::string_view::npos) << too_big;
+  RqOptions infeasible = Levels({10}, true);
+  infeasible.levels[0].bounds = {.size_min = 11, .size_max = 20};
+  const absl::Status bounds = status(infeasible);
+  EXPECT_EQ(bounds.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bounds.message().find("level 0"), absl::string_view::npos) << bounds;
+
+  EXPECT_FALSE(ResidualQuantizer::FromCodebooks(4, {2}, {std::vector<float>(7)}).ok());
+  EXPECT_FALSE(ResidualQuantizer::FromCodebooks(0, {1}, {std::vector<float>()}).ok());
+  EXPECT_TRUE(ResidualQuantizer::FromCodebooks(4, {2}, {std::vector<float>(8)}).ok());
+}
+
+TEST(ResidualQuantizerTest, CancelledThroughProgress) {
+  auto data = ReadMatrix(DataFile("sift5k/sift5k_base.fvecs"), 1000);
+  ASSERT_TRUE(data.ok());
+  for (bool balanced : {false, true}) {
+    RqOptions options = Levels({16, 16}, balanced);
+    options.on_progress = [](int level, int, double) { return level < 1; };
+    EXPECT_EQ(TrainResidualQuantizer(data->values.data(), data->rows, data->dim, options)
+                  .status()
+                  .code(),
+              absl::StatusCode::kCancelled);
+  }
+}
+
+}  // namespace
+}  // namespace quantd
