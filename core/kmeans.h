@@ -31,8 +31,9 @@ struct KMeansOptions {
   bool spherical = false;
   // Worker threads; 0 uses std::thread::hardware_concurrency().
   int num_threads = 0;
-  // Called after every iteration with (iteration, objective); returning false cancels the run
-  // (TrainKMeans then returns CANCELLED).
+  // Called after every iteration with (iteration, objective): iteration counts from 0, and
+  // objective is that of the iteration's assignment step over the training rows (before its
+  // centroid update). Returning false cancels the run (TrainKMeans then returns CANCELLED).
   std::function<bool(int, double)> on_iteration;
 };
 
@@ -46,7 +47,10 @@ struct KMeansResult {
   int64_t training_rows = 0;         // rows used for training (n, or the subsample size)
 };
 
-// Clusters `data` (n x d). INVALID_ARGUMENT for d == 0, k < 1, k > n, or NaN/Inf components.
+// Clusters `data` (n x d). INVALID_ARGUMENT for d == 0, k < 1, k > n, or NaN/Inf components,
+// and for negative max_iterations, max_points_per_centroid or num_threads, or a tolerance that is
+// negative or not finite. The initial centroids are InitCentroids(training rows, ...,
+// options.seed); the result is the same for every thread count.
 absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d,
                                          const KMeansOptions& options);
 
@@ -65,7 +69,9 @@ void AssignNearest(const float* x, int64_t n, const float* centroids, int64_t k,
 // Recomputes centroids (k x d) as the means of their assigned rows. A cluster left empty takes
 // a split of a large cluster (FAISS's rule: pick one with probability proportional to its size
 // beyond 1, copy its centroid and move both copies apart by a small symmetric perturbation).
-// Returns the number of empty clusters that were split.
+// Rows whose label is outside [0, k) are ignored. Sums are taken in double, per centroid in row
+// order, so the result does not depend on num_threads. Returns the number of empty clusters that
+// were split.
 int64_t UpdateCentroids(const float* x, int64_t n, int64_t d, const int32_t* labels, int64_t k,
                         uint64_t seed, float* centroids, int num_threads = 0);
 
