@@ -96,7 +96,8 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
       }
     }
     result.iterations = iteration;
-    if (options.on_iteration && !options.on_iteration(iteration, objective)) {
+    // Iterations count from 0 in the callback, as in TrainKMeans.
+    if (options.on_iteration && !options.on_iteration(iteration - 1, objective)) {
       return absl::CancelledError("balanced k-means cancelled");
     }
     if (previous - objective <= options.tolerance * previous) break;

@@ -319,8 +319,7 @@ absl::StatusOr<uint32_t> JobManager::RunTrainTokenizer(Entry& entry) {
   const int max_iterations = options->kmeans.max_iterations;
   options->on_progress = [&](int level, int iteration, double) {
     SetPhase(entry, absl::StrFormat("training level %d/%d", level + 1, levels),
-             0.02 + 0.83 * (level + std::min(1.0, static_cast<double>(iteration) /
-                                                       max_iterations)) /
+             0.02 + 0.83 * (level + std::min(1.0, (iteration + 1.0) / max_iterations)) /
                         levels);
     return !entry.cancel.load();
   };
