@@ -1,0 +1,860 @@
+// Size-constrained assignment. Two solvers:
+//
+// kExact: successive shortest paths on the min-cost flow network
+//   source -> point (cap 1, cost 0) -> cluster (cap 1, cost c_ij) -> sink,
+// where each cluster -> sink connection is two arcs: cap size_min at cost "-BIG" (forcing the
+// lower bounds) and cap size_max - size_min at cost 0. Instead of a numeric BIG the arc costs
+// are lexicographic pairs (count of BIG units, real cost), which is exactly what BIG -> infinity
+// means and needs no scaling. Dijkstra runs on the cluster level: a residual path
+// cluster c -> point j (in c) -> cluster d collapses to one arc c -> d of cost
+// min_{j in c} (c_jd - c_jc) (the point potentials cancel), kept in one lazy min-heap per ordered
+// cluster pair; source -> c costs the cheapest unassigned point's c_ic. So each of the n
+// augmentations is a dense Dijkstra on k + 2 nodes, O(k^2 + path * k log n).
+//
+// kFast: (1) per point, its 16 cheapest clusters (one pass over the matrix, which also checks
+// that every cost is finite), plus extra candidates for clusters held by too few points
+// (outlier centroids); (2) ten sweeps of dual coordinate ascent on cluster prices lambda_c over
+// the candidates: each point takes its cheapest candidate under prices, and a cluster's price
+// is set to the maximiser of the Lagrangian dual in that coordinate (midway between the
+// thresholds of the last point kept and the first let go). An assignment that is argmin under
+// prices is optimal for the sizes it produces, and -lambda are valid potentials for (3):
+// successive shortest paths on the cluster level over the candidate arcs (as in kExact, with
+// early exit), first from over-full clusters to clusters below size_max, then from clusters
+// above size_min to under-full ones, then improving paths while any has negative cost. That is
+// optimal within the candidate arcs. (4) If the candidate arcs cannot reach a feasible
+// assignment, a greedy repair on full rows finishes: each move fixes one unit of violation and
+// creates none, so the bounds always hold exactly.
+#include "core/balanced_assignment.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <queue>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+
+namespace quantd {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+// kFast: clusters kept per point (fewer lose up to a few % on tight bounds with k = 256), and
+// price sweeps before the exact shortest paths take over (each sweep costs about two argmin
+// passes; ten remove most of the violation, the paths the rest at about 0.1 ms each).
+constexpr int kCandidates = 16;
+constexpr int kPriceSweeps = 10;
+
+// "a x b = product", or "a x b (overflows int64)".
+std::string ProductText(int64_t a, int64_t b) {
+  int64_t product = 0;
+  if (__builtin_mul_overflow(a, b, &product)) {
+    return absl::StrCat(a, " x k ", b, " (overflows int64)");
+  }
+  return absl::StrCat(a, " x k ", b, " = ", product);
+}
+
+absl::Status CheckShape(int64_t n, int64_t k) {
+  if (k < 1) return absl::InvalidArgumentError(absl::StrCat("k ", k, " must be >= 1"));
+  if (n < 1) return absl::InvalidArgumentError(absl::StrCat("n ", n, " must be >= 1 points"));
+  if (k > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat("k ", k, " does not fit int32 labels"));
+  }
+  if (n > std::numeric_limits<int64_t>::max() / k) {
+    return absl::InvalidArgumentError(absl::StrCat("n ", n, " x k ", k, " overflows int64"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NonFiniteError(const float* costs, int64_t n, int64_t k) {
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < k; ++j) {
+      const float v = costs[i * k + j];
+      if (!std::isfinite(v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("cost[", i, ", ", j, "] is ", v, "; costs must be finite"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// kExact.
+
+// Lexicographic arc cost: `big` counts units of -BIG (a lower-bound arc), `small` is the real
+// cost. Ordered and added as a pair, which is the BIG -> infinity limit of big * BIG + small.
+struct Lex {
+  int64_t big = 0;
+  double small = 0;
+  friend Lex operator+(Lex a, Lex b) { return {a.big + b.big, a.small + b.small}; }
+  friend Lex operator-(Lex a, Lex b) { return {a.big - b.big, a.small - b.small}; }
+  friend bool operator<(Lex a, Lex b) { return a.big != b.big ? a.big < b.big : a.small < b.small; }
+};
+
+// One entry of a cluster-pair heap: point j (in cluster c when pushed) and c_jd - c_jc.
+struct MoveKey {
+  double delta;
+  int32_t point;
+};
+struct MoveKeyGreater {
+  bool operator()(const MoveKey& a, const MoveKey& b) const {
+    return a.delta != b.delta ? a.delta > b.delta : a.point > b.point;
+  }
+};
+
+std::vector<int32_t> ExactAssign(const float* costs, int64_t n, int64_t k,
+                                 const SizeBounds& bounds) {
+  const int64_t kk = k;
+  auto cost = [&](int64_t i, int64_t c) { return static_cast<double>(costs[i * k + c]); };
+
+  std::vector<int32_t> label(n, -1);  // -1: not yet assigned (source -> i still has capacity)
+  std::vector<int64_t> size(k, 0);
+
+  // order[c]: all points sorted by c_ic (ties by index); next[c] skips the assigned prefix. The
+  // arc source -> c costs c_{order[c][next[c]], c}.
+  std::vector<std::vector<int32_t>> order(k);
+  std::vector<int64_t> next(k, 0);
+  for (int64_t c = 0; c < k; ++c) {
+    order[c].resize(n);
+    for (int64_t i = 0; i < n; ++i) order[c][i] = static_cast<int32_t>(i);
+    std::sort(order[c].begin(), order[c].end(), [&](int32_t a, int32_t b) {
+      const float ca = costs[a * k + c], cb = costs[b * k + c];
+      return ca != cb ? ca < cb : a < b;
+    });
+  }
+  // heaps[c * k + d]: points pushed while in c, keyed by c_jd - c_jc; stale entries (the point
+  // has left c) are dropped lazily when they reach the top.
+  std::vector<std::vector<MoveKey>> heaps(kk * kk);
+  auto heap_top = [&](int64_t c, int64_t d) -> const MoveKey* {
+    std::vector<MoveKey>& h = heaps[c * k + d];
+    while (!h.empty() && label[h.front().point] != c) {
+      std::pop_heap(h.begin(), h.end(), MoveKeyGreater());
+      h.pop_back();
+    }
+    return h.empty() ? nullptr : &h.front();
+  };
+  auto push_point = [&](int32_t j, int64_t c) {
+    for (int64_t d = 0; d < k; ++d) {
+      if (d == c) continue;
+      std::vector<MoveKey>& h = heaps[c * k + d];
+      h.push_back({cost(j, d) - cost(j, c), j});
+      std::push_heap(h.begin(), h.end(), MoveKeyGreater());
+    }
+  };
+  auto first_unassigned = [&](int64_t c) -> int32_t {
+    while (next[c] < n && label[order[c][next[c]]] != -1) ++next[c];
+    return next[c] < n ? order[c][next[c]] : -1;
+  };
+  // Cheapest residual arc cluster c -> sink, if any.
+  auto sink_arc = [&](int64_t c, Lex* arc) {
+    if (size[c] < bounds.size_min) {
+      *arc = {-1, 0};
+      return true;
+    }
+    if (size[c] < bounds.size_max) {
+      *arc = {0, 0};
+      return true;
+    }
+    return false;
+  };
+
+  // Potentials (source fixed at 0). Initially the graph is a DAG source -> c -> sink, so the
+  // shortest distances are potentials that make every arc's reduced cost >= 0.
+  const int64_t t = k;  // node index of the sink; clusters are 0..k-1
+  std::vector<Lex> pot(k + 1);
+  pot[t] = {std::numeric_limits<int64_t>::max() / 4, 0};
+  for (int64_t c = 0; c < k; ++c) {
+    pot[c] = {0, cost(order[c][0], c)};
+    Lex arc;
+    if (sink_arc(c, &arc) && pot[c] + arc < pot[t]) pot[t] = pot[c] + arc;
+  }
+
+  const Lex kUnreached{std::numeric_limits<int64_t>::max() / 4, 0};
+  std::vector<Lex> dist(k + 1);
+  std::vector<int64_t> prev(k + 1);  // -1: from the source
+  std::vector<char> done(k + 1);
+  std::vector<int32_t> path;                       // clusters c1 .. cm of the augmenting path
+  std::vector<std::pair<int32_t, int32_t>> moves;  // (point, new cluster)
+
+  for (int64_t step = 0; step < n; ++step) {
+    // Dense Dijkstra on reduced costs over clusters + sink.
+    for (int64_t c = 0; c < k; ++c) {
+      const int32_t i = first_unassigned(c);
+      dist[c] = i < 0 ? kUnreached : Lex{0, cost(i, c)} - pot[c];
+      prev[c] = -1;
+    }
+    dist[t] = kUnreached;
+    prev[t] = -1;
+    std::fill(done.begin(), done.end(), 0);
+    while (true) {
+      int64_t u = -1;
+      for (int64_t v = 0; v <= k; ++v) {
+        if (!done[v] && (u < 0 || dist[v] < dist[u])) u = v;
+      }
+      done[u] = 1;
+      if (u == t) break;  // the rest keep dist >= dist[t]; potentials use min(dist, dist[t])
+      Lex arc;
+      if (sink_arc(u, &arc)) {
+        const Lex nd = dist[u] + arc + pot[u] - pot[t];
+        if (nd < dist[t]) dist[t] = nd, prev[t] = u;
+      }
+      for (int64_t d = 0; d < k; ++d) {
+        if (d == u || done[d]) continue;
+        const MoveKey* top = heap_top(u, d);
+        if (top == nullptr) continue;
+        const Lex nd = dist[u] + Lex{0, top->delta} + pot[u] - pot[d];
+        if (nd < dist[d]) dist[d] = nd, prev[d] = u;
+      }
+    }
+    for (int64_t v = 0; v <= k; ++v) pot[v] = pot[v] + (dist[v] < dist[t] ? dist[v] : dist[t]);
+
+    // Path source -> c1 -> ... -> cm -> sink; pick every mover before moving any.
+    path.clear();
+    for (int64_t v = prev[t]; v >= 0; v = prev[v]) path.push_back(static_cast<int32_t>(v));
+    std::reverse(path.begin(), path.end());
+    moves.clear();
+    moves.emplace_back(first_unassigned(path[0]), path[0]);
+    for (size_t h = 0; h + 1 < path.size(); ++h) {
+      moves.emplace_back(heap_top(path[h], path[h + 1])->point, path[h + 1]);
+    }
+    for (const auto& [j, c] : moves) {
+      if (label[j] >= 0) --size[label[j]];
+      label[j] = c;
+      ++size[c];
+      push_point(j, c);
+    }
+  }
+  return label;
+}
+
+// ---------------------------------------------------------------------------------------------
+// kFast.
+
+// The m cheapest clusters of every point, ascending: cluster[i * m + r], cost[i * m + r].
+struct TopM {
+  int m = 0;
+  std::vector<int32_t> cluster;
+  std::vector<float> cost;
+};
+
+// Fills rows [begin, end) of `top`; returns false if a cost in those rows is not finite.
+bool FillTopM(const float* costs, int64_t k, int64_t begin, int64_t end, TopM* top) {
+  const int m = top->m;
+  bool finite = true;
+  for (int64_t i = begin; i < end; ++i) {
+    const float* row = costs + i * k;
+    float* bc = top->cost.data() + i * m;
+    int32_t* bl = top->cluster.data() + i * m;
+    // The minima of m disjoint blocks are m distinct costs, so the m cheapest are all <= the
+    // largest of them: a vectorisable pass gives a threshold that skips most of the row.
+    float nan_probe = 0;  // becomes NaN iff some cost is NaN or infinite
+    float threshold = -std::numeric_limits<float>::infinity();
+    for (int b = 0; b < m; ++b) {
+      const int64_t b0 = b * k / m, b1 = (b + 1) * k / m;
+      float lowest = row[b0];
+      for (int64_t j = b0; j < b1; ++j) {
+        lowest = std::min(lowest, row[j]);
+        nan_probe += row[j] * 0.0f;
+      }
+      threshold = std::max(threshold, lowest);
+    }
+    int filled = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      const float v = row[j];
+      if (!(v <= threshold) || (filled == m && !(v < bc[m - 1]))) continue;
+      int p = filled == m ? m - 1 : filled++;
+      while (p > 0 && bc[p - 1] > v) {
+        bc[p] = bc[p - 1];
+        bl[p] = bl[p - 1];
+        --p;
+      }
+      bc[p] = v;
+      bl[p] = static_cast<int32_t>(j);
+    }
+    if (nan_probe != 0) finite = false;
+  }
+  return finite;
+}
+
+// Runs fn(begin, end) over [0, n) split in contiguous blocks, one per thread.
+void ParallelRows(int64_t n, int64_t work_per_row,
+                  const std::function<void(int64_t, int64_t)>& fn) {
+  const int64_t hw = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t threads = std::min<int64_t>(hw, std::max<int64_t>(1, n * work_per_row / 200000));
+  if (threads <= 1) {
+    fn(0, n);
+    return;
+  }
+  std::vector<std::thread> workers;
+  const int64_t block = (n + threads - 1) / threads;
+  for (int64_t t = 1; t < threads; ++t) {
+    const int64_t b = t * block, e = std::min(n, b + block);
+    if (b < e) workers.emplace_back(fn, b, e);
+  }
+  fn(0, std::min(n, block));
+  for (std::thread& w : workers) w.join();
+}
+
+// Candidate clusters of every point (CSR): entries [start[i], start[i + 1]) of point i, the
+// first being its cheapest cluster. Each entry e names cluster[e] at cost[e]; owner[e] = i.
+struct Candidates {
+  std::vector<int64_t> start;  // n + 1
+  std::vector<int32_t> cluster;
+  std::vector<float> cost;
+  std::vector<int32_t> owner;
+};
+
+// The top-m lists, plus, for every cluster held by fewer than `want` points, that cluster as an
+// extra candidate of the points for which it is relatively cheapest (least c_ic - min_c c_ic),
+// so that clusters far from all points (outlier centroids) can still be filled.
+Candidates BuildCandidates(const float* costs, int64_t n, int64_t k, const TopM& top,
+                           int64_t want) {
+  const int m = top.m;
+  std::vector<int64_t> holders(k, 0);
+  for (int32_t c : top.cluster) ++holders[c];
+  std::vector<std::pair<int32_t, int32_t>> extra;  // (point, cluster)
+  std::vector<std::pair<float, int32_t>> order;
+  for (int64_t c = 0; c < k; ++c) {
+    if (holders[c] >= want) continue;
+    order.clear();
+    for (int64_t i = 0; i < n; ++i) {
+      if (costs[i * k + c] >= top.cost[i * m + m - 1]) {  // (ties may hold c: checked below)
+        order.emplace_back(costs[i * k + c] - top.cost[i * m], static_cast<int32_t>(i));
+      }
+    }
+    const int64_t take = std::min<int64_t>(want - holders[c], order.size());
+    std::nth_element(order.begin(), order.begin() + take, order.end());
+    for (int64_t x = 0; x < take; ++x) {
+      const int32_t i = order[x].second;
+      const int32_t* held = &top.cluster[i * m];
+      if (std::find(held, held + m, c) == held + m) extra.emplace_back(i, static_cast<int32_t>(c));
+    }
+  }
+  std::sort(extra.begin(), extra.end());
+  Candidates cand;
+  cand.start.assign(n + 1, m);
+  cand.start[0] = 0;
+  for (const auto& [i, c] : extra) ++cand.start[i + 1];
+  for (int64_t i = 0; i < n; ++i) cand.start[i + 1] += cand.start[i];
+  const int64_t total = cand.start[n];
+  cand.cluster.resize(total);
+  cand.cost.resize(total);
+  cand.owner.resize(total);
+  size_t x = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t e = cand.start[i];
+    for (int r = 0; r < m; ++r, ++e) {
+      cand.cluster[e] = top.cluster[i * m + r];
+      cand.cost[e] = top.cost[i * m + r];
+      cand.owner[e] = static_cast<int32_t>(i);
+    }
+    for (; x < extra.size() && extra[x].first == i; ++x, ++e) {
+      cand.cluster[e] = extra[x].second;
+      cand.cost[e] = costs[i * k + extra[x].second];
+      cand.owner[e] = static_cast<int32_t>(i);
+    }
+  }
+  return cand;
+}
+
+// Dual coordinate ascent on cluster prices over the candidate lists: each point takes its
+// cheapest candidate under prices; a cluster's price is set to the maximiser of the Lagrangian
+// dual in its coordinate. Writes labels (n) and prices (k).
+void PricePhase(const Candidates& cand, int64_t n, int64_t k, const SizeBounds& bounds,
+                int max_sweeps, std::vector<int32_t>* labels, std::vector<double>* prices) {
+  const int64_t lo = bounds.size_min, hi = bounds.size_max;
+  std::vector<double>& lambda = *prices;
+  lambda.assign(k, 0.0);
+  const int64_t entries = cand.start[n];
+
+  // Inverted lists (CSR): the entries naming cluster c, with their point and cost inline so a
+  // cluster's update reads one contiguous range.
+  struct InvEntry {
+    int64_t entry;
+    int32_t point;
+    float cost;
+  };
+  std::vector<int64_t> inv_start(k + 1, 0);
+  for (int64_t e = 0; e < entries; ++e) ++inv_start[cand.cluster[e] + 1];
+  for (int64_t c = 0; c < k; ++c) inv_start[c + 1] += inv_start[c];
+  std::vector<InvEntry> inv(entries);
+  {
+    std::vector<int64_t> fill(inv_start.begin(), inv_start.end() - 1);
+    for (int64_t e = 0; e < entries; ++e) {
+      inv[fill[cand.cluster[e]]++] = {e, cand.owner[e], cand.cost[e]};
+    }
+  }
+
+  // Per point: best and second-best entry under prices, and their priced values.
+  // (One struct per point: a cluster update touches each of its points once, in random order.)
+  struct Best {
+    int64_t b1, b2;
+    double v1, v2;
+  };
+  std::vector<Best> best(n);
+  auto priced = [&](int64_t e) { return cand.cost[e] + lambda[cand.cluster[e]]; };
+  auto recompute = [&](int64_t i) {
+    double lowest = kInf, second = kInf;
+    int64_t bs = cand.start[i], ss = cand.start[i];
+    for (int64_t e = cand.start[i]; e < cand.start[i + 1]; ++e) {
+      const double v = priced(e);
+      if (v < lowest) {
+        second = lowest, ss = bs;
+        lowest = v, bs = e;
+      } else if (v < second) {
+        second = v, ss = e;
+      }
+    }
+    best[i] = {bs, ss, lowest, second};
+  };
+  std::vector<int64_t> size(k, 0);
+  labels->assign(n, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    recompute(i);
+    (*labels)[i] = cand.cluster[best[i].b1];
+    ++size[(*labels)[i]];
+  }
+
+  auto needs_update = [&](int64_t c) {
+    return size[c] > hi || size[c] < lo || (lambda[c] > 0 && size[c] < hi) ||
+           (lambda[c] < 0 && size[c] > lo);
+  };
+  // thresholds[x]: the point of inv(c)'s entry x is in c iff lambda_c < thresholds[x].
+  std::vector<double> thresholds;
+  // The value of sorted-descending thresholds at 1-based rank q (q <= size), via nth_element.
+  auto rank_value = [&](int64_t q) {
+    auto it = thresholds.begin() + (q - 1);
+    std::nth_element(thresholds.begin(), it, thresholds.end(), std::greater<double>());
+    return *it;
+  };
+  // Midway between the threshold of the last point kept (rank q) and the first let go (q + 1).
+  auto price_for_rank = [&](int64_t q) {
+    const int64_t count = static_cast<int64_t>(thresholds.size());
+    if (q >= count) {
+      const double a = rank_value(count);
+      return a - (std::fabs(a) * 1e-9 + 1e-30);  // everyone who can join does
+    }
+    const double b = rank_value(q + 1);  // partitions: ranks <= q now sit before it
+    if (q == 0) return b + (std::fabs(b) * 1e-9 + 1e-30);
+    const double a = *std::min_element(thresholds.begin(), thresholds.begin() + q);
+    if (a > b) return b + (a - b) * 0.5;
+    return b + (std::fabs(b) * 1e-12 + 1e-30);  // a tie: let both go (size <= q)
+  };
+
+  for (int sweep = 0; sweep < max_sweeps; ++sweep) {
+    bool changed = false;
+    for (int64_t c = 0; c < k; ++c) {
+      if (!needs_update(c)) continue;
+      const int64_t begin = inv_start[c], end = inv_start[c + 1];
+      if (begin == end) continue;
+      thresholds.clear();
+      int64_t at_zero = 0;  // size at lambda_c = 0
+      for (int64_t x = begin; x < end; ++x) {
+        const int64_t e = inv[x].entry, i = inv[x].point;
+        const Best& p = best[i];
+        const double th = (p.b1 == e ? p.v2 : p.v1) - inv[x].cost;
+        thresholds.push_back(th);
+        at_zero += th > 0;
+      }
+      double target = 0;
+      if (at_zero > hi) {
+        target = price_for_rank(hi);
+      } else if (at_zero < lo) {
+        target = price_for_rank(lo);
+      }
+      if (target == lambda[c]) continue;
+      const bool up = target > lambda[c];
+      lambda[c] = target;
+      changed = true;
+      for (int64_t x = begin; x < end; ++x) {
+        const int64_t e = inv[x].entry, i = inv[x].point;
+        Best& p = best[i];
+        const int64_t old_best = p.b1;
+        if (up) {
+          if (e == p.b1 || e == p.b2) recompute(i);
+        } else {
+          const double v = inv[x].cost + target;
+          if (e == p.b1) {
+            p.v1 = v;
+          } else if (e == p.b2) {
+            p.v2 = v;
+            if (v < p.v1) std::swap(p.b1, p.b2), std::swap(p.v1, p.v2);
+          } else if (v < p.v1) {
+            p = {e, p.b1, v, p.v1};
+          } else if (v < p.v2) {
+            p.b2 = e, p.v2 = v;
+          }
+        }
+        if (p.b1 != old_best) {
+          --size[(*labels)[i]];
+          (*labels)[i] = cand.cluster[p.b1];
+          ++size[(*labels)[i]];
+        }
+      }
+    }
+    if (!changed) break;
+  }
+}
+
+// Moves points until every size is within bounds; each move fixes one unit of violation and
+// creates none. Uses full rows of `costs`.
+void Repair(const float* costs, int64_t n, int64_t k, const SizeBounds& bounds,
+            std::vector<int32_t>* labels) {
+  std::vector<int32_t>& label = *labels;
+  const int64_t lo = bounds.size_min, hi = bounds.size_max;
+  std::vector<int64_t> size(k, 0);
+  for (int32_t c : label) ++size[c];
+  auto cost = [&](int64_t i, int64_t c) { return static_cast<double>(costs[i * k + c]); };
+
+  // Over-full: a global min-heap of (delta, point, target) over members of over-full clusters.
+  struct Move {
+    double delta;
+    int32_t point;
+    int32_t to;
+    bool operator>(const Move& o) const {
+      return delta != o.delta ? delta > o.delta : point > o.point;
+    }
+  };
+  auto best_target = [&](int64_t i) {
+    const int64_t from = label[i];
+    Move best{kInf, static_cast<int32_t>(i), -1};
+    for (int64_t d = 0; d < k; ++d) {
+      if (d == from || size[d] >= hi) continue;
+      const double delta = cost(i, d) - cost(i, from);
+      if (delta < best.delta) best.delta = delta, best.to = static_cast<int32_t>(d);
+    }
+    return best;
+  };
+  std::priority_queue<Move, std::vector<Move>, std::greater<Move>> over;
+  for (int64_t i = 0; i < n; ++i) {
+    if (size[label[i]] > hi) over.push(best_target(i));
+  }
+  while (!over.empty()) {
+    const Move mv = over.top();
+    over.pop();
+    if (size[label[mv.point]] <= hi) continue;  // its cluster is within bounds now
+    if (size[mv.to] >= hi) {                    // the target filled up: look again
+      over.push(best_target(mv.point));
+      continue;
+    }
+    --size[label[mv.point]];
+    label[mv.point] = mv.to;
+    ++size[mv.to];
+  }
+
+  // Under-full: each such cluster takes its cheapest points from clusters above size_min.
+  std::vector<std::pair<double, int32_t>> offers;
+  for (int64_t c = 0; c < k; ++c) {
+    if (size[c] >= lo) continue;
+    offers.clear();
+    for (int64_t i = 0; i < n; ++i) {
+      if (label[i] != c && size[label[i]] > lo) {
+        offers.emplace_back(cost(i, c) - cost(i, label[i]), static_cast<int32_t>(i));
+      }
+    }
+    // Donors may drop to size_min as we take, so look at a margin of extra offers first.
+    int64_t sorted = std::min<int64_t>(offers.size(), 4 * (lo - size[c]) + 64);
+    std::partial_sort(offers.begin(), offers.begin() + sorted, offers.end());
+    for (int64_t x = 0; size[c] < lo; ++x) {
+      if (x == sorted) {
+        std::sort(offers.begin() + sorted, offers.end());
+        sorted = static_cast<int64_t>(offers.size());
+      }
+      const int32_t i = offers[x].second;
+      if (size[label[i]] <= lo) continue;
+      --size[label[i]];
+      label[i] = static_cast<int32_t>(c);
+      ++size[c];
+    }
+  }
+}
+
+// Successive shortest paths on the cluster level over the candidate arcs, from an assignment
+// that is argmin under the potentials `pot` (reduced costs >= 0). An arc c -> d stands for the
+// cheapest candidate point j in c having d among its candidates, of cost c_jd - c_jc; one lazy
+// min-heap per ordered pair (c, d). Every augmentation moves points along a shortest path from a
+// source cluster to a target cluster, which keeps the assignment optimal for its sizes (in the
+// candidate graph).
+class ClusterPaths {
+ public:
+  ClusterPaths(const float* costs, const Candidates& cand, int64_t n, int64_t k,
+               std::vector<int32_t>* labels, std::vector<double> pot)
+      : costs_(costs),
+        cand_(cand),
+        n_(n),
+        k_(k),
+        label_(*labels),
+        pot_(std::move(pot)),
+        size_(k, 0),
+        heaps_(k * k),
+        best_(k * k, kInf),
+        dist_(k + 1),
+        prev_(k + 1),
+        done_(k + 1) {
+    for (int32_t c : label_) ++size_[c];
+    for (int64_t j = 0; j < n_; ++j) AddArcs(static_cast<int32_t>(j), /*heapify=*/false);
+    for (int64_t x = 0; x < k * k; ++x) {
+      std::make_heap(heaps_[x].begin(), heaps_[x].end(), MoveKeyGreater());
+      if (!heaps_[x].empty()) best_[x] = heaps_[x].front().delta;
+    }
+  }
+
+  int64_t size(int64_t c) const { return size_[c]; }
+
+  // One shortest path from any cluster with is_source(c) to any with is_target(c), moving one
+  // point along every arc. Real cost of the path in *cost. Moves only if `apply(real cost)`.
+  // Returns false if no target is reachable.
+  template <typename Source, typename Target, typename Apply>
+  bool Augment(Source is_source, Target is_target, Apply apply, double* cost) {
+    const int64_t t = k_;
+    double p_src = -kInf, p_dst = kInf;
+    for (int64_t c = 0; c < k_; ++c) {
+      if (is_source(c)) p_src = std::max(p_src, pot_[c]);
+      if (is_target(c)) p_dst = std::min(p_dst, pot_[c]);
+    }
+    if (p_src == -kInf || p_dst == kInf) return false;
+    std::fill(dist_.begin(), dist_.end(), kInf);
+    std::fill(done_.begin(), done_.end(), 0);
+    queue_.clear();
+    for (int64_t c = 0; c < k_; ++c) {
+      if (!is_source(c)) continue;
+      dist_[c] = p_src - pot_[c];
+      prev_[c] = -1;
+      queue_.push_back({dist_[c], static_cast<int32_t>(c)});
+    }
+    std::make_heap(queue_.begin(), queue_.end(), MoveKeyGreater());
+    while (!queue_.empty()) {
+      std::pop_heap(queue_.begin(), queue_.end(), MoveKeyGreater());
+      const MoveKey top = queue_.back();
+      queue_.pop_back();
+      const int64_t u = top.point;
+      if (done_[u] || top.delta > dist_[u]) continue;
+      done_[u] = 1;
+      if (u == t) break;
+      auto relax = [&](int64_t v, double reduced) {
+        const double nd = dist_[u] + std::max(0.0, reduced);
+        if (nd < dist_[v]) {
+          dist_[v] = nd, prev_[v] = u;
+          queue_.push_back({nd, static_cast<int32_t>(v)});
+          std::push_heap(queue_.begin(), queue_.end(), MoveKeyGreater());
+        }
+      };
+      if (is_target(u)) relax(t, pot_[u] - p_dst);
+      const double* arcs = &best_[u * k_];
+      const double base = dist_[u] + pot_[u];
+      for (int64_t d = 0; d < k_; ++d) {
+        // (arcs[d] is +inf where there is no arc, and for d == u.)
+        if (!done_[d] && base + arcs[d] - pot_[d] < dist_[d]) relax(d, arcs[d] + pot_[u] - pot_[d]);
+      }
+    }
+    if (!done_[t]) {
+      return false;
+    }
+    *cost = dist_[t] - p_src + p_dst;
+    if (!apply(*cost)) return true;
+    for (int64_t c = 0; c < k_; ++c) pot_[c] += std::min(dist_[c], dist_[t]);
+    // Pick every mover before moving any.
+    moves_.clear();
+    for (int64_t v = prev_[t]; prev_[v] >= 0; v = prev_[v]) {
+      moves_.emplace_back(heaps_[prev_[v] * k_ + v].front().point, static_cast<int32_t>(v));
+    }
+    for (const auto& [j, c] : moves_) {
+      const int32_t from = label_[j];
+      --size_[from];
+      label_[j] = c;
+      ++size_[c];
+      for (int64_t e = cand_.start[j]; e < cand_.start[j + 1]; ++e) {
+        if (cand_.cluster[e] != from) CleanTop(from, cand_.cluster[e]);
+      }
+      AddArcs(j, /*heapify=*/true);
+    }
+    return true;
+  }
+
+ private:
+  // Arcs label(j) -> d for the other candidates d of j.
+  void AddArcs(int32_t j, bool heapify) {
+    const int64_t c = label_[j];
+    const double here = costs_[j * k_ + c];
+    for (int64_t e = cand_.start[j]; e < cand_.start[j + 1]; ++e) {
+      const int64_t d = cand_.cluster[e];
+      if (d == c) continue;
+      std::vector<MoveKey>& h = heaps_[c * k_ + d];
+      const double delta = costs_[j * k_ + d] - here;
+      h.push_back({delta, j});
+      if (heapify) {
+        std::push_heap(h.begin(), h.end(), MoveKeyGreater());
+        best_[c * k_ + d] = h.front().delta;
+      }
+    }
+  }
+
+  // Drops stale entries (points that left c) from the top of heap (c, d); updates best_.
+  void CleanTop(int64_t c, int64_t d) {
+    std::vector<MoveKey>& h = heaps_[c * k_ + d];
+    while (!h.empty() && label_[h.front().point] != c) {
+      std::pop_heap(h.begin(), h.end(), MoveKeyGreater());
+      h.pop_back();
+    }
+    best_[c * k_ + d] = h.empty() ? kInf : h.front().delta;
+  }
+
+  const float* costs_;
+  const Candidates& cand_;
+  const int64_t n_, k_;
+  std::vector<int32_t>& label_;
+  std::vector<double> pot_;
+  std::vector<int64_t> size_;
+  // heaps_[c * k + d]: points j pushed while in c that have d as a candidate, keyed by
+  // c_jd - c_jc. Invariant: every top is valid (still in c); best_[c * k + d] is its key, or
+  // +inf for an empty heap (and for c == d).
+  std::vector<std::vector<MoveKey>> heaps_;
+  std::vector<double> best_;
+  std::vector<double> dist_;   // k + 1 (the last is the target node)
+  std::vector<int64_t> prev_;  // -1: from the source node
+  std::vector<char> done_;
+  std::vector<MoveKey> queue_;  // Dijkstra's heap of (distance, node)
+  std::vector<std::pair<int32_t, int32_t>> moves_;
+};
+
+std::vector<int32_t> FastAssign(const float* costs, int64_t n, int64_t k, const SizeBounds& bounds,
+                                const Candidates& cand) {
+  const int64_t lo = bounds.size_min, hi = bounds.size_max;
+  std::vector<int32_t> labels;
+  std::vector<double> prices;
+  PricePhase(cand, n, k, bounds, kPriceSweeps, &labels, &prices);
+  // Point j in c is argmin under prices: c_jc + lambda_c <= c_jd + lambda_d, so the reduced
+  // cost (c_jd - c_jc) + p_c - p_d is >= 0 with potentials p = -lambda.
+  for (double& p : prices) p = -p;
+  bool in_candidates = true;
+  {
+    ClusterPaths paths(costs, cand, n, k, &labels, std::move(prices));
+    double cost = 0;
+    auto always = [](double) { return true; };
+    int64_t augments = 0;
+    while (in_candidates) {
+      bool over = false;
+      for (int64_t c = 0; c < k && !over; ++c) over = paths.size(c) > hi;
+      if (!over) break;
+      in_candidates = paths.Augment([&](int64_t c) { return paths.size(c) > hi; },
+                                    [&](int64_t c) { return paths.size(c) < hi; }, always, &cost);
+      ++augments;
+    }
+    while (in_candidates) {
+      bool under = false;
+      for (int64_t c = 0; c < k && !under; ++c) under = paths.size(c) < lo;
+      if (!under) break;
+      in_candidates = paths.Augment([&](int64_t c) { return paths.size(c) > lo; },
+                                    [&](int64_t c) { return paths.size(c) < lo; }, always, &cost);
+      ++augments;
+    }
+    int64_t improvements = 0;
+    if (in_candidates) {
+      double scale = 0;
+      for (int64_t i = 0; i < n; ++i) scale += std::fabs(cand.cost[cand.start[i]]);
+      const double tolerance = -1e-7 * (scale / n + 1e-30);
+      auto improves = [&](double c) { return c < tolerance; };
+      while (improvements < 4 * n) {
+        if (!paths.Augment([&](int64_t c) { return paths.size(c) > lo; },
+                           [&](int64_t c) { return paths.size(c) < hi; }, improves, &cost) ||
+            !improves(cost)) {
+          break;
+        }
+        ++improvements;
+      }
+    }
+  }
+  if (!in_candidates) Repair(costs, n, k, bounds, &labels);
+  return labels;
+}
+
+}  // namespace
+
+SizeBounds BoundsFromSlack(int64_t n, int64_t k, double slack) {
+  if (k < 1 || n < 0) return {0, std::max<int64_t>(n, 0)};
+  if (!(slack > 0)) slack = 0;  // also NaN
+  const int64_t floor_avg = n / k, ceil_avg = (n + k - 1) / k;
+  const double avg = static_cast<double>(n) / static_cast<double>(k);
+  // The 1e-9 keeps exact products (e.g. 125 * 0.8) from rounding across an integer.
+  const double lo = std::floor(avg * (1 - slack) + 1e-9);
+  const double hi = std::ceil(avg * (1 + slack) - 1e-9);
+  SizeBounds bounds;
+  bounds.size_min = std::clamp<int64_t>(lo > 0 ? static_cast<int64_t>(lo) : 0, 0, floor_avg);
+  bounds.size_max = hi >= static_cast<double>(n) ? n : std::max(ceil_avg, static_cast<int64_t>(hi));
+  return bounds;
+}
+
+absl::Status CheckBoundsFeasible(int64_t n, int64_t k, const SizeBounds& bounds) {
+  if (absl::Status s = CheckShape(n, k); !s.ok()) return s;
+  if (bounds.size_min < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("size_min ", bounds.size_min, " must be >= 0"));
+  }
+  if (bounds.size_min > bounds.size_max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("size_min ", bounds.size_min, " exceeds size_max ", bounds.size_max));
+  }
+  if (bounds.size_min > n / k) {  // size_min * k > n, without overflow
+    return absl::InvalidArgumentError(
+        absl::StrCat("size_min ", ProductText(bounds.size_min, k), " exceeds n ", n, " points"));
+  }
+  if (bounds.size_max < (n + k - 1) / k) {  // size_max * k < n
+    return absl::InvalidArgumentError(
+        absl::StrCat("size_max ", ProductText(bounds.size_max, k), " is below n ", n, " points"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> BalancedAssign(const float* costs, int64_t n, int64_t k,
+                                                    const SizeBounds& bounds, BalancedMode mode) {
+  if (absl::Status s = CheckBoundsFeasible(n, k, bounds); !s.ok()) return s;
+  if (costs == nullptr) return absl::InvalidArgumentError("costs is null");
+  // size_max above n constrains nothing; clamping keeps the arithmetic small.
+  SizeBounds b = bounds;
+  b.size_max = std::min(b.size_max, n);
+
+  if (mode == BalancedMode::kExact) {
+    if (absl::Status s = NonFiniteError(costs, n, k); !s.ok()) return s;
+    if (k == 1) return std::vector<int32_t>(n, 0);
+    return ExactAssign(costs, n, k, b);
+  }
+
+  TopM top;
+  top.m = static_cast<int>(std::min<int64_t>(k, kCandidates));
+  top.cluster.resize(n * top.m);
+  top.cost.resize(n * top.m);
+  const int64_t blocks = 64;
+  std::vector<char> finite(blocks, 1);
+  const int64_t per_block = (n + blocks - 1) / blocks;
+  ParallelRows(blocks, per_block * k, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t b0 = blk * per_block, b1 = std::min(n, b0 + per_block);
+      if (b0 < b1) finite[blk] = FillTopM(costs, k, b0, b1, &top);
+    }
+  });
+  if (std::find(finite.begin(), finite.end(), 0) != finite.end()) {
+    return NonFiniteError(costs, n, k);
+  }
+  if (k == 1) return std::vector<int32_t>(n, 0);
+  // Every cluster should be a candidate of a few times as many points as it may need.
+  const int64_t want = std::min<int64_t>(n, 3 * std::max(b.size_min, (n + k - 1) / k));
+  Candidates cand = BuildCandidates(costs, n, k, top, want);
+  return FastAssign(costs, n, k, b, cand);
+}
+
+double AssignmentCost(const float* costs, int64_t n, int64_t k,
+                      const std::vector<int32_t>& labels) {
+  double total = 0;
+  for (int64_t i = 0; i < n && i < static_cast<int64_t>(labels.size()); ++i) {
+    total += costs[i * k + labels[i]];
+  }
+  return total;
+}
+
+}  // namespace quantd
