@@ -14,10 +14,10 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/client.h"
 #include "core/vector_file.h"
 #include "core/vectors.h"
@@ -114,8 +114,9 @@ how many stored items already have those codes).
 Lists the items under a semantic ID or a prefix of one, written as tokens ("<a_12><b_201>")
 or as comma-separated integers ("12,201"). --limit caps the answer (default 1000).
 )"},
-      {"stats", "Usage: quantctl stats NAME\n\nShows item count, tokenizer parameters, per-level "
-                "codebook usage, perplexity, cluster sizes and reconstruction MSE, and collisions.\n"},
+      {"stats",
+       "Usage: quantctl stats NAME\n\nShows item count, tokenizer parameters, per-level "
+       "codebook usage, perplexity, cluster sizes and reconstruction MSE, and collisions.\n"},
       {"export-sids", R"(Usage: quantctl export-sids NAME --index FILE [--codes FILE]
 
 Writes every item's semantic ID as LC-Rec / LETTER index JSON to --index,
@@ -124,8 +125,9 @@ shape (items, levels + 1), rows in item-id order (the last column is the dedup s
 )"},
       {"jobs", "Usage: quantctl jobs [NAME]\n\nLists training jobs, newest first.\n"},
       {"job", "Usage: quantctl job ID\n\nShows one job: state, phase, progress, elapsed time.\n"},
-      {"cancel", "Usage: quantctl cancel ID\n\nCancels a pending or running job; the "
-                 "previous tokenizer keeps serving.\n"},
+      {"cancel",
+       "Usage: quantctl cancel ID\n\nCancels a pending or running job; the "
+       "previous tokenizer keeps serving.\n"},
       {"inspect",
        "Usage: quantctl inspect FILE\n\nShows the format, element type and shape of "
        "a local vector file without contacting a server.\n"},
@@ -665,12 +667,12 @@ class Cli {
       std::printf("%s\n", JobJson(job).c_str());
       return;
     }
-    std::printf("%s  %-10s %-9s %5.1f%%  %-22s %8.1f s  %s%s\n", job.id().c_str(),
-                job.collection().c_str(), JobStateText(job.state()).c_str(), 100 * job.progress(),
-                job.phase().c_str(), job.elapsed_seconds(),
-                job.result_version() > 0 ? absl::StrCat("version ", job.result_version()).c_str()
-                                         : "",
-                job.error().empty() ? "" : absl::StrCat("  ", job.error()).c_str());
+    std::printf(
+        "%s  %-10s %-9s %5.1f%%  %-22s %8.1f s  %s%s\n", job.id().c_str(), job.collection().c_str(),
+        JobStateText(job.state()).c_str(), 100 * job.progress(), job.phase().c_str(),
+        job.elapsed_seconds(),
+        job.result_version() > 0 ? absl::StrCat("version ", job.result_version()).c_str() : "",
+        job.error().empty() ? "" : absl::StrCat("  ", job.error()).c_str());
   }
 
   absl::Status Train() {
@@ -685,7 +687,8 @@ class Cli {
     if (args_.Has("levels")) {
       auto levels = ListOption("levels");
       if (!levels.ok()) return levels.status();
-      for (uint64_t k : *levels) request.add_codebook_sizes(static_cast<uint32_t>(std::min<uint64_t>(k, UINT32_MAX)));
+      for (uint64_t k : *levels)
+        request.add_codebook_sizes(static_cast<uint32_t>(std::min<uint64_t>(k, UINT32_MAX)));
     }
     request.set_balanced(args_.Has("balanced"));
     if (args_.Has("slack")) {
@@ -732,7 +735,8 @@ class Cli {
       return absl::OkStatus();
     }
     const bool bar = !args_.Has("no-progress") && isatty(STDERR_FILENO);
-    if (!json_) std::fprintf(stderr, "started %s on '%s'\n", job.id().c_str(), job.collection().c_str());
+    if (!json_)
+      std::fprintf(stderr, "started %s on '%s'\n", job.id().c_str(), job.collection().c_str());
     while (job.state() == v1::JOB_STATE_PENDING || job.state() == v1::JOB_STATE_RUNNING) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       v1::GetJobRequest get;
@@ -751,8 +755,8 @@ class Cli {
     if (bar) std::fprintf(stderr, "\n");
     PrintJob(job);
     if (job.state() != v1::JOB_STATE_SUCCEEDED) {
-      return absl::AbortedError(absl::StrFormat("job %s ended %s: %s", job.id(),
-                                                JobStateText(job.state()), job.error()));
+      return absl::AbortedError(
+          absl::StrFormat("job %s ended %s: %s", job.id(), JobStateText(job.state()), job.error()));
     }
     return absl::OkStatus();
   }
@@ -826,10 +830,10 @@ class Cli {
     if (json_) {
       std::vector<std::string> items;
       for (int i = 0; i < response.ids_size(); ++i) {
-        items.push_back(absl::StrFormat("{\"id\":%d,\"codes\":[%s],\"suffix\":%d,\"tokens\":%s}",
-                                        response.ids(i), absl::StrJoin(response.sids(i).codes(), ","),
-                                        response.sids(i).suffix(),
-                                        JsonString(response.sids(i).tokens())));
+        items.push_back(
+            absl::StrFormat("{\"id\":%d,\"codes\":[%s],\"suffix\":%d,\"tokens\":%s}",
+                            response.ids(i), absl::StrJoin(response.sids(i).codes(), ","),
+                            response.sids(i).suffix(), JsonString(response.sids(i).tokens())));
       }
       std::vector<std::string> encoded;
       for (const v1::EncodedVector& e : response.encoded()) {
@@ -837,10 +841,10 @@ class Cli {
                                           absl::StrJoin(e.codes(), ","), JsonString(e.tokens()),
                                           e.items_with_codes()));
       }
-      std::printf("{\"tokenizer_version\":%d,\"sids\":[%s],\"missing_ids\":[%s],\"encoded\":[%s]}\n",
-                  response.tokenizer_version(), absl::StrJoin(items, ",").c_str(),
-                  absl::StrJoin(response.missing_ids(), ",").c_str(),
-                  absl::StrJoin(encoded, ",").c_str());
+      std::printf(
+          "{\"tokenizer_version\":%d,\"sids\":[%s],\"missing_ids\":[%s],\"encoded\":[%s]}\n",
+          response.tokenizer_version(), absl::StrJoin(items, ",").c_str(),
+          absl::StrJoin(response.missing_ids(), ",").c_str(), absl::StrJoin(encoded, ",").c_str());
       return absl::OkStatus();
     }
     for (int i = 0; i < response.ids_size(); ++i) {
@@ -935,10 +939,10 @@ class Cli {
             "\"max_iterations\":%d,\"trained_items\":%d,\"train_seconds\":%.3f,\"job_id\":%s,"
             "\"items\":%d,\"unique_tuples\":%d,\"collision_rate\":%.6f,"
             "\"collision_groups\":%d,\"largest_group\":%d,\"level_stats\":[%s]}",
-            t.version(), t.levels(), t.balanced() ? "true" : "false", t.seed(),
-            t.max_iterations(), t.trained_items(), t.train_seconds(), JsonString(t.job_id()),
-            t.items(), t.unique_tuples(), t.collision_rate(), t.collision_groups(),
-            t.largest_group(), absl::StrJoin(levels, ","));
+            t.version(), t.levels(), t.balanced() ? "true" : "false", t.seed(), t.max_iterations(),
+            t.trained_items(), t.train_seconds(), JsonString(t.job_id()), t.items(),
+            t.unique_tuples(), t.collision_rate(), t.collision_groups(), t.largest_group(),
+            absl::StrJoin(levels, ","));
       }
       std::printf("%s}\n", out.c_str());
       return absl::OkStatus();
@@ -950,32 +954,33 @@ class Cli {
       std::printf("no tokenizer trained yet (quantctl train %s)\n", c.name().c_str());
       return absl::OkStatus();
     }
-    std::printf("tokenizer version %u (%s): %u levels [%s], seed %llu, %u iterations, trained on "
-                "%llu items in %.2f s by %s\n",
-                t.version(), t.balanced() ? "balanced" : "plain", t.levels(),
-                absl::StrJoin(t.codebook_sizes(), " ").c_str(),
-                static_cast<unsigned long long>(t.seed()), t.max_iterations(),
-                static_cast<unsigned long long>(t.trained_items()), t.train_seconds(),
-                t.job_id().c_str());
-    std::printf("%-6s %6s %6s %10s %8s %8s %9s %8s %12s %14s\n", "level", "K", "used",
-                "perplexity", "size min", "max", "mean", "std", "mse after", "bounds");
+    std::printf(
+        "tokenizer version %u (%s): %u levels [%s], seed %llu, %u iterations, trained on "
+        "%llu items in %.2f s by %s\n",
+        t.version(), t.balanced() ? "balanced" : "plain", t.levels(),
+        absl::StrJoin(t.codebook_sizes(), " ").c_str(), static_cast<unsigned long long>(t.seed()),
+        t.max_iterations(), static_cast<unsigned long long>(t.trained_items()), t.train_seconds(),
+        t.job_id().c_str());
+    std::printf("%-6s %6s %6s %10s %8s %8s %9s %8s %12s %14s\n", "level", "K", "used", "perplexity",
+                "size min", "max", "mean", "std", "mse after", "bounds");
     for (int l = 0; l < t.level_stats_size(); ++l) {
       const v1::LevelStats& s = t.level_stats(l);
-      const std::string bounds = s.balanced() ? absl::StrFormat("[%d, %d]", s.bounds().size_min(),
-                                                                s.bounds().size_max())
-                                              : "-";
+      const std::string bounds =
+          s.balanced() ? absl::StrFormat("[%d, %d]", s.bounds().size_min(), s.bounds().size_max())
+                       : "-";
       std::printf("%-6c %6u %6u %10.1f %8llu %8llu %9.1f %8.1f %12.6g %14s\n",
                   static_cast<char>('a' + l), s.codebook_size(), s.codes_used(), s.perplexity(),
                   static_cast<unsigned long long>(s.size_min()),
                   static_cast<unsigned long long>(s.size_max()), s.size_mean(), s.size_std(),
                   s.reconstruction_mse(), bounds.c_str());
     }
-    std::printf("collisions: rate %.4f (%llu unique code tuples for %llu items), %llu groups, "
-                "largest %llu\n",
-                t.collision_rate(), static_cast<unsigned long long>(t.unique_tuples()),
-                static_cast<unsigned long long>(t.items()),
-                static_cast<unsigned long long>(t.collision_groups()),
-                static_cast<unsigned long long>(t.largest_group()));
+    std::printf(
+        "collisions: rate %.4f (%llu unique code tuples for %llu items), %llu groups, "
+        "largest %llu\n",
+        t.collision_rate(), static_cast<unsigned long long>(t.unique_tuples()),
+        static_cast<unsigned long long>(t.items()),
+        static_cast<unsigned long long>(t.collision_groups()),
+        static_cast<unsigned long long>(t.largest_group()));
     return absl::OkStatus();
   }
 
@@ -1010,7 +1015,8 @@ class Cli {
     }
     std::fputs("{", out);
     for (size_t i = 0; i < ids.size(); ++i) {
-      std::fprintf(out, "%s\"%llu\": [", i == 0 ? "" : ", ", static_cast<unsigned long long>(ids[i]));
+      std::fprintf(out, "%s\"%llu\": [", i == 0 ? "" : ", ",
+                   static_cast<unsigned long long>(ids[i]));
       for (uint32_t l = 0; l <= levels; ++l) {
         std::fprintf(out, "%s\"<%c_%lld>\"", l == 0 ? "" : ", ", static_cast<char>('a' + l),
                      static_cast<long long>(rows[i * (levels + 1) + l]));

@@ -686,8 +686,7 @@ absl::Status WriteNpyFile(const std::string& path, absl::string_view descr, cons
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(prefix.data(), static_cast<std::streamsize>(prefix.size()));
   out.write(header.data(), static_cast<std::streamsize>(header.size()));
-  out.write(static_cast<const char*>(values),
-            static_cast<std::streamsize>(rows * dim * item_size));
+  out.write(static_cast<const char*>(values), static_cast<std::streamsize>(rows * dim * item_size));
   out.close();
   if (!out) return absl::InvalidArgumentError(absl::StrFormat("%s: cannot write", path));
   return absl::OkStatus();

@@ -60,8 +60,8 @@ absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerReques
       request.sample_size() > 0 ? std::min<int64_t>(request.sample_size(), items) : items;
   for (size_t l = 0; l < sizes.size(); ++l) {
     if (sizes[l] < 1 || sizes[l] > kMaxCodebookSize) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "codebook_sizes[%d] = %d is outside 1..%d", l, sizes[l], kMaxCodebookSize));
+      return absl::InvalidArgumentError(absl::StrFormat("codebook_sizes[%d] = %d is outside 1..%d",
+                                                        l, sizes[l], kMaxCodebookSize));
     }
     if (sizes[l] > training_items) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -74,9 +74,10 @@ absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerReques
   if (request.size_bounds_size() > 0 && request.has_balance_slack()) {
     return absl::InvalidArgumentError("give size_bounds or balance_slack, not both");
   }
-  if (request.size_bounds_size() > 0 && request.size_bounds_size() != static_cast<int>(sizes.size())) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "size_bounds has %d entries for %d levels", request.size_bounds_size(), sizes.size()));
+  if (request.size_bounds_size() > 0 &&
+      request.size_bounds_size() != static_cast<int>(sizes.size())) {
+    return absl::InvalidArgumentError(absl::StrFormat("size_bounds has %d entries for %d levels",
+                                                      request.size_bounds_size(), sizes.size()));
   }
   options.balance_slack = request.has_balance_slack() ? request.balance_slack() : kDefaultSlack;
   if (!(options.balance_slack >= 0 && options.balance_slack <= 1)) {
@@ -91,8 +92,7 @@ absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerReques
       const v1::SizeBounds& bounds = request.size_bounds(static_cast<int>(l));
       level.bounds.size_min = static_cast<int64_t>(bounds.size_min());
       level.bounds.size_max = static_cast<int64_t>(bounds.size_max());
-      if (auto status = CheckBoundsFeasible(training_items, level.k, level.bounds);
-          !status.ok()) {
+      if (auto status = CheckBoundsFeasible(training_items, level.k, level.bounds); !status.ok()) {
         return absl::InvalidArgumentError(
             absl::StrFormat("size_bounds[%d]: %s", l, status.message()));
       }
@@ -102,8 +102,8 @@ absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerReques
   const uint32_t iterations =
       request.max_iterations() == 0 ? kDefaultIterations : request.max_iterations();
   if (iterations > kMaxIterations) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "max_iterations %d exceeds %d", request.max_iterations(), kMaxIterations));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_iterations %d exceeds %d", request.max_iterations(), kMaxIterations));
   }
   options.kmeans.max_iterations = static_cast<int>(iterations);
   options.kmeans.seed = request.seed();
@@ -118,8 +118,9 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(Store* store) {
   for (storage::JobRecord& record : *records) {
     if (Active(record)) {
       record.set_state(v1::JOB_STATE_FAILED);
-      record.set_error("interrupted: the server stopped before the job finished; the previous "
-                       "tokenizer version is unchanged");
+      record.set_error(
+          "interrupted: the server stopped before the job finished; the previous "
+          "tokenizer version is unchanged");
       record.set_end_time_ms(NowMs());
       if (auto status = store->PutJob(record); !status.ok()) return status;
     }
@@ -155,9 +156,9 @@ absl::StatusOr<v1::Job> JobManager::StartTrainTokenizer(const v1::TrainTokenizer
   std::lock_guard lock(mu_);
   for (const auto& [id, entry] : jobs_) {
     if (entry->record.collection() == request.collection() && Active(entry->record)) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "job %s is already training collection '%s'; wait for it or cancel it", id,
-          request.collection()));
+      return absl::FailedPreconditionError(
+          absl::StrFormat("job %s is already training collection '%s'; wait for it or cancel it",
+                          id, request.collection()));
     }
   }
   auto entry = std::make_shared<Entry>();
@@ -201,8 +202,8 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrFormat("job '%s' does not exist", id));
   std::shared_ptr<Entry> entry = it->second;
   if (!Active(entry->record)) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "job %s already ended (%s)", id, v1::JobState_Name(entry->record.state())));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("job %s already ended (%s)", id, v1::JobState_Name(entry->record.state())));
   }
   entry->cancel = true;
   if (entry->record.state() == v1::JOB_STATE_PENDING) {
@@ -300,8 +301,7 @@ absl::StatusOr<uint32_t> JobManager::RunTrainTokenizer(Entry& entry) {
 
   // Training rows: all items or a seeded sample; normalised for cosine collections.
   const bool normalize = items->info.metric == Metric::kCosine;
-  const int64_t m =
-      request.sample_size() > 0 ? std::min<int64_t>(request.sample_size(), n) : n;
+  const int64_t m = request.sample_size() > 0 ? std::min<int64_t>(request.sample_size(), n) : n;
   std::vector<int64_t> rows;
   std::vector<float> train;
   if (m < n) {
@@ -319,8 +319,7 @@ absl::StatusOr<uint32_t> JobManager::RunTrainTokenizer(Entry& entry) {
   const int max_iterations = options->kmeans.max_iterations;
   options->on_progress = [&](int level, int iteration, double) {
     SetPhase(entry, absl::StrFormat("training level %d/%d", level + 1, levels),
-             0.02 + 0.83 * (level + std::min(1.0, (iteration + 1.0) / max_iterations)) /
-                        levels);
+             0.02 + 0.83 * (level + std::min(1.0, (iteration + 1.0) / max_iterations)) / levels);
     return !entry.cancel.load();
   };
   SetPhase(entry, absl::StrFormat("training level 1/%d", levels), 0.02);
@@ -334,8 +333,8 @@ absl::StatusOr<uint32_t> JobManager::RunTrainTokenizer(Entry& entry) {
   if (m == n) {
     codes = trained->codes;
   } else {
-    std::vector<float> all = normalize ? NormalizedRows(items->vectors.data(), n, d)
-                                       : std::vector<float>();
+    std::vector<float> all =
+        normalize ? NormalizedRows(items->vectors.data(), n, d) : std::vector<float>();
     trained->quantizer.Encode(normalize ? all.data() : items->vectors.data(), n, codes.data());
     for (int64_t i = 0; i < m; ++i) {
       std::copy_n(trained->codes.data() + i * levels, levels, codes.data() + rows[i] * levels);

@@ -313,8 +313,8 @@ grpc::ServerUnaryReactor* QuantdService::Encode(grpc::CallbackServerContext* con
       }
       const int64_t n = request->vectors_size() / d;
       if (n > kMaxEncodeRows) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "vectors holds %d rows, at most %d per request", n, kMaxEncodeRows));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("vectors holds %d rows, at most %d per request", n, kMaxEncodeRows));
       }
       if (auto s = CheckVectors(request->vectors().data(), n, d, info->metric); !s.ok()) return s;
       std::vector<int32_t> codes(static_cast<size_t>(n * levels));

@@ -89,8 +89,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
   std::vector<std::string> families;
   rocksdb::Status listed = rocksdb::DB::ListColumnFamilies(db_options, options.path, &families);
   if (!listed.ok()) families = {rocksdb::kDefaultColumnFamilyName};
-  for (const char* name :
-       {kMetaFamily, kVectorsFamily, kModelsFamily, kCodesFamily, kSidsFamily}) {
+  for (const char* name : {kMetaFamily, kVectorsFamily, kModelsFamily, kCodesFamily, kSidsFamily}) {
     if (std::find(families.begin(), families.end(), name) == families.end()) {
       families.push_back(name);
     }

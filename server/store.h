@@ -148,15 +148,14 @@ class Store {
   absl::StatusOr<SidList> GetSids(absl::string_view collection,
                                   absl::Span<const uint64_t> ids) const;
   // Items whose SID starts with `prefix` (1..L codes, or L codes and a suffix), in SID order.
-  absl::StatusOr<SidList> LookupSids(absl::string_view collection,
-                                     absl::Span<const int64_t> prefix, int64_t limit) const;
+  absl::StatusOr<SidList> LookupSids(absl::string_view collection, absl::Span<const int64_t> prefix,
+                                     int64_t limit) const;
   // Every SID of the collection, in item-id order.
   absl::StatusOr<SidList> ExportSids(absl::string_view collection) const;
   // Number of stored items having exactly each code tuple of `codes` (n x L, tokenizer version
   // `version`).
-  absl::StatusOr<std::vector<uint64_t>> CountTuples(absl::string_view collection,
-                                                    uint32_t version, const int32_t* codes,
-                                                    int64_t n) const;
+  absl::StatusOr<std::vector<uint64_t>> CountTuples(absl::string_view collection, uint32_t version,
+                                                    const int32_t* codes, int64_t n) const;
 
   // --- Jobs ----------------------------------------------------------------------------------
   absl::Status PutJob(const storage::JobRecord& job);

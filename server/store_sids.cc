@@ -92,16 +92,16 @@ absl::Status Store::LoadTokenizer(Collection& collection) {
   s = db_->Get(rocksdb::ReadOptions(), models_, VersionKey(collection.info.id, version), &blob);
   absl::StatusOr<std::shared_ptr<const Tokenizer>> tokenizer =
       s.ok() ? Tokenizer::Parse(blob)
-             : absl::StatusOr<std::shared_ptr<const Tokenizer>>(
-                   absl::DataLossError(absl::StrFormat("tokenizer version %d is missing", version)));
+             : absl::StatusOr<std::shared_ptr<const Tokenizer>>(absl::DataLossError(
+                   absl::StrFormat("tokenizer version %d is missing", version)));
   std::lock_guard lock(collection.tokenizer_mu);
   if (tokenizer.ok()) {
     collection.tokenizer = std::move(*tokenizer);
   } else {
     // Only this collection's tokenizer calls fail; everything else keeps serving.
-    collection.tokenizer_error = absl::DataLossError(
-        absl::StrFormat("tokenizer of collection '%s' is unreadable: %s", collection.info.name,
-                        tokenizer.status().message()));
+    collection.tokenizer_error =
+        absl::DataLossError(absl::StrFormat("tokenizer of collection '%s' is unreadable: %s",
+                                            collection.info.name, tokenizer.status().message()));
   }
   return absl::OkStatus();
 }
@@ -111,8 +111,7 @@ std::shared_ptr<const Tokenizer> Store::CurrentTokenizer(const Collection& colle
   return collection.tokenizer;
 }
 
-absl::StatusOr<std::shared_ptr<const Tokenizer>> Store::GetTokenizer(
-    absl::string_view name) const {
+absl::StatusOr<std::shared_ptr<const Tokenizer>> Store::GetTokenizer(absl::string_view name) const {
   auto collection = FindOrNotFound(name);
   if (!collection.ok()) return collection.status();
   std::lock_guard lock((*collection)->tokenizer_mu);
@@ -125,8 +124,7 @@ absl::StatusOr<std::shared_ptr<const Tokenizer>> Store::GetTokenizer(
 }
 
 absl::Status Store::AddSidUpdates(const Collection& collection, const Tokenizer& tokenizer,
-                                  absl::Span<const uint64_t> ids,
-                                  const std::vector<int32_t>& codes,
+                                  absl::Span<const uint64_t> ids, const std::vector<int32_t>& codes,
                                   rocksdb::WriteBatch* batch) const {
   const uint32_t cid = collection.info.id;
   const uint32_t version = tokenizer.version();
@@ -237,20 +235,20 @@ absl::StatusOr<Store::ItemSet> Store::LoadItems(absl::string_view name) const {
   items.ids.reserve((*collection)->item_count.load());
   items.vectors.reserve((*collection)->item_count.load() * d);
   // One iterator reads one consistent snapshot.
-  absl::Status status = ScanPrefix(
-      db_.get(), vectors_, CollectionPrefix(items.info.id),
-      [&](const rocksdb::Slice& key, const rocksdb::Slice& value) {
-        if (value.size() != row_bytes) return false;
-        items.ids.push_back(ReadBigEndian64(key.data() + 4));
-        const size_t offset = items.vectors.size();
-        items.vectors.resize(offset + static_cast<size_t>(d));
-        std::memcpy(items.vectors.data() + offset, value.data(), row_bytes);
-        return true;
-      });
+  absl::Status status =
+      ScanPrefix(db_.get(), vectors_, CollectionPrefix(items.info.id),
+                 [&](const rocksdb::Slice& key, const rocksdb::Slice& value) {
+                   if (value.size() != row_bytes) return false;
+                   items.ids.push_back(ReadBigEndian64(key.data() + 4));
+                   const size_t offset = items.vectors.size();
+                   items.vectors.resize(offset + static_cast<size_t>(d));
+                   std::memcpy(items.vectors.data() + offset, value.data(), row_bytes);
+                   return true;
+                 });
   if (!status.ok()) return status;
   if (items.vectors.size() != items.ids.size() * static_cast<size_t>(d)) {
-    return absl::DataLossError(absl::StrFormat("collection '%s' holds a vector of the wrong size",
-                                               name));
+    return absl::DataLossError(
+        absl::StrFormat("collection '%s' holds a vector of the wrong size", name));
   }
   items.info.item_count = items.ids.size();
   return items;
@@ -316,8 +314,7 @@ absl::StatusOr<uint32_t> Store::CommitTokenizer(absl::string_view name,
   if (!status.ok()) return status;
   if (!stale_rows.empty()) {
     std::vector<int32_t> fresh(stale_rows.size() * static_cast<size_t>(levels));
-    tokenizer->Encode(stale_vectors.data(), static_cast<int64_t>(stale_rows.size()),
-                      fresh.data());
+    tokenizer->Encode(stale_vectors.data(), static_cast<int64_t>(stale_rows.size()), fresh.data());
     for (size_t i = 0; i < stale_rows.size(); ++i) {
       std::copy_n(fresh.data() + i * levels, levels, all_codes.data() + stale_rows[i] * levels);
     }
@@ -400,17 +397,17 @@ absl::StatusOr<Store::SidList> Store::LookupSids(absl::string_view name,
   if (!collection.ok()) return collection.status();
   const int64_t levels = (*tokenizer)->levels();
   if (prefix.empty() || static_cast<int64_t>(prefix.size()) > levels + 1) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "codes has %d values; a prefix has 1..%d (L = %d codes, then the suffix)", prefix.size(),
-        levels + 1, levels));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("codes has %d values; a prefix has 1..%d (L = %d codes, then the suffix)",
+                        prefix.size(), levels + 1, levels));
   }
   for (size_t l = 0; l < prefix.size(); ++l) {
     const int64_t bound = static_cast<int64_t>(l) < levels
                               ? (*tokenizer)->quantizer().codebook_size(static_cast<int64_t>(l))
                               : int64_t{1} << 32;
     if (prefix[l] < 0 || prefix[l] >= bound) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "codes[%d] = %d is outside 0..%d", l, prefix[l], bound - 1));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("codes[%d] = %d is outside 0..%d", l, prefix[l], bound - 1));
     }
   }
   SidList list;
@@ -446,20 +443,20 @@ absl::StatusOr<Store::SidList> Store::ExportSids(absl::string_view name) const {
   list.levels = (*tokenizer)->levels();
   list.version = (*tokenizer)->version();
   absl::Status decode_status;
-  absl::Status status = ScanPrefix(
-      db_.get(), codes_, CollectionPrefix((*collection)->info.id),
-      [&](const rocksdb::Slice& key, const rocksdb::Slice& value) {
-        const uint64_t id = ReadBigEndian64(key.data() + 4);
-        auto sid = DecodeSidValue(value, list.levels, id);
-        if (!sid.ok()) {
-          decode_status = sid.status();
-          return false;
-        }
-        list.ids.push_back(id);
-        list.codes.insert(list.codes.end(), sid->codes.begin(), sid->codes.end());
-        list.suffixes.push_back(sid->suffix);
-        return true;
-      });
+  absl::Status status =
+      ScanPrefix(db_.get(), codes_, CollectionPrefix((*collection)->info.id),
+                 [&](const rocksdb::Slice& key, const rocksdb::Slice& value) {
+                   const uint64_t id = ReadBigEndian64(key.data() + 4);
+                   auto sid = DecodeSidValue(value, list.levels, id);
+                   if (!sid.ok()) {
+                     decode_status = sid.status();
+                     return false;
+                   }
+                   list.ids.push_back(id);
+                   list.codes.insert(list.codes.end(), sid->codes.begin(), sid->codes.end());
+                   list.suffixes.push_back(sid->suffix);
+                   return true;
+                 });
   if (!decode_status.ok()) return decode_status;
   if (!status.ok()) return status;
   return list;
@@ -476,11 +473,11 @@ absl::StatusOr<std::vector<uint64_t>> Store::CountTuples(absl::string_view name,
   for (int64_t i = 0; i < n; ++i) {
     const std::string prefix =
         SidPrefix((*collection)->info.id, version, codes + i * levels, levels);
-    absl::Status status = ScanPrefix(db_.get(), sids_, prefix,
-                                     [&](const rocksdb::Slice&, const rocksdb::Slice&) {
-                                       ++counts[i];
-                                       return true;
-                                     });
+    absl::Status status =
+        ScanPrefix(db_.get(), sids_, prefix, [&](const rocksdb::Slice&, const rocksdb::Slice&) {
+          ++counts[i];
+          return true;
+        });
     if (!status.ok()) return status;
   }
   return counts;
@@ -489,26 +486,25 @@ absl::StatusOr<std::vector<uint64_t>> Store::CountTuples(absl::string_view name,
 absl::Status Store::PutJob(const storage::JobRecord& job) {
   rocksdb::WriteOptions write_options;
   write_options.sync = options_.sync;
-  return FromRocks(db_->Put(write_options, meta_, absl::StrCat(kJobPrefix, job.id()),
-                            job.SerializeAsString()),
-                   "write job");
+  return FromRocks(
+      db_->Put(write_options, meta_, absl::StrCat(kJobPrefix, job.id()), job.SerializeAsString()),
+      "write job");
 }
 
 absl::StatusOr<std::vector<storage::JobRecord>> Store::LoadJobs() const {
   std::vector<storage::JobRecord> jobs;
   absl::Status parse_status;
-  absl::Status status = ScanPrefix(db_.get(), meta_, kJobPrefix,
-                                   [&](const rocksdb::Slice& key, const rocksdb::Slice& value) {
-                                     storage::JobRecord job;
-                                     if (!job.ParseFromArray(value.data(),
-                                                             static_cast<int>(value.size()))) {
-                                       parse_status = absl::DataLossError(absl::StrCat(
-                                           "job record ", key.ToString(), " is corrupt"));
-                                       return false;
-                                     }
-                                     jobs.push_back(std::move(job));
-                                     return true;
-                                   });
+  absl::Status status = ScanPrefix(
+      db_.get(), meta_, kJobPrefix, [&](const rocksdb::Slice& key, const rocksdb::Slice& value) {
+        storage::JobRecord job;
+        if (!job.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+          parse_status =
+              absl::DataLossError(absl::StrCat("job record ", key.ToString(), " is corrupt"));
+          return false;
+        }
+        jobs.push_back(std::move(job));
+        return true;
+      });
   if (!parse_status.ok()) return parse_status;
   if (!status.ok()) return status;
   return jobs;

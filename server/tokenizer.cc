@@ -91,8 +91,8 @@ absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::Parse(const std::str
     ks.push_back(record.codebook_sizes(l));
     const std::string& bytes = record.codebooks(l);
     if (bytes.size() != static_cast<size_t>(ks.back() * d) * sizeof(float)) {
-      return absl::DataLossError(absl::StrFormat("tokenizer codebook %d has %d bytes", l,
-                                                 bytes.size()));
+      return absl::DataLossError(
+          absl::StrFormat("tokenizer codebook %d has %d bytes", l, bytes.size()));
     }
     std::vector<float> values(bytes.size() / sizeof(float));
     std::memcpy(values.data(), bytes.data(), bytes.size());

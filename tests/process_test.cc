@@ -269,6 +269,95 @@ TEST(ProcessTest, StartupFailsClearlyOnBadConfiguration) {
   EXPECT_NE(ReadText(dir.File("bad_env.log")).find("QUANTD_SYNC='maybe'"), std::string::npos);
 }
 
+v1::Job GetJob(v1::Quantd::Stub& stub, const std::string& id) {
+  grpc::ClientContext context;
+  v1::GetJobRequest request;
+  request.set_id(id);
+  v1::Job job;
+  const grpc::Status status = stub.GetJob(&context, request, &job);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return job;
+}
+
+std::string ExportAll(v1::Quantd::Stub& stub, const std::string& collection) {
+  grpc::ClientContext context;
+  v1::ExportSidsRequest request;
+  request.set_collection(collection);
+  auto reader = stub.ExportSids(&context, request);
+  std::string all;
+  v1::ExportSidsResponse batch;
+  while (reader->Read(&batch)) all += batch.SerializeAsString();
+  EXPECT_TRUE(reader->Finish().ok());
+  return all;
+}
+
+TEST(ProcessTest, SigkillDuringTrainingKeepsThePreviousTokenizer) {
+  TempDir dir;
+  const std::string data_dir = dir.path() + "/data";
+  std::string job_id;
+  std::string sids_before;
+  {
+    ServerProcess server(data_dir, dir.File("first.log"));
+    const std::string address = server.WaitReady();
+    ASSERT_FALSE(address.empty());
+    auto stub = v1::Quantd::NewStub(Connect(address));
+    CreateCollection(*stub, "fmnist", 784);
+    auto reader = VectorReader::Open(testing::FashionMnistFile("train-images-idx3-ubyte.gz"));
+    ASSERT_TRUE(reader.ok());
+    UploadOptions upload;
+    upload.max_rows = 20000;
+    ASSERT_TRUE(UploadVectors(*stub, "fmnist", **reader, upload).ok());
+
+    const auto train = [&](std::vector<uint32_t> levels, bool balanced, uint32_t iterations) {
+      grpc::ClientContext context;
+      v1::TrainTokenizerRequest request;
+      request.set_collection("fmnist");
+      request.mutable_codebook_sizes()->Add(levels.begin(), levels.end());
+      request.set_balanced(balanced);
+      request.set_max_iterations(iterations);
+      v1::Job job;
+      EXPECT_TRUE(stub->TrainTokenizer(&context, request, &job).ok());
+      return job.id();
+    };
+    const std::string first = train({16, 16}, false, 5);
+    v1::Job job;
+    for (int i = 0; i < 3000; ++i) {
+      job = GetJob(*stub, first);
+      if (job.state() == v1::JOB_STATE_SUCCEEDED || job.state() == v1::JOB_STATE_FAILED) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error();
+    sids_before = ExportAll(*stub, "fmnist");
+
+    // A long second job, killed while it trains.
+    job_id = train({256, 256, 256}, true, 500);
+    for (int i = 0; i < 3000; ++i) {
+      job = GetJob(*stub, job_id);
+      if (job.state() == v1::JOB_STATE_RUNNING && job.phase().rfind("training", 0) == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(job.state(), v1::JOB_STATE_RUNNING);
+    server.Signal(SIGKILL);
+    server.Wait();
+  }
+  ServerProcess server(data_dir, dir.File("second.log"));
+  const std::string address = server.WaitReady();
+  ASSERT_FALSE(address.empty());
+  auto stub = v1::Quantd::NewStub(Connect(address));
+  const v1::Job job = GetJob(*stub, job_id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(job.error().find("interrupted"), std::string::npos) << job.error();
+  // Version 1 serves, with every SID as before the crash.
+  grpc::ClientContext context;
+  v1::GetStatsRequest request;
+  request.set_collection("fmnist");
+  v1::GetStatsResponse stats;
+  ASSERT_TRUE(stub->GetStats(&context, request, &stats).ok());
+  EXPECT_EQ(stats.tokenizer().version(), 1u);
+  EXPECT_EQ(stats.tokenizer().items(), 20000u);
+  EXPECT_EQ(ExportAll(*stub, "fmnist"), sids_before);
+}
+
 // Runs quantctl with `args`; returns the exit code and stdout (+ stderr) in *output.
 int RunQuantctl(const std::string& address, const std::string& args, std::string* output) {
   const std::string command =
@@ -316,6 +405,43 @@ TEST(ProcessTest, QuantctlWalkThrough) {
   }
   EXPECT_NE(out.find(expected), std::string::npos) << out;
   EXPECT_NE(out.find("\"missing_ids\":[77]"), std::string::npos) << out;
+
+  // Semantic IDs: train (following the job), stats, encode, lookup, export, jobs.
+  EXPECT_EQ(RunQuantctl(address, "train sift --levels 16,16 --balanced --seed 3", &out), 0) << out;
+  EXPECT_NE(out.find("succeeded"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "stats sift", &out), 0) << out;
+  EXPECT_NE(out.find("tokenizer version 1 (balanced): 2 levels [16 16]"), std::string::npos) << out;
+  EXPECT_NE(out.find("collisions: rate"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "stats sift --json", &out), 0) << out;
+  EXPECT_NE(out.find("\"items\":5100"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "encode sift 1000 --json", &out), 0) << out;
+  const size_t tokens_at = out.find("\"tokens\":\"<a_");
+  ASSERT_NE(tokens_at, std::string::npos) << out;
+  const std::string sid =
+      out.substr(tokens_at + 10, out.find('"', tokens_at + 10) - tokens_at - 10);
+  EXPECT_EQ(RunQuantctl(address, "lookup sift '" + sid + "'", &out), 0) << out;
+  EXPECT_NE(out.find("1000\t" + sid), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "encode sift --vectors " + query + " --max-rows 3", &out), 0)
+      << out;
+  EXPECT_NE(out.find("row 2\t<a_"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address,
+                        "export-sids sift --index " + dir.File("index.json") + " --codes " +
+                            dir.File("codes.npy"),
+                        &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("exported 5100 semantic IDs"), std::string::npos) << out;
+  const std::string index = ReadText(dir.File("index.json"));
+  EXPECT_NE(index.find("\"1000\": [\"<a_"), std::string::npos) << index.substr(0, 200);
+  auto codes = ReadIntMatrix(dir.File("codes.npy"));
+  ASSERT_TRUE(codes.ok()) << codes.status();
+  EXPECT_EQ(codes->rows, 5100);
+  EXPECT_EQ(codes->dim, 3);
+  EXPECT_EQ(RunQuantctl(address, "jobs sift", &out), 0) << out;
+  EXPECT_NE(out.find("job-000001"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "train sift --levels 99999", &out), 1);
+  EXPECT_NE(out.find("codebook_sizes[0] = 99999"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "train sift --levels 4,x", &out), 2);
 
   EXPECT_EQ(RunQuantctl(address, "delete sift 1000 1001 3", &out), 0) << out;
   EXPECT_NE(out.find("deleted 2 items (1 did not exist)"), std::string::npos) << out;

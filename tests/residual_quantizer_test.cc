@@ -62,11 +62,11 @@ TEST(ResidualQuantizerTest, BalancedBeatsPlainOnCollisionsAndMeetsBoundsOnSasrec
   auto data = ReadMatrix(DataFile("sasrec/Beauty-32d-sasrec.npy"));
   ASSERT_TRUE(data.ok());
   const int64_t n = data->rows;
-  auto plain = TrainResidualQuantizer(data->values.data(), n, data->dim,
-                                      Levels({256, 256, 256}, false, 42));
+  auto plain =
+      TrainResidualQuantizer(data->values.data(), n, data->dim, Levels({256, 256, 256}, false, 42));
   ASSERT_TRUE(plain.ok()) << plain.status();
-  auto balanced = TrainResidualQuantizer(data->values.data(), n, data->dim,
-                                         Levels({256, 256, 256}, true, 42));
+  auto balanced =
+      TrainResidualQuantizer(data->values.data(), n, data->dim, Levels({256, 256, 256}, true, 42));
   ASSERT_TRUE(balanced.ok()) << balanced.status();
   for (int64_t l = 0; l < 3; ++l) {
     const SizeBounds bounds = balanced->levels[l].bounds;
@@ -116,10 +116,9 @@ TEST(ResidualQuantizerTest, CancelledThroughProgress) {
   for (bool balanced : {false, true}) {
     RqOptions options = Levels({16, 16}, balanced);
     options.on_progress = [](int level, int, double) { return level < 1; };
-    EXPECT_EQ(TrainResidualQuantizer(data->values.data(), data->rows, data->dim, options)
-                  .status()
-                  .code(),
-              absl::StatusCode::kCancelled);
+    EXPECT_EQ(
+        TrainResidualQuantizer(data->values.data(), data->rows, data->dim, options).status().code(),
+        absl::StatusCode::kCancelled);
   }
 }
 

@@ -154,8 +154,7 @@ class TokenizerServiceTest : public ::testing::Test {
 };
 
 TEST_F(TokenizerServiceTest, TrainEncodeLookupExportStats) {
-  CreateAndUpload("beauty", DataFile("sasrec/Beauty-32d-sasrec.npy"), -1,
-                  v1::METRIC_INNER_PRODUCT);
+  CreateAndUpload("beauty", DataFile("sasrec/Beauty-32d-sasrec.npy"), -1, v1::METRIC_INNER_PRODUCT);
   const v1::Job job = Train("beauty", {64, 64, 64}, /*balanced=*/true);
   ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error();
   EXPECT_EQ(job.result_version(), 1u);
@@ -288,12 +287,14 @@ TEST_F(TokenizerServiceTest, SuffixesAreStableAcrossDeletesReinsertsAndRestarts)
   EXPECT_EQ(AllSids("sift"), reinserted);
 
   // Upserts after training are encoded in the same write: visible at once.
-  ASSERT_TRUE(Upsert("sift", {900001, 900002}, [&] {
-                auto v = row(10);
-                auto w = row(11);
-                v.insert(v.end(), w.begin(), w.end());
-                return v;
-              }()).ok());
+  ASSERT_TRUE(Upsert("sift", {900001, 900002},
+                     [&] {
+                       auto v = row(10);
+                       auto w = row(11);
+                       v.insert(v.end(), w.begin(), w.end());
+                       return v;
+                     }())
+                  .ok());
   v1::EncodeResponse encoded;
   ASSERT_TRUE(EncodeIds("sift", {900001, 900002}, &encoded).ok());
   EXPECT_EQ(encoded.sids_size(), 2);
@@ -385,8 +386,11 @@ TEST_F(TokenizerServiceTest, BadRequests) {
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(train_error([](R& r) { r.set_codebook_sizes(0, 301); }, "301 exceeds the 300"),
             grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(train_error([](R& r) { for (int i = 0; i < 16; ++i) r.add_codebook_sizes(2); },
-                        "17 levels"),
+  EXPECT_EQ(train_error(
+                [](R& r) {
+                  for (int i = 0; i < 16; ++i) r.add_codebook_sizes(2);
+                },
+                "17 levels"),
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(train_error([](R& r) { r.set_balance_slack(0.2); }, "balanced = true"),
             grpc::StatusCode::INVALID_ARGUMENT);
@@ -437,7 +441,7 @@ TEST_F(TokenizerServiceTest, BadRequests) {
     return stub_->Lookup(&context, request, &response).error_code();
   };
   EXPECT_EQ(lookup({}, "", 0), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(lookup({8}, "", 0), grpc::StatusCode::INVALID_ARGUMENT);  // code outside 0..7
+  EXPECT_EQ(lookup({8}, "", 0), grpc::StatusCode::INVALID_ARGUMENT);           // code outside 0..7
   EXPECT_EQ(lookup({1, 2, 3, 4}, "", 0), grpc::StatusCode::INVALID_ARGUMENT);  // too long
   EXPECT_EQ(lookup({}, "<a_1><c_2>", 0), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(lookup({1}, "<a_1>", 0), grpc::StatusCode::INVALID_ARGUMENT);
