@@ -17,6 +17,7 @@
 #include "Eigen/Core"
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "core/gemm.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -74,13 +75,16 @@ void ParallelFor(int64_t num_tasks, int workers, const Body& body) {
   for (std::thread& thread : threads) thread.join();
 }
 
-// Squared norms of the k rows of m (k x d).
+}  // namespace
+
 std::vector<float> SquaredNorms(const float* m, int64_t k, int64_t d) {
   std::vector<float> norms(k);
   Eigen::Map<Eigen::VectorXf>(norms.data(), k) =
       Eigen::Map<const RowMatrix>(m, k, d).rowwise().squaredNorm();
   return norms;
 }
+
+namespace {
 
 // Index of the smallest h[j] - t[j] over j in [0, k) (the first one on ties), its value in
 // *best. This is the inner loop of every assignment: one subtraction, compare and select a
@@ -216,7 +220,7 @@ void SquaredDistances(const float* x, int64_t n, const float* centroids, int64_t
   if (n <= 0 || k <= 0) return;
   const std::vector<float> c_norms = SquaredNorms(centroids, k, d);
   const Eigen::Map<const Eigen::RowVectorXf> c_norm_row(c_norms.data(), k);
-  const Eigen::Map<const RowMatrix> c(centroids, k, d);
+  const PackedRhs c(centroids, k, d);  // packed once, shared by the workers
   const int64_t block = RowsPerBlock(k);
   const int64_t num_blocks = CeilDiv(n, block);
   ParallelFor(num_blocks, Workers(num_threads, num_blocks), [&](int64_t b, int) {
@@ -225,7 +229,7 @@ void SquaredDistances(const float* x, int64_t n, const float* centroids, int64_t
     const Eigen::Map<const RowMatrix> xb(x + row0 * d, m, d);
     // The block of the output (m x k) holds x.c first, then the distances.
     Eigen::Map<RowMatrix> tile(out + row0 * k, m, k);
-    tile.noalias() = xb * c.transpose();
+    c.Multiply(x + row0 * d, m, out + row0 * k, k);
     for (int64_t i = 0; i < m; ++i) {
       const float x_norm = xb.row(i).squaredNorm();
       tile.row(i) = ((c_norm_row - 2.0f * tile.row(i)).array() + x_norm).cwiseMax(0.0f).matrix();
@@ -236,12 +240,22 @@ void SquaredDistances(const float* x, int64_t n, const float* centroids, int64_t
 void AssignNearest(const float* x, int64_t n, const float* centroids, int64_t k, int64_t d,
                    int32_t* labels, float* distances, int num_threads) {
   if (n <= 0 || k <= 0) return;
+  const PackedRhs packed(centroids, k, d);  // packed once, shared by the workers
+  const std::vector<float> norms = SquaredNorms(centroids, k, d);
+  AssignNearestPacked(x, n, packed, norms.data(), labels, distances, num_threads);
+}
+
+void AssignNearestPacked(const float* x, int64_t n, const PackedRhs& centroids,
+                         const float* centroid_squared_norms, int32_t* labels, float* distances,
+                         int num_threads) {
+  const int64_t k = centroids.k();
+  const int64_t d = centroids.d();
+  if (n <= 0 || k <= 0) return;
   // argmin_j ||x||^2 - 2 x.c_j + ||c_j||^2 = argmin_j (||c_j||^2 / 2 - x.c_j); halving is exact,
   // so the values compared are those of the full expression divided by 2.
-  std::vector<float> half_c_norms = SquaredNorms(centroids, k, d);
+  std::vector<float> half_c_norms(centroid_squared_norms, centroid_squared_norms + k);
   for (float& v : half_c_norms) v *= 0.5f;
-  const Eigen::Map<const RowMatrix> c(centroids, k, d);
-  const int64_t block = RowsPerBlock(k);
+  const int64_t block = std::min(RowsPerBlock(k), n);
   const int64_t num_blocks = CeilDiv(n, block);
   const int workers = Workers(num_threads, num_blocks);
   // One tile (block x k) per worker, allocated on first use by that worker.
@@ -251,9 +265,8 @@ void AssignNearest(const float* x, int64_t n, const float* centroids, int64_t k,
     const int64_t m = std::min(block, n - row0);
     std::vector<float>& tile_storage = tiles[worker];
     if (tile_storage.empty()) tile_storage.resize(block * k);
+    centroids.Multiply(x + row0 * d, m, tile_storage.data(), k);  // x.c, m x k
     const Eigen::Map<const RowMatrix> xb(x + row0 * d, m, d);
-    Eigen::Map<RowMatrix> tile(tile_storage.data(), m, k);
-    tile.noalias() = xb * c.transpose();  // x.c, m x k
     for (int64_t i = 0; i < m; ++i) {
       float best;
       labels[row0 + i] =

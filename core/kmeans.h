@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/gemm.h"
 
 namespace quantd {
 
@@ -66,6 +67,12 @@ void SquaredDistances(const float* x, int64_t n, const float* centroids, int64_t
 void AssignNearest(const float* x, int64_t n, const float* centroids, int64_t k, int64_t d,
                    int32_t* labels, float* distances, int num_threads = 0);
 
+// As AssignNearest, against centroids packed once (PackedRhs) with their squared norms (k), for
+// repeated calls against the same centroids (encoding).
+void AssignNearestPacked(const float* x, int64_t n, const PackedRhs& centroids,
+                         const float* centroid_squared_norms, int32_t* labels, float* distances,
+                         int num_threads = 0);
+
 // Recomputes centroids (k x d) as the means of their assigned rows. A cluster left empty takes
 // a split of a large cluster (FAISS's rule: pick one with probability proportional to its size
 // beyond 1, copy its centroid and move both copies apart by a small symmetric perturbation).
@@ -78,6 +85,9 @@ int64_t UpdateCentroids(const float* x, int64_t n, int64_t d, const int32_t* lab
 // Picks k initial centroids (k x d) from x by k-means++ (D^2 sampling) or uniformly at random.
 void InitCentroids(const float* x, int64_t n, int64_t d, int64_t k, KMeansOptions::Init init,
                    uint64_t seed, float* centroids, int num_threads = 0);
+
+// Squared norms (k) of the k rows of m (k x d), as the distance functions compute them.
+std::vector<float> SquaredNorms(const float* m, int64_t k, int64_t d);
 
 // Checks data and parameters as TrainKMeans does.
 absl::Status ValidateKMeansInput(const float* data, int64_t n, int64_t d, int64_t k);

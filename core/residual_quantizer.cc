@@ -132,6 +132,12 @@ absl::StatusOr<ResidualQuantizer> ResidualQuantizer::FromCodebooks(
   rq.d_ = d;
   rq.ks_ = std::move(ks);
   rq.codebooks_ = std::move(codebooks);
+  for (size_t l = 0; l < rq.ks_.size(); ++l) {
+    const std::vector<float>& codebook = rq.codebooks_[l];
+    rq.packed_.emplace_back(codebook.data(), rq.ks_[l], d);
+    // The same norms AssignNearest computes, so encoding reproduces training assignments.
+    rq.norms_.push_back(SquaredNorms(codebook.data(), rq.ks_[l], d));
+  }
   return rq;
 }
 

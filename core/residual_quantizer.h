@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/balanced_assignment.h"
+#include "core/gemm.h"
 #include "core/kmeans.h"
 
 namespace quantd {
@@ -76,6 +77,9 @@ class ResidualQuantizer {
   int64_t d_ = 0;
   std::vector<int64_t> ks_;
   std::vector<std::vector<float>> codebooks_;
+  // Per level, for encoding: the codebook packed for the product kernel, its squared norms.
+  std::vector<PackedRhs> packed_;
+  std::vector<std::vector<float>> norms_;
 };
 
 struct RqTrainResult {

@@ -15,7 +15,7 @@ BUILD=(g++ cmake make pkg-config
        libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
        libabsl-dev libeigen3-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev)
 # Tests and benchmarks; FAISS is the benchmarks' peer only, never a service dependency.
-EXTRA=(git libgtest-dev libgmock-dev libbenchmark-dev libfaiss-dev dataset-fashion-mnist)
+EXTRA=(git libgtest-dev libgmock-dev libbenchmark-dev libfaiss-dev libopenblas0-pthread dataset-fashion-mnist)
 
 case "$profile" in
   all) PACKAGES=("${BUILD[@]}" "${EXTRA[@]}") ;;

@@ -1,0 +1,770 @@
+// Semantic-ID tokenizer benchmark, one run, four tables:
+//
+//   1. Tokenization quality of RQ-KMeans, plain and balanced (slack 0.1), on the SASRec item
+//      embeddings of Amazon Beauty / Instruments (4 x 256 and 3 x 256) and on Fashion-MNIST
+//      (3 x 256): collisions, codebook usage, perplexity, reconstruction MSE, train time. Next to
+//      the SASRec rows, the LETTER reference tokenization shipped with the data.
+//   2. Train time of balanced vs plain RQ-KMeans 3 x 256 (ratio balanced / plain, target <= 2).
+//   3. First-level k-means (k 256, 25 iterations, random init, 256 points per centroid, no early
+//      stop) against faiss::Clustering, 1 and 2 threads: seconds, objectives, ratio ours / FAISS.
+//   4. Encode throughput: ResidualQuantizer::Encode in-process, and Encode RPCs on loopback
+//      against an in-process QuantdServer (vectors/s; p50 / p99 latency per request).
+//
+//   build-bench/bench/tokenizer_bench [--quick] [--only=quality,balance,faiss,encode]
+//
+// --quick skips the 1M x 128 synthetic Gaussian mixture (tables 2 and 3 then cover
+// Fashion-MNIST only; the d = 128 encode rows use a 50k-row mixture). All RQ / k-means runs use
+// seed 42, 25 iterations and tolerance 0 (every iteration runs, so times compare like for like).
+// Data: QUANTD_TEST_DATA_DIR (default: the checkout's ../shared/data) for sasrec/, and Debian's
+// dataset-fashion-mnist.
+#include <dlfcn.h>
+#include <link.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numbers>
+#include <memory>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "client/client.h"
+#include "core/kmeans.h"
+#include "core/residual_quantizer.h"
+#include "core/semantic_id.h"
+#include "core/vector_file.h"
+#include "faiss/Clustering.h"
+#include "faiss/IndexFlat.h"
+#include "grpcpp/grpcpp.h"
+#include "server/server.h"
+
+namespace quantd {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+[[noreturn]] void Die(const std::string& message) {
+  std::fprintf(stderr, "tokenizer_bench: %s\n", message.c_str());
+  std::exit(1);
+}
+
+constexpr uint64_t kSeed = 42;
+constexpr int kIterations = 25;
+constexpr int64_t kCodes = 256;
+
+struct Flags {
+  bool quick = false;
+  std::set<std::string> only;  // empty: every section
+  bool Run(const std::string& section) const { return only.empty() || only.contains(section); }
+};
+
+// ------------------------------------------------------------------------------------------
+// Environment: threads, CPU, BLAS.
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "unknown";
+}
+
+// Shared objects with "blas" or "lapack" in their name, resolved through symlinks (that is how
+// the Debian alternative libblas.so.3 shows which implementation it is).
+std::vector<std::string> LoadedBlasLibraries() {
+  std::vector<std::string> found;
+  dl_iterate_phdr(
+      [](struct dl_phdr_info* info, size_t, void* data) {
+        const std::string name = info->dlpi_name ? info->dlpi_name : "";
+        if (name.find("blas") != std::string::npos) {
+          std::error_code error;
+          const auto real = std::filesystem::canonical(name, error);
+          static_cast<std::vector<std::string>*>(data)->push_back(
+              error ? name : name + " -> " + real.string());
+        }
+        return 0;
+      },
+      &found);
+  return found;
+}
+
+using OpenBlasSetThreads = void (*)(int);
+using OpenBlasString = char* (*)();
+
+OpenBlasSetThreads OpenBlasSetNumThreads() {
+  return reinterpret_cast<OpenBlasSetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+}
+
+std::string BlasDescription() {
+  auto config = reinterpret_cast<OpenBlasString>(dlsym(RTLD_DEFAULT, "openblas_get_config"));
+  auto core = reinterpret_cast<OpenBlasString>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  std::string text;
+  if (config != nullptr) {
+    text = absl::StrCat("OpenBLAS (", config(), "; core ", core ? core() : "?", ")");
+  } else {
+    text = "not OpenBLAS (no openblas_get_config symbol): reference BLAS or other";
+  }
+  for (const std::string& lib : LoadedBlasLibraries()) absl::StrAppend(&text, "\n    ", lib);
+  return text;
+}
+
+// Threads for FAISS: OpenMP for its loops, OpenBLAS for its sgemm calls.
+void SetPeerThreads(int threads) {
+  omp_set_num_threads(threads);
+  if (auto set = OpenBlasSetNumThreads()) set(threads);
+}
+
+// ------------------------------------------------------------------------------------------
+// Data.
+
+std::string SasrecDir() {
+  if (const char* dir = std::getenv("QUANTD_TEST_DATA_DIR"); dir != nullptr && *dir) {
+    return std::string(dir) + "/sasrec";
+  }
+  return QUANTD_SASREC_DIR;
+}
+
+Matrix Load(const std::string& path) {
+  auto matrix = ReadMatrix(path);
+  if (!matrix.ok()) Die(absl::StrCat("cannot read ", path, ": ", matrix.status().ToString()));
+  return std::move(*matrix);
+}
+
+// n rows of a mixture of `centers` Gaussians in d dimensions: centers ~ N(0, 1) per component,
+// rows = a uniformly chosen center + N(0, 1) noise. Deterministic for the seed.
+Matrix GaussianMixture(int64_t n, int64_t d, int64_t centers, uint64_t seed) {
+  uint64_t state = seed;
+  auto next = [&state] {  // SplitMix64
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  };
+  auto uniform = [&next] { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; };
+  auto fill_normal = [&](float* out, int64_t count) {  // Box-Muller, two values a draw
+    for (int64_t i = 0; i < count; i += 2) {
+      const double r = std::sqrt(-2.0 * std::log(uniform()));
+      const double theta = 2.0 * std::numbers::pi * uniform();
+      out[i] = static_cast<float>(r * std::cos(theta));
+      if (i + 1 < count) out[i + 1] = static_cast<float>(r * std::sin(theta));
+    }
+  };
+  std::vector<float> center_values(static_cast<size_t>(centers * d));
+  fill_normal(center_values.data(), centers * d);
+  Matrix m;
+  m.rows = n;
+  m.dim = d;
+  m.values.resize(static_cast<size_t>(n * d));
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = m.values.data() + i * d;
+    const float* center = center_values.data() + static_cast<int64_t>(next() % centers) * d;
+    fill_normal(row, d);
+    for (int64_t j = 0; j < d; ++j) row[j] += center[j];
+  }
+  return m;
+}
+
+Matrix FirstRows(const Matrix& m, int64_t rows) {
+  Matrix out;
+  out.rows = std::min(rows, m.rows);
+  out.dim = m.dim;
+  out.values.assign(m.values.begin(), m.values.begin() + out.rows * m.dim);
+  return out;
+}
+
+// LETTER index JSON: {"0": ["<a_183>", "<b_70>", "<c_232>", "<d_6>"], ...}. Returns codes
+// (items x levels, row-major, item id order; ids must be 0..items-1) and the number of levels.
+struct LetterIndex {
+  int64_t items = 0;
+  int64_t levels = 0;
+  std::vector<int32_t> codes;
+};
+
+LetterIndex ParseLetterIndex(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) Die("cannot open " + path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  const std::string text = buffer.str();
+  size_t pos = 0;
+  auto fail = [&](const std::string& what) -> void {
+    Die(absl::StrCat(path, ": ", what, " at byte ", pos));
+  };
+  auto skip_ws = [&] {
+    while (pos < text.size() && std::isspace(static_cast<unsigned char>(text[pos]))) ++pos;
+  };
+  auto expect = [&](char c) {
+    skip_ws();
+    if (pos >= text.size() || text[pos] != c) fail(std::string("expected '") + c + "'");
+    ++pos;
+  };
+  auto string_value = [&]() -> std::string {
+    expect('"');
+    const size_t end = text.find('"', pos);
+    if (end == std::string::npos) fail("unterminated string");
+    std::string s = text.substr(pos, end - pos);
+    if (s.find('\\') != std::string::npos) fail("escapes are not expected");
+    pos = end + 1;
+    return s;
+  };
+  std::map<int64_t, std::vector<int32_t>> by_id;
+  expect('{');
+  skip_ws();
+  if (pos < text.size() && text[pos] == '}') fail("empty index");
+  while (true) {
+    const std::string key = string_value();
+    char* end = nullptr;
+    const long long id = std::strtoll(key.c_str(), &end, 10);
+    if (key.empty() || *end != '\0' || id < 0) fail("item id \"" + key + "\" is not an integer");
+    expect(':');
+    expect('[');
+    std::vector<int32_t> tokens;
+    while (true) {
+      const std::string token = string_value();
+      // "<a_183>": the letter must follow the position.
+      const char letter = static_cast<char>('a' + tokens.size());
+      if (token.size() < 5 || token[0] != '<' || token[1] != letter || token[2] != '_' ||
+          token.back() != '>') {
+        fail("bad token \"" + token + "\"");
+      }
+      const long code = std::strtol(token.c_str() + 3, &end, 10);
+      if (*end != '>' || code < 0) fail("bad token \"" + token + "\"");
+      tokens.push_back(static_cast<int32_t>(code));
+      skip_ws();
+      if (pos < text.size() && text[pos] == ',') {
+        ++pos;
+        continue;
+      }
+      expect(']');
+      break;
+    }
+    if (!by_id.emplace(id, std::move(tokens)).second) fail("duplicate item id " + key);
+    skip_ws();
+    if (pos < text.size() && text[pos] == ',') {
+      ++pos;
+      continue;
+    }
+    expect('}');
+    break;
+  }
+  LetterIndex index;
+  index.items = static_cast<int64_t>(by_id.size());
+  index.levels = static_cast<int64_t>(by_id.begin()->second.size());
+  index.codes.reserve(static_cast<size_t>(index.items * index.levels));
+  int64_t expected_id = 0;
+  for (const auto& [id, tokens] : by_id) {
+    if (id != expected_id++) Die(absl::StrCat(path, ": item ids are not 0..n-1 (", id, ")"));
+    if (static_cast<int64_t>(tokens.size()) != index.levels) {
+      Die(absl::StrCat(path, ": item ", id, " has ", tokens.size(), " tokens"));
+    }
+    index.codes.insert(index.codes.end(), tokens.begin(), tokens.end());
+  }
+  return index;
+}
+
+// ------------------------------------------------------------------------------------------
+// Table 1 / 2: RQ-KMeans runs.
+
+struct TokenizationRow {
+  std::string dataset;
+  std::string config;  // "4x256"
+  std::string method;  // "plain", "balanced", "LETTER"
+  int64_t items = 0;
+  CollisionStats collisions;
+  std::vector<LevelUsage> usage;
+  std::optional<double> mse;
+  std::optional<double> seconds;
+  std::string iterations;
+};
+
+void Summarize(const int32_t* codes, int64_t n, int64_t levels, int64_t stride,
+               TokenizationRow& row) {
+  row.items = n;
+  // ComputeCollisions wants a dense n x levels matrix.
+  std::vector<int32_t> dense(static_cast<size_t>(n * levels));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t l = 0; l < levels; ++l) dense[i * levels + l] = codes[i * stride + l];
+  }
+  row.collisions = ComputeCollisions(dense.data(), n, levels);
+  row.usage.clear();
+  for (int64_t l = 0; l < levels; ++l) {
+    int32_t max_code = 0;
+    for (int64_t i = 0; i < n; ++i) max_code = std::max(max_code, codes[i * stride + l]);
+    row.usage.push_back(
+        ComputeLevelUsage(codes + l, n, stride, std::max<int64_t>(kCodes, max_code + 1)));
+  }
+}
+
+struct RqRun {
+  TokenizationRow row;
+  RqTrainResult result;
+};
+
+RqRun TrainRq(const std::string& dataset, const Matrix& m, int levels, bool balanced) {
+  RqOptions options;
+  for (int l = 0; l < levels; ++l) {
+    RqLevelOptions level;
+    level.k = kCodes;
+    level.balanced = balanced;
+    options.levels.push_back(level);
+  }
+  options.balance_slack = 0.1;
+  options.kmeans.seed = kSeed;
+  options.kmeans.max_iterations = kIterations;
+  options.kmeans.tolerance = 0;
+  options.kmeans.num_threads = 0;  // all cores
+  std::fprintf(stderr, "  training %s %dx%lld %s ...\n", dataset.c_str(), levels,
+               static_cast<long long>(kCodes), balanced ? "balanced" : "plain");
+  const auto start = Clock::now();
+  auto trained = TrainResidualQuantizer(m.values.data(), m.rows, m.dim, options);
+  const double seconds = SecondsSince(start);
+  if (!trained.ok()) Die(absl::StrCat(dataset, ": ", trained.status().ToString()));
+  RqRun run;
+  run.row.dataset = dataset;
+  run.row.config = absl::StrCat(levels, "x", kCodes);
+  run.row.method = balanced ? "balanced" : "plain";
+  run.row.seconds = seconds;
+  run.row.mse = trained->levels.back().mse_after;
+  std::vector<std::string> iterations;
+  for (const RqLevelReport& level : trained->levels) iterations.push_back(absl::StrCat(level.iterations));
+  run.row.iterations = absl::StrJoin(iterations, "/");
+  Summarize(trained->codes.data(), m.rows, levels, levels, run.row);
+  run.result = std::move(*trained);
+  return run;
+}
+
+void PrintTokenizationHeader() {
+  std::printf("%-12s %-6s %-9s %6s %6s %8s %-17s %-17s %-11s %10s %8s %s\n", "dataset", "L x K",
+              "method", "items", "unique", "collide%", "codes used/level", "perplexity/level",
+              "L0 size min..max", "MSE last", "train s", "iters/level");
+}
+
+void PrintTokenizationRow(const TokenizationRow& row) {
+  std::vector<std::string> used, perplexity;
+  for (const LevelUsage& u : row.usage) {
+    used.push_back(absl::StrCat(u.codes_used));
+    perplexity.push_back(absl::StrCat(static_cast<int64_t>(std::lround(u.perplexity))));
+  }
+  const std::string sizes =
+      row.usage.empty() ? "-"
+                        : absl::StrCat(row.usage[0].size_min, "..", row.usage[0].size_max);
+  char mse[32] = "-", seconds[32] = "-";
+  if (row.mse) std::snprintf(mse, sizeof(mse), "%.4g", *row.mse);
+  if (row.seconds) std::snprintf(seconds, sizeof(seconds), "%.2f", *row.seconds);
+  std::printf("%-12s %-6s %-9s %6lld %6lld %7.2f%% %-17s %-17s %-16s %10s %8s %s\n",
+              row.dataset.c_str(), row.config.c_str(), row.method.c_str(),
+              static_cast<long long>(row.items),
+              static_cast<long long>(row.collisions.unique_tuples),
+              100.0 * row.collisions.collision_rate, absl::StrJoin(used, "/").c_str(),
+              absl::StrJoin(perplexity, "/").c_str(), sizes.c_str(), mse, seconds,
+              row.iterations.empty() ? "-" : row.iterations.c_str());
+  std::fflush(stdout);
+}
+
+// ------------------------------------------------------------------------------------------
+// Table 3: k-means against FAISS.
+
+struct KMeansComparison {
+  std::string dataset;
+  int threads = 0;
+  int64_t training_rows = 0;
+  double ours_seconds = 0;        // TrainKMeans, including its final assignment of all n rows
+  double ours_train_seconds = 0;  // up to the end of the last iteration
+  double ours_objective = 0;      // last iteration's objective over the training rows
+  double ours_objective_all = 0;  // final centroids, all n rows
+  double faiss_seconds = 0;
+  double faiss_objective = 0;
+  double faiss_objective_all = 0;
+};
+
+double ObjectiveAll(const Matrix& m, const std::vector<float>& centroids, int64_t k) {
+  std::vector<int32_t> labels(static_cast<size_t>(m.rows));
+  std::vector<float> distances(static_cast<size_t>(m.rows));
+  AssignNearest(m.values.data(), m.rows, centroids.data(), k, m.dim, labels.data(),
+                distances.data(), 0);
+  double sum = 0;
+  for (float v : distances) sum += v;
+  return sum;
+}
+
+KMeansComparison CompareKMeans(const std::string& dataset, const Matrix& m, int threads) {
+  KMeansComparison c;
+  c.dataset = dataset;
+  c.threads = threads;
+  std::fprintf(stderr, "  k-means %s, %d thread(s): quantd ...\n", dataset.c_str(), threads);
+
+  KMeansOptions options;
+  options.k = kCodes;
+  options.max_iterations = kIterations;
+  options.tolerance = 0;
+  options.init = KMeansOptions::Init::kRandom;
+  options.seed = kSeed;
+  options.max_points_per_centroid = 256;
+  options.num_threads = threads;
+  Clock::time_point start;
+  options.on_iteration = [&](int, double objective) {
+    c.ours_objective = objective;
+    c.ours_train_seconds = SecondsSince(start);
+    return true;
+  };
+  start = Clock::now();
+  auto ours = TrainKMeans(m.values.data(), m.rows, m.dim, options);
+  c.ours_seconds = SecondsSince(start);
+  if (!ours.ok()) Die(ours.status().ToString());
+  c.training_rows = ours->training_rows;
+  c.ours_objective_all = ours->objective;
+
+  std::fprintf(stderr, "  k-means %s, %d thread(s): FAISS ...\n", dataset.c_str(), threads);
+  SetPeerThreads(threads);
+  faiss::ClusteringParameters parameters;
+  parameters.niter = kIterations;
+  parameters.seed = static_cast<int>(kSeed);
+  parameters.max_points_per_centroid = 256;
+  parameters.verbose = false;
+  faiss::Clustering clustering(static_cast<int>(m.dim), static_cast<int>(kCodes), parameters);
+  faiss::IndexFlatL2 index(m.dim);
+  start = Clock::now();
+  clustering.train(m.rows, m.values.data(), index);
+  c.faiss_seconds = SecondsSince(start);
+  c.faiss_objective = clustering.iteration_stats.back().obj;
+  c.faiss_objective_all = ObjectiveAll(m, clustering.centroids, kCodes);
+  return c;
+}
+
+void PrintKMeansHeader() {
+  std::printf("%-14s %7s %8s | %9s %9s %12s %12s | %9s %12s %12s | %10s %10s %10s\n",
+              "dataset", "threads", "train n", "ours s", "ours it s", "ours obj", "ours obj(n)",
+              "FAISS s", "FAISS obj", "FAISS obj(n)", "ours/FAISS", "it/FAISS", "obj o/F");
+}
+
+void PrintKMeansRow(const KMeansComparison& c) {
+  std::printf(
+      "%-14s %7d %8lld | %9.2f %9.2f %12.5g %12.5g | %9.2f %12.5g %12.5g | %9.2fx %9.2fx %10.4f\n",
+      c.dataset.c_str(), c.threads, static_cast<long long>(c.training_rows), c.ours_seconds,
+      c.ours_train_seconds, c.ours_objective, c.ours_objective_all, c.faiss_seconds,
+      c.faiss_objective, c.faiss_objective_all, c.ours_seconds / c.faiss_seconds,
+      c.ours_train_seconds / c.faiss_seconds, c.ours_objective / c.faiss_objective);
+  std::fflush(stdout);
+}
+
+// ------------------------------------------------------------------------------------------
+// Table 4: Encode.
+
+// Runs `batch` (encoding `per_call` vectors) until at least `min_seconds` have passed; returns
+// vectors per second.
+template <typename Body>
+double Throughput(int64_t per_call, double min_seconds, const Body& body) {
+  body(0);  // warm-up
+  int64_t calls = 0;
+  const auto start = Clock::now();
+  double elapsed = 0;
+  while (elapsed < min_seconds) {
+    for (int i = 0; i < 16; ++i) body(calls++);
+    elapsed = SecondsSince(start);
+  }
+  return static_cast<double>(calls * per_call) / elapsed;
+}
+
+void EncodeInProcess(const std::string& dataset, const Matrix& m, const ResidualQuantizer& rq) {
+  const int64_t d = m.dim;
+  const int64_t levels = rq.levels();
+  std::vector<int32_t> codes(static_cast<size_t>(1024 * levels));
+  for (int threads : {1, 0}) {
+    const int shown = threads == 0 ? static_cast<int>(std::thread::hardware_concurrency()) : 1;
+    for (int64_t batch : {int64_t{1}, int64_t{1024}}) {
+      if (batch == 1 && threads != 1) continue;  // one row: a single block, threads are moot
+      const int64_t batches = m.rows / batch;
+      const double rate = Throughput(batch, 1.0, [&](int64_t call) {
+        const int64_t row = (call % batches) * batch;
+        rq.Encode(m.values.data() + row * d, batch, codes.data(), threads);
+      });
+      std::printf("%-26s %5lld %6lld %8d %14.0f %14.2f\n", dataset.c_str(),
+                  static_cast<long long>(d), static_cast<long long>(batch), shown, rate,
+                  1e6 / rate * batch);
+      std::fflush(stdout);
+    }
+  }
+}
+
+std::string FreshDir(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() / ("quantd-bench-" + name);
+  std::filesystem::remove_all(dir);
+  return dir.string();
+}
+
+void CheckRpc(const grpc::Status& status, const std::string& what) {
+  if (!status.ok()) Die(absl::StrCat(what, ": ", status.error_message()));
+}
+
+// Uploads `m` as a collection, trains a plain 3 x 256 tokenizer through the job API and times
+// Encode RPCs of 1 and 1024 vectors.
+void EncodeGrpc(v1::Quantd::Stub& stub, const std::string& name, const Matrix& m) {
+  const int64_t d = m.dim;
+  {
+    grpc::ClientContext context;
+    v1::CreateCollectionRequest request;
+    request.set_name(name);
+    request.set_dimension(static_cast<uint32_t>(d));
+    request.set_metric(v1::METRIC_L2);
+    v1::CreateCollectionResponse response;
+    CheckRpc(stub.CreateCollection(&context, request, &response), "CreateCollection");
+  }
+  const std::string npy = (std::filesystem::temp_directory_path() /
+                           ("quantd-bench-" + name + ".npy")).string();
+  if (auto s = WriteNpy(npy, m.values.data(), m.rows, d); !s.ok()) Die(s.ToString());
+  auto reader = VectorReader::Open(npy);
+  if (!reader.ok()) Die(reader.status().ToString());
+  auto uploaded = UploadVectors(stub, name, **reader, {});
+  std::filesystem::remove(npy);
+  if (!uploaded.ok()) Die(uploaded.status().ToString());
+
+  std::string job_id;
+  {
+    grpc::ClientContext context;
+    v1::TrainTokenizerRequest request;
+    request.set_collection(name);
+    for (int l = 0; l < 3; ++l) request.add_codebook_sizes(static_cast<uint32_t>(kCodes));
+    request.set_seed(kSeed);
+    request.set_max_iterations(kIterations);
+    v1::Job job;
+    CheckRpc(stub.TrainTokenizer(&context, request, &job), "TrainTokenizer");
+    job_id = job.id();
+  }
+  v1::Job job;
+  const auto train_start = Clock::now();
+  while (true) {
+    grpc::ClientContext context;
+    v1::GetJobRequest request;
+    request.set_id(job_id);
+    CheckRpc(stub.GetJob(&context, request, &job), "GetJob");
+    if (job.state() == v1::JOB_STATE_SUCCEEDED) break;
+    if (job.state() == v1::JOB_STATE_FAILED || job.state() == v1::JOB_STATE_CANCELLED) {
+      Die(absl::StrCat("TrainTokenizer job ", job_id, ": ", job.error()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const double train_seconds = SecondsSince(train_start);
+
+  for (int64_t batch : {int64_t{1}, int64_t{1024}}) {
+    const int64_t batches = m.rows / batch;
+    v1::EncodeRequest request;
+    request.set_collection(name);
+    v1::EncodeResponse response;
+    std::vector<double> latencies;
+    auto call = [&](int64_t i) {
+      const float* row = m.values.data() + (i % batches) * batch * d;
+      request.clear_vectors();
+      request.mutable_vectors()->Add(row, row + batch * d);
+      grpc::ClientContext context;
+      const auto start = Clock::now();
+      CheckRpc(stub.Encode(&context, request, &response), "Encode");
+      latencies.push_back(SecondsSince(start));
+      if (response.encoded_size() != batch) Die("Encode returned the wrong number of rows");
+    };
+    const double rate = Throughput(batch, 2.0, call);
+    latencies.erase(latencies.begin());  // the warm-up call
+    std::sort(latencies.begin(), latencies.end());
+    const auto pct = [&](double p) {
+      return latencies[std::min(latencies.size() - 1,
+                                static_cast<size_t>(p * static_cast<double>(latencies.size())))];
+    };
+    std::printf("%-26s %5lld %6lld %8s %14.0f %14.2f %10.3f %10.3f %8zu   (collection %lld rows, "
+                "train job %.1f s)\n",
+                (name + " gRPC").c_str(), static_cast<long long>(d), static_cast<long long>(batch),
+                "server", rate, 1e6 / rate * batch, pct(0.5) * 1e3, pct(0.99) * 1e3,
+                latencies.size(), static_cast<long long>(uploaded->rows), train_seconds);
+    std::fflush(stdout);
+  }
+}
+
+void PrintEncodeHeader() {
+  std::printf("%-26s %5s %6s %8s %14s %14s %10s %10s %8s\n", "path", "d", "batch", "threads",
+              "vectors/s", "us/vector", "p50 ms", "p99 ms", "requests");
+}
+
+}  // namespace
+}  // namespace quantd
+
+int main(int argc, char** argv) {
+  using namespace quantd;
+  Flags flags;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--quick") {
+      flags.quick = true;
+    } else if (arg.rfind("--only=", 0) == 0) {
+      for (const auto& part : absl::StrSplit(arg.substr(7), ',')) flags.only.emplace(part);
+    } else {
+      std::fprintf(stderr,
+                   "usage: %s [--quick] [--only=quality,balance,faiss,encode]\n"
+                   "  --quick  skip the 1M x 128 synthetic mixture\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  const auto run_start = Clock::now();
+  const int hw = static_cast<int>(std::thread::hardware_concurrency());
+  std::printf("quantd tokenizer_bench\n");
+  std::printf("machine: %d hardware threads, %s\n", hw, CpuModel().c_str());
+  std::printf("FAISS peer BLAS: %s\n", BlasDescription().c_str());
+  std::printf("settings: seed %llu, %d iterations, tolerance 0, k %lld, balanced slack 0.1, "
+              "quantd k-means/RQ on all %d threads unless stated%s\n\n",
+              static_cast<unsigned long long>(kSeed), kIterations, static_cast<long long>(kCodes),
+              hw, flags.quick ? "; --quick: no 1M synthetic set" : "");
+  std::fflush(stdout);
+
+  const std::string sasrec = SasrecDir();
+  std::fprintf(stderr, "loading data ...\n");
+  const Matrix fmnist =
+      Load(std::string(QUANTD_FASHION_MNIST_DIR) + "/train-images-idx3-ubyte.gz");
+  const int64_t synthetic_rows = flags.quick ? 50000 : 1000000;
+  const auto gen_start = Clock::now();
+  const Matrix mixture = GaussianMixture(synthetic_rows, 128, 1000, kSeed);
+  std::fprintf(stderr, "  mixture %lld x 128 generated in %.1f s\n",
+               static_cast<long long>(synthetic_rows), SecondsSince(gen_start));
+  const std::string mixture_name = flags.quick ? "mix50k-128" : "mix1M-128";
+
+  std::optional<RqRun> fmnist_plain, fmnist_balanced, mixture_plain, mixture_balanced;
+
+  // 1. Quality.
+  if (flags.Run("quality")) {
+    std::printf("== 1. Tokenization quality: RQ-KMeans plain vs balanced (slack 0.1); LETTER "
+                "reference rows as shipped ==\n");
+    std::printf("   unique = distinct full code tuples; collide%% = 1 - unique/items; MSE = mean "
+                "squared residual per component after the last level; L0 sizes over items\n");
+    PrintTokenizationHeader();
+    for (const char* name : {"Beauty", "Instruments"}) {
+      const Matrix m = Load(sasrec + "/" + name + "-32d-sasrec.npy");
+      const LetterIndex letter = ParseLetterIndex(sasrec + "/" + name + ".letter.index.json");
+      if (letter.items != m.rows) {
+        std::printf("note: LETTER index has %lld items, embeddings %lld rows\n",
+                    static_cast<long long>(letter.items), static_cast<long long>(m.rows));
+      }
+      for (int levels : {4, 3}) {
+        for (bool balanced : {false, true}) PrintTokenizationRow(TrainRq(name, m, levels, balanced).row);
+        TokenizationRow reference;
+        reference.dataset = name;
+        reference.config = absl::StrCat(letter.levels, "x", kCodes);
+        reference.method = "LETTER";
+        if (levels < letter.levels) {
+          reference.config = absl::StrCat(levels, "x", kCodes);
+          reference.method = "LETTER:a-c";  // its first three tokens only
+        }
+        Summarize(letter.codes.data(), letter.items, std::min<int64_t>(levels, letter.levels),
+                  letter.levels, reference);
+        PrintTokenizationRow(reference);
+      }
+    }
+    fmnist_plain = TrainRq("FashionMNIST", fmnist, 3, false);
+    PrintTokenizationRow(fmnist_plain->row);
+    fmnist_balanced = TrainRq("FashionMNIST", fmnist, 3, true);
+    PrintTokenizationRow(fmnist_balanced->row);
+    std::printf("\n");
+  }
+
+  // 2. Balanced vs plain train time.
+  if (flags.Run("balance")) {
+    if (!fmnist_plain) fmnist_plain = TrainRq("FashionMNIST", fmnist, 3, false);
+    if (!fmnist_balanced) fmnist_balanced = TrainRq("FashionMNIST", fmnist, 3, true);
+    if (!flags.quick) {
+      mixture_plain = TrainRq(mixture_name, mixture, 3, false);
+      mixture_balanced = TrainRq(mixture_name, mixture, 3, true);
+    }
+    std::printf("== 2. Train time, balanced vs plain RQ-KMeans 3x256 (%d threads; target "
+                "balanced/plain <= 2.00) ==\n", hw);
+    std::printf("%-14s %9s %7s %10s %10s %15s %10s %12s %12s\n", "dataset", "n", "d", "plain s",
+                "balanced s", "balanced/plain", "target", "MSE plain", "MSE bal");
+    auto row = [](const RqRun& plain, const RqRun& balanced, int64_t n, int64_t d) {
+      const double ratio = *balanced.row.seconds / *plain.row.seconds;
+      std::printf("%-14s %9lld %7lld %10.2f %10.2f %14.2fx %10s %12.5g %12.5g\n",
+                  plain.row.dataset.c_str(), static_cast<long long>(n), static_cast<long long>(d),
+                  *plain.row.seconds, *balanced.row.seconds, ratio,
+                  ratio <= 2.0 ? "met" : "MISSED", *plain.row.mse, *balanced.row.mse);
+    };
+    row(*fmnist_plain, *fmnist_balanced, fmnist.rows, fmnist.dim);
+    if (mixture_plain) {
+      row(*mixture_plain, *mixture_balanced, mixture.rows, mixture.dim);
+      PrintTokenizationHeader();
+      PrintTokenizationRow(mixture_plain->row);
+      PrintTokenizationRow(mixture_balanced->row);
+    }
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+
+  // 3. k-means vs FAISS.
+  if (flags.Run("faiss")) {
+    std::printf("== 3. First-level k-means vs faiss::Clustering (k 256, 25 iterations, random "
+                "init, max 256 points/centroid, seed 42) ==\n");
+    std::printf("   ours s = TrainKMeans total (includes its final assignment of all n rows, "
+                "which FAISS's train() does not do); ours it s = up to the end of iteration 25\n"
+                "   obj = last iteration's objective over the training rows (FAISS: "
+                "iteration_stats.back().obj); obj(n) = final centroids over all n rows\n"
+                "   ours/FAISS = time ratio (total), it/FAISS = time ratio (iterations only), "
+                "obj o/F = objective ratio; FAISS threads = OpenMP + OpenBLAS threads\n");
+    PrintKMeansHeader();
+    std::vector<std::pair<std::string, const Matrix*>> sets = {{"FashionMNIST", &fmnist}};
+    if (!flags.quick) sets.emplace_back(mixture_name, &mixture);
+    for (const auto& [name, m] : sets) {
+      for (int threads : {1, 2}) PrintKMeansRow(CompareKMeans(name, *m, threads));
+    }
+    SetPeerThreads(hw);
+    std::printf("\n");
+  }
+
+  // 4. Encode.
+  if (flags.Run("encode")) {
+    std::printf("== 4. Encode throughput, plain 3x256 quantizer (in-process: "
+                "ResidualQuantizer::Encode; gRPC: Encode RPC on loopback, one client, sequential "
+                "requests; the server encodes on 1 thread) ==\n");
+    PrintEncodeHeader();
+    // Quantizers: reuse the ones trained above, or train on subsets.
+    const Matrix mix_train = FirstRows(mixture, 100000);
+    if (!mixture_plain) mixture_plain = TrainRq(mixture_name + "[:100k]", mix_train, 3, false);
+    if (!fmnist_plain) fmnist_plain = TrainRq("FashionMNIST", fmnist, 3, false);
+    EncodeInProcess(mixture_name + " in-process", mixture, mixture_plain->result.quantizer);
+    EncodeInProcess("FashionMNIST in-process", fmnist, fmnist_plain->result.quantizer);
+
+    ServerOptions options;
+    options.listen_address = "127.0.0.1:0";
+    options.metrics_address = "";
+    options.data_dir = FreshDir("tokenizer");
+    options.sync = false;
+    auto server = QuantdServer::Start(options);
+    if (!server.ok()) Die(server.status().ToString());
+    auto stub = v1::Quantd::NewStub(Connect((*server)->address()));
+    std::fprintf(stderr, "  gRPC: uploading and training (mix 50k x 128, FashionMNIST 10k) ...\n");
+    EncodeGrpc(*stub, "mix50k-128", FirstRows(mixture, 50000));
+    EncodeGrpc(*stub, "fmnist10k", FirstRows(fmnist, 10000));
+    (*server)->Shutdown(std::chrono::milliseconds(1000));
+    std::filesystem::remove_all(options.data_dir);
+    std::printf("\n");
+  }
+
+  std::printf("total run time %.1f s\n", SecondsSince(run_start));
+  return 0;
+}
