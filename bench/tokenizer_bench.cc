@@ -20,6 +20,7 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -32,8 +33,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <numbers>
 #include <memory>
+#include <numbers>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -322,6 +323,9 @@ void Summarize(const int32_t* codes, int64_t n, int64_t levels, int64_t stride,
 struct RqRun {
   TokenizationRow row;
   RqTrainResult result;
+  // Seconds inside Lloyd iterations (from the per-iteration callbacks), summed over levels; the
+  // rest of the train time is initialisation, the final assignment of all n rows and residuals.
+  double lloyd_seconds = 0;
 };
 
 RqRun TrainRq(const std::string& dataset, const Matrix& m, int levels, bool balanced) {
@@ -339,6 +343,15 @@ RqRun TrainRq(const std::string& dataset, const Matrix& m, int levels, bool bala
   options.kmeans.num_threads = 0;  // all cores
   std::fprintf(stderr, "  training %s %dx%lld %s ...\n", dataset.c_str(), levels,
                static_cast<long long>(kCodes), balanced ? "balanced" : "plain");
+  // Per level: times of the first and last iteration callbacks, and the iteration count.
+  std::vector<Clock::time_point> first(levels), last(levels);
+  std::vector<int> seen(levels, 0);
+  options.on_progress = [&](int level, int, double) {
+    const auto now = Clock::now();
+    if (seen[level]++ == 0) first[level] = now;
+    last[level] = now;
+    return true;
+  };
   const auto start = Clock::now();
   auto trained = TrainResidualQuantizer(m.values.data(), m.rows, m.dim, options);
   const double seconds = SecondsSince(start);
@@ -348,9 +361,17 @@ RqRun TrainRq(const std::string& dataset, const Matrix& m, int levels, bool bala
   run.row.config = absl::StrCat(levels, "x", kCodes);
   run.row.method = balanced ? "balanced" : "plain";
   run.row.seconds = seconds;
+  for (int l = 0; l < levels; ++l) {
+    // Callbacks come after each iteration: the span first..last covers seen - 1 iterations.
+    if (seen[l] > 1) {
+      run.lloyd_seconds +=
+          std::chrono::duration<double>(last[l] - first[l]).count() * seen[l] / (seen[l] - 1);
+    }
+  }
   run.row.mse = trained->levels.back().mse_after;
   std::vector<std::string> iterations;
-  for (const RqLevelReport& level : trained->levels) iterations.push_back(absl::StrCat(level.iterations));
+  for (const RqLevelReport& level : trained->levels)
+    iterations.push_back(absl::StrCat(level.iterations));
   run.row.iterations = absl::StrJoin(iterations, "/");
   Summarize(trained->codes.data(), m.rows, levels, levels, run.row);
   run.result = std::move(*trained);
@@ -358,7 +379,7 @@ RqRun TrainRq(const std::string& dataset, const Matrix& m, int levels, bool bala
 }
 
 void PrintTokenizationHeader() {
-  std::printf("%-12s %-6s %-9s %6s %6s %8s %-17s %-17s %-11s %10s %8s %s\n", "dataset", "L x K",
+  std::printf("%-14s %-6s %-10s %7s %7s %8s %-17s %-17s %-16s %10s %8s %s\n", "dataset", "L x K",
               "method", "items", "unique", "collide%", "codes used/level", "perplexity/level",
               "L0 size min..max", "MSE last", "train s", "iters/level");
 }
@@ -370,18 +391,16 @@ void PrintTokenizationRow(const TokenizationRow& row) {
     perplexity.push_back(absl::StrCat(static_cast<int64_t>(std::lround(u.perplexity))));
   }
   const std::string sizes =
-      row.usage.empty() ? "-"
-                        : absl::StrCat(row.usage[0].size_min, "..", row.usage[0].size_max);
+      row.usage.empty() ? "-" : absl::StrCat(row.usage[0].size_min, "..", row.usage[0].size_max);
   char mse[32] = "-", seconds[32] = "-";
   if (row.mse) std::snprintf(mse, sizeof(mse), "%.4g", *row.mse);
   if (row.seconds) std::snprintf(seconds, sizeof(seconds), "%.2f", *row.seconds);
-  std::printf("%-12s %-6s %-9s %6lld %6lld %7.2f%% %-17s %-17s %-16s %10s %8s %s\n",
-              row.dataset.c_str(), row.config.c_str(), row.method.c_str(),
-              static_cast<long long>(row.items),
-              static_cast<long long>(row.collisions.unique_tuples),
-              100.0 * row.collisions.collision_rate, absl::StrJoin(used, "/").c_str(),
-              absl::StrJoin(perplexity, "/").c_str(), sizes.c_str(), mse, seconds,
-              row.iterations.empty() ? "-" : row.iterations.c_str());
+  std::printf(
+      "%-14s %-6s %-10s %7lld %7lld %7.2f%% %-17s %-17s %-16s %10s %8s %s\n", row.dataset.c_str(),
+      row.config.c_str(), row.method.c_str(), static_cast<long long>(row.items),
+      static_cast<long long>(row.collisions.unique_tuples), 100.0 * row.collisions.collision_rate,
+      absl::StrJoin(used, "/").c_str(), absl::StrJoin(perplexity, "/").c_str(), sizes.c_str(), mse,
+      seconds, row.iterations.empty() ? "-" : row.iterations.c_str());
   std::fflush(stdout);
 }
 
@@ -456,9 +475,9 @@ KMeansComparison CompareKMeans(const std::string& dataset, const Matrix& m, int 
 }
 
 void PrintKMeansHeader() {
-  std::printf("%-14s %7s %8s | %9s %9s %12s %12s | %9s %12s %12s | %10s %10s %10s\n",
-              "dataset", "threads", "train n", "ours s", "ours it s", "ours obj", "ours obj(n)",
-              "FAISS s", "FAISS obj", "FAISS obj(n)", "ours/FAISS", "it/FAISS", "obj o/F");
+  std::printf("%-14s %7s %8s | %9s %9s %12s %12s | %9s %12s %12s | %10s %10s %10s\n", "dataset",
+              "threads", "train n", "ours s", "ours it s", "ours obj", "ours obj(n)", "FAISS s",
+              "FAISS obj", "FAISS obj(n)", "ours/FAISS", "it/FAISS", "obj o/F");
 }
 
 void PrintKMeansRow(const KMeansComparison& c) {
@@ -502,8 +521,8 @@ void EncodeInProcess(const std::string& dataset, const Matrix& m, const Residual
         const int64_t row = (call % batches) * batch;
         rq.Encode(m.values.data() + row * d, batch, codes.data(), threads);
       });
-      std::printf("%-26s %5lld %6lld %8d %14.0f %14.2f\n", dataset.c_str(),
-                  static_cast<long long>(d), static_cast<long long>(batch), shown, rate,
+      std::printf("%-26s %5lld %6lld %8d %12.0f %10.2f %12.1f\n", dataset.c_str(),
+                  static_cast<long long>(d), static_cast<long long>(batch), shown, rate, 1e6 / rate,
                   1e6 / rate * batch);
       std::fflush(stdout);
     }
@@ -533,8 +552,8 @@ void EncodeGrpc(v1::Quantd::Stub& stub, const std::string& name, const Matrix& m
     v1::CreateCollectionResponse response;
     CheckRpc(stub.CreateCollection(&context, request, &response), "CreateCollection");
   }
-  const std::string npy = (std::filesystem::temp_directory_path() /
-                           ("quantd-bench-" + name + ".npy")).string();
+  const std::string npy =
+      (std::filesystem::temp_directory_path() / ("quantd-bench-" + name + ".npy")).string();
   if (auto s = WriteNpy(npy, m.values.data(), m.rows, d); !s.ok()) Die(s.ToString());
   auto reader = VectorReader::Open(npy);
   if (!reader.ok()) Die(reader.status().ToString());
@@ -592,18 +611,19 @@ void EncodeGrpc(v1::Quantd::Stub& stub, const std::string& name, const Matrix& m
       return latencies[std::min(latencies.size() - 1,
                                 static_cast<size_t>(p * static_cast<double>(latencies.size())))];
     };
-    std::printf("%-26s %5lld %6lld %8s %14.0f %14.2f %10.3f %10.3f %8zu   (collection %lld rows, "
-                "train job %.1f s)\n",
-                (name + " gRPC").c_str(), static_cast<long long>(d), static_cast<long long>(batch),
-                "server", rate, 1e6 / rate * batch, pct(0.5) * 1e3, pct(0.99) * 1e3,
-                latencies.size(), static_cast<long long>(uploaded->rows), train_seconds);
+    std::printf(
+        "%-26s %5lld %6lld %8s %12.0f %10.2f %12.1f %9.3f %9.3f %8zu   (collection %lld "
+        "rows, train job %.1f s)\n",
+        (name + " gRPC").c_str(), static_cast<long long>(d), static_cast<long long>(batch),
+        "server:1", rate, 1e6 / rate, 1e6 / rate * batch, pct(0.5) * 1e3, pct(0.99) * 1e3,
+        latencies.size(), static_cast<long long>(uploaded->rows), train_seconds);
     std::fflush(stdout);
   }
 }
 
 void PrintEncodeHeader() {
-  std::printf("%-26s %5s %6s %8s %14s %14s %10s %10s %8s\n", "path", "d", "batch", "threads",
-              "vectors/s", "us/vector", "p50 ms", "p99 ms", "requests");
+  std::printf("%-26s %5s %6s %8s %12s %10s %12s %9s %9s %8s\n", "path", "d", "batch", "threads",
+              "vectors/s", "us/vector", "us/call", "p50 ms", "p99 ms", "requests");
 }
 
 }  // namespace
@@ -612,18 +632,44 @@ void PrintEncodeHeader() {
 int main(int argc, char** argv) {
   using namespace quantd;
   Flags flags;
+  bool tune_peer = true;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--quick") {
       flags.quick = true;
+    } else if (arg == "--no-peer-tuning") {
+      tune_peer = false;
     } else if (arg.rfind("--only=", 0) == 0) {
       for (const auto& part : absl::StrSplit(arg.substr(7), ',')) flags.only.emplace(part);
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--quick] [--only=quality,balance,faiss,encode]\n"
-                   "  --quick  skip the 1M x 128 synthetic mixture\n",
+                   "usage: %s [--quick] [--no-peer-tuning] [--only=quality,balance,faiss,encode]\n"
+                   "  --quick           skip the 1M x 128 synthetic mixture\n"
+                   "  --no-peer-tuning  leave OPENBLAS_CORETYPE / OMP_WAIT_POLICY as they are\n",
                    argv[0]);
       return 2;
+    }
+  }
+  // The FAISS peer at its best: OpenBLAS 0.3.21 does not recognise recent AVX-512 CPUs (AMD Zen
+  // 4/5) and falls back to its Haswell (AVX2) kernels, and libgomp's spinning workers compete
+  // with OpenBLAS's threads on a small machine. Both are read when the libraries load, so set
+  // them and re-execute once. quantd itself uses neither OpenMP nor BLAS.
+  if (tune_peer && std::getenv("QUANTD_BENCH_REEXEC") == nullptr) {
+    bool changed = false;
+    if (std::getenv("OPENBLAS_CORETYPE") == nullptr && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl")) {
+      setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+      changed = true;
+    }
+    if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
+      setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+      changed = true;
+    }
+    if (changed) {
+      setenv("QUANTD_BENCH_REEXEC", "1", 1);
+      execv("/proc/self/exe", argv);
+      std::perror("execv /proc/self/exe");  // run on untuned
     }
   }
   const auto run_start = Clock::now();
@@ -631,16 +677,30 @@ int main(int argc, char** argv) {
   std::printf("quantd tokenizer_bench\n");
   std::printf("machine: %d hardware threads, %s\n", hw, CpuModel().c_str());
   std::printf("FAISS peer BLAS: %s\n", BlasDescription().c_str());
-  std::printf("settings: seed %llu, %d iterations, tolerance 0, k %lld, balanced slack 0.1, "
-              "quantd k-means/RQ on all %d threads unless stated%s\n\n",
-              static_cast<unsigned long long>(kSeed), kIterations, static_cast<long long>(kCodes),
-              hw, flags.quick ? "; --quick: no 1M synthetic set" : "");
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  std::printf(
+      "FAISS peer environment: OPENBLAS_CORETYPE=%s OMP_WAIT_POLICY=%s; threads per run "
+      "set with omp_set_num_threads + openblas_set_num_threads\n",
+      coretype ? coretype : "(unset)", wait_policy ? wait_policy : "(unset)");
+  if (coretype != nullptr && __builtin_cpu_supports("avx512f") &&
+      std::string(coretype) != "SkylakeX" && std::string(coretype) != "Cooperlake") {
+    std::printf(
+        "WARNING: this CPU has AVX-512 but OPENBLAS_CORETYPE=%s was set by the "
+        "environment, so FAISS's BLAS runs narrower kernels; run with "
+        "OPENBLAS_CORETYPE=SkylakeX for the fastest peer\n",
+        coretype);
+  }
+  std::printf(
+      "settings: seed %llu, %d iterations, tolerance 0, k %lld, balanced slack 0.1, "
+      "quantd k-means/RQ on all %d threads unless stated%s\n\n",
+      static_cast<unsigned long long>(kSeed), kIterations, static_cast<long long>(kCodes), hw,
+      flags.quick ? "; --quick: no 1M synthetic set" : "");
   std::fflush(stdout);
 
   const std::string sasrec = SasrecDir();
   std::fprintf(stderr, "loading data ...\n");
-  const Matrix fmnist =
-      Load(std::string(QUANTD_FASHION_MNIST_DIR) + "/train-images-idx3-ubyte.gz");
+  const Matrix fmnist = Load(std::string(QUANTD_FASHION_MNIST_DIR) + "/train-images-idx3-ubyte.gz");
   const int64_t synthetic_rows = flags.quick ? 50000 : 1000000;
   const auto gen_start = Clock::now();
   const Matrix mixture = GaussianMixture(synthetic_rows, 128, 1000, kSeed);
@@ -652,10 +712,12 @@ int main(int argc, char** argv) {
 
   // 1. Quality.
   if (flags.Run("quality")) {
-    std::printf("== 1. Tokenization quality: RQ-KMeans plain vs balanced (slack 0.1); LETTER "
-                "reference rows as shipped ==\n");
-    std::printf("   unique = distinct full code tuples; collide%% = 1 - unique/items; MSE = mean "
-                "squared residual per component after the last level; L0 sizes over items\n");
+    std::printf(
+        "== 1. Tokenization quality: RQ-KMeans plain vs balanced (slack 0.1); LETTER "
+        "reference rows as shipped ==\n");
+    std::printf(
+        "   unique = distinct full code tuples; collide%% = 1 - unique/items; MSE = mean "
+        "squared residual per component after the last level; L0 sizes over items\n");
     PrintTokenizationHeader();
     for (const char* name : {"Beauty", "Instruments"}) {
       const Matrix m = Load(sasrec + "/" + name + "-32d-sasrec.npy");
@@ -665,7 +727,8 @@ int main(int argc, char** argv) {
                     static_cast<long long>(letter.items), static_cast<long long>(m.rows));
       }
       for (int levels : {4, 3}) {
-        for (bool balanced : {false, true}) PrintTokenizationRow(TrainRq(name, m, levels, balanced).row);
+        for (bool balanced : {false, true})
+          PrintTokenizationRow(TrainRq(name, m, levels, balanced).row);
         TokenizationRow reference;
         reference.dataset = name;
         reference.config = absl::StrCat(letter.levels, "x", kCodes);
@@ -694,16 +757,26 @@ int main(int argc, char** argv) {
       mixture_plain = TrainRq(mixture_name, mixture, 3, false);
       mixture_balanced = TrainRq(mixture_name, mixture, 3, true);
     }
-    std::printf("== 2. Train time, balanced vs plain RQ-KMeans 3x256 (%d threads; target "
-                "balanced/plain <= 2.00) ==\n", hw);
-    std::printf("%-14s %9s %7s %10s %10s %15s %10s %12s %12s\n", "dataset", "n", "d", "plain s",
-                "balanced s", "balanced/plain", "target", "MSE plain", "MSE bal");
+    std::printf(
+        "== 2. Train time, balanced vs plain RQ-KMeans 3x256 (%d threads; target "
+        "balanced/plain <= 2.00) ==\n",
+        hw);
+    std::printf(
+        "   lloyd s = time inside the 25 Lloyd iterations of all levels; rest s = "
+        "init + final assignment of all n rows + residual updates\n");
+    std::printf("%-14s %9s %5s %9s %9s %9s %10s %9s %9s %15s %7s %10s %10s\n", "dataset", "n", "d",
+                "plain s", "lloyd s", "rest s", "balanced s", "lloyd s", "rest s", "balanced/plain",
+                "target", "MSE plain", "MSE bal");
     auto row = [](const RqRun& plain, const RqRun& balanced, int64_t n, int64_t d) {
       const double ratio = *balanced.row.seconds / *plain.row.seconds;
-      std::printf("%-14s %9lld %7lld %10.2f %10.2f %14.2fx %10s %12.5g %12.5g\n",
-                  plain.row.dataset.c_str(), static_cast<long long>(n), static_cast<long long>(d),
-                  *plain.row.seconds, *balanced.row.seconds, ratio,
-                  ratio <= 2.0 ? "met" : "MISSED", *plain.row.mse, *balanced.row.mse);
+      std::printf(
+          "%-14s %9lld %5lld %9.2f %9.2f %9.2f %10.2f %9.2f %9.2f %14.2fx %7s %10.5g "
+          "%10.5g\n",
+          plain.row.dataset.c_str(), static_cast<long long>(n), static_cast<long long>(d),
+          *plain.row.seconds, plain.lloyd_seconds, *plain.row.seconds - plain.lloyd_seconds,
+          *balanced.row.seconds, balanced.lloyd_seconds,
+          *balanced.row.seconds - balanced.lloyd_seconds, ratio, ratio <= 2.0 ? "met" : "MISSED",
+          *plain.row.mse, *balanced.row.mse);
     };
     row(*fmnist_plain, *fmnist_balanced, fmnist.rows, fmnist.dim);
     if (mixture_plain) {
@@ -718,14 +791,16 @@ int main(int argc, char** argv) {
 
   // 3. k-means vs FAISS.
   if (flags.Run("faiss")) {
-    std::printf("== 3. First-level k-means vs faiss::Clustering (k 256, 25 iterations, random "
-                "init, max 256 points/centroid, seed 42) ==\n");
-    std::printf("   ours s = TrainKMeans total (includes its final assignment of all n rows, "
-                "which FAISS's train() does not do); ours it s = up to the end of iteration 25\n"
-                "   obj = last iteration's objective over the training rows (FAISS: "
-                "iteration_stats.back().obj); obj(n) = final centroids over all n rows\n"
-                "   ours/FAISS = time ratio (total), it/FAISS = time ratio (iterations only), "
-                "obj o/F = objective ratio; FAISS threads = OpenMP + OpenBLAS threads\n");
+    std::printf(
+        "== 3. First-level k-means vs faiss::Clustering (k 256, 25 iterations, random "
+        "init, max 256 points/centroid, seed 42) ==\n");
+    std::printf(
+        "   ours s = TrainKMeans total (includes its final assignment of all n rows, "
+        "which FAISS's train() does not do); ours it s = up to the end of iteration 25\n"
+        "   obj = last iteration's objective over the training rows (FAISS: "
+        "iteration_stats.back().obj); obj(n) = final centroids over all n rows\n"
+        "   ours/FAISS = time ratio (total), it/FAISS = time ratio (iterations only), "
+        "obj o/F = objective ratio; FAISS threads = OpenMP + OpenBLAS threads\n");
     PrintKMeansHeader();
     std::vector<std::pair<std::string, const Matrix*>> sets = {{"FashionMNIST", &fmnist}};
     if (!flags.quick) sets.emplace_back(mixture_name, &mixture);
@@ -738,9 +813,10 @@ int main(int argc, char** argv) {
 
   // 4. Encode.
   if (flags.Run("encode")) {
-    std::printf("== 4. Encode throughput, plain 3x256 quantizer (in-process: "
-                "ResidualQuantizer::Encode; gRPC: Encode RPC on loopback, one client, sequential "
-                "requests; the server encodes on 1 thread) ==\n");
+    std::printf(
+        "== 4. Encode throughput, plain 3x256 quantizer (in-process: "
+        "ResidualQuantizer::Encode; gRPC: Encode RPC on loopback, one client, sequential "
+        "requests; the server encodes on 1 thread) ==\n");
     PrintEncodeHeader();
     // Quantizers: reuse the ones trained above, or train on subsets.
     const Matrix mix_train = FirstRows(mixture, 100000);

@@ -150,8 +150,8 @@ void ResidualQuantizer::Encode(const float* x, int64_t n, int32_t* codes, int nu
     residual.assign(x + start * d_, x + (start + rows) * d_);
     labels.resize(static_cast<size_t>(rows));
     for (int64_t l = 0; l < levels; ++l) {
-      AssignNearest(residual.data(), rows, codebooks_[l].data(), ks_[l], d_, labels.data(), nullptr,
-                    num_threads);
+      AssignNearestPacked(residual.data(), rows, packed_[l], norms_[l].data(), labels.data(),
+                          nullptr, num_threads);
       for (int64_t i = 0; i < rows; ++i) {
         codes[(start + i) * levels + l] = labels[i];
         const float* codeword = codebooks_[l].data() + static_cast<int64_t>(labels[i]) * d_;
