@@ -27,8 +27,10 @@ run: build
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
 
+# Benchmarks print figures and ratios against their peers; see README "Benchmarks".
 bench: build
 	$(BUILD_DIR)/bench/upsert_bench
+	$(BUILD_DIR)/bench/tokenizer_bench
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
