@@ -11,22 +11,25 @@
 // cluster pair; source -> c costs the cheapest unassigned point's c_ic. So each of the n
 // augmentations is a dense Dijkstra on k + 2 nodes, O(k^2 + path * k log n).
 //
-// kFast: (1) per point, its 16 cheapest clusters (one pass over the matrix, which also checks
-// that every cost is finite), plus extra candidates for clusters held by too few points
-// (outlier centroids); (2) ten sweeps of dual coordinate ascent on cluster prices lambda_c over
-// the candidates: each point takes its cheapest candidate under prices, and a cluster's price
-// is set to the maximiser of the Lagrangian dual in that coordinate (midway between the
-// thresholds of the last point kept and the first let go). An assignment that is argmin under
-// prices is optimal for the sizes it produces, and -lambda are valid potentials for (3):
-// successive shortest paths on the cluster level over the candidate arcs (as in kExact, with
-// early exit), first from over-full clusters to clusters below size_max, then from clusters
-// above size_min to under-full ones, then improving paths while any has negative cost. That is
-// optimal within the candidate arcs. (4) If the candidate arcs cannot reach a feasible
-// assignment, a greedy repair on full rows finishes: each move fixes one unit of violation and
-// creates none, so the bounds always hold exactly.
+// kFast: (1) per point, its 16 cheapest clusters (one pass over the matrix, or over row blocks
+// computed on demand, which also checks that every cost is finite), plus extra candidates for
+// clusters held by too few points (outlier centroids); only these candidates are kept. (2) Up to
+// ten sweeps (from the caller's prices if given: a warm start) of dual coordinate ascent on
+// cluster prices lambda_c over the candidates: each point takes its cheapest candidate under
+// prices, and a cluster's price is set to the maximiser of the Lagrangian dual in that
+// coordinate (midway between the thresholds of the last point kept and the first let go). An
+// assignment that is argmin under prices is optimal for the sizes it produces, and -lambda are
+// valid potentials for (3): successive shortest paths on the cluster level over the candidate arcs
+// (as in kExact, with early exit), first from over-full clusters to clusters below size_max, then
+// from clusters above size_min to under-full ones, then improving paths while any has negative
+// cost. That is optimal within the candidate arcs. (4) If the candidate arcs cannot reach a
+// feasible assignment, a greedy repair on full rows (recomputed if the matrix is not in memory)
+// finishes: each move fixes one unit of violation and creates none, so the bounds always hold
+// exactly.
 #include "core/balanced_assignment.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -37,6 +40,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -244,27 +248,40 @@ struct TopM {
   std::vector<float> cost;
 };
 
-// Fills rows [begin, end) of `top`; returns false if a cost in those rows is not finite.
-bool FillTopM(const float* costs, int64_t k, int64_t begin, int64_t end, TopM* top) {
+// Fills rows [begin, end) of `top` from `block`, which holds rows [first, ...) (k values each);
+// returns false if a cost in those rows is not finite.
+bool FillTopM(const float* block, int64_t first, int64_t k, int64_t begin, int64_t end, TopM* top) {
   const int m = top->m;
   bool finite = true;
   for (int64_t i = begin; i < end; ++i) {
-    const float* row = costs + i * k;
+    const float* row = block + (i - first) * k;
     float* bc = top->cost.data() + i * m;
     int32_t* bl = top->cluster.data() + i * m;
     // The minima of m disjoint blocks are m distinct costs, so the m cheapest are all <= the
-    // largest of them: a vectorisable pass gives a threshold that skips most of the row.
-    float nan_probe = 0;  // becomes NaN iff some cost is NaN or infinite
+    // largest of them: a vectorisable pass gives a threshold that skips most of the row. (In
+    // kLanes independent lanes, which keeps every operation exact, so it does vectorise.)
+    constexpr int kLanes = 8;
+    float probe[kLanes] = {};  // some lane becomes NaN iff some cost is NaN or infinite
     float threshold = -std::numeric_limits<float>::infinity();
     for (int b = 0; b < m; ++b) {
       const int64_t b0 = b * k / m, b1 = (b + 1) * k / m;
-      float lowest = row[b0];
-      for (int64_t j = b0; j < b1; ++j) {
-        lowest = std::min(lowest, row[j]);
-        nan_probe += row[j] * 0.0f;
+      float lane[kLanes];
+      std::fill_n(lane, kLanes, row[b0]);
+      int64_t j = b0;
+      for (; j + kLanes <= b1; j += kLanes) {
+        for (int l = 0; l < kLanes; ++l) {
+          lane[l] = std::min(lane[l], row[j + l]);
+          probe[l] += row[j + l] * 0.0f;
+        }
       }
-      threshold = std::max(threshold, lowest);
+      for (; j < b1; ++j) {
+        lane[0] = std::min(lane[0], row[j]);
+        probe[0] += row[j] * 0.0f;
+      }
+      threshold = std::max(threshold, *std::min_element(lane, lane + kLanes));
     }
+    float nan_probe = 0;
+    for (float p : probe) nan_probe += p;
     int filled = 0;
     for (int64_t j = 0; j < k; ++j) {
       const float v = row[j];
@@ -302,6 +319,50 @@ void ParallelRows(int64_t n, int64_t work_per_row,
   for (std::thread& w : workers) w.join();
 }
 
+// Rows of the n x k cost matrix: views into a dense matrix, or blocks computed on demand.
+class RowSource {
+ public:
+  RowSource(const float* costs, int64_t n, int64_t k) : dense_(costs), n_(n), k_(k) {}
+  RowSource(const CostRowsFn& fn, int64_t n, int64_t k) : fn_(&fn), n_(n), k_(k) {}
+
+  const float* dense() const { return dense_; }
+  // Rows per block for a pass over all rows: all of them for a dense matrix, else about 16 MB.
+  int64_t block_rows() const {
+    return dense_ != nullptr ? n_ : std::max<int64_t>(1, (int64_t{1} << 22) / k_);
+  }
+  // Rows [begin, end) as (end - begin) x k values, valid until the next call.
+  const float* Rows(int64_t begin, int64_t end) {
+    if (dense_ != nullptr) return dense_ + begin * k_;
+    buffer_.resize(static_cast<size_t>((end - begin) * k_));
+    (*fn_)(begin, end, buffer_.data());
+    return buffer_.data();
+  }
+
+ private:
+  const float* dense_ = nullptr;
+  const CostRowsFn* fn_ = nullptr;
+  const int64_t n_, k_;
+  std::vector<float> buffer_;
+};
+
+// The m = min(k, kCandidates) cheapest clusters of every point, in one pass over the rows.
+// Returns false if some cost is not finite.
+bool ComputeTopM(RowSource& rows, int64_t n, int64_t k, TopM* top) {
+  top->m = static_cast<int>(std::min<int64_t>(k, kCandidates));
+  top->cluster.resize(n * top->m);
+  top->cost.resize(n * top->m);
+  std::atomic<bool> finite = true;
+  const int64_t step = rows.block_rows();
+  for (int64_t first = 0; first < n; first += step) {
+    const int64_t last = std::min(n, first + step);
+    const float* block = rows.Rows(first, last);
+    ParallelRows(last - first, k, [&](int64_t begin, int64_t end) {
+      if (!FillTopM(block, first, k, first + begin, first + end, top)) finite = false;
+    });
+  }
+  return finite;
+}
+
 // Candidate clusters of every point (CSR): entries [start[i], start[i + 1]) of point i, the
 // first being its cheapest cluster. Each entry e names cluster[e] at cost[e]; owner[e] = i.
 struct Candidates {
@@ -314,34 +375,60 @@ struct Candidates {
 // The top-m lists, plus, for every cluster held by fewer than `want` points, that cluster as an
 // extra candidate of the points for which it is relatively cheapest (least c_ic - min_c c_ic),
 // so that clusters far from all points (outlier centroids) can still be filled.
-Candidates BuildCandidates(const float* costs, int64_t n, int64_t k, const TopM& top,
-                           int64_t want) {
+Candidates BuildCandidates(RowSource& rows, int64_t n, int64_t k, const TopM& top, int64_t want) {
   const int m = top.m;
   std::vector<int64_t> holders(k, 0);
   for (int32_t c : top.cluster) ++holders[c];
-  std::vector<std::pair<int32_t, int32_t>> extra;  // (point, cluster)
-  std::vector<std::pair<float, int32_t>> order;
+  std::vector<int32_t> short_of;  // clusters held by fewer than `want` points
   for (int64_t c = 0; c < k; ++c) {
-    if (holders[c] >= want) continue;
-    order.clear();
-    for (int64_t i = 0; i < n; ++i) {
-      if (costs[i * k + c] >= top.cost[i * m + m - 1]) {  // (ties may hold c: checked below)
-        order.emplace_back(costs[i * k + c] - top.cost[i * m], static_cast<int32_t>(i));
+    if (holders[c] < want) short_of.push_back(static_cast<int32_t>(c));
+  }
+  // order[s]: (c_ic - min_c c_ic, i, c_ic) of the points that may take cluster short_of[s],
+  // gathered in one pass over the rows (ties with the m-th cost may hold c: checked below).
+  struct Offer {
+    float relative;
+    int32_t point;
+    float cost;
+    bool operator<(const Offer& o) const {
+      return relative != o.relative ? relative < o.relative : point < o.point;
+    }
+  };
+  std::vector<std::vector<Offer>> order(short_of.size());
+  const int64_t step = rows.block_rows();
+  for (int64_t first = 0; !short_of.empty() && first < n; first += step) {
+    const int64_t last = std::min(n, first + step);
+    const float* block = rows.Rows(first, last);
+    for (size_t s = 0; s < short_of.size(); ++s) {
+      for (int64_t i = first; i < last; ++i) {
+        const float v = block[(i - first) * k + short_of[s]];
+        if (v >= top.cost[i * m + m - 1]) {
+          order[s].push_back({v - top.cost[i * m], static_cast<int32_t>(i), v});
+        }
       }
     }
-    const int64_t take = std::min<int64_t>(want - holders[c], order.size());
-    std::nth_element(order.begin(), order.begin() + take, order.end());
+  }
+  struct Extra {
+    int32_t point, cluster;
+    float cost;
+  };
+  std::vector<Extra> extra;
+  for (size_t s = 0; s < short_of.size(); ++s) {
+    const int32_t c = short_of[s];
+    const int64_t take = std::min<int64_t>(want - holders[c], order[s].size());
+    std::nth_element(order[s].begin(), order[s].begin() + take, order[s].end());
     for (int64_t x = 0; x < take; ++x) {
-      const int32_t i = order[x].second;
+      const int32_t i = order[s][x].point;
       const int32_t* held = &top.cluster[i * m];
-      if (std::find(held, held + m, c) == held + m) extra.emplace_back(i, static_cast<int32_t>(c));
+      if (std::find(held, held + m, c) == held + m) extra.push_back({i, c, order[s][x].cost});
     }
   }
-  std::sort(extra.begin(), extra.end());
+  std::sort(extra.begin(), extra.end(), [](const Extra& a, const Extra& b) {
+    return a.point != b.point ? a.point < b.point : a.cluster < b.cluster;
+  });
   Candidates cand;
   cand.start.assign(n + 1, m);
   cand.start[0] = 0;
-  for (const auto& [i, c] : extra) ++cand.start[i + 1];
+  for (const Extra& x : extra) ++cand.start[x.point + 1];
   for (int64_t i = 0; i < n; ++i) cand.start[i + 1] += cand.start[i];
   const int64_t total = cand.start[n];
   cand.cluster.resize(total);
@@ -355,9 +442,9 @@ Candidates BuildCandidates(const float* costs, int64_t n, int64_t k, const TopM&
       cand.cost[e] = top.cost[i * m + r];
       cand.owner[e] = static_cast<int32_t>(i);
     }
-    for (; x < extra.size() && extra[x].first == i; ++x, ++e) {
-      cand.cluster[e] = extra[x].second;
-      cand.cost[e] = costs[i * k + extra[x].second];
+    for (; x < extra.size() && extra[x].point == i; ++x, ++e) {
+      cand.cluster[e] = extra[x].cluster;
+      cand.cost[e] = extra[x].cost;
       cand.owner[e] = static_cast<int32_t>(i);
     }
   }
@@ -366,12 +453,13 @@ Candidates BuildCandidates(const float* costs, int64_t n, int64_t k, const TopM&
 
 // Dual coordinate ascent on cluster prices over the candidate lists: each point takes its
 // cheapest candidate under prices; a cluster's price is set to the maximiser of the Lagrangian
-// dual in its coordinate. Writes labels (n) and prices (k).
+// dual in its coordinate. Starts from *prices if it has k entries (else from zero); writes labels
+// (n) and prices (k).
 void PricePhase(const Candidates& cand, int64_t n, int64_t k, const SizeBounds& bounds,
                 int max_sweeps, std::vector<int32_t>* labels, std::vector<double>* prices) {
   const int64_t lo = bounds.size_min, hi = bounds.size_max;
   std::vector<double>& lambda = *prices;
-  lambda.assign(k, 0.0);
+  if (static_cast<int64_t>(lambda.size()) != k) lambda.assign(k, 0.0);
   const int64_t entries = cand.start[n];
 
   // Inverted lists (CSR): the entries naming cluster c, with their point and cost inline so a
@@ -504,14 +592,14 @@ void PricePhase(const Candidates& cand, int64_t n, int64_t k, const SizeBounds& 
 }
 
 // Moves points until every size is within bounds; each move fixes one unit of violation and
-// creates none. Uses full rows of `costs`.
-void Repair(const float* costs, int64_t n, int64_t k, const SizeBounds& bounds,
+// creates none. Uses full rows (one per member of an over-full cluster) and the columns of the
+// under-full clusters.
+void Repair(RowSource& rows, int64_t n, int64_t k, const SizeBounds& bounds,
             std::vector<int32_t>* labels) {
   std::vector<int32_t>& label = *labels;
   const int64_t lo = bounds.size_min, hi = bounds.size_max;
   std::vector<int64_t> size(k, 0);
   for (int32_t c : label) ++size[c];
-  auto cost = [&](int64_t i, int64_t c) { return static_cast<double>(costs[i * k + c]); };
 
   // Over-full: a global min-heap of (delta, point, target) over members of over-full clusters.
   struct Move {
@@ -525,9 +613,10 @@ void Repair(const float* costs, int64_t n, int64_t k, const SizeBounds& bounds,
   auto best_target = [&](int64_t i) {
     const int64_t from = label[i];
     Move best{kInf, static_cast<int32_t>(i), -1};
+    const float* row = rows.Rows(i, i + 1);
     for (int64_t d = 0; d < k; ++d) {
       if (d == from || size[d] >= hi) continue;
-      const double delta = cost(i, d) - cost(i, from);
+      const double delta = static_cast<double>(row[d]) - row[from];
       if (delta < best.delta) best.delta = delta, best.to = static_cast<int32_t>(d);
     }
     return best;
@@ -549,14 +638,33 @@ void Repair(const float* costs, int64_t n, int64_t k, const SizeBounds& bounds,
     ++size[mv.to];
   }
 
-  // Under-full: each such cluster takes its cheapest points from clusters above size_min.
-  std::vector<std::pair<double, int32_t>> offers;
+  // Under-full: each such cluster takes its cheapest points from clusters above size_min (so no
+  // other cluster becomes under-full). column[u * n + i] = c_{i, under[u]} and here[i] = c_{i,
+  // label[i]}, gathered in one pass over the rows.
+  std::vector<int32_t> under;
   for (int64_t c = 0; c < k; ++c) {
-    if (size[c] >= lo) continue;
+    if (size[c] < lo) under.push_back(static_cast<int32_t>(c));
+  }
+  if (under.empty()) return;
+  std::vector<float> column(under.size() * n), here(n);
+  const int64_t step = rows.block_rows();
+  for (int64_t first = 0; first < n; first += step) {
+    const int64_t last = std::min(n, first + step);
+    const float* block = rows.Rows(first, last);
+    for (int64_t i = first; i < last; ++i) {
+      const float* row = block + (i - first) * k;
+      here[i] = row[label[i]];
+      for (size_t u = 0; u < under.size(); ++u) column[u * n + i] = row[under[u]];
+    }
+  }
+  std::vector<std::pair<double, int32_t>> offers;
+  for (size_t u = 0; u < under.size(); ++u) {
+    const int32_t c = under[u];
+    const float* cost_c = &column[u * n];
     offers.clear();
     for (int64_t i = 0; i < n; ++i) {
       if (label[i] != c && size[label[i]] > lo) {
-        offers.emplace_back(cost(i, c) - cost(i, label[i]), static_cast<int32_t>(i));
+        offers.emplace_back(static_cast<double>(cost_c[i]) - here[i], static_cast<int32_t>(i));
       }
     }
     // Donors may drop to size_min as we take, so look at a margin of extra offers first.
@@ -570,7 +678,8 @@ void Repair(const float* costs, int64_t n, int64_t k, const SizeBounds& bounds,
       const int32_t i = offers[x].second;
       if (size[label[i]] <= lo) continue;
       --size[label[i]];
-      label[i] = static_cast<int32_t>(c);
+      label[i] = c;
+      here[i] = cost_c[i];
       ++size[c];
     }
   }
@@ -584,25 +693,30 @@ void Repair(const float* costs, int64_t n, int64_t k, const SizeBounds& bounds,
 // candidate graph).
 class ClusterPaths {
  public:
-  ClusterPaths(const float* costs, const Candidates& cand, int64_t n, int64_t k,
-               std::vector<int32_t>* labels, std::vector<double> pot)
-      : costs_(costs),
-        cand_(cand),
+  ClusterPaths(const Candidates& cand, int64_t n, int64_t k, std::vector<int32_t>* labels,
+               std::vector<double> pot)
+      : cand_(cand),
         n_(n),
         k_(k),
         label_(*labels),
         pot_(std::move(pot)),
         size_(k, 0),
-        heaps_(k * k),
+        seg_start_(k * k + 1, 0),
         best_(k * k, kInf),
         dist_(k + 1),
         prev_(k + 1),
         done_(k + 1) {
     for (int32_t c : label_) ++size_[c];
-    for (int64_t j = 0; j < n_; ++j) AddArcs(static_cast<int32_t>(j), /*heapify=*/false);
+    // The initial arcs, grouped by pair in one flat array (counting sort), each group a heap.
+    ForEachArc([&](int64_t x, MoveKey) { ++seg_start_[x + 1]; });
+    for (int64_t x = 0; x < k * k; ++x) seg_start_[x + 1] += seg_start_[x];
+    seg_end_.assign(seg_start_.begin(), seg_start_.end() - 1);
+    flat_.resize(seg_start_[k * k]);
+    ForEachArc([&](int64_t x, MoveKey key) { flat_[seg_end_[x]++] = key; });
     for (int64_t x = 0; x < k * k; ++x) {
-      std::make_heap(heaps_[x].begin(), heaps_[x].end(), MoveKeyGreater());
-      if (!heaps_[x].empty()) best_[x] = heaps_[x].front().delta;
+      if (seg_start_[x] == seg_end_[x]) continue;
+      std::make_heap(flat_.begin() + seg_start_[x], flat_.begin() + seg_end_[x], MoveKeyGreater());
+      best_[x] = flat_[seg_start_[x]].delta;
     }
   }
 
@@ -663,7 +777,7 @@ class ClusterPaths {
     // Pick every mover before moving any.
     moves_.clear();
     for (int64_t v = prev_[t]; prev_[v] >= 0; v = prev_[v]) {
-      moves_.emplace_back(heaps_[prev_[v] * k_ + v].front().point, static_cast<int32_t>(v));
+      moves_.emplace_back(Top(prev_[v] * k_ + v)->point, static_cast<int32_t>(v));
     }
     for (const auto& [j, c] : moves_) {
       const int32_t from = label_[j];
@@ -673,49 +787,81 @@ class ClusterPaths {
       for (int64_t e = cand_.start[j]; e < cand_.start[j + 1]; ++e) {
         if (cand_.cluster[e] != from) CleanTop(from, cand_.cluster[e]);
       }
-      AddArcs(j, /*heapify=*/true);
+      ForEachArcOf(j, [&](int64_t x, MoveKey key) {
+        std::vector<MoveKey>& h = added_[x];
+        h.push_back(key);
+        std::push_heap(h.begin(), h.end(), MoveKeyGreater());
+        best_[x] = Top(x)->delta;
+      });
     }
     return true;
   }
 
  private:
-  // Arcs label(j) -> d for the other candidates d of j.
-  void AddArcs(int32_t j, bool heapify) {
+  // fn(c * k + d, {c_jd - c_jc, j}) for the arcs c = label(j) -> d, one per other candidate d
+  // of j (label(j) is always a candidate).
+  template <typename Fn>
+  void ForEachArcOf(int32_t j, Fn fn) const {
     const int64_t c = label_[j];
-    const double here = costs_[j * k_ + c];
-    for (int64_t e = cand_.start[j]; e < cand_.start[j + 1]; ++e) {
-      const int64_t d = cand_.cluster[e];
-      if (d == c) continue;
-      std::vector<MoveKey>& h = heaps_[c * k_ + d];
-      const double delta = costs_[j * k_ + d] - here;
-      h.push_back({delta, j});
-      if (heapify) {
-        std::push_heap(h.begin(), h.end(), MoveKeyGreater());
-        best_[c * k_ + d] = h.front().delta;
+    const int64_t begin = cand_.start[j], end = cand_.start[j + 1];
+    double here = 0;
+    for (int64_t e = begin; e < end; ++e) {
+      if (cand_.cluster[e] == c) here = cand_.cost[e];
+    }
+    for (int64_t e = begin; e < end; ++e) {
+      if (cand_.cluster[e] != c) fn(c * k_ + cand_.cluster[e], MoveKey{cand_.cost[e] - here, j});
+    }
+  }
+  template <typename Fn>
+  void ForEachArc(Fn fn) const {
+    for (int64_t j = 0; j < n_; ++j) ForEachArcOf(static_cast<int32_t>(j), fn);
+  }
+
+  // The least key of pair x over both of its heaps, or null if both are empty.
+  const MoveKey* Top(int64_t x) const {
+    const MoveKey* top = seg_start_[x] < seg_end_[x] ? &flat_[seg_start_[x]] : nullptr;
+    const auto it = added_.find(x);
+    if (it != added_.end() && !it->second.empty()) {
+      const MoveKey* other = &it->second.front();
+      if (top == nullptr || MoveKeyGreater()(*top, *other)) top = other;
+    }
+    return top;
+  }
+
+  // Drops stale entries (points that left c) from the tops of pair (c, d); updates best_.
+  void CleanTop(int64_t c, int64_t d) {
+    const int64_t x = c * k_ + d;
+    const auto begin = flat_.begin() + seg_start_[x];
+    while (seg_start_[x] < seg_end_[x] && label_[flat_[seg_start_[x]].point] != c) {
+      std::pop_heap(begin, flat_.begin() + seg_end_[x], MoveKeyGreater());
+      --seg_end_[x];
+    }
+    const auto it = added_.find(x);
+    if (it != added_.end()) {
+      std::vector<MoveKey>& h = it->second;
+      while (!h.empty() && label_[h.front().point] != c) {
+        std::pop_heap(h.begin(), h.end(), MoveKeyGreater());
+        h.pop_back();
       }
     }
+    const MoveKey* top = Top(x);
+    best_[x] = top == nullptr ? kInf : top->delta;
   }
 
-  // Drops stale entries (points that left c) from the top of heap (c, d); updates best_.
-  void CleanTop(int64_t c, int64_t d) {
-    std::vector<MoveKey>& h = heaps_[c * k_ + d];
-    while (!h.empty() && label_[h.front().point] != c) {
-      std::pop_heap(h.begin(), h.end(), MoveKeyGreater());
-      h.pop_back();
-    }
-    best_[c * k_ + d] = h.empty() ? kInf : h.front().delta;
-  }
-
-  const float* costs_;
   const Candidates& cand_;
   const int64_t n_, k_;
   std::vector<int32_t>& label_;
   std::vector<double> pot_;
   std::vector<int64_t> size_;
-  // heaps_[c * k + d]: points j pushed while in c that have d as a candidate, keyed by
-  // c_jd - c_jc. Invariant: every top is valid (still in c); best_[c * k + d] is its key, or
-  // +inf for an empty heap (and for c == d).
-  std::vector<std::vector<MoveKey>> heaps_;
+  // The heap of pair x = c * k + d: points j pushed while in c that have d as a candidate, keyed
+  // by c_jd - c_jc. It is in two parts: the initial arcs, flat_[seg_start_[x], seg_end_[x]) (k * k
+  // segments of one array: no per-pair allocation), and added_[x], the arcs of points moved into
+  // c since (few, so a map). Invariant: both tops are valid (still in c); best_[x] is the lesser
+  // key, or +inf when both are empty (and for c == d).
+  std::vector<int64_t> seg_start_;  // k * k + 1
+  std::vector<int64_t> seg_end_;    // k * k
+  std::vector<MoveKey> flat_;
+  absl::flat_hash_map<int64_t, std::vector<MoveKey>> added_;
   std::vector<double> best_;
   std::vector<double> dist_;   // k + 1 (the last is the target node)
   std::vector<int64_t> prev_;  // -1: from the source node
@@ -724,18 +870,22 @@ class ClusterPaths {
   std::vector<std::pair<int32_t, int32_t>> moves_;
 };
 
-std::vector<int32_t> FastAssign(const float* costs, int64_t n, int64_t k, const SizeBounds& bounds,
-                                const Candidates& cand) {
+// Labels (n) from the candidates; `rows` only for the fallback repair. *prices_io (if not null):
+// warm-start prices in, final prices out.
+std::vector<int32_t> FastAssign(RowSource& rows, int64_t n, int64_t k, const SizeBounds& bounds,
+                                const Candidates& cand, std::vector<double>* prices_io) {
   const int64_t lo = bounds.size_min, hi = bounds.size_max;
   std::vector<int32_t> labels;
   std::vector<double> prices;
+  if (prices_io != nullptr) prices = *prices_io;
   PricePhase(cand, n, k, bounds, kPriceSweeps, &labels, &prices);
   // Point j in c is argmin under prices: c_jc + lambda_c <= c_jd + lambda_d, so the reduced
   // cost (c_jd - c_jc) + p_c - p_d is >= 0 with potentials p = -lambda.
+  if (prices_io != nullptr) *prices_io = prices;
   for (double& p : prices) p = -p;
   bool in_candidates = true;
   {
-    ClusterPaths paths(costs, cand, n, k, &labels, std::move(prices));
+    ClusterPaths paths(cand, n, k, &labels, std::move(prices));
     double cost = 0;
     auto always = [](double) { return true; };
     int64_t augments = 0;
@@ -771,7 +921,45 @@ std::vector<int32_t> FastAssign(const float* costs, int64_t n, int64_t k, const 
       }
     }
   }
-  if (!in_candidates) Repair(costs, n, k, bounds, &labels);
+  if (!in_candidates) Repair(rows, n, k, bounds, &labels);
+  return labels;
+}
+
+// kFast on bounds already checked feasible.
+absl::StatusOr<std::vector<int32_t>> FastAssignRows(RowSource& rows, int64_t n, int64_t k,
+                                                    const SizeBounds& bounds,
+                                                    const BalancedOptions& options) {
+  // size_max above n constrains nothing; clamping keeps the arithmetic small.
+  SizeBounds b = bounds;
+  b.size_max = std::min(b.size_max, n);
+  TopM top;
+  if (!ComputeTopM(rows, n, k, &top)) {
+    if (rows.dense() != nullptr) return NonFiniteError(rows.dense(), n, k);
+    return absl::InvalidArgumentError("costs must be finite");
+  }
+  std::vector<int32_t> labels;
+  if (k == 1) {
+    labels.assign(n, 0);
+    if (options.objective != nullptr) {
+      *options.objective = 0;
+      for (float v : top.cost) *options.objective += v;
+    }
+    return labels;
+  }
+  // Every cluster should be a candidate of a few times as many points as it may need.
+  const int64_t want = std::min<int64_t>(n, 3 * std::max(b.size_min, (n + k - 1) / k));
+  const Candidates cand = BuildCandidates(rows, n, k, top, want);
+  labels = FastAssign(rows, n, k, b, cand, options.prices);
+  if (options.objective != nullptr) {
+    // c_{i, label i} from the candidates; a row is recomputed only where the repair went beyond.
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t e = cand.start[i];
+      while (e < cand.start[i + 1] && cand.cluster[e] != labels[i]) ++e;
+      total += e < cand.start[i + 1] ? cand.cost[e] : rows.Rows(i, i + 1)[labels[i]];
+    }
+    *options.objective = total;
+  }
   return labels;
 }
 
@@ -813,39 +1001,39 @@ absl::Status CheckBoundsFeasible(int64_t n, int64_t k, const SizeBounds& bounds)
 
 absl::StatusOr<std::vector<int32_t>> BalancedAssign(const float* costs, int64_t n, int64_t k,
                                                     const SizeBounds& bounds, BalancedMode mode) {
+  BalancedOptions options;
+  options.mode = mode;
+  return BalancedAssign(costs, n, k, bounds, options);
+}
+
+absl::StatusOr<std::vector<int32_t>> BalancedAssign(const float* costs, int64_t n, int64_t k,
+                                                    const SizeBounds& bounds,
+                                                    const BalancedOptions& options) {
   if (absl::Status s = CheckBoundsFeasible(n, k, bounds); !s.ok()) return s;
   if (costs == nullptr) return absl::InvalidArgumentError("costs is null");
-  // size_max above n constrains nothing; clamping keeps the arithmetic small.
-  SizeBounds b = bounds;
-  b.size_max = std::min(b.size_max, n);
-
-  if (mode == BalancedMode::kExact) {
+  if (options.mode == BalancedMode::kExact) {
     if (absl::Status s = NonFiniteError(costs, n, k); !s.ok()) return s;
-    if (k == 1) return std::vector<int32_t>(n, 0);
-    return ExactAssign(costs, n, k, b);
+    // size_max above n constrains nothing; clamping keeps the arithmetic small.
+    SizeBounds b = bounds;
+    b.size_max = std::min(b.size_max, n);
+    std::vector<int32_t> labels = k == 1 ? std::vector<int32_t>(n, 0) : ExactAssign(costs, n, k, b);
+    if (options.objective != nullptr) *options.objective = AssignmentCost(costs, n, k, labels);
+    return labels;
   }
+  RowSource rows(costs, n, k);
+  return FastAssignRows(rows, n, k, bounds, options);
+}
 
-  TopM top;
-  top.m = static_cast<int>(std::min<int64_t>(k, kCandidates));
-  top.cluster.resize(n * top.m);
-  top.cost.resize(n * top.m);
-  const int64_t blocks = 64;
-  std::vector<char> finite(blocks, 1);
-  const int64_t per_block = (n + blocks - 1) / blocks;
-  ParallelRows(blocks, per_block * k, [&](int64_t begin, int64_t end) {
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t b0 = blk * per_block, b1 = std::min(n, b0 + per_block);
-      if (b0 < b1) finite[blk] = FillTopM(costs, k, b0, b1, &top);
-    }
-  });
-  if (std::find(finite.begin(), finite.end(), 0) != finite.end()) {
-    return NonFiniteError(costs, n, k);
+absl::StatusOr<std::vector<int32_t>> BalancedAssignRows(const CostRowsFn& fn, int64_t n, int64_t k,
+                                                        const SizeBounds& bounds,
+                                                        const BalancedOptions& options) {
+  if (absl::Status s = CheckBoundsFeasible(n, k, bounds); !s.ok()) return s;
+  if (options.mode != BalancedMode::kFast) {
+    return absl::InvalidArgumentError("BalancedAssignRows supports kFast only");
   }
-  if (k == 1) return std::vector<int32_t>(n, 0);
-  // Every cluster should be a candidate of a few times as many points as it may need.
-  const int64_t want = std::min<int64_t>(n, 3 * std::max(b.size_min, (n + k - 1) / k));
-  Candidates cand = BuildCandidates(costs, n, k, top, want);
-  return FastAssign(costs, n, k, b, cand);
+  if (!fn) return absl::InvalidArgumentError("cost rows function is empty");
+  RowSource rows(fn, n, k);
+  return FastAssignRows(rows, n, k, bounds, options);
 }
 
 double AssignmentCost(const float* costs, int64_t n, int64_t k,

@@ -7,6 +7,7 @@
 #define QUANTD_CORE_BALANCED_ASSIGNMENT_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -36,10 +37,34 @@ enum class BalancedMode {
   kFast,
 };
 
+struct BalancedOptions {
+  BalancedMode mode = BalancedMode::kFast;
+  // kFast: cluster prices (k) to start from, e.g. those of the previous call on similar costs
+  // (the previous Lloyd iteration), which saves most of the price sweeps; replaced by the final
+  // prices. Null, or not of size k: start from zero. kExact ignores it.
+  std::vector<double>* prices = nullptr;
+  // If not null, receives the sum of costs[i, labels[i]] (in double).
+  double* objective = nullptr;
+};
+
 // Returns labels (n), each in [0, k), with every cluster size within bounds. INVALID_ARGUMENT
 // for infeasible bounds, k < 1, n < 1 or non-finite costs.
 absl::StatusOr<std::vector<int32_t>> BalancedAssign(const float* costs, int64_t n, int64_t k,
                                                     const SizeBounds& bounds, BalancedMode mode);
+absl::StatusOr<std::vector<int32_t>> BalancedAssign(const float* costs, int64_t n, int64_t k,
+                                                    const SizeBounds& bounds,
+                                                    const BalancedOptions& options);
+
+// Writes rows [begin, end) of an n x k cost matrix to out ((end - begin) x k, row-major). Called
+// from one thread at a time.
+using CostRowsFn = std::function<void(int64_t begin, int64_t end, float* out)>;
+
+// kFast on a cost matrix produced in row blocks (options.mode must be kFast): holds only every
+// point's candidate clusters (about 16 per point), never the n x k matrix; the rare repair that
+// needs more recomputes rows. Same result as BalancedAssign on the materialised matrix.
+absl::StatusOr<std::vector<int32_t>> BalancedAssignRows(const CostRowsFn& rows, int64_t n,
+                                                        int64_t k, const SizeBounds& bounds,
+                                                        const BalancedOptions& options);
 
 // Sum of costs[i, labels[i]] (in double).
 double AssignmentCost(const float* costs, int64_t n, int64_t k, const std::vector<int32_t>& labels);

@@ -73,15 +73,21 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
   InitCentroids(train, m, d, k, options.init, options.seed, result.centroids.data(),
                 options.num_threads);
 
-  std::vector<float> costs(static_cast<size_t>(m * k));
+  std::vector<float> costs(static_cast<size_t>(m * k));  // m x k, per iteration
   std::vector<int32_t> labels;
+  // Cluster prices carried from one assignment to the next: the centroids move little between
+  // iterations, so the previous prices are nearly right and save most of the price sweeps.
+  std::vector<double> prices;
+  double objective = 0;
+  BalancedOptions assign;
+  assign.prices = &prices;
+  assign.objective = &objective;
   double previous = std::numeric_limits<double>::infinity();
   for (int iteration = 1; iteration <= options.max_iterations; ++iteration) {
     SquaredDistances(train, m, result.centroids.data(), k, d, costs.data(), options.num_threads);
-    auto assigned = BalancedAssign(costs.data(), m, k, train_bounds, BalancedMode::kFast);
+    auto assigned = BalancedAssign(costs.data(), m, k, train_bounds, assign);
     if (!assigned.ok()) return assigned.status();
     labels = std::move(*assigned);
-    const double objective = AssignmentCost(costs.data(), m, k, labels);
     UpdateCentroids(train, m, d, labels.data(), k, options.seed + iteration,
                     result.centroids.data(), options.num_threads);
     if (options.spherical) {
@@ -104,13 +110,18 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
     previous = objective;
   }
 
-  // Final assignment of all n rows under the full bounds.
-  costs.assign(static_cast<size_t>(n * k), 0.0f);
-  SquaredDistances(data, n, result.centroids.data(), k, d, costs.data(), options.num_threads);
-  auto assigned = BalancedAssign(costs.data(), n, k, bounds, BalancedMode::kFast);
+  // Final assignment of all n rows under the full bounds, from the training prices (they are per
+  // point, so they carry over from a sample). The distances are computed in row blocks; only
+  // every row's candidate clusters are kept, never the n x k matrix.
+  std::vector<float>().swap(costs);
+  const float* centroids = result.centroids.data();
+  const CostRowsFn rows = [&](int64_t begin, int64_t end, float* out) {
+    SquaredDistances(data + begin * d, end - begin, centroids, k, d, out, options.num_threads);
+  };
+  assign.objective = &result.objective;
+  auto assigned = BalancedAssignRows(rows, n, k, bounds, assign);
   if (!assigned.ok()) return assigned.status();
   result.assignments = std::move(*assigned);
-  result.objective = AssignmentCost(costs.data(), n, k, result.assignments);
   return result;
 }
 

@@ -119,6 +119,21 @@ std::vector<int32_t> Solve(const Problem& p, const SizeBounds& b, BalancedMode m
   return labels.ok() ? *std::move(labels) : std::vector<int32_t>();
 }
 
+// kFast through BalancedAssignRows, the rows copied from p.costs in blocks; *objective receives
+// the reported objective.
+std::vector<int32_t> SolveRows(const Problem& p, const SizeBounds& b, double* objective,
+                               std::vector<double>* prices = nullptr) {
+  const CostRowsFn rows = [&p](int64_t begin, int64_t end, float* out) {
+    std::copy(p.costs.begin() + begin * p.k, p.costs.begin() + end * p.k, out);
+  };
+  BalancedOptions options;
+  options.prices = prices;
+  options.objective = objective;
+  absl::StatusOr<std::vector<int32_t>> labels = BalancedAssignRows(rows, p.n, p.k, b, options);
+  EXPECT_TRUE(labels.ok()) << p.name << ": " << labels.status();
+  return labels.ok() ? *std::move(labels) : std::vector<int32_t>();
+}
+
 // Optimality certificate, independent of the solver: an assignment meeting the bounds is
 // optimal iff the residual graph has no negative cycle. On the cluster level that graph has arcs
 // c -> d of cost min_{j in c} (c_jd - c_jc), plus a sink node with c -> sink (cost 0) when
@@ -362,6 +377,15 @@ TEST(BalancedFastTest, MeetsBoundsAndWithinOnePercentOfExact) {
       const double exact_cost = AssignmentCost(p.costs.data(), p.n, p.k, exact);
       EXPECT_GE(fast_cost, exact_cost * (1 - 1e-9)) << what;
       EXPECT_LE(fast_cost, exact_cost * 1.01) << what;
+      // Rows in blocks: the same labels, and the objective it reports.
+      double objective = 0;
+      std::vector<double> prices;
+      EXPECT_EQ(SolveRows(p, b, &objective, &prices), fast) << what;
+      EXPECT_EQ(objective, fast_cost) << what;
+      // Warm-started from its own final prices: still exact on the bounds and within 1%.
+      const std::vector<int32_t> warm = SolveRows(p, b, &objective, &prices);
+      ExpectMeetsBounds(warm, p.n, p.k, b, what + " warm");
+      EXPECT_LE(AssignmentCost(p.costs.data(), p.n, p.k, warm), exact_cost * 1.01) << what;
     }
   }
 }
@@ -388,6 +412,9 @@ TEST(BalancedFastTest, SkewedCostsMeetBounds) {
     const double exact =
         AssignmentCost(p.costs.data(), p.n, p.k, Solve(p, b, BalancedMode::kExact));
     EXPECT_LE(AssignmentCost(p.costs.data(), p.n, p.k, fast), exact * 1.01) << what;
+    double objective = 0;
+    EXPECT_EQ(SolveRows(p, b, &objective), fast) << what;
+    EXPECT_EQ(objective, AssignmentCost(p.costs.data(), p.n, p.k, fast)) << what;
   }
 }
 
