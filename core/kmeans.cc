@@ -436,9 +436,7 @@ absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d
   const int64_t per_centroid = options.max_points_per_centroid;
   if (per_centroid > 0 && per_centroid <= n / k && k * per_centroid < n) {
     n_train = k * per_centroid;
-    std::mt19937_64 rng(SplitMix64(options.seed ^ 0x5a4d504c45ULL));
-    std::vector<int64_t> rows = SampleWithoutReplacement(n, n_train, rng);
-    std::sort(rows.begin(), rows.end());
+    const std::vector<int64_t> rows = SampleRows(n, n_train, options.seed ^ 0x5a4d504c45ULL);
     sample.resize(n_train * d);
     for (int64_t i = 0; i < n_train; ++i) {
       std::memcpy(sample.data() + i * d, data + rows[i] * d, sizeof(float) * d);
@@ -482,6 +480,13 @@ absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d
   AssignNearest(data, n, centroids, k, d, result.assignments.data(), distances.data(), threads);
   for (float v : distances) result.objective += v;
   return result;
+}
+
+std::vector<int64_t> SampleRows(int64_t n, int64_t m, uint64_t seed) {
+  std::mt19937_64 rng(SplitMix64(seed));
+  std::vector<int64_t> rows = SampleWithoutReplacement(n, std::min(m, n), rng);
+  std::sort(rows.begin(), rows.end());
+  return rows;
 }
 
 }  // namespace quantd

@@ -89,6 +89,10 @@ void InitCentroids(const float* x, int64_t n, int64_t d, int64_t k, KMeansOption
 // Squared norms (k) of the k rows of m (k x d), as the distance functions compute them.
 std::vector<float> SquaredNorms(const float* m, int64_t k, int64_t d);
 
+// min(m, n) distinct rows of [0, n), drawn uniformly without replacement from `seed`, in
+// increasing order (training subsamples).
+std::vector<int64_t> SampleRows(int64_t n, int64_t m, uint64_t seed);
+
 // Checks data and parameters as TrainKMeans does.
 absl::Status ValidateKMeansInput(const float* data, int64_t n, int64_t d, int64_t k);
 

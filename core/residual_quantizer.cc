@@ -27,20 +27,6 @@ SizeBounds ScaleBounds(const SizeBounds& bounds, int64_t n, int64_t m, int64_t k
   return scaled;
 }
 
-// Rows of a uniform sample without replacement of m out of n, in increasing order.
-std::vector<int64_t> SampleRows(int64_t n, int64_t m, uint64_t seed) {
-  std::vector<int64_t> rows(static_cast<size_t>(n));
-  std::iota(rows.begin(), rows.end(), 0);
-  std::mt19937_64 rng(seed);
-  for (int64_t i = 0; i < m; ++i) {
-    std::uniform_int_distribution<int64_t> pick(i, n - 1);
-    std::swap(rows[i], rows[pick(rng)]);
-  }
-  rows.resize(static_cast<size_t>(m));
-  std::sort(rows.begin(), rows.end());
-  return rows;
-}
-
 }  // namespace
 
 absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, int64_t d,

@@ -31,20 +31,6 @@ bool Active(const storage::JobRecord& record) {
   return record.state() == v1::JOB_STATE_PENDING || record.state() == v1::JOB_STATE_RUNNING;
 }
 
-// Rows of a seeded uniform sample of m out of n, increasing.
-std::vector<int64_t> SampleRows(int64_t n, int64_t m, uint64_t seed) {
-  std::vector<int64_t> rows(static_cast<size_t>(n));
-  std::iota(rows.begin(), rows.end(), 0);
-  std::mt19937_64 rng(seed);
-  for (int64_t i = 0; i < m; ++i) {
-    std::uniform_int_distribution<int64_t> pick(i, n - 1);
-    std::swap(rows[i], rows[pick(rng)]);
-  }
-  rows.resize(static_cast<size_t>(m));
-  std::sort(rows.begin(), rows.end());
-  return rows;
-}
-
 }  // namespace
 
 absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerRequest& request,
