@@ -102,7 +102,8 @@ leaves it running; `quantctl cancel ID` stops it).
   --iterations N      k-means iterations per level (default 25)
   --seed N            random seed (default 0)
   --sample N          train on a seeded sample of N items (default: all); all get SIDs
-  --detach            print the job id and return at once
+    --detach            print the job id and return at once
+  --no-progress       no progress bar
 )"},
       {"encode", R"(Usage: quantctl encode NAME ID... | --ids FILE | --vectors FILE [--max-rows N]
 
@@ -354,7 +355,12 @@ class Cli {
   std::unique_ptr<grpc::ClientContext> Context() {
     auto context = std::make_unique<grpc::ClientContext>();
     double seconds = 30;
-    if (args_.Has("timeout")) absl::SimpleAtod(args_.Get("timeout"), &seconds);
+    if (args_.Has("timeout") &&
+        (!absl::SimpleAtod(args_.Get("timeout"), &seconds) || !(seconds > 0))) {
+      std::fprintf(stderr, "quantctl: --timeout '%s' is not a positive number of seconds\n",
+                   args_.Get("timeout").c_str());
+      std::exit(2);
+    }
     context->set_deadline(std::chrono::system_clock::now() +
                           std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
     return context;
@@ -511,9 +517,12 @@ class Cli {
       auto read = ReadIds(args_.Get("ids"));
       if (!read.ok()) return read.status();
       ids = std::move(*read);
-      if (static_cast<int64_t>(ids.size()) < total) {
-        return absl::InvalidArgumentError(absl::StrFormat("--ids %s has %d ids for %d rows",
-                                                          args_.Get("ids"), ids.size(), total));
+      const bool all_rows = *max_rows < 0 || *max_rows >= (*reader)->rows();
+      if (static_cast<int64_t>(ids.size()) < total ||
+          (all_rows && static_cast<int64_t>(ids.size()) != total)) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("--ids %s has %d ids for %d rows: give one id per row",
+                            args_.Get("ids"), ids.size(), total));
       }
       ids.resize(static_cast<size_t>(total));
       options.ids = &ids;
@@ -852,7 +861,7 @@ class Cli {
                   response.sids(i).tokens().c_str());
     }
     if (response.missing_ids_size() > 0) {
-      std::printf("no SID: %s\n", absl::StrJoin(response.missing_ids(), " ").c_str());
+      std::printf("not stored: %s\n", absl::StrJoin(response.missing_ids(), " ").c_str());
     }
     for (int i = 0; i < response.encoded_size(); ++i) {
       const v1::EncodedVector& e = response.encoded(i);

@@ -348,6 +348,10 @@ absl::Status VectorReaderFactory::ParseNpy(VectorReader& r, int64_t file_size) {
           absl::StrFormat("%s: row size of shape %s exceeds %d", r.path_, *shape, kMaxFileDim));
     }
   }
+  if (r.dim_ == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: shape %s has rows of 0 elements", r.path_, *shape));
+  }
   r.format_ = VectorFileFormat::kNpy;
   return CheckPayload(r, prefix + header_len, file_size);
 }
@@ -394,6 +398,9 @@ absl::Status VectorReaderFactory::ParseIdx(VectorReader& r, int64_t file_size) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: IDX row size exceeds %d", r.path_, kMaxFileDim));
     }
+  }
+  if (r.dim_ == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: IDX rows have 0 elements", r.path_));
   }
   r.format_ = VectorFileFormat::kIdx;
   return CheckPayload(r, 4 + 4 * ndim, file_size);
@@ -632,6 +639,10 @@ absl::StatusOr<std::vector<uint64_t>> ReadIds(const std::string& path) {
     if (IsFloating(r.element_type())) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: ids must be integers, the file holds floating-point values", path));
+    }
+    if (r.dim() != 1) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: ids must be one column (one id per row), the file has %d per row", path, r.dim()));
     }
     std::vector<int64_t> values;
     if (auto s = ReadAllRows(r, r.rows(), &values,

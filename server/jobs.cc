@@ -43,7 +43,9 @@ absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerReques
         absl::StrFormat("codebook_sizes has %d levels, at most 16", sizes.size()));
   }
   const int64_t training_items =
-      request.sample_size() > 0 ? std::min<int64_t>(request.sample_size(), items) : items;
+      request.sample_size() > 0 && request.sample_size() < static_cast<uint64_t>(items)
+          ? static_cast<int64_t>(request.sample_size())
+          : items;
   for (size_t l = 0; l < sizes.size(); ++l) {
     if (sizes[l] < 1 || sizes[l] > kMaxCodebookSize) {
       return absl::InvalidArgumentError(absl::StrFormat("codebook_sizes[%d] = %d is outside 1..%d",
@@ -76,6 +78,12 @@ absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerReques
     level.balanced = request.balanced();
     if (request.size_bounds_size() > 0) {
       const v1::SizeBounds& bounds = request.size_bounds(static_cast<int>(l));
+      if (bounds.size_max() > static_cast<uint64_t>(training_items) ||
+          bounds.size_min() > bounds.size_max()) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "size_bounds[%d] = [%d, %d]: need size_min <= size_max <= %d training items", l,
+            bounds.size_min(), bounds.size_max(), training_items));
+      }
       level.bounds.size_min = static_cast<int64_t>(bounds.size_min());
       level.bounds.size_max = static_cast<int64_t>(bounds.size_max());
       if (auto status = CheckBoundsFeasible(training_items, level.k, level.bounds); !status.ok()) {
@@ -103,10 +111,22 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(Store* store) {
   if (!records.ok()) return records.status();
   for (storage::JobRecord& record : *records) {
     if (Active(record)) {
-      record.set_state(v1::JOB_STATE_FAILED);
-      record.set_error(
-          "interrupted: the server stopped before the job finished; the previous "
-          "tokenizer version is unchanged");
+      // The commit and the job record are separate writes: a job whose tokenizer version is
+      // the collection's current one did commit before the crash.
+      auto tokenizer = store->GetTokenizer(record.collection());
+      auto info = store->DescribeCollection(record.collection());
+      if (tokenizer.ok() && info.ok() && info->id == record.collection_id() &&
+          (*tokenizer)->record().job_id() == record.id()) {
+        record.set_state(v1::JOB_STATE_SUCCEEDED);
+        record.set_phase("done");
+        record.set_progress(1.0);
+        record.set_result_version((*tokenizer)->version());
+      } else {
+        record.set_state(v1::JOB_STATE_FAILED);
+        record.set_error(
+            "interrupted: the server stopped before the job finished; the "
+            "previous tokenizer version is unchanged");
+      }
       record.set_end_time_ms(NowMs());
       if (auto status = store->PutJob(record); !status.ok()) return status;
     }
@@ -122,13 +142,17 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(Store* store) {
   return manager;
 }
 
-JobManager::~JobManager() {
+void JobManager::Stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
     for (auto& [id, entry] : jobs_) entry->cancel = true;
   }
   cv_.notify_all();
+}
+
+JobManager::~JobManager() {
+  Stop();
   if (worker_.joinable()) worker_.join();
 }
 
@@ -140,8 +164,9 @@ absl::StatusOr<v1::Job> JobManager::StartTrainTokenizer(const v1::TrainTokenizer
     return options.status();
   }
   std::lock_guard lock(mu_);
+  if (stopping_) return absl::UnavailableError("the server is shutting down");
   for (const auto& [id, entry] : jobs_) {
-    if (entry->record.collection() == request.collection() && Active(entry->record)) {
+    if (entry->record.collection_id() == info->id && Active(entry->record)) {
       return absl::FailedPreconditionError(
           absl::StrFormat("job %s is already training collection '%s'; wait for it or cancel it",
                           id, request.collection()));
@@ -152,6 +177,7 @@ absl::StatusOr<v1::Job> JobManager::StartTrainTokenizer(const v1::TrainTokenizer
   storage::JobRecord& record = entry->record;
   record.set_id(absl::StrFormat("job-%06d", next_job_number_++));
   record.set_collection(request.collection());
+  record.set_collection_id(info->id);
   record.set_kind(kTrainTokenizer);
   record.set_state(v1::JOB_STATE_PENDING);
   record.set_phase("queued");
@@ -171,15 +197,31 @@ absl::StatusOr<v1::Job> JobManager::Get(const std::string& id) const {
   return ToProto(it->second->record);
 }
 
-std::vector<v1::Job> JobManager::List(const std::string& collection) const {
+std::vector<v1::Job> JobManager::List(const std::string& collection, uint32_t collection_id) const {
   std::lock_guard lock(mu_);
   std::vector<v1::Job> jobs;
   for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
-    if (collection.empty() || it->second->record.collection() == collection) {
+    if (collection.empty() || it->second->record.collection_id() == collection_id) {
       jobs.push_back(ToProto(it->second->record));
     }
   }
   return jobs;
+}
+
+void JobManager::CancelCollection(uint32_t collection_id) {
+  std::lock_guard lock(mu_);
+  for (auto& [id, entry] : jobs_) {
+    if (entry->record.collection_id() != collection_id || !Active(entry->record)) continue;
+    entry->cancel = true;
+    if (entry->record.state() == v1::JOB_STATE_PENDING) {
+      queue_.erase(std::remove(queue_.begin(), queue_.end(), entry), queue_.end());
+      entry->record.set_state(v1::JOB_STATE_CANCELLED);
+      entry->record.set_phase("cancelled");
+      entry->record.set_error("the collection was dropped");
+      entry->record.set_end_time_ms(NowMs());
+      store_->PutJob(entry->record).IgnoreError();
+    }
+  }
 }
 
 absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
@@ -279,6 +321,10 @@ absl::StatusOr<uint32_t> JobManager::RunTrainTokenizer(Entry& entry) {
   const auto start = std::chrono::steady_clock::now();
   auto items = store_->LoadItems(request.collection());
   if (!items.ok()) return items.status();
+  if (items->info.id != entry.record.collection_id()) {
+    return absl::NotFoundError(absl::StrFormat(
+        "collection '%s' was dropped after the job was queued", request.collection()));
+  }
   const int64_t n = static_cast<int64_t>(items->ids.size());
   const int64_t d = items->info.dimension;
   auto options = TrainOptionsFromRequest(request, n);
@@ -287,7 +333,9 @@ absl::StatusOr<uint32_t> JobManager::RunTrainTokenizer(Entry& entry) {
 
   // Training rows: all items or a seeded sample; normalised for cosine collections.
   const bool normalize = items->info.metric == Metric::kCosine;
-  const int64_t m = request.sample_size() > 0 ? std::min<int64_t>(request.sample_size(), n) : n;
+  const int64_t m = request.sample_size() > 0 && request.sample_size() < static_cast<uint64_t>(n)
+                        ? static_cast<int64_t>(request.sample_size())
+                        : n;
   std::vector<int64_t> rows;
   std::vector<float> train;
   if (m < n) {

@@ -33,13 +33,21 @@ class JobManager {
  public:
   // Loads job history from `store` (which outlives the manager) and fails interrupted jobs.
   static absl::StatusOr<std::unique_ptr<JobManager>> Create(Store* store);
-  // Cancels the running job and joins the worker; it is recorded as FAILED (interrupted).
+  // Stop() and joins the worker.
   ~JobManager();
+
+  // Cancels the running job (recorded as FAILED, interrupted) and accepts no new ones. Called
+  // first on shutdown, so no job commits while RPCs drain.
+  void Stop();
 
   absl::StatusOr<v1::Job> StartTrainTokenizer(const v1::TrainTokenizerRequest& request);
   absl::StatusOr<v1::Job> Get(const std::string& id) const;
-  std::vector<v1::Job> List(const std::string& collection) const;  // newest first
+  // Jobs of the collection with internal id `collection_id` (all jobs if `collection` is
+  // empty), newest first.
+  std::vector<v1::Job> List(const std::string& collection, uint32_t collection_id) const;
   absl::StatusOr<v1::Job> Cancel(const std::string& id);
+  // Cancels the pending and running jobs of a dropped collection.
+  void CancelCollection(uint32_t collection_id);
 
  private:
   struct Entry {

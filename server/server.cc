@@ -83,6 +83,7 @@ std::string QuantdServer::metrics_address() const {
 }
 
 void QuantdServer::Shutdown(std::chrono::milliseconds grace) {
+  if (jobs_ != nullptr) jobs_->Stop();  // no training job commits while calls drain
   // The metrics HTTP server (civetweb) takes up to two seconds to stop its poll loop; stop it
   // while gRPC drains rather than after.
   std::thread exposer_stop([exposer = std::move(exposer_)]() mutable { exposer.reset(); });

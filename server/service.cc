@@ -104,8 +104,13 @@ grpc::ServerUnaryReactor* QuantdService::DropCollection(grpc::CallbackServerCont
                                                         const v1::DropCollectionRequest* request,
                                                         v1::DropCollectionResponse* response) {
   const Clock::time_point start = Clock::now();
-  auto deleted = store_->DropCollection(request->name());
-  if (deleted.ok()) response->set_items_deleted(*deleted);
+  auto info = store_->DescribeCollection(request->name());
+  auto deleted =
+      info.ok() ? store_->DropCollection(request->name()) : absl::StatusOr<uint64_t>(info.status());
+  if (deleted.ok()) {
+    response->set_items_deleted(*deleted);
+    jobs_->CancelCollection(info->id);
+  }
   return Finish(context, "DropCollection", start, deleted.status());
 }
 
@@ -263,12 +268,15 @@ grpc::ServerUnaryReactor* QuantdService::ListJobs(grpc::CallbackServerContext* c
                                                   const v1::ListJobsRequest* request,
                                                   v1::ListJobsResponse* response) {
   const Clock::time_point start = Clock::now();
+  uint32_t collection_id = 0;
   if (!request->collection().empty()) {
-    if (auto info = store_->DescribeCollection(request->collection()); !info.ok()) {
-      return Finish(context, "ListJobs", start, info.status());
-    }
+    auto info = store_->DescribeCollection(request->collection());
+    if (!info.ok()) return Finish(context, "ListJobs", start, info.status());
+    collection_id = info->id;
   }
-  for (v1::Job& job : jobs_->List(request->collection())) *response->add_jobs() = std::move(job);
+  for (v1::Job& job : jobs_->List(request->collection(), collection_id)) {
+    *response->add_jobs() = std::move(job);
+  }
   return Finish(context, "ListJobs", start, absl::OkStatus());
 }
 
@@ -296,7 +304,11 @@ grpc::ServerUnaryReactor* QuantdService::Encode(grpc::CallbackServerContext* con
     const int64_t levels = (*tokenizer)->levels();
     response->set_tokenizer_version((*tokenizer)->version());
     if (request->ids_size() > 0) {
-      auto sids = store_->GetSids(request->collection(), request->ids());
+      if (request->ids_size() > kMaxEncodeRows) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "ids has %d entries, at most %d per request", request->ids_size(), kMaxEncodeRows));
+      }
+      auto sids = store_->GetSids(request->collection(), **tokenizer, request->ids());
       if (!sids.ok()) return sids.status();
       for (size_t i = 0; i < sids->ids.size(); ++i) {
         response->add_ids(sids->ids[i]);
@@ -319,8 +331,7 @@ grpc::ServerUnaryReactor* QuantdService::Encode(grpc::CallbackServerContext* con
       if (auto s = CheckVectors(request->vectors().data(), n, d, info->metric); !s.ok()) return s;
       std::vector<int32_t> codes(static_cast<size_t>(n * levels));
       (*tokenizer)->Encode(request->vectors().data(), n, codes.data());
-      auto counts =
-          store_->CountTuples(request->collection(), (*tokenizer)->version(), codes.data(), n);
+      auto counts = store_->CountTuples(request->collection(), **tokenizer, codes.data(), n);
       if (!counts.ok()) return counts.status();
       for (int64_t i = 0; i < n; ++i) {
         v1::EncodedVector* encoded = response->add_encoded();
@@ -353,7 +364,9 @@ grpc::ServerUnaryReactor* QuantdService::Lookup(grpc::CallbackServerContext* con
       return absl::InvalidArgumentError(
           absl::StrFormat("limit %d exceeds %d", request->limit(), kMaxLookupLimit));
     }
-    auto found = store_->LookupSids(request->collection(), prefix, limit);
+    auto tokenizer = store_->GetTokenizer(request->collection());
+    if (!tokenizer.ok()) return tokenizer.status();
+    auto found = store_->LookupSids(request->collection(), **tokenizer, prefix, limit);
     if (!found.ok()) return found.status();
     for (size_t i = 0; i < found->ids.size(); ++i) {
       response->add_ids(found->ids[i]);
@@ -371,7 +384,9 @@ class QuantdService::ExportReactor final : public grpc::ServerWriteReactor<v1::E
  public:
   ExportReactor(Store* store, Metrics* metrics, const v1::ExportSidsRequest& request)
       : metrics_(metrics), start_(Clock::now()) {
-    auto list = store->ExportSids(request.collection());
+    auto tokenizer = store->GetTokenizer(request.collection());
+    auto list = tokenizer.ok() ? store->ExportSids(request.collection(), **tokenizer)
+                               : absl::StatusOr<Store::SidList>(tokenizer.status());
     if (!list.ok()) {
       Done(list.status());
       return;
@@ -440,7 +455,7 @@ grpc::ServerUnaryReactor* QuantdService::GetStats(grpc::CallbackServerContext* c
       return absl::OkStatus();  // no tokenizer yet: collection stats only
     }
     if (!tokenizer.ok()) return tokenizer.status();
-    auto sids = store_->ExportSids(request->collection());
+    auto sids = store_->ExportSids(request->collection(), **tokenizer);
     if (!sids.ok()) return sids.status();
     const storage::TokenizerRecord& record = (*tokenizer)->record();
     const int64_t levels = (*tokenizer)->levels();

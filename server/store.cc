@@ -294,6 +294,10 @@ absl::StatusOr<Store::UpsertResult> Store::Upsert(absl::string_view name,
     return absl::InvalidArgumentError(
         absl::StrFormat("ids is empty: a batch for collection '%s' needs at least one row", name));
   }
+  if (ids.size() > kMaxIdsPerCall) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ids has %d rows, more than the %d allowed per batch", ids.size(), kMaxIdsPerCall));
+  }
   if (static_cast<int64_t>(vectors.size()) != n * info.dimension) {
     return absl::InvalidArgumentError(
         absl::StrFormat("vectors has %d values; %d ids x dimension %d of collection '%s' needs %d",
@@ -367,6 +371,11 @@ absl::StatusOr<Store::DeleteResult> Store::Delete(absl::string_view name,
   std::lock_guard write_lock(collection->write_mu);
   if (collection->dropped) {
     return absl::NotFoundError(absl::StrFormat("collection '%s' was dropped", name));
+  }
+  {
+    // Deleting without the SIDs of an unreadable tokenizer would leave them behind.
+    std::lock_guard lock(collection->tokenizer_mu);
+    if (!collection->tokenizer_error.ok()) return collection->tokenizer_error;
   }
   const std::vector<uint64_t> distinct = Distinct(ids);
   std::vector<std::string> keys;

@@ -108,7 +108,7 @@ class Store {
   };
   absl::StatusOr<GetResult> Get(absl::string_view collection, absl::Span<const uint64_t> ids) const;
 
-  // Largest number of ids a Delete or Get may name in one call.
+  // Largest number of ids an Upsert batch, a Delete or a Get may carry.
   static constexpr size_t kMaxIdsPerCall = 1 << 20;
 
   // --- Semantic IDs ------------------------------------------------------------------------
@@ -144,17 +144,21 @@ class Store {
     std::vector<uint64_t> missing;   // GetSids: requested ids without a SID
     bool truncated = false;          // Lookup: more matched than the limit
   };
+  // Readers of SIDs under `tokenizer` (the caller's one snapshot of GetTokenizer). If a
+  // retraining commits meanwhile they return ABORTED (retry) rather than mix versions.
+  //
   // SIDs of stored items (found ones in request order, each once).
-  absl::StatusOr<SidList> GetSids(absl::string_view collection,
+  absl::StatusOr<SidList> GetSids(absl::string_view collection, const Tokenizer& tokenizer,
                                   absl::Span<const uint64_t> ids) const;
   // Items whose SID starts with `prefix` (1..L codes, or L codes and a suffix), in SID order.
-  absl::StatusOr<SidList> LookupSids(absl::string_view collection, absl::Span<const int64_t> prefix,
-                                     int64_t limit) const;
+  absl::StatusOr<SidList> LookupSids(absl::string_view collection, const Tokenizer& tokenizer,
+                                     absl::Span<const int64_t> prefix, int64_t limit) const;
   // Every SID of the collection, in item-id order.
-  absl::StatusOr<SidList> ExportSids(absl::string_view collection) const;
-  // Number of stored items having exactly each code tuple of `codes` (n x L, tokenizer version
-  // `version`).
-  absl::StatusOr<std::vector<uint64_t>> CountTuples(absl::string_view collection, uint32_t version,
+  absl::StatusOr<SidList> ExportSids(absl::string_view collection,
+                                     const Tokenizer& tokenizer) const;
+  // Number of stored items having exactly each code tuple of `codes` (n x L of `tokenizer`).
+  absl::StatusOr<std::vector<uint64_t>> CountTuples(absl::string_view collection,
+                                                    const Tokenizer& tokenizer,
                                                     const int32_t* codes, int64_t n) const;
 
   // --- Jobs ----------------------------------------------------------------------------------

@@ -48,6 +48,21 @@ absl::StatusOr<SidValue> DecodeSidValue(const rocksdb::Slice& value, int64_t lev
   return sid;
 }
 
+// Decodes an item's SID for a reader that holds `tokenizer`: a SID of another version means a
+// retraining committed while the call ran, which is ABORTED (retry), not corruption.
+absl::StatusOr<SidValue> DecodeCurrent(const rocksdb::Slice& value, const Tokenizer& tokenizer,
+                                       uint64_t id, absl::string_view collection) {
+  uint32_t version = 0;
+  if (value.size() >= 4) std::memcpy(&version, value.data(), 4);
+  if (version != tokenizer.version()) {
+    return absl::AbortedError(absl::StrFormat(
+        "the tokenizer of collection '%s' changed during the call (version %d, item %d has "
+        "version %d); retry",
+        collection, tokenizer.version(), id, version));
+  }
+  return DecodeSidValue(value, tokenizer.levels(), id);
+}
+
 // Key prefix in the sids family of a code tuple (or any prefix of one) under a version.
 std::string SidPrefix(uint32_t cid, uint32_t version, const int32_t* codes, int64_t count) {
   std::string key = VersionKey(cid, version);
@@ -153,11 +168,35 @@ absl::Status Store::AddSidUpdates(const Collection& collection, const Tokenizer&
     ++index;
   }
 
-  // Suffixes taken and freed by earlier rows of this batch, per tuple key.
-  std::map<std::string, std::set<uint32_t>> taken, freed;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const int32_t* row = codes.data() + i * levels;
-    std::optional<SidValue>& sid = current[ids[i]];
+  // Only the last row of an id counts (it is the vector that stays), so an id's SID is decided
+  // once per batch.
+  std::map<uint64_t, size_t> last_row;
+  for (size_t i = 0; i < ids.size(); ++i) last_row[ids[i]] = i;
+
+  // Suffixes in use per tuple key, read from the database once per tuple and kept up to date
+  // as this batch frees and takes them. `lowest_free` never exceeds the lowest free suffix.
+  struct TupleState {
+    std::set<uint32_t> used;
+    uint32_t lowest_free = 0;
+  };
+  std::map<std::string, TupleState> tuples;
+  absl::Status scan_status;
+  const auto state_of = [&](const std::string& tuple) -> TupleState& {
+    auto [it, inserted] = tuples.try_emplace(tuple);
+    if (inserted) {
+      absl::Status status = ScanPrefix(
+          db_.get(), sids_, tuple, [&](const rocksdb::Slice& key, const rocksdb::Slice&) {
+            it->second.used.insert(ReadBigEndian32(key.data() + key.size() - 4));
+            return true;
+          });
+      if (!status.ok()) scan_status = status;
+    }
+    return it->second;
+  };
+
+  for (const auto& [id, row_index] : last_row) {
+    const int32_t* row = codes.data() + row_index * levels;
+    const std::optional<SidValue>& sid = current[id];
     if (sid && sid->version == version && std::equal(row, row + levels, sid->codes.begin())) {
       continue;  // same codes: the item keeps its SID, suffix included
     }
@@ -166,37 +205,26 @@ absl::Status Store::AddSidUpdates(const Collection& collection, const Tokenizer&
       std::string old_key = old_tuple;
       AppendBigEndian32(&old_key, sid->suffix);
       batch->Delete(sids_, old_key);
-      freed[old_tuple].insert(sid->suffix);
-      taken[old_tuple].erase(sid->suffix);
+      TupleState& old_state = state_of(old_tuple);
+      old_state.used.erase(sid->suffix);
+      old_state.lowest_free = std::min(old_state.lowest_free, sid->suffix);
     }
-    // The lowest suffix of the tuple that neither the database (less what this batch freed)
-    // nor this batch holds.
+    // The lowest suffix of the new tuple that no item holds.
     const std::string tuple = SidPrefix(cid, version, row, levels);
-    std::set<uint32_t> used = taken[tuple];
-    const std::set<uint32_t>& released = freed[tuple];
-    if (auto status = ScanPrefix(db_.get(), sids_, tuple,
-                                 [&](const rocksdb::Slice& key, const rocksdb::Slice&) {
-                                   const uint32_t suffix =
-                                       ReadBigEndian32(key.data() + key.size() - 4);
-                                   if (!released.contains(suffix)) used.insert(suffix);
-                                   return true;
-                                 });
-        !status.ok()) {
-      return status;
-    }
-    uint32_t suffix = 0;
-    for (uint32_t u : used) {
-      if (u != suffix) break;
+    TupleState& state = state_of(tuple);
+    if (!scan_status.ok()) return scan_status;
+    uint32_t suffix = state.lowest_free;
+    for (auto it = state.used.lower_bound(suffix); it != state.used.end() && *it == suffix; ++it) {
       ++suffix;
     }
-    taken[tuple].insert(suffix);
+    state.used.insert(suffix);
+    state.lowest_free = suffix + 1;
     std::string key = tuple;
     AppendBigEndian32(&key, suffix);
-    batch->Put(sids_, key, EncodeU64(ids[i]));
-    batch->Put(codes_, ItemKey(cid, ids[i]), EncodeSidValue(version, row, levels, suffix));
-    sid = SidValue{version, std::vector<int32_t>(row, row + levels), suffix};
+    batch->Put(sids_, key, EncodeU64(id));
+    batch->Put(codes_, ItemKey(cid, id), EncodeSidValue(version, row, levels, suffix));
   }
-  return absl::OkStatus();
+  return scan_status;
 }
 
 absl::Status Store::AddSidDeletes(const Collection& collection, absl::Span<const uint64_t> ids,
@@ -329,6 +357,9 @@ absl::StatusOr<uint32_t> Store::CommitTokenizer(absl::string_view name,
     batch.DeleteRange(sids_, VersionKey(cid, old_version), VersionKey(cid, old_version + 1));
   }
   batch.Put(meta_, TokenizerKey(cid), EncodeU32(version));
+  // Every item's SID is written anew below; clear the family first so nothing of the previous
+  // version can outlive it.
+  batch.DeleteRange(codes_, CollectionPrefix(cid), CollectionPrefix(cid + 1));
   for (size_t i = 0; i < ids.size(); ++i) {
     const int32_t* row = all_codes.data() + i * levels;
     std::string key = SidPrefix(cid, version, row, levels);
@@ -347,10 +378,8 @@ absl::StatusOr<uint32_t> Store::CommitTokenizer(absl::string_view name,
   return version;
 }
 
-absl::StatusOr<Store::SidList> Store::GetSids(absl::string_view name,
+absl::StatusOr<Store::SidList> Store::GetSids(absl::string_view name, const Tokenizer& tokenizer,
                                               absl::Span<const uint64_t> ids) const {
-  auto tokenizer = GetTokenizer(name);
-  if (!tokenizer.ok()) return tokenizer.status();
   auto collection = FindOrNotFound(name);
   if (!collection.ok()) return collection.status();
   if (ids.size() > kMaxIdsPerCall) {
@@ -358,8 +387,8 @@ absl::StatusOr<Store::SidList> Store::GetSids(absl::string_view name,
         "ids has %d entries, more than the %d allowed per call", ids.size(), kMaxIdsPerCall));
   }
   SidList list;
-  list.levels = (*tokenizer)->levels();
-  list.version = (*tokenizer)->version();
+  list.levels = tokenizer.levels();
+  list.version = tokenizer.version();
   const uint32_t cid = (*collection)->info.id;
   std::vector<uint64_t> distinct;
   std::set<uint64_t> seen;
@@ -379,7 +408,7 @@ absl::StatusOr<Store::SidList> Store::GetSids(absl::string_view name,
       continue;
     }
     if (!statuses[i].ok()) return FromRocks(statuses[i], "read SIDs");
-    auto sid = DecodeSidValue(values[i], list.levels, distinct[i]);
+    auto sid = DecodeCurrent(values[i], tokenizer, distinct[i], name);
     if (!sid.ok()) return sid.status();
     list.ids.push_back(distinct[i]);
     list.codes.insert(list.codes.end(), sid->codes.begin(), sid->codes.end());
@@ -388,14 +417,12 @@ absl::StatusOr<Store::SidList> Store::GetSids(absl::string_view name,
   return list;
 }
 
-absl::StatusOr<Store::SidList> Store::LookupSids(absl::string_view name,
+absl::StatusOr<Store::SidList> Store::LookupSids(absl::string_view name, const Tokenizer& tokenizer,
                                                  absl::Span<const int64_t> prefix,
                                                  int64_t limit) const {
-  auto tokenizer = GetTokenizer(name);
-  if (!tokenizer.ok()) return tokenizer.status();
   auto collection = FindOrNotFound(name);
   if (!collection.ok()) return collection.status();
-  const int64_t levels = (*tokenizer)->levels();
+  const int64_t levels = tokenizer.levels();
   if (prefix.empty() || static_cast<int64_t>(prefix.size()) > levels + 1) {
     return absl::InvalidArgumentError(
         absl::StrFormat("codes has %d values; a prefix has 1..%d (L = %d codes, then the suffix)",
@@ -403,7 +430,7 @@ absl::StatusOr<Store::SidList> Store::LookupSids(absl::string_view name,
   }
   for (size_t l = 0; l < prefix.size(); ++l) {
     const int64_t bound = static_cast<int64_t>(l) < levels
-                              ? (*tokenizer)->quantizer().codebook_size(static_cast<int64_t>(l))
+                              ? tokenizer.quantizer().codebook_size(static_cast<int64_t>(l))
                               : int64_t{1} << 32;
     if (prefix[l] < 0 || prefix[l] >= bound) {
       return absl::InvalidArgumentError(
@@ -412,7 +439,7 @@ absl::StatusOr<Store::SidList> Store::LookupSids(absl::string_view name,
   }
   SidList list;
   list.levels = levels;
-  list.version = (*tokenizer)->version();
+  list.version = tokenizer.version();
   std::string key = VersionKey((*collection)->info.id, list.version);
   for (int64_t value : prefix) AppendBigEndian32(&key, static_cast<uint32_t>(value));
   absl::Status status =
@@ -434,20 +461,19 @@ absl::StatusOr<Store::SidList> Store::LookupSids(absl::string_view name,
   return list;
 }
 
-absl::StatusOr<Store::SidList> Store::ExportSids(absl::string_view name) const {
-  auto tokenizer = GetTokenizer(name);
-  if (!tokenizer.ok()) return tokenizer.status();
+absl::StatusOr<Store::SidList> Store::ExportSids(absl::string_view name,
+                                                 const Tokenizer& tokenizer) const {
   auto collection = FindOrNotFound(name);
   if (!collection.ok()) return collection.status();
   SidList list;
-  list.levels = (*tokenizer)->levels();
-  list.version = (*tokenizer)->version();
+  list.levels = tokenizer.levels();
+  list.version = tokenizer.version();
   absl::Status decode_status;
   absl::Status status =
       ScanPrefix(db_.get(), codes_, CollectionPrefix((*collection)->info.id),
                  [&](const rocksdb::Slice& key, const rocksdb::Slice& value) {
                    const uint64_t id = ReadBigEndian64(key.data() + 4);
-                   auto sid = DecodeSidValue(value, list.levels, id);
+                   auto sid = DecodeCurrent(value, tokenizer, id, name);
                    if (!sid.ok()) {
                      decode_status = sid.status();
                      return false;
@@ -462,13 +488,13 @@ absl::StatusOr<Store::SidList> Store::ExportSids(absl::string_view name) const {
   return list;
 }
 
-absl::StatusOr<std::vector<uint64_t>> Store::CountTuples(absl::string_view name, uint32_t version,
+absl::StatusOr<std::vector<uint64_t>> Store::CountTuples(absl::string_view name,
+                                                         const Tokenizer& tokenizer,
                                                          const int32_t* codes, int64_t n) const {
+  const uint32_t version = tokenizer.version();
   auto collection = FindOrNotFound(name);
   if (!collection.ok()) return collection.status();
-  auto tokenizer = GetTokenizer(name);
-  if (!tokenizer.ok()) return tokenizer.status();
-  const int64_t levels = (*tokenizer)->levels();
+  const int64_t levels = tokenizer.levels();
   std::vector<uint64_t> counts(static_cast<size_t>(n), 0);
   for (int64_t i = 0; i < n; ++i) {
     const std::string prefix =

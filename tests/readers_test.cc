@@ -1089,12 +1089,19 @@ TEST_F(ReadIdsTest, NpyUint64AboveInt64Max) {
   EXPECT_EQ(*ids, values);
 }
 
-TEST_F(ReadIdsTest, NpyTwoDimensionalInRowMajorOrder) {
-  const std::vector<int32_t> values = {10, 11, 12, 20, 21, 22};
-  const std::string path = Write("ids.npy", Npy(NpyDict(">i4", "(2, 3)"), Pack(values, true)));
+TEST_F(ReadIdsTest, NpyBigEndianColumn) {
+  const std::vector<int32_t> values = {10, 11, 12};
+  const std::string path = Write("ids.npy", Npy(NpyDict(">i4", "(3, 1)"), Pack(values, true)));
   auto ids = ReadIds(path);
   ASSERT_TRUE(ids.ok()) << ids.status();
-  EXPECT_EQ(*ids, (std::vector<uint64_t>{10, 11, 12, 20, 21, 22}));
+  EXPECT_EQ(*ids, (std::vector<uint64_t>{10, 11, 12}));
+}
+
+TEST_F(ReadIdsTest, NpyTwoColumnsIsRefusedNotFlattened) {
+  // A (2, 3) array would silently give 6 ids for 2 rows.
+  const std::vector<int32_t> values = {10, 11, 12, 20, 21, 22};
+  const std::string path = Write("ids.npy", Npy(NpyDict(">i4", "(2, 3)"), Pack(values, true)));
+  ExpectInvalid(ReadIds(path).status(), path, "one column");
 }
 
 TEST_F(ReadIdsTest, GzippedNpy) {
@@ -1137,10 +1144,10 @@ TEST_F(ReadIdsTest, GzippedHeaderClaimingTerabytesFailsWithoutAllocatingThem) {
 }
 
 TEST_F(ReadIdsTest, Ivecs) {
-  const std::string path = Write("ids.ivecs", Xvecs<int32_t>({{4, 5}, {6, 2147483647}}));
+  const std::string path = Write("ids.ivecs", Xvecs<int32_t>({{4}, {5}, {2147483647}}));
   auto ids = ReadIds(path);
   ASSERT_TRUE(ids.ok()) << ids.status();
-  EXPECT_EQ(*ids, (std::vector<uint64_t>{4, 5, 6, 2147483647}));
+  EXPECT_EQ(*ids, (std::vector<uint64_t>{4, 5, 2147483647}));
 }
 
 TEST_F(ReadIdsTest, IvecsNegativeId) {
@@ -1151,11 +1158,8 @@ TEST_F(ReadIdsTest, IvecsNegativeId) {
 TEST(ReadIdsRealDataTest, SiftGroundTruthIvecs) {
   const std::string path = DataFile("sift5k/sift5k_groundtruth.ivecs");
   ASSERT_FALSE(path.empty());
-  auto ids = ReadIds(path);
-  auto gt = ReadIntMatrix(path);
-  ASSERT_TRUE(ids.ok()) << ids.status();
-  ASSERT_TRUE(gt.ok()) << gt.status();
-  EXPECT_EQ(*ids, std::vector<uint64_t>(gt->values.begin(), gt->values.end()));
+  // 100 neighbours per row: a matrix, not one id per row.
+  ExpectInvalid(ReadIds(path).status(), path, "has 100 per row");
 }
 
 }  // namespace

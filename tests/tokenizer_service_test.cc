@@ -365,6 +365,77 @@ TEST_F(TokenizerServiceTest, CancelRunningAndPendingJobs) {
   EXPECT_EQ(jobs.jobs(0).id(), pending.id());  // newest first
 }
 
+TEST_F(TokenizerServiceTest, RepeatedIdInABatchKeepsItsSidWhenItsCodesEndUnchanged) {
+  // One dimension, two clear clusters: items 1-3 at 0, items 4-5 at 10.
+  {
+    grpc::ClientContext context;
+    v1::CreateCollectionRequest request;
+    request.set_name("line");
+    request.set_dimension(1);
+    request.set_metric(v1::METRIC_L2);
+    v1::CreateCollectionResponse response;
+    ASSERT_TRUE(stub_->CreateCollection(&context, request, &response).ok());
+  }
+  ASSERT_TRUE(Upsert("line", {1, 2, 3, 4, 5}, {0, 0, 0, 10, 10}).ok());
+  ASSERT_EQ(Train("line", {2}, false).state(), v1::JOB_STATE_SUCCEEDED);
+  const auto before = AllSids("line");
+  ASSERT_EQ(before.size(), 5u);
+  // Free a suffix below item 3's, then move item 3 away and back within one batch: the last
+  // row wins and its codes are unchanged, so its SID must be too.
+  {
+    grpc::ClientContext context;
+    v1::DeleteItemsRequest request;
+    request.set_collection("line");
+    request.add_ids(2);
+    v1::DeleteItemsResponse response;
+    ASSERT_TRUE(stub_->DeleteItems(&context, request, &response).ok());
+  }
+  ASSERT_TRUE(Upsert("line", {3, 3}, {10, 0}).ok());
+  const auto after = AllSids("line");
+  EXPECT_EQ(after.at(3), before.at(3));
+  EXPECT_EQ(after.at(1), before.at(1));
+
+  // Many identical new items in one batch get distinct suffixes 0, 1, 2, ... after the taken.
+  std::vector<uint64_t> ids(3000);
+  std::iota(ids.begin(), ids.end(), 100);
+  ASSERT_TRUE(Upsert("line", ids, std::vector<float>(ids.size(), 10.0f)).ok());
+  std::map<std::string, int> seen;
+  for (const auto& [id, sid] : AllSids("line")) ++seen[sid];
+  for (const auto& [sid, count] : seen) EXPECT_EQ(count, 1) << sid;
+  EXPECT_EQ(Stats("line").tokenizer().largest_group(), 3002u);
+}
+
+TEST_F(TokenizerServiceTest, DroppingACollectionCancelsItsJobsAndFreesTheName) {
+  CreateAndUpload("fmnist", testing::FashionMnistFile("train-images-idx3-ubyte.gz"), 20000);
+  v1::TrainTokenizerRequest big;
+  big.set_collection("fmnist");
+  big.set_balanced(true);
+  big.set_max_iterations(200);
+  v1::Job job;
+  ASSERT_TRUE(StartTraining(big, &job).ok());
+  {
+    grpc::ClientContext context;
+    v1::DropCollectionRequest request;
+    request.set_name("fmnist");
+    v1::DropCollectionResponse response;
+    ASSERT_TRUE(stub_->DropCollection(&context, request, &response).ok());
+  }
+  const v1::Job ended = WaitJob(job.id());
+  EXPECT_NE(ended.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_NE(ended.state(), v1::JOB_STATE_RUNNING);
+  // The name is free again, and the new collection's history does not show the old job.
+  CreateAndUpload("fmnist", DataFile("sift5k/sift5k_base.fvecs"), 500);
+  const v1::Job fresh = Train("fmnist", {8}, false);
+  EXPECT_EQ(fresh.state(), v1::JOB_STATE_SUCCEEDED) << fresh.error();
+  grpc::ClientContext context;
+  v1::ListJobsRequest request;
+  request.set_collection("fmnist");
+  v1::ListJobsResponse jobs;
+  ASSERT_TRUE(stub_->ListJobs(&context, request, &jobs).ok());
+  ASSERT_EQ(jobs.jobs_size(), 1);
+  EXPECT_EQ(jobs.jobs(0).id(), fresh.id());
+}
+
 TEST_F(TokenizerServiceTest, BadRequests) {
   CreateAndUpload("c", DataFile("sift5k/sift5k_base.fvecs"), 300);
   const auto train_error = [&](const std::function<void(v1::TrainTokenizerRequest&)>& edit,
