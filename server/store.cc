@@ -321,11 +321,7 @@ absl::StatusOr<Store::UpsertResult> Store::Upsert(absl::string_view name,
   std::vector<std::string> keys;
   keys.reserve(distinct.size());
   for (uint64_t id : distinct) keys.push_back(ItemKey(info.id, id));
-  std::vector<rocksdb::Slice> key_slices(keys.begin(), keys.end());
-  std::vector<rocksdb::PinnableSlice> values(keys.size());
-  std::vector<rocksdb::Status> statuses(keys.size());
-  db_->MultiGet(rocksdb::ReadOptions(), vectors_, key_slices.size(), key_slices.data(),
-                values.data(), statuses.data());
+  auto [values, statuses] = MultiGet(db_.get(), vectors_, keys);
   uint64_t inserted = 0;
   for (const rocksdb::Status& s : statuses) {
     if (s.IsNotFound()) {
@@ -381,11 +377,7 @@ absl::StatusOr<Store::DeleteResult> Store::Delete(absl::string_view name,
   std::vector<std::string> keys;
   keys.reserve(distinct.size());
   for (uint64_t id : distinct) keys.push_back(ItemKey(cid, id));
-  std::vector<rocksdb::Slice> key_slices(keys.begin(), keys.end());
-  std::vector<rocksdb::PinnableSlice> values(keys.size());
-  std::vector<rocksdb::Status> statuses(keys.size());
-  db_->MultiGet(rocksdb::ReadOptions(), vectors_, key_slices.size(), key_slices.data(),
-                values.data(), statuses.data());
+  auto [values, statuses] = MultiGet(db_.get(), vectors_, keys);
 
   DeleteResult result;
   rocksdb::WriteBatch batch;
@@ -396,7 +388,7 @@ absl::StatusOr<Store::DeleteResult> Store::Delete(absl::string_view name,
       return FromRocks(statuses[i], "read items to delete");
     } else {
       ++result.deleted;
-      batch.Delete(vectors_, key_slices[i]);
+      batch.Delete(vectors_, keys[i]);
     }
   }
   result.item_count = collection->item_count.load() - result.deleted;
@@ -423,11 +415,7 @@ absl::StatusOr<Store::GetResult> Store::Get(absl::string_view name,
   std::vector<std::string> keys;
   keys.reserve(distinct.size());
   for (uint64_t id : distinct) keys.push_back(ItemKey(info.id, id));
-  std::vector<rocksdb::Slice> key_slices(keys.begin(), keys.end());
-  std::vector<rocksdb::PinnableSlice> values(keys.size());
-  std::vector<rocksdb::Status> statuses(keys.size());
-  db_->MultiGet(rocksdb::ReadOptions(), vectors_, key_slices.size(), key_slices.data(),
-                values.data(), statuses.data());
+  auto [values, statuses] = MultiGet(db_.get(), vectors_, keys);
 
   GetResult result;
   result.dimension = info.dimension;

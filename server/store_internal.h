@@ -9,10 +9,12 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "rocksdb/db.h"
 #include "rocksdb/status.h"
 #include "server/store.h"
 #include "server/tokenizer.h"
@@ -116,6 +118,23 @@ inline absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) 
   if (s.IsCorruption()) return absl::DataLossError(message);
   if (s.IsInvalidArgument() || s.IsNotSupported()) return absl::InternalError(message);
   return absl::UnavailableError(message);
+}
+
+// The values of `keys` in `family`, read with one MultiGet (one consistent snapshot):
+// values[i] and statuses[i] belong to keys[i].
+struct PointReads {
+  std::vector<rocksdb::PinnableSlice> values;
+  std::vector<rocksdb::Status> statuses;
+};
+inline PointReads MultiGet(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* family,
+                           const std::vector<std::string>& keys) {
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  PointReads reads;
+  reads.values.resize(keys.size());
+  reads.statuses.resize(keys.size());
+  db->MultiGet(rocksdb::ReadOptions(), family, slices.size(), slices.data(), reads.values.data(),
+               reads.statuses.data());
+  return reads;
 }
 
 inline int64_t NowMs() {

@@ -150,11 +150,7 @@ absl::Status Store::AddSidUpdates(const Collection& collection, const Tokenizer&
   for (uint64_t id : ids) current.emplace(id, std::nullopt);
   std::vector<std::string> keys;
   for (const auto& [id, unused] : current) keys.push_back(ItemKey(cid, id));
-  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
-  std::vector<rocksdb::PinnableSlice> values(keys.size());
-  std::vector<rocksdb::Status> statuses(keys.size());
-  db_->MultiGet(rocksdb::ReadOptions(), codes_, slices.size(), slices.data(), values.data(),
-                statuses.data());
+  auto [values, statuses] = MultiGet(db_.get(), codes_, keys);
   size_t index = 0;
   for (auto& [id, sid] : current) {
     const rocksdb::Status& s = statuses[index];
@@ -235,11 +231,7 @@ absl::Status Store::AddSidDeletes(const Collection& collection, absl::Span<const
   const int64_t levels = tokenizer->levels();
   std::vector<std::string> keys;
   for (uint64_t id : ids) keys.push_back(ItemKey(cid, id));
-  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
-  std::vector<rocksdb::PinnableSlice> values(keys.size());
-  std::vector<rocksdb::Status> statuses(keys.size());
-  db_->MultiGet(rocksdb::ReadOptions(), codes_, slices.size(), slices.data(), values.data(),
-                statuses.data());
+  auto [values, statuses] = MultiGet(db_.get(), codes_, keys);
   for (size_t i = 0; i < keys.size(); ++i) {
     if (statuses[i].IsNotFound()) continue;
     if (!statuses[i].ok()) return FromRocks(statuses[i], "read SIDs");
@@ -248,7 +240,7 @@ absl::Status Store::AddSidDeletes(const Collection& collection, absl::Span<const
     std::string key = SidPrefix(cid, sid->version, sid->codes.data(), levels);
     AppendBigEndian32(&key, sid->suffix);
     batch->Delete(sids_, key);
-    batch->Delete(codes_, slices[i]);
+    batch->Delete(codes_, keys[i]);
   }
   return absl::OkStatus();
 }
@@ -397,11 +389,7 @@ absl::StatusOr<Store::SidList> Store::GetSids(absl::string_view name, const Toke
   }
   std::vector<std::string> keys;
   for (uint64_t id : distinct) keys.push_back(ItemKey(cid, id));
-  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
-  std::vector<rocksdb::PinnableSlice> values(keys.size());
-  std::vector<rocksdb::Status> statuses(keys.size());
-  db_->MultiGet(rocksdb::ReadOptions(), codes_, slices.size(), slices.data(), values.data(),
-                statuses.data());
+  auto [values, statuses] = MultiGet(db_.get(), codes_, keys);
   for (size_t i = 0; i < keys.size(); ++i) {
     if (statuses[i].IsNotFound()) {
       list.missing.push_back(distinct[i]);
