@@ -536,7 +536,6 @@ void PricePhase(const Candidates& cand, int64_t n, int64_t k, const SizeBounds& 
     return b + (std::fabs(b) * 1e-12 + 1e-30);  // a tie: let both go (size <= q)
   };
 
-  int64_t previous_violation = -1;  // none yet
   for (int sweep = 0; sweep < max_sweeps; ++sweep) {
     bool changed = false;
     for (int64_t c = 0; c < k; ++c) {
@@ -589,15 +588,6 @@ void PricePhase(const Candidates& cand, int64_t n, int64_t k, const SizeBounds& 
       }
     }
     if (!changed) break;
-    // Stop once feasible, or once a sweep no longer removes a tenth of the violation: the
-    // shortest-path phase that follows fixes the rest and restores optimality within the
-    // candidates (it keeps applying improving paths) more cheaply than further sweeps.
-    int64_t violation = 0;
-    for (int64_t s : size) violation += std::max<int64_t>(0, s - hi) + std::max<int64_t>(0, lo - s);
-    if (violation == 0 || (previous_violation >= 0 && violation * 10 > previous_violation * 9)) {
-      break;
-    }
-    previous_violation = violation;
   }
 }
 
