@@ -825,19 +825,15 @@ int main(int argc, char** argv) {
     EncodeInProcess(mixture_name + " in-process", mixture, mixture_plain->result.quantizer);
     EncodeInProcess("FashionMNIST in-process", fmnist, fmnist_plain->result.quantizer);
 
-    ServerOptions options;
-    options.listen_address = "127.0.0.1:0";
-    options.metrics_address = "";
-    options.data_dir = FreshDir("tokenizer");
-    options.sync = false;
-    auto server = QuantdServer::Start(options);
+    const std::string data_dir = FreshDir("tokenizer");
+    auto server = QuantdServer::Start(ServerOptions::Embedded(data_dir, /*sync=*/false));
     if (!server.ok()) Die(server.status().ToString());
     auto stub = v1::Quantd::NewStub(Connect((*server)->address()));
     std::fprintf(stderr, "  gRPC: uploading and training (mix 50k x 128, FashionMNIST 10k) ...\n");
     EncodeGrpc(*stub, "mix50k-128", FirstRows(mixture, 50000));
     EncodeGrpc(*stub, "fmnist10k", FirstRows(fmnist, 10000));
     (*server)->Shutdown(std::chrono::milliseconds(1000));
-    std::filesystem::remove_all(options.data_dir);
+    std::filesystem::remove_all(data_dir);
     std::printf("\n");
   }
 

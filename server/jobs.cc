@@ -208,19 +208,23 @@ std::vector<v1::Job> JobManager::List(const std::string& collection, uint32_t co
   return jobs;
 }
 
+absl::Status JobManager::CancelLocked(const std::shared_ptr<Entry>& entry,
+                                      absl::string_view reason) {
+  entry->cancel = true;  // a running job stops at its next progress check
+  if (entry->record.state() != v1::JOB_STATE_PENDING) return absl::OkStatus();
+  queue_.erase(std::remove(queue_.begin(), queue_.end(), entry), queue_.end());
+  entry->record.set_state(v1::JOB_STATE_CANCELLED);
+  entry->record.set_phase("cancelled");
+  entry->record.set_error(std::string(reason));
+  entry->record.set_end_time_ms(NowMs());
+  return store_->PutJob(entry->record);
+}
+
 void JobManager::CancelCollection(uint32_t collection_id) {
   std::lock_guard lock(mu_);
   for (auto& [id, entry] : jobs_) {
     if (entry->record.collection_id() != collection_id || !Active(entry->record)) continue;
-    entry->cancel = true;
-    if (entry->record.state() == v1::JOB_STATE_PENDING) {
-      queue_.erase(std::remove(queue_.begin(), queue_.end(), entry), queue_.end());
-      entry->record.set_state(v1::JOB_STATE_CANCELLED);
-      entry->record.set_phase("cancelled");
-      entry->record.set_error("the collection was dropped");
-      entry->record.set_end_time_ms(NowMs());
-      store_->PutJob(entry->record).IgnoreError();
-    }
+    CancelLocked(entry, "the collection was dropped").IgnoreError();
   }
 }
 
@@ -233,14 +237,8 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
     return absl::FailedPreconditionError(
         absl::StrFormat("job %s already ended (%s)", id, v1::JobState_Name(entry->record.state())));
   }
-  entry->cancel = true;
-  if (entry->record.state() == v1::JOB_STATE_PENDING) {
-    queue_.erase(std::remove(queue_.begin(), queue_.end(), entry), queue_.end());
-    entry->record.set_state(v1::JOB_STATE_CANCELLED);
-    entry->record.set_phase("cancelled");
-    entry->record.set_error("cancelled before it started");
-    entry->record.set_end_time_ms(NowMs());
-    if (auto status = store_->PutJob(entry->record); !status.ok()) return status;
+  if (auto status = CancelLocked(entry, "cancelled before it started"); !status.ok()) {
+    return status;
   }
   return ToProto(entry->record);
 }

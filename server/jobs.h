@@ -60,6 +60,9 @@ class JobManager {
   // Runs one job; returns the version committed.
   absl::StatusOr<uint32_t> RunTrainTokenizer(Entry& entry);
   void SetPhase(Entry& entry, const std::string& phase, double progress);
+  // Asks `entry` (active) to stop; a pending one is dequeued and recorded CANCELLED with
+  // `reason` at once. Needs mu_.
+  absl::Status CancelLocked(const std::shared_ptr<Entry>& entry, absl::string_view reason);
   void Finish(Entry& entry, const absl::StatusOr<uint32_t>& result);
   v1::Job ToProto(const storage::JobRecord& record) const;
 

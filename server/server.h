@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 
@@ -33,6 +34,17 @@ struct ServerOptions {
   std::string metrics_address = "127.0.0.1:9464";
   // fsync the WAL before acknowledging each write.
   bool sync = true;
+
+  // A server embedded in another program (tests, benchmarks): a free loopback port, no
+  // metrics endpoint, data in `data_dir`.
+  static ServerOptions Embedded(std::string data_dir, bool sync) {
+    ServerOptions options;
+    options.listen_address = "127.0.0.1:0";
+    options.metrics_address = "";
+    options.data_dir = std::move(data_dir);
+    options.sync = sync;
+    return options;
+  }
 };
 
 class QuantdServer {

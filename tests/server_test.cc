@@ -52,12 +52,9 @@ class ServerTest : public ::testing::Test {
   void SetUp() override { Start(); }
 
   void Start() {
-    ServerOptions options;
-    options.listen_address = "127.0.0.1:0";
+    ServerOptions options = ServerOptions::Embedded(dir_.path() + "/data", /*sync=*/false);
     // Only the metrics test serves /metrics: stopping civetweb costs a second or two.
-    options.metrics_address = with_metrics_ ? "127.0.0.1:0" : "";
-    options.data_dir = dir_.path() + "/data";
-    options.sync = false;
+    if (with_metrics_) options.metrics_address = "127.0.0.1:0";
     auto server = QuantdServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);

@@ -22,12 +22,8 @@ class TokenizerServiceTest : public ::testing::Test {
   void SetUp() override { Start(); }
 
   void Start() {
-    ServerOptions options;
-    options.listen_address = "127.0.0.1:0";
-    options.metrics_address = "";
-    options.data_dir = dir_.path() + "/data";
-    options.sync = false;
-    auto server = QuantdServer::Start(options);
+    auto server =
+        QuantdServer::Start(ServerOptions::Embedded(dir_.path() + "/data", /*sync=*/false));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     stub_ = v1::Quantd::NewStub(Connect(server_->address()));
