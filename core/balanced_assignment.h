@@ -43,6 +43,12 @@ struct BalancedOptions {
   // (the previous Lloyd iteration), which saves most of the price sweeps; replaced by the final
   // prices. Null, or not of size k: start from zero. kExact ignores it.
   std::vector<double>* prices = nullptr;
+  // kFast: true runs the price sweeps to the end and then improving paths, for an assignment
+  // within 1% of kExact's objective. false stops at the first assignment within the bounds; it
+  // is argmin under the prices, hence optimal for the sizes it has, but those sizes may not be
+  // the best ones. Cheaper: meant for the inner Lloyd iterations of balanced k-means, whose
+  // centroids move again anyway.
+  bool polish = true;
   // If not null, receives the sum of costs[i, labels[i]] (in double).
   double* objective = nullptr;
 };

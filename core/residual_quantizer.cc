@@ -68,6 +68,7 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
   BalancedOptions assign;
   assign.prices = &prices;
   assign.objective = &objective;
+  assign.polish = false;  // the centroids move again anyway
   double previous = std::numeric_limits<double>::infinity();
   for (int iteration = 1; iteration <= options.max_iterations; ++iteration) {
     SquaredDistances(train, m, result.centroids.data(), k, d, costs.data(), options.num_threads);
@@ -105,6 +106,11 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
     SquaredDistances(data + begin * d, end - begin, centroids, k, d, out, options.num_threads);
   };
   assign.objective = &result.objective;
+  // Polished (optimal sizes) when training saw every row: it is one more Lloyd step. After a
+  // subsample it covers n / m times the rows of a Lloyd step, and polishing would cost more than
+  // the whole training; the feasible assignment is argmin under the prices, so still optimal for
+  // its sizes.
+  assign.polish = m == n;
   auto assigned = BalancedAssignRows(rows, n, k, bounds, assign);
   if (!assigned.ok()) return assigned.status();
   result.assignments = std::move(*assigned);

@@ -390,6 +390,46 @@ TEST(BalancedFastTest, MeetsBoundsAndWithinOnePercentOfExact) {
   }
 }
 
+// Without polish (the inner Lloyd steps of balanced k-means): the bounds still hold exactly, cold
+// and warm-started (the second call starts from the first's prices), on real and on skewed
+// costs; the objective stays near the exact optimum.
+TEST(BalancedFastTest, UnpolishedMeetsBoundsNearExact) {
+  Problem skewed = MakeProblem("sift-skewed", Sift(), 0, 3000, 40, 51);
+  for (int64_t i = 0; i < skewed.n; ++i) {
+    skewed.costs[i * skewed.k + 0] *= 0.2f;
+    skewed.costs[i * skewed.k + 1] *= 5.0f;
+  }
+  const Problem problems[] = {MakeProblem("sift", Sift(), 0, 2000, 16, 31),
+                              MakeProblem("sift", Sift(), 2500, 1500, 32, 32),
+                              MakeProblem("beauty", Beauty(), 5000, 2000, 64, 35), skewed};
+  for (const Problem& p : problems) {
+    for (const SizeBounds& b : {BoundsFromSlack(p.n, p.k, 0.0), BoundsFromSlack(p.n, p.k, 0.1),
+                                BoundsFromSlack(p.n, p.k, 0.2)}) {
+      const std::string what = absl::StrCat(p.name, " bounds ", b.size_min, "..", b.size_max);
+      const double exact =
+          AssignmentCost(p.costs.data(), p.n, p.k, Solve(p, b, BalancedMode::kExact));
+      std::vector<double> prices;
+      double objective = 0;
+      BalancedOptions options;
+      options.polish = false;
+      options.prices = &prices;
+      options.objective = &objective;
+      for (const char* start : {"cold", "warm"}) {
+        absl::StatusOr<std::vector<int32_t>> labels =
+            BalancedAssign(p.costs.data(), p.n, p.k, b, options);
+        ASSERT_TRUE(labels.ok()) << what << ": " << labels.status();
+        ExpectMeetsBounds(*labels, p.n, p.k, b, absl::StrCat(what, " ", start));
+        const double cost = AssignmentCost(p.costs.data(), p.n, p.k, *labels);
+        EXPECT_EQ(objective, cost) << what << " " << start;
+        EXPECT_GE(cost, exact * (1 - 1e-9)) << what << " " << start;
+        // Measured: at most 1.7% above exact on the real costs, 5.1% on the skewed ones (the
+        // prices aim a quarter of the way into the bounds, which costs more when they are wide).
+        EXPECT_LE(cost, exact * (p.name == skewed.name ? 1.07 : 1.03)) << what << " " << start;
+      }
+    }
+  }
+}
+
 TEST(BalancedFastTest, Deterministic) {
   const Problem p = MakeProblem("beauty", Beauty(), 0, 3000, 20, 41);
   const SizeBounds b = BoundsFromSlack(p.n, p.k, 0.0);
