@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "server/heap.h"
 #include "server/log.h"
 #include "server/tokenizer.h"
 
@@ -280,6 +281,7 @@ void JobManager::WorkerLoop() {
     LogInfo("job %s: training tokenizer of collection '%s'", entry->record.id(),
             entry->record.collection());
     Finish(*entry, RunTrainTokenizer(*entry));
+    ReleaseFreeHeap();  // training's peak memory goes back to the kernel
   }
 }
 

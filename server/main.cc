@@ -14,6 +14,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "server/heap.h"
 #include "server/log.h"
 #include "server/server.h"
 
@@ -56,6 +57,7 @@ int main(int argc, char** argv) {
       "environment variables, e.g. QUANTD_DATA_DIR.");
   if (!ApplyEnvironment()) return 2;
   absl::ParseCommandLine(argc, argv);
+  quantd::KeepFreedHeapForReuse();
 
   // Block the stop signals in every thread; the main thread waits for them below.
   sigset_t stop_signals;
