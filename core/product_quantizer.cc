@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "core/parallel.h"
 #include "core/vectors.h"
 
 namespace quantd {
@@ -56,6 +57,10 @@ absl::StatusOr<ProductQuantizer> ProductQuantizer::Train(const float* data, int6
     return absl::InvalidArgumentError(
         absl::StrFormat("n %d training rows < 2^nbits %d centroids per sub-quantizer", n, ksub));
   }
+  if (options.num_threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("num_threads %d: must be at least 0", options.num_threads));
+  }
   if (auto status = ValidateKMeansInput(data, n, d, 1); !status.ok()) return status;
 
   ProductQuantizer pq;
@@ -64,8 +69,14 @@ absl::StatusOr<ProductQuantizer> ProductQuantizer::Train(const float* data, int6
   pq.nbits_ = options.nbits;
   const int64_t dsub = d / options.m;
   pq.centroids_.resize(static_cast<size_t>(options.m * ksub * dsub));
-  std::vector<float> slice(static_cast<size_t>(n * dsub));  // n x dsub, sub-space m
-  for (int64_t m = 0; m < options.m; ++m) {
+  // Sub-spaces are trained in parallel, one k-means each (k-means on dsub columns is too small
+  // to spread over threads well); each result is the same for any thread count.
+  const int threads = ResolveThreads(options.num_threads);
+  const int workers = static_cast<int>(std::min<int64_t>(threads, options.m));
+  const int threads_per_kmeans = std::max(1, threads / workers);
+  std::vector<absl::Status> statuses(static_cast<size_t>(options.m));
+  ParallelFor(options.m, workers, [&](int64_t m) {
+    std::vector<float> slice(static_cast<size_t>(n * dsub));  // n x dsub, sub-space m
     CopyColumns(data, n, d, m * dsub, dsub, slice.data());
     KMeansOptions kmeans;
     kmeans.k = ksub;
@@ -74,11 +85,17 @@ absl::StatusOr<ProductQuantizer> ProductQuantizer::Train(const float* data, int6
     kmeans.init = options.init;
     kmeans.seed = options.seed + static_cast<uint64_t>(m);
     kmeans.max_points_per_centroid = options.max_points_per_centroid;
-    kmeans.num_threads = options.num_threads;
+    kmeans.num_threads = threads_per_kmeans;
     auto result = TrainKMeans(slice.data(), n, dsub, kmeans);
-    if (!result.ok()) return result.status();
+    if (!result.ok()) {
+      statuses[m] = result.status();
+      return;
+    }
     std::copy(result->centroids.begin(), result->centroids.end(),
               pq.centroids_.begin() + m * ksub * dsub);
+  });
+  for (const absl::Status& status : statuses) {
+    if (!status.ok()) return status;
   }
   pq.Init();
   return pq;
