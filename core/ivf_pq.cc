@@ -35,6 +35,13 @@ void NormalizeRows(float* x, int64_t n, int64_t d) {
   }
 }
 
+// out[j] = a[j] + b[j]: the fused per-list table (M x ksub floats, once per probed list, which
+// on short lists costs as much as the scan). Cloned for AVX-512 / AVX2 and chosen at load time.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void AddTables(
+    const float* __restrict a, const float* __restrict b, int64_t n, float* __restrict out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
+}
+
 // A candidate: internal distance (smaller is nearer) and id. Ordered by (distance, id), so the
 // k best of any set are unique whatever order they are seen in.
 struct Candidate {
@@ -48,7 +55,10 @@ inline bool Before(const Candidate& a, const Candidate& b) {
 // The k best candidates seen: a binary max-heap under Before (worst at the root).
 class TopK {
  public:
-  explicit TopK(int64_t k) : k_(static_cast<size_t>(k)) { heap_.reserve(k_); }
+  // reserve: the most candidates expected (k, or fewer when fewer vectors are stored).
+  TopK(int64_t k, int64_t reserve) : k_(static_cast<size_t>(k)) {
+    heap_.reserve(static_cast<size_t>(std::min(k, reserve)));
+  }
 
   // Distances above this cannot enter (+inf until k candidates are held).
   float threshold() const { return threshold_; }
@@ -577,7 +587,7 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
     for (int64_t l = 0; l < nlist_; ++l) order[l] = {row[l], static_cast<int32_t>(l)};
     std::partial_sort(order.begin(), order.begin() + nprobe, order.end());
 
-    TopK top(depth);
+    TopK top(depth, size());
     const float* ip_q = ip.empty() ? nullptr : ip.data() + q * table;
     for (int64_t p = 0; p < nprobe; ++p) {
       const int32_t list = order[p].second;
@@ -588,7 +598,7 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
       float base = order[p].first;
       if (use_precomputed) {
         const float* t = precomputed_.data() + list * table;
-        for (int64_t j = 0; j < table; ++j) sim[j] = t[j] + ip_q[j];
+        AddTables(t, ip_q, table, sim.data());
       } else if (l2) {
         const float* v = xb + q * d_;
         const float* c = coarse_.data() + list * d_;

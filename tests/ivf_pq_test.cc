@@ -249,6 +249,16 @@ TEST(IvfPqTest, InnerProductAndCosineAgainstBruteForce) {
     const Results refined = SearchOk(index, queries, refine);
     const Recall rr = Measure(refined, truth);
     EXPECT_GT(rr.at10, r.at10 + 0.05);
+    // Candidates the fetch function cannot find are dropped.
+    refine.fetch = [&base](uint64_t id, float* out) {
+      if (id % 2 == 1) return false;
+      std::copy_n(base.values.data() + id * base.dim, base.dim, out);
+      return true;
+    };
+    for (const auto& row : SearchOk(index, queries, refine)) {
+      EXPECT_FALSE(row.empty());
+      for (const IvfPqNeighbor& n : row) EXPECT_EQ(n.id % 2, 0u);
+    }
     for (int64_t q = 0; q < 5; ++q) {
       const float* x = queries.values.data() + q * queries.dim;
       double x_norm = 0;
