@@ -15,7 +15,9 @@
 //            L2 (||x - y||^2 = 2 - 2 cos for unit vectors, so the ranking is the same and the
 //            L2 form keeps the norm error of the reconstruction out of it); reported as
 //            1 - ||x - y_hat||^2 / 2.
-// Coarse assignment and probing use the metric (L2 nearest, or largest inner product for IP).
+// Coarse assignment and probing use the metric (L2 nearest, or largest inner product for IP);
+// the coarse k-means itself is L2 k-means for IP (FAISS's IP index assigns by inner product
+// inside its k-means too).
 //
 // Shapes: vectors are n x d row-major float32; ids are uint64 (any value, unique in the index);
 // list l holds ids (size_l) and codes (size_l x code_size bytes, contiguous).
@@ -50,12 +52,13 @@ struct IvfPqOptions {
   // centroid; random init and no early stop, as FAISS.
   int coarse_iterations = 10;
   int64_t coarse_max_points_per_centroid = 256;
-  // PQ k-means on the residuals of at most pq_training_rows rows (FAISS: 256 x 2^nbits).
+  // PQ k-means on the residuals of at most pq_training_rows rows (FAISS: 256 x 2^nbits, i.e.
+  // 65536 for 8 bits and 4096 for 4 bits; set it to match FAISS with 4 bits).
   int pq_iterations = 25;
   int64_t pq_training_rows = 65536;
   KMeansOptions::Init init = KMeansOptions::Init::kRandom;
   uint64_t seed = 1234;
-  // L2 only: precompute the per-(list, m, code) table (nlist x M x 2^nbits floats) when it
+  // L2 and cosine: precompute the per-(list, m, code) table (nlist x M x 2^nbits floats) when it
   // takes at most this many bytes; larger indexes build a residual table per probed list.
   int64_t max_precomputed_table_bytes = int64_t{1} << 31;
   int num_threads = 0;  // training and Add; 0: hardware concurrency
