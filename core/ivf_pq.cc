@@ -1,0 +1,836 @@
+#include "core/ivf_pq.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_format.h"
+#include "core/parallel.h"
+
+namespace quantd {
+namespace {
+
+// Queries searched together: one coarse product (block x nlist) and one inner-product table
+// product (block x M x ksub) per block. Blocks are fixed by query index, so a query's arithmetic
+// does not depend on how blocks are spread over threads.
+constexpr int64_t kQueryBlock = 16;
+// Rows assigned / encoded per block on Add (bounds the residual buffer: block x d floats).
+constexpr int64_t kAddBlock = 8192;
+
+constexpr char kMagic[8] = {'Q', 'D', 'I', 'V', 'F', 'P', 'Q', '\0'};
+constexpr uint32_t kVersion = 1;
+
+void NormalizeRows(float* x, int64_t n, int64_t d) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = x + i * d;
+    double norm = 0;
+    for (int64_t j = 0; j < d; ++j) norm += static_cast<double>(row[j]) * row[j];
+    if (norm > 0) {
+      const float scale = static_cast<float>(1.0 / std::sqrt(norm));
+      for (int64_t j = 0; j < d; ++j) row[j] *= scale;
+    }
+  }
+}
+
+// out[j] = a[j] + b[j]: the fused per-list table (M x ksub floats, once per probed list, which
+// on short lists costs as much as the scan). Cloned for AVX-512 / AVX2 and chosen at load time.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void AddTables(
+    const float* __restrict a, const float* __restrict b, int64_t n, float* __restrict out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
+}
+
+// A candidate: internal distance (smaller is nearer) and id. Ordered by (distance, id), so the
+// k best of any set are unique whatever order they are seen in.
+struct Candidate {
+  float distance;
+  uint64_t id;
+};
+inline bool Before(const Candidate& a, const Candidate& b) {
+  return a.distance < b.distance || (a.distance == b.distance && a.id < b.id);
+}
+
+// The k best candidates seen: a binary max-heap under Before (worst at the root).
+class TopK {
+ public:
+  // reserve: the most candidates expected (k, or fewer when fewer vectors are stored).
+  TopK(int64_t k, int64_t reserve) : k_(static_cast<size_t>(k)) {
+    heap_.reserve(static_cast<size_t>(std::min(k, reserve)));
+  }
+
+  // Distances above this cannot enter (+inf until k candidates are held).
+  float threshold() const { return threshold_; }
+
+  void Push(float distance, uint64_t id) {
+    const Candidate c{distance, id};
+    if (heap_.size() < k_) {
+      heap_.push_back(c);
+      std::push_heap(heap_.begin(), heap_.end(), Before);
+      if (heap_.size() == k_) threshold_ = heap_.front().distance;
+      return;
+    }
+    if (!Before(c, heap_.front())) return;
+    // Replace the root and sift it down.
+    const size_t n = heap_.size();
+    size_t i = 0;
+    while (true) {
+      size_t child = 2 * i + 1;
+      if (child >= n) break;
+      if (child + 1 < n && Before(heap_[child], heap_[child + 1])) ++child;
+      if (!Before(c, heap_[child])) break;
+      heap_[i] = heap_[child];
+      i = child;
+    }
+    heap_[i] = c;
+    threshold_ = heap_.front().distance;
+  }
+
+  // The candidates, best first.
+  std::vector<Candidate> Sorted() {
+    std::vector<Candidate> out = std::move(heap_);
+    std::sort(out.begin(), out.end(), Before);
+    return out;
+  }
+
+ private:
+  size_t k_;
+  std::vector<Candidate> heap_;
+  float threshold_ = std::numeric_limits<float>::infinity();
+};
+
+// Scans n codes of 8-bit sub-codes (kM bytes each): distance = base + sum_m sim[m][code_m].
+// The sum is split over four accumulators so the table loads pipeline.
+template <int kM>
+void Scan8(const uint8_t* codes, const uint64_t* ids, int64_t n, const float* sim, float base,
+           TopK& top) {
+  static_assert(kM % 4 == 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* c = codes + i * kM;
+    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (int m = 0; m < kM; m += 4) {
+      a0 += sim[(m + 0) * 256 + c[m + 0]];
+      a1 += sim[(m + 1) * 256 + c[m + 1]];
+      a2 += sim[(m + 2) * 256 + c[m + 2]];
+      a3 += sim[(m + 3) * 256 + c[m + 3]];
+    }
+    const float distance = base + ((a0 + a1) + (a2 + a3));
+    if (distance <= top.threshold()) top.Push(distance, ids[i]);
+  }
+}
+
+// Any M, 8 bits.
+void Scan8Generic(const uint8_t* codes, const uint64_t* ids, int64_t n, int64_t m_count,
+                  const float* sim, float base, TopK& top) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* c = codes + i * m_count;
+    float a0 = 0, a1 = 0;
+    int64_t m = 0;
+    for (; m + 2 <= m_count; m += 2) {
+      a0 += sim[m * 256 + c[m]];
+      a1 += sim[(m + 1) * 256 + c[m + 1]];
+    }
+    if (m < m_count) a0 += sim[m * 256 + c[m]];
+    const float distance = base + (a0 + a1);
+    if (distance <= top.threshold()) top.Push(distance, ids[i]);
+  }
+}
+
+// 4 bits: byte b of a code holds sub-codes 2b (low nibble) and 2b + 1 (high nibble); tables
+// are M x 16.
+void Scan4(const uint8_t* codes, const uint64_t* ids, int64_t n, int64_t m_count, int64_t code_size,
+           const float* sim, float base, TopK& top) {
+  const int64_t pairs = m_count / 2;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* c = codes + i * code_size;
+    float a0 = 0, a1 = 0;
+    for (int64_t b = 0; b < pairs; ++b) {
+      a0 += sim[(2 * b) * 16 + (c[b] & 15)];
+      a1 += sim[(2 * b + 1) * 16 + (c[b] >> 4)];
+    }
+    if (m_count & 1) a0 += sim[(m_count - 1) * 16 + (c[pairs] & 15)];
+    const float distance = base + (a0 + a1);
+    if (distance <= top.threshold()) top.Push(distance, ids[i]);
+  }
+}
+
+// Byte writer / reader of the serialized form.
+class Writer {
+ public:
+  template <typename T>
+  void Put(const T& value) {
+    out_.append(reinterpret_cast<const char*>(&value), sizeof(T));
+  }
+  template <typename T>
+  void PutArray(const T* values, size_t count) {
+    out_.append(reinterpret_cast<const char*>(values), count * sizeof(T));
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+class Reader {
+ public:
+  explicit Reader(absl::string_view in) : in_(in) {}
+  size_t remaining() const { return in_.size() - pos_; }
+  template <typename T>
+  absl::Status Get(T* value, absl::string_view what) {
+    return GetArray(value, 1, what);
+  }
+  template <typename T>
+  absl::Status GetArray(T* values, size_t count, absl::string_view what) {
+    if (count > remaining() / sizeof(T)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("IVF-PQ blob truncated: %s needs %d bytes at offset %d, %d left", what,
+                          count * sizeof(T), pos_, remaining()));
+    }
+    std::memcpy(values, in_.data() + pos_, count * sizeof(T));
+    pos_ += count * sizeof(T);
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::string_view in_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<IvfPqIndex> IvfPqIndex::Train(const float* data, int64_t n, int64_t d,
+                                             const IvfPqOptions& options) {
+  if (auto status = ProductQuantizer::ValidateShape(d, options.m, options.nbits); !status.ok()) {
+    return status;
+  }
+  if (d > kMaxDimension) {
+    return absl::InvalidArgumentError(absl::StrFormat("d %d exceeds %d", d, kMaxDimension));
+  }
+  if (options.nlist < 1 || options.nlist > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("nlist %d must be in [1, 2^31)", options.nlist));
+  }
+  const int64_t ksub = int64_t{1} << options.nbits;
+  if (n < options.nlist) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("n %d training rows < nlist %d", n, options.nlist));
+  }
+  if (n < ksub) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("n %d training rows < 2^nbits %d centroids per sub-quantizer", n, ksub));
+  }
+  if (options.pq_training_rows < ksub) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("pq_training_rows %d < 2^nbits %d", options.pq_training_rows, ksub));
+  }
+  if (options.coarse_iterations < 0 || options.pq_iterations < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("iterations (coarse %d, pq %d) must be at least 0",
+                        options.coarse_iterations, options.pq_iterations));
+  }
+  if (options.coarse_max_points_per_centroid < 0 || options.num_threads < 0 ||
+      options.max_precomputed_table_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "coarse_max_points_per_centroid %d, num_threads %d, max_precomputed_table_bytes %d "
+        "must be at least 0",
+        options.coarse_max_points_per_centroid, options.num_threads,
+        options.max_precomputed_table_bytes));
+  }
+  if (data == nullptr) return absl::InvalidArgumentError("data is null");
+  if (auto status = CheckVectors(data, n, d, options.metric, "data"); !status.ok()) return status;
+
+  IvfPqIndex index;
+  index.metric_ = options.metric;
+  index.d_ = d;
+  index.nlist_ = options.nlist;
+  index.num_threads_ = options.num_threads;
+  const bool cosine = options.metric == Metric::kCosine;
+  const int threads = ResolveThreads(options.num_threads);
+  if (n < 39 * options.nlist) {
+    index.training_warning_ = absl::StrFormat(
+        "n %d training rows < 39 x nlist %d = %d: the coarse clustering may be poor (FAISS "
+        "warns below 39 rows per centroid)",
+        n, options.nlist, 39 * options.nlist);
+  }
+
+  // Copies of the sampled rows, normalised for cosine (rows: increasing row numbers).
+  auto gather = [&](const std::vector<int64_t>& rows) {
+    std::vector<float> out(rows.size() * static_cast<size_t>(d));
+    for (size_t i = 0; i < rows.size(); ++i) {
+      std::memcpy(out.data() + i * d, data + rows[i] * d, sizeof(float) * d);
+    }
+    if (cosine) NormalizeRows(out.data(), static_cast<int64_t>(rows.size()), d);
+    return out;
+  };
+
+  // Coarse quantizer: k-means on at most nlist x coarse_max_points_per_centroid rows.
+  {
+    const int64_t per = options.coarse_max_points_per_centroid;
+    const int64_t rows = per > 0 && per <= n / options.nlist ? options.nlist * per : n;
+    const std::vector<float> sample = gather(SampleRows(n, rows, options.seed));
+    KMeansOptions kmeans;
+    kmeans.k = options.nlist;
+    kmeans.max_iterations = options.coarse_iterations;
+    kmeans.tolerance = 0;
+    kmeans.init = options.init;
+    kmeans.seed = options.seed;
+    kmeans.max_points_per_centroid = 0;  // sampled above
+    kmeans.spherical = cosine;
+    kmeans.num_threads = threads;
+    auto coarse = TrainKMeans(sample.data(), rows, d, kmeans);
+    if (!coarse.ok()) return coarse.status();
+    index.coarse_ = std::move(coarse->centroids);
+  }
+  index.coarse_packed_.emplace_back(index.coarse_.data(), index.nlist_, d);
+  index.coarse_norms_ = SquaredNorms(index.coarse_.data(), index.nlist_, d);
+
+  // PQ on the residuals of at most pq_training_rows rows to their lists.
+  {
+    const int64_t rows = std::min(n, options.pq_training_rows);
+    std::vector<float> residuals = gather(SampleRows(n, rows, options.seed ^ 0x51ed270b27a3d1ULL));
+    std::vector<int32_t> lists(static_cast<size_t>(rows));
+    index.AssignLists(residuals.data(), rows, lists.data(), threads);
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* c = index.coarse_.data() + static_cast<int64_t>(lists[i]) * d;
+      float* r = residuals.data() + i * d;
+      for (int64_t j = 0; j < d; ++j) r[j] -= c[j];
+    }
+    ProductQuantizerOptions pq_options;
+    pq_options.m = options.m;
+    pq_options.nbits = options.nbits;
+    pq_options.max_iterations = options.pq_iterations;
+    pq_options.init = options.init;
+    pq_options.tolerance = 0;
+    pq_options.seed = options.seed + 1;
+    pq_options.num_threads = threads;
+    auto pq = ProductQuantizer::Train(residuals.data(), rows, d, pq_options);
+    if (!pq.ok()) return pq.status();
+    index.pq_ = std::move(*pq);
+  }
+  index.Init(options.max_precomputed_table_bytes);
+  return index;
+}
+
+void IvfPqIndex::Init(int64_t max_precomputed_table_bytes) {
+  max_precomputed_table_bytes_ = max_precomputed_table_bytes;
+  if (coarse_packed_.empty()) {
+    coarse_packed_.emplace_back(coarse_.data(), nlist_, d_);
+    coarse_norms_ = SquaredNorms(coarse_.data(), nlist_, d_);
+  }
+  lists_.resize(static_cast<size_t>(nlist_));
+  precomputed_.clear();
+  const int64_t table = pq_.m() * pq_.ksub();
+  if (metric_ != Metric::kInnerProduct &&
+      nlist_ <= max_precomputed_table_bytes / (table * static_cast<int64_t>(sizeof(float)))) {
+    // <c_l,m, y_mj> for every list: the PQ's inner-product tables of the coarse centroids.
+    precomputed_.resize(static_cast<size_t>(nlist_ * table));
+    pq_.InnerProductTables(coarse_.data(), nlist_, precomputed_.data());
+    std::vector<float> y_norms(static_cast<size_t>(table));  // M x ksub, ||y_mj||^2
+    for (int64_t m = 0; m < pq_.m(); ++m) {
+      for (int64_t j = 0; j < pq_.ksub(); ++j) {
+        const float* y = pq_.centroid(m, j);
+        float s = 0;
+        for (int64_t t = 0; t < pq_.dsub(); ++t) s += y[t] * y[t];
+        y_norms[m * pq_.ksub() + j] = s;
+      }
+    }
+    for (int64_t l = 0; l < nlist_; ++l) {
+      float* t = precomputed_.data() + l * table;
+      for (int64_t j = 0; j < table; ++j) t[j] = y_norms[j] + 2.0f * t[j];
+    }
+  }
+}
+
+void IvfPqIndex::AssignLists(const float* x, int64_t n, int32_t* lists, int num_threads) const {
+  if (n <= 0) return;
+  if (metric_ != Metric::kInnerProduct) {  // cosine: unit rows and centroids, nearest = largest IP
+    AssignNearestPacked(x, n, coarse_packed_[0], coarse_norms_.data(), lists, nullptr, num_threads);
+    return;
+  }
+  // Largest inner product (first one on ties), in row blocks of a bounded tile.
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(1024, (int64_t{1} << 22) / nlist_));
+  const int64_t num_blocks = (n + block - 1) / block;
+  ParallelFor(num_blocks, num_threads, [&](int64_t b) {
+    const int64_t row0 = b * block;
+    const int64_t rows = std::min(block, n - row0);
+    std::vector<float> tile(static_cast<size_t>(rows * nlist_));
+    coarse_packed_[0].Multiply(x + row0 * d_, rows, tile.data(), nlist_);
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* t = tile.data() + i * nlist_;
+      lists[row0 + i] = static_cast<int32_t>(std::max_element(t, t + nlist_) - t);
+    }
+  });
+}
+
+void IvfPqIndex::EncodeResiduals(const float* x, int64_t n, const int32_t* lists, uint8_t* codes,
+                                 int num_threads) const {
+  const int64_t block = std::min(n, kAddBlock);
+  std::vector<float> residuals(static_cast<size_t>(block * d_));
+  for (int64_t row0 = 0; row0 < n; row0 += block) {
+    const int64_t rows = std::min(block, n - row0);
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* v = x + (row0 + i) * d_;
+      const float* c = coarse_.data() + static_cast<int64_t>(lists[row0 + i]) * d_;
+      float* r = residuals.data() + i * d_;
+      for (int64_t j = 0; j < d_; ++j) r[j] = v[j] - c[j];
+    }
+    pq_.EncodeUnchecked(residuals.data(), rows, codes + row0 * pq_.code_size(), num_threads);
+  }
+}
+
+void IvfPqIndex::Append(uint64_t id, int32_t list, const uint8_t* code) {
+  InvertedList& l = lists_[list];
+  where_[id] = Location{list, static_cast<int64_t>(l.ids.size())};
+  l.ids.push_back(id);
+  l.codes.insert(l.codes.end(), code, code + pq_.code_size());
+}
+
+absl::Status IvfPqIndex::Add(absl::Span<const uint64_t> ids, absl::Span<const float> vectors) {
+  if (d_ == 0) return absl::FailedPreconditionError("IVF-PQ index is not trained");
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (static_cast<int64_t>(vectors.size()) != n * d_) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("vectors size %d != ids %d x d %d", vectors.size(), n, d_));
+  }
+  if (n == 0) return absl::OkStatus();
+  if (auto status = CheckVectors(vectors.data(), n, d_, metric_, "vectors"); !status.ok()) {
+    return status;
+  }
+  absl::flat_hash_set<uint64_t> batch;
+  batch.reserve(ids.size());
+  for (int64_t i = 0; i < n; ++i) {
+    if (where_.contains(ids[i])) {
+      return absl::AlreadyExistsError(
+          absl::StrFormat("ids[%d] = %d is already in the index", i, ids[i]));
+    }
+    if (!batch.insert(ids[i]).second) {
+      return absl::AlreadyExistsError(
+          absl::StrFormat("ids[%d] = %d appears twice in the batch", i, ids[i]));
+    }
+  }
+  const int threads = ResolveThreads(num_threads_);
+  std::vector<float> normalized;
+  const float* x = vectors.data();
+  if (metric_ == Metric::kCosine) {
+    normalized.assign(vectors.begin(), vectors.end());
+    NormalizeRows(normalized.data(), n, d_);
+    x = normalized.data();
+  }
+  std::vector<int32_t> lists(static_cast<size_t>(n));
+  AssignLists(x, n, lists.data(), threads);
+  std::vector<uint8_t> codes(static_cast<size_t>(n * pq_.code_size()));
+  EncodeResiduals(x, n, lists.data(), codes.data(), threads);
+  where_.reserve(where_.size() + ids.size());
+  for (int64_t i = 0; i < n; ++i) Append(ids[i], lists[i], codes.data() + i * pq_.code_size());
+  return absl::OkStatus();
+}
+
+int64_t IvfPqIndex::Remove(absl::Span<const uint64_t> ids) {
+  int64_t removed = 0;
+  const int64_t cs = pq_.code_size();
+  for (uint64_t id : ids) {
+    auto it = where_.find(id);
+    if (it == where_.end()) continue;
+    const Location at = it->second;
+    where_.erase(it);
+    InvertedList& l = lists_[at.list];
+    const int64_t last = static_cast<int64_t>(l.ids.size()) - 1;
+    if (at.offset != last) {  // the last entry fills the hole
+      l.ids[at.offset] = l.ids[last];
+      std::memcpy(l.codes.data() + at.offset * cs, l.codes.data() + last * cs,
+                  static_cast<size_t>(cs));
+      where_[l.ids[at.offset]].offset = at.offset;
+    }
+    l.ids.pop_back();
+    l.codes.resize(static_cast<size_t>(last * cs));
+    ++removed;
+  }
+  return removed;
+}
+
+absl::StatusOr<std::vector<float>> IvfPqIndex::Reconstruct(uint64_t id) const {
+  auto it = where_.find(id);
+  if (it == where_.end()) {
+    return absl::NotFoundError(absl::StrFormat("id %d is not in the index", id));
+  }
+  const Location at = it->second;
+  std::vector<float> out(static_cast<size_t>(d_));
+  pq_.Decode(lists_[at.list].codes.data() + at.offset * pq_.code_size(), 1, out.data());
+  const float* c = coarse_.data() + static_cast<int64_t>(at.list) * d_;
+  for (int64_t j = 0; j < d_; ++j) out[j] += c[j];
+  return out;
+}
+
+absl::StatusOr<IvfPqEncoded> IvfPqIndex::EncodeForList(absl::Span<const float> vector) const {
+  if (d_ == 0) return absl::FailedPreconditionError("IVF-PQ index is not trained");
+  if (static_cast<int64_t>(vector.size()) != d_) {
+    return absl::InvalidArgumentError(absl::StrFormat("vector size %d != d %d", vector.size(), d_));
+  }
+  if (auto status = CheckVectors(vector.data(), 1, d_, metric_, "vector"); !status.ok()) {
+    return status;
+  }
+  std::vector<float> x(vector.begin(), vector.end());
+  if (metric_ == Metric::kCosine) NormalizeRows(x.data(), 1, d_);
+  int32_t list = 0;
+  AssignLists(x.data(), 1, &list, 1);
+  IvfPqEncoded encoded;
+  encoded.list = list;
+  encoded.code.resize(static_cast<size_t>(pq_.code_size()));
+  EncodeResiduals(x.data(), 1, &list, encoded.code.data(), 1);
+  return encoded;
+}
+
+absl::Status IvfPqIndex::AddEncoded(uint64_t id, int64_t list, absl::Span<const uint8_t> code) {
+  if (d_ == 0) return absl::FailedPreconditionError("IVF-PQ index is not trained");
+  if (list < 0 || list >= nlist_) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("list %d is outside [0, nlist %d)", list, nlist_));
+  }
+  if (static_cast<int64_t>(code.size()) != pq_.code_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("code size %d != code_size %d", code.size(), pq_.code_size()));
+  }
+  if (where_.contains(id)) {
+    return absl::AlreadyExistsError(absl::StrFormat("id %d is already in the index", id));
+  }
+  Append(id, static_cast<int32_t>(list), code.data());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::vector<IvfPqNeighbor>>> IvfPqIndex::Search(
+    absl::Span<const float> queries, const IvfPqSearchParams& params) const {
+  if (d_ == 0) return absl::FailedPreconditionError("IVF-PQ index is not trained");
+  if (queries.size() % static_cast<size_t>(d_) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("queries size %d is not a multiple of d %d", queries.size(), d_));
+  }
+  if (params.k < 1) return absl::InvalidArgumentError(absl::StrFormat("k %d < 1", params.k));
+  if (params.nprobe < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat("nprobe %d < 1", params.nprobe));
+  }
+  if (params.refine < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat("refine %d < 1", params.refine));
+  }
+  if (params.k > std::numeric_limits<int32_t>::max() / params.refine) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("k %d x refine %d is too large", params.k, params.refine));
+  }
+  if (params.num_threads < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("num_threads %d < 0", params.num_threads));
+  }
+  const int64_t nq = static_cast<int64_t>(queries.size()) / d_;
+  if (auto status = CheckVectors(queries.data(), nq, d_, metric_, "queries"); !status.ok()) {
+    return status;
+  }
+  std::vector<float> normalized;
+  const float* x = queries.data();
+  if (metric_ == Metric::kCosine) {
+    normalized.assign(queries.begin(), queries.end());
+    NormalizeRows(normalized.data(), nq, d_);
+    x = normalized.data();
+  }
+  const int64_t nprobe = std::min(params.nprobe, nlist_);  // clamped: every list at most once
+  std::vector<std::vector<IvfPqNeighbor>> results(static_cast<size_t>(nq));
+  const int64_t num_blocks = (nq + kQueryBlock - 1) / kQueryBlock;
+  ParallelFor(num_blocks, ResolveThreads(params.num_threads), [&](int64_t b) {
+    SearchBlock(x, b * kQueryBlock, std::min(nq, (b + 1) * kQueryBlock), params, nprobe, results);
+  });
+  return results;
+}
+
+void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
+                             const IvfPqSearchParams& params, int64_t nprobe,
+                             std::vector<std::vector<IvfPqNeighbor>>& results) const {
+  const int64_t nb = q1 - q0;
+  const float* xb = queries + q0 * d_;
+  const int64_t table = pq_.m() * pq_.ksub();
+  // Cosine is searched as L2 between unit vectors: ||x - y||^2 = 2 - 2 cos, and the L2 form
+  // keeps the error of the reconstruction's norm out of the ranking (an IP table would not).
+  const bool l2 = metric_ != Metric::kInnerProduct;
+  const bool use_precomputed = l2 && !precomputed_.empty();
+
+  // Coarse distances (nb x nlist; L2 distance, or minus the inner product).
+  std::vector<float> coarse(static_cast<size_t>(nb * nlist_));
+  coarse_packed_[0].Multiply(xb, nb, coarse.data(), nlist_);
+  for (int64_t q = 0; q < nb; ++q) {
+    float* row = coarse.data() + q * nlist_;
+    if (l2) {
+      const float* v = xb + q * d_;
+      float norm = 0;
+      for (int64_t j = 0; j < d_; ++j) norm += v[j] * v[j];
+      for (int64_t l = 0; l < nlist_; ++l) row[l] = norm - 2.0f * row[l] + coarse_norms_[l];
+    } else {
+      for (int64_t l = 0; l < nlist_; ++l) row[l] = -row[l];
+    }
+  }
+  // Query tables (nb x M x ksub): -2 <x_m, y_mj> for L2 with the precomputed table, -<x_m, y_mj>
+  // for IP / cosine; unused when L2 builds residual tables per list.
+  std::vector<float> ip;
+  if (!l2 || use_precomputed) {
+    ip.resize(static_cast<size_t>(nb * table));
+    pq_.InnerProductTables(xb, nb, ip.data());
+    const float scale = l2 ? -2.0f : -1.0f;
+    for (float& v : ip) v *= scale;
+  }
+
+  const int64_t depth = params.refine > 1 && params.fetch ? params.k * params.refine : params.k;
+  std::vector<std::pair<float, int32_t>> order(static_cast<size_t>(nlist_));
+  std::vector<float> sim(static_cast<size_t>(table));
+  std::vector<float> residual(l2 && !use_precomputed ? static_cast<size_t>(d_) : 0);
+  std::vector<float> fetched(static_cast<size_t>(d_));
+  const int64_t m_count = pq_.m();
+  const int64_t cs = pq_.code_size();
+  for (int64_t q = 0; q < nb; ++q) {
+    // The nprobe nearest lists, nearest first (ties by list number).
+    const float* row = coarse.data() + q * nlist_;
+    for (int64_t l = 0; l < nlist_; ++l) order[l] = {row[l], static_cast<int32_t>(l)};
+    std::partial_sort(order.begin(), order.begin() + nprobe, order.end());
+
+    TopK top(depth, size());
+    const float* ip_q = ip.empty() ? nullptr : ip.data() + q * table;
+    for (int64_t p = 0; p < nprobe; ++p) {
+      const int32_t list = order[p].second;
+      const InvertedList& inv = lists_[list];
+      const int64_t size = static_cast<int64_t>(inv.ids.size());
+      if (size == 0) continue;
+      const float* s = sim.data();
+      float base = order[p].first;
+      if (use_precomputed) {
+        const float* t = precomputed_.data() + list * table;
+        AddTables(t, ip_q, table, sim.data());
+      } else if (l2) {
+        const float* v = xb + q * d_;
+        const float* c = coarse_.data() + list * d_;
+        for (int64_t j = 0; j < d_; ++j) residual[j] = v[j] - c[j];
+        pq_.L2Tables(residual.data(), 1, sim.data());
+        base = 0;
+      } else {
+        s = ip_q;
+      }
+      const uint8_t* codes = inv.codes.data();
+      const uint64_t* ids = inv.ids.data();
+      if (pq_.nbits() == 4) {
+        Scan4(codes, ids, size, m_count, cs, s, base, top);
+      } else {
+        switch (m_count) {
+          case 4:
+            Scan8<4>(codes, ids, size, s, base, top);
+            break;
+          case 8:
+            Scan8<8>(codes, ids, size, s, base, top);
+            break;
+          case 12:
+            Scan8<12>(codes, ids, size, s, base, top);
+            break;
+          case 16:
+            Scan8<16>(codes, ids, size, s, base, top);
+            break;
+          case 20:
+            Scan8<20>(codes, ids, size, s, base, top);
+            break;
+          case 24:
+            Scan8<24>(codes, ids, size, s, base, top);
+            break;
+          case 28:
+            Scan8<28>(codes, ids, size, s, base, top);
+            break;
+          case 32:
+            Scan8<32>(codes, ids, size, s, base, top);
+            break;
+          case 48:
+            Scan8<48>(codes, ids, size, s, base, top);
+            break;
+          case 64:
+            Scan8<64>(codes, ids, size, s, base, top);
+            break;
+          default:
+            Scan8Generic(codes, ids, size, m_count, s, base, top);
+            break;
+        }
+      }
+    }
+    std::vector<Candidate> best = top.Sorted();
+
+    if (depth > params.k) {
+      // Exact re-ranking of the ADC candidates.
+      const float* v = xb + q * d_;
+      std::vector<Candidate> exact;
+      exact.reserve(best.size());
+      for (const Candidate& c : best) {
+        if (!params.fetch(c.id, fetched.data())) continue;
+        if (metric_ == Metric::kCosine) NormalizeRows(fetched.data(), 1, d_);
+        float distance = 0;
+        if (l2) {
+          for (int64_t j = 0; j < d_; ++j) {
+            const float diff = v[j] - fetched[j];
+            distance += diff * diff;
+          }
+        } else {
+          for (int64_t j = 0; j < d_; ++j) distance -= v[j] * fetched[j];
+        }
+        exact.push_back({distance, c.id});
+      }
+      std::sort(exact.begin(), exact.end(), Before);
+      best = std::move(exact);
+    }
+    if (static_cast<int64_t>(best.size()) > params.k) best.resize(static_cast<size_t>(params.k));
+    std::vector<IvfPqNeighbor>& out = results[q0 + q];
+    out.reserve(best.size());
+    for (const Candidate& c : best) {
+      const float distance = metric_ == Metric::kL2       ? c.distance
+                             : metric_ == Metric::kCosine ? 1.0f - 0.5f * c.distance
+                                                          : -c.distance;
+      out.push_back({c.id, distance});
+    }
+  }
+}
+
+IvfPqStats IvfPqIndex::Stats() const {
+  IvfPqStats s;
+  s.nlist = nlist_;
+  s.m = pq_.m();
+  s.nbits = pq_.nbits();
+  s.d = d_;
+  s.ntotal = size();
+  s.code_size = pq_.code_size();
+  s.bytes_per_vector = pq_.code_size() + static_cast<int64_t>(sizeof(uint64_t));
+  s.precomputed_table = !precomputed_.empty();
+  double sum_squares = 0;
+  int64_t memory = 0;
+  if (!lists_.empty()) {
+    s.list_size_min = std::numeric_limits<int64_t>::max();
+    for (const InvertedList& l : lists_) {
+      const int64_t size = static_cast<int64_t>(l.ids.size());
+      s.list_size_min = std::min(s.list_size_min, size);
+      s.list_size_max = std::max(s.list_size_max, size);
+      sum_squares += static_cast<double>(size) * size;
+      memory += static_cast<int64_t>(l.ids.capacity() * sizeof(uint64_t) + l.codes.capacity());
+    }
+    s.list_size_mean = static_cast<double>(s.ntotal) / static_cast<double>(nlist_);
+  }
+  if (s.ntotal > 0) {
+    s.imbalance_factor = static_cast<double>(nlist_) * sum_squares /
+                         (static_cast<double>(s.ntotal) * static_cast<double>(s.ntotal));
+  }
+  memory += static_cast<int64_t>(lists_.capacity() * sizeof(InvertedList));
+  memory += static_cast<int64_t>(where_.capacity() * (sizeof(std::pair<uint64_t, Location>) + 1));
+  // Centroids are held twice (plain and packed for the products); so are the PQ codebooks.
+  memory +=
+      static_cast<int64_t>(2 * (coarse_.capacity() + pq_.centroids().capacity()) * sizeof(float));
+  memory +=
+      static_cast<int64_t>((coarse_norms_.capacity() + precomputed_.capacity()) * sizeof(float));
+  s.memory_bytes = memory;
+  return s;
+}
+
+std::string IvfPqIndex::Serialize(bool include_lists) const {
+  Writer w;
+  w.PutArray(kMagic, sizeof(kMagic));
+  w.Put(kVersion);
+  w.Put(static_cast<uint32_t>(metric_));
+  w.Put(d_);
+  w.Put(nlist_);
+  w.Put(pq_.m());
+  w.Put(static_cast<int32_t>(pq_.nbits()));
+  w.Put(max_precomputed_table_bytes_);
+  w.PutArray(coarse_.data(), coarse_.size());
+  w.PutArray(pq_.centroids().data(), pq_.centroids().size());
+  w.Put(static_cast<uint8_t>(include_lists ? 1 : 0));
+  if (include_lists) {
+    for (const InvertedList& l : lists_) {
+      w.Put(static_cast<int64_t>(l.ids.size()));
+      w.PutArray(l.ids.data(), l.ids.size());
+      w.PutArray(l.codes.data(), l.codes.size());
+    }
+  }
+  return w.Take();
+}
+
+absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob) {
+  Reader r(blob);
+  char magic[sizeof(kMagic)];
+  if (auto s = r.GetArray(magic, sizeof(magic), "magic"); !s.ok()) return s;
+  if (std::memcmp(magic, kMagic, sizeof(kMagic)) != 0) {
+    return absl::InvalidArgumentError("not an IVF-PQ blob (bad magic)");
+  }
+  uint32_t version = 0, metric = 0;
+  int64_t d = 0, nlist = 0, m = 0, max_table_bytes = 0;
+  int32_t nbits = 0;
+  absl::Status s = r.Get(&version, "version");
+  if (s.ok() && version != kVersion) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("IVF-PQ blob version %d, expected %d", version, kVersion));
+  }
+  if (s.ok()) s = r.Get(&metric, "metric");
+  if (s.ok()) s = r.Get(&d, "d");
+  if (s.ok()) s = r.Get(&nlist, "nlist");
+  if (s.ok()) s = r.Get(&m, "M");
+  if (s.ok()) s = r.Get(&nbits, "nbits");
+  if (s.ok()) s = r.Get(&max_table_bytes, "max_precomputed_table_bytes");
+  if (!s.ok()) return s;
+  if (metric > static_cast<uint32_t>(Metric::kCosine)) {
+    return absl::InvalidArgumentError(absl::StrFormat("metric %d is unknown", metric));
+  }
+  if (d < 1 || d > kMaxDimension) {
+    return absl::InvalidArgumentError(absl::StrFormat("d %d is outside [1, %d]", d, kMaxDimension));
+  }
+  if (auto shape = ProductQuantizer::ValidateShape(d, m, nbits); !shape.ok()) return shape;
+  if (nlist < 1 || nlist > std::numeric_limits<int32_t>::max() || max_table_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "nlist %d or max_precomputed_table_bytes %d out of range", nlist, max_table_bytes));
+  }
+  if (static_cast<uint64_t>(nlist) > r.remaining() / sizeof(float) / static_cast<uint64_t>(d)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("IVF-PQ blob truncated: nlist %d x d %d centroids need more than %d bytes",
+                        nlist, d, r.remaining()));
+  }
+  IvfPqIndex index;
+  index.metric_ = static_cast<Metric>(metric);
+  index.d_ = d;
+  index.nlist_ = nlist;
+  index.coarse_.resize(static_cast<size_t>(nlist * d));
+  if (s = r.GetArray(index.coarse_.data(), index.coarse_.size(), "coarse centroids"); !s.ok()) {
+    return s;
+  }
+  if (s = ValidateKMeansInput(index.coarse_.data(), nlist, d, 1); !s.ok()) return s;
+  std::vector<float> pq_centroids(static_cast<size_t>((int64_t{1} << nbits) * d));
+  if (s = r.GetArray(pq_centroids.data(), pq_centroids.size(), "PQ centroids"); !s.ok()) return s;
+  auto pq = ProductQuantizer::FromCentroids(d, m, nbits, std::move(pq_centroids));
+  if (!pq.ok()) return pq.status();
+  index.pq_ = std::move(*pq);
+  index.Init(max_table_bytes);
+  uint8_t has_lists = 0;
+  if (s = r.Get(&has_lists, "list flag"); !s.ok()) return s;
+  if (has_lists > 1) {
+    return absl::InvalidArgumentError(absl::StrFormat("list flag %d is not 0 or 1", has_lists));
+  }
+  const int64_t cs = index.pq_.code_size();
+  for (int64_t l = 0; has_lists && l < nlist; ++l) {
+    int64_t size = 0;
+    if (s = r.Get(&size, "list size"); !s.ok()) return s;
+    if (size < 0 || static_cast<uint64_t>(size) >
+                        r.remaining() / (sizeof(uint64_t) + static_cast<size_t>(cs))) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "list %d size %d does not fit the %d bytes left", l, size, r.remaining()));
+    }
+    InvertedList& inv = index.lists_[l];
+    inv.ids.resize(static_cast<size_t>(size));
+    inv.codes.resize(static_cast<size_t>(size * cs));
+    if (s = r.GetArray(inv.ids.data(), inv.ids.size(), "ids"); !s.ok()) return s;
+    if (s = r.GetArray(inv.codes.data(), inv.codes.size(), "codes"); !s.ok()) return s;
+    for (int64_t i = 0; i < size; ++i) {
+      if (!index.where_.emplace(inv.ids[i], Location{static_cast<int32_t>(l), i}).second) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("id %d appears twice in the blob", inv.ids[i]));
+      }
+    }
+  }
+  if (r.remaining() != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("IVF-PQ blob has %d trailing bytes", r.remaining()));
+  }
+  return index;
+}
+
+}  // namespace quantd

@@ -1,0 +1,210 @@
+// IVF-PQ index (FAISS's IndexIVFPQ, by residual): a coarse k-means quantizer of nlist centroids
+// splits the space into inverted lists; a vector x assigned to list l is stored as the PQ code
+// of its residual x - c_l. A query probes the nprobe lists whose centroids are nearest and scans
+// their codes with asymmetric distances read from per-query lookup tables.
+//
+// Distances (smaller is nearer inside the index; results report the metric's own value):
+//   L2:      ||x - c_l - y_R||^2 = ||x - c_l||^2 + sum_m T_l[m][code_m] - 2 <x_m, y_m[code_m]>,
+//            T_l[m][j] = ||y_mj||^2 + 2 <c_l,m, y_mj> precomputed per (list, m, code) at train
+//            time (FAISS's precomputed table), so a query needs one M x ksub inner-product table
+//            and one fused table per probed list (T_l - 2 IP).
+//   IP:      <x, c_l + y_R> = <x, c_l> + sum_m <x_m, y_m[code_m]>: the table is per query only.
+//            The ranking then carries the quantization error along x in full (<x, e>), which on
+//            data in a narrow cone (e.g. the MovieLens embeddings) costs much recall.
+//   cosine:  vectors normalised on add and on query, centroids by spherical k-means, searched as
+//            L2 (||x - y||^2 = 2 - 2 cos for unit vectors, so the ranking is the same and the
+//            L2 form keeps the norm error of the reconstruction out of it); reported as
+//            1 - ||x - y_hat||^2 / 2.
+// Coarse assignment and probing use the metric (L2 nearest, or largest inner product for IP);
+// the coarse k-means itself is L2 k-means for IP (FAISS's IP index assigns by inner product
+// inside its k-means too).
+//
+// Shapes: vectors are n x d row-major float32; ids are uint64 (any value, unique in the index);
+// list l holds ids (size_l) and codes (size_l x code_size bytes, contiguous).
+//
+// Thread safety: const methods may run concurrently; Add / Remove / AddEncoded need exclusive
+// access.
+#ifndef QUANTD_CORE_IVF_PQ_H_
+#define QUANTD_CORE_IVF_PQ_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "core/gemm.h"
+#include "core/kmeans.h"
+#include "core/product_quantizer.h"
+#include "core/vectors.h"
+
+namespace quantd {
+
+struct IvfPqOptions {
+  Metric metric = Metric::kL2;
+  int64_t nlist = 1024;  // coarse centroids (inverted lists)
+  int64_t m = 16;        // PQ sub-quantizers; d % m == 0
+  int nbits = 8;         // 4 or 8
+  // Coarse k-means: FAISS trains its IVF quantizer with 10 iterations on at most 256 rows per
+  // centroid; random init and no early stop, as FAISS.
+  int coarse_iterations = 10;
+  int64_t coarse_max_points_per_centroid = 256;
+  // PQ k-means on the residuals of at most pq_training_rows rows (FAISS: 256 x 2^nbits, i.e.
+  // 65536 for 8 bits and 4096 for 4 bits; set it to match FAISS with 4 bits).
+  int pq_iterations = 25;
+  int64_t pq_training_rows = 65536;
+  KMeansOptions::Init init = KMeansOptions::Init::kRandom;
+  uint64_t seed = 1234;
+  // L2 and cosine: precompute the per-(list, m, code) table (nlist x M x 2^nbits floats) when it
+  // takes at most this many bytes; larger indexes build a residual table per probed list.
+  int64_t max_precomputed_table_bytes = int64_t{1} << 31;
+  int num_threads = 0;  // training and Add; 0: hardware concurrency
+};
+
+struct IvfPqNeighbor {
+  uint64_t id = 0;
+  // L2: squared distance; inner product: the inner product; cosine: 1 - ||x - y||^2 / 2 for the
+  // unit query x and unit (or reconstructed) y, i.e. the cosine similarity (exact with refine).
+  float distance = 0;
+};
+
+// Returns the stored float vector of `id` in `out` (d floats), false if it has none. Called
+// from the search threads concurrently when num_threads > 1.
+using VectorFetcher = std::function<bool(uint64_t id, float* out)>;
+
+struct IvfPqSearchParams {
+  int64_t k = 10;
+  // Lists probed per query; values above nlist are clamped to nlist (every list is scanned).
+  int64_t nprobe = 1;
+  // Exact re-ranking: when refine > 1 and fetch is set, the refine * k best candidates by
+  // asymmetric distance are re-ranked by exact distances to the fetched vectors (candidates
+  // fetch cannot find are dropped), and the k best are returned with exact distances.
+  int64_t refine = 1;
+  VectorFetcher fetch;
+  // Queries are processed in fixed blocks spread over this many threads (0: hardware
+  // concurrency); the results do not depend on it.
+  int num_threads = 1;
+};
+
+// One vector's place in the index, for storing codes per item and rebuilding lists on load.
+struct IvfPqEncoded {
+  int64_t list = 0;
+  std::vector<uint8_t> code;  // code_size bytes
+};
+
+struct IvfPqStats {
+  int64_t nlist = 0;
+  int64_t m = 0;
+  int nbits = 0;
+  int64_t d = 0;
+  int64_t ntotal = 0;
+  int64_t list_size_min = 0;
+  int64_t list_size_max = 0;
+  double list_size_mean = 0;
+  // FAISS's imbalance factor: nlist * sum(size^2) / ntotal^2 (1 when perfectly balanced).
+  double imbalance_factor = 0;
+  // Stored bytes per vector in the lists: the code plus its 8-byte id.
+  int64_t bytes_per_vector = 0;
+  int64_t code_size = 0;
+  bool precomputed_table = false;
+  // Heap bytes held by the index (centroids, codebooks, tables, lists, id map), estimated from
+  // container capacities.
+  int64_t memory_bytes = 0;
+};
+
+class IvfPqIndex {
+ public:
+  IvfPqIndex() = default;
+
+  // Trains the coarse quantizer and the PQ on `data` (n x d). INVALID_ARGUMENT when the shape
+  // is bad (d % m, nbits, nlist < 1), n < nlist, n < 2^nbits, a component is not finite, or a
+  // cosine row is zero. The index holds no vectors afterwards.
+  static absl::StatusOr<IvfPqIndex> Train(const float* data, int64_t n, int64_t d,
+                                          const IvfPqOptions& options);
+
+  int64_t d() const { return d_; }
+  int64_t nlist() const { return nlist_; }
+  Metric metric() const { return metric_; }
+  int64_t size() const { return static_cast<int64_t>(where_.size()); }
+  int64_t code_size() const { return pq_.code_size(); }
+  const ProductQuantizer& pq() const { return pq_; }
+  const std::vector<float>& coarse_centroids() const { return coarse_; }  // nlist x d
+  // Training remarks, e.g. FAISS's warning when n < 39 x nlist; empty when none.
+  const std::string& training_warning() const { return training_warning_; }
+
+  // Adds vectors (ids.size() x d). INVALID_ARGUMENT when vectors.size() != ids.size() x d or a
+  // vector is bad; ALREADY_EXISTS when an id is in the index or twice in `ids`. All or nothing.
+  absl::Status Add(absl::Span<const uint64_t> ids, absl::Span<const float> vectors);
+  // Removes the ids present; returns how many were.
+  int64_t Remove(absl::Span<const uint64_t> ids);
+  bool Contains(uint64_t id) const { return where_.contains(id); }
+  // The approximation the index holds of `id` (centroid + decoded residual; for cosine, of the
+  // normalised vector). NOT_FOUND when absent.
+  absl::StatusOr<std::vector<float>> Reconstruct(uint64_t id) const;
+
+  // List and code of one vector (d floats), as Add would store it.
+  absl::StatusOr<IvfPqEncoded> EncodeForList(absl::Span<const float> vector) const;
+  // Adds a code made by EncodeForList (with this index's trained parameters).
+  absl::Status AddEncoded(uint64_t id, int64_t list, absl::Span<const uint8_t> code);
+
+  // k nearest stored vectors of every query (queries.size() / d of them), nearest first (ties by
+  // id); fewer than k when fewer vectors are in the probed lists. INVALID_ARGUMENT on bad
+  // queries or k < 1, nprobe < 1, refine < 1, num_threads < 0.
+  absl::StatusOr<std::vector<std::vector<IvfPqNeighbor>>> Search(
+      absl::Span<const float> queries, const IvfPqSearchParams& params) const;
+
+  IvfPqStats Stats() const;
+
+  // Byte blob: magic "QDIVFPQ\0", version, metric, shape, coarse centroids, PQ centroids, and
+  // (include_lists) every list's ids and codes. Host (little-endian) byte order.
+  std::string Serialize(bool include_lists = true) const;
+  static absl::StatusOr<IvfPqIndex> Deserialize(absl::string_view blob);
+
+ private:
+  struct InvertedList {
+    std::vector<uint64_t> ids;
+    std::vector<uint8_t> codes;  // ids.size() x code_size
+  };
+  struct Location {
+    int32_t list;
+    int64_t offset;
+  };
+
+  // Derived state after the centroids and PQ are set: packed coarse centroids, their norms, and
+  // the precomputed L2 table.
+  void Init(int64_t max_precomputed_table_bytes);
+  // Nearest list of each of n rows (n x d, already normalised for cosine).
+  void AssignLists(const float* x, int64_t n, int32_t* lists, int num_threads) const;
+  // Codes of the residuals of x (n x d) to their lists: codes is n x code_size.
+  void EncodeResiduals(const float* x, int64_t n, const int32_t* lists, uint8_t* codes,
+                       int num_threads) const;
+  void Append(uint64_t id, int32_t list, const uint8_t* code);
+  // Searches queries [q0, q1) of the (normalised) batch into results.
+  void SearchBlock(const float* queries, int64_t q0, int64_t q1, const IvfPqSearchParams& params,
+                   int64_t nprobe, std::vector<std::vector<IvfPqNeighbor>>& results) const;
+
+  Metric metric_ = Metric::kL2;
+  int64_t d_ = 0;
+  int64_t nlist_ = 0;
+  int num_threads_ = 0;
+  std::string training_warning_;
+  std::vector<float> coarse_;  // nlist x d
+  ProductQuantizer pq_;
+  // Derived (Init).
+  std::vector<PackedRhs> coarse_packed_;  // 0 or 1 element (PackedRhs has no default state)
+  std::vector<float> coarse_norms_;       // nlist
+  // L2 precomputed table: nlist x M x ksub, T_l[m][j] = ||y_mj||^2 + 2 <c_l,m, y_mj>. Empty
+  // for IP / cosine and when over the byte limit.
+  std::vector<float> precomputed_;
+  int64_t max_precomputed_table_bytes_ = 0;
+  // Data.
+  std::vector<InvertedList> lists_;
+  absl::flat_hash_map<uint64_t, Location> where_;
+};
+
+}  // namespace quantd
+
+#endif  // QUANTD_CORE_IVF_PQ_H_
