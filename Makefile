@@ -31,6 +31,7 @@ test: build
 bench: build
 	$(BUILD_DIR)/bench/upsert_bench
 	$(BUILD_DIR)/bench/tokenizer_bench
+	$(BUILD_DIR)/bench/ivfpq_bench
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
