@@ -35,6 +35,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_util.h"
 #include "core/ivf_pq.h"
 #include "core/kmeans.h"
 #include "core/vector_file.h"
@@ -44,16 +45,10 @@
 namespace quantd {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-[[noreturn]] void Die(const std::string& message) {
-  std::fprintf(stderr, "ivfpq_bench: %s\n", message.c_str());
-  std::exit(1);
-}
+using bench::Clock;
+using bench::Die;
+using bench::GaussianMixture;
+using bench::SecondsSince;
 
 uint64_t kSeed = 42;  // --seed
 constexpr int64_t kK = 10;
@@ -64,11 +59,7 @@ std::string DataDir() {
   return QUANTD_DATA_DIR;
 }
 
-Matrix Load(const std::string& path, int64_t max_rows = -1) {
-  auto matrix = ReadMatrix(path, max_rows);
-  if (!matrix.ok()) Die(absl::StrCat("cannot read ", path, ": ", matrix.status().ToString()));
-  return std::move(*matrix);
-}
+Matrix Load(const std::string& path) { return bench::LoadMatrix(path); }
 
 // Ground truth: the kK nearest base rows of every query (nq x kK), nearest first.
 std::vector<int64_t> LoadTruth(const std::string& path) {
@@ -103,44 +94,6 @@ std::vector<int64_t> BruteForceTruth(const Matrix& base, const Matrix& queries, 
     }
   }
   return truth;
-}
-
-// n rows of a mixture of `centers` Gaussians in d dimensions (as tokenizer_bench): centers ~
-// N(0, 1) per component, rows = a uniformly chosen center + N(0, 1) noise. Deterministic.
-Matrix GaussianMixture(int64_t n, int64_t d, int64_t centers, uint64_t center_seed,
-                       uint64_t row_seed) {
-  auto make_rng = [](uint64_t seed) {
-    return [state = seed]() mutable {  // SplitMix64
-      uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-      return z ^ (z >> 31);
-    };
-  };
-  auto fill_normal = [](auto& next, float* out, int64_t count) {  // Box-Muller
-    auto uniform = [&next] { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; };
-    for (int64_t i = 0; i < count; i += 2) {
-      const double r = std::sqrt(-2.0 * std::log(uniform()));
-      const double theta = 2.0 * std::numbers::pi * uniform();
-      out[i] = static_cast<float>(r * std::cos(theta));
-      if (i + 1 < count) out[i + 1] = static_cast<float>(r * std::sin(theta));
-    }
-  };
-  auto center_rng = make_rng(center_seed);
-  std::vector<float> center_values(static_cast<size_t>(centers * d));
-  fill_normal(center_rng, center_values.data(), centers * d);
-  auto rng = make_rng(row_seed);
-  Matrix m;
-  m.rows = n;
-  m.dim = d;
-  m.values.resize(static_cast<size_t>(n * d));
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = m.values.data() + i * d;
-    const float* center = center_values.data() + static_cast<int64_t>(rng() % centers) * d;
-    fill_normal(rng, row, d);
-    for (int64_t j = 0; j < d; ++j) row[j] += center[j];
-  }
-  return m;
 }
 
 struct Dataset {

@@ -45,6 +45,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_util.h"
 #include "client/client.h"
 #include "core/kmeans.h"
 #include "core/residual_quantizer.h"
@@ -59,16 +60,9 @@
 namespace quantd {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-[[noreturn]] void Die(const std::string& message) {
-  std::fprintf(stderr, "tokenizer_bench: %s\n", message.c_str());
-  std::exit(1);
-}
+using bench::Clock;
+using bench::Die;
+using bench::SecondsSince;
 
 constexpr uint64_t kSeed = 42;
 constexpr int kIterations = 25;
@@ -150,45 +144,7 @@ std::string SasrecDir() {
   return QUANTD_SASREC_DIR;
 }
 
-Matrix Load(const std::string& path) {
-  auto matrix = ReadMatrix(path);
-  if (!matrix.ok()) Die(absl::StrCat("cannot read ", path, ": ", matrix.status().ToString()));
-  return std::move(*matrix);
-}
-
-// n rows of a mixture of `centers` Gaussians in d dimensions: centers ~ N(0, 1) per component,
-// rows = a uniformly chosen center + N(0, 1) noise. Deterministic for the seed.
-Matrix GaussianMixture(int64_t n, int64_t d, int64_t centers, uint64_t seed) {
-  uint64_t state = seed;
-  auto next = [&state] {  // SplitMix64
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  };
-  auto uniform = [&next] { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; };
-  auto fill_normal = [&](float* out, int64_t count) {  // Box-Muller, two values a draw
-    for (int64_t i = 0; i < count; i += 2) {
-      const double r = std::sqrt(-2.0 * std::log(uniform()));
-      const double theta = 2.0 * std::numbers::pi * uniform();
-      out[i] = static_cast<float>(r * std::cos(theta));
-      if (i + 1 < count) out[i + 1] = static_cast<float>(r * std::sin(theta));
-    }
-  };
-  std::vector<float> center_values(static_cast<size_t>(centers * d));
-  fill_normal(center_values.data(), centers * d);
-  Matrix m;
-  m.rows = n;
-  m.dim = d;
-  m.values.resize(static_cast<size_t>(n * d));
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = m.values.data() + i * d;
-    const float* center = center_values.data() + static_cast<int64_t>(next() % centers) * d;
-    fill_normal(row, d);
-    for (int64_t j = 0; j < d; ++j) row[j] += center[j];
-  }
-  return m;
-}
+Matrix Load(const std::string& path) { return bench::LoadMatrix(path); }
 
 Matrix FirstRows(const Matrix& m, int64_t rows) {
   Matrix out;
@@ -706,7 +662,7 @@ int main(int argc, char** argv) {
   const Matrix fmnist = Load(std::string(QUANTD_FASHION_MNIST_DIR) + "/train-images-idx3-ubyte.gz");
   const int64_t synthetic_rows = flags.quick ? 50000 : 1000000;
   const auto gen_start = Clock::now();
-  const Matrix mixture = GaussianMixture(synthetic_rows, 128, 1000, kSeed);
+  const Matrix mixture = bench::GaussianMixture(synthetic_rows, 128, 1000, kSeed, kSeed + 1);
   std::fprintf(stderr, "  mixture %lld x 128 generated in %.1f s\n",
                static_cast<long long>(synthetic_rows), SecondsSince(gen_start));
   const std::string mixture_name = flags.quick ? "mix50k-128" : "mix1M-128";

@@ -1,0 +1,35 @@
+// Helpers shared by the benchmark programs: timing, fatal errors, data loading and the
+// synthetic Gaussian mixture.
+#ifndef QUANTD_BENCH_BENCH_UTIL_H_
+#define QUANTD_BENCH_BENCH_UTIL_H_
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "core/vector_file.h"
+
+namespace quantd::bench {
+
+using Clock = std::chrono::steady_clock;
+
+inline double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Prints "<program>: <message>" to stderr and exits with status 1.
+[[noreturn]] void Die(const std::string& message);
+
+// The matrix in `path` (any format ReadMatrix knows), its first max_rows rows if >= 0; dies if
+// it cannot be read.
+Matrix LoadMatrix(const std::string& path, int64_t max_rows = -1);
+
+// n rows of a mixture of `centers` Gaussians in d dimensions: centre components ~ N(0, 1) (from
+// center_seed), each row = a uniformly chosen centre + N(0, 1) noise (from row_seed). The same
+// seeds give the same matrix, so a query set can share a base set's centres.
+Matrix GaussianMixture(int64_t n, int64_t d, int64_t centers, uint64_t center_seed,
+                       uint64_t row_seed);
+
+}  // namespace quantd::bench
+
+#endif  // QUANTD_BENCH_BENCH_UTIL_H_
