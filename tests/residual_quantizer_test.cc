@@ -58,33 +58,41 @@ TEST(ResidualQuantizerTest, PlainEncodeReproducesTrainingCodesAndDecodeTheError)
   for (int l = 0; l < 3; ++l) EXPECT_NEAR(mse[l], trained->levels[l].mse_after, 1e-6 * mse[l]);
 }
 
+// Over three seeds (one seed's collision counts are a few dozen items, too few to compare
+// alone): every balanced level meets its bounds, and balanced RQ-KMeans collides less than plain
+// with the same seeds, in total and in its largest groups.
 TEST(ResidualQuantizerTest, BalancedBeatsPlainOnCollisionsAndMeetsBoundsOnSasrecBeauty) {
   auto data = ReadMatrix(DataFile("sasrec/Beauty-32d-sasrec.npy"));
   ASSERT_TRUE(data.ok());
   const int64_t n = data->rows;
-  auto plain =
-      TrainResidualQuantizer(data->values.data(), n, data->dim, Levels({256, 256, 256}, false, 42));
-  ASSERT_TRUE(plain.ok()) << plain.status();
-  auto balanced =
-      TrainResidualQuantizer(data->values.data(), n, data->dim, Levels({256, 256, 256}, true, 42));
-  ASSERT_TRUE(balanced.ok()) << balanced.status();
-  for (int64_t l = 0; l < 3; ++l) {
-    const SizeBounds bounds = balanced->levels[l].bounds;
-    EXPECT_EQ(bounds.size_min, static_cast<int64_t>(std::floor(n / 256.0 * 0.9)));
-    EXPECT_EQ(bounds.size_max, static_cast<int64_t>(std::ceil(n / 256.0 * 1.1)));
-    for (int64_t size : ClusterSizes(balanced->codes, n, 3, l, 256)) {
-      ASSERT_GE(size, bounds.size_min) << "level " << l;
-      ASSERT_LE(size, bounds.size_max) << "level " << l;
+  int64_t plain_colliding = 0, balanced_colliding = 0, plain_largest = 0, balanced_largest = 0;
+  for (uint64_t seed : {42, 43, 44}) {
+    auto plain = TrainResidualQuantizer(data->values.data(), n, data->dim,
+                                        Levels({256, 256, 256}, false, seed));
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    auto balanced = TrainResidualQuantizer(data->values.data(), n, data->dim,
+                                           Levels({256, 256, 256}, true, seed));
+    ASSERT_TRUE(balanced.ok()) << balanced.status();
+    for (int64_t l = 0; l < 3; ++l) {
+      const SizeBounds bounds = balanced->levels[l].bounds;
+      EXPECT_EQ(bounds.size_min, static_cast<int64_t>(std::floor(n / 256.0 * 0.9)));
+      EXPECT_EQ(bounds.size_max, static_cast<int64_t>(std::ceil(n / 256.0 * 1.1)));
+      for (int64_t size : ClusterSizes(balanced->codes, n, 3, l, 256)) {
+        ASSERT_GE(size, bounds.size_min) << "seed " << seed << " level " << l;
+        ASSERT_LE(size, bounds.size_max) << "seed " << seed << " level " << l;
+      }
     }
+    const CollisionStats plain_stats = ComputeCollisions(plain->codes.data(), n, 3);
+    const CollisionStats balanced_stats = ComputeCollisions(balanced->codes.data(), n, 3);
+    plain_colliding += n - plain_stats.unique_tuples;
+    balanced_colliding += n - balanced_stats.unique_tuples;
+    plain_largest += plain_stats.largest_group;
+    balanced_largest += balanced_stats.largest_group;
+    // Balance costs some reconstruction error, but not much.
+    EXPECT_LT(balanced->levels[2].mse_after, 1.25 * plain->levels[2].mse_after) << "seed " << seed;
   }
-  const CollisionStats plain_collisions = ComputeCollisions(plain->codes.data(), n, 3);
-  const CollisionStats balanced_collisions = ComputeCollisions(balanced->codes.data(), n, 3);
-  EXPECT_LE(balanced_collisions.collision_rate, plain_collisions.collision_rate)
-      << "balanced " << balanced_collisions.collision_rate << " vs plain "
-      << plain_collisions.collision_rate;
-  EXPECT_LE(balanced_collisions.largest_group, plain_collisions.largest_group);
-  // Balance costs some reconstruction error, but not much.
-  EXPECT_LT(balanced->levels[2].mse_after, 1.25 * plain->levels[2].mse_after);
+  EXPECT_LT(balanced_colliding, plain_colliding);
+  EXPECT_LE(balanced_largest, plain_largest);
 }
 
 TEST(ResidualQuantizerTest, RejectsBadOptions) {
