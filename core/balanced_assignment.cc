@@ -387,18 +387,18 @@ bool ComputeTopM(RowSource& rows, int64_t n, int64_t k, int candidates, TopM* to
 }
 
 // Candidate clusters of every point (CSR): entries [start[i], start[i + 1]) of point i, the
-// first being its cheapest cluster. Each entry e names cluster[e] at cost[e]; owner[e] = i.
+// first being its cheapest cluster. Each entry e names cluster[e] at cost[e].
 struct Candidates {
   std::vector<int64_t> start;  // n + 1
   std::vector<int32_t> cluster;
   std::vector<float> cost;
-  std::vector<int32_t> owner;
 };
 
 // The top-m lists, plus, for every cluster held by fewer than `want` points, that cluster as an
 // extra candidate of the points for which it is relatively cheapest (least c_ic - min_c c_ic),
-// so that clusters far from all points (outlier centroids) can still be filled.
-Candidates BuildCandidates(RowSource& rows, int64_t n, int64_t k, const TopM& top, int64_t want) {
+// so that clusters far from all points (outlier centroids) can still be filled. Takes over
+// top's arrays when no point needs an extra (the usual case), so they are not copied.
+Candidates BuildCandidates(RowSource& rows, int64_t n, int64_t k, TopM& top, int64_t want) {
   const int m = top.m;
   std::vector<int64_t> holders(k, 0);
   for (int32_t c : top.cluster) ++holders[c];
@@ -449,6 +449,13 @@ Candidates BuildCandidates(RowSource& rows, int64_t n, int64_t k, const TopM& to
     return a.point != b.point ? a.point < b.point : a.cluster < b.cluster;
   });
   Candidates cand;
+  if (extra.empty()) {
+    cand.start.resize(n + 1);
+    for (int64_t i = 0; i <= n; ++i) cand.start[i] = i * m;
+    cand.cluster = std::move(top.cluster);
+    cand.cost = std::move(top.cost);
+    return cand;
+  }
   cand.start.assign(n + 1, m);
   cand.start[0] = 0;
   for (const Extra& x : extra) ++cand.start[x.point + 1];
@@ -456,19 +463,16 @@ Candidates BuildCandidates(RowSource& rows, int64_t n, int64_t k, const TopM& to
   const int64_t total = cand.start[n];
   cand.cluster.resize(total);
   cand.cost.resize(total);
-  cand.owner.resize(total);
   size_t x = 0;
   for (int64_t i = 0; i < n; ++i) {
     int64_t e = cand.start[i];
     for (int r = 0; r < m; ++r, ++e) {
       cand.cluster[e] = top.cluster[i * m + r];
       cand.cost[e] = top.cost[i * m + r];
-      cand.owner[e] = static_cast<int32_t>(i);
     }
     for (; x < extra.size() && extra[x].point == i; ++x, ++e) {
       cand.cluster[e] = extra[x].cluster;
       cand.cost[e] = extra[x].cost;
-      cand.owner[e] = static_cast<int32_t>(i);
     }
   }
   return cand;
@@ -500,8 +504,10 @@ void PricePhase(const Candidates& cand, int64_t n, int64_t k, const SizeBounds& 
   std::vector<InvEntry> inv(entries);
   {
     std::vector<int64_t> fill(inv_start.begin(), inv_start.end() - 1);
-    for (int64_t e = 0; e < entries; ++e) {
-      inv[fill[cand.cluster[e]]++] = {e, cand.owner[e], cand.cost[e]};
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t e = cand.start[i]; e < cand.start[i + 1]; ++e) {
+        inv[fill[cand.cluster[e]]++] = {e, static_cast<int32_t>(i), cand.cost[e]};
+      }
     }
   }
 
