@@ -29,8 +29,9 @@ void NormalizeRows(float* x, int64_t n, int64_t d) {
     double norm = 0;
     for (int64_t j = 0; j < d; ++j) norm += static_cast<double>(row[j]) * row[j];
     if (norm > 0) {
-      const float scale = static_cast<float>(1.0 / std::sqrt(norm));
-      for (int64_t j = 0; j < d; ++j) row[j] *= scale;
+      // In double: 1 / norm overflows float for a vector of tiny (but non-zero) components.
+      const double scale = 1.0 / std::sqrt(norm);
+      for (int64_t j = 0; j < d; ++j) row[j] = static_cast<float>(row[j] * scale);
     }
   }
 }
@@ -533,7 +534,9 @@ absl::StatusOr<std::vector<std::vector<IvfPqNeighbor>>> IvfPqIndex::Search(
   const int64_t nprobe = std::min(params.nprobe, nlist_);  // clamped: every list at most once
   std::vector<std::vector<IvfPqNeighbor>> results(static_cast<size_t>(nq));
   const int64_t num_blocks = (nq + kQueryBlock - 1) / kQueryBlock;
-  ParallelFor(num_blocks, ResolveThreads(params.num_threads), [&](int64_t b) {
+  // More threads than the machine has would only add start-up cost.
+  const int threads = std::min(ResolveThreads(params.num_threads), ResolveThreads(0));
+  ParallelFor(num_blocks, threads, [&](int64_t b) {
     SearchBlock(x, b * kQueryBlock, std::min(nq, (b + 1) * kQueryBlock), params, nprobe, results);
   });
   return results;
@@ -587,7 +590,11 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
     for (int64_t l = 0; l < nlist_; ++l) order[l] = {row[l], static_cast<int32_t>(l)};
     std::partial_sort(order.begin(), order.begin() + nprobe, order.end());
 
-    TopK top(depth, size());
+    int64_t probed = 0;  // candidates the probed lists can give: the most the heap will hold
+    for (int64_t p = 0; p < nprobe; ++p) {
+      probed += static_cast<int64_t>(lists_[order[p].second].ids.size());
+    }
+    TopK top(depth, probed);
     const float* ip_q = ip.empty() ? nullptr : ip.data() + q * table;
     for (int64_t p = 0; p < nprobe; ++p) {
       const int32_t list = order[p].second;
@@ -660,16 +667,20 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
       for (const Candidate& c : best) {
         if (!params.fetch(c.id, fetched.data())) continue;
         if (metric_ == Metric::kCosine) NormalizeRows(fetched.data(), 1, d_);
-        float distance = 0;
+        // In double, and a NaN (inf - inf from huge components) ranks last: the sort below needs
+        // a strict weak order.
+        double distance = 0;
         if (l2) {
           for (int64_t j = 0; j < d_; ++j) {
-            const float diff = v[j] - fetched[j];
+            const double diff = static_cast<double>(v[j]) - fetched[j];
             distance += diff * diff;
           }
         } else {
-          for (int64_t j = 0; j < d_; ++j) distance -= v[j] * fetched[j];
+          for (int64_t j = 0; j < d_; ++j) distance -= static_cast<double>(v[j]) * fetched[j];
         }
-        exact.push_back({distance, c.id});
+        const float rounded = static_cast<float>(distance);
+        exact.push_back(
+            {std::isnan(rounded) ? std::numeric_limits<float>::infinity() : rounded, c.id});
       }
       std::sort(exact.begin(), exact.end(), Before);
       best = std::move(exact);
@@ -747,7 +758,8 @@ std::string IvfPqIndex::Serialize(bool include_lists) const {
   return w.Take();
 }
 
-absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob) {
+absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
+                                                   int64_t max_precomputed_table_bytes) {
   Reader r(blob);
   char magic[sizeof(kMagic)];
   if (auto s = r.GetArray(magic, sizeof(magic), "magic"); !s.ok()) return s;
@@ -794,12 +806,18 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob) {
     return s;
   }
   if (s = ValidateKMeansInput(index.coarse_.data(), nlist, d, 1); !s.ok()) return s;
+  if (static_cast<uint64_t>(d) > (r.remaining() / sizeof(float)) >> nbits) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("IVF-PQ blob truncated: 2^%d x d %d PQ centroids need more than %d bytes",
+                        nbits, d, r.remaining()));
+  }
   std::vector<float> pq_centroids(static_cast<size_t>((int64_t{1} << nbits) * d));
   if (s = r.GetArray(pq_centroids.data(), pq_centroids.size(), "PQ centroids"); !s.ok()) return s;
   auto pq = ProductQuantizer::FromCentroids(d, m, nbits, std::move(pq_centroids));
   if (!pq.ok()) return pq.status();
   index.pq_ = std::move(*pq);
-  index.Init(max_table_bytes);
+  // The blob's cap is what training chose; the caller's bounds what a damaged blob can allocate.
+  index.Init(std::min(max_table_bytes, std::max<int64_t>(0, max_precomputed_table_bytes)));
   uint8_t has_lists = 0;
   if (s = r.Get(&has_lists, "list flag"); !s.ok()) return s;
   if (has_lists > 1) {

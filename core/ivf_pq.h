@@ -161,7 +161,11 @@ class IvfPqIndex {
   // Byte blob: magic "QDIVFPQ\0", version, metric, shape, coarse centroids, PQ centroids, and
   // (include_lists) every list's ids and codes. Host (little-endian) byte order.
   std::string Serialize(bool include_lists = true) const;
-  static absl::StatusOr<IvfPqIndex> Deserialize(absl::string_view blob);
+  // max_precomputed_table_bytes caps the precomputed table of a loaded index (the smaller of it
+  // and the cap stored at training wins), so a damaged blob cannot make it allocate more.
+  static absl::StatusOr<IvfPqIndex> Deserialize(absl::string_view blob,
+                                                int64_t max_precomputed_table_bytes = int64_t{1}
+                                                                                      << 31);
 
  private:
   struct InvertedList {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -32,8 +33,12 @@ void ParallelFor(int64_t num_tasks, int workers, const Body& body) {
     for (int64_t t = next.fetch_add(1); t < num_tasks; t = next.fetch_add(1)) body(t);
   };
   std::vector<std::thread> threads;
-  threads.reserve(static_cast<size_t>(workers - 1));
-  for (int w = 1; w < workers; ++w) threads.emplace_back(run);
+  try {
+    threads.reserve(static_cast<size_t>(workers - 1));
+    for (int w = 1; w < workers; ++w) threads.emplace_back(run);
+  } catch (const std::system_error&) {
+    // Out of threads: the ones started (and this one) share the tasks all the same.
+  }
   run();
   for (std::thread& thread : threads) thread.join();
 }

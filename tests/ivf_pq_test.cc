@@ -308,6 +308,44 @@ TEST(IvfPqTest, L2WithoutPrecomputedTableAndFourBitCodes) {
   ExpectDistancesMatchReconstructions(four, queries, c, 10);
 }
 
+// An odd number of 4-bit sub-quantizers leaves the last code byte half used (and the scan's
+// tail path); M = 1 over all 128 dimensions.
+TEST(IvfPqTest, OddFourBitCodes) {
+  const Matrix base = Load("sift5k/sift5k_base.fvecs", 2000);
+  const Matrix queries = Load("sift5k/sift5k_query.fvecs");
+  IvfPqOptions options = BenchOptions();
+  options.nlist = 16;
+  options.m = 1;
+  options.nbits = 4;
+  const IvfPqIndex index = TrainAndAdd(base, options);
+  EXPECT_EQ(index.code_size(), 1);
+  const Results r = SearchOk(index, queries, Params(10, 4));
+  for (const auto& row : r) EXPECT_EQ(row.size(), 10u);
+  ExpectDistancesMatchReconstructions(index, queries, r, 10);
+}
+
+// A cosine vector whose components are tiny but not zero normalises like any other (its
+// 1 / norm overflows float), and is found by a query along it.
+TEST(IvfPqTest, CosineWithTinyComponents) {
+  const Matrix base = Load("sift5k/sift5k_base.fvecs", 2000);
+  const IvfPqIndex trained = TrainAndAdd(base, BenchOptions(Metric::kCosine));
+  IvfPqIndex index = trained;
+  std::vector<float> tiny(static_cast<size_t>(base.dim), 0.0f);
+  tiny[0] = 1e-45f;
+  tiny[1] = 2e-45f;
+  const std::vector<uint64_t> id = {9999};
+  ASSERT_TRUE(index.Add(id, tiny).ok());
+  auto results = index.Search(tiny, Params(2001, 64));
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ((*results)[0].size(), 2001u);
+  bool found = false;
+  for (const IvfPqNeighbor& n : (*results)[0]) {
+    EXPECT_TRUE(std::isfinite(n.distance)) << n.id;
+    found = found || n.id == 9999;
+  }
+  EXPECT_TRUE(found);
+}
+
 TEST(IvfPqTest, AddRemoveReAddAndFewerThanK) {
   const Matrix base = Load("sift5k/sift5k_base.fvecs", 2000);
   const Matrix queries = Load("sift5k/sift5k_query.fvecs", 30);
@@ -431,6 +469,35 @@ TEST(IvfPqTest, SerializeAndRebuildFromPerItemCodes) {
   EXPECT_TRUE(absl::StrContains(IvfPqIndex::Deserialize(bad).status().message(), "version"));
   EXPECT_EQ(IvfPqIndex::Deserialize(blob + "x").status().code(),
             absl::StatusCode::kInvalidArgument);
+
+  // Hostile headers: shapes that would need more bytes than the blob has are refused before
+  // anything of that size is allocated.
+  auto header = [](int64_t d, int64_t nlist, int64_t m, int32_t nbits, int64_t table_cap) {
+    std::string h("QDIVFPQ\0", 8);
+    auto put = [&h](const auto& v) { h.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
+    put(uint32_t{1});  // version
+    put(uint32_t{0});  // metric L2
+    put(d);
+    put(nlist);
+    put(m);
+    put(nbits);
+    put(table_cap);
+    return h;
+  };
+  const int64_t big = std::numeric_limits<int64_t>::max();
+  for (const std::string& hostile :
+       {header(128, int64_t{1} << 30, 16, 8, big),  // nlist x d far beyond the blob
+        header(65536, 1, 1, 8, big) + std::string(65536 * 4, '\0'),  // PQ centroids missing
+        header(128, 4, 16, 8, -1), header(128, 4, 3, 8, 0), header(128, 4, 16, 5, 0)}) {
+    EXPECT_EQ(IvfPqIndex::Deserialize(hostile).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  // The loader's table cap wins over the blob's: same results, no precomputed table.
+  auto capped = IvfPqIndex::Deserialize(blob, /*max_precomputed_table_bytes=*/0);
+  ASSERT_TRUE(capped.ok()) << capped.status();
+  EXPECT_TRUE(loaded->Stats().precomputed_table);
+  EXPECT_FALSE(capped->Stats().precomputed_table);
+  const Results from_capped = SearchOk(*capped, queries, Params(10, 8));
+  ExpectDistancesMatchReconstructions(*capped, queries, from_capped, 10);
 }
 
 TEST(IvfPqTest, ThreadsDoNotChangeResultsAndStats) {
