@@ -632,98 +632,34 @@ void PricePhase(const Candidates& cand, int64_t n, int64_t k, const SizeBounds& 
   }
 }
 
-// Moves points until every size is within bounds; each move fixes one unit of violation and
-// creates none. Uses full rows (one per member of an over-full cluster) and the columns of the
-// under-full clusters.
+// The fallback of FastAssign: RepairToBounds on the rows of `rows`, with the current labels'
+// costs gathered in one pass.
 void Repair(RowSource& rows, int64_t n, int64_t k, const SizeBounds& bounds,
             std::vector<int32_t>* labels) {
-  std::vector<int32_t>& label = *labels;
-  const int64_t lo = bounds.size_min, hi = bounds.size_max;
-  std::vector<int64_t> size(k, 0);
-  for (int32_t c : label) ++size[c];
-
-  // Over-full: a global min-heap of (delta, point, target) over members of over-full clusters.
-  struct Move {
-    double delta;
-    int32_t point;
-    int32_t to;
-    bool operator>(const Move& o) const {
-      return delta != o.delta ? delta > o.delta : point > o.point;
-    }
-  };
-  auto best_target = [&](int64_t i) {
-    const int64_t from = label[i];
-    Move best{kInf, static_cast<int32_t>(i), -1};
-    const float* row = rows.Rows(i, i + 1);
-    for (int64_t d = 0; d < k; ++d) {
-      if (d == from || size[d] >= hi) continue;
-      const double delta = static_cast<double>(row[d]) - row[from];
-      if (delta < best.delta) best.delta = delta, best.to = static_cast<int32_t>(d);
-    }
-    return best;
-  };
-  std::priority_queue<Move, std::vector<Move>, std::greater<Move>> over;
-  for (int64_t i = 0; i < n; ++i) {
-    if (size[label[i]] > hi) over.push(best_target(i));
-  }
-  while (!over.empty()) {
-    const Move mv = over.top();
-    over.pop();
-    if (size[label[mv.point]] <= hi) continue;  // its cluster is within bounds now
-    if (size[mv.to] >= hi) {                    // the target filled up: look again
-      over.push(best_target(mv.point));
-      continue;
-    }
-    --size[label[mv.point]];
-    label[mv.point] = mv.to;
-    ++size[mv.to];
-  }
-
-  // Under-full: each such cluster takes its cheapest points from clusters above size_min (so no
-  // other cluster becomes under-full). column[u * n + i] = c_{i, under[u]} and here[i] = c_{i,
-  // label[i]}, gathered in one pass over the rows.
-  std::vector<int32_t> under;
-  for (int64_t c = 0; c < k; ++c) {
-    if (size[c] < lo) under.push_back(static_cast<int32_t>(c));
-  }
-  if (under.empty()) return;
-  std::vector<float> column(under.size() * n), here(n);
+  std::vector<float> here(static_cast<size_t>(n));
   const int64_t step = rows.block_rows();
   for (int64_t first = 0; first < n; first += step) {
     const int64_t last = std::min(n, first + step);
     const float* block = rows.Rows(first, last);
-    for (int64_t i = first; i < last; ++i) {
-      const float* row = block + (i - first) * k;
-      here[i] = row[label[i]];
-      for (size_t u = 0; u < under.size(); ++u) column[u * n + i] = row[under[u]];
-    }
+    for (int64_t i = first; i < last; ++i) here[i] = block[(i - first) * k + (*labels)[i]];
   }
-  std::vector<std::pair<double, int32_t>> offers;
-  for (size_t u = 0; u < under.size(); ++u) {
-    const int32_t c = under[u];
-    const float* cost_c = &column[u * n];
-    offers.clear();
-    for (int64_t i = 0; i < n; ++i) {
-      if (label[i] != c && size[label[i]] > lo) {
-        offers.emplace_back(static_cast<double>(cost_c[i]) - here[i], static_cast<int32_t>(i));
+  const CostRowsOfFn rows_of = [&](absl::Span<const int32_t> points, float* out) {
+    for (size_t p = 0; p < points.size(); ++p) {
+      const float* row = rows.Rows(points[p], points[p] + 1);
+      std::copy_n(row, k, out + p * k);
+    }
+  };
+  const CostColumnsFn columns = [&](absl::Span<const int32_t> clusters, float* out) {
+    const int64_t u = static_cast<int64_t>(clusters.size());
+    for (int64_t first = 0; first < n; first += step) {
+      const int64_t last = std::min(n, first + step);
+      const float* block = rows.Rows(first, last);
+      for (int64_t i = first; i < last; ++i) {
+        for (int64_t c = 0; c < u; ++c) out[i * u + c] = block[(i - first) * k + clusters[c]];
       }
     }
-    // Donors may drop to size_min as we take, so look at a margin of extra offers first.
-    int64_t sorted = std::min<int64_t>(offers.size(), 4 * (lo - size[c]) + 64);
-    std::partial_sort(offers.begin(), offers.begin() + sorted, offers.end());
-    for (int64_t x = 0; size[c] < lo; ++x) {
-      if (x == sorted) {
-        std::sort(offers.begin() + sorted, offers.end());
-        sorted = static_cast<int64_t>(offers.size());
-      }
-      const int32_t i = offers[x].second;
-      if (size[label[i]] <= lo) continue;
-      --size[label[i]];
-      label[i] = c;
-      here[i] = cost_c[i];
-      ++size[c];
-    }
-  }
+  };
+  RepairToBounds(n, k, bounds, rows_of, columns, labels, &here);
 }
 
 // Successive shortest paths on the cluster level over the candidate arcs, from an assignment
@@ -1084,6 +1020,130 @@ absl::StatusOr<std::vector<int32_t>> BalancedAssignRows(const CostRowsFn& fn, in
   if (!fn) return absl::InvalidArgumentError("cost rows function is empty");
   RowSource rows(fn, n, k);
   return FastAssignRows(rows, n, k, bounds, options);
+}
+
+void RepairToBounds(int64_t n, int64_t k, const SizeBounds& bounds, const CostRowsOfFn& rows_of,
+                    const CostColumnsFn& columns, std::vector<int32_t>* labels,
+                    std::vector<float>* costs) {
+  std::vector<int32_t>& label = *labels;
+  std::vector<float>& here = *costs;
+  const int64_t lo = bounds.size_min, hi = std::min(bounds.size_max, n);
+  std::vector<int64_t> size(k, 0);
+  for (int32_t c : label) ++size[c];
+
+  // Over-full: a global min-heap of (cost increase, point, target) over the members of over-full
+  // clusters, their rows computed in blocks. A move whose target has filled since is looked at
+  // again on a fresh row.
+  struct Move {
+    double delta;
+    int32_t point;
+    int32_t to;
+    float to_cost;
+    bool operator>(const Move& o) const {
+      return delta != o.delta ? delta > o.delta : point > o.point;
+    }
+  };
+  auto best_target = [&](int32_t i, const float* row) {
+    Move best{kInf, i, -1, 0};
+    for (int64_t d = 0; d < k; ++d) {
+      if (d == label[i] || size[d] >= hi) continue;
+      const double delta = static_cast<double>(row[d]) - here[i];
+      if (delta < best.delta) best = {delta, i, static_cast<int32_t>(d), row[d]};
+    }
+    return best;
+  };
+  std::vector<int32_t> members;
+  for (int64_t i = 0; i < n; ++i) {
+    if (size[label[i]] > hi) members.push_back(static_cast<int32_t>(i));
+  }
+  std::priority_queue<Move, std::vector<Move>, std::greater<Move>> over;
+  constexpr int64_t kRowBlock = 4096;
+  std::vector<float> rows(static_cast<size_t>(std::min<int64_t>(kRowBlock, members.size()) * k));
+  for (size_t first = 0; first < members.size(); first += kRowBlock) {
+    const size_t count = std::min<size_t>(kRowBlock, members.size() - first);
+    rows_of(absl::MakeConstSpan(members.data() + first, count), rows.data());
+    for (size_t p = 0; p < count; ++p) over.push(best_target(members[first + p], &rows[p * k]));
+  }
+  while (!over.empty()) {
+    const Move mv = over.top();
+    over.pop();
+    if (size[label[mv.point]] <= hi) continue;  // its cluster is within bounds now
+    if (size[mv.to] >= hi) {                    // the target filled up: look again
+      rows_of(absl::MakeConstSpan(&mv.point, 1), rows.data());
+      over.push(best_target(mv.point, rows.data()));
+      continue;
+    }
+    --size[label[mv.point]];
+    label[mv.point] = mv.to;
+    here[mv.point] = mv.to_cost;
+    ++size[mv.to];
+  }
+
+  // Under-full: each such cluster takes its cheapest points from clusters above size_min (so no
+  // other cluster becomes under-full), with the columns of up to 16 such clusters at a time. One
+  // pass over the points keeps, per cluster, the cheapest offers it could need (a bounded heap:
+  // what it lacks, times 4, plus 64, since donors may reach size_min meanwhile); only if those run
+  // out does it rank every point.
+  std::vector<int32_t> under;
+  for (int64_t c = 0; c < k; ++c) {
+    if (size[c] < lo) under.push_back(static_cast<int32_t>(c));
+  }
+  using Offer = std::pair<double, int32_t>;  // (cost increase, point)
+  constexpr size_t kColumnGroup = 16;
+  std::vector<float> column;
+  std::vector<std::vector<Offer>> kept(kColumnGroup);
+  std::vector<Offer> offers;
+  for (size_t g = 0; g < under.size(); g += kColumnGroup) {
+    const size_t group = std::min(kColumnGroup, under.size() - g);
+    column.resize(static_cast<size_t>(n) * group);
+    columns(absl::MakeConstSpan(under.data() + g, group), column.data());
+    std::vector<size_t> cap(group);
+    for (size_t u = 0; u < group; ++u) {
+      cap[u] = static_cast<size_t>(4 * (lo - size[under[g + u]]) + 64);
+      kept[u].clear();
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      if (size[label[i]] <= lo) continue;
+      for (size_t u = 0; u < group; ++u) {
+        const Offer offer{static_cast<double>(column[i * group + u]) - here[i],
+                          static_cast<int32_t>(i)};
+        std::vector<Offer>& heap = kept[u];  // max-heap: the worst kept offer on top
+        if (heap.size() < cap[u]) {
+          heap.push_back(offer);
+          std::push_heap(heap.begin(), heap.end());
+        } else if (offer < heap.front()) {
+          std::pop_heap(heap.begin(), heap.end());
+          heap.back() = offer;
+          std::push_heap(heap.begin(), heap.end());
+        }
+      }
+    }
+    for (size_t u = 0; u < group; ++u) {
+      const int32_t c = under[g + u];
+      auto take = [&](const std::vector<Offer>& sorted) {
+        for (const auto& [delta, i] : sorted) {
+          if (size[c] >= lo) return;
+          if (label[i] == c || size[label[i]] <= lo) continue;
+          --size[label[i]];
+          label[i] = c;
+          here[i] = column[i * group + u];
+          ++size[c];
+        }
+      };
+      std::sort(kept[u].begin(), kept[u].end());
+      take(kept[u]);
+      if (size[c] >= lo) continue;
+      offers.clear();  // the kept offers ran out: rank every point still able to give
+      for (int64_t i = 0; i < n; ++i) {
+        if (label[i] != c && size[label[i]] > lo) {
+          offers.emplace_back(static_cast<double>(column[i * group + u]) - here[i],
+                              static_cast<int32_t>(i));
+        }
+      }
+      std::sort(offers.begin(), offers.end());
+      take(offers);
+    }
+  }
 }
 
 double AssignmentCost(const float* costs, int64_t n, int64_t k,

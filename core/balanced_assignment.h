@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 
 namespace quantd {
 
@@ -71,6 +72,24 @@ using CostRowsFn = std::function<void(int64_t begin, int64_t end, float* out)>;
 absl::StatusOr<std::vector<int32_t>> BalancedAssignRows(const CostRowsFn& rows, int64_t n,
                                                         int64_t k, const SizeBounds& bounds,
                                                         const BalancedOptions& options);
+
+// Cost rows of the given points: out is points.size() x k, row-major.
+using CostRowsOfFn = std::function<void(absl::Span<const int32_t> points, float* out)>;
+// Cost columns of the given clusters over all n points: out is n x clusters.size(), row-major.
+using CostColumnsFn = std::function<void(absl::Span<const int32_t> clusters, float* out)>;
+
+// Greedy repair of an assignment (labels, n) whose sizes may break the bounds (checked feasible
+// by the caller), given costs (n), each point's cost in its current cluster; both are updated.
+// Over-full clusters give up the members whose move costs least, to clusters below size_max;
+// then under-full clusters take the points whose move costs least from clusters above size_min.
+// Each move fixes one unit of violation and creates none, so the bounds hold exactly after.
+// Asks for the full rows of the over-full clusters' members (in blocks, and again for a point
+// whose chosen target filled) and the columns of the under-full clusters (16 at a time): meant
+// for an assignment that is nearly within bounds, e.g. argmin under cluster prices learnt on a
+// sample, where those are a small share of the n x k costs.
+void RepairToBounds(int64_t n, int64_t k, const SizeBounds& bounds, const CostRowsOfFn& rows_of,
+                    const CostColumnsFn& columns, std::vector<int32_t>* labels,
+                    std::vector<float>* costs);
 
 // Sum of costs[i, labels[i]] (in double).
 double AssignmentCost(const float* costs, int64_t n, int64_t k, const std::vector<int32_t>& labels);

@@ -97,23 +97,64 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
     previous = objective;
   }
 
-  // Final assignment of all n rows under the full bounds, from the training prices (they are per
-  // point, so they carry over from a sample). The distances are computed in row blocks; only
-  // every row's candidate clusters are kept, never the n x k matrix.
   std::vector<float>().swap(costs);
   const float* centroids = result.centroids.data();
-  const CostRowsFn rows = [&](int64_t begin, int64_t end, float* out) {
-    SquaredDistances(data + begin * d, end - begin, centroids, k, d, out, options.num_threads);
+  if (m == n) {
+    // Training saw every row: one more (polished: optimal sizes) assignment step. Only every
+    // row's candidate clusters are kept, never the n x k matrix.
+    const CostRowsFn rows = [&](int64_t begin, int64_t end, float* out) {
+      SquaredDistances(data + begin * d, end - begin, centroids, k, d, out, options.num_threads);
+    };
+    assign.objective = &result.objective;
+    assign.polish = true;
+    auto assigned = BalancedAssignRows(rows, n, k, bounds, assign);
+    if (!assigned.ok()) return assigned.status();
+    result.assignments = std::move(*assigned);
+    return result;
+  }
+  // After a subsample: n / m times the rows of a Lloyd step, so no candidate lists. The cluster
+  // prices are per cluster, so they carry over from the sample: every row takes its cheapest
+  // cluster under them (one fused product pass, as plain k-means assigns: the prices ride on the
+  // centroid norms, shifted to be >= 0, which does not change any argmin), and a greedy repair
+  // moves the few rows the sample's sizes mispredict.
+  std::vector<float> priced_norms = SquaredNorms(centroids, k, d);
+  if (static_cast<int64_t>(prices.size()) == k) {
+    const double lowest = *std::min_element(prices.begin(), prices.end());
+    for (int64_t c = 0; c < k; ++c) priced_norms[c] += static_cast<float>(prices[c] - lowest);
+  }
+  std::vector<float> here(static_cast<size_t>(n));
+  result.assignments.resize(static_cast<size_t>(n));
+  {
+    const PackedRhs packed(centroids, k, d);
+    AssignNearestPacked(data, n, packed, priced_norms.data(), result.assignments.data(),
+                        here.data(), options.num_threads);
+  }
+  const std::vector<float> norms = SquaredNorms(centroids, k, d);
+  for (int64_t i = 0; i < n; ++i) {  // back to the plain squared distance
+    const int32_t c = result.assignments[i];
+    here[i] = std::max(0.0f, here[i] - (priced_norms[c] - norms[c]));
+  }
+  std::vector<float> gathered;
+  const CostRowsOfFn rows_of = [&](absl::Span<const int32_t> points, float* out) {
+    gathered.resize(points.size() * static_cast<size_t>(d));
+    for (size_t p = 0; p < points.size(); ++p) {
+      std::copy_n(data + static_cast<int64_t>(points[p]) * d, d, gathered.data() + p * d);
+    }
+    SquaredDistances(gathered.data(), static_cast<int64_t>(points.size()), centroids, k, d, out,
+                     options.num_threads);
   };
-  assign.objective = &result.objective;
-  // Polished (optimal sizes) when training saw every row: it is one more Lloyd step. After a
-  // subsample it covers n / m times the rows of a Lloyd step, and polishing would cost more than
-  // the whole training; the feasible assignment is argmin under the prices, so still optimal for
-  // its sizes.
-  assign.polish = m == n;
-  auto assigned = BalancedAssignRows(rows, n, k, bounds, assign);
-  if (!assigned.ok()) return assigned.status();
-  result.assignments = std::move(*assigned);
+  std::vector<float> chosen;
+  const CostColumnsFn columns = [&](absl::Span<const int32_t> clusters, float* out) {
+    chosen.resize(clusters.size() * static_cast<size_t>(d));
+    for (size_t c = 0; c < clusters.size(); ++c) {
+      std::copy_n(centroids + static_cast<int64_t>(clusters[c]) * d, d, chosen.data() + c * d);
+    }
+    SquaredDistances(data, n, chosen.data(), static_cast<int64_t>(clusters.size()), d, out,
+                     options.num_threads);
+  };
+  RepairToBounds(n, k, bounds, rows_of, columns, &result.assignments, &here);
+  result.objective = 0;
+  for (float cost : here) result.objective += cost;
   return result;
 }
 

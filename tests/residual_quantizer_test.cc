@@ -95,6 +95,39 @@ TEST(ResidualQuantizerTest, BalancedBeatsPlainOnCollisionsAndMeetsBoundsOnSasrec
   EXPECT_LE(balanced_largest, plain_largest);
 }
 
+// Trained on a sample, balanced k-means assigns all rows from the sample's prices plus a repair:
+// the bounds hold over all n, the objective is that of the returned assignment, and it is close
+// to the exact balanced assignment of all rows to the same centroids.
+TEST(ResidualQuantizerTest, BalancedKMeansOnSampleMeetsBoundsOverAllRows) {
+  auto sift = ReadMatrix(DataFile("sift5k/sift5k_base.fvecs"));
+  ASSERT_TRUE(sift.ok());
+  const int64_t n = sift->rows, d = sift->dim, k = 16;
+  KMeansOptions options;
+  options.k = k;
+  options.max_points_per_centroid = 39;  // 624 training rows of 5000
+  options.seed = 7;
+  const SizeBounds bounds = BoundsFromSlack(n, k, 0.05);
+  auto result = TrainBalancedKMeans(sift->values.data(), n, d, bounds, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->training_rows, 16 * 39);
+  ASSERT_EQ(static_cast<int64_t>(result->assignments.size()), n);
+  std::vector<int64_t> sizes(k, 0);
+  for (int32_t c : result->assignments) ++sizes[c];
+  for (int64_t c = 0; c < k; ++c) {
+    EXPECT_GE(sizes[c], bounds.size_min) << c;
+    EXPECT_LE(sizes[c], bounds.size_max) << c;
+  }
+  std::vector<float> costs(static_cast<size_t>(n * k));
+  SquaredDistances(sift->values.data(), n, result->centroids.data(), k, d, costs.data(), 1);
+  const double objective = AssignmentCost(costs.data(), n, k, result->assignments);
+  EXPECT_NEAR(result->objective, objective, 1e-5 * objective);
+  auto exact = BalancedAssign(costs.data(), n, k, bounds, BalancedMode::kExact);
+  ASSERT_TRUE(exact.ok()) << exact.status();
+  const double best = AssignmentCost(costs.data(), n, k, *exact);
+  EXPECT_GE(objective, best * (1 - 1e-9));
+  EXPECT_LE(objective, best * 1.04);  // measured 1.0% above
+}
+
 TEST(ResidualQuantizerTest, RejectsBadOptions) {
   auto data = ReadMatrix(DataFile("sift5k/sift5k_base.fvecs"), 100);
   ASSERT_TRUE(data.ok());
