@@ -255,6 +255,37 @@ grpc::ServerUnaryReactor* QuantdService::TrainTokenizer(grpc::CallbackServerCont
   return Finish(context, "TrainTokenizer", start, job.status());
 }
 
+grpc::ServerUnaryReactor* QuantdService::TrainIndex(grpc::CallbackServerContext* context,
+                                                    const v1::TrainIndexRequest* request,
+                                                    v1::Job* response) {
+  const Clock::time_point start = Clock::now();
+  auto job = jobs_->StartTrainIndex(*request);
+  if (job.ok()) *response = *job;
+  return Finish(context, "TrainIndex", start, job.status());
+}
+
+// Runs inline on the gRPC thread: a batch is bounded (kMaxSearchQueries x kMaxSearchK) and
+// searched on one core.
+grpc::ServerUnaryReactor* QuantdService::Search(grpc::CallbackServerContext* context,
+                                                const v1::SearchRequest* request,
+                                                v1::SearchResponse* response) {
+  const Clock::time_point start = Clock::now();
+  auto result = store_->Search(request->collection(), request->queries(), request->k(),
+                               request->nprobe(), request->refine());
+  if (result.ok()) {
+    response->set_index_version(result->index_version);
+    response->set_nprobe(static_cast<uint32_t>(result->nprobe));
+    for (const std::vector<IvfPqNeighbor>& neighbors : result->neighbors) {
+      v1::SearchResult* out = response->add_results();
+      for (const IvfPqNeighbor& neighbor : neighbors) {
+        out->add_ids(neighbor.id);
+        out->add_distances(neighbor.distance);
+      }
+    }
+  }
+  return Finish(context, "Search", start, result.status());
+}
+
 grpc::ServerUnaryReactor* QuantdService::GetJob(grpc::CallbackServerContext* context,
                                                 const v1::GetJobRequest* request,
                                                 v1::Job* response) {
