@@ -164,6 +164,34 @@ TEST_F(IndexServiceTest, TrainSearchUpsertDeleteRestart) {
   EXPECT_EQ(job.result_version(), 1u);
   EXPECT_EQ(job.progress(), 1.0);
 
+  {
+    grpc::ClientContext context;
+    v1::GetStatsRequest request;
+    request.set_collection("sift");
+    v1::GetStatsResponse stats;
+    ASSERT_TRUE(stub_->GetStats(&context, request, &stats).ok());
+    ASSERT_TRUE(stats.has_index());
+    EXPECT_FALSE(stats.has_tokenizer());
+    const v1::IndexStats& index = stats.index();
+    EXPECT_EQ(index.version(), 1u);
+    EXPECT_EQ(index.nlist(), 128u);  // min(4 sqrt(5000) = 283, 5000 / 39 = 128)
+    EXPECT_EQ(index.m(), 32u);       // d / 4
+    EXPECT_EQ(index.nbits(), 8u);
+    EXPECT_EQ(index.items(), 5000u);
+    EXPECT_EQ(index.code_size(), 32u);
+    EXPECT_EQ(index.bytes_per_vector(), 40u);
+    EXPECT_NEAR(index.list_size_mean(), 5000.0 / 128, 1e-9);
+    EXPECT_LE(index.list_size_min(), 39u);
+    EXPECT_GE(index.list_size_max(), 40u);
+    EXPECT_GE(index.imbalance_factor(), 1.0);
+    EXPECT_GT(index.memory_bytes(), 5000u * 40);
+    EXPECT_EQ(index.trained_items(), 5000u);
+    EXPECT_GT(index.train_seconds(), 0);
+    EXPECT_EQ(index.job_id(), job.id());
+    EXPECT_EQ(index.coarse_iterations(), 10u);
+    EXPECT_EQ(index.pq_iterations(), 25u);
+  }
+
   // Defaults on n = 5000, d = 128: nlist = min(4 sqrt(n), n / 39) = 128, nprobe = 128 / 8.
   ASSERT_TRUE(Search("sift", queries->values, 10, 0, 0, &response).ok());
   EXPECT_EQ(response.index_version(), 1u);
@@ -303,6 +331,41 @@ TEST_F(IndexServiceTest, CancelPendingAndRunningIndexJobs) {
   ASSERT_TRUE(stub_->ListJobs(&context, {}, &jobs).ok());
   ASSERT_EQ(jobs.jobs_size(), 2);
   for (const v1::Job& job : jobs.jobs()) EXPECT_EQ(job.kind(), "train_index");
+}
+
+TEST_F(IndexServiceTest, InterruptedJobFailsAndDropRemovesTheIndex) {
+  CreateSift("x", 5000);
+  v1::TrainIndexRequest request;
+  request.set_collection("x");
+  v1::Job job;
+  ASSERT_TRUE(StartIndex(request, &job).ok());
+  Restart();  // stops the job before it can commit (training alone takes far longer)
+  const v1::Job interrupted = GetJob(job.id());
+  EXPECT_EQ(interrupted.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(interrupted.error().find("interrupted"), std::string::npos) << interrupted.error();
+  v1::SearchResponse response;
+  const std::vector<float> query(128, 1.0f);
+  EXPECT_EQ(Search("x", query, 1, 0, 0, &response).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+
+  ASSERT_EQ(TrainIndex("x").state(), v1::JOB_STATE_SUCCEEDED);
+  ASSERT_TRUE(Search("x", query, 1, 0, 0, &response).ok());
+  {
+    grpc::ClientContext context;
+    v1::DropCollectionRequest drop;
+    drop.set_name("x");
+    v1::DropCollectionResponse dropped;
+    ASSERT_TRUE(stub_->DropCollection(&context, drop, &dropped).ok());
+    EXPECT_EQ(dropped.items_deleted(), 5000u);
+  }
+  // The name is free again and the new collection starts without an index, also after a
+  // restart.
+  CreateSift("x", 500);
+  EXPECT_EQ(Search("x", query, 1, 0, 0, &response).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  Restart();
+  EXPECT_EQ(Search("x", query, 1, 0, 0, &response).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 TEST_F(IndexServiceTest, BadRequests) {
