@@ -1,6 +1,7 @@
 // The IVF-PQ index through gRPC, in-process: the TrainIndex job lifecycle, Search recall on
 // sift5k against its ground truth, read-your-writes of upserts and deletes, identical results
 // after a restart, cancellation, and bad inputs.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -277,6 +278,50 @@ TEST_F(IndexServiceTest, FewerItemsThanKGiveFewerResults) {
   std::set<uint64_t> ids(response.results(0).ids().begin(), response.results(0).ids().end());
   EXPECT_EQ(ids.size(), 300u);
   EXPECT_EQ(*ids.rbegin(), 299u);
+}
+
+// Inner product and cosine: similarities, largest first; a stored item is its own best match.
+TEST_F(IndexServiceTest, InnerProductAndCosineRankBySimilarity) {
+  auto base = ReadMatrix(DataFile("sift5k/sift5k_base.fvecs"), 1000);
+  ASSERT_TRUE(base.ok()) << base.status();
+  std::vector<uint64_t> ids(1000);
+  for (uint64_t i = 0; i < 1000; ++i) ids[i] = i;
+  for (const v1::Metric metric : {v1::METRIC_INNER_PRODUCT, v1::METRIC_COSINE}) {
+    const std::string name = metric == v1::METRIC_COSINE ? "cos" : "ip";
+    {
+      grpc::ClientContext context;
+      v1::CreateCollectionRequest request;
+      request.set_name(name);
+      request.set_dimension(128);
+      request.set_metric(metric);
+      v1::CreateCollectionResponse response;
+      ASSERT_TRUE(stub_->CreateCollection(&context, request, &response).ok());
+    }
+    ASSERT_TRUE(Upsert(name, ids, base->values).ok());
+    ASSERT_EQ(TrainIndex(name).state(), v1::JOB_STATE_SUCCEEDED);
+    // Item 5, scaled: the cosine neighbour is item 5 itself with similarity 1.
+    std::vector<float> query(base->values.begin() + 5 * 128, base->values.begin() + 6 * 128);
+    for (float& v : query) v *= 3.0f;
+    v1::SearchResponse response;
+    ASSERT_TRUE(Search(name, query, 10, 100000, 10, &response).ok());
+    const v1::SearchResult& result = response.results(0);
+    ASSERT_EQ(result.ids_size(), 10);
+    for (int i = 1; i < 10; ++i) EXPECT_GE(result.distances(i - 1), result.distances(i)) << name;
+    if (metric == v1::METRIC_COSINE) {
+      EXPECT_EQ(result.ids(0), 5u);
+      EXPECT_NEAR(result.distances(0), 1.0f, 1e-5);
+    } else {
+      // Exact inner products after refine: the first is the largest over all items.
+      double best = -1e30;
+      for (int64_t r = 0; r < 1000; ++r) {
+        double dot = 0;
+        for (int j = 0; j < 128; ++j)
+          dot += static_cast<double>(query[j]) * base->values[r * 128 + j];
+        best = std::max(best, dot);
+      }
+      EXPECT_NEAR(result.distances(0), best, 1e-3 * best);
+    }
+  }
 }
 
 TEST_F(IndexServiceTest, CancelPendingAndRunningIndexJobs) {
