@@ -474,22 +474,23 @@ absl::StatusOr<uint32_t> JobManager::RunTrainIndex(Entry& entry) {
   sample = std::vector<float>();
   if (entry.cancel) return absl::CancelledError("cancelled");
 
-  // Every item's (list, code): lists is n, codes n x code_size.
+  // Every item's (list, code): lists is n, codes n x code_size; batched, in blocks so that
+  // cancellation and progress are checked as it goes.
   SetPhase(entry, "encoding", 0.6);
   const int64_t code_size = trained->code_size();
   std::vector<int32_t> lists(static_cast<size_t>(n));
   std::vector<uint8_t> codes(static_cast<size_t>(n * code_size));
-  constexpr int64_t kProgressRows = 4096;
-  for (int64_t i = 0; i < n; ++i) {
-    if (i % kProgressRows == 0 && i > 0) {
-      if (entry.cancel) return absl::CancelledError("cancelled");
-      SetPhase(entry, "encoding", 0.6 + 0.35 * static_cast<double>(i) / static_cast<double>(n));
+  constexpr int64_t kEncodeBlock = 16384;
+  for (int64_t first = 0; first < n; first += kEncodeBlock) {
+    if (entry.cancel) return absl::CancelledError("cancelled");
+    SetPhase(entry, "encoding", 0.6 + 0.35 * static_cast<double>(first) / static_cast<double>(n));
+    const int64_t block = std::min(kEncodeBlock, n - first);
+    if (auto status = trained->EncodeBatch(
+            absl::MakeConstSpan(items->vectors.data() + first * d, static_cast<size_t>(block * d)),
+            lists.data() + first, codes.data() + first * code_size);
+        !status.ok()) {
+      return status;
     }
-    auto encoded = trained->EncodeForList(
-        absl::MakeConstSpan(items->vectors.data() + i * d, static_cast<size_t>(d)));
-    if (!encoded.ok()) return encoded.status();
-    lists[static_cast<size_t>(i)] = static_cast<int32_t>(encoded->list);
-    std::copy(encoded->code.begin(), encoded->code.end(), codes.begin() + i * code_size);
   }
   if (entry.cancel) return absl::CancelledError("cancelled");
 
