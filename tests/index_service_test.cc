@@ -12,6 +12,7 @@
 #include "client/client.h"
 #include "core/vector_file.h"
 #include "gtest/gtest.h"
+#include "rocksdb/db.h"
 #include "server/server.h"
 #include "tests/test_support.h"
 
@@ -411,6 +412,65 @@ TEST_F(IndexServiceTest, InterruptedJobFailsAndDropRemovesTheIndex) {
   Restart();
   EXPECT_EQ(Search("x", query, 1, 0, 0, &response).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+// Overwrites `key` of column family `family` in the (closed) database at `path`.
+void OverwriteKey(const std::string& path, const std::string& family, const std::string& key,
+                  const std::string& value) {
+  std::vector<std::string> names;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path, &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const std::string& name : names)
+    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), path, descriptors, &handles, &db).ok());
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == family) {
+      EXPECT_TRUE(db->Put(rocksdb::WriteOptions(), handles[i], key, value).ok());
+    }
+  }
+  for (rocksdb::ColumnFamilyHandle* handle : handles) {
+    EXPECT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
+  }
+  EXPECT_TRUE(db->Close().ok());
+  delete db;
+}
+
+TEST_F(IndexServiceTest, CorruptIndexIsDataLossForThatCollectionOnly) {
+  CreateSift("hurt", 1000);  // collection id 1
+  CreateSift("fine", 1000);  // collection id 2
+  ASSERT_EQ(TrainIndex("hurt").state(), v1::JOB_STATE_SUCCEEDED);
+  ASSERT_EQ(TrainIndex("fine").state(), v1::JOB_STATE_SUCCEEDED);
+  stub_.reset();
+  server_->Shutdown(std::chrono::seconds(5));
+  server_.reset();
+  // models key of index version 1 of collection 1: <cid:be32>"ivf"<version:be32>.
+  const std::string key("\0\0\0\x01ivf\0\0\0\x01", 11);
+  OverwriteKey(dir_.path() + "/data", "models", key, "QIDX but not a blob");
+  Start();
+
+  v1::SearchResponse response;
+  const std::vector<float> query(128, 1.0f);
+  const grpc::Status hurt = Search("hurt", query, 1, 0, 0, &response);
+  EXPECT_EQ(hurt.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_NE(hurt.error_message().find("hurt"), std::string::npos) << hurt.error_message();
+  // Writes that would leave the index behind are refused too; reads of the items still work.
+  EXPECT_EQ(Upsert("hurt", {1}, query).error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_EQ(Delete("hurt", {1}).error_code(), grpc::StatusCode::DATA_LOSS);
+  {
+    grpc::ClientContext context;
+    v1::GetStatsRequest request;
+    request.set_collection("hurt");
+    v1::GetStatsResponse stats;
+    EXPECT_EQ(stub_->GetStats(&context, request, &stats).error_code(), grpc::StatusCode::DATA_LOSS);
+  }
+  // The other collection serves as before; retraining the damaged one repairs it.
+  EXPECT_TRUE(Search("fine", query, 1, 0, 0, &response).ok());
+  ASSERT_EQ(TrainIndex("hurt").state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_TRUE(Search("hurt", query, 1, 0, 0, &response).ok());
+  EXPECT_EQ(response.index_version(), 2u);
+  EXPECT_TRUE(Upsert("hurt", {1}, query).ok());
 }
 
 TEST_F(IndexServiceTest, BadRequests) {
