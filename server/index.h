@@ -24,6 +24,8 @@ namespace quantd {
 inline constexpr int64_t kMaxSearchK = 1024;
 inline constexpr int64_t kMaxSearchQueries = 10000;
 inline constexpr int64_t kMaxRefineCandidates = 65536;  // refine * k
+// nq * k: keeps an answer (12 bytes per neighbour) far below the 64 MiB message limit.
+inline constexpr int64_t kMaxSearchResults = int64_t{1} << 20;
 
 // One committed index version. `record` is immutable (its `model` bytes cleared); `index` holds
 // every item of the collection and changes with item writes: writers (who also hold the

@@ -257,6 +257,11 @@ absl::StatusOr<Store::SearchResult> Store::Search(absl::string_view name,
   if (k < 1 || k > kMaxSearchK) {
     return absl::InvalidArgumentError(absl::StrFormat("k %d is outside 1..%d", k, kMaxSearchK));
   }
+  if (nq * k > kMaxSearchResults) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%d queries x k %d = %d results exceed %d per request; split the batch", nq,
+                        k, nq * k, kMaxSearchResults));
+  }
   if (nprobe < 0) return absl::InvalidArgumentError(absl::StrFormat("nprobe %d < 0", nprobe));
   if (refine < 0 || refine * k > kMaxRefineCandidates) {
     return absl::InvalidArgumentError(absl::StrFormat(

@@ -551,6 +551,9 @@ TEST_F(IndexServiceTest, BadRequests) {
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(search_error(std::vector<float>(128 * 10001, 1.0f), 1, 0, "10001 vectors"),
             grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(search_error(std::vector<float>(128 * 1025, 1.0f), 1024, 0,
+                         "1025 queries x k 1024 = 1049600 results exceed 1048576"),
+            grpc::StatusCode::INVALID_ARGUMENT);
   // An upsert the index cannot take (NaN) changes nothing: the item count stays.
   std::vector<float> bad = one;
   bad[0] = std::nanf("");
