@@ -44,9 +44,14 @@ Semantic IDs:
   train NAME [--levels 256,256,256] [--balanced]  train a tokenizer; follows the job
   encode NAME ID... | --vectors FILE            semantic IDs of items, or codes of vectors
   lookup NAME SID                               items under a SID or prefix: "<a_3><b_7>", 3,7
-  stats NAME                                    tokenizer health: usage, balance, collisions
+  stats NAME                                    tokenizer and index health
   export-sids NAME --index FILE [--codes FILE]  LC-Rec / LETTER index JSON, .npy of codes
   jobs [NAME]  |  job ID  |  cancel ID          training jobs
+
+Nearest-neighbour search (IVF-PQ):
+  train-index NAME [--nlist N] [--m M] [--nbits 4|8]  train an index; follows the job
+  search NAME --queries FILE [--k 10] [--nprobe N] [--refine R] [--output FILE]
+                                                the k nearest items of each query
 
 Global options:
   --addr HOST:PORT   server address (env QUANTD_ADDR, default 127.0.0.1:50051)
@@ -105,6 +110,35 @@ leaves it running; `quantctl cancel ID` stops it).
     --detach            print the job id and return at once
   --no-progress       no progress bar
 )"},
+      {"train-index", R"(Usage: quantctl train-index NAME [OPTIONS]
+
+Trains an IVF-PQ index (coarse k-means, then a product quantizer on the residuals) on the
+collection's items, then encodes every item and commits the new version atomically; searches
+use the previous version until then. Follows the job with a progress bar (Ctrl-C leaves it
+running; `quantctl cancel ID` stops it).
+  --nlist N           inverted lists (default round(4 sqrt(n)) clamped to [1, n/39])
+  --m M               PQ sub-quantizers, dividing the dimension (default: largest divisor
+                      <= min(64, d/4))
+  --nbits 4|8         bits per sub-code (default 8; 4 under 256 training items)
+  --coarse-iterations N   coarse k-means iterations (default 10)
+  --pq-iterations N   PQ k-means iterations (default 25)
+  --seed N            random seed (default 0)
+  --sample N          train on a seeded sample of N items (default: all); all are indexed
+  --detach            print the job id and return at once
+  --no-progress       no progress bar
+)"},
+      {"search", R"(Usage: quantctl search NAME --queries FILE [OPTIONS]
+
+Searches the collection's index with every row of a vector file (.npy, .fvecs, ...) and prints,
+per query, the ids and distances of its nearest items, nearest first (L2: squared distance;
+ip / cosine: similarity).
+  --k N               neighbours per query, 1..1024 (default 10)
+  --nprobe N          lists scanned per query (default nlist/8; above nlist scans all)
+  --refine R          re-rank R x k candidates by exact distance to the stored vectors
+  --max-rows N        use the first N queries only
+  --output FILE       write the ids as .ivecs (a row per query, shorter when fewer than k
+                      items were found) instead of printing them
+)"},
       {"encode", R"(Usage: quantctl encode NAME ID... | --ids FILE | --vectors FILE [--max-rows N]
 
 Prints the semantic IDs of stored items, or the codes a tokenizer gives to new vectors (with
@@ -117,7 +151,8 @@ or as comma-separated integers ("12,201"). --limit caps the answer (default 1000
 )"},
       {"stats",
        "Usage: quantctl stats NAME\n\nShows item count, tokenizer parameters, per-level "
-       "codebook usage, perplexity, cluster sizes and reconstruction MSE, and collisions.\n"},
+       "codebook usage, perplexity, cluster sizes and reconstruction MSE, and collisions; index "
+       "shape, list sizes and imbalance, bytes per vector and memory.\n"},
       {"export-sids", R"(Usage: quantctl export-sids NAME --index FILE [--codes FILE]
 
 Writes every item's semantic ID as LC-Rec / LETTER index JSON to --index,
@@ -301,6 +336,10 @@ class Cli {
       status = Delete();
     } else if (command == "train") {
       status = Train();
+    } else if (command == "train-index") {
+      status = TrainIndex();
+    } else if (command == "search") {
+      status = Search();
     } else if (command == "encode") {
       status = Encode();
     } else if (command == "lookup") {
@@ -677,9 +716,9 @@ class Cli {
       return;
     }
     std::printf(
-        "%s  %-10s %-9s %5.1f%%  %-22s %8.1f s  %s%s\n", job.id().c_str(), job.collection().c_str(),
-        JobStateText(job.state()).c_str(), 100 * job.progress(), job.phase().c_str(),
-        job.elapsed_seconds(),
+        "%s  %-15s %-10s %-9s %5.1f%%  %-22s %8.1f s  %s%s\n", job.id().c_str(), job.kind().c_str(),
+        job.collection().c_str(), JobStateText(job.state()).c_str(), 100 * job.progress(),
+        job.phase().c_str(), job.elapsed_seconds(),
         job.result_version() > 0 ? absl::StrCat("version ", job.result_version()).c_str() : "",
         job.error().empty() ? "" : absl::StrCat("  ", job.error()).c_str());
   }
@@ -739,6 +778,12 @@ class Cli {
         return s;
       }
     }
+    return FollowJob(job);
+  }
+
+  // Prints a just-started job (--detach) or polls it to its end with a progress bar; an error
+  // unless it succeeded.
+  absl::Status FollowJob(v1::Job job) {
     if (args_.Has("detach")) {
       PrintJob(job);
       return absl::OkStatus();
@@ -766,6 +811,153 @@ class Cli {
     if (job.state() != v1::JOB_STATE_SUCCEEDED) {
       return absl::AbortedError(
           absl::StrFormat("job %s ended %s: %s", job.id(), JobStateText(job.state()), job.error()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status TrainIndex() {
+    if (auto s = CheckOptions(args_, {"nlist", "m", "nbits", "coarse-iterations", "pq-iterations",
+                                      "seed", "sample", "detach", "no-progress"});
+        !s.ok()) {
+      return Usage(s.message());
+    }
+    if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+    v1::TrainIndexRequest request;
+    request.set_collection(args_.positional[1]);
+    const std::vector<std::string> names = {"nlist", "m", "nbits", "coarse-iterations",
+                                            "pq-iterations"};
+    std::vector<uint32_t> small(names.size());
+    for (size_t i = 0; i < names.size(); ++i) {
+      auto value = IntOption(args_, names[i], 0);
+      if (!value.ok()) return Usage(value.status().message());
+      if (*value < 0 || *value > UINT32_MAX) {
+        return Usage(absl::StrFormat("--%s %d is outside 0..%d", names[i], *value, UINT32_MAX));
+      }
+      small[i] = static_cast<uint32_t>(*value);
+    }
+    request.set_nlist(small[0]);
+    request.set_m(small[1]);
+    request.set_nbits(small[2]);
+    request.set_coarse_iterations(small[3]);
+    request.set_pq_iterations(small[4]);
+    auto seed = IntOption(args_, "seed", 0);
+    auto sample = IntOption(args_, "sample", 0);
+    for (const auto* v : {&seed, &sample}) {
+      if (!v->ok()) return Usage(v->status().message());
+      if (**v < 0) return Usage("--seed and --sample must be non-negative");
+    }
+    request.set_seed(static_cast<uint64_t>(*seed));
+    request.set_sample_size(static_cast<uint64_t>(*sample));
+    v1::Job job;
+    {
+      auto context = Context();
+      if (auto s = FromGrpcStatus(stub().TrainIndex(context.get(), request, &job)); !s.ok()) {
+        return s;
+      }
+    }
+    return FollowJob(job);
+  }
+
+  absl::Status Search() {
+    if (auto s = CheckOptions(args_, {"queries", "k", "nprobe", "refine", "max-rows", "output"});
+        !s.ok()) {
+      return Usage(s.message());
+    }
+    if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+    if (!args_.Has("queries")) return Usage("--queries FILE is required");
+    auto k = IntOption(args_, "k", 10);
+    auto nprobe = IntOption(args_, "nprobe", 0);
+    auto refine = IntOption(args_, "refine", 0);
+    auto max_rows = IntOption(args_, "max-rows", -1);
+    for (const auto* v : {&k, &nprobe, &refine, &max_rows}) {
+      if (!v->ok()) return Usage(v->status().message());
+    }
+    if (*k < 1 || *k > UINT32_MAX) return Usage(absl::StrFormat("--k %d must be positive", *k));
+    if (*nprobe < 0 || *nprobe > UINT32_MAX || *refine < 0 || *refine > UINT32_MAX) {
+      return Usage("--nprobe and --refine must be non-negative");
+    }
+    auto queries = ReadMatrix(args_.Get("queries"), *max_rows);
+    if (!queries.ok()) return queries.status();
+    if (queries->rows == 0) {
+      return Usage(absl::StrFormat("--queries '%s' holds no rows", args_.Get("queries")));
+    }
+    // Batches of at most kBatch queries keep each request well under the message limit.
+    constexpr int64_t kBatch = 1000;
+    v1::SearchResponse all;
+    for (int64_t first = 0; first < queries->rows; first += kBatch) {
+      const int64_t rows = std::min(kBatch, queries->rows - first);
+      v1::SearchRequest request;
+      request.set_collection(args_.positional[1]);
+      request.mutable_queries()->Add(queries->values.begin() + first * queries->dim,
+                                     queries->values.begin() + (first + rows) * queries->dim);
+      request.set_k(static_cast<uint32_t>(*k));
+      request.set_nprobe(static_cast<uint32_t>(*nprobe));
+      request.set_refine(static_cast<uint32_t>(*refine));
+      v1::SearchResponse response;
+      auto context = Context();
+      if (auto s = FromGrpcStatus(stub().Search(context.get(), request, &response)); !s.ok()) {
+        return first == 0 ? s
+                          : absl::Status(s.code(), absl::StrFormat("queries from row %d: %s", first,
+                                                                   s.message()));
+      }
+      all.set_index_version(response.index_version());
+      all.set_nprobe(response.nprobe());
+      for (v1::SearchResult& result : *response.mutable_results()) {
+        *all.add_results() = std::move(result);
+      }
+    }
+    if (args_.Has("output")) return WriteIvecs(args_.Get("output"), all);
+    if (json_) {
+      std::vector<std::string> rows;
+      for (const v1::SearchResult& result : all.results()) {
+        std::vector<std::string> distances;
+        for (float distance : result.distances())
+          distances.push_back(absl::StrFormat("%.9g", distance));
+        rows.push_back(absl::StrFormat("{\"ids\":[%s],\"distances\":[%s]}",
+                                       absl::StrJoin(result.ids(), ","),
+                                       absl::StrJoin(distances, ",")));
+      }
+      std::printf("{\"index_version\":%d,\"nprobe\":%d,\"results\":[%s]}\n", all.index_version(),
+                  all.nprobe(), absl::StrJoin(rows, ",").c_str());
+      return absl::OkStatus();
+    }
+    for (int q = 0; q < all.results_size(); ++q) {
+      const v1::SearchResult& result = all.results(q);
+      std::vector<std::string> pairs;
+      for (int i = 0; i < result.ids_size(); ++i) {
+        pairs.push_back(absl::StrFormat("%d:%.6g", result.ids(i), result.distances(i)));
+      }
+      std::printf("query %d: %s\n", q, absl::StrJoin(pairs, " ").c_str());
+    }
+    return absl::OkStatus();
+  }
+
+  // Writes the ids of `response` as .ivecs: per query a little-endian int32 count, then the
+  // ids as int32 (ids above 2^31 - 1 do not fit the format and are refused).
+  absl::Status WriteIvecs(const std::string& path, const v1::SearchResponse& response) {
+    std::string bytes;
+    for (const v1::SearchResult& result : response.results()) {
+      const auto count = static_cast<int32_t>(result.ids_size());
+      bytes.append(reinterpret_cast<const char*>(&count), 4);
+      for (uint64_t id : result.ids()) {
+        if (id > static_cast<uint64_t>(INT32_MAX)) {
+          return absl::InvalidArgumentError(
+              absl::StrFormat("id %d does not fit .ivecs (int32); use --json", id));
+        }
+        const auto value = static_cast<int32_t>(id);
+        bytes.append(reinterpret_cast<const char*>(&value), 4);
+      }
+    }
+    std::FILE* file = std::fopen(path.c_str(), "wb");
+    if (file == nullptr) {
+      return absl::FailedPreconditionError(absl::StrFormat("cannot write '%s'", path));
+    }
+    const bool written = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
+    if (std::fclose(file) != 0 || !written) {
+      return absl::UnavailableError(absl::StrFormat("writing '%s' failed", path));
+    }
+    if (!json_) {
+      std::printf("wrote %d queries to %s\n", response.results_size(), path.c_str());
     }
     return absl::OkStatus();
   }
@@ -953,12 +1145,43 @@ class Cli {
             t.unique_tuples(), t.collision_rate(), t.collision_groups(), t.largest_group(),
             absl::StrJoin(levels, ","));
       }
+      if (response.has_index()) {
+        const v1::IndexStats& x = response.index();
+        absl::StrAppendFormat(
+            &out,
+            ",\"index\":{\"version\":%d,\"nlist\":%d,\"m\":%d,\"nbits\":%d,\"items\":%d,"
+            "\"list_size_min\":%d,\"list_size_max\":%d,\"list_size_mean\":%.4f,"
+            "\"imbalance_factor\":%.6f,\"bytes_per_vector\":%d,\"code_size\":%d,"
+            "\"memory_bytes\":%d,\"trained_items\":%d,\"train_seconds\":%.3f,"
+            "\"create_time_ms\":%d,\"job_id\":%s,\"seed\":%d}",
+            x.version(), x.nlist(), x.m(), x.nbits(), x.items(), x.list_size_min(),
+            x.list_size_max(), x.list_size_mean(), x.imbalance_factor(), x.bytes_per_vector(),
+            x.code_size(), x.memory_bytes(), x.trained_items(), x.train_seconds(),
+            x.create_time_ms(), JsonString(x.job_id()), x.seed());
+      }
       std::printf("%s}\n", out.c_str());
       return absl::OkStatus();
     }
     std::printf("collection %s: %llu items, dimension %u, metric %s\n", c.name().c_str(),
                 static_cast<unsigned long long>(c.item_count()), c.dimension(),
                 MetricText(c.metric()).c_str());
+    if (response.has_index()) {
+      const v1::IndexStats& x = response.index();
+      std::printf(
+          "index version %u: IVF%llu,PQ%ux%u on %llu items (%llu bytes/vector, %.1f MiB in "
+          "memory), trained on %llu items in %.2f s by %s\n"
+          "  lists: min %llu, max %llu, mean %.1f, imbalance factor %.3f\n",
+          x.version(), static_cast<unsigned long long>(x.nlist()), x.m(), x.nbits(),
+          static_cast<unsigned long long>(x.items()),
+          static_cast<unsigned long long>(x.bytes_per_vector()),
+          static_cast<double>(x.memory_bytes()) / (1 << 20),
+          static_cast<unsigned long long>(x.trained_items()), x.train_seconds(), x.job_id().c_str(),
+          static_cast<unsigned long long>(x.list_size_min()),
+          static_cast<unsigned long long>(x.list_size_max()), x.list_size_mean(),
+          x.imbalance_factor());
+    } else {
+      std::printf("no index trained yet (quantctl train-index %s)\n", c.name().c_str());
+    }
     if (!response.has_tokenizer()) {
       std::printf("no tokenizer trained yet (quantctl train %s)\n", c.name().c_str());
       return absl::OkStatus();

@@ -482,6 +482,31 @@ absl::StatusOr<IvfPqEncoded> IvfPqIndex::EncodeForList(absl::Span<const float> v
   return encoded;
 }
 
+absl::Status IvfPqIndex::EncodeBatch(absl::Span<const float> vectors, int32_t* lists,
+                                     uint8_t* codes) const {
+  if (d_ == 0) return absl::FailedPreconditionError("IVF-PQ index is not trained");
+  if (vectors.size() % static_cast<size_t>(d_) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("vectors size %d is not a multiple of d %d", vectors.size(), d_));
+  }
+  const int64_t n = static_cast<int64_t>(vectors.size()) / d_;
+  if (n == 0) return absl::OkStatus();
+  if (auto status = CheckVectors(vectors.data(), n, d_, metric_, "vectors"); !status.ok()) {
+    return status;
+  }
+  const int threads = ResolveThreads(num_threads_);
+  std::vector<float> normalized;
+  const float* x = vectors.data();
+  if (metric_ == Metric::kCosine) {
+    normalized.assign(vectors.begin(), vectors.end());
+    NormalizeRows(normalized.data(), n, d_);
+    x = normalized.data();
+  }
+  AssignLists(x, n, lists, threads);
+  EncodeResiduals(x, n, lists, codes, threads);
+  return absl::OkStatus();
+}
+
 absl::Status IvfPqIndex::AddEncoded(uint64_t id, int64_t list, absl::Span<const uint8_t> code) {
   if (d_ == 0) return absl::FailedPreconditionError("IVF-PQ index is not trained");
   if (list < 0 || list >= nlist_) {

@@ -147,6 +147,10 @@ class IvfPqIndex {
 
   // List and code of one vector (d floats), as Add would store it.
   absl::StatusOr<IvfPqEncoded> EncodeForList(absl::Span<const float> vector) const;
+  // EncodeForList of n = vectors.size() / d rows at once (n x d): lists (n) and codes (n x
+  // code_size) as Add would store them, batched (GEMM-shaped) and spread over the index's
+  // threads. INVALID_ARGUMENT on a bad shape or vector; nothing is written then.
+  absl::Status EncodeBatch(absl::Span<const float> vectors, int32_t* lists, uint8_t* codes) const;
   // Adds a code made by EncodeForList (with this index's trained parameters).
   absl::Status AddEncoded(uint64_t id, int64_t list, absl::Span<const uint8_t> code);
 

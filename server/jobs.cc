@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "server/heap.h"
+#include "server/index.h"
 #include "server/log.h"
 #include "server/tokenizer.h"
 
@@ -17,6 +18,7 @@ namespace quantd {
 namespace {
 
 constexpr char kTrainTokenizer[] = "train_tokenizer";
+constexpr char kTrainIndex[] = "train_index";
 constexpr uint32_t kDefaultIterations = 25;
 constexpr uint32_t kMaxIterations = 1000;
 constexpr int64_t kMaxCodebookSize = 65536;
@@ -112,21 +114,34 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(Store* store) {
   if (!records.ok()) return records.status();
   for (storage::JobRecord& record : *records) {
     if (Active(record)) {
-      // The commit and the job record are separate writes: a job whose tokenizer version is
-      // the collection's current one did commit before the crash.
-      auto tokenizer = store->GetTokenizer(record.collection());
+      // The commit and the job record are separate writes: a job whose version is the
+      // collection's current one did commit before the crash.
       auto info = store->DescribeCollection(record.collection());
-      if (tokenizer.ok() && info.ok() && info->id == record.collection_id() &&
-          (*tokenizer)->record().job_id() == record.id()) {
+      const bool same_collection = info.ok() && info->id == record.collection_id();
+      const bool index_job = record.kind() == kTrainIndex;
+      uint32_t committed = 0;
+      if (same_collection && index_job) {
+        auto index = store->GetIndex(record.collection());
+        if (index.ok() && (*index)->record.job_id() == record.id()) {
+          committed = (*index)->record.version();
+        }
+      } else if (same_collection) {
+        auto tokenizer = store->GetTokenizer(record.collection());
+        if (tokenizer.ok() && (*tokenizer)->record().job_id() == record.id()) {
+          committed = (*tokenizer)->version();
+        }
+      }
+      if (committed > 0) {
         record.set_state(v1::JOB_STATE_SUCCEEDED);
         record.set_phase("done");
         record.set_progress(1.0);
-        record.set_result_version((*tokenizer)->version());
+        record.set_result_version(committed);
       } else {
         record.set_state(v1::JOB_STATE_FAILED);
-        record.set_error(
-            "interrupted: the server stopped before the job finished; the "
-            "previous tokenizer version is unchanged");
+        record.set_error(absl::StrFormat(
+            "interrupted: the server stopped before the job finished; the previous %s version "
+            "is unchanged",
+            index_job ? "index" : "tokenizer"));
       }
       record.set_end_time_ms(NowMs());
       if (auto status = store->PutJob(record); !status.ok()) return status;
@@ -164,26 +179,46 @@ absl::StatusOr<v1::Job> JobManager::StartTrainTokenizer(const v1::TrainTokenizer
       !options.ok()) {
     return options.status();
   }
-  std::lock_guard lock(mu_);
-  if (stopping_) return absl::UnavailableError("the server is shutting down");
-  for (const auto& [id, entry] : jobs_) {
-    if (entry->record.collection_id() == info->id && Active(entry->record)) {
-      return absl::FailedPreconditionError(
-          absl::StrFormat("job %s is already training collection '%s'; wait for it or cancel it",
-                          id, request.collection()));
-    }
-  }
   auto entry = std::make_shared<Entry>();
   entry->request = request;
+  return Enqueue(std::move(entry), *info, kTrainTokenizer, request.SerializeAsString());
+}
+
+absl::StatusOr<v1::Job> JobManager::StartTrainIndex(const v1::TrainIndexRequest& request) {
+  auto info = store_->DescribeCollection(request.collection());
+  if (!info.ok()) return info.status();
+  if (auto options = IndexOptionsFromRequest(request, static_cast<int64_t>(info->item_count),
+                                             info->dimension, info->metric);
+      !options.ok()) {
+    return options.status();
+  }
+  auto entry = std::make_shared<Entry>();
+  entry->index_request = request;
+  return Enqueue(std::move(entry), *info, kTrainIndex, request.SerializeAsString());
+}
+
+absl::StatusOr<v1::Job> JobManager::Enqueue(std::shared_ptr<Entry> entry,
+                                            const CollectionInfo& info, absl::string_view kind,
+                                            std::string serialized_request) {
+  std::lock_guard lock(mu_);
+  if (stopping_) return absl::UnavailableError("the server is shutting down");
+  for (const auto& [id, other] : jobs_) {
+    if (other->record.collection_id() == info.id && Active(other->record)) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("job %s (%s) is already training collection '%s'; wait for it or "
+                          "cancel it",
+                          id, other->record.kind(), info.name));
+    }
+  }
   storage::JobRecord& record = entry->record;
   record.set_id(absl::StrFormat("job-%06d", next_job_number_++));
-  record.set_collection(request.collection());
-  record.set_collection_id(info->id);
-  record.set_kind(kTrainTokenizer);
+  record.set_collection(info.name);
+  record.set_collection_id(info.id);
+  record.set_kind(std::string(kind));
   record.set_state(v1::JOB_STATE_PENDING);
   record.set_phase("queued");
   record.set_create_time_ms(NowMs());
-  record.set_request(request.SerializeAsString());
+  record.set_request(std::move(serialized_request));
   if (auto status = store_->PutJob(record); !status.ok()) return status;
   jobs_[record.id()] = entry;
   queue_.push_back(entry);
@@ -278,9 +313,10 @@ void JobManager::WorkerLoop() {
       entry->record.set_start_time_ms(NowMs());
       store_->PutJob(entry->record).IgnoreError();
     }
-    LogInfo("job %s: training tokenizer of collection '%s'", entry->record.id(),
-            entry->record.collection());
-    Finish(*entry, RunTrainTokenizer(*entry));
+    const bool index_job = entry->record.kind() == kTrainIndex;
+    LogInfo("job %s: training %s of collection '%s'", entry->record.id(),
+            index_job ? "index" : "tokenizer", entry->record.collection());
+    Finish(*entry, index_job ? RunTrainIndex(*entry) : RunTrainTokenizer(*entry));
     ReleaseFreeHeap();  // training's peak memory goes back to the kernel
   }
 }
@@ -300,8 +336,8 @@ void JobManager::Finish(Entry& entry, const absl::StatusOr<uint32_t>& result) {
     record.set_phase("done");
     record.set_progress(1.0);
     record.set_result_version(*result);
-    LogInfo("job %s: committed tokenizer version %d of '%s'", record.id(), *result,
-            record.collection());
+    LogInfo("job %s: committed %s version %d of '%s'", record.id(),
+            record.kind() == kTrainIndex ? "index" : "tokenizer", *result, record.collection());
   } else if (result.status().code() == absl::StatusCode::kCancelled) {
     record.set_state(stopping_ ? v1::JOB_STATE_FAILED : v1::JOB_STATE_CANCELLED);
     record.set_phase(stopping_ ? "interrupted" : "cancelled");
@@ -401,6 +437,78 @@ absl::StatusOr<uint32_t> JobManager::RunTrainTokenizer(Entry& entry) {
   SetPhase(entry, "committing", 0.95);
   return store_->CommitTokenizer(request.collection(), std::move(record),
                                  std::move(trained->quantizer), *items, codes);
+}
+
+absl::StatusOr<uint32_t> JobManager::RunTrainIndex(Entry& entry) {
+  const v1::TrainIndexRequest& request = entry.index_request;
+  const auto start = std::chrono::steady_clock::now();
+  auto items = store_->LoadItems(request.collection());
+  if (!items.ok()) return items.status();
+  if (items->info.id != entry.record.collection_id()) {
+    return absl::NotFoundError(absl::StrFormat(
+        "collection '%s' was dropped after the job was queued", request.collection()));
+  }
+  const int64_t n = static_cast<int64_t>(items->ids.size());
+  const int64_t d = items->info.dimension;
+  // Items may have been deleted since the request was checked: check again on what is loaded.
+  auto options = IndexOptionsFromRequest(request, n, d, items->info.metric);
+  if (!options.ok()) return options.status();
+  if (entry.cancel) return absl::CancelledError("cancelled");
+
+  // Training rows: all items or a seeded sample (the index normalises cosine rows itself).
+  const int64_t rows = IndexTrainingRows(request, n);
+  std::vector<float> sample;
+  const float* train = items->vectors.data();
+  if (rows < n) {
+    const std::vector<int64_t> picked = SampleRows(n, rows, request.seed() ^ 0x2545f4914f6cdd1dull);
+    sample.resize(static_cast<size_t>(rows * d));
+    for (int64_t i = 0; i < rows; ++i) {
+      std::copy_n(items->vectors.data() + picked[i] * d, d, sample.data() + i * d);
+    }
+    train = sample.data();
+  }
+  // Core training has no progress hook: cancellation is honoured before and after it.
+  SetPhase(entry, "training", 0.05);
+  auto trained = IvfPqIndex::Train(train, rows, d, *options);
+  if (!trained.ok()) return trained.status();
+  sample = std::vector<float>();
+  if (entry.cancel) return absl::CancelledError("cancelled");
+
+  // Every item's (list, code): lists is n, codes n x code_size; batched, in blocks so that
+  // cancellation and progress are checked as it goes.
+  SetPhase(entry, "encoding", 0.6);
+  const int64_t code_size = trained->code_size();
+  std::vector<int32_t> lists(static_cast<size_t>(n));
+  std::vector<uint8_t> codes(static_cast<size_t>(n * code_size));
+  constexpr int64_t kEncodeBlock = 16384;
+  for (int64_t first = 0; first < n; first += kEncodeBlock) {
+    if (entry.cancel) return absl::CancelledError("cancelled");
+    SetPhase(entry, "encoding", 0.6 + 0.35 * static_cast<double>(first) / static_cast<double>(n));
+    const int64_t block = std::min(kEncodeBlock, n - first);
+    if (auto status = trained->EncodeBatch(
+            absl::MakeConstSpan(items->vectors.data() + first * d, static_cast<size_t>(block * d)),
+            lists.data() + first, codes.data() + first * code_size);
+        !status.ok()) {
+      return status;
+    }
+  }
+  if (entry.cancel) return absl::CancelledError("cancelled");
+
+  storage::IndexRecord record;
+  record.set_nlist(static_cast<uint64_t>(options->nlist));
+  record.set_m(static_cast<uint32_t>(options->m));
+  record.set_nbits(static_cast<uint32_t>(options->nbits));
+  record.set_seed(request.seed());
+  record.set_trained_items(static_cast<uint64_t>(rows));
+  record.set_coarse_iterations(static_cast<uint32_t>(options->coarse_iterations));
+  record.set_pq_iterations(static_cast<uint32_t>(options->pq_iterations));
+  record.set_create_time_ms(NowMs());
+  record.set_job_id(entry.record.id());
+  record.set_train_seconds(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  SetPhase(entry, "committing", 0.95);
+  return store_->CommitIndex(request.collection(), std::move(record), std::move(*trained), *items,
+                             lists, codes);
 }
 
 }  // namespace quantd

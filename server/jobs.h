@@ -1,8 +1,9 @@
-// JobManager: runs tokenizer training jobs one at a time on its own thread (so training never
+// JobManager: runs training jobs (tokenizer: kind "train_tokenizer", IVF-PQ index: kind
+// "train_index") one at a time on its own thread (so training never
 // starves the RPC threads), keeps their state in memory for progress queries and in RocksDB for
 // history. A job found PENDING or RUNNING at start-up was interrupted by a crash or a stop: it
-// is recorded as FAILED, and since a job commits in one WriteBatch, the previous tokenizer
-// version is intact.
+// is recorded as FAILED, and since a job commits in one WriteBatch, the previous tokenizer or
+// index version is intact. One collection runs at most one job at a time, of either kind.
 #ifndef QUANTD_SERVER_JOBS_H_
 #define QUANTD_SERVER_JOBS_H_
 
@@ -41,6 +42,9 @@ class JobManager {
   void Stop();
 
   absl::StatusOr<v1::Job> StartTrainTokenizer(const v1::TrainTokenizerRequest& request);
+  // Checks the request against the collection now (INVALID_ARGUMENT, FAILED_PRECONDITION for
+  // an empty collection) and queues the job.
+  absl::StatusOr<v1::Job> StartTrainIndex(const v1::TrainIndexRequest& request);
   absl::StatusOr<v1::Job> Get(const std::string& id) const;
   // Jobs of the collection with internal id `collection_id` (all jobs if `collection` is
   // empty), newest first.
@@ -52,13 +56,19 @@ class JobManager {
  private:
   struct Entry {
     storage::JobRecord record;  // guarded by JobManager::mu_
+    // The request of the job's kind (the other stays empty).
     v1::TrainTokenizerRequest request;
+    v1::TrainIndexRequest index_request;
     std::atomic<bool> cancel{false};
   };
   explicit JobManager(Store* store) : store_(store) {}
   void WorkerLoop();
-  // Runs one job; returns the version committed.
+  // Records and queues a new job of `kind` on collection `info`; `entry` carries its request.
+  absl::StatusOr<v1::Job> Enqueue(std::shared_ptr<Entry> entry, const CollectionInfo& info,
+                                  absl::string_view kind, std::string serialized_request);
+  // Run one job of each kind; return the version committed.
   absl::StatusOr<uint32_t> RunTrainTokenizer(Entry& entry);
+  absl::StatusOr<uint32_t> RunTrainIndex(Entry& entry);
   void SetPhase(Entry& entry, const std::string& phase, double progress);
   // Asks `entry` (active) to stop; a pending one is dequeued and recorded CANCELLED with
   // `reason` at once. Needs mu_.

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/semantic_id.h"
+#include "server/index.h"
 #include "server/tokenizer.h"
 
 namespace quantd {
@@ -255,6 +256,37 @@ grpc::ServerUnaryReactor* QuantdService::TrainTokenizer(grpc::CallbackServerCont
   return Finish(context, "TrainTokenizer", start, job.status());
 }
 
+grpc::ServerUnaryReactor* QuantdService::TrainIndex(grpc::CallbackServerContext* context,
+                                                    const v1::TrainIndexRequest* request,
+                                                    v1::Job* response) {
+  const Clock::time_point start = Clock::now();
+  auto job = jobs_->StartTrainIndex(*request);
+  if (job.ok()) *response = *job;
+  return Finish(context, "TrainIndex", start, job.status());
+}
+
+// Runs inline on the gRPC thread: a batch is bounded (kMaxSearchQueries x kMaxSearchK) and
+// searched on one core.
+grpc::ServerUnaryReactor* QuantdService::Search(grpc::CallbackServerContext* context,
+                                                const v1::SearchRequest* request,
+                                                v1::SearchResponse* response) {
+  const Clock::time_point start = Clock::now();
+  auto result = store_->Search(request->collection(), request->queries(), request->k(),
+                               request->nprobe(), request->refine());
+  if (result.ok()) {
+    response->set_index_version(result->index_version);
+    response->set_nprobe(static_cast<uint32_t>(result->nprobe));
+    for (const std::vector<IvfPqNeighbor>& neighbors : result->neighbors) {
+      v1::SearchResult* out = response->add_results();
+      for (const IvfPqNeighbor& neighbor : neighbors) {
+        out->add_ids(neighbor.id);
+        out->add_distances(neighbor.distance);
+      }
+    }
+  }
+  return Finish(context, "Search", start, result.status());
+}
+
 grpc::ServerUnaryReactor* QuantdService::GetJob(grpc::CallbackServerContext* context,
                                                 const v1::GetJobRequest* request,
                                                 v1::Job* response) {
@@ -442,6 +474,38 @@ grpc::ServerWriteReactor<v1::ExportSidsResponse>* QuantdService::ExportSids(
   return new ExportReactor(store_, metrics_, *request);
 }
 
+namespace {
+
+void FillIndexStats(const ServingIndex& index, v1::IndexStats* out) {
+  IvfPqStats stats;
+  {
+    std::shared_lock lock(index.mu);
+    stats = index.index.Stats();
+  }
+  const storage::IndexRecord& record = index.record;
+  out->set_version(record.version());
+  out->set_nlist(static_cast<uint64_t>(stats.nlist));
+  out->set_m(static_cast<uint32_t>(stats.m));
+  out->set_nbits(static_cast<uint32_t>(stats.nbits));
+  out->set_items(static_cast<uint64_t>(stats.ntotal));
+  out->set_list_size_min(static_cast<uint64_t>(stats.list_size_min));
+  out->set_list_size_max(static_cast<uint64_t>(stats.list_size_max));
+  out->set_list_size_mean(stats.list_size_mean);
+  out->set_imbalance_factor(stats.imbalance_factor);
+  out->set_bytes_per_vector(static_cast<uint64_t>(stats.bytes_per_vector));
+  out->set_code_size(static_cast<uint64_t>(stats.code_size));
+  out->set_memory_bytes(static_cast<uint64_t>(stats.memory_bytes));
+  out->set_trained_items(record.trained_items());
+  out->set_train_seconds(record.train_seconds());
+  out->set_create_time_ms(record.create_time_ms());
+  out->set_job_id(record.job_id());
+  out->set_seed(record.seed());
+  out->set_coarse_iterations(record.coarse_iterations());
+  out->set_pq_iterations(record.pq_iterations());
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* QuantdService::GetStats(grpc::CallbackServerContext* context,
                                                   const v1::GetStatsRequest* request,
                                                   v1::GetStatsResponse* response) {
@@ -450,6 +514,12 @@ grpc::ServerUnaryReactor* QuantdService::GetStats(grpc::CallbackServerContext* c
     auto info = store_->DescribeCollection(request->collection());
     if (!info.ok()) return info.status();
     ToProto(*info, response->mutable_collection());
+    auto index = store_->GetIndex(request->collection());
+    if (index.ok()) {
+      FillIndexStats(**index, response->mutable_index());
+    } else if (index.status().code() != absl::StatusCode::kFailedPrecondition) {
+      return index.status();
+    }
     auto tokenizer = store_->GetTokenizer(request->collection());
     if (tokenizer.status().code() == absl::StatusCode::kFailedPrecondition) {
       return absl::OkStatus();  // no tokenizer yet: collection stats only

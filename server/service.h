@@ -59,6 +59,12 @@ class QuantdService final : public v1::Quantd::CallbackService {
                                    v1::LookupResponse* response) override;
   grpc::ServerWriteReactor<v1::ExportSidsResponse>* ExportSids(
       grpc::CallbackServerContext* context, const v1::ExportSidsRequest* request) override;
+  grpc::ServerUnaryReactor* TrainIndex(grpc::CallbackServerContext* context,
+                                       const v1::TrainIndexRequest* request,
+                                       v1::Job* response) override;
+  grpc::ServerUnaryReactor* Search(grpc::CallbackServerContext* context,
+                                   const v1::SearchRequest* request,
+                                   v1::SearchResponse* response) override;
   grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
                                    const v1::GetJobRequest* request, v1::Job* response) override;
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,

@@ -89,7 +89,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
   std::vector<std::string> families;
   rocksdb::Status listed = rocksdb::DB::ListColumnFamilies(db_options, options.path, &families);
   if (!listed.ok()) families = {rocksdb::kDefaultColumnFamilyName};
-  for (const char* name : {kMetaFamily, kVectorsFamily, kModelsFamily, kCodesFamily, kSidsFamily}) {
+  for (const char* name :
+       {kMetaFamily, kVectorsFamily, kModelsFamily, kCodesFamily, kSidsFamily, kIvfFamily}) {
     if (std::find(families.begin(), families.end(), name) == families.end()) {
       families.push_back(name);
     }
@@ -113,6 +114,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
     if (families[i] == kModelsFamily) store->models_ = store->handles_[i];
     if (families[i] == kCodesFamily) store->codes_ = store->handles_[i];
     if (families[i] == kSidsFamily) store->sids_ = store->handles_[i];
+    if (families[i] == kIvfFamily) store->ivf_ = store->handles_[i];
   }
   if (auto status = store->Load(); !status.ok()) return status;
   return store;
@@ -161,6 +163,7 @@ absl::Status Store::Load() {
       return absl::DataLossError(absl::StrCat("item count of '", record.name(), "' is corrupt"));
     }
     if (auto status = LoadTokenizer(*collection); !status.ok()) return status;
+    if (auto status = LoadIndex(*collection); !status.ok()) return status;
     collections_[record.name()] = std::move(collection);
   }
   return FromRocks(it->status(), "scan collections");
@@ -259,7 +262,8 @@ absl::StatusOr<uint64_t> Store::DropCollection(absl::string_view name) {
   batch.Delete(meta_, CollectionKey(name));
   batch.Delete(meta_, CountKey(cid));
   batch.Delete(meta_, TokenizerKey(cid));
-  for (rocksdb::ColumnFamilyHandle* family : {vectors_, models_, codes_, sids_}) {
+  batch.Delete(meta_, IndexKey(cid));
+  for (rocksdb::ColumnFamilyHandle* family : {vectors_, models_, codes_, sids_, ivf_}) {
     batch.DeleteRange(family, CollectionPrefix(cid), CollectionPrefix(cid + 1));
   }
   rocksdb::WriteOptions write_options;
@@ -276,7 +280,7 @@ absl::StatusOr<uint64_t> Store::DropCollection(absl::string_view name) {
   const std::string begin = CollectionPrefix(cid);
   const std::string end = CollectionPrefix(cid + 1);
   rocksdb::Slice begin_slice(begin), end_slice(end);
-  for (rocksdb::ColumnFamilyHandle* family : {vectors_, codes_, sids_}) {
+  for (rocksdb::ColumnFamilyHandle* family : {vectors_, codes_, sids_, ivf_}) {
     db_->SuggestCompactRange(family, &begin_slice, &end_slice).PermitUncheckedError();
   }
   return collection->item_count.load();
@@ -316,6 +320,11 @@ absl::StatusOr<Store::UpsertResult> Store::Upsert(absl::string_view name,
     std::lock_guard lock(collection->tokenizer_mu);
     if (!collection->tokenizer_error.ok()) return collection->tokenizer_error;
   }
+  {
+    // Likewise the entries of an unreadable index.
+    std::lock_guard lock(collection->index_mu);
+    if (!collection->index_error.ok()) return collection->index_error;
+  }
   // Which ids are new decides the item count written in the same batch.
   const std::vector<uint64_t> distinct = Distinct(ids);
   std::vector<std::string> keys;
@@ -345,6 +354,15 @@ absl::StatusOr<Store::UpsertResult> Store::Upsert(absl::string_view name,
       return status;
     }
   }
+  // The index entries (list, PQ code) go in the same batch; the in-memory lists follow the
+  // write, so a search after the acknowledgement sees the new vectors.
+  std::shared_ptr<ServingIndex> index = CurrentIndex(*collection);
+  IndexUpdate index_update;
+  if (index != nullptr) {
+    auto update = AddIndexUpdates(*collection, *index, ids, vectors, &batch);
+    if (!update.ok()) return update.status();
+    index_update = std::move(*update);
+  }
   const uint64_t new_count = collection->item_count.load() + inserted;
   batch.Put(meta_, CountKey(info.id), EncodeU64(new_count));
   rocksdb::WriteOptions write_options;
@@ -353,6 +371,15 @@ absl::StatusOr<Store::UpsertResult> Store::Upsert(absl::string_view name,
     return status;
   }
   collection->item_count = new_count;
+  if (index != nullptr) {
+    std::unique_lock lock(index->mu);
+    index->index.Remove(index_update.ids);
+    for (size_t i = 0; i < index_update.ids.size(); ++i) {
+      const IvfPqEncoded& entry = index_update.entries[i];
+      // Cannot fail: the entry was made by this index and its id was just removed.
+      index->index.AddEncoded(index_update.ids[i], entry.list, entry.code).IgnoreError();
+    }
+  }
   return UpsertResult{inserted, new_count};
 }
 
@@ -373,6 +400,10 @@ absl::StatusOr<Store::DeleteResult> Store::Delete(absl::string_view name,
     std::lock_guard lock(collection->tokenizer_mu);
     if (!collection->tokenizer_error.ok()) return collection->tokenizer_error;
   }
+  {
+    std::lock_guard lock(collection->index_mu);
+    if (!collection->index_error.ok()) return collection->index_error;
+  }
   const std::vector<uint64_t> distinct = Distinct(ids);
   std::vector<std::string> keys;
   keys.reserve(distinct.size());
@@ -389,6 +420,7 @@ absl::StatusOr<Store::DeleteResult> Store::Delete(absl::string_view name,
     } else {
       ++result.deleted;
       batch.Delete(vectors_, keys[i]);
+      batch.Delete(ivf_, keys[i]);  // the item's index entry, if any
     }
   }
   result.item_count = collection->item_count.load() - result.deleted;
@@ -401,6 +433,10 @@ absl::StatusOr<Store::DeleteResult> Store::Delete(absl::string_view name,
       return status;
     }
     collection->item_count = result.item_count;
+    if (std::shared_ptr<ServingIndex> index = CurrentIndex(*collection)) {
+      std::unique_lock lock(index->mu);
+      index->index.Remove(distinct);
+    }
   }
   return result;
 }

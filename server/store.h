@@ -15,10 +15,16 @@
 //   codes    <cid:be32><item id:be64>  -> uint32 LE: version, L codes, suffix (the item's SID)
 //   sids     <cid:be32><version:be32><code:be32 x L><suffix:be32> -> item id, uint64 LE
 //            (the SID index: prefix scans answer Lookup and find the lowest free suffix)
+//   meta     "index/<cid:be32>"        -> current IVF-PQ index version, uint32 little-endian
+//   models   <cid:be32>"ivf"<version:be32> -> IVF-PQ index blob (server/index.h)
+//   ivf      <cid:be32><item id:be64>  -> the item's index entry: version, list, PQ code
+//            (server/index.h); the in-memory inverted lists are rebuilt from it at start-up
 //
 // Once a collection has a tokenizer, every write keeps vectors, codes and sids consistent in one
 // WriteBatch: an upserted item gets its SID (keeping its suffix if its codes did not change, else
-// the lowest free suffix of its new tuple), a deleted item loses it.
+// the lowest free suffix of its new tuple), a deleted item loses it. Likewise, once it has an
+// index, an upserted item's (list, code) is written with its vector and a deleted item's entry
+// removed with it; the in-memory lists follow right after the write, before the call returns.
 //
 // Thread safety: all methods are safe to call concurrently. Writes to one collection are
 // serialised by a per-collection mutex (the item count is maintained in the same batch).
@@ -36,6 +42,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/ivf_pq.h"
 #include "core/residual_quantizer.h"
 #include "core/vectors.h"
 #include "quantd/storage/records.pb.h"
@@ -49,6 +56,7 @@ class WriteBatch;
 namespace quantd {
 
 class Tokenizer;
+struct ServingIndex;
 
 // Longest accepted collection name.
 inline constexpr size_t kMaxCollectionNameLength = 128;
@@ -161,6 +169,35 @@ class Store {
                                                     const Tokenizer& tokenizer,
                                                     const int32_t* codes, int64_t n) const;
 
+  // --- IVF-PQ index -------------------------------------------------------------------------
+
+  // Commits a new index version: `record` (metadata; version assigned here), the `trained`
+  // index (no items), and the entries computed for `items`: lists (n) and codes (n x
+  // code_size) for n = items.ids.size(). Under the collection's write lock, items upserted or
+  // changed since `items` was loaded are encoded anew and deleted ones skipped; the previous
+  // version and its entries are replaced. One WriteBatch; the new version serves from the
+  // moment it returns. Returns the new version.
+  absl::StatusOr<uint32_t> CommitIndex(absl::string_view collection, storage::IndexRecord record,
+                                       IvfPqIndex trained, const ItemSet& items,
+                                       const std::vector<int32_t>& lists,
+                                       const std::vector<uint8_t>& codes);
+
+  // The collection's current index: FAILED_PRECONDITION if none was trained, DATA_LOSS if its
+  // stored blob or entries are corrupt.
+  absl::StatusOr<std::shared_ptr<const ServingIndex>> GetIndex(absl::string_view collection) const;
+
+  struct SearchResult {
+    uint32_t index_version = 0;
+    int64_t nprobe = 0;  // used, after the default and the clamp to nlist
+    std::vector<std::vector<IvfPqNeighbor>> neighbors;  // one per query, nearest first
+  };
+  // The k nearest items of each of the nq = queries.size() / dimension queries (nq x
+  // dimension). nprobe 0 is the default max(1, nlist / 8), above nlist is clamped; refine 0 or
+  // 1 is none, else refine * k candidates are re-ranked against the stored vectors. Limits in
+  // server/index.h; INVALID_ARGUMENT naming the field and value.
+  absl::StatusOr<SearchResult> Search(absl::string_view collection, absl::Span<const float> queries,
+                                      int64_t k, int64_t nprobe, int64_t refine) const;
+
   // --- Jobs ----------------------------------------------------------------------------------
   absl::Status PutJob(const storage::JobRecord& job);
   // Every stored job record.
@@ -181,6 +218,21 @@ class Store {
   absl::Status AddSidDeletes(const Collection& collection, absl::Span<const uint64_t> ids,
                              rocksdb::WriteBatch* batch) const;
   std::shared_ptr<const Tokenizer> CurrentTokenizer(const Collection& collection) const;
+  absl::Status LoadIndex(Collection& collection);
+  // The collection's serving index (null if none); a writer holding write_mu sees a stable one.
+  std::shared_ptr<ServingIndex> CurrentIndex(const Collection& collection) const;
+  // Index entries of upserting rows ids (n) with vectors (n x d) under `index`: adds their
+  // puts to `batch` and returns the entries (last row of each id) to apply in memory after
+  // the write. INVALID_ARGUMENT if the index rejects a vector.
+  struct IndexUpdate {
+    std::vector<uint64_t> ids;  // distinct
+    std::vector<IvfPqEncoded> entries;
+  };
+  absl::StatusOr<IndexUpdate> AddIndexUpdates(const Collection& collection,
+                                              const ServingIndex& index,
+                                              absl::Span<const uint64_t> ids,
+                                              absl::Span<const float> vectors,
+                                              rocksdb::WriteBatch* batch) const;
   std::shared_ptr<Collection> Find(absl::string_view name) const;
   absl::StatusOr<std::shared_ptr<Collection>> FindOrNotFound(absl::string_view name) const;
 
@@ -192,6 +244,7 @@ class Store {
   rocksdb::ColumnFamilyHandle* models_ = nullptr;
   rocksdb::ColumnFamilyHandle* codes_ = nullptr;
   rocksdb::ColumnFamilyHandle* sids_ = nullptr;
+  rocksdb::ColumnFamilyHandle* ivf_ = nullptr;
 
   mutable std::shared_mutex mu_;  // guards collections_ and next_collection_id_
   std::map<std::string, std::shared_ptr<Collection>, std::less<>> collections_;

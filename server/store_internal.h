@@ -16,6 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "rocksdb/db.h"
 #include "rocksdb/status.h"
+#include "server/index.h"
 #include "server/store.h"
 #include "server/tokenizer.h"
 
@@ -34,6 +35,11 @@ struct Store::Collection {
   mutable std::mutex tokenizer_mu;
   std::shared_ptr<const Tokenizer> tokenizer;  // null until trained; guarded by tokenizer_mu
   absl::Status tokenizer_error;                // DATA_LOSS if the stored blob is corrupt
+
+  // Same rules for the IVF-PQ index (its item lists change under the ServingIndex's own mutex).
+  mutable std::mutex index_mu;
+  std::shared_ptr<ServingIndex> index;  // null until trained; guarded by index_mu
+  absl::Status index_error;             // DATA_LOSS if the stored index is corrupt
 };
 
 namespace store_internal {
@@ -42,12 +48,14 @@ inline constexpr char kCollectionPrefix[] = "collection/";
 inline constexpr char kCountPrefix[] = "count/";
 inline constexpr char kTokenizerPrefix[] = "tokenizer/";
 inline constexpr char kJobPrefix[] = "job/";
+inline constexpr char kIndexPrefix[] = "index/";
 inline constexpr char kNextCollectionIdKey[] = "next_collection_id";
 inline constexpr char kMetaFamily[] = "meta";
 inline constexpr char kVectorsFamily[] = "vectors";
 inline constexpr char kModelsFamily[] = "models";
 inline constexpr char kCodesFamily[] = "codes";
 inline constexpr char kSidsFamily[] = "sids";
+inline constexpr char kIvfFamily[] = "ivf";
 
 inline void AppendBigEndian32(std::string* out, uint32_t v) {
   for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>(v >> shift));
@@ -100,6 +108,19 @@ inline std::string VersionKey(uint32_t cid, uint32_t version) {
   AppendBigEndian32(&key, version);
   return key;
 }
+inline std::string IndexKey(uint32_t cid) {
+  std::string key = kIndexPrefix;
+  AppendBigEndian32(&key, cid);
+  return key;
+}
+// Key of index `version` in models (tokenizer keys there are 8 bytes, these 11).
+inline std::string IndexModelKey(uint32_t cid, uint32_t version) {
+  std::string key;
+  AppendBigEndian32(&key, cid);
+  key += "ivf";
+  AppendBigEndian32(&key, version);
+  return key;
+}
 inline std::string EncodeU64(uint64_t v) {
   std::string out(8, '\0');
   std::memcpy(out.data(), &v, 8);
@@ -135,6 +156,29 @@ inline PointReads MultiGet(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* family,
   db->MultiGet(rocksdb::ReadOptions(), family, slices.size(), slices.data(), reads.values.data(),
                reads.statuses.data());
   return reads;
+}
+
+// The first key after every key starting with `prefix`.
+inline std::string PrefixEnd(std::string prefix) {
+  while (!prefix.empty() && static_cast<unsigned char>(prefix.back()) == 0xff) prefix.pop_back();
+  if (!prefix.empty()) prefix.back() = static_cast<char>(prefix.back() + 1);
+  return prefix;
+}
+
+// Visits every key/value of `family` starting with `prefix`, in key order, until `visit`
+// returns false.
+template <typename Visit>
+inline absl::Status ScanPrefix(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* family,
+                               const std::string& prefix, Visit visit) {
+  const std::string end = PrefixEnd(prefix);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options, family));
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    if (!visit(it->key(), it->value())) break;
+  }
+  return FromRocks(it->status(), "scan");
 }
 
 inline int64_t NowMs() {

@@ -70,29 +70,6 @@ std::string SidPrefix(uint32_t cid, uint32_t version, const int32_t* codes, int6
   return key;
 }
 
-// The first key after every key starting with `prefix`.
-std::string PrefixEnd(std::string prefix) {
-  while (!prefix.empty() && static_cast<unsigned char>(prefix.back()) == 0xff) prefix.pop_back();
-  if (!prefix.empty()) prefix.back() = static_cast<char>(prefix.back() + 1);
-  return prefix;
-}
-
-// Visits every key/value of `family` starting with `prefix`, in key order, until `visit`
-// returns false.
-template <typename Visit>
-absl::Status ScanPrefix(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* family,
-                        const std::string& prefix, Visit visit) {
-  const std::string end = PrefixEnd(prefix);
-  rocksdb::Slice upper(end);
-  rocksdb::ReadOptions read_options;
-  read_options.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options, family));
-  for (it->Seek(prefix); it->Valid(); it->Next()) {
-    if (!visit(it->key(), it->value())) break;
-  }
-  return FromRocks(it->status(), "scan");
-}
-
 }  // namespace
 
 absl::Status Store::LoadTokenizer(Collection& collection) {

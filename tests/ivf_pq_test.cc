@@ -500,6 +500,45 @@ TEST(IvfPqTest, SerializeAndRebuildFromPerItemCodes) {
   ExpectDistancesMatchReconstructions(*capped, queries, from_capped, 10);
 }
 
+TEST(IvfPqTest, EncodeBatchMatchesEncodeForList) {
+  const Matrix base = Load("sift5k/sift5k_base.fvecs", 2000);
+  ASSERT_EQ(base.rows, 2000);
+  for (const Metric metric : {Metric::kL2, Metric::kCosine}) {
+    IvfPqOptions options = BenchOptions(metric);
+    options.nlist = 32;
+    auto index = IvfPqIndex::Train(base.values.data(), base.rows, base.dim, options);
+    ASSERT_TRUE(index.ok()) << index.status();
+    const int64_t cs = index->code_size();
+    std::vector<int32_t> lists(2000, -1);
+    std::vector<uint8_t> codes(static_cast<size_t>(2000 * cs));
+    ASSERT_TRUE(index->EncodeBatch(base.values, lists.data(), codes.data()).ok());
+    int64_t same = 0;
+    for (int64_t i = 0; i < 2000; ++i) {
+      auto one =
+          index->EncodeForList(absl::MakeConstSpan(base.values.data() + i * base.dim, base.dim));
+      ASSERT_TRUE(one.ok()) << one.status();
+      same += one->list == lists[i] &&
+              std::equal(one->code.begin(), one->code.end(), codes.begin() + i * cs);
+    }
+    // Batched and single-row products may round differently; near ties aside they agree.
+    EXPECT_GE(same, 1995) << MetricName(metric);
+  }
+  auto index = IvfPqIndex::Train(base.values.data(), base.rows, base.dim, BenchOptions());
+  ASSERT_TRUE(index.ok());
+  std::vector<int32_t> lists(2);
+  std::vector<uint8_t> codes(32);
+  EXPECT_EQ(
+      index->EncodeBatch(absl::MakeConstSpan(base.values.data(), 129), lists.data(), codes.data())
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  std::vector<float> nan(base.values.begin(), base.values.begin() + 128);
+  nan[7] = std::nanf("");
+  EXPECT_EQ(index->EncodeBatch(nan, lists.data(), codes.data()).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(IvfPqIndex().EncodeBatch(nan, lists.data(), codes.data()).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(IvfPqTest, ThreadsDoNotChangeResultsAndStats) {
   const Matrix base = Load("movielens/ml-10m_base.fvecs");
   const Matrix queries = Load("movielens/ml-10m_query.fvecs");

@@ -473,5 +473,81 @@ TEST(ProcessTest, QuantctlWalkThrough) {
   EXPECT_EQ(RunQuantctl(address, "describe sift", &out), 1);
 }
 
+TEST(ProcessTest, QuantctlIndexWalkThrough) {
+  TempDir dir;
+  ServerProcess server(dir.path() + "/data", dir.File("server.log"));
+  const std::string address = server.WaitReady();
+  ASSERT_FALSE(address.empty());
+  const std::string sift = DataFile("sift5k/sift5k_base.fvecs");
+  const std::string query = DataFile("sift5k/sift5k_query.fvecs");
+  std::string out;
+  EXPECT_EQ(RunQuantctl(address, "create sift --dim 128", &out), 0) << out;
+  EXPECT_EQ(RunQuantctl(address, "upsert sift " + sift, &out), 0) << out;
+
+  // Before training: the server's FAILED_PRECONDITION, exit code 1.
+  EXPECT_EQ(RunQuantctl(address, "search sift --queries " + query, &out), 1);
+  EXPECT_NE(out.find("FAILED_PRECONDITION"), std::string::npos) << out;
+  EXPECT_NE(out.find("TrainIndex"), std::string::npos) << out;
+
+  EXPECT_EQ(RunQuantctl(address, "train-index sift --seed 3", &out), 0) << out;
+  EXPECT_NE(out.find("succeeded"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "stats sift", &out), 0) << out;
+  EXPECT_NE(out.find("index version 1: IVF128,PQ32x8 on 5000 items (40 bytes/vector"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(RunQuantctl(address, "stats sift --json", &out), 0) << out;
+  EXPECT_NE(out.find("\"index\":{\"version\":1,\"nlist\":128,\"m\":32,\"nbits\":8"),
+            std::string::npos)
+      << out;
+
+  // Readable default, JSON, and .ivecs output that matches the ground truth well.
+  EXPECT_EQ(RunQuantctl(address, "search sift --queries " + query + " --k 3 --max-rows 2", &out), 0)
+      << out;
+  EXPECT_NE(out.find("query 1: "), std::string::npos) << out;
+  EXPECT_EQ(out.find("query 2: "), std::string::npos) << out;
+  EXPECT_EQ(
+      RunQuantctl(address, "search sift --queries " + query + " --k 2 --max-rows 1 --json", &out),
+      0)
+      << out;
+  EXPECT_NE(out.find("{\"index_version\":1,\"nprobe\":16,\"results\":[{\"ids\":["),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(RunQuantctl(address,
+                        "search sift --queries " + query + " --k 10 --nprobe 32 --refine 10 " +
+                            "--output " + dir.File("ids.ivecs"),
+                        &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("wrote 100 queries"), std::string::npos) << out;
+  auto found = ReadIntMatrix(dir.File("ids.ivecs"));
+  ASSERT_TRUE(found.ok()) << found.status();
+  auto truth = ReadIntMatrix(DataFile("sift5k/sift5k_groundtruth.ivecs"));
+  ASSERT_TRUE(truth.ok()) << truth.status();
+  ASSERT_EQ(found->rows, 100);
+  ASSERT_EQ(found->dim, 10);
+  int hits = 0;
+  for (int64_t q = 0; q < 100; ++q) {
+    for (int64_t i = 0; i < 10; ++i) {
+      for (int64_t j = 0; j < 10; ++j) {
+        hits += found->values[q * 10 + i] == truth->values[q * truth->dim + j];
+      }
+    }
+  }
+  EXPECT_GT(hits, 900);
+
+  // Usage mistakes exit 2, server refusals 1.
+  EXPECT_EQ(RunQuantctl(address, "search sift", &out), 2);
+  EXPECT_NE(out.find("--queries FILE is required"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "search sift --queries " + query + " --k 0", &out), 2);
+  EXPECT_EQ(RunQuantctl(address, "search sift --queries " + query + " --k 5000", &out), 1);
+  EXPECT_NE(out.find("k 5000 is outside 1..1024"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address, "train-index sift --nbits 5", &out), 1);
+  EXPECT_NE(out.find("nbits 5 is not 4 or 8"), std::string::npos) << out;
+  for (const char* command : {"train-index", "search"}) {
+    EXPECT_EQ(RunQuantctl(address, std::string(command) + " --help", &out), 0) << command;
+    EXPECT_NE(out.find("Usage: quantctl"), std::string::npos) << out;
+  }
+}
+
 }  // namespace
 }  // namespace quantd

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "server/index.h"
 #include "tests/test_support.h"
 
 namespace quantd {
@@ -232,6 +233,67 @@ TEST_F(StoreTest, SecondOpenOfTheSameDirectoryIsRefused) {
 TEST(StoreOpenTest, UnwritableDirectoryIsAnError) {
   auto opened = Store::Open({.path = "/proc/quantd-cannot-be-here", .sync = true});
   EXPECT_FALSE(opened.ok());
+}
+
+// An index commit covers the items as they are at commit time: rows written or deleted while
+// the job trained are encoded anew or left out, and the previous version served until then.
+TEST_F(StoreTest, IndexCommitReencodesItemsWrittenDuringTraining) {
+  constexpr int64_t kD = 8;
+  constexpr int64_t kN = 600;
+  ASSERT_TRUE(store_->CreateCollection("c", kD, Metric::kL2).ok());
+  std::vector<uint64_t> ids(kN);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::vector<float> vectors(static_cast<size_t>(kN * kD));
+  for (size_t i = 0; i < vectors.size(); ++i) {
+    vectors[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)) * 10);
+  }
+  ASSERT_TRUE(store_->Upsert("c", ids, vectors).ok());
+  EXPECT_EQ(store_->GetIndex("c").status().code(), absl::StatusCode::kFailedPrecondition);
+
+  // The job's view: the items, a trained index and every item's entry.
+  auto items = store_->LoadItems("c");
+  ASSERT_TRUE(items.ok());
+  IvfPqOptions options;
+  options.nlist = 4;
+  options.m = 4;
+  options.nbits = 4;
+  auto trained = IvfPqIndex::Train(items->vectors.data(), kN, kD, options);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  std::vector<int32_t> lists(kN);
+  std::vector<uint8_t> codes(static_cast<size_t>(kN * trained->code_size()));
+  ASSERT_TRUE(trained->EncodeBatch(items->vectors, lists.data(), codes.data()).ok());
+
+  // Meanwhile: item 3 moves far away, item 4 is deleted, item 1000 is new.
+  const std::vector<float> far(kD, 500.0f);
+  ASSERT_TRUE(store_->Upsert("c", {3}, far).ok());
+  ASSERT_TRUE(store_->Delete("c", {4}).ok());
+  ASSERT_TRUE(store_->Upsert("c", {1000}, std::vector<float>(kD, -500.0f)).ok());
+
+  storage::IndexRecord record;
+  record.set_job_id("job-test");
+  auto version = store_->CommitIndex("c", record, *std::move(trained), *items, lists, codes);
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_EQ(*version, 1u);
+  auto serving = store_->GetIndex("c");
+  ASSERT_TRUE(serving.ok());
+  EXPECT_EQ((*serving)->index.size(), kN);  // 600 - item 4 + item 1000
+  EXPECT_FALSE((*serving)->index.Contains(4));
+  EXPECT_TRUE((*serving)->index.Contains(1000));
+  auto near_far = store_->Search("c", far, 1, 4, 2);
+  ASSERT_TRUE(near_far.ok()) << near_far.status();
+  ASSERT_EQ(near_far->neighbors[0].size(), 1u);
+  EXPECT_EQ(near_far->neighbors[0][0].id, 3u);
+  EXPECT_EQ(near_far->neighbors[0][0].distance, 0.0f);
+
+  // After a reopen the same entries are loaded.
+  Reopen();
+  auto after = store_->Search("c", far, 1, 4, 2);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->neighbors[0][0].id, 3u);
+  auto reloaded = store_->GetIndex("c");
+  ASSERT_TRUE(reloaded.ok());
+  EXPECT_EQ((*reloaded)->index.size(), kN);
+  EXPECT_EQ((*reloaded)->record.job_id(), "job-test");
 }
 
 }  // namespace

@@ -1,0 +1,60 @@
+// A committed IVF-PQ index version as the server serves it, the request-to-options rules of
+// TrainIndex, and the on-disk formats:
+//   model blob (models family): "QIDX" magic, format version (uint32), CRC-32 of the payload
+//     (uint32), then a serialized quantd.storage.IndexRecord whose `model` is the core index
+//     serialized without lists. A blob that fails any check is DATA_LOSS.
+//   item entry (ivf family, key <cid:be32><item id:be64>): uint32 LE index version, uint32 LE
+//     list, then code_size bytes of PQ code: exactly what IvfPqIndex::AddEncoded takes.
+#ifndef QUANTD_SERVER_INDEX_H_
+#define QUANTD_SERVER_INDEX_H_
+
+#include <cstdint>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/ivf_pq.h"
+#include "quantd/storage/records.pb.h"
+#include "quantd/v1/quantd.pb.h"
+
+namespace quantd {
+
+// Limits of a Search request (documented in quantd.proto).
+inline constexpr int64_t kMaxSearchK = 1024;
+inline constexpr int64_t kMaxSearchQueries = 10000;
+inline constexpr int64_t kMaxRefineCandidates = 65536;  // refine * k
+// nq * k: keeps an answer (12 bytes per neighbour) far below the 64 MiB message limit.
+inline constexpr int64_t kMaxSearchResults = int64_t{1} << 20;
+
+// One committed index version. `record` is immutable (its `model` bytes cleared); `index` holds
+// every item of the collection and changes with item writes: writers (who also hold the
+// collection's write lock) take `mu` exclusively around Add / Remove, searches take it shared.
+// A retraining publishes a new ServingIndex instead of changing this one, so a search that
+// holds it keeps a consistent version.
+struct ServingIndex {
+  storage::IndexRecord record;
+  mutable std::shared_mutex mu;
+  IvfPqIndex index;
+};
+
+// Checks a TrainIndex request against a collection of `items` items of dimension `d` and
+// `metric`, and turns it into core options with the defaults of quantd.proto filled in.
+// INVALID_ARGUMENT naming the field and value.
+absl::StatusOr<IvfPqOptions> IndexOptionsFromRequest(const v1::TrainIndexRequest& request,
+                                                     int64_t items, int64_t d, Metric metric);
+
+// Training rows of a request over `items` items: sample_size when in 1..items-1, else all.
+int64_t IndexTrainingRows(const v1::TrainIndexRequest& request, int64_t items);
+
+// `record` with `model` set, as a checksummed blob, and back.
+std::string SerializeIndexBlob(const storage::IndexRecord& record);
+absl::StatusOr<storage::IndexRecord> ParseIndexBlob(const std::string& blob);
+
+// Item entry value: version, list, code (code_size bytes).
+std::string EncodeIndexEntry(uint32_t version, int64_t list, const uint8_t* code,
+                             int64_t code_size);
+
+}  // namespace quantd
+
+#endif  // QUANTD_SERVER_INDEX_H_
