@@ -32,6 +32,7 @@ bench: build
 	$(BUILD_DIR)/bench/upsert_bench
 	$(BUILD_DIR)/bench/tokenizer_bench
 	$(BUILD_DIR)/bench/ivfpq_bench
+	$(BUILD_DIR)/bench/search_bench
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

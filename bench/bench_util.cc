@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <numbers>
 #include <vector>
 
@@ -14,6 +15,12 @@ namespace quantd::bench {
 void Die(const std::string& message) {
   std::fprintf(stderr, "%s: %s\n", program_invocation_short_name, message.c_str());
   std::exit(1);
+}
+
+std::string FreshDir(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() / ("quantd-bench-" + name);
+  std::filesystem::remove_all(dir);
+  return dir.string();
 }
 
 Matrix LoadMatrix(const std::string& path, int64_t max_rows) {

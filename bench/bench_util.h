@@ -17,6 +17,24 @@ inline double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// Calls per second x per_call of body(call number), run for at least min_seconds after one
+// warm-up call (body(0)), in rounds of 16 calls.
+template <typename Body>
+double Throughput(int64_t per_call, double min_seconds, const Body& body) {
+  body(0);
+  int64_t calls = 0;
+  const auto start = Clock::now();
+  double elapsed = 0;
+  while (elapsed < min_seconds) {
+    for (int i = 0; i < 16; ++i) body(calls++);
+    elapsed = SecondsSince(start);
+  }
+  return static_cast<double>(calls * per_call) / elapsed;
+}
+
+// An empty directory "quantd-bench-<name>" under the system temp dir (removed first if present).
+std::string FreshDir(const std::string& name);
+
 // Prints "<program>: <message>" to stderr and exits with status 1.
 [[noreturn]] void Die(const std::string& message);
 

@@ -62,7 +62,9 @@ namespace {
 
 using bench::Clock;
 using bench::Die;
+using bench::FreshDir;
 using bench::SecondsSince;
+using bench::Throughput;
 
 constexpr uint64_t kSeed = 42;
 constexpr int kIterations = 25;
@@ -450,21 +452,6 @@ void PrintKMeansRow(const KMeansComparison& c) {
 // ------------------------------------------------------------------------------------------
 // Table 4: Encode.
 
-// Runs `batch` (encoding `per_call` vectors) until at least `min_seconds` have passed; returns
-// vectors per second.
-template <typename Body>
-double Throughput(int64_t per_call, double min_seconds, const Body& body) {
-  body(0);  // warm-up
-  int64_t calls = 0;
-  const auto start = Clock::now();
-  double elapsed = 0;
-  while (elapsed < min_seconds) {
-    for (int i = 0; i < 16; ++i) body(calls++);
-    elapsed = SecondsSince(start);
-  }
-  return static_cast<double>(calls * per_call) / elapsed;
-}
-
 void EncodeInProcess(const std::string& dataset, const Matrix& m, const ResidualQuantizer& rq) {
   const int64_t d = m.dim;
   const int64_t levels = rq.levels();
@@ -484,12 +471,6 @@ void EncodeInProcess(const std::string& dataset, const Matrix& m, const Residual
       std::fflush(stdout);
     }
   }
-}
-
-std::string FreshDir(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / ("quantd-bench-" + name);
-  std::filesystem::remove_all(dir);
-  return dir.string();
 }
 
 void CheckRpc(const grpc::Status& status, const std::string& what) {
