@@ -20,6 +20,9 @@ constexpr int64_t kQueryBlock = 16;
 // Rows assigned / encoded per block on Add (bounds the residual buffer: block x d floats).
 constexpr int64_t kAddBlock = 8192;
 
+// Share of the training progress given to the coarse k-means (the rest: the PQ sub-quantizers).
+constexpr double kCoarseShare = 0.6;
+
 constexpr char kMagic[8] = {'Q', 'D', 'I', 'V', 'F', 'P', 'Q', '\0'};
 constexpr uint32_t kVersion = 1;
 
@@ -279,6 +282,12 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Train(const float* data, int64_t n, int64
     kmeans.max_points_per_centroid = 0;  // sampled above
     kmeans.spherical = cosine;
     kmeans.num_threads = threads;
+    if (options.on_progress) {
+      const double iterations = std::max(1, options.coarse_iterations);
+      kmeans.on_iteration = [&options, iterations](int iteration, double) {
+        return options.on_progress(kCoarseShare * (iteration + 1) / iterations);
+      };
+    }
     auto coarse = TrainKMeans(sample.data(), rows, d, kmeans);
     if (!coarse.ok()) return coarse.status();
     index.coarse_ = std::move(coarse->centroids);
@@ -305,6 +314,11 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Train(const float* data, int64_t n, int64
     pq_options.tolerance = 0;
     pq_options.seed = options.seed + 1;
     pq_options.num_threads = threads;
+    if (options.on_progress) {
+      pq_options.on_progress = [&options](double done) {
+        return options.on_progress(kCoarseShare + (1 - kCoarseShare) * done);
+      };
+    }
     auto pq = ProductQuantizer::Train(residuals.data(), rows, d, pq_options);
     if (!pq.ok()) return pq.status();
     index.pq_ = std::move(*pq);

@@ -62,6 +62,10 @@ struct IvfPqOptions {
   // takes at most this many bytes; larger indexes build a residual table per probed list.
   int64_t max_precomputed_table_bytes = int64_t{1} << 31;
   int num_threads = 0;  // training and Add; 0: hardware concurrency
+  // Called with the fraction of training done (0..1]: after each coarse k-means iteration (up to
+  // 0.6), then after each PQ sub-quantizer; one call at a time. Returning false cancels the
+  // training: Train returns CANCELLED.
+  std::function<bool(double)> on_progress;
 };
 
 struct IvfPqNeighbor {

@@ -1,7 +1,9 @@
 #include "core/product_quantizer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <mutex>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -75,7 +77,11 @@ absl::StatusOr<ProductQuantizer> ProductQuantizer::Train(const float* data, int6
   const int workers = static_cast<int>(std::min<int64_t>(threads, options.m));
   const int threads_per_kmeans = std::max(1, threads / workers);
   std::vector<absl::Status> statuses(static_cast<size_t>(options.m));
+  std::mutex progress_mu;
+  int64_t trained = 0;                 // guarded by progress_mu
+  std::atomic<bool> cancelled{false};  // set once on_progress returns false
   ParallelFor(options.m, workers, [&](int64_t m) {
+    if (cancelled) return;
     std::vector<float> slice(static_cast<size_t>(n * dsub));  // n x dsub, sub-space m
     CopyColumns(data, n, d, m * dsub, dsub, slice.data());
     KMeansOptions kmeans;
@@ -93,7 +99,15 @@ absl::StatusOr<ProductQuantizer> ProductQuantizer::Train(const float* data, int6
     }
     std::copy(result->centroids.begin(), result->centroids.end(),
               pq.centroids_.begin() + m * ksub * dsub);
+    if (options.on_progress) {
+      std::lock_guard lock(progress_mu);
+      ++trained;
+      if (!options.on_progress(static_cast<double>(trained) / static_cast<double>(options.m))) {
+        cancelled = true;
+      }
+    }
   });
+  if (cancelled) return absl::CancelledError("product quantizer training cancelled");
   for (const absl::Status& status : statuses) {
     if (!status.ok()) return status;
   }

@@ -10,6 +10,7 @@
 #define QUANTD_CORE_PRODUCT_QUANTIZER_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -31,6 +32,10 @@ struct ProductQuantizerOptions {
   int64_t max_points_per_centroid = 256;
   uint64_t seed = 1234;
   int num_threads = 0;  // 0: hardware concurrency
+  // Called with the fraction of sub-quantizers trained (0..1] after each one, one call at a time
+  // (from whichever worker finished it); returning false cancels the training (Train then
+  // returns CANCELLED, and sub-quantizers not yet started are skipped).
+  std::function<bool(double)> on_progress;
 };
 
 class ProductQuantizer {

@@ -467,8 +467,13 @@ absl::StatusOr<uint32_t> JobManager::RunTrainIndex(Entry& entry) {
     }
     train = sample.data();
   }
-  // Core training has no progress hook: cancellation is honoured before and after it.
+  // Training reports its progress (coarse k-means iterations, then PQ sub-quantizers) and stops
+  // within one of those steps of a cancel.
   SetPhase(entry, "training", 0.05);
+  options->on_progress = [this, &entry](double done) {
+    SetPhase(entry, "training", 0.05 + 0.55 * done);
+    return !entry.cancel;
+  };
   auto trained = IvfPqIndex::Train(train, rows, d, *options);
   if (!trained.ok()) return trained.status();
   sample = std::vector<float>();

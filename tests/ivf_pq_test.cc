@@ -346,6 +346,34 @@ TEST(IvfPqTest, CosineWithTinyComponents) {
   EXPECT_TRUE(found);
 }
 
+// Training reports increasing progress up to 1, and stops with CANCELLED when told to, in the
+// coarse k-means or among the PQ sub-quantizers.
+TEST(IvfPqTest, TrainingProgressAndCancel) {
+  const Matrix base = Load("sift5k/sift5k_base.fvecs", 2000);
+  IvfPqOptions options = BenchOptions();
+  options.nlist = 16;
+  std::vector<double> seen;
+  options.on_progress = [&seen](double done) {
+    seen.push_back(done);
+    return true;
+  };
+  ASSERT_TRUE(IvfPqIndex::Train(base.values.data(), base.rows, base.dim, options).ok());
+  ASSERT_EQ(seen.size(), static_cast<size_t>(options.coarse_iterations + options.m));
+  for (size_t i = 1; i < seen.size(); ++i) EXPECT_GT(seen[i], seen[i - 1]) << i;
+  EXPECT_DOUBLE_EQ(seen.back(), 1.0);
+  for (double stop_at : {0.3, 0.8}) {
+    int64_t calls = 0;
+    options.on_progress = [&calls, stop_at](double done) {
+      ++calls;
+      return done < stop_at;
+    };
+    EXPECT_EQ(IvfPqIndex::Train(base.values.data(), base.rows, base.dim, options).status().code(),
+              absl::StatusCode::kCancelled)
+        << stop_at;
+    EXPECT_LT(calls, options.coarse_iterations + options.m) << stop_at;
+  }
+}
+
 TEST(IvfPqTest, AddRemoveReAddAndFewerThanK) {
   const Matrix base = Load("sift5k/sift5k_base.fvecs", 2000);
   const Matrix queries = Load("sift5k/sift5k_query.fvecs", 30);
