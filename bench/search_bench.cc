@@ -66,14 +66,19 @@ std::vector<int64_t> ExactTopK(const Matrix& base, const Matrix& queries) {
   return truth;
 }
 
-// |found top kK ∩ true top kK| / kK, averaged over queries; found is nq x (<= kK) ids.
-double Recall(const std::vector<std::vector<uint64_t>>& found, const std::vector<int64_t>& truth) {
+// |found top kK ∩ true top kK| / kK, averaged over the queries that were answered (a timed run
+// may not reach every query); found is nq x (<= kK) ids, answered[q] set for those.
+double Recall(const std::vector<std::vector<uint64_t>>& found, const std::vector<char>& answered,
+              const std::vector<int64_t>& truth) {
   double hits = 0;
+  int64_t queries = 0;
   for (size_t q = 0; q < found.size(); ++q) {
+    if (!answered[q]) continue;
+    ++queries;
     const int64_t* t = truth.data() + q * kK;
     for (uint64_t id : found[q]) hits += std::find(t, t + kK, static_cast<int64_t>(id)) != t + kK;
   }
-  return hits / (static_cast<double>(found.size()) * kK);
+  return queries == 0 ? 0 : hits / (static_cast<double>(queries) * kK);
 }
 
 struct Timing {
@@ -185,6 +190,7 @@ void Run(const std::string& name, const Matrix& base, const Matrix& queries) {
     const int64_t batches = std::max<int64_t>(1, queries.rows / batch);
     // gRPC.
     std::vector<std::vector<uint64_t>> grpc_found(static_cast<size_t>(batches * batch));
+    std::vector<char> grpc_answered(grpc_found.size(), 0);
     v1::SearchRequest request;
     request.set_collection(name);
     request.set_k(kK);
@@ -201,10 +207,12 @@ void Run(const std::string& name, const Matrix& base, const Matrix& queries) {
       for (int64_t q = 0; q < batch; ++q) {
         const auto& r = response.results(static_cast<int>(q)).ids();
         grpc_found[b * batch + q].assign(r.begin(), r.end());
+        grpc_answered[b * batch + q] = 1;
       }
     });
     // In-process core index, one thread.
     std::vector<std::vector<uint64_t>> core_found(static_cast<size_t>(batches * batch));
+    std::vector<char> core_answered(core_found.size(), 0);
     IvfPqSearchParams params;
     params.k = kK;
     params.nprobe = kNprobe;
@@ -217,14 +225,15 @@ void Run(const std::string& name, const Matrix& base, const Matrix& queries) {
       for (int64_t q = 0; q < batch; ++q) {
         core_found[b * batch + q].clear();
         for (const IvfPqNeighbor& nb : (*result)[q]) core_found[b * batch + q].push_back(nb.id);
+        core_answered[b * batch + q] = 1;
       }
     });
     const std::vector<int64_t> used_truth(truth.begin(), truth.begin() + batches * batch * kK);
     std::printf("%-10s %6lld | %12.0f %9.3f %9.3f %9.4f | %12.0f %9.3f %9.3f %9.4f | %9.2fx\n",
                 name.c_str(), static_cast<long long>(batch), remote.queries_per_second,
-                remote.p50_ms, remote.p99_ms, Recall(grpc_found, used_truth),
+                remote.p50_ms, remote.p99_ms, Recall(grpc_found, grpc_answered, used_truth),
                 local.queries_per_second, local.p50_ms, local.p99_ms,
-                Recall(core_found, used_truth),
+                Recall(core_found, core_answered, used_truth),
                 remote.queries_per_second / local.queries_per_second);
     std::fflush(stdout);
   }
