@@ -416,7 +416,13 @@ Candidates BuildCandidates(RowSource& rows, int64_t n, int64_t k, TopM& top, int
       return relative != o.relative ? relative < o.relative : point < o.point;
     }
   };
+  // order[s] keeps only the want - holders best offers: a max-heap (worst kept on top), so a cold
+  // start with many short clusters does not collect n offers for each.
   std::vector<std::vector<Offer>> order(short_of.size());
+  std::vector<size_t> cap(short_of.size());
+  for (size_t s = 0; s < short_of.size(); ++s) {
+    cap[s] = static_cast<size_t>(want - holders[short_of[s]]);
+  }
   const int64_t step = rows.block_rows();
   for (int64_t first = 0; !short_of.empty() && first < n; first += step) {
     const int64_t last = std::min(n, first + step);
@@ -426,7 +432,17 @@ Candidates BuildCandidates(RowSource& rows, int64_t n, int64_t k, TopM& top, int
       const float mth = top.cost[i * m + m - 1], best = top.cost[i * m];
       for (size_t s = 0; s < short_of.size(); ++s) {
         const float v = row[short_of[s]];
-        if (v >= mth) order[s].push_back({v - best, static_cast<int32_t>(i), v});
+        if (!(v >= mth)) continue;
+        const Offer offer{v - best, static_cast<int32_t>(i), v};
+        std::vector<Offer>& heap = order[s];
+        if (heap.size() < cap[s]) {
+          heap.push_back(offer);
+          std::push_heap(heap.begin(), heap.end());
+        } else if (offer < heap.front()) {
+          std::pop_heap(heap.begin(), heap.end());
+          heap.back() = offer;
+          std::push_heap(heap.begin(), heap.end());
+        }
       }
     }
   }
@@ -437,8 +453,7 @@ Candidates BuildCandidates(RowSource& rows, int64_t n, int64_t k, TopM& top, int
   std::vector<Extra> extra;
   for (size_t s = 0; s < short_of.size(); ++s) {
     const int32_t c = short_of[s];
-    const int64_t take = std::min<int64_t>(want - holders[c], order[s].size());
-    std::nth_element(order[s].begin(), order[s].begin() + take, order[s].end());
+    const int64_t take = static_cast<int64_t>(order[s].size());  // the best, at most cap[s]
     for (int64_t x = 0; x < take; ++x) {
       const int32_t i = order[s][x].point;
       const int32_t* held = &top.cluster[i * m];
