@@ -1,14 +1,17 @@
 #include "bench/bench_util.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <numbers>
+#include <numeric>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/kmeans.h"
 
 namespace quantd::bench {
 
@@ -21,6 +24,30 @@ std::string FreshDir(const std::string& name) {
   const auto dir = std::filesystem::temp_directory_path() / ("quantd-bench-" + name);
   std::filesystem::remove_all(dir);
   return dir.string();
+}
+
+std::vector<int64_t> ExactNeighbors(const Matrix& base, const Matrix& queries, int64_t k,
+                                    int threads) {
+  const int64_t n = base.rows;
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(256, (int64_t{1} << 25) / n));
+  std::vector<float> tile(static_cast<size_t>(block * n));
+  std::vector<int64_t> truth(static_cast<size_t>(queries.rows * k));
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t q0 = 0; q0 < queries.rows; q0 += block) {
+    const int64_t rows = std::min(block, queries.rows - q0);
+    SquaredDistances(queries.values.data() + q0 * base.dim, rows, base.values.data(), n, base.dim,
+                     tile.data(), threads);
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* dist = tile.data() + i * n;
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                        [dist](int64_t a, int64_t b) {
+                          return dist[a] < dist[b] || (dist[a] == dist[b] && a < b);
+                        });
+      std::copy_n(order.begin(), k, truth.begin() + (q0 + i) * k);
+    }
+  }
+  return truth;
 }
 
 Matrix LoadMatrix(const std::string& path, int64_t max_rows) {

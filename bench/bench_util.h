@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/vector_file.h"
 
@@ -34,6 +35,11 @@ double Throughput(int64_t per_call, double min_seconds, const Body& body) {
 
 // An empty directory "quantd-bench-<name>" under the system temp dir (removed first if present).
 std::string FreshDir(const std::string& name);
+
+// The k exact nearest base rows of every query by squared L2 (ties by lower row), nearest first:
+// nq x k row numbers. Distances by the product kernel in blocks of queries.
+std::vector<int64_t> ExactNeighbors(const Matrix& base, const Matrix& queries, int64_t k,
+                                    int threads = 0);
 
 // Prints "<program>: <message>" to stderr and exits with status 1.
 [[noreturn]] void Die(const std::string& message);

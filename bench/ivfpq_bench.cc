@@ -72,30 +72,6 @@ std::vector<int64_t> LoadTruth(const std::string& path) {
   return out;
 }
 
-// Exact kK nearest neighbours by squared L2 (ties by lower row), with our GEMM distances.
-std::vector<int64_t> BruteForceTruth(const Matrix& base, const Matrix& queries, int threads) {
-  const int64_t n = base.rows;
-  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(256, (int64_t{1} << 25) / n));
-  std::vector<float> tile(static_cast<size_t>(block * n));
-  std::vector<int64_t> truth(static_cast<size_t>(queries.rows * kK));
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  for (int64_t q0 = 0; q0 < queries.rows; q0 += block) {
-    const int64_t rows = std::min(block, queries.rows - q0);
-    SquaredDistances(queries.values.data() + q0 * base.dim, rows, base.values.data(), n, base.dim,
-                     tile.data(), threads);
-    for (int64_t i = 0; i < rows; ++i) {
-      const float* dist = tile.data() + i * n;
-      std::iota(order.begin(), order.end(), 0);
-      std::partial_sort(order.begin(), order.begin() + kK, order.end(),
-                        [dist](int64_t a, int64_t b) {
-                          return dist[a] < dist[b] || (dist[a] == dist[b] && a < b);
-                        });
-      std::copy_n(order.begin(), kK, truth.begin() + (q0 + i) * kK);
-    }
-  }
-  return truth;
-}
-
 struct Dataset {
   std::string name;
   Matrix base;
@@ -318,7 +294,7 @@ int main(int argc, char** argv) {
               28,
               8};
     std::fprintf(stderr, "fmnist: exact ground truth ...\n");
-    s.truth = BruteForceTruth(s.base, s.queries, max_threads);
+    s.truth = bench::ExactNeighbors(s.base, s.queries, kK, max_threads);
     sets.push_back(std::move(s));
   }
   if (!quick && run("synth1m")) {
@@ -330,7 +306,7 @@ int main(int argc, char** argv) {
               16,
               8};
     std::fprintf(stderr, "synth1m: exact ground truth ...\n");
-    s.truth = BruteForceTruth(s.base, s.queries, max_threads);
+    s.truth = bench::ExactNeighbors(s.base, s.queries, kK, max_threads);
     sets.push_back(std::move(s));
   }
   for (const Dataset& data : sets) {

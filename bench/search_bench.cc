@@ -44,28 +44,6 @@ void CheckRpc(const grpc::Status& status, const std::string& what) {
   if (!status.ok()) Die(absl::StrCat(what, ": ", status.error_message()));
 }
 
-// Exact kK nearest base rows of every query (nq x kK), by our GEMM distances.
-std::vector<int64_t> ExactTopK(const Matrix& base, const Matrix& queries) {
-  const int64_t n = base.rows, block = 64;
-  std::vector<float> tile(static_cast<size_t>(block * n));
-  std::vector<int64_t> truth(static_cast<size_t>(queries.rows * kK)), order(n);
-  for (int64_t q0 = 0; q0 < queries.rows; q0 += block) {
-    const int64_t rows = std::min(block, queries.rows - q0);
-    SquaredDistances(queries.values.data() + q0 * base.dim, rows, base.values.data(), n, base.dim,
-                     tile.data());
-    for (int64_t i = 0; i < rows; ++i) {
-      const float* dist = tile.data() + i * n;
-      std::iota(order.begin(), order.end(), 0);
-      std::partial_sort(order.begin(), order.begin() + kK, order.end(),
-                        [dist](int64_t a, int64_t b) {
-                          return dist[a] < dist[b] || (dist[a] == dist[b] && a < b);
-                        });
-      std::copy_n(order.begin(), kK, truth.begin() + (q0 + i) * kK);
-    }
-  }
-  return truth;
-}
-
 // |found top kK ∩ true top kK| / kK, averaged over the queries that were answered (a timed run
 // may not reach every query); found is nq x (<= kK) ids, answered[q] set for those.
 double Recall(const std::vector<std::vector<uint64_t>>& found, const std::vector<char>& answered,
@@ -108,7 +86,7 @@ Timing Time(int64_t batch, const Call& call) {
 void Run(const std::string& name, const Matrix& base, const Matrix& queries) {
   const int64_t d = base.dim;
   std::fprintf(stderr, "  %s: exact ground truth ...\n", name.c_str());
-  const std::vector<int64_t> truth = ExactTopK(base, queries);
+  const std::vector<int64_t> truth = bench::ExactNeighbors(base, queries, kK);
 
   const std::string data_dir = bench::FreshDir("search");
   auto server = QuantdServer::Start(ServerOptions::Embedded(data_dir, /*sync=*/false));

@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "rocksdb/db.h"
 #include "server/server.h"
+#include "tests/server_fixture.h"
 #include "tests/test_support.h"
 
 namespace quantd {
@@ -22,25 +23,8 @@ namespace {
 using ::quantd::testing::DataFile;
 using ::quantd::testing::TempDir;
 
-class IndexServiceTest : public ::testing::Test {
+class IndexServiceTest : public ::quantd::testing::InProcessServerTest {
  protected:
-  void SetUp() override { Start(); }
-
-  void Start() {
-    auto server =
-        QuantdServer::Start(ServerOptions::Embedded(dir_.path() + "/data", /*sync=*/false));
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    stub_ = v1::Quantd::NewStub(Connect(server_->address()));
-  }
-
-  void Restart() {
-    stub_.reset();
-    server_->Shutdown(std::chrono::seconds(5));
-    server_.reset();
-    Start();
-  }
-
   // Creates `name` and uploads the first `rows` rows of sift5k's base with ids = row number.
   void CreateSift(const std::string& name, int64_t rows) {
     auto reader = VectorReader::Open(DataFile("sift5k/sift5k_base.fvecs"));
@@ -130,10 +114,6 @@ class IndexServiceTest : public ::testing::Test {
     v1::DeleteItemsResponse response;
     return stub_->DeleteItems(&context, request, &response);
   }
-
-  TempDir dir_;
-  std::unique_ptr<QuantdServer> server_;
-  std::unique_ptr<v1::Quantd::Stub> stub_;
 };
 
 // Mean recall@10 of `response` against the first 10 ground-truth neighbours per query.

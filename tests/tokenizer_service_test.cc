@@ -9,6 +9,7 @@
 #include "core/vector_file.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
+#include "tests/server_fixture.h"
 #include "tests/test_support.h"
 
 namespace quantd {
@@ -17,25 +18,8 @@ namespace {
 using ::quantd::testing::DataFile;
 using ::quantd::testing::TempDir;
 
-class TokenizerServiceTest : public ::testing::Test {
+class TokenizerServiceTest : public ::quantd::testing::InProcessServerTest {
  protected:
-  void SetUp() override { Start(); }
-
-  void Start() {
-    auto server =
-        QuantdServer::Start(ServerOptions::Embedded(dir_.path() + "/data", /*sync=*/false));
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    stub_ = v1::Quantd::NewStub(Connect(server_->address()));
-  }
-
-  void Restart() {
-    stub_.reset();
-    server_->Shutdown(std::chrono::seconds(5));
-    server_.reset();
-    Start();
-  }
-
   // Creates `name` and uploads the first `rows` rows of `path` with ids row + offset.
   void CreateAndUpload(const std::string& name, const std::string& path, int64_t rows,
                        v1::Metric metric = v1::METRIC_L2, uint64_t offset = 0) {
@@ -143,10 +127,6 @@ class TokenizerServiceTest : public ::testing::Test {
     }
     return stream->Finish();
   }
-
-  TempDir dir_;
-  std::unique_ptr<QuantdServer> server_;
-  std::unique_ptr<v1::Quantd::Stub> stub_;
 };
 
 TEST_F(TokenizerServiceTest, TrainEncodeLookupExportStats) {
