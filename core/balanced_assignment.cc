@@ -252,6 +252,19 @@ std::vector<int32_t> ExactAssign(const float* costs, int64_t n, int64_t k,
   return label;
 }
 
+// Keeps the `cap` least items seen in *heap, a max-heap (the worst kept item on top).
+template <typename T>
+void KeepLeast(const T& item, size_t cap, std::vector<T>* heap) {
+  if (heap->size() < cap) {
+    heap->push_back(item);
+    std::push_heap(heap->begin(), heap->end());
+  } else if (cap > 0 && item < heap->front()) {
+    std::pop_heap(heap->begin(), heap->end());
+    heap->back() = item;
+    std::push_heap(heap->begin(), heap->end());
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // kFast.
 
@@ -434,15 +447,7 @@ Candidates BuildCandidates(RowSource& rows, int64_t n, int64_t k, TopM& top, int
         const float v = row[short_of[s]];
         if (!(v >= mth)) continue;
         const Offer offer{v - best, static_cast<int32_t>(i), v};
-        std::vector<Offer>& heap = order[s];
-        if (heap.size() < cap[s]) {
-          heap.push_back(offer);
-          std::push_heap(heap.begin(), heap.end());
-        } else if (offer < heap.front()) {
-          std::pop_heap(heap.begin(), heap.end());
-          heap.back() = offer;
-          std::push_heap(heap.begin(), heap.end());
-        }
+        KeepLeast(offer, cap[s], &order[s]);
       }
     }
   }
@@ -1122,15 +1127,7 @@ void RepairToBounds(int64_t n, int64_t k, const SizeBounds& bounds, const CostRo
       for (size_t u = 0; u < group; ++u) {
         const Offer offer{static_cast<double>(column[i * group + u]) - here[i],
                           static_cast<int32_t>(i)};
-        std::vector<Offer>& heap = kept[u];  // max-heap: the worst kept offer on top
-        if (heap.size() < cap[u]) {
-          heap.push_back(offer);
-          std::push_heap(heap.begin(), heap.end());
-        } else if (offer < heap.front()) {
-          std::pop_heap(heap.begin(), heap.end());
-          heap.back() = offer;
-          std::push_heap(heap.begin(), heap.end());
-        }
+        KeepLeast(offer, cap[u], &kept[u]);
       }
     }
     for (size_t u = 0; u < group; ++u) {

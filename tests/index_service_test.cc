@@ -25,46 +25,9 @@ using ::quantd::testing::TempDir;
 
 class IndexServiceTest : public ::quantd::testing::InProcessServerTest {
  protected:
-  // Creates `name` and uploads the first `rows` rows of sift5k's base with ids = row number.
-  void CreateSift(const std::string& name, int64_t rows) {
-    auto reader = VectorReader::Open(DataFile("sift5k/sift5k_base.fvecs"));
-    ASSERT_TRUE(reader.ok()) << reader.status();
-    grpc::ClientContext context;
-    v1::CreateCollectionRequest request;
-    request.set_name(name);
-    request.set_dimension(static_cast<uint32_t>((*reader)->dim()));
-    request.set_metric(v1::METRIC_L2);
-    v1::CreateCollectionResponse response;
-    ASSERT_TRUE(stub_->CreateCollection(&context, request, &response).ok());
-    UploadOptions options;
-    options.max_rows = rows;
-    auto uploaded = UploadVectors(*stub_, name, **reader, options);
-    ASSERT_TRUE(uploaded.ok()) << uploaded.status();
-  }
-
   grpc::Status StartIndex(const v1::TrainIndexRequest& request, v1::Job* job) {
     grpc::ClientContext context;
     return stub_->TrainIndex(&context, request, job);
-  }
-
-  v1::Job GetJob(const std::string& id) {
-    grpc::ClientContext context;
-    v1::GetJobRequest request;
-    request.set_id(id);
-    v1::Job job;
-    EXPECT_TRUE(stub_->GetJob(&context, request, &job).ok());
-    return job;
-  }
-
-  // Polls the job until it ends (bounded), returning its last state.
-  v1::Job WaitJob(const std::string& id) {
-    v1::Job job;
-    for (int i = 0; i < 6000; ++i) {
-      job = GetJob(id);
-      if (job.state() != v1::JOB_STATE_PENDING && job.state() != v1::JOB_STATE_RUNNING) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return job;
   }
 
   v1::Job TrainIndex(const std::string& collection, uint64_t seed = 7) {
@@ -90,22 +53,6 @@ class IndexServiceTest : public ::quantd::testing::InProcessServerTest {
     return stub_->Search(&context, request, response);
   }
 
-  grpc::Status Upsert(const std::string& collection, const std::vector<uint64_t>& ids,
-                      const std::vector<float>& vectors) {
-    grpc::ClientContext context;
-    auto stream = stub_->Upsert(&context);
-    v1::UpsertRequest request;
-    request.set_collection(collection);
-    request.mutable_ids()->Add(ids.begin(), ids.end());
-    request.mutable_vectors()->Add(vectors.begin(), vectors.end());
-    stream->Write(request);
-    stream->WritesDone();
-    v1::UpsertResponse ack;
-    while (stream->Read(&ack)) {
-    }
-    return stream->Finish();
-  }
-
   grpc::Status Delete(const std::string& collection, const std::vector<uint64_t>& ids) {
     grpc::ClientContext context;
     v1::DeleteItemsRequest request;
@@ -128,7 +75,7 @@ double RecallAt10(const v1::SearchResponse& response, const IntMatrix& truth) {
 }
 
 TEST_F(IndexServiceTest, TrainSearchUpsertDeleteRestart) {
-  CreateSift("sift", 5000);
+  CreateAndUpload("sift", DataFile("sift5k/sift5k_base.fvecs"), 5000);
   auto queries = ReadMatrix(DataFile("sift5k/sift5k_query.fvecs"));
   ASSERT_TRUE(queries.ok()) << queries.status();
   auto truth = ReadIntMatrix(DataFile("sift5k/sift5k_groundtruth.ivecs"));
@@ -242,7 +189,7 @@ TEST_F(IndexServiceTest, TrainSearchUpsertDeleteRestart) {
 }
 
 TEST_F(IndexServiceTest, FewerItemsThanKGiveFewerResults) {
-  CreateSift("tiny", 300);
+  CreateAndUpload("tiny", DataFile("sift5k/sift5k_base.fvecs"), 300);
   v1::TrainIndexRequest request;
   request.set_collection("tiny");
   request.set_nbits(4);
@@ -306,8 +253,8 @@ TEST_F(IndexServiceTest, InnerProductAndCosineRankBySimilarity) {
 }
 
 TEST_F(IndexServiceTest, CancelPendingAndRunningIndexJobs) {
-  CreateSift("a", 5000);
-  CreateSift("b", 500);
+  CreateAndUpload("a", DataFile("sift5k/sift5k_base.fvecs"), 5000);
+  CreateAndUpload("b", DataFile("sift5k/sift5k_base.fvecs"), 500);
   // A slow job on a (many PQ iterations), and a job on b queued behind it.
   v1::TrainIndexRequest slow;
   slow.set_collection("a");
@@ -360,7 +307,7 @@ TEST_F(IndexServiceTest, CancelPendingAndRunningIndexJobs) {
 }
 
 TEST_F(IndexServiceTest, InterruptedJobFailsAndDropRemovesTheIndex) {
-  CreateSift("x", 5000);
+  CreateAndUpload("x", DataFile("sift5k/sift5k_base.fvecs"), 5000);
   v1::TrainIndexRequest request;
   request.set_collection("x");
   v1::Job job;
@@ -386,7 +333,7 @@ TEST_F(IndexServiceTest, InterruptedJobFailsAndDropRemovesTheIndex) {
   }
   // The name is free again and the new collection starts without an index, also after a
   // restart.
-  CreateSift("x", 500);
+  CreateAndUpload("x", DataFile("sift5k/sift5k_base.fvecs"), 500);
   EXPECT_EQ(Search("x", query, 1, 0, 0, &response).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
   Restart();
@@ -418,8 +365,8 @@ void OverwriteKey(const std::string& path, const std::string& family, const std:
 }
 
 TEST_F(IndexServiceTest, CorruptIndexIsDataLossForThatCollectionOnly) {
-  CreateSift("hurt", 1000);  // collection id 1
-  CreateSift("fine", 1000);  // collection id 2
+  CreateAndUpload("hurt", DataFile("sift5k/sift5k_base.fvecs"), 1000);  // collection id 1
+  CreateAndUpload("fine", DataFile("sift5k/sift5k_base.fvecs"), 1000);  // collection id 2
   ASSERT_EQ(TrainIndex("hurt").state(), v1::JOB_STATE_SUCCEEDED);
   ASSERT_EQ(TrainIndex("fine").state(), v1::JOB_STATE_SUCCEEDED);
   stub_.reset();
@@ -454,7 +401,7 @@ TEST_F(IndexServiceTest, CorruptIndexIsDataLossForThatCollectionOnly) {
 }
 
 TEST_F(IndexServiceTest, BadRequests) {
-  CreateSift("c", 1000);
+  CreateAndUpload("c", DataFile("sift5k/sift5k_base.fvecs"), 1000);
   const auto train_error = [&](const std::function<void(v1::TrainIndexRequest&)>& edit,
                                const std::string& fragment) {
     v1::TrainIndexRequest request;

@@ -4,10 +4,15 @@
 #define QUANTD_TESTS_SERVER_FIXTURE_H_
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
+#include <string>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "client/client.h"
+#include "core/vector_file.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
 #include "tests/test_support.h"
@@ -31,6 +36,62 @@ class InProcessServerTest : public ::testing::Test {
     server_->Shutdown(std::chrono::seconds(5));
     server_.reset();
     Start();
+  }
+
+  // Creates `name` and uploads the first `rows` rows of `path` with ids row + offset.
+  void CreateAndUpload(const std::string& name, const std::string& path, int64_t rows,
+                       v1::Metric metric = v1::METRIC_L2, uint64_t offset = 0) {
+    auto reader = VectorReader::Open(path);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    grpc::ClientContext context;
+    v1::CreateCollectionRequest request;
+    request.set_name(name);
+    request.set_dimension(static_cast<uint32_t>((*reader)->dim()));
+    request.set_metric(metric);
+    v1::CreateCollectionResponse response;
+    ASSERT_TRUE(stub_->CreateCollection(&context, request, &response).ok());
+    UploadOptions options;
+    options.max_rows = rows;
+    options.id_offset = offset;
+    auto uploaded = UploadVectors(*stub_, name, **reader, options);
+    ASSERT_TRUE(uploaded.ok()) << uploaded.status();
+  }
+
+  v1::Job GetJob(const std::string& id) {
+    grpc::ClientContext context;
+    v1::GetJobRequest request;
+    request.set_id(id);
+    v1::Job job;
+    EXPECT_TRUE(stub_->GetJob(&context, request, &job).ok());
+    return job;
+  }
+
+  // Polls the job until it ends (bounded: 60 s), returning its last state.
+  v1::Job WaitJob(const std::string& id) {
+    v1::Job job;
+    for (int i = 0; i < 6000; ++i) {
+      job = GetJob(id);
+      if (job.state() != v1::JOB_STATE_PENDING && job.state() != v1::JOB_STATE_RUNNING) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return job;
+  }
+
+  // One Upsert stream with one batch; the stream's final status.
+  grpc::Status Upsert(const std::string& collection, const std::vector<uint64_t>& ids,
+                      const std::vector<float>& vectors) {
+    grpc::ClientContext context;
+    auto stream = stub_->Upsert(&context);
+    v1::UpsertRequest request;
+    request.set_collection(collection);
+    request.mutable_ids()->Add(ids.begin(), ids.end());
+    request.mutable_vectors()->Add(vectors.begin(), vectors.end());
+    stream->Write(request);
+    stream->WritesDone();
+    v1::UpsertResponse ack;
+    while (stream->Read(&ack)) {
+    }
+    return stream->Finish();
   }
 
   TempDir dir_;

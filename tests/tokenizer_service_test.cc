@@ -20,42 +20,9 @@ using ::quantd::testing::TempDir;
 
 class TokenizerServiceTest : public ::quantd::testing::InProcessServerTest {
  protected:
-  // Creates `name` and uploads the first `rows` rows of `path` with ids row + offset.
-  void CreateAndUpload(const std::string& name, const std::string& path, int64_t rows,
-                       v1::Metric metric = v1::METRIC_L2, uint64_t offset = 0) {
-    auto reader = VectorReader::Open(path);
-    ASSERT_TRUE(reader.ok()) << reader.status();
-    grpc::ClientContext context;
-    v1::CreateCollectionRequest request;
-    request.set_name(name);
-    request.set_dimension(static_cast<uint32_t>((*reader)->dim()));
-    request.set_metric(metric);
-    v1::CreateCollectionResponse response;
-    ASSERT_TRUE(stub_->CreateCollection(&context, request, &response).ok());
-    UploadOptions options;
-    options.max_rows = rows;
-    options.id_offset = offset;
-    auto uploaded = UploadVectors(*stub_, name, **reader, options);
-    ASSERT_TRUE(uploaded.ok()) << uploaded.status();
-  }
-
   grpc::Status StartTraining(const v1::TrainTokenizerRequest& request, v1::Job* job) {
     grpc::ClientContext context;
     return stub_->TrainTokenizer(&context, request, job);
-  }
-
-  // Polls the job until it ends (bounded), returning its last state.
-  v1::Job WaitJob(const std::string& id) {
-    v1::Job job;
-    for (int i = 0; i < 6000; ++i) {
-      grpc::ClientContext context;
-      v1::GetJobRequest request;
-      request.set_id(id);
-      EXPECT_TRUE(stub_->GetJob(&context, request, &job).ok());
-      if (job.state() != v1::JOB_STATE_PENDING && job.state() != v1::JOB_STATE_RUNNING) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return job;
   }
 
   v1::Job Train(const std::string& collection, std::vector<uint32_t> levels, bool balanced,
@@ -110,22 +77,6 @@ class TokenizerServiceTest : public ::quantd::testing::InProcessServerTest {
     }
     EXPECT_TRUE(reader->Finish().ok());
     return sids;
-  }
-
-  grpc::Status Upsert(const std::string& collection, const std::vector<uint64_t>& ids,
-                      const std::vector<float>& vectors) {
-    grpc::ClientContext context;
-    auto stream = stub_->Upsert(&context);
-    v1::UpsertRequest request;
-    request.set_collection(collection);
-    request.mutable_ids()->Add(ids.begin(), ids.end());
-    request.mutable_vectors()->Add(vectors.begin(), vectors.end());
-    stream->Write(request);
-    stream->WritesDone();
-    v1::UpsertResponse ack;
-    while (stream->Read(&ack)) {
-    }
-    return stream->Finish();
   }
 };
 
