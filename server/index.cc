@@ -1,30 +1,22 @@
 #include "server/index.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "server/model_blob.h"
 
 namespace quantd {
 namespace {
 
-constexpr char kMagic[4] = {'Q', 'I', 'D', 'X'};
-constexpr uint32_t kFormatVersion = 1;
-constexpr size_t kHeaderBytes = 12;
+constexpr BlobFormat kIndexBlob{"QIDX", 1, "index"};
 constexpr uint32_t kDefaultCoarseIterations = 10;
 constexpr uint32_t kDefaultPqIterations = 25;
 constexpr uint32_t kMaxIterations = 1000;
 // FAISS warns below 39 training points per coarse centroid.
 constexpr int64_t kMinPointsPerList = 39;
 constexpr int64_t kMaxDefaultM = 64;
-
-uint32_t Crc32(const std::string& bytes) {
-  return static_cast<uint32_t>(
-      crc32(0L, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(bytes.size())));
-}
 
 }  // namespace
 
@@ -104,30 +96,12 @@ absl::StatusOr<IvfPqOptions> IndexOptionsFromRequest(const v1::TrainIndexRequest
 }
 
 std::string SerializeIndexBlob(const storage::IndexRecord& record) {
-  const std::string payload = record.SerializeAsString();
-  std::string blob(kMagic, 4);
-  const uint32_t header[2] = {kFormatVersion, Crc32(payload)};
-  blob.append(reinterpret_cast<const char*>(header), sizeof(header));
-  blob += payload;
-  return blob;
+  return FrameModelBlob(kIndexBlob, record);
 }
 
 absl::StatusOr<storage::IndexRecord> ParseIndexBlob(const std::string& blob) {
-  if (blob.size() < kHeaderBytes || std::memcmp(blob.data(), kMagic, 4) != 0) {
-    return absl::DataLossError("index blob has no QIDX magic");
-  }
-  uint32_t header[2];
-  std::memcpy(header, blob.data() + 4, sizeof(header));
-  if (header[0] != kFormatVersion) {
-    return absl::DataLossError(
-        absl::StrFormat("index blob format %d is not %d", header[0], kFormatVersion));
-  }
-  const std::string payload = blob.substr(kHeaderBytes);
-  if (Crc32(payload) != header[1]) return absl::DataLossError("index blob checksum mismatch");
   storage::IndexRecord record;
-  if (!record.ParseFromString(payload)) {
-    return absl::DataLossError("index blob payload does not parse");
-  }
+  if (absl::Status s = ParseModelBlob(kIndexBlob, blob, &record); !s.ok()) return s;
   return record;
 }
 

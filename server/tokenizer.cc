@@ -1,24 +1,16 @@
 #include "server/tokenizer.h"
 
-#include <zlib.h>
-
 #include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/model_blob.h"
 
 namespace quantd {
 namespace {
 
-constexpr char kMagic[4] = {'Q', 'T', 'O', 'K'};
-constexpr uint32_t kFormatVersion = 1;
-constexpr size_t kHeaderBytes = 12;
-
-uint32_t Crc32(const std::string& bytes) {
-  return static_cast<uint32_t>(
-      crc32(0L, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(bytes.size())));
-}
+constexpr BlobFormat kTokenizerBlob{"QTOK", 1, "tokenizer"};
 
 }  // namespace
 
@@ -57,32 +49,12 @@ std::string Tokenizer::Serialize() const {
     record.add_codebooks(std::string(reinterpret_cast<const char*>(codebook.data()),
                                      codebook.size() * sizeof(float)));
   }
-  const std::string payload = record.SerializeAsString();
-  std::string blob(kMagic, 4);
-  const uint32_t header[2] = {kFormatVersion, Crc32(payload)};
-  blob.append(reinterpret_cast<const char*>(header), sizeof(header));
-  blob += payload;
-  return blob;
+  return FrameModelBlob(kTokenizerBlob, record);
 }
 
 absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::Parse(const std::string& blob) {
-  if (blob.size() < kHeaderBytes || std::memcmp(blob.data(), kMagic, 4) != 0) {
-    return absl::DataLossError("tokenizer blob has no QTOK magic");
-  }
-  uint32_t header[2];
-  std::memcpy(header, blob.data() + 4, sizeof(header));
-  if (header[0] != kFormatVersion) {
-    return absl::DataLossError(
-        absl::StrFormat("tokenizer blob format %d is not %d", header[0], kFormatVersion));
-  }
-  const std::string payload = blob.substr(kHeaderBytes);
-  if (Crc32(payload) != header[1]) {
-    return absl::DataLossError("tokenizer blob checksum mismatch");
-  }
   storage::TokenizerRecord record;
-  if (!record.ParseFromString(payload)) {
-    return absl::DataLossError("tokenizer blob payload does not parse");
-  }
+  if (absl::Status s = ParseModelBlob(kTokenizerBlob, blob, &record); !s.ok()) return s;
   const int64_t d = record.dimension();
   std::vector<int64_t> ks;
   std::vector<std::vector<float>> codebooks;
