@@ -352,15 +352,22 @@ void JobManager::Finish(Entry& entry, const absl::StatusOr<uint32_t>& result) {
   store_->PutJob(record).IgnoreError();
 }
 
+absl::StatusOr<Store::ItemSet> JobManager::LoadJobItems(const Entry& entry,
+                                                        const std::string& collection) const {
+  auto items = store_->LoadItems(collection);
+  if (!items.ok()) return items.status();
+  if (items->info.id != entry.record.collection_id()) {
+    return absl::NotFoundError(
+        absl::StrFormat("collection '%s' was dropped after the job was queued", collection));
+  }
+  return items;
+}
+
 absl::StatusOr<uint32_t> JobManager::RunTrainTokenizer(Entry& entry) {
   const v1::TrainTokenizerRequest& request = entry.request;
   const auto start = std::chrono::steady_clock::now();
-  auto items = store_->LoadItems(request.collection());
+  auto items = LoadJobItems(entry, request.collection());
   if (!items.ok()) return items.status();
-  if (items->info.id != entry.record.collection_id()) {
-    return absl::NotFoundError(absl::StrFormat(
-        "collection '%s' was dropped after the job was queued", request.collection()));
-  }
   const int64_t n = static_cast<int64_t>(items->ids.size());
   const int64_t d = items->info.dimension;
   auto options = TrainOptionsFromRequest(request, n);
@@ -442,12 +449,8 @@ absl::StatusOr<uint32_t> JobManager::RunTrainTokenizer(Entry& entry) {
 absl::StatusOr<uint32_t> JobManager::RunTrainIndex(Entry& entry) {
   const v1::TrainIndexRequest& request = entry.index_request;
   const auto start = std::chrono::steady_clock::now();
-  auto items = store_->LoadItems(request.collection());
+  auto items = LoadJobItems(entry, request.collection());
   if (!items.ok()) return items.status();
-  if (items->info.id != entry.record.collection_id()) {
-    return absl::NotFoundError(absl::StrFormat(
-        "collection '%s' was dropped after the job was queued", request.collection()));
-  }
   const int64_t n = static_cast<int64_t>(items->ids.size());
   const int64_t d = items->info.dimension;
   // Items may have been deleted since the request was checked: check again on what is loaded.

@@ -67,6 +67,10 @@ class JobManager {
   absl::StatusOr<v1::Job> Enqueue(std::shared_ptr<Entry> entry, const CollectionInfo& info,
                                   absl::string_view kind, std::string serialized_request);
   // Run one job of each kind; return the version committed.
+  // Every item of the job's collection; NOT_FOUND if the collection was dropped (or dropped and
+  // re-created) since the job was queued.
+  absl::StatusOr<Store::ItemSet> LoadJobItems(const Entry& entry,
+                                              const std::string& collection) const;
   absl::StatusOr<uint32_t> RunTrainTokenizer(Entry& entry);
   absl::StatusOr<uint32_t> RunTrainIndex(Entry& entry);
   void SetPhase(Entry& entry, const std::string& phase, double progress);
