@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <numeric>
 #include <queue>
 #include <string>
 #include <thread>
@@ -68,6 +69,9 @@ constexpr int kPriceSweeps = 10;
 constexpr int kFeasibleCandidates = 8;
 constexpr int kFeasibleSweeps = 8;
 constexpr int64_t kFeasibleMarginDivisor = 4;
+// Up to this many clusters short of candidate holders, their columns are computed (when the cost
+// source can) rather than every row scanned again.
+constexpr int64_t kColumnsInsteadOfRows = 32;
 
 // "a x b = product", or "a x b (overflows int64)".
 std::string ProductText(int64_t a, int64_t b) {
@@ -276,34 +280,51 @@ struct TopM {
 };
 
 // Fills rows [begin, end) of `top` from `block`, which holds rows [first, ...) (k values each);
-// returns false if a cost in those rows is not finite.
+// returns false if a cost in those rows is not finite. warm (null, or m clusters per point of
+// all n points) seeds each row's list, e.g. with the previous Lloyd step's candidates.
 //
-// Per row, a sorted list of the m best so far (cost, then cluster: the scan is in cluster order
-// and only a strictly smaller cost gets in); 16 costs at a time are compared with the current
-// m-th best and only those below it (about m ln(k / m) a row) are inserted. A NaN probe (an exact
-// multiply-add: some lane becomes NaN iff some cost is NaN or infinite) runs alongside.
-bool FillTopM(const float* block, int64_t first, int64_t k, int64_t begin, int64_t end, TopM* top) {
+// Per row, a sorted list of the m best so far by (cost, cluster), so the result does not depend
+// on the seeds. The seeds go in first (or clusters 0 .. m - 1 without them); then 16 costs at a
+// time are compared with the current m-th best and only those at or below it are looked at,
+// skipping the seeds. Good seeds make the bound tight from the start, so that few costs get in. A
+// NaN probe (an exact multiply-add: some lane becomes NaN iff some cost is NaN or infinite) runs
+// alongside.
+bool FillTopM(const float* block, int64_t first, int64_t k, int64_t begin, int64_t end,
+              const int32_t* warm, TopM* top) {
   const int m = top->m;
+  std::vector<int32_t> seeds(m);  // ascending, the clusters already inserted
   for (int64_t i = begin; i < end; ++i) {
     const float* row = block + (i - first) * k;
     float* best_cost = top->cost.data() + i * m;
     int32_t* best_cluster = top->cluster.data() + i * m;
     int filled = 0;
-    auto insert = [&](float v, int64_t j) {
+    auto insert = [&](float v, int32_t c) {
       int p = filled < m ? filled++ : m - 1;
-      for (; p > 0 && best_cost[p - 1] > v; --p) {
+      for (; p > 0 && (best_cost[p - 1] > v || (best_cost[p - 1] == v && best_cluster[p - 1] > c));
+           --p) {
         best_cost[p] = best_cost[p - 1];
         best_cluster[p] = best_cluster[p - 1];
       }
       best_cost[p] = v;
-      best_cluster[p] = static_cast<int32_t>(j);
+      best_cluster[p] = c;
     };
-    float probe = 0;
-    int64_t j = 0;
-    for (; j < m; ++j) {
-      probe += row[j] * 0.0f;
-      insert(row[j], j);
+    // (v, c) beats the m-th best (the list is full).
+    auto beats = [&](float v, int32_t c) {
+      return v < best_cost[m - 1] || (v == best_cost[m - 1] && c < best_cluster[m - 1]);
+    };
+    bool seeded = warm != nullptr;
+    if (seeded) {
+      std::copy_n(warm + i * m, m, seeds.begin());
+      std::sort(seeds.begin(), seeds.end());
+      for (int r = 0; r < m && seeded; ++r) {
+        seeded = seeds[r] >= 0 && seeds[r] < k && (r == 0 || seeds[r - 1] < seeds[r]);
+      }
     }
+    if (!seeded) std::iota(seeds.begin(), seeds.end(), 0);
+    float probe = 0;
+    for (int r = 0; r < m; ++r) insert(row[seeds[r]], seeds[r]);
+    int next_seed = 0;  // seeds[next_seed] is the first seed not yet skipped
+    int64_t j = 0;
 #if defined(__SSE2__)
     __m128 lanes_probe = _mm_setzero_ps();
     const __m128 zero = _mm_setzero_ps();
@@ -314,13 +335,16 @@ bool FillTopM(const float* block, int64_t first, int64_t k, int64_t begin, int64
                                _mm_add_ps(_mm_add_ps(_mm_mul_ps(x0, zero), _mm_mul_ps(x1, zero)),
                                           _mm_add_ps(_mm_mul_ps(x2, zero), _mm_mul_ps(x3, zero))));
       const __m128 bound = _mm_set1_ps(best_cost[m - 1]);
-      unsigned mask = static_cast<unsigned>(_mm_movemask_ps(_mm_cmplt_ps(x0, bound))) |
-                      static_cast<unsigned>(_mm_movemask_ps(_mm_cmplt_ps(x1, bound))) << 4 |
-                      static_cast<unsigned>(_mm_movemask_ps(_mm_cmplt_ps(x2, bound))) << 8 |
-                      static_cast<unsigned>(_mm_movemask_ps(_mm_cmplt_ps(x3, bound))) << 12;
+      unsigned mask = static_cast<unsigned>(_mm_movemask_ps(_mm_cmple_ps(x0, bound))) |
+                      static_cast<unsigned>(_mm_movemask_ps(_mm_cmple_ps(x1, bound))) << 4 |
+                      static_cast<unsigned>(_mm_movemask_ps(_mm_cmple_ps(x2, bound))) << 8 |
+                      static_cast<unsigned>(_mm_movemask_ps(_mm_cmple_ps(x3, bound))) << 12;
+      for (; next_seed < m && seeds[next_seed] < j + 16; ++next_seed) {
+        mask &= ~(1u << (seeds[next_seed] - j));
+      }
       for (; mask != 0; mask &= mask - 1) {
-        const int64_t c = j + __builtin_ctz(mask);
-        if (row[c] < best_cost[m - 1]) insert(row[c], c);  // the bound may have dropped since
+        const int32_t c = static_cast<int32_t>(j + __builtin_ctz(mask));
+        if (beats(row[c], c)) insert(row[c], c);  // the bound may have dropped since
       }
     }
     float lanes[4];
@@ -329,7 +353,11 @@ bool FillTopM(const float* block, int64_t first, int64_t k, int64_t begin, int64
 #endif
     for (; j < k; ++j) {
       probe += row[j] * 0.0f;
-      if (row[j] < best_cost[m - 1]) insert(row[j], j);
+      if (next_seed < m && seeds[next_seed] == j) {
+        ++next_seed;
+        continue;
+      }
+      if (beats(row[j], static_cast<int32_t>(j))) insert(row[j], static_cast<int32_t>(j));
     }
     if (probe != 0) return false;
   }
@@ -355,11 +383,13 @@ void ParallelRows(int64_t n, int64_t work_per_row,
   for (std::thread& w : workers) w.join();
 }
 
-// Rows of the n x k cost matrix: views into a dense matrix, or blocks computed on demand.
+// Rows of the n x k cost matrix: views into a dense matrix, or blocks computed on demand (the
+// function runs on several threads at once, on disjoint row ranges).
 class RowSource {
  public:
   RowSource(const float* costs, int64_t n, int64_t k) : dense_(costs), n_(n), k_(k) {}
-  RowSource(const CostRowsFn& fn, int64_t n, int64_t k) : fn_(&fn), n_(n), k_(k) {}
+  RowSource(const CostRowsFn& fn, const CostColumnsFn& columns, int64_t n, int64_t k)
+      : fn_(&fn), columns_(columns ? &columns : nullptr), n_(n), k_(k) {}
 
   const float* dense() const { return dense_; }
   // Rows per block for a pass over all rows: all of them for a dense matrix, else about 16 MB.
@@ -370,32 +400,65 @@ class RowSource {
   const float* Rows(int64_t begin, int64_t end) {
     if (dense_ != nullptr) return dense_ + begin * k_;
     buffer_.resize(static_cast<size_t>((end - begin) * k_));
-    (*fn_)(begin, end, buffer_.data());
-    return buffer_.data();
+    float* out = buffer_.data();
+    ParallelRows(end - begin, k_,
+                 [&](int64_t b, int64_t e) { (*fn_)(begin + b, begin + e, out + b * k_); });
+    return out;
+  }
+  // Whether Columns is cheaper than a pass over the rows: a dense matrix, or a column function.
+  bool has_columns() const { return dense_ != nullptr || columns_ != nullptr; }
+  // Costs of all n points to `clusters` (u of them): out is n x u, row-major. Needs has_columns().
+  void Columns(absl::Span<const int32_t> clusters, float* out) const {
+    if (columns_ != nullptr) {
+      (*columns_)(clusters, out);
+      return;
+    }
+    const int64_t u = static_cast<int64_t>(clusters.size());
+    for (int64_t i = 0; i < n_; ++i) {
+      for (int64_t s = 0; s < u; ++s) out[i * u + s] = dense_[i * k_ + clusters[s]];
+    }
+  }
+  // Calls visit(begin, end, rows) for blocks covering [0, n), (end - begin) x k values each, from
+  // several threads at once. Computed rows come in tiles of about 256 KB, so each is still in
+  // cache when visited (the matrix is never written out whole).
+  void ForEachBlock(const std::function<void(int64_t, int64_t, const float*)>& visit) {
+    if (dense_ != nullptr) {
+      ParallelRows(n_, k_, [&](int64_t b, int64_t e) { visit(b, e, dense_ + b * k_); });
+      return;
+    }
+    const int64_t tile_rows = std::max<int64_t>(1, (int64_t{1} << 16) / k_);
+    ParallelRows(n_, k_, [&](int64_t b, int64_t e) {
+      std::vector<float> tile(static_cast<size_t>(std::min(tile_rows, e - b) * k_));
+      for (int64_t first = b; first < e; first += tile_rows) {
+        const int64_t last = std::min(e, first + tile_rows);
+        (*fn_)(first, last, tile.data());
+        visit(first, last, tile.data());
+      }
+    });
   }
 
  private:
   const float* dense_ = nullptr;
   const CostRowsFn* fn_ = nullptr;
+  const CostColumnsFn* columns_ = nullptr;
   const int64_t n_, k_;
   std::vector<float> buffer_;
 };
 
 // The m = min(k, candidates) cheapest clusters of every point, in one pass
 // over the rows. Returns false if some cost is not finite.
-bool ComputeTopM(RowSource& rows, int64_t n, int64_t k, int candidates, TopM* top) {
+// warm: as in FillTopM, used when it holds m clusters per point.
+bool ComputeTopM(RowSource& rows, int64_t n, int64_t k, int candidates,
+                 const std::vector<int32_t>* warm, TopM* top) {
   top->m = static_cast<int>(std::min<int64_t>(k, candidates));
   top->cluster.resize(n * top->m);
   top->cost.resize(n * top->m);
+  const int32_t* seeds =
+      warm != nullptr && static_cast<int64_t>(warm->size()) == n * top->m ? warm->data() : nullptr;
   std::atomic<bool> finite = true;
-  const int64_t step = rows.block_rows();
-  for (int64_t first = 0; first < n; first += step) {
-    const int64_t last = std::min(n, first + step);
-    const float* block = rows.Rows(first, last);
-    ParallelRows(last - first, k, [&](int64_t begin, int64_t end) {
-      if (!FillTopM(block, first, k, first + begin, first + end, top)) finite = false;
-    });
-  }
+  rows.ForEachBlock([&](int64_t begin, int64_t end, const float* block) {
+    if (!FillTopM(block, begin, k, begin, end, seeds, top)) finite = false;
+  });
   return finite;
 }
 
@@ -436,19 +499,32 @@ Candidates BuildCandidates(RowSource& rows, int64_t n, int64_t k, TopM& top, int
   for (size_t s = 0; s < short_of.size(); ++s) {
     cap[s] = static_cast<size_t>(want - holders[short_of[s]]);
   }
-  const int64_t step = rows.block_rows();
-  for (int64_t first = 0; !short_of.empty() && first < n; first += step) {
-    const int64_t last = std::min(n, first + step);
-    const float* block = rows.Rows(first, last);
-    for (int64_t i = first; i < last; ++i) {  // row by row: the block is read in order
-      const float* row = block + (i - first) * k;
+  // Offers of rows [first, last), whose costs to short_of[s] are at value[(i - first) * stride +
+  // offset + s] (row by row: the block is read in order).
+  auto offer_rows = [&](int64_t first, int64_t last, const float* value, int64_t stride,
+                        const int32_t* offset) {
+    for (int64_t i = first; i < last; ++i) {
+      const float* row = value + (i - first) * stride;
       const float mth = top.cost[i * m + m - 1], best = top.cost[i * m];
       for (size_t s = 0; s < short_of.size(); ++s) {
-        const float v = row[short_of[s]];
+        const float v = row[offset != nullptr ? offset[s] : static_cast<int32_t>(s)];
         if (!(v >= mth)) continue;
         const Offer offer{v - best, static_cast<int32_t>(i), v};
         KeepLeast(offer, cap[s], &order[s]);
       }
+    }
+  };
+  if (!short_of.empty() && rows.has_columns() &&
+      static_cast<int64_t>(short_of.size()) <= kColumnsInsteadOfRows) {
+    // A few short clusters (the usual case in Lloyd steps): only their columns.
+    std::vector<float> columns(static_cast<size_t>(n) * short_of.size());
+    rows.Columns(short_of, columns.data());
+    offer_rows(0, n, columns.data(), static_cast<int64_t>(short_of.size()), nullptr);
+  } else {
+    const int64_t step = rows.block_rows();
+    for (int64_t first = 0; !short_of.empty() && first < n; first += step) {
+      const int64_t last = std::min(n, first + step);
+      offer_rows(first, last, rows.Rows(first, last), k, short_of.data());
     }
   }
   struct Extra {
@@ -670,6 +746,7 @@ void Repair(RowSource& rows, int64_t n, int64_t k, const SizeBounds& bounds,
     }
   };
   const CostColumnsFn columns = [&](absl::Span<const int32_t> clusters, float* out) {
+    if (rows.has_columns()) return rows.Columns(clusters, out);
     const int64_t u = static_cast<int64_t>(clusters.size());
     for (int64_t first = 0; first < n; first += step) {
       const int64_t last = std::min(n, first + step);
@@ -890,6 +967,7 @@ std::vector<int32_t> FastAssign(RowSource& rows, int64_t n, int64_t k, const Siz
   // cost (c_jd - c_jc) + p_c - p_d is >= 0 with potentials p = -lambda.
   for (double& p : prices) p = -p;
   bool in_candidates = true;
+
   {
     ClusterPaths paths(cand, n, k, &labels, std::move(prices));
     double cost = 0;
@@ -939,7 +1017,8 @@ absl::StatusOr<std::vector<int32_t>> FastAssignRows(RowSource& rows, int64_t n, 
   SizeBounds b = bounds;
   b.size_max = std::min(b.size_max, n);
   TopM top;
-  if (!ComputeTopM(rows, n, k, options.polish ? kCandidates : kFeasibleCandidates, &top)) {
+  if (!ComputeTopM(rows, n, k, options.polish ? kCandidates : kFeasibleCandidates,
+                   options.candidates, &top)) {
     if (rows.dense() != nullptr) return NonFiniteError(rows.dense(), n, k);
     return absl::InvalidArgumentError("costs must be finite");
   }
@@ -954,6 +1033,7 @@ absl::StatusOr<std::vector<int32_t>> FastAssignRows(RowSource& rows, int64_t n, 
   }
   // Every cluster should be a candidate of a few times as many points as it may need.
   const int64_t want = std::min<int64_t>(n, 3 * std::max(b.size_min, (n + k - 1) / k));
+  if (options.candidates != nullptr) *options.candidates = top.cluster;
   const Candidates cand = BuildCandidates(rows, n, k, top, want);
   labels = FastAssign(rows, n, k, b, cand, options.polish, options.prices);
   if (options.objective != nullptr) {
@@ -1032,13 +1112,14 @@ absl::StatusOr<std::vector<int32_t>> BalancedAssign(const float* costs, int64_t 
 
 absl::StatusOr<std::vector<int32_t>> BalancedAssignRows(const CostRowsFn& fn, int64_t n, int64_t k,
                                                         const SizeBounds& bounds,
-                                                        const BalancedOptions& options) {
+                                                        const BalancedOptions& options,
+                                                        const CostColumnsFn& columns) {
   if (absl::Status s = CheckBoundsFeasible(n, k, bounds); !s.ok()) return s;
   if (options.mode != BalancedMode::kFast) {
     return absl::InvalidArgumentError("BalancedAssignRows supports kFast only");
   }
   if (!fn) return absl::InvalidArgumentError("cost rows function is empty");
-  RowSource rows(fn, n, k);
+  RowSource rows(fn, columns, n, k);
   return FastAssignRows(rows, n, k, bounds, options);
 }
 

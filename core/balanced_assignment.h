@@ -50,6 +50,11 @@ struct BalancedOptions {
   // the best ones. Cheaper: meant for the inner Lloyd iterations of balanced k-means, whose
   // centroids move again anyway.
   bool polish = true;
+  // kFast: every point's candidate clusters from the previous call on the same points (as that
+  // call left them here); the scan for each point's cheapest clusters starts from them, which
+  // finds the same candidates with far fewer insertions when the costs changed little. Null, or
+  // not from a call with the same n and polish: a cold scan. Replaced by this call's candidates.
+  std::vector<int32_t>* candidates = nullptr;
   // If not null, receives the sum of costs[i, labels[i]] (in double).
   double* objective = nullptr;
 };
@@ -63,20 +68,25 @@ absl::StatusOr<std::vector<int32_t>> BalancedAssign(const float* costs, int64_t 
                                                     const BalancedOptions& options);
 
 // Writes rows [begin, end) of an n x k cost matrix to out ((end - begin) x k, row-major). Called
-// from one thread at a time.
+// from several threads at once on disjoint ranges (blocks of a few hundred rows while scanning):
+// it must be thread-safe, and should do its work on the calling thread.
 using CostRowsFn = std::function<void(int64_t begin, int64_t end, float* out)>;
+
+// Cost columns of the given clusters over all n points: out is n x clusters.size(), row-major.
+using CostColumnsFn = std::function<void(absl::Span<const int32_t> clusters, float* out)>;
 
 // kFast on a cost matrix produced in row blocks (options.mode must be kFast): holds only every
 // point's candidate clusters (about 16 per point), never the n x k matrix; the rare repair that
-// needs more recomputes rows. Same result as BalancedAssign on the materialised matrix.
+// needs more recomputes rows. `columns` (optional) gives the costs of a few clusters over all
+// points more cheaply than a pass over every row, e.g. when few clusters lack candidates. Same
+// result as BalancedAssign on the materialised matrix.
 absl::StatusOr<std::vector<int32_t>> BalancedAssignRows(const CostRowsFn& rows, int64_t n,
                                                         int64_t k, const SizeBounds& bounds,
-                                                        const BalancedOptions& options);
+                                                        const BalancedOptions& options,
+                                                        const CostColumnsFn& columns = {});
 
 // Cost rows of the given points: out is points.size() x k, row-major.
 using CostRowsOfFn = std::function<void(absl::Span<const int32_t> points, float* out)>;
-// Cost columns of the given clusters over all n points: out is n x clusters.size(), row-major.
-using CostColumnsFn = std::function<void(absl::Span<const int32_t> clusters, float* out)>;
 
 // Greedy repair of an assignment (labels, n) whose sizes may break the bounds (checked feasible
 // by the caller), given costs (n), each point's cost in its current cluster; both are updated.

@@ -219,8 +219,16 @@ void SquaredDistances(const float* x, int64_t n, const float* centroids, int64_t
                       float* out, int num_threads) {
   if (n <= 0 || k <= 0) return;
   const std::vector<float> c_norms = SquaredNorms(centroids, k, d);
-  const Eigen::Map<const Eigen::RowVectorXf> c_norm_row(c_norms.data(), k);
   const PackedRhs c(centroids, k, d);  // packed once, shared by the workers
+  SquaredDistancesPacked(x, n, c, c_norms.data(), out, num_threads);
+}
+
+void SquaredDistancesPacked(const float* x, int64_t n, const PackedRhs& centroids,
+                            const float* centroid_squared_norms, float* out, int num_threads) {
+  const int64_t k = centroids.k();
+  const int64_t d = centroids.d();
+  if (n <= 0 || k <= 0) return;
+  const Eigen::Map<const Eigen::RowVectorXf> c_norm_row(centroid_squared_norms, k);
   const int64_t block = RowsPerBlock(k);
   const int64_t num_blocks = CeilDiv(n, block);
   ParallelFor(num_blocks, Workers(num_threads, num_blocks), [&](int64_t b, int) {
@@ -229,7 +237,7 @@ void SquaredDistances(const float* x, int64_t n, const float* centroids, int64_t
     const Eigen::Map<const RowMatrix> xb(x + row0 * d, m, d);
     // The block of the output (m x k) holds x.c first, then the distances.
     Eigen::Map<RowMatrix> tile(out + row0 * k, m, k);
-    c.Multiply(x + row0 * d, m, out + row0 * k, k);
+    centroids.Multiply(x + row0 * d, m, out + row0 * k, k);
     for (int64_t i = 0; i < m; ++i) {
       const float x_norm = xb.row(i).squaredNorm();
       tile.row(i) = ((c_norm_row - 2.0f * tile.row(i)).array() + x_norm).cwiseMax(0.0f).matrix();

@@ -62,6 +62,11 @@ absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d
 void SquaredDistances(const float* x, int64_t n, const float* centroids, int64_t k, int64_t d,
                       float* out, int num_threads = 0);
 
+// As SquaredDistances, against centroids packed once (PackedRhs) with their squared norms (k), for
+// repeated calls against the same centroids (cost rows computed in small blocks).
+void SquaredDistancesPacked(const float* x, int64_t n, const PackedRhs& centroids,
+                            const float* centroid_squared_norms, float* out, int num_threads = 0);
+
 // Nearest centroid of every row of x: labels (n) and squared distances (n, may be null). Blocked
 // so that only a bounded n_block x k tile of distances exists at a time.
 void AssignNearest(const float* x, int64_t n, const float* centroids, int64_t k, int64_t d,

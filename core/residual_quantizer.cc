@@ -27,6 +27,19 @@ SizeBounds ScaleBounds(const SizeBounds& bounds, int64_t n, int64_t m, int64_t k
   return scaled;
 }
 
+// Squared distances of all n rows of data (n x d) to the chosen centroids: n x chosen.
+CostColumnsFn ColumnsOf(const float* data, int64_t n, const float* centroids, int64_t d,
+                        int num_threads) {
+  return [=](absl::Span<const int32_t> clusters, float* out) {
+    std::vector<float> chosen(clusters.size() * static_cast<size_t>(d));
+    for (size_t c = 0; c < clusters.size(); ++c) {
+      std::copy_n(centroids + static_cast<int64_t>(clusters[c]) * d, d, chosen.data() + c * d);
+    }
+    SquaredDistances(data, n, chosen.data(), static_cast<int64_t>(clusters.size()), d, out,
+                     num_threads);
+  };
+}
+
 }  // namespace
 
 absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, int64_t d,
@@ -59,7 +72,6 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
   InitCentroids(train, m, d, k, options.init, options.seed, result.centroids.data(),
                 options.num_threads);
 
-  std::vector<float> costs(static_cast<size_t>(m * k));  // m x k, per iteration
   std::vector<int32_t> labels;
   // Cluster prices carried from one assignment to the next: the centroids move little between
   // iterations, so the previous prices are nearly right and save most of the price sweeps.
@@ -67,12 +79,23 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
   double objective = 0;
   BalancedOptions assign;
   assign.prices = &prices;
+  // Likewise every training row's candidate clusters, which seed the next step's scan for them.
+  std::vector<int32_t> candidates;
+  assign.candidates = &candidates;
   assign.objective = &objective;
   assign.polish = false;  // the centroids move again anyway
   double previous = std::numeric_limits<double>::infinity();
   for (int iteration = 1; iteration <= options.max_iterations; ++iteration) {
-    SquaredDistances(train, m, result.centroids.data(), k, d, costs.data(), options.num_threads);
-    auto assigned = BalancedAssign(costs.data(), m, k, train_bounds, assign);
+    // Cost rows are made in small tiles while the top candidates are picked from them, so the
+    // m x k matrix is never written out.
+    const float* centroids = result.centroids.data();
+    const PackedRhs packed(centroids, k, d);
+    const std::vector<float> norms = SquaredNorms(centroids, k, d);
+    const CostRowsFn rows = [&](int64_t begin, int64_t end, float* out) {
+      SquaredDistancesPacked(train + begin * d, end - begin, packed, norms.data(), out, 1);
+    };
+    const CostColumnsFn columns = ColumnsOf(train, m, centroids, d, options.num_threads);
+    auto assigned = BalancedAssignRows(rows, m, k, train_bounds, assign, columns);
     if (!assigned.ok()) return assigned.status();
     labels = std::move(*assigned);
     UpdateCentroids(train, m, d, labels.data(), k, options.seed + iteration,
@@ -97,17 +120,19 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
     previous = objective;
   }
 
-  std::vector<float>().swap(costs);
   const float* centroids = result.centroids.data();
   if (m == n) {
     // Training saw every row: one more (polished: optimal sizes) assignment step. Only every
     // row's candidate clusters are kept, never the n x k matrix.
+    const PackedRhs packed(centroids, k, d);
+    const std::vector<float> norms = SquaredNorms(centroids, k, d);
     const CostRowsFn rows = [&](int64_t begin, int64_t end, float* out) {
-      SquaredDistances(data + begin * d, end - begin, centroids, k, d, out, options.num_threads);
+      SquaredDistancesPacked(data + begin * d, end - begin, packed, norms.data(), out, 1);
     };
     assign.objective = &result.objective;
     assign.polish = true;
-    auto assigned = BalancedAssignRows(rows, n, k, bounds, assign);
+    auto assigned = BalancedAssignRows(rows, n, k, bounds, assign,
+                                       ColumnsOf(data, n, centroids, d, options.num_threads));
     if (!assigned.ok()) return assigned.status();
     result.assignments = std::move(*assigned);
     return result;
@@ -143,15 +168,7 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
     SquaredDistances(gathered.data(), static_cast<int64_t>(points.size()), centroids, k, d, out,
                      options.num_threads);
   };
-  std::vector<float> chosen;
-  const CostColumnsFn columns = [&](absl::Span<const int32_t> clusters, float* out) {
-    chosen.resize(clusters.size() * static_cast<size_t>(d));
-    for (size_t c = 0; c < clusters.size(); ++c) {
-      std::copy_n(centroids + static_cast<int64_t>(clusters[c]) * d, d, chosen.data() + c * d);
-    }
-    SquaredDistances(data, n, chosen.data(), static_cast<int64_t>(clusters.size()), d, out,
-                     options.num_threads);
-  };
+  const CostColumnsFn columns = ColumnsOf(data, n, centroids, d, options.num_threads);
   RepairToBounds(n, k, bounds, rows_of, columns, &result.assignments, &here);
   result.objective = 0;
   for (float cost : here) result.objective += cost;

@@ -430,6 +430,69 @@ TEST(BalancedFastTest, UnpolishedMeetsBoundsNearExact) {
   }
 }
 
+// Seeding each point's candidate scan (the previous Lloyd step's candidates) only saves work: the
+// candidates, hence the labels, are those of a cold scan, also with ties (costs rounded to
+// integers) and with seeds that are stale, out of range or repeated. Columns served by a function
+// instead of a pass over the rows give the same labels too.
+TEST(BalancedFastTest, SeededCandidatesAndColumnsChangeNothing) {
+  Problem before = MakeProblem("sift", Sift(), 0, 3000, 64, 61);
+  Problem tied = before;
+  tied.name += " rounded";
+  for (float& c : tied.costs) c = std::round(c / 4096.0f);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> jitter(0.97f, 1.03f);
+  Problem after = before;  // the next step's costs: every centroid moved a little
+  for (float& c : after.costs) c *= jitter(rng);
+  for (const Problem* p : {&after, &tied}) {
+    for (bool polish : {false, true}) {
+      const SizeBounds b = BoundsFromSlack(p->n, p->k, 0.1);
+      const std::string what = absl::StrCat(p->name, polish ? " polished" : " unpolished");
+      BalancedOptions options;
+      options.polish = polish;
+      std::vector<int32_t> cold_candidates;
+      options.candidates = &cold_candidates;
+      absl::StatusOr<std::vector<int32_t>> cold =
+          BalancedAssign(p->costs.data(), p->n, p->k, b, options);
+      ASSERT_TRUE(cold.ok()) << what << ": " << cold.status();
+
+      std::vector<int32_t> seeds;  // from the previous step's costs
+      options.candidates = &seeds;
+      ASSERT_TRUE(BalancedAssign(before.costs.data(), p->n, p->k, b, options).ok());
+      ASSERT_FALSE(seeds.empty());
+      std::vector<int32_t> bad_seeds = seeds;
+      for (size_t i = 0; i < bad_seeds.size(); i += 3) bad_seeds[i] = (i % 2) ? -5 : 1000;
+      for (size_t i = 1; i < bad_seeds.size(); i += 7) bad_seeds[i] = bad_seeds[i - 1];
+      for (std::vector<int32_t>* warm : {&seeds, &bad_seeds}) {
+        options.candidates = warm;
+        absl::StatusOr<std::vector<int32_t>> seeded =
+            BalancedAssign(p->costs.data(), p->n, p->k, b, options);
+        ASSERT_TRUE(seeded.ok()) << what << ": " << seeded.status();
+        EXPECT_EQ(*seeded, *cold) << what << (warm == &seeds ? " seeded" : " bad seeds");
+        EXPECT_EQ(*warm, cold_candidates) << what;
+      }
+
+      const CostRowsFn rows = [p](int64_t begin, int64_t end, float* out) {
+        std::copy(p->costs.begin() + begin * p->k, p->costs.begin() + end * p->k, out);
+      };
+      const CostColumnsFn columns = [p](absl::Span<const int32_t> clusters, float* out) {
+        for (int64_t i = 0; i < p->n; ++i) {
+          for (size_t s = 0; s < clusters.size(); ++s) {
+            out[i * clusters.size() + s] = p->costs[i * p->k + clusters[s]];
+          }
+        }
+      };
+      options.candidates = nullptr;
+      absl::StatusOr<std::vector<int32_t>> by_rows =
+          BalancedAssignRows(rows, p->n, p->k, b, options);
+      absl::StatusOr<std::vector<int32_t>> by_columns =
+          BalancedAssignRows(rows, p->n, p->k, b, options, columns);
+      ASSERT_TRUE(by_rows.ok() && by_columns.ok()) << what;
+      EXPECT_EQ(*by_rows, *cold) << what;
+      EXPECT_EQ(*by_columns, *cold) << what;
+    }
+  }
+}
+
 // The greedy repair from the unconstrained argmin, with rows and columns served from the matrix:
 // the bounds hold exactly, the costs it keeps are the labels' costs, and the objective stays near
 // the exact optimum. Skewed costs (one favourite and one unpopular cluster) and bounds that leave
