@@ -15,7 +15,10 @@ BUILD=(g++ cmake make pkg-config
        libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
        libabsl-dev libeigen3-dev librocksdb-dev prometheus-cpp-dev zlib1g-dev)
 # Tests and benchmarks; FAISS is the benchmarks' peer only, never a service dependency.
-EXTRA=(git libgtest-dev libgmock-dev libbenchmark-dev libfaiss-dev libopenblas0-pthread dataset-fashion-mnist)
+# promtool (package prometheus) checks the metrics exposition; openssl makes test certificates;
+# python3-yaml parses the Kubernetes manifests in a test.
+EXTRA=(git libgtest-dev libgmock-dev libbenchmark-dev libfaiss-dev libopenblas0-pthread dataset-fashion-mnist
+       prometheus openssl python3 python3-yaml)
 
 case "$profile" in
   all) PACKAGES=("${BUILD[@]}" "${EXTRA[@]}") ;;
