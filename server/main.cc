@@ -5,8 +5,13 @@
 //   --metrics_addr   QUANTD_METRICS_ADDR   Prometheus /metrics address ("" disables)
 //   --sync           QUANTD_SYNC           fsync each write before acknowledging (true/false)
 //   --shutdown_grace QUANTD_SHUTDOWN_GRACE seconds in-flight calls get on SIGTERM/SIGINT
+//   --health_listen  QUANTD_HEALTH_LISTEN  plaintext grpc.health.v1-only address ("" disables)
+// and the limits: --max_message_mb, --search_threads, --search_queue, --max_collections,
+// --default_deadline_ms, --max_deadline_ms (QUANTD_MAX_MESSAGE_MB, ...).
 #include <signal.h>
 
+#include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -14,6 +19,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "server/heap.h"
 #include "server/log.h"
 #include "server/server.h"
@@ -24,6 +30,18 @@ ABSL_FLAG(std::string, metrics_addr, "127.0.0.1:9464",
           "Prometheus metrics address (host:port); empty disables");
 ABSL_FLAG(bool, sync, true, "fsync the write-ahead log before acknowledging each write");
 ABSL_FLAG(int, shutdown_grace, 20, "seconds in-flight calls may run after SIGTERM/SIGINT");
+ABSL_FLAG(std::string, health_listen, "",
+          "plaintext gRPC address serving only grpc.health.v1, up before the database opens "
+          "(for probes that cannot use TLS); empty disables");
+ABSL_FLAG(int, max_message_mb, 64, "largest gRPC request or response message, in MiB (1..1024)");
+ABSL_FLAG(int, search_threads, 0, "worker threads for Search and Encode; 0 = one per core");
+ABSL_FLAG(int64_t, search_queue, 256,
+          "Search/Encode calls that may wait for a worker; beyond that RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_collections, 1000, "most collections; beyond that RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, default_deadline_ms, 30000,
+          "budget of a Search/Encode call whose client set no deadline (queued past it: "
+          "DEADLINE_EXCEEDED)");
+ABSL_FLAG(int64_t, max_deadline_ms, 600000, "the most budget any Search/Encode call gets");
 
 namespace {
 
@@ -35,6 +53,13 @@ bool ApplyEnvironment() {
       {"metrics_addr", "QUANTD_METRICS_ADDR"},
       {"sync", "QUANTD_SYNC"},
       {"shutdown_grace", "QUANTD_SHUTDOWN_GRACE"},
+      {"health_listen", "QUANTD_HEALTH_LISTEN"},
+      {"max_message_mb", "QUANTD_MAX_MESSAGE_MB"},
+      {"search_threads", "QUANTD_SEARCH_THREADS"},
+      {"search_queue", "QUANTD_SEARCH_QUEUE"},
+      {"max_collections", "QUANTD_MAX_COLLECTIONS"},
+      {"default_deadline_ms", "QUANTD_DEFAULT_DEADLINE_MS"},
+      {"max_deadline_ms", "QUANTD_MAX_DEADLINE_MS"},
   };
   for (const auto& [flag_name, env_name] : kEnv) {
     const char* value = std::getenv(env_name);
@@ -72,6 +97,18 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_addr);
   options.sync = absl::GetFlag(FLAGS_sync);
+  options.health_listen_address = absl::GetFlag(FLAGS_health_listen);
+  const int message_mb = absl::GetFlag(FLAGS_max_message_mb);
+  if (message_mb < 1 || message_mb > 1024) {
+    quantd::LogError("max_message_mb %d is outside 1..1024", message_mb);
+    return 2;
+  }
+  options.max_message_bytes = message_mb << 20;
+  options.search_threads = absl::GetFlag(FLAGS_search_threads);
+  options.search_queue = absl::GetFlag(FLAGS_search_queue);
+  options.max_collections = absl::GetFlag(FLAGS_max_collections);
+  options.default_deadline = std::chrono::milliseconds(absl::GetFlag(FLAGS_default_deadline_ms));
+  options.max_deadline = std::chrono::milliseconds(absl::GetFlag(FLAGS_max_deadline_ms));
   const int grace_seconds = absl::GetFlag(FLAGS_shutdown_grace);
   if (grace_seconds < 0) {
     quantd::LogError("shutdown_grace %d is negative", grace_seconds);
@@ -84,10 +121,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string metrics = (*server)->metrics_address();
-  quantd::LogInfo("quantd %s serving gRPC on %s (port %d), metrics on %s, data in %s, sync %s",
-                  QUANTD_VERSION, options.listen_address, (*server)->port(),
-                  metrics.empty() ? "(disabled)" : "http://" + metrics + "/metrics",
-                  options.data_dir, options.sync ? "on" : "off");
+  quantd::LogInfo(
+      "quantd %s serving gRPC on %s (port %d), health on %s, metrics on %s, data in %s, sync %s",
+      QUANTD_VERSION, options.listen_address, (*server)->port(),
+      options.health_listen_address.empty()
+          ? "the gRPC port"
+          : absl::StrCat(options.health_listen_address, " (port ", (*server)->health_port(), ")"),
+      metrics.empty() ? "(disabled)" : "http://" + metrics + "/metrics", options.data_dir,
+      options.sync ? "on" : "off");
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);

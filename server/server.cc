@@ -14,6 +14,7 @@
 #include "server/metrics.h"
 #include "server/service.h"
 #include "server/store.h"
+#include "server/work_queue.h"
 
 namespace quantd {
 
@@ -24,6 +25,32 @@ QuantdServer::~QuantdServer() { Shutdown(std::chrono::milliseconds(0)); }
 absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOptions& options) {
   auto server = std::unique_ptr<QuantdServer>(new QuantdServer());
   server->options_ = options;
+  if (options.max_message_bytes < 1 << 20) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_message_bytes %d is below 1 MiB", options.max_message_bytes));
+  }
+  if (options.search_threads < 0 || options.search_queue < 0 || options.max_collections < 1 ||
+      options.default_deadline.count() < 1 || options.max_deadline < options.default_deadline) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "limits out of range: search_threads %d and search_queue %d must be >= 0, "
+        "max_collections %d >= 1, 1 ms <= default_deadline %d ms <= max_deadline %d ms",
+        options.search_threads, options.search_queue, options.max_collections,
+        options.default_deadline.count(), options.max_deadline.count()));
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  if (!options.health_listen_address.empty()) {
+    // Up before the database opens, so probes see NOT_SERVING rather than a refused connection.
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(options.health_listen_address, grpc::InsecureServerCredentials(),
+                             &server->health_port_);
+    server->health_server_ = builder.BuildAndStart();
+    if (server->health_server_ == nullptr || server->health_port_ == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("health_listen '%s' cannot be bound", options.health_listen_address));
+    }
+    server->SetServing(false);
+  }
 
   std::error_code error;
   std::filesystem::create_directories(options.data_dir, error);
@@ -31,15 +58,23 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
     return absl::FailedPreconditionError(
         absl::StrFormat("data_dir '%s' cannot be created: %s", options.data_dir, error.message()));
   }
-  auto store = Store::Open({.path = options.data_dir, .sync = options.sync});
+  auto store = Store::Open(
+      {.path = options.data_dir, .sync = options.sync, .max_collections = options.max_collections});
   if (!store.ok()) return store.status();
   server->store_ = std::move(*store);
   auto jobs = JobManager::Create(server->store_.get());
   if (!jobs.ok()) return jobs.status();
   server->jobs_ = std::move(*jobs);
   server->metrics_ = std::make_unique<Metrics>();
-  server->service_ = std::make_unique<QuantdService>(server->store_.get(), server->jobs_.get(),
-                                                     server->metrics_.get());
+  const int threads = options.search_threads > 0
+                          ? options.search_threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  server->pool_ = std::make_unique<WorkQueue>(threads, options.search_queue);
+  server->service_ = std::make_unique<QuantdService>(
+      server->store_.get(), server->jobs_.get(), server->metrics_.get(),
+      ServiceLimits{.pool = server->pool_.get(),
+                    .default_deadline = options.default_deadline,
+                    .max_deadline = options.max_deadline});
 
   if (!options.metrics_address.empty()) {
     try {
@@ -51,21 +86,28 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
     server->exposer_->RegisterCollectable(server->metrics_->registry());
   }
 
-  grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(),
                            &server->port_);
-  builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
-  builder.SetMaxSendMessageSize(kMaxReceiveMessageBytes);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::FailedPreconditionError(
         absl::StrFormat("listen_address '%s' cannot be bound", options.listen_address));
   }
-  server->server_->GetHealthCheckService()->SetServingStatus(true);
+  server->SetServing(true);
   return server;
+}
+
+void QuantdServer::SetServing(bool serving) {
+  for (grpc::Server* s : {server_.get(), health_server_.get()}) {
+    if (s == nullptr) continue;
+    s->GetHealthCheckService()->SetServingStatus(serving);  // "" and every service
+    s->GetHealthCheckService()->SetServingStatus(v1::Quantd::service_full_name(), serving);
+  }
 }
 
 std::string QuantdServer::address() const {
@@ -87,11 +129,17 @@ void QuantdServer::Shutdown(std::chrono::milliseconds grace) {
   // The metrics HTTP server (civetweb) takes up to two seconds to stop its poll loop; stop it
   // while gRPC drains rather than after.
   std::thread exposer_stop([exposer = std::move(exposer_)]() mutable { exposer.reset(); });
+  SetServing(false);  // probes and load balancers stop sending new calls first
   if (server_ != nullptr) {
-    server_->GetHealthCheckService()->SetServingStatus(false);
     server_->Shutdown(std::chrono::system_clock::now() + grace);
     server_->Wait();
     server_.reset();
+  }
+  pool_.reset();  // every queued call finished with the gRPC server
+  if (health_server_ != nullptr) {
+    health_server_->Shutdown(std::chrono::system_clock::now());
+    health_server_->Wait();
+    health_server_.reset();
   }
   exposer_stop.join();
   jobs_.reset();  // cancels a running training job and waits for it

@@ -24,6 +24,7 @@ class Store;
 class JobManager;
 class Metrics;
 class QuantdService;
+class WorkQueue;
 
 struct ServerOptions {
   // host:port for gRPC; port 0 picks a free port (see QuantdServer::port()).
@@ -34,6 +35,18 @@ struct ServerOptions {
   std::string metrics_address = "127.0.0.1:9464";
   // fsync the WAL before acknowledging each write.
   bool sync = true;
+  // host:port of a plaintext gRPC server with only grpc.health.v1 (for probes that cannot speak
+  // TLS, such as the kubelet's); it starts first and says NOT_SERVING until the database is open
+  // and the models are loaded. Empty disables it.
+  std::string health_listen_address;
+
+  // Limits.
+  int max_message_bytes = 64 << 20;  // largest request or response message
+  int search_threads = 0;            // workers for Search and Encode; 0: one per core
+  int64_t search_queue = 256;        // Search/Encode calls waiting beyond that: RESOURCE_EXHAUSTED
+  int64_t max_collections = 1000;    // CreateCollection beyond that: RESOURCE_EXHAUSTED
+  std::chrono::milliseconds default_deadline{30000};  // budget of a call without a deadline
+  std::chrono::milliseconds max_deadline{600000};     // the most budget any call gets
 
   // A server embedded in another program (tests, benchmarks): a free loopback port, no
   // metrics endpoint, data in `data_dir`.
@@ -56,6 +69,7 @@ class QuantdServer {
   // The address clients dial, e.g. "127.0.0.1:50051".
   std::string address() const;
   std::string metrics_address() const;
+  int health_port() const { return health_port_; }  // 0 without a health server
 
   // Stops accepting calls, lets in-flight calls finish for up to `grace`, cancels the rest,
   // then flushes and closes the database. Idempotent.
@@ -63,14 +77,18 @@ class QuantdServer {
 
  private:
   QuantdServer();
+  void SetServing(bool serving);  // grpc.health.v1 status on both servers
   ServerOptions options_;
   int port_ = 0;
   std::unique_ptr<Store> store_;
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<WorkQueue> pool_;
   std::unique_ptr<QuantdService> service_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> health_server_;  // on health_listen_address, if set
+  int health_port_ = 0;
 };
 
 }  // namespace quantd

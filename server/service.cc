@@ -7,6 +7,7 @@
 #include "core/semantic_id.h"
 #include "server/index.h"
 #include "server/tokenizer.h"
+#include "server/work_queue.h"
 
 namespace quantd {
 namespace {
@@ -63,11 +64,54 @@ grpc::ServerUnaryReactor* QuantdService::Finish(grpc::CallbackServerContext* con
                                                 absl::string_view method,
                                                 std::chrono::steady_clock::time_point start,
                                                 const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Complete(reactor, method, start, status);
+  return reactor;
+}
+
+void QuantdService::Complete(grpc::ServerUnaryReactor* reactor, absl::string_view method,
+                             std::chrono::steady_clock::time_point start,
+                             const absl::Status& status) {
   if (metrics_ != nullptr) {
     metrics_->RecordRequest(method, static_cast<int>(status.code()), SecondsSince(start));
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
+}
+
+grpc::ServerUnaryReactor* QuantdService::OnPool(grpc::CallbackServerContext* context,
+                                                absl::string_view method, Clock::time_point start,
+                                                std::function<absl::Status()> work) {
+  if (limits_.pool == nullptr) return Finish(context, method, start, work());
+  // The call's budget: the client's deadline capped at max_deadline, else default_deadline.
+  std::chrono::nanoseconds budget = limits_.default_deadline;
+  const auto client_deadline = context->deadline();
+  const auto now = std::chrono::system_clock::now();
+  if (client_deadline < now + limits_.max_deadline) {
+    budget = std::chrono::duration_cast<std::chrono::nanoseconds>(client_deadline - now);
+  } else if (client_deadline != std::chrono::system_clock::time_point::max()) {
+    budget = limits_.max_deadline;
+  }
+  const Clock::time_point deadline = start + budget;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto task = [this, context, reactor, method, start, deadline, work = std::move(work)] {
+    absl::Status status;
+    if (context->IsCancelled()) {
+      status = absl::CancelledError(absl::StrFormat("%s was cancelled before it ran", method));
+    } else if (Clock::now() >= deadline) {
+      status = absl::DeadlineExceededError(absl::StrFormat(
+          "%s waited %.3f s for a worker, past its deadline", method, SecondsSince(start)));
+    } else {
+      status = work();
+    }
+    Complete(reactor, method, start, status);
+  };
+  if (!limits_.pool->TrySubmit(std::move(task))) {
+    Complete(reactor, method, start,
+             absl::ResourceExhaustedError(absl::StrFormat(
+                 "server busy: %d %s calls already waiting for %d workers (--search_queue); retry "
+                 "with backoff",
+                 limits_.pool->capacity(), "Search/Encode", limits_.pool->threads())));
+  }
   return reactor;
 }
 
@@ -265,15 +309,16 @@ grpc::ServerUnaryReactor* QuantdService::TrainIndex(grpc::CallbackServerContext*
   return Finish(context, "TrainIndex", start, job.status());
 }
 
-// Runs inline on the gRPC thread: a batch is bounded (kMaxSearchQueries x kMaxSearchK) and
-// searched on one core.
+// Runs on the serving pool: a batch is bounded (kMaxSearchQueries x kMaxSearchK) and searched on
+// one core.
 grpc::ServerUnaryReactor* QuantdService::Search(grpc::CallbackServerContext* context,
                                                 const v1::SearchRequest* request,
                                                 v1::SearchResponse* response) {
   const Clock::time_point start = Clock::now();
-  auto result = store_->Search(request->collection(), request->queries(), request->k(),
-                               request->nprobe(), request->refine());
-  if (result.ok()) {
+  return OnPool(context, "Search", start, [this, request, response]() -> absl::Status {
+    auto result = store_->Search(request->collection(), request->queries(), request->k(),
+                                 request->nprobe(), request->refine());
+    if (!result.ok()) return result.status();
     response->set_index_version(result->index_version);
     response->set_nprobe(static_cast<uint32_t>(result->nprobe));
     for (const std::vector<IvfPqNeighbor>& neighbors : result->neighbors) {
@@ -283,8 +328,8 @@ grpc::ServerUnaryReactor* QuantdService::Search(grpc::CallbackServerContext* con
         out->add_distances(neighbor.distance);
       }
     }
-  }
-  return Finish(context, "Search", start, result.status());
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* QuantdService::GetJob(grpc::CallbackServerContext* context,
@@ -325,7 +370,7 @@ grpc::ServerUnaryReactor* QuantdService::Encode(grpc::CallbackServerContext* con
                                                 const v1::EncodeRequest* request,
                                                 v1::EncodeResponse* response) {
   const Clock::time_point start = Clock::now();
-  auto status = [&]() -> absl::Status {
+  return OnPool(context, "Encode", start, [this, request, response]() -> absl::Status {
     auto info = store_->DescribeCollection(request->collection());
     if (!info.ok()) return info.status();
     if (request->ids_size() == 0 && request->vectors_size() == 0) {
@@ -374,8 +419,7 @@ grpc::ServerUnaryReactor* QuantdService::Encode(grpc::CallbackServerContext* con
       }
     }
     return absl::OkStatus();
-  }();
-  return Finish(context, "Encode", start, status);
+  });
 }
 
 grpc::ServerUnaryReactor* QuantdService::Lookup(grpc::CallbackServerContext* context,

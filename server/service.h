@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 
 #include "quantd/v1/quantd.grpc.pb.h"
 #include "server/jobs.h"
@@ -14,19 +15,30 @@
 
 namespace quantd {
 
-// Largest GetItems answer, in bytes of vector payload; the server's message limit is above it.
+// Largest GetItems answer, in bytes of vector payload (the default message limit is above it).
 inline constexpr int64_t kMaxResponsePayloadBytes = 48 << 20;
 // Most vectors one Encode request may carry, and most ids a Lookup may return.
 inline constexpr int64_t kMaxEncodeRows = 100000;
 inline constexpr int64_t kMaxLookupLimit = 100000;
-// Largest request the server accepts (an Upsert batch, for instance).
-inline constexpr int kMaxReceiveMessageBytes = 64 << 20;
+
+class WorkQueue;
+
+// How the serving calls are bounded (see ServerOptions for the flags behind them).
+struct ServiceLimits {
+  // Search and Encode run here (null: inline on gRPC's thread); a full queue refuses the call
+  // with RESOURCE_EXHAUSTED.
+  WorkQueue* pool = nullptr;
+  // Budget of a queued call whose client set no deadline, and the most any call gets: a call
+  // still queued when its budget runs out is answered DEADLINE_EXCEEDED without being run.
+  std::chrono::milliseconds default_deadline{30000};
+  std::chrono::milliseconds max_deadline{600000};
+};
 
 class QuantdService final : public v1::Quantd::CallbackService {
  public:
-  // `store`, `jobs` and `metrics` (may be null) outlive the service.
-  QuantdService(Store* store, JobManager* jobs, Metrics* metrics)
-      : store_(store), jobs_(jobs), metrics_(metrics) {}
+  // `store`, `jobs`, `metrics` (may be null) and limits.pool outlive the service.
+  QuantdService(Store* store, JobManager* jobs, Metrics* metrics, ServiceLimits limits = {})
+      : store_(store), jobs_(jobs), metrics_(metrics), limits_(limits) {}
 
   grpc::ServerUnaryReactor* CreateCollection(grpc::CallbackServerContext* context,
                                              const v1::CreateCollectionRequest* request,
@@ -84,10 +96,19 @@ class QuantdService final : public v1::Quantd::CallbackService {
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, absl::string_view method,
                                    std::chrono::steady_clock::time_point start,
                                    const absl::Status& status);
+  void Complete(grpc::ServerUnaryReactor* reactor, absl::string_view method,
+                std::chrono::steady_clock::time_point start, const absl::Status& status);
+  // Runs `work` on limits_.pool and finishes the call with its status; refuses the call when
+  // the queue is full, and skips the work when the client cancelled or the call's budget ran
+  // out while it waited. `method` must outlive the call (a string literal).
+  grpc::ServerUnaryReactor* OnPool(grpc::CallbackServerContext* context, absl::string_view method,
+                                   std::chrono::steady_clock::time_point start,
+                                   std::function<absl::Status()> work);
 
   Store* store_;
   JobManager* jobs_;
   Metrics* metrics_;
+  ServiceLimits limits_;
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);

@@ -196,6 +196,12 @@ absl::StatusOr<CollectionInfo> Store::CreateCollection(absl::string_view name, i
   if (collections_.contains(name)) {
     return absl::AlreadyExistsError(absl::StrFormat("collection '%s' already exists", name));
   }
+  if (static_cast<int64_t>(collections_.size()) >= options_.max_collections) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("collection '%s' not created: %d collections exist, the limit "
+                        "(--max_collections) is %d",
+                        name, collections_.size(), options_.max_collections));
+  }
   auto collection = std::make_shared<Collection>();
   CollectionInfo& info = collection->info;
   info.name = std::string(name);

@@ -78,6 +78,8 @@ class Store {
   struct Options {
     std::string path;  // database directory; created if missing
     bool sync = true;  // fsync the WAL before acknowledging a write
+    // CreateCollection refuses (RESOURCE_EXHAUSTED) once this many collections exist.
+    int64_t max_collections = 1000;
   };
 
   static absl::StatusOr<std::unique_ptr<Store>> Open(const Options& options);

@@ -67,6 +67,22 @@ inline bool HealthServing(grpc::Channel* channel) {
   return status.ok() && response == std::string("\x08\x01", 2);
 }
 
+// grpc.health.v1.Health/Check for `service` ("" = the whole server): the ServingStatus number
+// (1 SERVING, 2 NOT_SERVING, ...), or -(gRPC code) when the check itself fails.
+inline int HealthStatus(grpc::Channel* channel, const std::string& service) {
+  // HealthCheckRequest{service: string field 1}.
+  std::string request;
+  if (!service.empty()) {
+    request = std::string("\x0a", 1) + static_cast<char>(service.size()) + service;
+  }
+  std::string response;
+  const grpc::Status status =
+      RawCall(channel, "/grpc.health.v1.Health/Check", request, &response, false);
+  if (!status.ok()) return -static_cast<int>(status.error_code());
+  if (response.empty()) return 0;  // UNKNOWN: the default value is not serialized
+  return response.size() == 2 && response[0] == '\x08' ? response[1] : -1000;
+}
+
 }  // namespace quantd::testing
 
 #endif  // QUANTD_TESTS_GRPC_RAW_H_
