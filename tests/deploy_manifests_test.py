@@ -510,6 +510,15 @@ class ConfigTest(unittest.TestCase):
                      "QUANTD_DATA_DIR", "QUANTD_BACKUP_DIR"):
             self.assertEqual(env.get(name), self.setting(name), f"Dockerfile ENV {name}")
 
+    def test_no_service_links_into_the_flag_namespace(self):
+        # Service links name variables after Services: "quantd" gives QUANTD_PORT=tcp://...,
+        # which the server would read as the flag --port.
+        prefixed = [s["metadata"]["name"] for s in D.find("Service")
+                    if s["metadata"]["name"].upper().replace("-", "_").startswith("QUANTD")]
+        if prefixed:
+            self.assertIs(D.pod_spec.get("enableServiceLinks"), False,
+                          f"Services {prefixed} would inject QUANTD_* variables")
+
     def test_termination_grace_exceeds_shutdown_grace(self):
         grace = int(self.setting("QUANTD_SHUTDOWN_GRACE"))
         self.assertGreater(D.pod_spec.get("terminationGracePeriodSeconds", 30), grace)
