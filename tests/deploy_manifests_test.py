@@ -246,12 +246,9 @@ def setUpModule():
     global D, SECRETS_TMP, SECRETS_DIR, SECRETS_RUN
     D = Deploy()
     SECRETS_TMP = tempfile.mkdtemp(prefix="quantd-secrets-")
+    unittest.addModuleCleanup(shutil.rmtree, SECRETS_TMP, True)
     SECRETS_DIR = os.path.join(SECRETS_TMP, "secrets")
     SECRETS_RUN = run_make_secrets(SECRETS_DIR, "--namespace", SECRETS_NAMESPACE)
-
-
-def tearDownModule():
-    shutil.rmtree(SECRETS_TMP, ignore_errors=True)
 
 
 class KustomizationTest(unittest.TestCase):
@@ -600,6 +597,7 @@ class KustomizeBuildTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="quantd-kustomize-")
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, True)  # runs even if setUpClass fails
         copy = os.path.join(cls.tmp, "k8s")
         shutil.copytree(k8s_dir(), copy, ignore=shutil.ignore_patterns("secrets"))
         if SECRETS_RUN.returncode != 0:
@@ -610,10 +608,6 @@ class KustomizeBuildTest(unittest.TestCase):
         if built.returncode != 0:
             raise AssertionError(f"kubectl kustomize failed: {built.stderr}")
         cls.objects = [d for d in yaml.safe_load_all(built.stdout) if d is not None]
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def named(self, kind):
         return {o["metadata"]["name"]: o for o in self.objects if o["kind"] == kind}
