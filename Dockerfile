@@ -1,7 +1,10 @@
 # quantd image: build on Debian 12 with the same install script as `make run`, run as non-root
-# from a slim runtime stage. Data lives on the volume /var/lib/quantd.
+# (uid/gid 10001) from a slim runtime stage. Everything quantd writes lives on the volume
+# /var/lib/quantd: the database in db/, backups (RocksDB checkpoints, hard links, so on the same
+# filesystem) in backups/. Ports: 50051 gRPC, 50052 plaintext gRPC health only (for Kubernetes
+# probes, which cannot do TLS), 9464 Prometheus /metrics. Kubernetes: deploy/k8s/README.md.
 #   docker build -t quantd .
-#   docker run -p 50051:50051 -p 9464:9464 -v quantd-data:/var/lib/quantd quantd
+#   docker run -p 50051:50051 -p 50052:50052 -p 9464:9464 -v quantd-data:/var/lib/quantd quantd
 FROM debian:bookworm AS build
 WORKDIR /src
 COPY deploy/install-deps.sh deploy/install-deps.sh
@@ -24,11 +27,13 @@ RUN bash /tmp/install-deps.sh runtime && rm -rf /var/lib/apt/lists/* /tmp/instal
  && mkdir -p /var/lib/quantd && chown quantd:quantd /var/lib/quantd
 COPY --from=build /src/build/server/quantd /src/build/client/quantctl /usr/local/bin/
 ENV QUANTD_LISTEN=0.0.0.0:50051 \
+    QUANTD_HEALTH_LISTEN=0.0.0.0:50052 \
     QUANTD_METRICS_ADDR=0.0.0.0:9464 \
-    QUANTD_DATA_DIR=/var/lib/quantd \
+    QUANTD_DATA_DIR=/var/lib/quantd/db \
+    QUANTD_BACKUP_DIR=/var/lib/quantd/backups \
     QUANTD_SYNC=true
 VOLUME /var/lib/quantd
-EXPOSE 50051 9464
+EXPOSE 50051 50052 9464
 USER 10001:10001
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/quantd"]
