@@ -1,14 +1,198 @@
 #include "server/metrics.h"
 
-#include "prometheus/counter.h"
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/semantic_id.h"
+#include "google/protobuf/descriptor.h"
+#include "quantd/v1/quantd.grpc.pb.h"
+#include "server/index.h"
+#include "server/jobs.h"
+#include "server/store.h"
+#include "server/tokenizer.h"
+#include "server/work_queue.h"
 
 namespace quantd {
 namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
 
 // 50 us to 10 s, roughly x2.5 per bucket.
 const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
     50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3,
     50e-3, 100e-3, 250e-3, 500e-3, 1.0,  2.5,    5.0,  10.0};
+// Rows per call or message: 1 to 2^20, x4 per bucket.
+const prometheus::Histogram::BucketBoundaries kRowBuckets = {
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576};
+// Training job durations: 1 s to 4 h.
+const std::vector<double> kJobSecondsBuckets = {1, 5, 15, 60, 300, 900, 3600, 14400};
+
+constexpr absl::string_view kServicePrefix = "/quantd.v1.Quantd/";
+
+// The quantd.v1 method name of a gRPC path, or "other" (health, reflection, unknown paths), so
+// that a client cannot mint label values.
+std::string MethodLabel(absl::string_view grpc_method) {
+  if (absl::StartsWith(grpc_method, kServicePrefix)) {
+    const absl::string_view name = grpc_method.substr(kServicePrefix.size());
+    static const google::protobuf::ServiceDescriptor* service =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+            v1::Quantd::service_full_name());
+    if (service != nullptr && service->FindMethodByName(std::string(name)) != nullptr) {
+      return std::string(name);
+    }
+  }
+  return "other";
+}
+
+class InFlightInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit InFlightInterceptor(prometheus::Gauge& gauge) : gauge_(gauge) { gauge_.Increment(); }
+  ~InFlightInterceptor() override { gauge_.Decrement(); }
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    methods->Proceed();
+  }
+
+ private:
+  prometheus::Gauge& gauge_;
+};
+
+class InFlightFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit InFlightFactory(Metrics* metrics) : metrics_(metrics) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new InFlightInterceptor(metrics_->InFlight(info->method()));
+  }
+
+ private:
+  Metrics* metrics_;
+};
+
+// Builders of scrape-time families.
+MetricFamily Family(std::string name, std::string help, MetricType type) {
+  MetricFamily family;
+  family.name = std::move(name);
+  family.help = std::move(help);
+  family.type = type;
+  return family;
+}
+
+void AddGauge(MetricFamily& family, std::vector<ClientMetric::Label> labels, double value) {
+  ClientMetric metric;
+  metric.label = std::move(labels);
+  metric.gauge.value = value;
+  family.metric.push_back(std::move(metric));
+}
+
+void AddCounter(MetricFamily& family, double value) {
+  ClientMetric metric;
+  metric.counter.value = value;
+  family.metric.push_back(std::move(metric));
+}
+
+std::string StateName(v1::JobState state) {
+  switch (state) {
+    case v1::JOB_STATE_PENDING:
+      return "pending";
+    case v1::JOB_STATE_RUNNING:
+      return "running";
+    case v1::JOB_STATE_SUCCEEDED:
+      return "succeeded";
+    case v1::JOB_STATE_FAILED:
+      return "failed";
+    case v1::JOB_STATE_CANCELLED:
+      return "cancelled";
+    default:
+      return "unspecified";
+  }
+}
+
+// Process figures from /proc/self (Linux), as the Prometheus client libraries name them.
+void AddProcessFamilies(std::vector<MetricFamily>& out) {
+  std::ifstream stat_file("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  // Fields after the command name in parentheses, which may contain spaces.
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return;
+  std::istringstream fields(stat.substr(close + 2));
+  std::vector<std::string> f;  // f[0] is field 3 (state)
+  for (std::string token; fields >> token;) f.push_back(token);
+  if (f.size() < 22) return;
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+  const double cpu = (std::stod(f[11]) + std::stod(f[12])) / ticks;  // utime + stime
+  const double threads = std::stod(f[17]);
+  const double start_ticks = std::stod(f[19]);
+  const double virtual_bytes = std::stod(f[20]);
+  const double resident_bytes = std::stod(f[21]) * page;
+  double boot_time = 0;
+  std::ifstream proc_stat("/proc/stat");
+  for (std::string line; std::getline(proc_stat, line);) {
+    if (absl::StartsWith(line, "btime ")) boot_time = std::stod(line.substr(6));
+  }
+  MetricFamily cpu_family =
+      Family("process_cpu_seconds_total", "User and system CPU time spent, in seconds",
+             MetricType::Counter);
+  AddCounter(cpu_family, cpu);
+  out.push_back(std::move(cpu_family));
+  MetricFamily resident =
+      Family("process_resident_memory_bytes", "Resident memory size in bytes", MetricType::Gauge);
+  AddGauge(resident, {}, resident_bytes);
+  out.push_back(std::move(resident));
+  MetricFamily virt =
+      Family("process_virtual_memory_bytes", "Virtual memory size in bytes", MetricType::Gauge);
+  AddGauge(virt, {}, virtual_bytes);
+  out.push_back(std::move(virt));
+  MetricFamily start =
+      Family("process_start_time_seconds",
+             "Start time of the process since the Unix epoch, in seconds", MetricType::Gauge);
+  AddGauge(start, {}, boot_time + start_ticks / ticks);
+  out.push_back(std::move(start));
+  MetricFamily thread_family =
+      Family("process_threads", "Threads in the process", MetricType::Gauge);
+  AddGauge(thread_family, {}, threads);
+  out.push_back(std::move(thread_family));
+  std::error_code error;
+  double fds = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", error);
+       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    ++fds;
+  }
+  MetricFamily open_fds = Family("process_open_fds", "Open file descriptors", MetricType::Gauge);
+  AddGauge(open_fds, {}, fds);
+  out.push_back(std::move(open_fds));
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    MetricFamily max_fds =
+        Family("process_max_fds", "Most open file descriptors allowed", MetricType::Gauge);
+    AddGauge(max_fds, {}, static_cast<double>(limit.rlim_cur));
+    out.push_back(std::move(max_fds));
+  }
+}
+
+// Heap bytes of a tokenizer's codebooks: each level's K x d floats, kept plain and packed for
+// the product kernels, plus K norms.
+double TokenizerBytes(const Tokenizer& tokenizer) {
+  double bytes = 0;
+  for (int64_t l = 0; l < tokenizer.levels(); ++l) {
+    const double k = static_cast<double>(tokenizer.quantizer().codebook_size(l));
+    bytes += k * static_cast<double>(tokenizer.dimension()) * sizeof(float) * 2 + k * sizeof(float);
+  }
+  return bytes;
+}
 
 }  // namespace
 
@@ -22,6 +206,15 @@ Metrics::Metrics()
                    .Name("quantd_request_duration_seconds")
                    .Help("RPC latency by method, from first byte to status")
                    .Register(*registry_)),
+      rows_(prometheus::BuildHistogram()
+                .Name("quantd_request_rows")
+                .Help("Rows (items, vectors or queries) per call, or per message of a stream, by "
+                      "method")
+                .Register(*registry_)),
+      in_flight_(prometheus::BuildGauge()
+                     .Name("quantd_requests_in_flight")
+                     .Help("RPCs started and not yet finished, by method")
+                     .Register(*registry_)),
       upserted_rows_(prometheus::BuildCounter()
                          .Name("quantd_upserted_rows_total")
                          .Help("Rows acknowledged by Upsert")
@@ -32,6 +225,177 @@ void Metrics::RecordRequest(absl::string_view method, int status_code, double se
   const std::string name(method);
   requests_.Add({{"method", name}, {"code", std::to_string(status_code)}}).Increment();
   latency_.Add({{"method", name}}, kLatencyBuckets).Observe(seconds);
+}
+
+void Metrics::RecordRows(absl::string_view method, double rows) {
+  rows_.Add({{"method", std::string(method)}}, kRowBuckets).Observe(rows);
+}
+
+prometheus::Gauge& Metrics::InFlight(absl::string_view grpc_method) {
+  return in_flight_.Add({{"method", MethodLabel(grpc_method)}});
+}
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+Metrics::InFlightInterceptors() {
+  return std::make_unique<InFlightFactory>(this);
+}
+
+std::vector<MetricFamily> StateCollector::Collect() const {
+  std::vector<MetricFamily> out;
+  const std::vector<CollectionInfo> collections = store_->ListCollections();
+
+  MetricFamily count = Family("quantd_collections", "Collections", MetricType::Gauge);
+  AddGauge(count, {}, static_cast<double>(collections.size()));
+  out.push_back(std::move(count));
+  MetricFamily items = Family("quantd_collection_items", "Items per collection", MetricType::Gauge);
+  MetricFamily tokenizer_bytes =
+      Family("quantd_tokenizer_memory_bytes", "Heap bytes of the serving tokenizer, per collection",
+             MetricType::Gauge);
+  MetricFamily index_bytes =
+      Family("quantd_index_memory_bytes", "Heap bytes of the serving IVF-PQ index, per collection",
+             MetricType::Gauge);
+  MetricFamily collision = Family(
+      "quantd_sid_collision_rate",
+      "Share of items whose code tuple another item has too (1 - unique tuples / items), per "
+      "collection; refreshed at most once a minute",
+      MetricType::Gauge);
+  MetricFamily usage =
+      Family("quantd_codebook_usage_ratio", "Codes used / codebook size, per collection and level",
+             MetricType::Gauge);
+
+  std::lock_guard lock(mu_);
+  std::map<std::string, SidFigures> kept;
+  for (const CollectionInfo& info : collections) {
+    AddGauge(items, {{"collection", info.name}}, static_cast<double>(info.item_count));
+    auto index = store_->GetIndex(info.name);
+    if (index.ok()) {
+      AddGauge(index_bytes, {{"collection", info.name}},
+               static_cast<double>((*index)->index.Stats().memory_bytes));
+    }
+    auto tokenizer = store_->GetTokenizer(info.name);
+    if (!tokenizer.ok()) continue;
+    AddGauge(tokenizer_bytes, {{"collection", info.name}}, TokenizerBytes(**tokenizer));
+    SidFigures figures;
+    const auto cached = sid_figures_.find(info.name);
+    const auto now = std::chrono::steady_clock::now();
+    const bool fresh = cached != sid_figures_.end() &&
+                       ((cached->second.tokenizer_version == (*tokenizer)->version() &&
+                         cached->second.items == info.item_count) ||
+                        now - cached->second.computed < std::chrono::minutes(1));
+    if (fresh) {
+      figures = cached->second;
+    } else {
+      auto sids = store_->ExportSids(info.name, **tokenizer);
+      if (!sids.ok()) continue;  // e.g. ABORTED by a retraining: next scrape
+      const int64_t n = static_cast<int64_t>(sids->ids.size());
+      const int64_t levels = (*tokenizer)->levels();
+      figures.tokenizer_version = (*tokenizer)->version();
+      figures.items = info.item_count;
+      figures.computed = now;
+      figures.collision_rate = ComputeCollisions(sids->codes.data(), n, levels).collision_rate;
+      for (int64_t l = 0; l < levels; ++l) {
+        const int64_t k = (*tokenizer)->quantizer().codebook_size(l);
+        const LevelUsage level = ComputeLevelUsage(sids->codes.data() + l, n, levels, k);
+        figures.usage.push_back(static_cast<double>(level.codes_used) / static_cast<double>(k));
+      }
+    }
+    AddGauge(collision, {{"collection", info.name}}, figures.collision_rate);
+    for (size_t l = 0; l < figures.usage.size(); ++l) {
+      AddGauge(usage, {{"collection", info.name}, {"level", std::to_string(l)}}, figures.usage[l]);
+    }
+    kept.emplace(info.name, std::move(figures));
+  }
+  sid_figures_ = std::move(kept);  // dropped collections leave
+  out.push_back(std::move(items));
+  out.push_back(std::move(tokenizer_bytes));
+  out.push_back(std::move(index_bytes));
+  out.push_back(std::move(collision));
+  out.push_back(std::move(usage));
+
+  // Jobs.
+  MetricFamily by_state =
+      Family("quantd_jobs", "Training jobs by state (kept history)", MetricType::Gauge);
+  MetricFamily progress =
+      Family("quantd_job_progress_ratio", "Progress (0..1) of running jobs, by collection and kind",
+             MetricType::Gauge);
+  MetricFamily running =
+      Family("quantd_job_running_seconds", "Elapsed time of running jobs, by collection and kind",
+             MetricType::Gauge);
+  MetricFamily durations =
+      Family("quantd_job_duration_seconds", "Durations of finished jobs (kept history), by kind",
+             MetricType::Histogram);
+  std::map<std::string, double> states;
+  for (v1::JobState state : {v1::JOB_STATE_PENDING, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED,
+                             v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
+    states[StateName(state)] = 0;
+  }
+  std::map<std::string, std::vector<double>> finished;  // by kind
+  finished["train_tokenizer"];
+  finished["train_index"];
+  for (const v1::Job& job : jobs_->List("", 0)) {
+    ++states[StateName(job.state())];
+    if (job.state() == v1::JOB_STATE_RUNNING) {
+      const std::vector<ClientMetric::Label> labels = {{"collection", job.collection()},
+                                                       {"kind", job.kind()}};
+      AddGauge(progress, labels, job.progress());
+      AddGauge(running, labels, job.elapsed_seconds());
+    } else if (job.state() != v1::JOB_STATE_PENDING && finished.contains(job.kind())) {
+      finished[job.kind()].push_back(job.elapsed_seconds());
+    }
+  }
+  for (const auto& [state, jobs] : states) AddGauge(by_state, {{"state", state}}, jobs);
+  for (const auto& [kind, seconds] : finished) {
+    ClientMetric metric;
+    metric.label = {{"kind", kind}};
+    metric.histogram.sample_count = seconds.size();
+    for (double s : seconds) metric.histogram.sample_sum += s;
+    for (double bound : kJobSecondsBuckets) {
+      const auto below =
+          std::count_if(seconds.begin(), seconds.end(), [bound](double s) { return s <= bound; });
+      metric.histogram.bucket.push_back({static_cast<uint64_t>(below), bound});
+    }
+    metric.histogram.bucket.push_back({seconds.size(), std::numeric_limits<double>::infinity()});
+    durations.metric.push_back(std::move(metric));
+  }
+  out.push_back(std::move(by_state));
+  out.push_back(std::move(progress));
+  out.push_back(std::move(running));
+  out.push_back(std::move(durations));
+
+  // RocksDB.
+  const Store::DbFigures db = store_->GetDbFigures();
+  const std::pair<const char*, std::pair<const char*, double>> db_gauges[] = {
+      {"quantd_rocksdb_live_sst_bytes", {"Bytes of live SST files", db.live_sst_bytes}},
+      {"quantd_rocksdb_memtable_bytes", {"Bytes of all memtables", db.memtable_bytes}},
+      {"quantd_rocksdb_pending_compaction_bytes",
+       {"Estimated bytes compaction still has to rewrite", db.pending_compaction_bytes}},
+      {"quantd_rocksdb_running_compactions", {"Compactions running", db.running_compactions}},
+  };
+  for (const auto& [name, help_value] : db_gauges) {
+    MetricFamily family = Family(name, help_value.first, MetricType::Gauge);
+    AddGauge(family, {}, help_value.second);
+    out.push_back(std::move(family));
+  }
+
+  // Serving queue.
+  if (pool_ != nullptr) {
+    MetricFamily waiting = Family("quantd_serving_queue_waiting",
+                                  "Search/Encode calls waiting for a worker", MetricType::Gauge);
+    AddGauge(waiting, {}, static_cast<double>(pool_->waiting()));
+    out.push_back(std::move(waiting));
+    MetricFamily busy = Family("quantd_serving_workers_busy",
+                               "Search/Encode workers running a call", MetricType::Gauge);
+    AddGauge(busy, {}, static_cast<double>(pool_->running()));
+    out.push_back(std::move(busy));
+    MetricFamily capacity =
+        Family("quantd_serving_queue_capacity",
+               "Most Search/Encode calls that may wait (--search_queue)", MetricType::Gauge);
+    AddGauge(capacity, {}, static_cast<double>(pool_->capacity()));
+    out.push_back(std::move(capacity));
+  }
+
+  AddProcessFamilies(out);
+  return out;
 }
 
 }  // namespace quantd

@@ -1,12 +1,23 @@
-// Prometheus metrics of the server: families are registered once at start-up and their
-// references kept; labels are low-cardinality (RPC method and status code only).
+// Prometheus metrics of the server. Families are registered once at start-up and their
+// references kept; labels are low-cardinality: RPC method (the quantd.v1 methods, or "other"),
+// status code, job state and kind, and collection (at most --max_collections of them).
+//
+// Two kinds: event metrics updated as calls run (Metrics), and state read from the store, the
+// jobs and the process when Prometheus scrapes (StateCollector), so that a dropped collection
+// or a finished job leaves no stale series behind.
 #ifndef QUANTD_SERVER_METRICS_H_
 #define QUANTD_SERVER_METRICS_H_
 
+#include <chrono>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
+#include "grpcpp/support/server_interceptor.h"
+#include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -15,6 +26,10 @@
 
 namespace quantd {
 
+class JobManager;
+class Store;
+class WorkQueue;
+
 class Metrics {
  public:
   Metrics();
@@ -22,13 +37,49 @@ class Metrics {
 
   // One finished RPC: counts it by method and gRPC status code and observes its latency.
   void RecordRequest(absl::string_view method, int status_code, double seconds);
+  // Rows (items, vectors or queries) one call or one streamed message carried.
+  void RecordRows(absl::string_view method, double rows);
   void AddUpsertedRows(double rows) { upserted_rows_.Increment(rows); }
+  // The in-flight gauge of a call to `grpc_method` ("/quantd.v1.Quantd/Search").
+  prometheus::Gauge& InFlight(absl::string_view grpc_method);
+
+  // Counts every call in flight by method, from the moment gRPC matches it to its end.
+  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InFlightInterceptors();
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& latency_;
+  prometheus::Family<prometheus::Histogram>& rows_;
+  prometheus::Family<prometheus::Gauge>& in_flight_;
   prometheus::Counter& upserted_rows_;
+};
+
+// Scrape-time figures: collections (items, model bytes in memory, SID collision rate and
+// codebook usage per level), training jobs (by state; progress and elapsed time of running
+// ones; durations of finished ones), RocksDB, the serving queue and the process.
+class StateCollector : public prometheus::Collectable {
+ public:
+  // All pointers outlive the collector; `pool` may be null.
+  StateCollector(const Store* store, const JobManager* jobs, const WorkQueue* pool)
+      : store_(store), jobs_(jobs), pool_(pool) {}
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  // SID figures of one collection, recomputed (a scan of its SIDs) when its tokenizer version or
+  // item count changed, at most once a minute.
+  struct SidFigures {
+    uint32_t tokenizer_version = 0;
+    uint64_t items = 0;
+    std::chrono::steady_clock::time_point computed;
+    double collision_rate = 0;
+    std::vector<double> usage;  // codes used / K, per level
+  };
+  const Store* store_;
+  const JobManager* jobs_;
+  const WorkQueue* pool_;
+  mutable std::mutex mu_;
+  mutable std::map<std::string, SidFigures> sid_figures_;  // by collection, guarded by mu_
 };
 
 }  // namespace quantd

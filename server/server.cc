@@ -84,6 +84,9 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
           "metrics_address '%s' cannot be served: %s", options.metrics_address, e.what()));
     }
     server->exposer_->RegisterCollectable(server->metrics_->registry());
+    server->state_collector_ = std::make_shared<StateCollector>(
+        server->store_.get(), server->jobs_.get(), server->pool_.get());
+    server->exposer_->RegisterCollectable(server->state_collector_);
   }
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -93,6 +96,9 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(server->service_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(server->metrics_->InFlightInterceptors());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::FailedPreconditionError(
@@ -135,14 +141,14 @@ void QuantdServer::Shutdown(std::chrono::milliseconds grace) {
     server_->Wait();
     server_.reset();
   }
-  pool_.reset();  // every queued call finished with the gRPC server
   if (health_server_ != nullptr) {
     health_server_->Shutdown(std::chrono::system_clock::now());
     health_server_->Wait();
     health_server_.reset();
   }
-  exposer_stop.join();
-  jobs_.reset();  // cancels a running training job and waits for it
+  exposer_stop.join();  // no scrape reads the pool, the jobs or the store after this
+  pool_.reset();        // every queued call finished with the gRPC server
+  jobs_.reset();        // cancels a running training job and waits for it
   service_.reset();
   store_.reset();  // flushes the WAL and closes RocksDB after the last call finished
 }

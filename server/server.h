@@ -23,6 +23,7 @@ namespace quantd {
 class Store;
 class JobManager;
 class Metrics;
+class StateCollector;
 class QuantdService;
 class WorkQueue;
 
@@ -85,6 +86,7 @@ class QuantdServer {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<WorkQueue> pool_;
   std::unique_ptr<QuantdService> service_;
+  std::shared_ptr<StateCollector> state_collector_;  // scraped through exposer_
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Server> health_server_;  // on health_listen_address, if set

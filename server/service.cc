@@ -163,6 +163,7 @@ grpc::ServerUnaryReactor* QuantdService::DeleteItems(grpc::CallbackServerContext
                                                      const v1::DeleteItemsRequest* request,
                                                      v1::DeleteItemsResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (metrics_ != nullptr) metrics_->RecordRows("DeleteItems", request->ids_size());
   auto result = store_->Delete(request->collection(), request->ids());
   if (result.ok()) {
     response->set_deleted(result->deleted);
@@ -176,6 +177,7 @@ grpc::ServerUnaryReactor* QuantdService::GetItems(grpc::CallbackServerContext* c
                                                   const v1::GetItemsRequest* request,
                                                   v1::GetItemsResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (metrics_ != nullptr) metrics_->RecordRows("GetItems", request->ids_size());
   auto info = store_->DescribeCollection(request->collection());
   if (!info.ok()) return Finish(context, "GetItems", start, info.status());
   const int64_t payload =
@@ -250,7 +252,10 @@ class QuantdService::UpsertReactor final
     auto result = store_->Upsert(collection_, request_.ids(), request_.vectors());
     if (!result.ok()) return result.status();
     total_rows_ += static_cast<uint64_t>(request_.ids_size());
-    if (metrics_ != nullptr) metrics_->AddUpsertedRows(request_.ids_size());
+    if (metrics_ != nullptr) {
+      metrics_->AddUpsertedRows(request_.ids_size());
+      metrics_->RecordRows("Upsert", request_.ids_size());
+    }
     response_.set_batch_index(batch_index_);
     response_.set_rows(static_cast<uint64_t>(request_.ids_size()));
     response_.set_inserted(result->inserted);
@@ -319,6 +324,7 @@ grpc::ServerUnaryReactor* QuantdService::Search(grpc::CallbackServerContext* con
     auto result = store_->Search(request->collection(), request->queries(), request->k(),
                                  request->nprobe(), request->refine());
     if (!result.ok()) return result.status();
+    if (metrics_ != nullptr) metrics_->RecordRows("Search", result->neighbors.size());
     response->set_index_version(result->index_version);
     response->set_nprobe(static_cast<uint32_t>(result->nprobe));
     for (const std::vector<IvfPqNeighbor>& neighbors : result->neighbors) {
@@ -373,6 +379,11 @@ grpc::ServerUnaryReactor* QuantdService::Encode(grpc::CallbackServerContext* con
   return OnPool(context, "Encode", start, [this, request, response]() -> absl::Status {
     auto info = store_->DescribeCollection(request->collection());
     if (!info.ok()) return info.status();
+    if (metrics_ != nullptr) {
+      metrics_->RecordRows(
+          "Encode",
+          request->ids_size() + request->vectors_size() / std::max<int64_t>(1, info->dimension));
+    }
     if (request->ids_size() == 0 && request->vectors_size() == 0) {
       return absl::InvalidArgumentError("ids and vectors are both empty: give either or both");
     }

@@ -481,4 +481,21 @@ absl::StatusOr<Store::GetResult> Store::Get(absl::string_view name,
   return result;
 }
 
+Store::DbFigures Store::GetDbFigures() const {
+  const auto aggregated = [this](const std::string& property) {
+    uint64_t value = 0;
+    return db_->GetAggregatedIntProperty(property, &value) ? static_cast<double>(value) : 0.0;
+  };
+  DbFigures figures;
+  figures.live_sst_bytes = aggregated(rocksdb::DB::Properties::kLiveSstFilesSize);
+  figures.memtable_bytes = aggregated(rocksdb::DB::Properties::kCurSizeAllMemTables);
+  figures.pending_compaction_bytes =
+      aggregated(rocksdb::DB::Properties::kEstimatePendingCompactionBytes);
+  uint64_t running = 0;
+  if (db_->GetIntProperty(rocksdb::DB::Properties::kNumRunningCompactions, &running)) {
+    figures.running_compactions = static_cast<double>(running);
+  }
+  return figures;
+}
+
 }  // namespace quantd

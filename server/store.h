@@ -205,6 +205,16 @@ class Store {
   // Every stored job record.
   absl::StatusOr<std::vector<storage::JobRecord>> LoadJobs() const;
 
+  // --- Monitoring ----------------------------------------------------------------------------
+  struct DbFigures {
+    double live_sst_bytes = 0;
+    double memtable_bytes = 0;
+    double pending_compaction_bytes = 0;
+    double running_compactions = 0;
+  };
+  // RocksDB's figures summed over the column families.
+  DbFigures GetDbFigures() const;
+
  private:
   struct Collection;
   struct SidBatch;

@@ -23,9 +23,13 @@ class InProcessServerTest : public ::testing::Test {
  protected:
   void SetUp() override { Start(); }
 
+  // What Start() runs the server with; a test may change it before Start() or Restart().
+  virtual ServerOptions Options() {
+    return ServerOptions::Embedded(dir_.path() + "/data", /*sync=*/false);
+  }
+
   void Start() {
-    auto server =
-        QuantdServer::Start(ServerOptions::Embedded(dir_.path() + "/data", /*sync=*/false));
+    auto server = QuantdServer::Start(Options());
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     stub_ = v1::Quantd::NewStub(Connect(server_->address()));

@@ -23,30 +23,6 @@ namespace {
 using ::quantd::testing::TempDir;
 
 // Plain HTTP GET of `path` from host:port; returns the body ("" on failure).
-std::string HttpGet(const std::string& address, const std::string& path) {
-  const size_t colon = address.rfind(':');
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
-  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: x\r\n\r\n";
-  if (write(fd, request.data(), request.size()) < 0) {
-    close(fd);
-    return "";
-  }
-  std::string response;
-  char buffer[4096];
-  ssize_t got;
-  while ((got = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, got);
-  close(fd);
-  return response;
-}
-
 class ServerTest : public ::testing::Test {
  protected:
   void SetUp() override { Start(); }
@@ -392,7 +368,7 @@ TEST_F(ServerTest, HealthReflectionAndMetrics) {
   EXPECT_NE(response.find("grpc.health.v1.Health"), std::string::npos);
 
   ASSERT_TRUE(Create("m", 2).ok());
-  const std::string metrics = HttpGet(server_->metrics_address(), "/metrics");
+  const std::string metrics = testing::HttpGet(server_->metrics_address(), "/metrics");
   EXPECT_NE(metrics.find("quantd_requests_total{code=\"0\",method=\"CreateCollection\"} 1"),
             std::string::npos)
       << metrics;

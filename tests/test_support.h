@@ -31,6 +31,10 @@ class TempDir {
 // Writes `bytes` to `path`, replacing it.
 void WriteFile(const std::string& path, const std::string& bytes);
 
+// The whole HTTP/1.0 response (headers and body) to GET `path` from `address` ("host:port",
+// IPv4); "" if the connection fails.
+std::string HttpGet(const std::string& address, const std::string& path);
+
 }  // namespace quantd::testing
 
 #endif  // QUANTD_TESTS_TEST_SUPPORT_H_
