@@ -5,6 +5,10 @@
 //   --metrics_addr   QUANTD_METRICS_ADDR   Prometheus /metrics address ("" disables)
 //   --sync           QUANTD_SYNC           fsync each write before acknowledging (true/false)
 //   --shutdown_grace QUANTD_SHUTDOWN_GRACE seconds in-flight calls get on SIGTERM/SIGINT
+//   --tls_cert       QUANTD_TLS_CERT       PEM certificate chain; with --tls_key turns TLS on
+//   --tls_key        QUANTD_TLS_KEY        PEM private key of --tls_cert (unencrypted)
+//   --tls_client_ca  QUANTD_TLS_CLIENT_CA  PEM CA; clients must present a certificate it signed
+//   --tokens_file    QUANTD_TOKENS_FILE    "<read|write> <token>" lines; empty: no authorization
 #include <signal.h>
 
 #include <cstdlib>
@@ -24,6 +28,14 @@ ABSL_FLAG(std::string, metrics_addr, "127.0.0.1:9464",
           "Prometheus metrics address (host:port); empty disables");
 ABSL_FLAG(bool, sync, true, "fsync the write-ahead log before acknowledging each write");
 ABSL_FLAG(int, shutdown_grace, 20, "seconds in-flight calls may run after SIGTERM/SIGINT");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the server; with --tls_key turns TLS on (both or neither)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key (unencrypted) of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificate(s); when set, clients must present a certificate signed by it");
+ABSL_FLAG(std::string, tokens_file, "",
+          "file of '<read|write> <token>' lines (e.g. a mounted Kubernetes Secret); every call "
+          "then needs 'authorization: Bearer <token>'. Empty: no authorization");
 
 namespace {
 
@@ -35,6 +47,10 @@ bool ApplyEnvironment() {
       {"metrics_addr", "QUANTD_METRICS_ADDR"},
       {"sync", "QUANTD_SYNC"},
       {"shutdown_grace", "QUANTD_SHUTDOWN_GRACE"},
+      {"tls_cert", "QUANTD_TLS_CERT"},
+      {"tls_key", "QUANTD_TLS_KEY"},
+      {"tls_client_ca", "QUANTD_TLS_CLIENT_CA"},
+      {"tokens_file", "QUANTD_TOKENS_FILE"},
   };
   for (const auto& [flag_name, env_name] : kEnv) {
     const char* value = std::getenv(env_name);
@@ -72,6 +88,10 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_addr);
   options.sync = absl::GetFlag(FLAGS_sync);
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  options.tokens_file = absl::GetFlag(FLAGS_tokens_file);
   const int grace_seconds = absl::GetFlag(FLAGS_shutdown_grace);
   if (grace_seconds < 0) {
     quantd::LogError("shutdown_grace %d is negative", grace_seconds);

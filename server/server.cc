@@ -10,6 +10,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/exposer.h"
+#include "server/auth.h"
 #include "server/jobs.h"
 #include "server/metrics.h"
 #include "server/service.h"
@@ -24,6 +25,8 @@ QuantdServer::~QuantdServer() { Shutdown(std::chrono::milliseconds(0)); }
 absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOptions& options) {
   auto server = std::unique_ptr<QuantdServer>(new QuantdServer());
   server->options_ = options;
+  auto security = LoadSecurity(options);  // checks the TLS and token files before the data
+  if (!security.ok()) return security.status();
 
   std::error_code error;
   std::filesystem::create_directories(options.data_dir, error);
@@ -40,6 +43,7 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
   server->metrics_ = std::make_unique<Metrics>();
   server->service_ = std::make_unique<QuantdService>(server->store_.get(), server->jobs_.get(),
                                                      server->metrics_.get());
+  server->service_->set_authorizer(std::move(security->authorizer));
 
   if (!options.metrics_address.empty()) {
     try {
@@ -54,8 +58,7 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  builder.AddListeningPort(options.listen_address, security->credentials, &server->port_);
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
   builder.SetMaxSendMessageSize(kMaxReceiveMessageBytes);
   builder.RegisterService(server->service_.get());

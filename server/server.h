@@ -34,6 +34,13 @@ struct ServerOptions {
   std::string metrics_address = "127.0.0.1:9464";
   // fsync the WAL before acknowledging each write.
   bool sync = true;
+  // TLS: PEM certificate chain and private key (both or neither; neither = plaintext), and a
+  // CA whose signature client certificates must carry (empty: none requested).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  // "<role> <token>" lines (see server/auth.h); empty turns authorization off.
+  std::string tokens_file;
 
   // A server embedded in another program (tests, benchmarks): a free loopback port, no
   // metrics endpoint, data in `data_dir`.

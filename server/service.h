@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "quantd/v1/quantd.grpc.pb.h"
+#include "server/auth.h"
 #include "server/jobs.h"
 #include "server/metrics.h"
 #include "server/store.h"
@@ -27,6 +28,9 @@ class QuantdService final : public v1::Quantd::CallbackService {
   // `store`, `jobs` and `metrics` (may be null) outlive the service.
   QuantdService(Store* store, JobManager* jobs, Metrics* metrics)
       : store_(store), jobs_(jobs), metrics_(metrics) {}
+
+  // Bearer-token checks for every call (server/auth.h); the default allows every call.
+  void set_authorizer(Authorizer authorizer) { authorizer_ = std::move(authorizer); }
 
   grpc::ServerUnaryReactor* CreateCollection(grpc::CallbackServerContext* context,
                                              const v1::CreateCollectionRequest* request,
@@ -88,6 +92,7 @@ class QuantdService final : public v1::Quantd::CallbackService {
   Store* store_;
   JobManager* jobs_;
   Metrics* metrics_;
+  Authorizer authorizer_;
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
