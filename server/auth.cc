@@ -135,7 +135,7 @@ absl::StatusOr<std::vector<TokenEntry>> ParseTokens(absl::string_view text,
     if (line.empty() || line.front() == '#') continue;
     const auto error = [&](absl::string_view what) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("tokens_file '%s' line %d: %s", file_name, line_number, what));
+          absl::StrFormat("--tokens_file '%s' line %d: %s", file_name, line_number, what));
     };
     const std::vector<absl::string_view> fields =
         absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
@@ -171,8 +171,8 @@ absl::StatusOr<std::vector<TokenEntry>> ParseTokens(absl::string_view text,
     entries.push_back(entry);
   }
   if (entries.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("tokens_file '%s' has no tokens: every call would be refused", file_name));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--tokens_file '%s' has no tokens: every call would be refused", file_name));
   }
   return entries;
 }

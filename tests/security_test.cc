@@ -230,7 +230,7 @@ TEST(TokenFileTest, ErrorsNameTheFileAndLineButNeverTheToken) {
     ASSERT_FALSE(tokens.ok()) << c.text;
     EXPECT_EQ(tokens.status().code(), absl::StatusCode::kInvalidArgument);
     const std::string message(tokens.status().message());
-    EXPECT_NE(message.find("tokens_file '/etc/quantd/tokens'"), std::string::npos) << message;
+    EXPECT_NE(message.find("--tokens_file '/etc/quantd/tokens'"), std::string::npos) << message;
     EXPECT_NE(message.find(c.expected), std::string::npos) << message;
     EXPECT_EQ(message.find("s3cret"), std::string::npos) << message;
     EXPECT_EQ(message.find("short-token"), std::string::npos) << message;
@@ -701,7 +701,7 @@ TEST(SecurityProcessTest, QuantdRefusesToStartWithBadTokensFileOrTlsFlags) {
   const std::vector<Case> cases = {
       {{"--tokens_file=" + dir.File("bad-tokens")},
        {},
-       "tokens_file '" + dir.File("bad-tokens") + "' line 3: the role"},
+       "--tokens_file '" + dir.File("bad-tokens") + "' line 3: the role"},
       {{},
        {"QUANTD_TOKENS_FILE=" + dir.File("no-such-file")},
        "--tokens_file '" + dir.File("no-such-file") + "' cannot be read"},
