@@ -19,6 +19,25 @@ namespace quantd {
 // An insecure channel to `address` (host:port) with message limits matching the server's.
 std::shared_ptr<grpc::Channel> Connect(const std::string& address);
 
+// How to reach a server with TLS and/or bearer-token authorization.
+struct ConnectOptions {
+  // TLS is on when `tls` is set or any file below is given. tls_ca: PEM CA certificate(s)
+  // verifying the server (empty: the system's roots). tls_cert and tls_key: the client's
+  // certificate and key, for a server that requires one (both or neither).
+  bool tls = false;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  // The name checked against the server certificate instead of the host in the address.
+  std::string tls_server_name;
+  // Sent as "authorization: Bearer <token>" with every call of the channel; empty: none.
+  std::string token;
+};
+
+// A channel to `address` per `options`; an error names an unreadable file or a bad token.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const std::string& address,
+                                                       const ConnectOptions& options);
+
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
 // Rows per Upsert batch so that one batch is about `target_bytes` on the wire.

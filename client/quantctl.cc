@@ -2,9 +2,12 @@
 // `quantctl COMMAND --help` explains one.
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <set>
@@ -57,6 +60,17 @@ Global options:
   --addr HOST:PORT   server address (env QUANTD_ADDR, default 127.0.0.1:50051)
   --timeout SECONDS  deadline per call (default 30; upsert streams have none)
   --json             print results as JSON, for scripts
+
+Security (a flag wins over its environment variable):
+  --tls_ca FILE          PEM CA verifying the server; turns TLS on (env QUANTCTL_TLS_CA)
+  --tls                  TLS verified against the system's CA roots (env QUANTCTL_TLS=true)
+  --tls_cert FILE        client certificate, for a server with --tls_client_ca
+  --tls_key FILE         its private key (env QUANTCTL_TLS_CERT, QUANTCTL_TLS_KEY)
+  --tls_server_name N    name expected in the server certificate instead of the --addr host
+                         (env QUANTCTL_TLS_SERVER_NAME)
+  --token_file FILE      bearer token for a server with --tokens_file: the file's first line
+                         (env QUANTCTL_TOKEN_FILE; or the token itself in QUANTCTL_TOKEN,
+                         which wins over QUANTCTL_TOKEN_FILE but not over --token_file)
 
 Vector files: .npy (float32/float64/integer types), .fvecs, .bvecs, .ivecs, IDX (MNIST), the
 latter two also gzipped. `quantctl COMMAND --help` explains one command.
@@ -182,7 +196,8 @@ struct Args {
   }
 };
 
-const std::set<std::string> kBoolOptions = {"json", "help", "no-progress", "balanced", "detach"};
+const std::set<std::string> kBoolOptions = {"json",     "help",   "no-progress",
+                                            "balanced", "detach", "tls"};
 
 absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
   Args args;
@@ -211,7 +226,9 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
 }
 
 absl::Status CheckOptions(const Args& args, const std::set<std::string>& allowed) {
-  static const std::set<std::string> kGlobal = {"addr", "timeout", "json", "help"};
+  static const std::set<std::string> kGlobal = {
+      "addr",    "timeout",         "json",      "help", "tls", "tls_ca", "tls_cert",
+      "tls_key", "tls_server_name", "token_file"};
   for (const auto& [name, value] : args.options) {
     if (!allowed.contains(name) && !kGlobal.contains(name)) {
       return absl::InvalidArgumentError(absl::StrFormat("unknown option --%s", name));
@@ -385,9 +402,64 @@ class Cli {
     if (stub_ == nullptr) {
       const char* env = std::getenv("QUANTD_ADDR");
       const std::string address = args_.Get("addr", env != nullptr ? env : "127.0.0.1:50051");
-      stub_ = v1::Quantd::NewStub(Connect(address));
+      auto options = SecurityOptions();
+      auto channel = options.ok()
+                         ? Connect(address, *options)
+                         : absl::StatusOr<std::shared_ptr<grpc::Channel>>(options.status());
+      if (!channel.ok()) {
+        std::fprintf(stderr, "quantctl: %s\n", std::string(channel.status().message()).c_str());
+        std::exit(2);
+      }
+      stub_ = v1::Quantd::NewStub(*channel);
     }
     return *stub_;
+  }
+
+  // --name, else the environment variable `env`, else "".
+  std::string FlagOrEnv(const std::string& name, const char* env) const {
+    if (args_.Has(name)) return args_.Get(name);
+    const char* value = std::getenv(env);
+    return value != nullptr ? value : "";
+  }
+
+  // TLS files and the bearer token from the flags and QUANTCTL_* variables.
+  absl::StatusOr<ConnectOptions> SecurityOptions() const {
+    ConnectOptions options;
+    options.tls = FlagOrEnv("tls", "QUANTCTL_TLS") == "true";
+    options.tls_ca = FlagOrEnv("tls_ca", "QUANTCTL_TLS_CA");
+    options.tls_cert = FlagOrEnv("tls_cert", "QUANTCTL_TLS_CERT");
+    options.tls_key = FlagOrEnv("tls_key", "QUANTCTL_TLS_KEY");
+    options.tls_server_name = FlagOrEnv("tls_server_name", "QUANTCTL_TLS_SERVER_NAME");
+    const char* env_token = std::getenv("QUANTCTL_TOKEN");
+    std::string token_file;
+    std::string source;
+    if (args_.Has("token_file")) {
+      token_file = args_.Get("token_file");
+      source = "--token_file";
+    } else if (env_token != nullptr && *env_token != '\0') {
+      options.token = std::string(absl::StripAsciiWhitespace(env_token));
+      source = "QUANTCTL_TOKEN";
+    } else {
+      token_file = FlagOrEnv("token_file", "QUANTCTL_TOKEN_FILE");
+      source = "QUANTCTL_TOKEN_FILE";
+    }
+    if (!token_file.empty()) {
+      std::ifstream in(token_file);
+      if (!in) {
+        return absl::InvalidArgumentError(absl::StrFormat("%s '%s' cannot be read: %s", source,
+                                                          token_file, std::strerror(errno)));
+      }
+      std::string line;
+      std::getline(in, line);
+      options.token = std::string(absl::StripAsciiWhitespace(line));
+      if (options.token.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s '%s': the first line holds no token", source, token_file));
+      }
+    } else if (source == "QUANTCTL_TOKEN" && options.token.empty()) {
+      return absl::InvalidArgumentError("QUANTCTL_TOKEN holds only whitespace");
+    }
+    return options;
   }
 
   // A context with the --timeout deadline.

@@ -8,6 +8,10 @@
 //   --health_listen  QUANTD_HEALTH_LISTEN  plaintext grpc.health.v1-only address ("" disables)
 // and the limits: --max_message_mb, --search_threads, --search_queue, --max_collections,
 // --default_deadline_ms, --max_deadline_ms (QUANTD_MAX_MESSAGE_MB, ...).
+//   --tls_cert       QUANTD_TLS_CERT       PEM certificate chain; with --tls_key turns TLS on
+//   --tls_key        QUANTD_TLS_KEY        PEM private key of --tls_cert (unencrypted)
+//   --tls_client_ca  QUANTD_TLS_CLIENT_CA  PEM CA; clients must present a certificate it signed
+//   --tokens_file    QUANTD_TOKENS_FILE    "<read|write> <token>" lines; empty: no authorization
 #include <signal.h>
 
 #include <chrono>
@@ -42,6 +46,14 @@ ABSL_FLAG(int64_t, default_deadline_ms, 30000,
           "budget of a Search/Encode call whose client set no deadline (queued past it: "
           "DEADLINE_EXCEEDED)");
 ABSL_FLAG(int64_t, max_deadline_ms, 600000, "the most budget any Search/Encode call gets");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the server; with --tls_key turns TLS on (both or neither)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key (unencrypted) of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificate(s); when set, clients must present a certificate signed by it");
+ABSL_FLAG(std::string, tokens_file, "",
+          "file of '<read|write> <token>' lines (e.g. a mounted Kubernetes Secret); every call "
+          "then needs 'authorization: Bearer <token>'. Empty: no authorization");
 
 namespace {
 
@@ -60,6 +72,10 @@ bool ApplyEnvironment() {
       {"max_collections", "QUANTD_MAX_COLLECTIONS"},
       {"default_deadline_ms", "QUANTD_DEFAULT_DEADLINE_MS"},
       {"max_deadline_ms", "QUANTD_MAX_DEADLINE_MS"},
+      {"tls_cert", "QUANTD_TLS_CERT"},
+      {"tls_key", "QUANTD_TLS_KEY"},
+      {"tls_client_ca", "QUANTD_TLS_CLIENT_CA"},
+      {"tokens_file", "QUANTD_TOKENS_FILE"},
   };
   for (const auto& [flag_name, env_name] : kEnv) {
     const char* value = std::getenv(env_name);
@@ -109,6 +125,10 @@ int main(int argc, char** argv) {
   options.max_collections = absl::GetFlag(FLAGS_max_collections);
   options.default_deadline = std::chrono::milliseconds(absl::GetFlag(FLAGS_default_deadline_ms));
   options.max_deadline = std::chrono::milliseconds(absl::GetFlag(FLAGS_max_deadline_ms));
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  options.tokens_file = absl::GetFlag(FLAGS_tokens_file);
   const int grace_seconds = absl::GetFlag(FLAGS_shutdown_grace);
   if (grace_seconds < 0) {
     quantd::LogError("shutdown_grace %d is negative", grace_seconds);

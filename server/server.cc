@@ -10,6 +10,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/exposer.h"
+#include "server/auth.h"
 #include "server/jobs.h"
 #include "server/metrics.h"
 #include "server/service.h"
@@ -37,6 +38,9 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
         options.search_threads, options.search_queue, options.max_collections,
         options.default_deadline.count(), options.max_deadline.count()));
   }
+
+  auto security = LoadSecurity(options);  // checks the TLS and token files before the data
+  if (!security.ok()) return security.status();
 
   grpc::EnableDefaultHealthCheckService(true);
   if (!options.health_listen_address.empty()) {
@@ -75,6 +79,7 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
       ServiceLimits{.pool = server->pool_.get(),
                     .default_deadline = options.default_deadline,
                     .max_deadline = options.max_deadline});
+  server->service_->set_authorizer(std::move(security->authorizer));
 
   if (!options.metrics_address.empty()) {
     try {
@@ -91,8 +96,7 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  builder.AddListeningPort(options.listen_address, security->credentials, &server->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(server->service_.get());

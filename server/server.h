@@ -48,6 +48,13 @@ struct ServerOptions {
   int64_t max_collections = 1000;    // CreateCollection beyond that: RESOURCE_EXHAUSTED
   std::chrono::milliseconds default_deadline{30000};  // budget of a call without a deadline
   std::chrono::milliseconds max_deadline{600000};     // the most budget any call gets
+  // TLS: PEM certificate chain and private key (both or neither; neither = plaintext), and a
+  // CA whose signature client certificates must carry (empty: none requested).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  // "<role> <token>" lines (see server/auth.h); empty turns authorization off.
+  std::string tokens_file;
 
   // A server embedded in another program (tests, benchmarks): a free loopback port, no
   // metrics endpoint, data in `data_dir`.

@@ -119,6 +119,8 @@ grpc::ServerUnaryReactor* QuantdService::CreateCollection(
     grpc::CallbackServerContext* context, const v1::CreateCollectionRequest* request,
     v1::CreateCollectionResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "CreateCollection"); !denied.ok())
+    return Finish(context, "CreateCollection", start, denied);
   auto metric = MetricFromProto(request->metric());
   if (!metric.ok()) return Finish(context, "CreateCollection", start, metric.status());
   auto info = store_->CreateCollection(request->name(), request->dimension(), *metric);
@@ -130,6 +132,8 @@ grpc::ServerUnaryReactor* QuantdService::ListCollections(grpc::CallbackServerCon
                                                          const v1::ListCollectionsRequest*,
                                                          v1::ListCollectionsResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "ListCollections"); !denied.ok())
+    return Finish(context, "ListCollections", start, denied);
   for (const CollectionInfo& info : store_->ListCollections()) {
     ToProto(info, response->add_collections());
   }
@@ -140,6 +144,8 @@ grpc::ServerUnaryReactor* QuantdService::DescribeCollection(
     grpc::CallbackServerContext* context, const v1::DescribeCollectionRequest* request,
     v1::DescribeCollectionResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "DescribeCollection"); !denied.ok())
+    return Finish(context, "DescribeCollection", start, denied);
   auto info = store_->DescribeCollection(request->name());
   if (info.ok()) ToProto(*info, response->mutable_collection());
   return Finish(context, "DescribeCollection", start, info.status());
@@ -149,6 +155,8 @@ grpc::ServerUnaryReactor* QuantdService::DropCollection(grpc::CallbackServerCont
                                                         const v1::DropCollectionRequest* request,
                                                         v1::DropCollectionResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "DropCollection"); !denied.ok())
+    return Finish(context, "DropCollection", start, denied);
   auto info = store_->DescribeCollection(request->name());
   auto deleted =
       info.ok() ? store_->DropCollection(request->name()) : absl::StatusOr<uint64_t>(info.status());
@@ -163,6 +171,8 @@ grpc::ServerUnaryReactor* QuantdService::DeleteItems(grpc::CallbackServerContext
                                                      const v1::DeleteItemsRequest* request,
                                                      v1::DeleteItemsResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "DeleteItems"); !denied.ok())
+    return Finish(context, "DeleteItems", start, denied);
   if (metrics_ != nullptr) metrics_->RecordRows("DeleteItems", request->ids_size());
   auto result = store_->Delete(request->collection(), request->ids());
   if (result.ok()) {
@@ -177,6 +187,8 @@ grpc::ServerUnaryReactor* QuantdService::GetItems(grpc::CallbackServerContext* c
                                                   const v1::GetItemsRequest* request,
                                                   v1::GetItemsResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "GetItems"); !denied.ok())
+    return Finish(context, "GetItems", start, denied);
   if (metrics_ != nullptr) metrics_->RecordRows("GetItems", request->ids_size());
   auto info = store_->DescribeCollection(request->collection());
   if (!info.ok()) return Finish(context, "GetItems", start, info.status());
@@ -283,6 +295,10 @@ class QuantdService::UpsertReactor final
 
 grpc::ServerBidiReactor<v1::UpsertRequest, v1::UpsertResponse>* QuantdService::Upsert(
     grpc::CallbackServerContext* context) {
+  if (auto denied = authorizer_.Authorize(*context, "Upsert"); !denied.ok()) {
+    return RejectStream<grpc::ServerBidiReactor<v1::UpsertRequest, v1::UpsertResponse>>(
+        metrics_, "Upsert", denied);
+  }
   return new UpsertReactor(store_, metrics_);
 }
 
@@ -300,6 +316,8 @@ grpc::ServerUnaryReactor* QuantdService::TrainTokenizer(grpc::CallbackServerCont
                                                         const v1::TrainTokenizerRequest* request,
                                                         v1::Job* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "TrainTokenizer"); !denied.ok())
+    return Finish(context, "TrainTokenizer", start, denied);
   auto job = jobs_->StartTrainTokenizer(*request);
   if (job.ok()) *response = *job;
   return Finish(context, "TrainTokenizer", start, job.status());
@@ -309,6 +327,8 @@ grpc::ServerUnaryReactor* QuantdService::TrainIndex(grpc::CallbackServerContext*
                                                     const v1::TrainIndexRequest* request,
                                                     v1::Job* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "TrainIndex"); !denied.ok())
+    return Finish(context, "TrainIndex", start, denied);
   auto job = jobs_->StartTrainIndex(*request);
   if (job.ok()) *response = *job;
   return Finish(context, "TrainIndex", start, job.status());
@@ -320,6 +340,8 @@ grpc::ServerUnaryReactor* QuantdService::Search(grpc::CallbackServerContext* con
                                                 const v1::SearchRequest* request,
                                                 v1::SearchResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "Search"); !denied.ok())
+    return Finish(context, "Search", start, denied);
   return OnPool(context, "Search", start, [this, request, response]() -> absl::Status {
     auto result = store_->Search(request->collection(), request->queries(), request->k(),
                                  request->nprobe(), request->refine());
@@ -342,6 +364,8 @@ grpc::ServerUnaryReactor* QuantdService::GetJob(grpc::CallbackServerContext* con
                                                 const v1::GetJobRequest* request,
                                                 v1::Job* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "GetJob"); !denied.ok())
+    return Finish(context, "GetJob", start, denied);
   auto job = jobs_->Get(request->id());
   if (job.ok()) *response = *job;
   return Finish(context, "GetJob", start, job.status());
@@ -351,6 +375,8 @@ grpc::ServerUnaryReactor* QuantdService::ListJobs(grpc::CallbackServerContext* c
                                                   const v1::ListJobsRequest* request,
                                                   v1::ListJobsResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "ListJobs"); !denied.ok())
+    return Finish(context, "ListJobs", start, denied);
   uint32_t collection_id = 0;
   if (!request->collection().empty()) {
     auto info = store_->DescribeCollection(request->collection());
@@ -367,6 +393,8 @@ grpc::ServerUnaryReactor* QuantdService::CancelJob(grpc::CallbackServerContext* 
                                                    const v1::CancelJobRequest* request,
                                                    v1::Job* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "CancelJob"); !denied.ok())
+    return Finish(context, "CancelJob", start, denied);
   auto job = jobs_->Cancel(request->id());
   if (job.ok()) *response = *job;
   return Finish(context, "CancelJob", start, job.status());
@@ -376,6 +404,8 @@ grpc::ServerUnaryReactor* QuantdService::Encode(grpc::CallbackServerContext* con
                                                 const v1::EncodeRequest* request,
                                                 v1::EncodeResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "Encode"); !denied.ok())
+    return Finish(context, "Encode", start, denied);
   return OnPool(context, "Encode", start, [this, request, response]() -> absl::Status {
     auto info = store_->DescribeCollection(request->collection());
     if (!info.ok()) return info.status();
@@ -437,6 +467,8 @@ grpc::ServerUnaryReactor* QuantdService::Lookup(grpc::CallbackServerContext* con
                                                 const v1::LookupRequest* request,
                                                 v1::LookupResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "Lookup"); !denied.ok())
+    return Finish(context, "Lookup", start, denied);
   auto status = [&]() -> absl::Status {
     std::vector<int64_t> prefix(request->codes().begin(), request->codes().end());
     if (!request->tokens().empty()) {
@@ -526,6 +558,10 @@ class QuantdService::ExportReactor final : public grpc::ServerWriteReactor<v1::E
 
 grpc::ServerWriteReactor<v1::ExportSidsResponse>* QuantdService::ExportSids(
     grpc::CallbackServerContext* context, const v1::ExportSidsRequest* request) {
+  if (auto denied = authorizer_.Authorize(*context, "ExportSids"); !denied.ok()) {
+    return RejectStream<grpc::ServerWriteReactor<v1::ExportSidsResponse>>(metrics_, "ExportSids",
+                                                                          denied);
+  }
   return new ExportReactor(store_, metrics_, *request);
 }
 
@@ -565,6 +601,8 @@ grpc::ServerUnaryReactor* QuantdService::GetStats(grpc::CallbackServerContext* c
                                                   const v1::GetStatsRequest* request,
                                                   v1::GetStatsResponse* response) {
   const Clock::time_point start = Clock::now();
+  if (auto denied = authorizer_.Authorize(*context, "GetStats"); !denied.ok())
+    return Finish(context, "GetStats", start, denied);
   auto status = [&]() -> absl::Status {
     auto info = store_->DescribeCollection(request->collection());
     if (!info.ok()) return info.status();

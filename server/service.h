@@ -9,6 +9,7 @@
 #include <functional>
 
 #include "quantd/v1/quantd.grpc.pb.h"
+#include "server/auth.h"
 #include "server/jobs.h"
 #include "server/metrics.h"
 #include "server/store.h"
@@ -39,6 +40,9 @@ class QuantdService final : public v1::Quantd::CallbackService {
   // `store`, `jobs`, `metrics` (may be null) and limits.pool outlive the service.
   QuantdService(Store* store, JobManager* jobs, Metrics* metrics, ServiceLimits limits = {})
       : store_(store), jobs_(jobs), metrics_(metrics), limits_(limits) {}
+
+  // Bearer-token checks for every call (server/auth.h); the default allows every call.
+  void set_authorizer(Authorizer authorizer) { authorizer_ = std::move(authorizer); }
 
   grpc::ServerUnaryReactor* CreateCollection(grpc::CallbackServerContext* context,
                                              const v1::CreateCollectionRequest* request,
@@ -109,6 +113,7 @@ class QuantdService final : public v1::Quantd::CallbackService {
   JobManager* jobs_;
   Metrics* metrics_;
   ServiceLimits limits_;
+  Authorizer authorizer_;
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);

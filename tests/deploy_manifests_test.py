@@ -25,10 +25,6 @@ import yaml
 # every setting must name a flag of the binary.
 FLAGS_ADDED_BY_PARALLEL_WORK = frozenset({
     "backup_dir",
-    "tokens_file",
-    "tls_cert",
-    "tls_key",
-    "tls_client_ca",
 })
 
 # Files make-secrets.sh writes that must never reach a Secret.
