@@ -5,6 +5,7 @@
 //   --metrics_addr   QUANTD_METRICS_ADDR   Prometheus /metrics address ("" disables)
 //   --sync           QUANTD_SYNC           fsync each write before acknowledging (true/false)
 //   --shutdown_grace QUANTD_SHUTDOWN_GRACE seconds in-flight calls get on SIGTERM/SIGINT
+//   --backup_dir     QUANTD_BACKUP_DIR     where Backup writes, default ./var/backups
 #include <signal.h>
 
 #include <cstdlib>
@@ -23,6 +24,8 @@ ABSL_FLAG(std::string, data_dir, "./var/quantd", "RocksDB data directory");
 ABSL_FLAG(std::string, metrics_addr, "127.0.0.1:9464",
           "Prometheus metrics address (host:port); empty disables");
 ABSL_FLAG(bool, sync, true, "fsync the write-ahead log before acknowledging each write");
+ABSL_FLAG(std::string, backup_dir, "./var/backups",
+          "directory the Backup RPC writes backups into (created if missing)");
 ABSL_FLAG(int, shutdown_grace, 20, "seconds in-flight calls may run after SIGTERM/SIGINT");
 
 namespace {
@@ -35,6 +38,7 @@ bool ApplyEnvironment() {
       {"metrics_addr", "QUANTD_METRICS_ADDR"},
       {"sync", "QUANTD_SYNC"},
       {"shutdown_grace", "QUANTD_SHUTDOWN_GRACE"},
+      {"backup_dir", "QUANTD_BACKUP_DIR"},
   };
   for (const auto& [flag_name, env_name] : kEnv) {
     const char* value = std::getenv(env_name);
@@ -72,6 +76,7 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_addr);
   options.sync = absl::GetFlag(FLAGS_sync);
+  options.backup_dir = absl::GetFlag(FLAGS_backup_dir);
   const int grace_seconds = absl::GetFlag(FLAGS_shutdown_grace);
   if (grace_seconds < 0) {
     quantd::LogError("shutdown_grace %d is negative", grace_seconds);
@@ -84,10 +89,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string metrics = (*server)->metrics_address();
-  quantd::LogInfo("quantd %s serving gRPC on %s (port %d), metrics on %s, data in %s, sync %s",
-                  QUANTD_VERSION, options.listen_address, (*server)->port(),
-                  metrics.empty() ? "(disabled)" : "http://" + metrics + "/metrics",
-                  options.data_dir, options.sync ? "on" : "off");
+  quantd::LogInfo(
+      "quantd %s serving gRPC on %s (port %d), metrics on %s, data in %s, sync %s, backups in %s",
+      QUANTD_VERSION, options.listen_address, (*server)->port(),
+      metrics.empty() ? "(disabled)" : "http://" + metrics + "/metrics", options.data_dir,
+      options.sync ? "on" : "off", options.backup_dir);
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -25,11 +26,19 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
   auto server = std::unique_ptr<QuantdServer>(new QuantdServer());
   server->options_ = options;
 
-  std::error_code error;
-  std::filesystem::create_directories(options.data_dir, error);
-  if (error) {
-    return absl::FailedPreconditionError(
-        absl::StrFormat("data_dir '%s' cannot be created: %s", options.data_dir, error.message()));
+  for (const auto& [flag, dir] :
+       {std::pair<const char*, const std::string&>{"data_dir", options.data_dir},
+        {"backup_dir", options.backup_dir}}) {
+    std::error_code error;
+    if (std::filesystem::exists(dir, error) && !std::filesystem::is_directory(dir, error)) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("%s '%s' is not a directory", flag, dir));
+    }
+    std::filesystem::create_directories(dir, error);
+    if (error) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("%s '%s' cannot be created: %s", flag, dir, error.message()));
+    }
   }
   auto store = Store::Open({.path = options.data_dir, .sync = options.sync});
   if (!store.ok()) return store.status();
@@ -39,7 +48,7 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
   server->jobs_ = std::move(*jobs);
   server->metrics_ = std::make_unique<Metrics>();
   server->service_ = std::make_unique<QuantdService>(server->store_.get(), server->jobs_.get(),
-                                                     server->metrics_.get());
+                                                     server->metrics_.get(), options.backup_dir);
 
   if (!options.metrics_address.empty()) {
     try {

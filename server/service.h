@@ -4,8 +4,13 @@
 #ifndef QUANTD_SERVER_SERVICE_H_
 #define QUANTD_SERVER_SERVICE_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
 
 #include "quantd/v1/quantd.grpc.pb.h"
 #include "server/jobs.h"
@@ -24,9 +29,11 @@ inline constexpr int kMaxReceiveMessageBytes = 64 << 20;
 
 class QuantdService final : public v1::Quantd::CallbackService {
  public:
-  // `store`, `jobs` and `metrics` (may be null) outlive the service.
-  QuantdService(Store* store, JobManager* jobs, Metrics* metrics)
-      : store_(store), jobs_(jobs), metrics_(metrics) {}
+  // `store`, `jobs` and `metrics` (may be null) outlive the service. Backups go under
+  // `backup_dir`.
+  QuantdService(Store* store, JobManager* jobs, Metrics* metrics, std::string backup_dir = "")
+      : store_(store), jobs_(jobs), metrics_(metrics), backup_dir_(std::move(backup_dir)) {}
+  ~QuantdService() override;  // waits for a running backup's thread
 
   grpc::ServerUnaryReactor* CreateCollection(grpc::CallbackServerContext* context,
                                              const v1::CreateCollectionRequest* request,
@@ -76,6 +83,9 @@ class QuantdService final : public v1::Quantd::CallbackService {
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
                                      const v1::GetStatsRequest* request,
                                      v1::GetStatsResponse* response) override;
+  grpc::ServerUnaryReactor* Backup(grpc::CallbackServerContext* context,
+                                   const v1::BackupRequest* request,
+                                   v1::BackupResponse* response) override;
 
  private:
   class UpsertReactor;
@@ -88,6 +98,11 @@ class QuantdService final : public v1::Quantd::CallbackService {
   Store* store_;
   JobManager* jobs_;
   Metrics* metrics_;
+  std::string backup_dir_;
+  // A backup runs on its own thread (it may copy gigabytes), not on gRPC's callback threads.
+  std::mutex backup_mu_;       // guards backup_thread_
+  std::thread backup_thread_;  // the latest backup's thread, joined by the next one
+  std::atomic<bool> backup_running_{false};
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
