@@ -19,95 +19,17 @@
 #include "core/vector_file.h"
 #include "gtest/gtest.h"
 #include "tests/grpc_raw.h"
+#include "tests/process_support.h"
 #include "tests/test_support.h"
 
 namespace quantd {
 namespace {
 
 using ::quantd::testing::DataFile;
+using ::quantd::testing::ReadText;
+using ::quantd::testing::RunQuantctl;
+using ::quantd::testing::ServerProcess;
 using ::quantd::testing::TempDir;
-
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-// A quantd child process with its stderr in a log file. It picks its own port (port 0) and
-// the test reads the port from the start-up line.
-class ServerProcess {
- public:
-  ServerProcess(const std::string& data_dir, const std::string& log_path,
-                std::vector<std::string> extra_args = {}, std::vector<std::string> environment = {})
-      : log_path_(log_path) {
-    std::vector<std::string> args = {QUANTD_BINARY, "--listen=127.0.0.1:0",
-                                     "--metrics_addr=", "--data_dir=" + data_dir};
-    args.insert(args.end(), extra_args.begin(), extra_args.end());
-    // Everything the child needs is prepared before fork: between fork and exec a child of a
-    // multi-threaded process may only make async-signal-safe calls (no malloc).
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<char*> envp;  // the test's assignments first: getenv takes the first match
-    for (std::string& assignment : environment) envp.push_back(assignment.data());
-    for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
-    envp.push_back(nullptr);
-    pid_ = fork();
-    if (pid_ == 0) {
-      const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(fd, STDERR_FILENO);
-      execve(argv[0], argv.data(), envp.data());
-      _exit(127);
-    }
-  }
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-
-  // Waits for the start-up line and a SERVING health check; returns the address or "".
-  std::string WaitReady() {
-    const std::regex port_line(R"(\(port (\d+)\))");
-    for (int attempt = 0; attempt < 400; ++attempt) {
-      std::smatch match;
-      const std::string log = ReadText(log_path_);
-      if (std::regex_search(log, match, port_line)) {
-        const std::string address = "127.0.0.1:" + match[1].str();
-        auto channel = Connect(address);
-        if (channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5)) &&
-            quantd::testing::HealthServing(channel.get())) {
-          return address;
-        }
-      }
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        ADD_FAILURE() << "quantd exited during start-up: " << log;
-        return "";
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ADD_FAILURE() << "quantd did not become ready: " << ReadText(log_path_);
-    return "";
-  }
-
-  void Signal(int signal_number) { kill(pid_, signal_number); }
-
-  // Waits for the process to end; returns its wait status.
-  int Wait() {
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return status;
-  }
-
- private:
-  std::string log_path_;
-  pid_t pid_ = -1;
-};
 
 v1::Collection Describe(v1::Quantd::Stub& stub, const std::string& name) {
   grpc::ClientContext context;
@@ -356,19 +278,6 @@ TEST(ProcessTest, SigkillDuringTrainingKeepsThePreviousTokenizer) {
   EXPECT_EQ(stats.tokenizer().version(), 1u);
   EXPECT_EQ(stats.tokenizer().items(), 20000u);
   EXPECT_EQ(ExportAll(*stub, "fmnist"), sids_before);
-}
-
-// Runs quantctl with `args`; returns the exit code and stdout (+ stderr) in *output.
-int RunQuantctl(const std::string& address, const std::string& args, std::string* output) {
-  const std::string command =
-      std::string(QUANTCTL_BINARY) + " --addr " + address + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  output->clear();
-  char buffer[4096];
-  size_t got;
-  while ((got = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, got);
-  const int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 TEST(ProcessTest, QuantctlWalkThrough) {
