@@ -98,7 +98,9 @@ absl::StatusOr<Store::BackupResult> Store::Backup(const std::string& backup_dir,
   fs::create_directories(dir, error);
   if (error) return FromErrno(error.value(), absl::StrCat("create backup_dir '", backup_dir, "'"));
   const fs::path final_path = dir / std::string(name);
-  if (fs::symlink_status(final_path, error).type() != fs::file_type::not_found) {
+  const fs::file_type existing = fs::symlink_status(final_path, error).type();
+  if (existing != fs::file_type::not_found) {
+    if (error) return FromErrno(error.value(), absl::StrCat("look up '", final_path.string(), "'"));
     return absl::AlreadyExistsError(
         absl::StrFormat("backup '%s' already exists: '%s'", name, final_path.string()));
   }
