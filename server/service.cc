@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "core/semantic_id.h"
 #include "server/index.h"
+#include "server/log.h"
 #include "server/tokenizer.h"
 
 namespace quantd {
@@ -606,6 +607,11 @@ grpc::ServerUnaryReactor* QuantdService::Backup(grpc::CallbackServerContext* con
       response->set_files(result->files);
       response->set_seconds(result->seconds);
       response->set_sequence(result->sequence);
+      LogInfo("backup '%s' written to %s: %d bytes in %d files, %.3f s, sequence %d",
+              request->name(), result->path, result->bytes, result->files, result->seconds,
+              result->sequence);
+    } else {
+      LogWarning("backup '%s' failed: %s", request->name(), result.status().ToString());
     }
     if (metrics_ != nullptr) {
       metrics_->RecordRequest("Backup", static_cast<int>(result.status().code()),

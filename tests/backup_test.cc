@@ -342,5 +342,32 @@ TEST_F(BackupTest, ExistingNameIsAlreadyExistsAndStalePartialsAreRemoved) {
   (*restored)->Shutdown(std::chrono::seconds(5));
 }
 
+TEST_F(BackupTest, ConcurrentBackupsRunOneAtATime) {
+  CreateAndUpload("beauty", DataFile("sasrec/Beauty-32d-sasrec.npy"), 12101);
+  constexpr int kCalls = 4;
+  std::vector<grpc::Status> statuses(kCalls);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCalls; ++i) {
+    threads.emplace_back([&, i] {
+      auto stub = v1::Quantd::NewStub(Connect(server_->address()));
+      v1::BackupResponse response;
+      statuses[i] = Backup(*stub, "c" + std::to_string(i), &response);
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  std::vector<std::string> made;
+  for (int i = 0; i < kCalls; ++i) {
+    if (statuses[i].ok()) {
+      made.push_back("c" + std::to_string(i));
+    } else {
+      EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::ABORTED);
+      EXPECT_NE(statuses[i].error_message().find("another backup is running"), std::string::npos)
+          << statuses[i].error_message();
+    }
+  }
+  EXPECT_FALSE(made.empty());
+  EXPECT_EQ(Entries(BackupDir()), made);  // a refused backup writes nothing
+}
+
 }  // namespace
 }  // namespace quantd

@@ -513,12 +513,14 @@ TEST(FaultTest, FullDiskFailsWritesClearlyAndKeepsEarlierData) {
   const std::string data_dir = dir.path() + "/data";
   constexpr int kDim = 64;
   constexpr int kRows = 1000;  // 256 KB per batch
+  const std::string backup_dir = dir.path() + "/backups";
   ChildSetup setup;
   setup.file_size_limit = 4 << 20;  // no file may grow past 4 MiB: the WAL soon fails (EFBIG)
   int acknowledged = 0;
   grpc::Status failure;
   {
-    ServerProcess server(data_dir, dir.File("limited.log"), {"--sync=false"}, {}, setup);
+    ServerProcess server(data_dir, dir.File("limited.log"),
+                         {"--sync=false", "--backup_dir=" + backup_dir}, {}, setup);
     const std::string address = server.WaitReady();
     ASSERT_FALSE(address.empty());
     auto stub = v1::Quantd::NewStub(Connect(address));
@@ -546,6 +548,21 @@ TEST(FaultTest, FullDiskFailsWritesClearlyAndKeepsEarlierData) {
     EXPECT_TRUE(stub->GetItems(&context, request, &items).ok());
     EXPECT_EQ(items.ids_size(), 1);
     EXPECT_TRUE(testing::HealthServing(Connect(address).get()));
+    // A backup cannot be written either (its files exceed the limit, or the flush fails): a
+    // clear error naming it, and nothing left in backup_dir.
+    grpc::ClientContext backup_context;
+    v1::BackupRequest backup_request;
+    backup_request.set_name("when-full");
+    v1::BackupResponse backup_response;
+    const grpc::Status backup = stub->Backup(&backup_context, backup_request, &backup_response);
+    EXPECT_FALSE(backup.ok());
+    EXPECT_TRUE(backup.error_code() == grpc::StatusCode::INTERNAL ||
+                backup.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << backup.error_code();
+    EXPECT_NE(backup.error_message().find("backup 'when-full'"), std::string::npos)
+        << backup.error_message();
+    std::printf("backup when full: %s\n", backup.error_message().c_str());
+    EXPECT_TRUE(Entries(backup_dir).empty());
     server.Signal(SIGKILL);
     server.Wait();
   }
