@@ -3,7 +3,6 @@
 #include <filesystem>
 #include <system_error>
 #include <thread>
-#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -12,6 +11,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/exposer.h"
 #include "server/jobs.h"
+#include "server/log.h"
 #include "server/metrics.h"
 #include "server/service.h"
 #include "server/store.h"
@@ -26,9 +26,8 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
   auto server = std::unique_ptr<QuantdServer>(new QuantdServer());
   server->options_ = options;
 
-  for (const auto& [flag, dir] :
-       {std::pair<const char*, const std::string&>{"data_dir", options.data_dir},
-        {"backup_dir", options.backup_dir}}) {
+  // Creates `dir` (and its parents) if missing; the error names `flag`.
+  const auto make_directory = [](absl::string_view flag, const std::string& dir) {
     std::error_code error;
     if (std::filesystem::exists(dir, error) && !std::filesystem::is_directory(dir, error)) {
       return absl::FailedPreconditionError(
@@ -39,6 +38,14 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
       return absl::FailedPreconditionError(
           absl::StrFormat("%s '%s' cannot be created: %s", flag, dir, error.message()));
     }
+    return absl::OkStatus();
+  };
+  if (auto status = make_directory("data_dir", options.data_dir); !status.ok()) return status;
+  // Backups are an occasional operation: an unusable backup_dir (say a read-only root
+  // filesystem in a container) must not keep the server from serving. Each Backup call tries
+  // again and reports the error to its caller.
+  if (auto status = make_directory("backup_dir", options.backup_dir); !status.ok()) {
+    LogWarning("%s: Backup calls will fail until it can be created", status.message());
   }
   auto store = Store::Open({.path = options.data_dir, .sync = options.sync});
   if (!store.ok()) return store.status();

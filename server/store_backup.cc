@@ -96,7 +96,10 @@ absl::StatusOr<Store::BackupResult> Store::Backup(const std::string& backup_dir,
   const fs::path dir(backup_dir);
   std::error_code error;
   fs::create_directories(dir, error);
-  if (error) return FromErrno(error.value(), absl::StrCat("create backup_dir '", backup_dir, "'"));
+  if (error) {
+    return FromErrno(error.value(),
+                     absl::StrFormat("backup '%s': create backup_dir '%s'", name, backup_dir));
+  }
   const fs::path final_path = dir / std::string(name);
   const fs::file_type existing = fs::symlink_status(final_path, error).type();
   if (existing != fs::file_type::not_found) {
@@ -111,7 +114,10 @@ absl::StatusOr<Store::BackupResult> Store::Backup(const std::string& backup_dir,
   for (fs::directory_iterator it(dir, error), end; !error && it != end; it.increment(error)) {
     if (absl::StartsWith(it->path().filename().string(), partial_prefix)) RemoveAll(it->path());
   }
-  if (error) return FromErrno(error.value(), absl::StrCat("list backup_dir '", backup_dir, "'"));
+  if (error) {
+    return FromErrno(error.value(),
+                     absl::StrFormat("backup '%s': list backup_dir '%s'", name, backup_dir));
+  }
 
   std::random_device random;
   const fs::path partial = dir / absl::StrFormat("%s%08x", partial_prefix, random());

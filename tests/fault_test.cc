@@ -481,7 +481,7 @@ TEST(FaultTest, DataDirThatIsARegularFileFailsStartupClearly) {
   EXPECT_NE(log.find("not a directory"), std::string::npos) << log;
 }
 
-TEST(FaultTest, DataDirUnderAReadOnlyDirectoryFailsStartupClearly) {
+TEST(FaultTest, ReadOnlyDataDirStopsStartupReadOnlyBackupDirFailsBackupsOnly) {
   TempDir dir;
   const std::string locked = dir.File("locked");
   fs::create_directories(locked);
@@ -506,6 +506,37 @@ TEST(FaultTest, DataDirUnderAReadOnlyDirectoryFailsStartupClearly) {
   const std::string log = ReadText(dir.File("server.log"));
   EXPECT_NE(log.find("data_dir '" + locked + "/data' cannot be created"), std::string::npos) << log;
   EXPECT_NE(log.find("Permission denied"), std::string::npos) << log;
+
+  // An unwritable backup_dir does not stop the server: a warning at start-up, and each Backup
+  // call fails naming it, while everything else serves.
+  const std::string open_dir = dir.File("open");
+  fs::create_directories(open_dir);
+  fs::permissions(open_dir, fs::perms::all);
+  fs::permissions(locked, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                              fs::perms::group_exec | fs::perms::others_read |
+                              fs::perms::others_exec);
+  ServerProcess serving(open_dir + "/data", dir.File("serving.log"),
+                        {"--backup_dir=" + locked + "/backups"}, {}, setup);
+  const std::string address = serving.WaitReady();
+  ASSERT_FALSE(address.empty());
+  EXPECT_NE(ReadText(dir.File("serving.log")).find("backup_dir '" + locked + "/backups'"),
+            std::string::npos)
+      << ReadText(dir.File("serving.log"));
+  auto stub = v1::Quantd::NewStub(Connect(address));
+  CreateCollection(*stub, "still-serving", 4);
+  grpc::ClientContext context;
+  v1::BackupRequest request;
+  request.set_name("nope");
+  v1::BackupResponse response;
+  const grpc::Status backup = stub->Backup(&context, request, &response);
+  fs::permissions(locked, fs::perms::owner_all);
+  EXPECT_EQ(backup.error_code(), grpc::StatusCode::INTERNAL) << backup.error_message();
+  EXPECT_NE(backup.error_message().find("create backup_dir '" + locked + "/backups'"),
+            std::string::npos)
+      << backup.error_message();
+  EXPECT_NE(backup.error_message().find("Permission denied"), std::string::npos)
+      << backup.error_message();
+  EXPECT_EQ(ItemCount(*stub, "still-serving"), 0u);
 }
 
 TEST(FaultTest, FullDiskFailsWritesClearlyAndKeepsEarlierData) {
