@@ -139,6 +139,7 @@ TEST_F(BackupTest, BackupWhileUpsertingRestoresAcknowledgedBatchesAndModels) {
   // A writer on its own connection: batch b holds ids b*10 .. b*10+9, every value b.
   std::atomic<int> acknowledged{0};
   std::atomic<bool> stop{false};
+  std::atomic<bool> writer_done{false};
   std::thread writer([&] {
     auto stub = v1::Quantd::NewStub(Connect(server_->address()));
     grpc::ClientContext context;
@@ -154,16 +155,28 @@ TEST_F(BackupTest, BackupWhileUpsertingRestoresAcknowledgedBatchesAndModels) {
     }
     stream->WritesDone();
     EXPECT_TRUE(stream->Finish().ok());
+    writer_done = true;
   });
-  while (acknowledged.load() < 50) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // Waits (at most 20 s) until the writer has `batches` acknowledged or has ended.
+  const auto wait_for = [&](int batches) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (acknowledged.load() < batches && !writer_done.load() &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  };
+  wait_for(50);
   const int acknowledged_before = acknowledged.load();
+  if (acknowledged_before < 50) {
+    stop = true;
+    writer.join();
+    FAIL() << "the writer stopped after " << acknowledged_before << " batches";
+  }
   v1::BackupResponse backup;
   const grpc::Status status = Backup(*stub_, "snap", &backup);
   const int acknowledged_after = acknowledged.load();
   // Let the writer go on a little after the backup, then stop it.
-  while (acknowledged.load() < acknowledged_after + 20) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  wait_for(acknowledged_after + 20);
   stop = true;
   writer.join();
   ASSERT_TRUE(status.ok()) << status.error_message();
