@@ -103,7 +103,10 @@ absl::StatusOr<Store::BackupResult> Store::Backup(const std::string& backup_dir,
   const fs::path final_path = dir / std::string(name);
   const fs::file_type existing = fs::symlink_status(final_path, error).type();
   if (existing != fs::file_type::not_found) {
-    if (error) return FromErrno(error.value(), absl::StrCat("look up '", final_path.string(), "'"));
+    if (error) {
+      return FromErrno(error.value(),
+                       absl::StrFormat("backup '%s': look up '%s'", name, final_path.string()));
+    }
     return absl::AlreadyExistsError(
         absl::StrFormat("backup '%s' already exists: '%s'", name, final_path.string()));
   }
@@ -151,8 +154,9 @@ absl::StatusOr<Store::BackupResult> Store::Backup(const std::string& backup_dir,
       error ? FromErrno(error.value(), "list the backup's files") : SyncPath(partial);
   if (status.ok()) {
     fs::rename(partial, final_path, error);
-    if (error)
+    if (error) {
       status = FromErrno(error.value(), absl::StrCat("rename into '", final_path.string(), "'"));
+    }
   }
   if (status.ok()) status = SyncPath(dir);
   if (!status.ok()) {
