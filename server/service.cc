@@ -596,7 +596,7 @@ grpc::ServerUnaryReactor* QuantdService::Backup(grpc::CallbackServerContext* con
                       "backup '%s' not started: another backup is running; retry when it ends",
                       request->name())));
   }
-  // The previous backup's thread has cleared backup_running_, its very last step.
+  // The previous backup's thread has cleared backup_running_: at most its Finish is left.
   if (backup_thread_.joinable()) backup_thread_.join();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   backup_thread_ = std::thread([this, request, response, reactor, start] {
@@ -617,8 +617,9 @@ grpc::ServerUnaryReactor* QuantdService::Backup(grpc::CallbackServerContext* con
       metrics_->RecordRequest("Backup", static_cast<int>(result.status().code()),
                               SecondsSince(start));
     }
-    reactor->Finish(ToGrpcStatus(result.status()));
+    // Cleared before the answer goes out, so a caller's next backup is never refused.
     backup_running_ = false;
+    reactor->Finish(ToGrpcStatus(result.status()));
   });
   return reactor;
 }
