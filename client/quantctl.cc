@@ -51,6 +51,10 @@ Semantic IDs:
   export-sids NAME --index FILE [--codes FILE]  LC-Rec / LETTER index JSON, .npy of codes
   jobs [NAME]  |  job ID  |  cancel ID          training jobs
 
+Operations:
+  backup NAME                                   consistent copy of the database on the server,
+                                                in its --backup_dir/NAME
+
 Nearest-neighbour search (IVF-PQ):
   train-index NAME [--nlist N] [--m M] [--nbits 4|8]  train an index; follows the job
   search NAME --queries FILE [--k 10] [--nprobe N] [--refine R] [--output FILE]
@@ -178,6 +182,15 @@ shape (items, levels + 1), rows in item-id order (the last column is the dedup s
       {"cancel",
        "Usage: quantctl cancel ID\n\nCancels a pending or running job; the "
        "previous tokenizer keeps serving.\n"},
+      {"backup", R"(Usage: quantctl backup NAME
+
+Asks the server for a consistent backup of its whole database (every collection, item,
+tokenizer, index and job, as of one instant) in <backup_dir>/NAME on the server's filesystem
+(quantd --backup_dir, default ./var/backups). The server keeps serving meanwhile. NAME is one
+path component of [A-Za-z0-9._-]. Prints the path, size, number of files and duration. Restore by
+starting quantd with --data_dir on a copy of that directory. The call's deadline is --timeout
+(default 3600 s here).
+)"},
       {"inspect",
        "Usage: quantctl inspect FILE\n\nShows the format, element type and shape of "
        "a local vector file without contacting a server.\n"},
@@ -272,6 +285,19 @@ std::string JsonString(absl::string_view s) {
     }
   }
   return out + "\"";
+}
+
+// "1.5 KiB", "187.9 MiB", "2.0 GiB"; plain bytes under 1 KiB.
+std::string HumanBytes(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
+  if (bytes < 1024) return absl::StrFormat("%d B", bytes);
+  double value = static_cast<double>(bytes) / 1024;
+  int unit = 0;
+  while (value >= 1024 && unit < 3) {
+    value /= 1024;
+    ++unit;
+  }
+  return absl::StrFormat("%.1f %s", value, kUnits[unit]);
 }
 
 std::string MetricText(v1::Metric metric) {
@@ -371,6 +397,8 @@ class Cli {
       status = JobCommand(command == "cancel");
     } else if (command == "inspect") {
       status = Inspect();
+    } else if (command == "backup") {
+      status = Backup();
     } else {
       std::fprintf(stderr, "quantctl: unknown command '%s'\n\n%s", command.c_str(), kUsage);
       return 2;
@@ -462,10 +490,10 @@ class Cli {
     return options;
   }
 
-  // A context with the --timeout deadline.
-  std::unique_ptr<grpc::ClientContext> Context() {
+  // A context with the --timeout deadline (`fallback_seconds` without one).
+  std::unique_ptr<grpc::ClientContext> Context(double fallback_seconds = 30) {
     auto context = std::make_unique<grpc::ClientContext>();
-    double seconds = 30;
+    double seconds = fallback_seconds;
     if (args_.Has("timeout") &&
         (!absl::SimpleAtod(args_.Get("timeout"), &seconds) || !(seconds > 0))) {
       std::fprintf(stderr, "quantctl: --timeout '%s' is not a positive number of seconds\n",
@@ -1340,6 +1368,32 @@ class Cli {
     std::printf("exported %zu semantic IDs (tokenizer version %u, %u levels + suffix) to %s%s\n",
                 ids.size(), version, levels, json_path.c_str(),
                 npy_path.empty() ? "" : (" and " + npy_path).c_str());
+    return absl::OkStatus();
+  }
+
+  absl::Status Backup() {
+    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
+    if (auto s = NeedPositional(1, "a backup NAME"); !s.ok()) return s;
+    v1::BackupRequest request;
+    request.set_name(args_.positional[1]);
+    v1::BackupResponse response;
+    auto context = Context(/*fallback_seconds=*/3600);
+    if (auto s = FromGrpcStatus(stub().Backup(context.get(), request, &response)); !s.ok()) {
+      return s;
+    }
+    if (json_) {
+      std::printf(
+          "{\"path\":%s,\"bytes\":%llu,\"files\":%llu,\"seconds\":%.6f,\"sequence\":%llu}\n",
+          JsonString(response.path()).c_str(), static_cast<unsigned long long>(response.bytes()),
+          static_cast<unsigned long long>(response.files()), response.seconds(),
+          static_cast<unsigned long long>(response.sequence()));
+    } else {
+      std::printf("backup '%s' written to %s: %s in %llu files, %.2f s (sequence %llu)\n",
+                  request.name().c_str(), response.path().c_str(),
+                  HumanBytes(response.bytes()).c_str(),
+                  static_cast<unsigned long long>(response.files()), response.seconds(),
+                  static_cast<unsigned long long>(response.sequence()));
+    }
     return absl::OkStatus();
   }
 

@@ -12,6 +12,7 @@
 //   --tls_key        QUANTD_TLS_KEY        PEM private key of --tls_cert (unencrypted)
 //   --tls_client_ca  QUANTD_TLS_CLIENT_CA  PEM CA; clients must present a certificate it signed
 //   --tokens_file    QUANTD_TOKENS_FILE    "<read|write> <token>" lines; empty: no authorization
+//   --backup_dir     QUANTD_BACKUP_DIR     where Backup writes, default ./var/backups
 #include <signal.h>
 
 #include <chrono>
@@ -33,6 +34,8 @@ ABSL_FLAG(std::string, data_dir, "./var/quantd", "RocksDB data directory");
 ABSL_FLAG(std::string, metrics_addr, "127.0.0.1:9464",
           "Prometheus metrics address (host:port); empty disables");
 ABSL_FLAG(bool, sync, true, "fsync the write-ahead log before acknowledging each write");
+ABSL_FLAG(std::string, backup_dir, "./var/backups",
+          "directory the Backup RPC writes backups into (created if missing)");
 ABSL_FLAG(int, shutdown_grace, 20, "seconds in-flight calls may run after SIGTERM/SIGINT");
 ABSL_FLAG(std::string, health_listen, "",
           "plaintext gRPC address serving only grpc.health.v1, up before the database opens "
@@ -76,6 +79,7 @@ bool ApplyEnvironment() {
       {"tls_key", "QUANTD_TLS_KEY"},
       {"tls_client_ca", "QUANTD_TLS_CLIENT_CA"},
       {"tokens_file", "QUANTD_TOKENS_FILE"},
+      {"backup_dir", "QUANTD_BACKUP_DIR"},
   };
   for (const auto& [flag_name, env_name] : kEnv) {
     const char* value = std::getenv(env_name);
@@ -129,6 +133,7 @@ int main(int argc, char** argv) {
   options.tls_key = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   options.tokens_file = absl::GetFlag(FLAGS_tokens_file);
+  options.backup_dir = absl::GetFlag(FLAGS_backup_dir);
   const int grace_seconds = absl::GetFlag(FLAGS_shutdown_grace);
   if (grace_seconds < 0) {
     quantd::LogError("shutdown_grace %d is negative", grace_seconds);
@@ -142,13 +147,14 @@ int main(int argc, char** argv) {
   }
   const std::string metrics = (*server)->metrics_address();
   quantd::LogInfo(
-      "quantd %s serving gRPC on %s (port %d), health on %s, metrics on %s, data in %s, sync %s",
+      "quantd %s serving gRPC on %s (port %d), health on %s, metrics on %s, data in %s, sync %s, "
+      "backups in %s",
       QUANTD_VERSION, options.listen_address, (*server)->port(),
       options.health_listen_address.empty()
           ? "the gRPC port"
           : absl::StrCat(options.health_listen_address, " (port ", (*server)->health_port(), ")"),
       metrics.empty() ? "(disabled)" : "http://" + metrics + "/metrics", options.data_dir,
-      options.sync ? "on" : "off");
+      options.sync ? "on" : "off", options.backup_dir);
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);

@@ -12,6 +12,7 @@
 #include "prometheus/exposer.h"
 #include "server/auth.h"
 #include "server/jobs.h"
+#include "server/log.h"
 #include "server/metrics.h"
 #include "server/service.h"
 #include "server/store.h"
@@ -56,11 +57,26 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
     server->SetServing(false);
   }
 
-  std::error_code error;
-  std::filesystem::create_directories(options.data_dir, error);
-  if (error) {
-    return absl::FailedPreconditionError(
-        absl::StrFormat("data_dir '%s' cannot be created: %s", options.data_dir, error.message()));
+  // Creates `dir` (and its parents) if missing; the error names `flag`.
+  const auto make_directory = [](absl::string_view flag, const std::string& dir) {
+    std::error_code error;
+    if (std::filesystem::exists(dir, error) && !std::filesystem::is_directory(dir, error)) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("%s '%s' is not a directory", flag, dir));
+    }
+    std::filesystem::create_directories(dir, error);
+    if (error) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("%s '%s' cannot be created: %s", flag, dir, error.message()));
+    }
+    return absl::OkStatus();
+  };
+  if (auto status = make_directory("data_dir", options.data_dir); !status.ok()) return status;
+  // Backups are an occasional operation: an unusable backup_dir (say a read-only root
+  // filesystem in a container) must not keep the server from serving. Each Backup call tries
+  // again and reports the error to its caller.
+  if (auto status = make_directory("backup_dir", options.backup_dir); !status.ok()) {
+    LogWarning("%s: Backup calls will fail until it can be created", status.message());
   }
   auto store = Store::Open(
       {.path = options.data_dir, .sync = options.sync, .max_collections = options.max_collections});
@@ -78,7 +94,8 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
       server->store_.get(), server->jobs_.get(), server->metrics_.get(),
       ServiceLimits{.pool = server->pool_.get(),
                     .default_deadline = options.default_deadline,
-                    .max_deadline = options.max_deadline});
+                    .max_deadline = options.max_deadline},
+      options.backup_dir);
   server->service_->set_authorizer(std::move(security->authorizer));
 
   if (!options.metrics_address.empty()) {

@@ -5,6 +5,7 @@
 #define QUANTD_SERVER_SERVER_H_
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <utility>
@@ -55,13 +56,17 @@ struct ServerOptions {
   std::string tls_client_ca;
   // "<role> <token>" lines (see server/auth.h); empty turns authorization off.
   std::string tokens_file;
+  // Where Backup writes <backup_dir>/<name>; created with its parents if missing.
+  std::string backup_dir = "./var/backups";
 
   // A server embedded in another program (tests, benchmarks): a free loopback port, no
-  // metrics endpoint, data in `data_dir`.
+  // metrics endpoint, data in `data_dir`, backups in `backups` beside it.
   static ServerOptions Embedded(std::string data_dir, bool sync) {
     ServerOptions options;
     options.listen_address = "127.0.0.1:0";
     options.metrics_address = "";
+    const std::string parent = std::filesystem::path(data_dir).parent_path().string();
+    options.backup_dir = parent.empty() ? "backups" : parent + "/backups";
     options.data_dir = std::move(data_dir);
     options.sync = sync;
     return options;

@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "core/semantic_id.h"
 #include "server/index.h"
+#include "server/log.h"
 #include "server/tokenizer.h"
 #include "server/work_queue.h"
 
@@ -664,6 +665,56 @@ grpc::ServerUnaryReactor* QuantdService::GetStats(grpc::CallbackServerContext* c
     return absl::OkStatus();
   }();
   return Finish(context, "GetStats", start, status);
+}
+
+QuantdService::~QuantdService() {
+  std::lock_guard lock(backup_mu_);
+  if (backup_thread_.joinable()) backup_thread_.join();
+}
+
+// One backup at a time: a second one while one runs is ABORTED at once (the Store refuses it
+// too) rather than queued, so no caller waits unboundedly behind a long copy. The server's
+// Shutdown waits for a running backup (its call is in flight) before the store closes.
+grpc::ServerUnaryReactor* QuantdService::Backup(grpc::CallbackServerContext* context,
+                                                const v1::BackupRequest* request,
+                                                v1::BackupResponse* response) {
+  const Clock::time_point start = Clock::now();
+  if (auto status = ValidateBackupName(request->name()); !status.ok()) {
+    return Finish(context, "Backup", start, status);
+  }
+  std::lock_guard lock(backup_mu_);
+  if (backup_running_.exchange(true)) {
+    return Finish(context, "Backup", start,
+                  absl::AbortedError(absl::StrFormat(
+                      "backup '%s' not started: another backup is running; retry when it ends",
+                      request->name())));
+  }
+  // The previous backup's thread has cleared backup_running_: at most its Finish is left.
+  if (backup_thread_.joinable()) backup_thread_.join();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  backup_thread_ = std::thread([this, request, response, reactor, start] {
+    auto result = store_->Backup(backup_dir_, request->name());
+    if (result.ok()) {
+      response->set_path(result->path);
+      response->set_bytes(result->bytes);
+      response->set_files(result->files);
+      response->set_seconds(result->seconds);
+      response->set_sequence(result->sequence);
+      LogInfo("backup '%s' written to %s: %d bytes in %d files, %.3f s, sequence %d",
+              request->name(), result->path, result->bytes, result->files, result->seconds,
+              result->sequence);
+    } else {
+      LogWarning("backup '%s' failed: %s", request->name(), result.status().ToString());
+    }
+    if (metrics_ != nullptr) {
+      metrics_->RecordRequest("Backup", static_cast<int>(result.status().code()),
+                              SecondsSince(start));
+    }
+    // Cleared before the answer goes out, so a caller's next backup is never refused.
+    backup_running_ = false;
+    reactor->Finish(ToGrpcStatus(result.status()));
+  });
+  return reactor;
 }
 
 }  // namespace quantd

@@ -4,9 +4,14 @@
 #ifndef QUANTD_SERVER_SERVICE_H_
 #define QUANTD_SERVER_SERVICE_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
 
 #include "quantd/v1/quantd.grpc.pb.h"
 #include "server/auth.h"
@@ -37,9 +42,16 @@ struct ServiceLimits {
 
 class QuantdService final : public v1::Quantd::CallbackService {
  public:
-  // `store`, `jobs`, `metrics` (may be null) and limits.pool outlive the service.
-  QuantdService(Store* store, JobManager* jobs, Metrics* metrics, ServiceLimits limits = {})
-      : store_(store), jobs_(jobs), metrics_(metrics), limits_(limits) {}
+  // `store`, `jobs`, `metrics` (may be null) and limits.pool outlive the service. Backups go
+  // under `backup_dir`.
+  QuantdService(Store* store, JobManager* jobs, Metrics* metrics, ServiceLimits limits = {},
+                std::string backup_dir = "")
+      : store_(store),
+        jobs_(jobs),
+        metrics_(metrics),
+        limits_(limits),
+        backup_dir_(std::move(backup_dir)) {}
+  ~QuantdService() override;  // waits for a running backup's thread
 
   // Bearer-token checks for every call (server/auth.h); the default allows every call.
   void set_authorizer(Authorizer authorizer) { authorizer_ = std::move(authorizer); }
@@ -92,6 +104,9 @@ class QuantdService final : public v1::Quantd::CallbackService {
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
                                      const v1::GetStatsRequest* request,
                                      v1::GetStatsResponse* response) override;
+  grpc::ServerUnaryReactor* Backup(grpc::CallbackServerContext* context,
+                                   const v1::BackupRequest* request,
+                                   v1::BackupResponse* response) override;
 
  private:
   class UpsertReactor;
@@ -114,6 +129,11 @@ class QuantdService final : public v1::Quantd::CallbackService {
   Metrics* metrics_;
   ServiceLimits limits_;
   Authorizer authorizer_;
+  std::string backup_dir_;
+  // A backup runs on its own thread (it may copy gigabytes), not on gRPC's callback threads.
+  std::mutex backup_mu_;       // guards backup_thread_
+  std::thread backup_thread_;  // the latest backup's thread, joined by the next one
+  std::atomic<bool> backup_running_{false};
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);

@@ -64,6 +64,10 @@ inline constexpr size_t kMaxCollectionNameLength = 128;
 // Checks a collection name: 1-128 characters of [A-Za-z0-9_.-], first a letter or digit.
 absl::Status ValidateCollectionName(absl::string_view name, absl::string_view field = "name");
 
+// Checks a backup name: one path component of 1-128 characters of [A-Za-z0-9._-], not "." or
+// "..", and not containing ".partial-" (the marker of backups in progress).
+absl::Status ValidateBackupName(absl::string_view name);
+
 struct CollectionInfo {
   std::string name;
   uint32_t id = 0;  // internal key prefix
@@ -200,6 +204,26 @@ class Store {
   absl::StatusOr<SearchResult> Search(absl::string_view collection, absl::Span<const float> queries,
                                       int64_t k, int64_t nprobe, int64_t refine) const;
 
+  // --- Backups ------------------------------------------------------------------------------
+
+  struct BackupResult {
+    std::string path;       // <backup_dir>/<name>
+    uint64_t bytes = 0;     // total size of its files
+    uint64_t files = 0;     // number of its files
+    double seconds = 0;     // duration
+    uint64_t sequence = 0;  // latest sequence number in the copy
+  };
+  // Writes a consistent copy of the whole database (a RocksDB checkpoint: one instant across all
+  // column families; hard links on the same filesystem, copies otherwise) to
+  // <backup_dir>/<name>, creating backup_dir if missing, while other calls go on. The copy is
+  // made in a sibling <name>.partial-<random> and renamed into place once complete and synced,
+  // so a crash never leaves a finished-looking backup; stale partials of `name` are removed
+  // first. INVALID_ARGUMENT for a bad name, ALREADY_EXISTS if the backup exists, ABORTED while
+  // another backup runs (one at a time: a second one is refused rather than queued, so a
+  // client never waits unboundedly behind a long copy), RESOURCE_EXHAUSTED when the disk is
+  // full, INTERNAL for other failures; a failure leaves nothing under backup_dir.
+  absl::StatusOr<BackupResult> Backup(const std::string& backup_dir, absl::string_view name);
+
   // --- Jobs ----------------------------------------------------------------------------------
   absl::Status PutJob(const storage::JobRecord& job);
   // Every stored job record.
@@ -258,6 +282,7 @@ class Store {
   rocksdb::ColumnFamilyHandle* sids_ = nullptr;
   rocksdb::ColumnFamilyHandle* ivf_ = nullptr;
 
+  std::mutex backup_mu_;          // held while a backup runs
   mutable std::shared_mutex mu_;  // guards collections_ and next_collection_id_
   std::map<std::string, std::shared_ptr<Collection>, std::less<>> collections_;
   uint32_t next_collection_id_ = 1;

@@ -19,14 +19,6 @@ import unittest
 
 import yaml
 
-# QUANTD_* settings in deploy/k8s/quantd.env whose server flags are being added on other
-# branches at the same time as these manifests. The flag check skips them (with a note) so this
-# branch stays green; whoever merges the last of those branches empties this set, after which
-# every setting must name a flag of the binary.
-FLAGS_ADDED_BY_PARALLEL_WORK = frozenset({
-    "backup_dir",
-})
-
 # Files make-secrets.sh writes that must never reach a Secret.
 NOT_FOR_THE_CLUSTER = frozenset({"ca.key"})
 
@@ -564,19 +556,8 @@ class FlagsTest(unittest.TestCase):
         return {name[len("QUANTD_"):].lower() for name in names}
 
     def test_every_setting_is_a_server_flag(self):
-        pending = sorted(FLAGS_ADDED_BY_PARALLEL_WORK & self.settings())
-        missing = sorted(f for f in self.settings() - FLAGS_ADDED_BY_PARALLEL_WORK
-                         if f not in self.flags)
+        missing = sorted(f for f in self.settings() if f not in self.flags)
         self.assertEqual(missing, [], "QUANTD_ settings the server has no flag for")
-        if pending:
-            present = [f for f in pending if f in self.flags]
-            print(f"\nnote: not checked, FLAGS_ADDED_BY_PARALLEL_WORK: {', '.join(pending)}"
-                  + (f"\nnote: already in this binary (drop from the set): {', '.join(present)}"
-                     if present else ""), file=sys.stderr)
-
-    def test_parallel_work_set_only_names_settings(self):
-        self.assertEqual(FLAGS_ADDED_BY_PARALLEL_WORK - self.settings(), set(),
-                         "FLAGS_ADDED_BY_PARALLEL_WORK names flags the ConfigMap does not set")
 
 
 @unittest.skipUnless(shutil.which("kubectl"), "kubectl is not on PATH")

@@ -19,7 +19,7 @@
 #include "client/client.h"
 #include "core/vector_file.h"
 #include "gtest/gtest.h"
-#include "tests/server_process.h"
+#include "tests/process_support.h"
 #include "tests/test_support.h"
 
 namespace quantd {

@@ -19,7 +19,7 @@
 #include "core/vector_file.h"
 #include "gtest/gtest.h"
 #include "tests/grpc_raw.h"
-#include "tests/server_process.h"
+#include "tests/process_support.h"
 #include "tests/test_support.h"
 
 namespace quantd {
@@ -27,6 +27,7 @@ namespace {
 
 using ::quantd::testing::DataFile;
 using ::quantd::testing::ReadText;
+using ::quantd::testing::RunQuantctl;
 using ::quantd::testing::ServerProcess;
 using ::quantd::testing::TempDir;
 
@@ -277,19 +278,6 @@ TEST(ProcessTest, SigkillDuringTrainingKeepsThePreviousTokenizer) {
   EXPECT_EQ(stats.tokenizer().version(), 1u);
   EXPECT_EQ(stats.tokenizer().items(), 20000u);
   EXPECT_EQ(ExportAll(*stub, "fmnist"), sids_before);
-}
-
-// Runs quantctl with `args`; returns the exit code and stdout (+ stderr) in *output.
-int RunQuantctl(const std::string& address, const std::string& args, std::string* output) {
-  const std::string command =
-      std::string(QUANTCTL_BINARY) + " --addr " + address + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  output->clear();
-  char buffer[4096];
-  size_t got;
-  while ((got = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, got);
-  const int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 TEST(ProcessTest, QuantctlWalkThrough) {

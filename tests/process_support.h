@@ -1,14 +1,16 @@
-// A quantd child process for the tests that run the real binary (SIGKILL, SIGTERM, load):
-// started with fork/exec, its stderr in a log file, killed with the object.
-#ifndef QUANTD_TESTS_SERVER_PROCESS_H_
-#define QUANTD_TESTS_SERVER_PROCESS_H_
+// The real binaries as child processes: a quantd server with its log in a file, and quantctl.
+// Shared by the process-level suites.
+#ifndef QUANTD_TESTS_PROCESS_SUPPORT_H_
+#define QUANTD_TESTS_PROCESS_SUPPORT_H_
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -19,9 +21,16 @@
 #include "client/client.h"
 #include "gtest/gtest.h"
 #include "tests/grpc_raw.h"
-#include "tests/test_support.h"
 
 namespace quantd::testing {
+
+// What the child does before exec (async-signal-safe calls only).
+struct ChildSetup {
+  // RLIMIT_FSIZE in bytes (writes past it fail with EFBIG; SIGXFSZ is ignored); -1: unchanged.
+  long file_size_limit = -1;
+  // Run as this user (a root test process dropping privileges); -1: unchanged.
+  int uid = -1;
+};
 
 inline std::string ReadText(const std::string& path) {
   std::ifstream in(path);
@@ -35,10 +44,13 @@ inline std::string ReadText(const std::string& path) {
 class ServerProcess {
  public:
   ServerProcess(const std::string& data_dir, const std::string& log_path,
-                std::vector<std::string> extra_args = {}, std::vector<std::string> environment = {})
+                std::vector<std::string> extra_args = {}, std::vector<std::string> environment = {},
+                ChildSetup setup = {})
       : log_path_(log_path) {
+    // Backups beside the data directory rather than in the test's working directory.
     std::vector<std::string> args = {QUANTD_BINARY, "--listen=127.0.0.1:0",
-                                     "--metrics_addr=", "--data_dir=" + data_dir};
+                                     "--metrics_addr=", "--data_dir=" + data_dir,
+                                     "--backup_dir=" + data_dir + "-backups"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     // Everything the child needs is prepared before fork: between fork and exec a child of a
     // multi-threaded process may only make async-signal-safe calls (no malloc).
@@ -53,6 +65,13 @@ class ServerProcess {
     if (pid_ == 0) {
       const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       dup2(fd, STDERR_FILENO);
+      if (setup.file_size_limit >= 0) {
+        signal(SIGXFSZ, SIG_IGN);  // stays ignored across exec: writes fail with EFBIG instead
+        const rlimit limit = {static_cast<rlim_t>(setup.file_size_limit),
+                              static_cast<rlim_t>(setup.file_size_limit)};
+        setrlimit(RLIMIT_FSIZE, &limit);
+      }
+      if (setup.uid >= 0 && (setgid(setup.uid) != 0 || setuid(setup.uid) != 0)) _exit(126);
       execve(argv[0], argv.data(), envp.data());
       _exit(127);
     }
@@ -106,6 +125,19 @@ class ServerProcess {
   pid_t pid_ = -1;
 };
 
+// Runs quantctl with `args`; returns the exit code and stdout (+ stderr) in *output.
+inline int RunQuantctl(const std::string& address, const std::string& args, std::string* output) {
+  const std::string command =
+      std::string(QUANTCTL_BINARY) + " --addr " + address + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  output->clear();
+  char buffer[4096];
+  size_t got;
+  while ((got = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, got);
+  const int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 }  // namespace quantd::testing
 
-#endif  // QUANTD_TESTS_SERVER_PROCESS_H_
+#endif  // QUANTD_TESTS_PROCESS_SUPPORT_H_
