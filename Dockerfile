@@ -24,8 +24,7 @@ COPY deploy/install-deps.sh /tmp/install-deps.sh
 RUN bash /tmp/install-deps.sh runtime && rm -rf /var/lib/apt/lists/* /tmp/install-deps.sh \
  && groupadd --system --gid 10001 quantd \
  && useradd --system --uid 10001 --gid quantd --home-dir /var/lib/quantd --shell /usr/sbin/nologin quantd \
- && mkdir -p /var/lib/quantd /var/lib/quantd-backups \
- && chown quantd:quantd /var/lib/quantd /var/lib/quantd-backups
+ && mkdir -p /var/lib/quantd && chown quantd:quantd /var/lib/quantd
 COPY --from=build /src/build/server/quantd /src/build/client/quantctl /usr/local/bin/
 ENV QUANTD_LISTEN=0.0.0.0:50051 \
     QUANTD_HEALTH_LISTEN=0.0.0.0:50052 \
