@@ -94,6 +94,32 @@ std::string StartTokenizerJob(v1::Quantd::Stub& stub, int iterations, uint64_t s
   return job.id();
 }
 
+// Creates collection `name` (L2) and uploads the first `rows` rows of the Beauty embeddings.
+void CreateAndUpload(v1::Quantd::Stub& stub, const std::string& name, uint32_t dim, int64_t rows) {
+  grpc::ClientContext context;
+  v1::CreateCollectionRequest request;
+  request.set_name(name);
+  request.set_dimension(dim);
+  request.set_metric(v1::METRIC_L2);
+  v1::CreateCollectionResponse response;
+  ASSERT_TRUE(stub.CreateCollection(&context, request, &response).ok());
+  auto reader = VectorReader::Open(DataFile("sasrec/Beauty-32d-sasrec.npy"));
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  UploadOptions upload;
+  upload.max_rows = rows;
+  ASSERT_TRUE(UploadVectors(stub, name, **reader, upload).ok());
+}
+
+// Trains the IVF-PQ index of `name` with defaults and waits for the job.
+void TrainIndex(v1::Quantd::Stub& stub, const std::string& name) {
+  grpc::ClientContext context;
+  v1::TrainIndexRequest request;
+  request.set_collection(name);
+  v1::Job job;
+  ASSERT_TRUE(stub.TrainIndex(&context, request, &job).ok());
+  ASSERT_EQ(Wait(stub, job.id()).state(), v1::JOB_STATE_SUCCEEDED);
+}
+
 TEST(LoadTest, ServingUnderWritesAndTrainingStaysCorrectAndBounded) {
   auto data = ReadMatrix(DataFile("sasrec/Beauty-32d-sasrec.npy"));
   ASSERT_TRUE(data.ok()) << data.status();
@@ -109,29 +135,9 @@ TEST(LoadTest, ServingUnderWritesAndTrainingStaysCorrectAndBounded) {
   ASSERT_FALSE(address.empty());
   auto channel = Connect(address);
   auto stub = v1::Quantd::NewStub(channel);
-  {
-    grpc::ClientContext context;
-    v1::CreateCollectionRequest request;
-    request.set_name("load");
-    request.set_dimension(static_cast<uint32_t>(d));
-    request.set_metric(v1::METRIC_L2);
-    v1::CreateCollectionResponse response;
-    ASSERT_TRUE(stub->CreateCollection(&context, request, &response).ok());
-  }
-  auto reader = VectorReader::Open(DataFile("sasrec/Beauty-32d-sasrec.npy"));
-  ASSERT_TRUE(reader.ok());
-  UploadOptions upload;
-  upload.max_rows = kInitialRows;
-  ASSERT_TRUE(UploadVectors(*stub, "load", **reader, upload).ok());
+  ASSERT_NO_FATAL_FAILURE(CreateAndUpload(*stub, "load", static_cast<uint32_t>(d), kInitialRows));
   ASSERT_EQ(Wait(*stub, StartTokenizerJob(*stub, 10, 1, false)).state(), v1::JOB_STATE_SUCCEEDED);
-  {
-    grpc::ClientContext context;
-    v1::TrainIndexRequest request;
-    request.set_collection("load");
-    v1::Job job;
-    ASSERT_TRUE(stub->TrainIndex(&context, request, &job).ok());
-    ASSERT_EQ(Wait(*stub, job.id()).state(), v1::JOB_STATE_SUCCEEDED);
-  }
+  ASSERT_NO_FATAL_FAILURE(TrainIndex(*stub, "load"));
   const auto [rss_before, hwm_before] = Memory(server.pid());
 
   // A retraining runs during the load (its commit swaps the tokenizer under the readers).
@@ -349,26 +355,8 @@ TEST(LoadTest, FullServingQueueRefusesWithResourceExhausted) {
   ASSERT_FALSE(address.empty());
   auto channel = Connect(address);
   auto stub = v1::Quantd::NewStub(channel);
-  {
-    grpc::ClientContext context;
-    v1::CreateCollectionRequest request;
-    request.set_name("busy");
-    request.set_dimension(static_cast<uint32_t>(d));
-    request.set_metric(v1::METRIC_L2);
-    v1::CreateCollectionResponse response;
-    ASSERT_TRUE(stub->CreateCollection(&context, request, &response).ok());
-  }
-  auto reader = VectorReader::Open(DataFile("sasrec/Beauty-32d-sasrec.npy"));
-  ASSERT_TRUE(reader.ok());
-  ASSERT_TRUE(UploadVectors(*stub, "busy", **reader, UploadOptions()).ok());
-  {
-    grpc::ClientContext context;
-    v1::TrainIndexRequest request;
-    request.set_collection("busy");
-    v1::Job job;
-    ASSERT_TRUE(stub->TrainIndex(&context, request, &job).ok());
-    ASSERT_EQ(Wait(*stub, job.id()).state(), v1::JOB_STATE_SUCCEEDED);
-  }
+  ASSERT_NO_FATAL_FAILURE(CreateAndUpload(*stub, "busy", static_cast<uint32_t>(d), -1));
+  ASSERT_NO_FATAL_FAILURE(TrainIndex(*stub, "busy"));
   std::atomic<int> ok = 0, refused = 0, other = 0;
   std::string refusal;
   std::mutex mu;

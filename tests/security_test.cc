@@ -2,11 +2,8 @@
 // in-process server with tokens (plaintext) and with TLS / client certificates (throwaway
 // certificates made by the `openssl` command), and the real binaries: quantd refusing a bad
 // configuration, quantctl talking to a server with TLS and tokens.
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,31 +51,6 @@ std::string ReadText(const std::string& path) {
 bool IsAuthError(const grpc::Status& status) {
   return status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
          status.error_code() == grpc::StatusCode::PERMISSION_DENIED;
-}
-
-// Plain HTTP GET of `path` from host:port; returns the response ("" on failure).
-std::string HttpGet(const std::string& address, const std::string& path) {
-  const size_t colon = address.rfind(':');
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
-  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: x\r\n\r\n";
-  if (write(fd, request.data(), request.size()) < 0) {
-    close(fd);
-    return "";
-  }
-  std::string response;
-  char buffer[4096];
-  ssize_t got;
-  while ((got = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, got);
-  close(fd);
-  return response;
 }
 
 // ---- The RPCs the tests make, each returning the call's status. ----
@@ -463,7 +435,7 @@ TEST_F(TokenAuthTest, HealthAndReflectionNeedNoTokenAndRejectionsAreCounted) {
   EXPECT_EQ(Upsert(*reader_, "c", 1).error_code(), grpc::StatusCode::PERMISSION_DENIED);
   int messages = 0;
   EXPECT_EQ(Export(*anonymous_, "c", &messages).error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  const std::string metrics = HttpGet(server_->metrics_address(), "/metrics");
+  const std::string metrics = testing::HttpGet(server_->metrics_address(), "/metrics");
   for (const char* line : {"quantd_requests_total{code=\"16\",method=\"CreateCollection\"} 1",
                            "quantd_requests_total{code=\"7\",method=\"CreateCollection\"} 1",
                            "quantd_requests_total{code=\"7\",method=\"Upsert\"} 1",
