@@ -25,18 +25,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::quantd::testing::DataFile;
+using ::quantd::testing::Entries;
 using ::quantd::testing::FashionMnistFile;
-
-// Names of the entries of `dir`, sorted.
-std::vector<std::string> Entries(const std::string& dir) {
-  std::vector<std::string> names;
-  std::error_code error;
-  for (fs::directory_iterator it(dir, error), end; !error && it != end; it.increment(error)) {
-    names.push_back(it->path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 class BackupTest : public ::quantd::testing::InProcessServerTest {
  protected:

@@ -28,23 +28,15 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::quantd::testing::ChildSetup;
+using ::quantd::testing::CreateCollection;
 using ::quantd::testing::DataFile;
+using ::quantd::testing::Entries;
 using ::quantd::testing::FashionMnistFile;
 using ::quantd::testing::ReadText;
 using ::quantd::testing::RunQuantctl;
 using ::quantd::testing::ServerProcess;
 using ::quantd::testing::TempDir;
 using Clock = std::chrono::steady_clock;
-
-std::vector<std::string> Entries(const std::string& dir) {
-  std::vector<std::string> names;
-  std::error_code error;
-  for (fs::directory_iterator it(dir, error), end; !error && it != end; it.increment(error)) {
-    names.push_back(it->path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 // A fresh directory under /dev/shm (tmpfs) when that is another filesystem than the system
 // temp dir, so a backup there copies its files instead of hard-linking them; removed with the
@@ -69,17 +61,6 @@ class ShmDir {
  private:
   std::string path_;
 };
-
-void CreateCollection(v1::Quantd::Stub& stub, const std::string& name, uint32_t dim) {
-  grpc::ClientContext context;
-  v1::CreateCollectionRequest request;
-  request.set_name(name);
-  request.set_dimension(dim);
-  request.set_metric(v1::METRIC_L2);
-  v1::CreateCollectionResponse response;
-  const grpc::Status status = stub.CreateCollection(&context, request, &response);
-  ASSERT_TRUE(status.ok()) << status.error_message();
-}
 
 void Upload(v1::Quantd::Stub& stub, const std::string& collection, const std::string& path,
             int64_t rows) {
@@ -361,6 +342,13 @@ TEST(FaultTest, SigkillDuringTrainingReportsFailedAndThePreviousModelsServe) {
   v1::SearchResponse searched;
   ASSERT_TRUE(Search(*stub, "fmnist", queries, &searched).ok());
   EXPECT_EQ(searched.SerializeAsString(), searched_before.SerializeAsString());
+  grpc::ClientContext context;
+  v1::GetStatsRequest request;
+  request.set_collection("fmnist");
+  v1::GetStatsResponse stats;
+  ASSERT_TRUE(stub->GetStats(&context, request, &stats).ok());
+  EXPECT_EQ(stats.tokenizer().version(), 1u);
+  EXPECT_EQ(stats.tokenizer().items(), 10000u);  // every item still has its version-1 SID
 }
 
 // Opens the stopped server's database directly and flips a byte in the middle of every model
@@ -493,6 +481,12 @@ TEST(FaultTest, ReadOnlyDataDirStopsStartupReadOnlyBackupDirFailsBackupsOnly) {
     setup.uid = static_cast<int>(nobody->pw_uid);
     fs::permissions(dir.path(),
                     fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+    // The build tree may sit in a directory only root can enter: run a copy nobody can reach.
+    setup.binary = dir.File("quantd");
+    fs::copy_file(QUANTD_BINARY, setup.binary);
+    fs::permissions(setup.binary, fs::perms::owner_all | fs::perms::group_read |
+                                      fs::perms::group_exec | fs::perms::others_read |
+                                      fs::perms::others_exec);
   }
   fs::permissions(locked, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
                               fs::perms::group_exec | fs::perms::others_read |

@@ -96,13 +96,7 @@ std::string StartTokenizerJob(v1::Quantd::Stub& stub, int iterations, uint64_t s
 
 // Creates collection `name` (L2) and uploads the first `rows` rows of the Beauty embeddings.
 void CreateAndUpload(v1::Quantd::Stub& stub, const std::string& name, uint32_t dim, int64_t rows) {
-  grpc::ClientContext context;
-  v1::CreateCollectionRequest request;
-  request.set_name(name);
-  request.set_dimension(dim);
-  request.set_metric(v1::METRIC_L2);
-  v1::CreateCollectionResponse response;
-  ASSERT_TRUE(stub.CreateCollection(&context, request, &response).ok());
+  ASSERT_NO_FATAL_FAILURE(testing::CreateCollection(stub, name, dim));
   auto reader = VectorReader::Open(DataFile("sasrec/Beauty-32d-sasrec.npy"));
   ASSERT_TRUE(reader.ok()) << reader.status();
   UploadOptions upload;

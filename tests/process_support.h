@@ -30,6 +30,9 @@ struct ChildSetup {
   long file_size_limit = -1;
   // Run as this user (a root test process dropping privileges); -1: unchanged.
   int uid = -1;
+  // The server binary to run instead of the build's: a copy that `uid` can reach, when the
+  // build tree is not (a private temporary checkout, as CI's).
+  std::string binary;
 };
 
 inline std::string ReadText(const std::string& path) {
@@ -48,9 +51,9 @@ class ServerProcess {
                 ChildSetup setup = {})
       : log_path_(log_path) {
     // Backups beside the data directory rather than in the test's working directory.
-    std::vector<std::string> args = {QUANTD_BINARY, "--listen=127.0.0.1:0",
-                                     "--metrics_addr=", "--data_dir=" + data_dir,
-                                     "--backup_dir=" + data_dir + "-backups"};
+    std::vector<std::string> args = {
+        setup.binary.empty() ? QUANTD_BINARY : setup.binary, "--listen=127.0.0.1:0",
+        "--metrics_addr=", "--data_dir=" + data_dir, "--backup_dir=" + data_dir + "-backups"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     // Everything the child needs is prepared before fork: between fork and exec a child of a
     // multi-threaded process may only make async-signal-safe calls (no malloc).
@@ -136,6 +139,18 @@ inline int RunQuantctl(const std::string& address, const std::string& args, std:
   while ((got = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, got);
   const int status = pclose(pipe);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// Creates an L2 collection `name` of dimension `dim`; a failure fails the test.
+inline void CreateCollection(v1::Quantd::Stub& stub, const std::string& name, uint32_t dim) {
+  grpc::ClientContext context;
+  v1::CreateCollectionRequest request;
+  request.set_name(name);
+  request.set_dimension(dim);
+  request.set_metric(v1::METRIC_L2);
+  v1::CreateCollectionResponse response;
+  const grpc::Status status = stub.CreateCollection(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
 }
 
 }  // namespace quantd::testing

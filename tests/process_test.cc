@@ -25,6 +25,7 @@
 namespace quantd {
 namespace {
 
+using ::quantd::testing::CreateCollection;
 using ::quantd::testing::DataFile;
 using ::quantd::testing::ReadText;
 using ::quantd::testing::RunQuantctl;
@@ -39,17 +40,6 @@ v1::Collection Describe(v1::Quantd::Stub& stub, const std::string& name) {
   const grpc::Status status = stub.DescribeCollection(&context, request, &response);
   EXPECT_TRUE(status.ok()) << status.error_message();
   return response.collection();
-}
-
-void CreateCollection(v1::Quantd::Stub& stub, const std::string& name, uint32_t dim) {
-  grpc::ClientContext context;
-  v1::CreateCollectionRequest request;
-  request.set_name(name);
-  request.set_dimension(dim);
-  request.set_metric(v1::METRIC_L2);
-  v1::CreateCollectionResponse response;
-  const grpc::Status status = stub.CreateCollection(&context, request, &response);
-  ASSERT_TRUE(status.ok()) << status.error_message();
 }
 
 TEST(ProcessTest, SigkillKeepsEveryAcknowledgedBatch) {
@@ -189,95 +179,6 @@ TEST(ProcessTest, StartupFailsClearlyOnBadConfiguration) {
   ASSERT_TRUE(WIFEXITED(env_status));
   EXPECT_EQ(WEXITSTATUS(env_status), 2);
   EXPECT_NE(ReadText(dir.File("bad_env.log")).find("QUANTD_SYNC='maybe'"), std::string::npos);
-}
-
-v1::Job GetJob(v1::Quantd::Stub& stub, const std::string& id) {
-  grpc::ClientContext context;
-  v1::GetJobRequest request;
-  request.set_id(id);
-  v1::Job job;
-  const grpc::Status status = stub.GetJob(&context, request, &job);
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  return job;
-}
-
-std::string ExportAll(v1::Quantd::Stub& stub, const std::string& collection) {
-  grpc::ClientContext context;
-  v1::ExportSidsRequest request;
-  request.set_collection(collection);
-  auto reader = stub.ExportSids(&context, request);
-  std::string all;
-  v1::ExportSidsResponse batch;
-  while (reader->Read(&batch)) all += batch.SerializeAsString();
-  EXPECT_TRUE(reader->Finish().ok());
-  return all;
-}
-
-TEST(ProcessTest, SigkillDuringTrainingKeepsThePreviousTokenizer) {
-  TempDir dir;
-  const std::string data_dir = dir.path() + "/data";
-  std::string job_id;
-  std::string sids_before;
-  {
-    ServerProcess server(data_dir, dir.File("first.log"));
-    const std::string address = server.WaitReady();
-    ASSERT_FALSE(address.empty());
-    auto stub = v1::Quantd::NewStub(Connect(address));
-    CreateCollection(*stub, "fmnist", 784);
-    auto reader = VectorReader::Open(testing::FashionMnistFile("train-images-idx3-ubyte.gz"));
-    ASSERT_TRUE(reader.ok());
-    UploadOptions upload;
-    upload.max_rows = 20000;
-    ASSERT_TRUE(UploadVectors(*stub, "fmnist", **reader, upload).ok());
-
-    const auto train = [&](std::vector<uint32_t> levels, bool balanced, uint32_t iterations) {
-      grpc::ClientContext context;
-      v1::TrainTokenizerRequest request;
-      request.set_collection("fmnist");
-      request.mutable_codebook_sizes()->Add(levels.begin(), levels.end());
-      request.set_balanced(balanced);
-      request.set_max_iterations(iterations);
-      v1::Job job;
-      EXPECT_TRUE(stub->TrainTokenizer(&context, request, &job).ok());
-      return job.id();
-    };
-    const std::string first = train({16, 16}, false, 5);
-    v1::Job job;
-    for (int i = 0; i < 3000; ++i) {
-      job = GetJob(*stub, first);
-      if (job.state() == v1::JOB_STATE_SUCCEEDED || job.state() == v1::JOB_STATE_FAILED) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error();
-    sids_before = ExportAll(*stub, "fmnist");
-
-    // A long second job, killed while it trains.
-    job_id = train({256, 256, 256}, true, 500);
-    for (int i = 0; i < 3000; ++i) {
-      job = GetJob(*stub, job_id);
-      if (job.state() == v1::JOB_STATE_RUNNING && job.phase().rfind("training", 0) == 0) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    ASSERT_EQ(job.state(), v1::JOB_STATE_RUNNING);
-    server.Signal(SIGKILL);
-    server.Wait();
-  }
-  ServerProcess server(data_dir, dir.File("second.log"));
-  const std::string address = server.WaitReady();
-  ASSERT_FALSE(address.empty());
-  auto stub = v1::Quantd::NewStub(Connect(address));
-  const v1::Job job = GetJob(*stub, job_id);
-  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
-  EXPECT_NE(job.error().find("interrupted"), std::string::npos) << job.error();
-  // Version 1 serves, with every SID as before the crash.
-  grpc::ClientContext context;
-  v1::GetStatsRequest request;
-  request.set_collection("fmnist");
-  v1::GetStatsResponse stats;
-  ASSERT_TRUE(stub->GetStats(&context, request, &stats).ok());
-  EXPECT_EQ(stats.tokenizer().version(), 1u);
-  EXPECT_EQ(stats.tokenizer().items(), 20000u);
-  EXPECT_EQ(ExportAll(*stub, "fmnist"), sids_before);
 }
 
 TEST(ProcessTest, QuantctlWalkThrough) {

@@ -3,6 +3,7 @@
 #define QUANTD_TESTS_TEST_SUPPORT_H_
 
 #include <string>
+#include <vector>
 
 namespace quantd::testing {
 
@@ -30,6 +31,9 @@ class TempDir {
 
 // Writes `bytes` to `path`, replacing it.
 void WriteFile(const std::string& path, const std::string& bytes);
+
+// Names of the entries of directory `dir`, sorted (empty if it cannot be read).
+std::vector<std::string> Entries(const std::string& dir);
 
 // The whole HTTP/1.0 response (headers and body) to GET `path` from `address` ("host:port",
 // IPv4); "" if the connection fails.
