@@ -58,7 +58,19 @@ void ToProto(const CollectionInfo& info, v1::Collection* out) {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  // Messages quote what the caller sent (names, job ids, tokens). A message past the client's
+  // metadata limit (8 KiB by default) reaches it as RESOURCE_EXHAUSTED "received initial metadata
+  // size exceeds limit", losing the real code and message: long ones keep their start (the field
+  // and value) and their end (what is wrong), and say how much is left out.
+  constexpr size_t kHead = 768;
+  constexpr size_t kTail = 256;
+  absl::string_view message = status.message();
+  if (message.size() <= kHead + kTail) {
+    return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(message));
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      absl::StrCat(message.substr(0, kHead), "...[", message.size() - kHead - kTail,
+                                   " bytes elided]...", message.substr(message.size() - kTail)));
 }
 
 grpc::ServerUnaryReactor* QuantdService::Finish(grpc::CallbackServerContext* context,
