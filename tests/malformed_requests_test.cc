@@ -150,6 +150,13 @@ TEST_F(MalformedRequestsTest, CollectionRpcs) {
       {"Describe: long name", describe(std::string(5000, 'x')), kInvalid, "5000 characters"},
       {"Describe: bad name", describe("x y"), kInvalid, "'x y'"},
       {"Describe: case differs", describe("Sentinel"), kNotFound, "'Sentinel'"},
+      // proto3 strings must be UTF-8: the server cannot parse such a request.
+      {"Describe: name not UTF-8", describe("\xff\xfe"), kInvalid,
+       "/quantd.v1.Quantd/DescribeCollection does not parse"},
+      {"Create: name not UTF-8", create("a\xc3", 4, 1), kInvalid,
+       "/quantd.v1.Quantd/CreateCollection does not parse"},
+      {"Drop: name not UTF-8", drop("sentinel\x80"), kInvalid,
+       "/quantd.v1.Quantd/DropCollection does not parse"},
       {"Drop: empty name", drop(""), kInvalid, "is empty"},
       {"Drop: unknown", drop("nope"), kNotFound, "collection 'nope' does not exist"},
       {"Drop: bad name", drop("sentinel*"), kInvalid, "'sentinel*'"},
@@ -531,6 +538,17 @@ TEST_F(MalformedRequestsTest, IndexAndJobRpcs) {
       {"GetJob: empty id", get_job(""), kNotFound, "job '' does not exist"},
       {"GetJob: unknown id", get_job("job-999999"), kNotFound, "job 'job-999999' does not exist"},
       {"GetJob: non-ASCII id", get_job("jöb"), kNotFound, "does not exist"},
+      {"GetJob: id not UTF-8",
+       get_job("j\xff"
+               "b"),
+       kInvalid, "GetJob does not parse"},
+      {"ExportSids: name not UTF-8",
+       [&] {
+         v1::ExportSidsRequest r;
+         r.set_collection("\xed\xa0\x80");  // a UTF-16 surrogate, not valid UTF-8
+         return Call(r);
+       },
+       kInvalid, "/quantd.v1.Quantd/ExportSids does not parse"},
       {"CancelJob: empty id", cancel_job(""), kNotFound, "job '' does not exist"},
       {"CancelJob: unknown id", cancel_job("job-999999"), kNotFound, "'job-999999'"},
       {"CancelJob: ended job", cancel_job("job-000001"), kPrecondition,
@@ -585,12 +603,11 @@ TEST_F(MalformedRequestsTest, HugeValuesInMessagesKeepTheirCodeAndMessage) {
 }
 
 // Bytes that are not a protobuf message of the method's request type, and protobuf cut short.
-// gRPC's callback API deserializes the request before the service sees it, and answers what
-// does not parse itself; these tests pin down what it actually does (gRPC 1.51):
-// - unary and server-streaming methods: UNIMPLEMENTED with an empty message (the handler's
-//   fallback when deserialization fails), not INVALID_ARGUMENT or INTERNAL;
-// - Upsert (bidi): the failed read looks like the client closing its side, so the stream ends
-//   OK without acknowledging the batch, and nothing is written.
+// gRPC's callback API deserializes the request before the service sees it; on its own it answers
+// one that does not parse with UNIMPLEMENTED and no message (gRPC 1.51), which the server's
+// interceptor turns into INVALID_ARGUMENT naming the method. Upsert (bidi) cannot tell a failed
+// read from the client closing its side: the stream ends OK without acknowledging the batch, and
+// nothing is written.
 TEST_F(MalformedRequestsTest, UnparsableBytesToEveryMethod) {
   const std::vector<std::pair<std::string, std::string>> payloads = {
       {"not protobuf", "\xff\xff\xff\xff garbage"},
@@ -614,12 +631,16 @@ TEST_F(MalformedRequestsTest, UnparsableBytesToEveryMethod) {
         EXPECT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
         EXPECT_TRUE(response.empty()) << "an unparsable batch was acknowledged";
       } else {
-        EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED)
+        EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
             << status.error_code() << " " << status.error_message();
+        EXPECT_TRUE(absl::StrContains(
+            status.error_message(),
+            absl::StrCat("the request to /quantd.v1.Quantd/", method, " does not parse")))
+            << status.error_message();
       }
     }
   }
-  // An unknown method is UNIMPLEMENTED too; good requests are still answered after all that.
+  // An unknown method stays UNIMPLEMENTED; good requests are still answered after all that.
   EXPECT_EQ(RawRequest("Nope", "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
   EXPECT_TRUE(RawRequest("ListCollections", "").ok());
   ExpectSentinelUnchanged();
