@@ -233,10 +233,17 @@ class QuantdService::UpsertReactor final
  public:
   UpsertReactor(Store* store, Metrics* metrics)
       : store_(store), metrics_(metrics), start_(Clock::now()) {
-    StartRead(&request_);
+    Read();
   }
 
   void OnReadDone(bool ok) override {
+    if (!ok && request_.collection() != kUnread) {
+      Done(absl::InvalidArgumentError(absl::StrFormat(
+          "batch %d does not parse as an UpsertRequest (cut short, not protobuf, or a collection "
+          "name that is not UTF-8)",
+          batch_index_)));
+      return;
+    }
     if (!ok) {  // the client closed its side: every batch it sent is acknowledged
       Done(absl::OkStatus());
       return;
@@ -255,12 +262,22 @@ class QuantdService::UpsertReactor final
       return;
     }
     ++batch_index_;
-    StartRead(&request_);
+    Read();
   }
 
   void OnDone() override { delete this; }
 
  private:
+  // gRPC reports a batch that does not deserialize like the end of the stream (ok = false).
+  // Deserializing clears the message first, so a marker left in it before each read tells the
+  // two apart.
+  static constexpr absl::string_view kUnread = absl::string_view("\0unread", 7);
+  void Read() {
+    request_.Clear();
+    request_.set_collection(std::string(kUnread));
+    StartRead(&request_);
+  }
+
   absl::Status Apply() {
     if (!request_.collection().empty()) {
       if (collection_.empty()) {

@@ -142,8 +142,8 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 // gRPC's callback API deserializes a unary or server-streaming request before the service sees
 // it, and answers one that does not parse (cut short, not protobuf, a string that is not UTF-8)
 // with UNIMPLEMENTED and no message, as if the method did not exist. Interceptors from this
-// factory make that INVALID_ARGUMENT naming the method. (A bidi Upsert stream cannot tell such
-// a message from the client closing its side: it ends OK without acknowledging it.)
+// factory make that INVALID_ARGUMENT naming the method. (Upsert, bidi, tells a batch that does
+// not parse from the end of the stream itself.)
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
 UnparsableRequestInterceptors();
 

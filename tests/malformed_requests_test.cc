@@ -210,6 +210,8 @@ TEST_F(MalformedRequestsTest, ItemRpcs) {
       {"Upsert: zero vector, cosine", upsert("cos", {2}, {0, 0, 0, 0}), kInvalid,
        "vectors[row 0] is the zero vector"},
       {"Upsert: 2^20 + 1 ids", upsert("plain", too_many, {}), kInvalid, "ids has 1048577 rows"},
+      {"Upsert: name not UTF-8", upsert("plain\xff", {1}, {1, 2, 3, 4}), kInvalid,
+       "batch 0 does not parse as an UpsertRequest"},
       {"Upsert: sentinel, wrong dimension", upsert(kSentinel, {1}, {1, 2, 3, 4}), kInvalid,
        "dimension 8"},
       {"GetItems: no ids", get("plain", {}), kInvalid, "ids is empty"},
@@ -241,6 +243,21 @@ TEST_F(MalformedRequestsTest, ItemRpcs) {
     EXPECT_EQ(ItemCount("plain"), 41u);
     EXPECT_EQ(ItemCount("cos"), 1u);
   }
+  // A batch that does not parse after a good one: refused with its index, the good one kept.
+  {
+    v1::UpsertRequest good;
+    good.set_collection("plain");
+    good.add_ids(104);
+    for (float v : {1.0f, 2.0f, 3.0f, 4.0f}) good.add_vectors(v);
+    v1::UpsertRequest bad = good;
+    bad.set_collection("plain\xc3");
+    bad.set_ids(0, 105);
+    const grpc::Status status = Call(std::vector<v1::UpsertRequest>{good, bad});
+    EXPECT_EQ(status.error_code(), kInvalid);
+    EXPECT_TRUE(absl::StrContains(status.error_message(), "batch 1 does not parse"))
+        << status.error_message();
+    EXPECT_EQ(ItemCount("plain"), 42u);
+  }
   // A bad batch after a good one: its batch index is named, the good one is kept.
   {
     v1::UpsertRequest good;
@@ -254,7 +271,7 @@ TEST_F(MalformedRequestsTest, ItemRpcs) {
     EXPECT_EQ(status.error_code(), kInvalid);
     EXPECT_TRUE(absl::StrContains(status.error_message(), "batch 1: vectors[row 0, component 1]"))
         << status.error_message();
-    EXPECT_EQ(ItemCount("plain"), 42u);
+    EXPECT_EQ(ItemCount("plain"), 43u);
   }
   ExpectSentinelUnchanged();
   EXPECT_EQ(ItemCount("cos"), 1u);
@@ -605,9 +622,8 @@ TEST_F(MalformedRequestsTest, HugeValuesInMessagesKeepTheirCodeAndMessage) {
 // Bytes that are not a protobuf message of the method's request type, and protobuf cut short.
 // gRPC's callback API deserializes the request before the service sees it; on its own it answers
 // one that does not parse with UNIMPLEMENTED and no message (gRPC 1.51), which the server's
-// interceptor turns into INVALID_ARGUMENT naming the method. Upsert (bidi) cannot tell a failed
-// read from the client closing its side: the stream ends OK without acknowledging the batch, and
-// nothing is written.
+// interceptor turns into INVALID_ARGUMENT naming the method; and it reports an Upsert batch that
+// does not parse like the client closing its side, which the Upsert reactor tells apart.
 TEST_F(MalformedRequestsTest, UnparsableBytesToEveryMethod) {
   const std::vector<std::pair<std::string, std::string>> payloads = {
       {"not protobuf", "\xff\xff\xff\xff garbage"},
@@ -628,7 +644,11 @@ TEST_F(MalformedRequestsTest, UnparsableBytesToEveryMethod) {
         // ListCollectionsRequest has no fields: field 1 is an unknown field, kept, not parsed.
         EXPECT_TRUE(status.ok()) << status.error_message();
       } else if (method == "Upsert") {
-        EXPECT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
+        EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+            << status.error_code() << " " << status.error_message();
+        EXPECT_TRUE(
+            absl::StrContains(status.error_message(), "batch 0 does not parse as an UpsertRequest"))
+            << status.error_message();
         EXPECT_TRUE(response.empty()) << "an unparsable batch was acknowledged";
       } else {
         EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
