@@ -390,13 +390,23 @@ grpc::ServerUnaryReactor* QuantdService::Search(grpc::CallbackServerContext* con
   });
 }
 
+namespace {
+
+// An empty job id is a caller mistake (every job has one), not a job that does not exist.
+absl::Status EmptyJobId() {
+  return absl::InvalidArgumentError("id is empty: name a job, such as one from ListJobs");
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* QuantdService::GetJob(grpc::CallbackServerContext* context,
                                                 const v1::GetJobRequest* request,
                                                 v1::Job* response) {
   const Clock::time_point start = Clock::now();
   if (auto denied = authorizer_.Authorize(*context, "GetJob"); !denied.ok())
     return Finish(context, "GetJob", start, denied);
-  auto job = jobs_->Get(request->id());
+  auto job =
+      request->id().empty() ? absl::StatusOr<v1::Job>(EmptyJobId()) : jobs_->Get(request->id());
   if (job.ok()) *response = *job;
   return Finish(context, "GetJob", start, job.status());
 }
@@ -425,7 +435,8 @@ grpc::ServerUnaryReactor* QuantdService::CancelJob(grpc::CallbackServerContext* 
   const Clock::time_point start = Clock::now();
   if (auto denied = authorizer_.Authorize(*context, "CancelJob"); !denied.ok())
     return Finish(context, "CancelJob", start, denied);
-  auto job = jobs_->Cancel(request->id());
+  auto job =
+      request->id().empty() ? absl::StatusOr<v1::Job>(EmptyJobId()) : jobs_->Cancel(request->id());
   if (job.ok()) *response = *job;
   return Finish(context, "CancelJob", start, job.status());
 }

@@ -552,7 +552,7 @@ TEST_F(MalformedRequestsTest, IndexAndJobRpcs) {
        "collection 'plain' has no index yet"},
       {"Search: wrong dimension for the collection", search("plain", q8 /* 8 = 2 x 4 */, 1, 0, 0),
        kPrecondition, "no index yet"},
-      {"GetJob: empty id", get_job(""), kNotFound, "job '' does not exist"},
+      {"GetJob: empty id", get_job(""), kInvalid, "id is empty"},
       {"GetJob: unknown id", get_job("job-999999"), kNotFound, "job 'job-999999' does not exist"},
       {"GetJob: non-ASCII id", get_job("jöb"), kNotFound, "does not exist"},
       {"GetJob: id not UTF-8",
@@ -566,7 +566,7 @@ TEST_F(MalformedRequestsTest, IndexAndJobRpcs) {
          return Call(r);
        },
        kInvalid, "/quantd.v1.Quantd/ExportSids does not parse"},
-      {"CancelJob: empty id", cancel_job(""), kNotFound, "job '' does not exist"},
+      {"CancelJob: empty id", cancel_job(""), kInvalid, "id is empty"},
       {"CancelJob: unknown id", cancel_job("job-999999"), kNotFound, "'job-999999'"},
       {"CancelJob: ended job", cancel_job("job-000001"), kPrecondition,
        "job job-000001 already ended (JOB_STATE_SUCCEEDED)"},
