@@ -269,7 +269,8 @@ class Mutator {
       }
       case Kind::kXvecs: {
         // The first row's dimension, or a later row's.
-        const int32_t dim = *reinterpret_cast<const int32_t*>(seed.content.data());
+        int32_t dim = 0;
+        std::memcpy(&dim, seed.content.data(), sizeof(dim));
         const size_t row_bytes = seed.content.size() / 3;  // every texmex seed has 3 rows
         const size_t at = OneIn(2) ? 0 : row_bytes * Below(3);
         int32_t value = 0;
