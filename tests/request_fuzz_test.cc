@@ -13,9 +13,11 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -137,8 +139,11 @@ class RequestFuzzTest : public HostileRequestTest {
   // Records `status` of a call to `method`; `raw` calls may also fail to parse.
   void Check(const std::string& method, const grpc::Status& status, bool raw,
              const std::string& what, bool parses = true) {
-    auto& [count, example] = codes_[method][status.error_code()];
-    if (count++ == 0) example = status.error_message().substr(0, 160);
+    {
+      std::lock_guard lock(codes_mu_);
+      auto& [count, example] = codes_[method][status.error_code()];
+      if (count++ == 0) example = status.error_message().substr(0, 160);
+    }
     static const std::set<grpc::StatusCode> kAllowed = {grpc::StatusCode::OK,
                                                         grpc::StatusCode::INVALID_ARGUMENT,
                                                         grpc::StatusCode::NOT_FOUND,
@@ -386,7 +391,21 @@ class RequestFuzzTest : public HostileRequestTest {
   }
 
   // Per method and code: how many calls, and the first one's message.
+  std::mutex codes_mu_;
   std::map<std::string, std::map<int, std::pair<int, std::string>>> codes_;
+
+  // Puts the scratch collection back with items (the run drops it now and then; if it was
+  // recreated with another dimension, the upsert fails and it stays as it is).
+  void RestoreScratch(Random& rnd) {
+    v1::CreateCollectionRequest r;
+    r.set_name("scratch");
+    r.set_dimension(8);
+    r.set_metric(v1::METRIC_L2);
+    Call(r);
+    std::vector<uint64_t> ids;
+    for (uint64_t i = 0; i < 300; ++i) ids.push_back(i);
+    Upsert("scratch", ids, rnd.Floats(300 * 8, true));
+  }
 };
 
 TEST_F(RequestFuzzTest, RandomRequestsGetAllowedStatusesAndChangeNothingElse) {
@@ -395,19 +414,8 @@ TEST_F(RequestFuzzTest, RandomRequestsGetAllowedStatusesAndChangeNothingElse) {
   int typed = 0;
   int raw = 0;
   for (; typed < kTypedIterations && !HasFailure(); ++typed) {
-    // A scratch collection with items, so that valid-looking requests get past the lookup; the
-    // run drops it now and then, so it is put back (if it was recreated with another
-    // dimension, the upsert fails and it stays as it is).
-    if (typed % 250 == 0) {
-      v1::CreateCollectionRequest r;
-      r.set_name("scratch");
-      r.set_dimension(8);
-      r.set_metric(v1::METRIC_L2);
-      Call(r);
-      std::vector<uint64_t> ids;
-      for (uint64_t i = 0; i < 300; ++i) ids.push_back(i);
-      Upsert("scratch", ids, rnd.Floats(300 * 8, true));
-    }
+    // A scratch collection with items, so that valid-looking requests get past the lookup.
+    if (typed % 250 == 0) RestoreScratch(rnd);
     TypedCall(rnd);
   }
   for (; raw < kRawIterations && !HasFailure(); ++raw) RawFuzzCall(rnd);
@@ -424,6 +432,37 @@ TEST_F(RequestFuzzTest, RandomRequestsGetAllowedStatusesAndChangeNothingElse) {
   }
   // Both outcomes occur across the run.
   EXPECT_GT(ok, 100);
+  ExpectSentinelUnchanged();
+}
+
+// The same random requests from several clients at once: creates, drops, upserts, deletes and
+// training jobs race on the same names. Still only allowed codes, and the sentinel unchanged.
+TEST_F(RequestFuzzTest, ConcurrentRandomRequests) {
+  constexpr int kThreads = 4;
+  constexpr int kCallsPerThread = 1500;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([this, t] {
+      Random rnd(777 + static_cast<uint64_t>(t));
+      for (int i = 0; i < kCallsPerThread && !HasFailure(); ++i) {
+        if (t == 0 && i % 100 == 0) RestoreScratch(rnd);
+        if (rnd.OneIn(5)) {
+          RawFuzzCall(rnd);
+        } else {
+          TypedCall(rnd);
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  int calls = 0;
+  for (const auto& [method, counts] : codes_) {
+    for (const auto& [code, seen] : counts) calls += seen.first;
+  }
+  std::printf("request_fuzz: %d calls from %d threads in %.1f s\n", calls, kThreads, seconds);
   ExpectSentinelUnchanged();
 }
 
