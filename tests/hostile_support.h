@@ -29,7 +29,7 @@ inline const std::vector<std::string>& QuantdMethods() {
       "Upsert",           "DeleteItems",     "GetItems",           "TrainTokenizer",
       "Encode",           "Lookup",          "ExportSids",         "TrainIndex",
       "Search",           "GetJob",          "ListJobs",           "CancelJob",
-      "GetStats"};
+      "GetStats",         "Backup"};
   return kMethods;
 }
 inline bool IsStreamingMethod(const std::string& method) {
@@ -143,6 +143,10 @@ class HostileRequestTest : public InProcessServerTest {
   grpc::Status Call(const v1::CancelJobRequest& r) {
     v1::Job out;
     return stub_->CancelJob(DeadlineContext().get(), r, &out);
+  }
+  grpc::Status Call(const v1::BackupRequest& r) {
+    v1::BackupResponse out;
+    return stub_->Backup(DeadlineContext().get(), r, &out);
   }
   grpc::Status Call(const v1::GetStatsRequest& r) {
     v1::GetStatsResponse out;

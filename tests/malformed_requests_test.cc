@@ -489,6 +489,9 @@ TEST_F(MalformedRequestsTest, IndexAndJobRpcs) {
       return Call(Make<v1::ListJobsRequest>([&](auto& r) { r.set_collection(collection); }));
     };
   };
+  auto backup = [this](std::string name) {
+    return [=, this] { return Call(Make<v1::BackupRequest>([&](auto& r) { r.set_name(name); })); };
+  };
   auto stats = [this](std::string collection) {
     return [=, this] {
       return Call(Make<v1::GetStatsRequest>([&](auto& r) { r.set_collection(collection); }));
@@ -573,6 +576,15 @@ TEST_F(MalformedRequestsTest, IndexAndJobRpcs) {
       {"ListJobs: unknown collection", list_jobs("nope"), kNotFound, "'nope'"},
       {"ListJobs: bad name", list_jobs("no/pe"), kInvalid, "'no/pe'"},
       {"ListJobs: long name", list_jobs(std::string(129, 'j')), kInvalid, "129 characters"},
+      {"Backup: empty name", backup(""), kInvalid, "name is empty"},
+      {"Backup: ..", backup(".."), kInvalid, "name '..' is not a directory name"},
+      {"Backup: path", backup("a/b"), kInvalid, "name 'a/b' is invalid at position 1"},
+      {"Backup: absolute path", backup("/etc"), kInvalid, "position 0"},
+      {"Backup: reserved marker", backup("x.partial-1"), kInvalid, "x.partial-1"},
+      {"Backup: 129 characters", backup(std::string(129, 'b')), kInvalid, "129 characters"},
+      {"Backup: name not UTF-8", backup("b\xff"), kInvalid, "Backup does not parse"},
+      {"Backup: good", backup("b1"), grpc::StatusCode::OK, ""},
+      {"Backup: exists", backup("b1"), grpc::StatusCode::ALREADY_EXISTS, "'b1'"},
       {"GetStats: no collection", stats(""), kInvalid, "collection is empty"},
       {"GetStats: unknown collection", stats("nope"), kNotFound, "'nope'"},
       {"GetStats: bad name", stats("-"), kInvalid, "'-'"},
