@@ -30,6 +30,8 @@ static_assert(std::endian::native == std::endian::little, "quantd assumes a litt
 // Upper bounds that keep hostile headers from causing huge allocations or overflow.
 constexpr int64_t kMaxFileDim = int64_t{1} << 24;
 constexpr uint32_t kMaxNpyHeaderBytes = 1 << 16;
+// Deflate's largest expansion ratio: a gzip file of n bytes decompresses to at most 1032 n bytes.
+constexpr int64_t kMaxGzipExpansion = 1032;
 
 size_t ElementSize(ElementType t) {
   switch (t) {
@@ -155,6 +157,8 @@ class GzipVectorReader : public VectorReader {
   }
   gzFile file_ = nullptr;
   uint64_t offset_ = 0;
+  // Size of the compressed file, which bounds what its header may promise.
+  int64_t compressed_size_ = 0;
 
   absl::Status ReadBytes(void* dst, size_t n) override {
     auto* out = static_cast<unsigned char*>(dst);
@@ -231,7 +235,19 @@ absl::Status VectorReaderFactory::CheckPayload(VectorReader& r, int64_t header_b
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: shape %d x %d overflows", r.path_, r.rows_, r.dim_));
   }
-  if (file_size < 0) return absl::OkStatus();  // streamed: truncation shows while reading
+  if (file_size < 0) {
+    // Streamed (gzip, the only reader opened without a size): its data size is unknown until
+    // read, but a header promising more than the stream can expand to is refused now, before any
+    // buffer is sized from it. Other truncations show while reading.
+    const int64_t compressed = static_cast<const GzipVectorReader&>(r).compressed_size_;
+    int64_t most = 0;
+    if (MulOverflows(compressed, kMaxGzipExpansion, &most) || payload <= most - header_bytes) {
+      return absl::OkStatus();
+    }
+    return Truncated(r.path_, absl::StrFormat("header promises %d x %d elements (%d bytes), more "
+                                              "than a %d-byte gzip file can hold",
+                                              r.rows_, r.dim_, payload, compressed));
+  }
   const int64_t available = file_size - header_bytes;
   if (available < payload) {
     return Truncated(r.path_, absl::StrFormat("header promises %d x %d elements (%d bytes), "
@@ -449,6 +465,7 @@ absl::StatusOr<std::unique_ptr<VectorReader>> VectorReaderFactory::Open(const st
   if (head_len >= 2 && head[0] == 0x1f && head[1] == 0x8b) {
     auto reader = std::unique_ptr<GzipVectorReader>(new GzipVectorReader());
     reader->path_ = path;
+    reader->compressed_size_ = static_cast<int64_t>(size);
     reader->file_ = gzdopen(fd, "rb");
     if (reader->file_ == nullptr) {
       ::close(fd);

@@ -58,7 +58,19 @@ void ToProto(const CollectionInfo& info, v1::Collection* out) {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  // Messages quote what the caller sent (names, job ids, tokens). A message past the client's
+  // metadata limit (8 KiB by default) reaches it as RESOURCE_EXHAUSTED "received initial metadata
+  // size exceeds limit", losing the real code and message: long ones keep their start (the field
+  // and value) and their end (what is wrong), and say how much is left out.
+  constexpr size_t kHead = 768;
+  constexpr size_t kTail = 256;
+  absl::string_view message = status.message();
+  if (message.size() <= kHead + kTail) {
+    return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(message));
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      absl::StrCat(message.substr(0, kHead), "...[", message.size() - kHead - kTail,
+                                   " bytes elided]...", message.substr(message.size() - kTail)));
 }
 
 grpc::ServerUnaryReactor* QuantdService::Finish(grpc::CallbackServerContext* context,
@@ -221,10 +233,17 @@ class QuantdService::UpsertReactor final
  public:
   UpsertReactor(Store* store, Metrics* metrics)
       : store_(store), metrics_(metrics), start_(Clock::now()) {
-    StartRead(&request_);
+    Read();
   }
 
   void OnReadDone(bool ok) override {
+    if (!ok && request_.collection() != kUnread) {
+      Done(absl::InvalidArgumentError(absl::StrFormat(
+          "batch %d does not parse as an UpsertRequest (cut short, not protobuf, or a collection "
+          "name that is not UTF-8)",
+          batch_index_)));
+      return;
+    }
     if (!ok) {  // the client closed its side: every batch it sent is acknowledged
       Done(absl::OkStatus());
       return;
@@ -243,12 +262,22 @@ class QuantdService::UpsertReactor final
       return;
     }
     ++batch_index_;
-    StartRead(&request_);
+    Read();
   }
 
   void OnDone() override { delete this; }
 
  private:
+  // gRPC reports a batch that does not deserialize like the end of the stream (ok = false).
+  // Deserializing clears the message first, so a marker left in it before each read tells the
+  // two apart.
+  static constexpr absl::string_view kUnread = absl::string_view("\0unread", 7);
+  void Read() {
+    request_.Clear();
+    request_.set_collection(std::string(kUnread));
+    StartRead(&request_);
+  }
+
   absl::Status Apply() {
     if (!request_.collection().empty()) {
       if (collection_.empty()) {
@@ -361,13 +390,23 @@ grpc::ServerUnaryReactor* QuantdService::Search(grpc::CallbackServerContext* con
   });
 }
 
+namespace {
+
+// An empty job id is a caller mistake (every job has one), not a job that does not exist.
+absl::Status EmptyJobId() {
+  return absl::InvalidArgumentError("id is empty: name a job, such as one from ListJobs");
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* QuantdService::GetJob(grpc::CallbackServerContext* context,
                                                 const v1::GetJobRequest* request,
                                                 v1::Job* response) {
   const Clock::time_point start = Clock::now();
   if (auto denied = authorizer_.Authorize(*context, "GetJob"); !denied.ok())
     return Finish(context, "GetJob", start, denied);
-  auto job = jobs_->Get(request->id());
+  auto job =
+      request->id().empty() ? absl::StatusOr<v1::Job>(EmptyJobId()) : jobs_->Get(request->id());
   if (job.ok()) *response = *job;
   return Finish(context, "GetJob", start, job.status());
 }
@@ -396,7 +435,8 @@ grpc::ServerUnaryReactor* QuantdService::CancelJob(grpc::CallbackServerContext* 
   const Clock::time_point start = Clock::now();
   if (auto denied = authorizer_.Authorize(*context, "CancelJob"); !denied.ok())
     return Finish(context, "CancelJob", start, denied);
-  auto job = jobs_->Cancel(request->id());
+  auto job =
+      request->id().empty() ? absl::StatusOr<v1::Job>(EmptyJobId()) : jobs_->Cancel(request->id());
   if (job.ok()) *response = *job;
   return Finish(context, "CancelJob", start, job.status());
 }
@@ -715,6 +755,58 @@ grpc::ServerUnaryReactor* QuantdService::Backup(grpc::CallbackServerContext* con
     reactor->Finish(ToGrpcStatus(result.status()));
   });
   return reactor;
+}
+
+namespace {
+
+class UnparsableRequestInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit UnparsableRequestInterceptor(grpc::experimental::ServerRpcInfo* info) : info_(info) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    // A unary or server-streaming call has exactly one request; no message means it did not
+    // deserialize.
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE) &&
+        methods->GetRecvMessage() == nullptr) {
+      unparsable_ = true;
+    }
+    if (unparsable_ &&
+        methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const grpc::Status status = methods->GetSendStatus();
+      if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
+          status.error_message().empty()) {
+        methods->ModifySendStatus(grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat("the request to ", info_->method(),
+                         " does not parse as its request message (cut short, not protobuf, or a "
+                         "string field that is not UTF-8)")));
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  grpc::experimental::ServerRpcInfo* info_;
+  bool unparsable_ = false;
+};
+
+class UnparsableRequestFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    using Type = grpc::experimental::ServerRpcInfo::Type;
+    if (info->type() != Type::UNARY && info->type() != Type::SERVER_STREAMING) return nullptr;
+    return new UnparsableRequestInterceptor(info);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+UnparsableRequestInterceptors() {
+  return std::make_unique<UnparsableRequestFactory>();
 }
 
 }  // namespace quantd

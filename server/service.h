@@ -13,6 +13,7 @@
 #include <thread>
 #include <utility>
 
+#include "grpcpp/support/server_interceptor.h"
 #include "quantd/v1/quantd.grpc.pb.h"
 #include "server/auth.h"
 #include "server/jobs.h"
@@ -137,6 +138,14 @@ class QuantdService final : public v1::Quantd::CallbackService {
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// gRPC's callback API deserializes a unary or server-streaming request before the service sees
+// it, and answers one that does not parse (cut short, not protobuf, a string that is not UTF-8)
+// with UNIMPLEMENTED and no message, as if the method did not exist. Interceptors from this
+// factory make that INVALID_ARGUMENT naming the method. (Upsert, bidi, tells a batch that does
+// not parse from the end of the stream itself.)
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+UnparsableRequestInterceptors();
 
 }  // namespace quantd
 

@@ -1,5 +1,6 @@
 // Vector-file readers: real data (texmex, NumPy, Fashion-MNIST IDX), synthetic files built byte
 // by byte, and hostile files that must be rejected with a clear status and no crash.
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -984,6 +985,26 @@ TEST_F(IdxTest, GzippedTruncatedData) {
   const std::string path =
       Write("t.idx.gz", Gzip(Idx(0x08, {10, 28, 28}, std::string(100, '\x01'))));
   ExpectInvalid(ReadAllStatus(path), path, "truncated");
+}
+
+// Found by fuzz_readers_test: a 132-byte gzip file whose IDX header promised one row of 2^24
+// doubles made ReadMatrix size a 64 MiB result and a 128 MiB scratch row before the stream ran
+// out. Deflate expands at most 1032-fold, so such a header is refused when the file is opened.
+TEST_F(IdxTest, GzippedHeaderPromisingMoreThanTheStreamCanHoldIsRefusedUpFront) {
+  const std::string path =
+      Write("row.idx.gz", Gzip(Idx(0x0E, {1, 1u << 24}, std::string(48, '\x01'))));
+  rusage before{};
+  getrusage(RUSAGE_SELF, &before);
+  ExpectInvalid(OpenStatus(path), path, "truncated");
+  ExpectInvalid(ReadMatrix(path).status(), path, "truncated");
+  ExpectInvalid(ReadIntMatrix(path).status(), path, "truncated");
+  rusage after{};
+  getrusage(RUSAGE_SELF, &after);
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 16 << 10) << "KiB of peak RSS growth";
+  // The same promise from a .npy inside gzip.
+  const std::string npy =
+      Write("row.npy.gz", Gzip(Npy(NpyDict("<f8", "(1, 16777216)"), std::string(48, '\x01'))));
+  ExpectInvalid(OpenStatus(npy), npy, "truncated");
 }
 
 TEST_F(IdxTest, GzipOfGarbage) {
