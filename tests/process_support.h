@@ -86,14 +86,16 @@ class ServerProcess {
     }
   }
 
-  // Waits for the start-up line and a SERVING health check; returns the address or "".
-  std::string WaitReady() {
+  // Waits for the start-up line and, if `health_check`, a SERVING health check over plaintext
+  // (a server with TLS on cannot answer it); returns the address or "".
+  std::string WaitReady(bool health_check = true) {
     const std::regex port_line(R"(\(port (\d+)\))");
     for (int attempt = 0; attempt < 400; ++attempt) {
       std::smatch match;
       const std::string log = ReadText(log_path_);
       if (std::regex_search(log, match, port_line)) {
         const std::string address = "127.0.0.1:" + match[1].str();
+        if (!health_check) return address;
         auto channel = Connect(address);
         if (channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5)) &&
             quantd::testing::HealthServing(channel.get())) {
@@ -115,10 +117,21 @@ class ServerProcess {
   void Signal(int signal_number) { kill(pid_, signal_number); }
   pid_t pid() const { return pid_; }
 
-  // Waits for the process to end; returns its wait status.
-  int Wait() {
+  // Waits for the process to end, killing it after `timeout` (zero: no limit); returns its wait
+  // status.
+  int Wait(std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) {
     int status = 0;
-    waitpid(pid_, &status, 0);
+    const auto give_up = std::chrono::steady_clock::now() + timeout;
+    while (timeout.count() > 0 && waitpid(pid_, &status, WNOHANG) != pid_) {
+      if (std::chrono::steady_clock::now() > give_up) {
+        kill(pid_, SIGKILL);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (timeout.count() == 0 || std::chrono::steady_clock::now() > give_up) {
+      waitpid(pid_, &status, 0);
+    }
     pid_ = -1;
     return status;
   }

@@ -2,19 +2,13 @@
 // in-process server with tokens (plaintext) and with TLS / client certificates (throwaway
 // certificates made by the `openssl` command), and the real binaries: quantd refusing a bad
 // configuration, quantctl talking to a server with TLS and tokens.
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
-#include <regex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,11 +19,14 @@
 #include "server/auth.h"
 #include "server/server.h"
 #include "tests/grpc_raw.h"
+#include "tests/process_support.h"
 #include "tests/test_support.h"
 
 namespace quantd {
 namespace {
 
+using ::quantd::testing::ReadText;
+using ::quantd::testing::ServerProcess;
 using ::quantd::testing::TempDir;
 using ::quantd::testing::WriteFile;
 
@@ -40,13 +37,6 @@ constexpr char kTokensFile[] =
     "\n"
     "read  read-token-0123456789abcdef\n"
     "  write\twrite-token-0123456789abcdef  \n";
-
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 bool IsAuthError(const grpc::Status& status) {
   return status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
@@ -631,38 +621,8 @@ TEST(ClientConnectTest, ClearErrorsForUnreadableFilesAndBadTokens) {
 
 // ---- The real binaries. ----
 
-// Runs quantd with `args` (stderr to `log`) until it exits; its wait status. Kills it after 30 s.
-int RunQuantdToExit(const std::vector<std::string>& extra, const std::string& log,
-                    std::vector<std::string> environment = {}) {
-  std::vector<std::string> args = {QUANTD_BINARY, "--listen=127.0.0.1:0", "--metrics_addr="};
-  args.insert(args.end(), extra.begin(), extra.end());
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (std::string& e : environment) envp.push_back(e.data());
-  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
-  envp.push_back(nullptr);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, STDERR_FILENO);
-    execve(argv[0], argv.data(), envp.data());
-    _exit(127);
-  }
-  int status = 0;
-  for (int i = 0; i < 600; ++i) {
-    if (waitpid(pid, &status, WNOHANG) == pid) return status;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, &status, 0);
-  return status;
-}
-
 TEST(SecurityProcessTest, QuantdRefusesToStartWithBadTokensFileOrTlsFlags) {
   TempDir dir;
-  const std::string data = "--data_dir=" + dir.path() + "/data";
   WriteFile(dir.File("bad-tokens"),
             "# tokens\nread hunter2-is-my-token-0123\nroot abcdefghijklmnopqrstuvwxyz\n");
   struct Case {
@@ -683,9 +643,8 @@ TEST(SecurityProcessTest, QuantdRefusesToStartWithBadTokensFileOrTlsFlags) {
        "--tls_cert '" + dir.File("cert.pem") + "' cannot be read"},
   };
   for (const Case& c : cases) {
-    std::vector<std::string> args = c.args;
-    args.push_back(data);
-    const int status = RunQuantdToExit(args, dir.File("quantd.log"), c.environment);
+    ServerProcess quantd(dir.path() + "/data", dir.File("quantd.log"), c.args, c.environment);
+    const int status = quantd.Wait(std::chrono::seconds(30));
     const std::string log = ReadText(dir.File("quantd.log"));
     ASSERT_TRUE(WIFEXITED(status)) << log;
     EXPECT_NE(WEXITSTATUS(status), 0) << log;
@@ -715,41 +674,11 @@ TEST(SecurityProcessTest, QuantctlWithTlsAndTokensAgainstTheBinary) {
   WriteFile(dir.File("write-token"), std::string(kWriteToken) + "\n# second line ignored\n");
   // quantd configured through the environment; it runs until the test kills it.
   const std::string log = dir.File("quantd.log");
-  std::vector<std::string> args = {QUANTD_BINARY, "--listen=127.0.0.1:0",
-                                   "--metrics_addr=", "--data_dir=" + dir.path() + "/data"};
   std::vector<std::string> environment = {"QUANTD_TLS_CERT=" + pki.File("server.pem"),
                                           "QUANTD_TLS_KEY=" + pki.File("server.key"),
                                           "QUANTD_TOKENS_FILE=" + dir.File("tokens")};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (std::string& e : environment) envp.push_back(e.data());
-  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
-  envp.push_back(nullptr);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, STDERR_FILENO);
-    execve(argv[0], argv.data(), envp.data());
-    _exit(127);
-  }
-  struct Killer {
-    pid_t pid;
-    ~Killer() {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
-  } killer{pid};
-
-  std::string address;
-  const std::regex port_line(R"(\(port (\d+)\))");
-  for (int i = 0; i < 400 && address.empty(); ++i) {
-    std::smatch match;
-    const std::string text = ReadText(log);
-    if (std::regex_search(text, match, port_line)) address = "127.0.0.1:" + match[1].str();
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  ServerProcess server(dir.path() + "/data", log, {}, environment);
+  const std::string address = server.WaitReady(/*health_check=*/false);
   ASSERT_FALSE(address.empty()) << ReadText(log);
   const std::string text = ReadText(log);
   EXPECT_NE(text.find("TLS on with certificate " + pki.File("server.pem")), std::string::npos)
