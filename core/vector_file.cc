@@ -33,26 +33,6 @@ constexpr uint32_t kMaxNpyHeaderBytes = 1 << 16;
 // Deflate's largest expansion ratio: a gzip file of n bytes decompresses to at most 1032 n bytes.
 constexpr int64_t kMaxGzipExpansion = 1032;
 
-size_t ElementSize(ElementType t) {
-  switch (t) {
-    case ElementType::kU8:
-    case ElementType::kI8:
-      return 1;
-    case ElementType::kU16:
-    case ElementType::kI16:
-      return 2;
-    case ElementType::kU32:
-    case ElementType::kI32:
-    case ElementType::kF32:
-      return 4;
-    case ElementType::kU64:
-    case ElementType::kI64:
-    case ElementType::kF64:
-      return 8;
-  }
-  return 1;
-}
-
 bool IsFloating(ElementType t) { return t == ElementType::kF32 || t == ElementType::kF64; }
 
 template <typename T>
@@ -111,6 +91,26 @@ absl::Status Truncated(const std::string& path, absl::string_view what) {
 }
 
 }  // namespace
+
+size_t ElementSize(ElementType t) {
+  switch (t) {
+    case ElementType::kU8:
+    case ElementType::kI8:
+      return 1;
+    case ElementType::kU16:
+    case ElementType::kI16:
+      return 2;
+    case ElementType::kU32:
+    case ElementType::kI32:
+    case ElementType::kF32:
+      return 4;
+    case ElementType::kU64:
+    case ElementType::kI64:
+    case ElementType::kF64:
+      return 8;
+  }
+  return 1;
+}
 
 absl::string_view VectorFileFormatName(VectorFileFormat format) {
   switch (format) {

@@ -24,6 +24,9 @@ absl::string_view VectorFileFormatName(VectorFileFormat format);
 // Element type stored in the file.
 enum class ElementType { kU8, kI8, kU16, kI16, kU32, kI32, kU64, kI64, kF32, kF64 };
 
+// Bytes of one element of type t.
+size_t ElementSize(ElementType t);
+
 class VectorReader {
  public:
   virtual ~VectorReader() = default;

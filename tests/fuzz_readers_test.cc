@@ -408,23 +408,6 @@ class Mutator {
 // ---------------------------------------------------------------------------------------------
 // Checks.
 
-size_t ElementBytes(ElementType t) {
-  switch (t) {
-    case ElementType::kU8:
-    case ElementType::kI8:
-      return 1;
-    case ElementType::kU16:
-    case ElementType::kI16:
-      return 2;
-    case ElementType::kU32:
-    case ElementType::kI32:
-    case ElementType::kF32:
-      return 4;
-    default:
-      return 8;
-  }
-}
-
 int64_t PeakRssKib() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -452,7 +435,7 @@ bool ReadFully(const std::string& path, size_t present, bool streamed, Mutator& 
   EXPECT_GE(r.rows(), 0) << *trace;
   EXPECT_GE(r.dim(), 1) << *trace;
   EXPECT_LE(r.dim(), kMaxFileDim) << *trace;
-  const size_t es = ElementBytes(r.element_type());
+  const size_t es = ElementSize(r.element_type());
   // A mapped file's header must be checked against its size before anything is read.
   if (!streamed) {
     const int64_t prefix = r.format() == VectorFileFormat::kFvecs ||
