@@ -41,7 +41,9 @@ ABSL_FLAG(std::string, health_listen, "",
           "plaintext gRPC address serving only grpc.health.v1, up before the database opens "
           "(for probes that cannot use TLS); empty disables");
 ABSL_FLAG(int, max_message_mb, 64, "largest gRPC request or response message, in MiB (1..1024)");
-ABSL_FLAG(int, search_threads, 0, "worker threads for Search and Encode; 0 = one per core");
+ABSL_FLAG(int, search_threads, 0,
+          "Search and Encode calls running at once (and worker threads for the queued ones); 0 = "
+          "one per core");
 ABSL_FLAG(int64_t, search_queue, 256,
           "Search/Encode calls that may wait for a worker; beyond that RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_collections, 1000, "most collections; beyond that RESOURCE_EXHAUSTED");

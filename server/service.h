@@ -32,8 +32,8 @@ class WorkQueue;
 
 // How the serving calls are bounded (see ServerOptions for the flags behind them).
 struct ServiceLimits {
-  // Search and Encode run here (null: inline on gRPC's thread); a full queue refuses the call
-  // with RESOURCE_EXHAUSTED.
+  // Search and Encode run through it (inline when a slot is free, else queued; null: always
+  // inline, unbounded); a full queue refuses the call with RESOURCE_EXHAUSTED.
   WorkQueue* pool = nullptr;
   // Budget of a queued call whose client set no deadline, and the most any call gets: a call
   // still queued when its budget runs out is answered DEADLINE_EXCEEDED without being run.

@@ -5,10 +5,10 @@
 
 namespace quantd {
 
-WorkQueue::WorkQueue(int threads, int64_t capacity) : capacity_(std::max<int64_t>(0, capacity)) {
-  const int count = std::max(1, threads);
-  workers_.reserve(count);
-  for (int i = 0; i < count; ++i) workers_.emplace_back([this] { Run(); });
+WorkQueue::WorkQueue(int threads, int64_t capacity)
+    : slots_(std::max(1, threads)), capacity_(std::max<int64_t>(0, capacity)) {
+  workers_.reserve(slots_);
+  for (int64_t i = 0; i < slots_; ++i) workers_.emplace_back([this] { Run(); });
 }
 
 WorkQueue::~WorkQueue() {
@@ -21,14 +21,22 @@ WorkQueue::~WorkQueue() {
 }
 
 bool WorkQueue::TrySubmit(std::function<void()> task) {
-  {
-    std::lock_guard lock(mu_);
-    // Idle workers take tasks at once; beyond them, `capacity_` may wait.
-    const int64_t idle = static_cast<int64_t>(workers_.size()) - running_;
-    const int64_t waiting = static_cast<int64_t>(tasks_.size());
-    if (stopping_ || waiting >= capacity_ + std::max<int64_t>(0, idle)) return false;
-    tasks_.push_back(std::move(task));
+  std::unique_lock lock(mu_);
+  if (stopping_) return false;
+  if (tasks_.empty() && running_ < slots_) {
+    ++running_;
+    lock.unlock();
+    task();
+    lock.lock();
+    --running_;
+    const bool wake = !tasks_.empty();
+    lock.unlock();
+    if (wake) ready_.notify_one();  // a slot freed for a waiting task
+    return true;
   }
+  if (static_cast<int64_t>(tasks_.size()) >= capacity_) return false;
+  tasks_.push_back(std::move(task));
+  lock.unlock();
   ready_.notify_one();
   return true;
 }
@@ -46,7 +54,9 @@ int64_t WorkQueue::running() const {
 void WorkQueue::Run() {
   std::unique_lock lock(mu_);
   while (true) {
-    ready_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
+    ready_.wait(lock, [this] {
+      return (stopping_ && tasks_.empty()) || (!tasks_.empty() && running_ < slots_);
+    });
     if (tasks_.empty()) return;  // stopping, and nothing left to run
     std::function<void()> task = std::move(tasks_.front());
     tasks_.pop_front();
@@ -55,6 +65,7 @@ void WorkQueue::Run() {
     task();
     lock.lock();
     --running_;
+    if (!tasks_.empty()) ready_.notify_one();  // another worker may take the next one
   }
 }
 

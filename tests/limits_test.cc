@@ -20,33 +20,72 @@ namespace {
 
 using ::quantd::testing::TempDir;
 
-TEST(WorkQueueTest, RefusesBeyondIdleWorkersAndCapacity) {
+TEST(WorkQueueTest, RunsOnTheCallingThreadWhenASlotIsFree) {
+  WorkQueue queue(/*threads=*/1, /*capacity=*/0);
+  std::thread::id ran_on;
+  EXPECT_TRUE(queue.TrySubmit([&] { ran_on = std::this_thread::get_id(); }));
+  EXPECT_EQ(ran_on, std::this_thread::get_id());  // already ran, no hand-off
+  EXPECT_EQ(queue.running(), 0);
+}
+
+TEST(WorkQueueTest, QueuesBeyondTheSlotsAndRefusesBeyondCapacity) {
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   std::atomic<int> ran = 0;
+  std::atomic<bool> queued_ran_elsewhere = false;
   {
     WorkQueue queue(/*threads=*/1, /*capacity=*/1);
-    ASSERT_TRUE(queue.TrySubmit([&] {
-      released.wait();
-      ++ran;
-    }));
+    // The only slot: taken inline by another thread, which blocks in it.
+    std::thread holder([&] {
+      EXPECT_TRUE(queue.TrySubmit([&] {
+        released.wait();
+        ++ran;
+      }));
+    });
     for (int i = 0; i < 500 && queue.running() == 0; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     ASSERT_EQ(queue.running(), 1);
-    EXPECT_TRUE(queue.TrySubmit([&] { ++ran; }));   // waits: the capacity
-    EXPECT_FALSE(queue.TrySubmit([&] { ++ran; }));  // refused: worker busy, queue full
+    const std::thread::id caller = std::this_thread::get_id();
+    EXPECT_TRUE(queue.TrySubmit([&] {  // waits: the capacity
+      queued_ran_elsewhere = std::this_thread::get_id() != caller;
+      ++ran;
+    }));
     EXPECT_EQ(queue.waiting(), 1);
+    EXPECT_FALSE(queue.TrySubmit([&] { ++ran; }));  // refused: slot busy, queue full
+    EXPECT_EQ(queue.running(), 1);  // the queued task does not run beside the busy slot
     release.set_value();
+    holder.join();
   }  // the destructor runs what was queued
   EXPECT_EQ(ran, 2);
+  EXPECT_TRUE(queued_ran_elsewhere);  // on a worker
 }
 
-TEST(WorkQueueTest, ZeroCapacityStillUsesIdleWorkers) {
-  WorkQueue queue(/*threads=*/2, /*capacity=*/0);
-  std::promise<void> done;
-  EXPECT_TRUE(queue.TrySubmit([&] { done.set_value(); }));
-  EXPECT_EQ(done.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+TEST(WorkQueueTest, NeverRunsMoreThanItsSlots) {
+  std::atomic<int> now = 0, most = 0, done = 0;
+  {
+    WorkQueue queue(/*threads=*/2, /*capacity=*/1000);
+    std::vector<std::thread> callers;
+    for (int t = 0; t < 6; ++t) {
+      callers.emplace_back([&] {
+        for (int i = 0; i < 50; ++i) {
+          EXPECT_TRUE(queue.TrySubmit([&] {
+            const int running = ++now;
+            int seen = most.load();
+            while (running > seen && !most.compare_exchange_weak(seen, running)) {
+            }
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+            --now;
+            ++done;
+          }));
+        }
+      });
+    }
+    for (std::thread& c : callers) c.join();
+  }
+  EXPECT_EQ(done, 300);
+  EXPECT_LE(most, 2);
+  EXPECT_GE(most, 1);
 }
 
 class LimitsTest : public ::testing::Test {
