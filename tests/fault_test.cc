@@ -32,6 +32,8 @@ using ::quantd::testing::CreateCollection;
 using ::quantd::testing::DataFile;
 using ::quantd::testing::Entries;
 using ::quantd::testing::FashionMnistFile;
+using ::quantd::testing::GetJob;
+using ::quantd::testing::ItemCount;
 using ::quantd::testing::ReadText;
 using ::quantd::testing::RunQuantctl;
 using ::quantd::testing::ServerProcess;
@@ -70,26 +72,6 @@ void Upload(v1::Quantd::Stub& stub, const std::string& collection, const std::st
   options.max_rows = rows;
   auto uploaded = UploadVectors(stub, collection, **reader, options);
   ASSERT_TRUE(uploaded.ok()) << uploaded.status();
-}
-
-uint64_t ItemCount(v1::Quantd::Stub& stub, const std::string& name) {
-  grpc::ClientContext context;
-  v1::DescribeCollectionRequest request;
-  request.set_name(name);
-  v1::DescribeCollectionResponse response;
-  const grpc::Status status = stub.DescribeCollection(&context, request, &response);
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  return response.collection().item_count();
-}
-
-v1::Job GetJob(v1::Quantd::Stub& stub, const std::string& id) {
-  grpc::ClientContext context;
-  v1::GetJobRequest request;
-  request.set_id(id);
-  v1::Job job;
-  const grpc::Status status = stub.GetJob(&context, request, &job);
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  return job;
 }
 
 // Starts a tokenizer (`levels` non-empty) or index training job; returns its id.

@@ -181,18 +181,9 @@ std::vector<Seed> Seeds() {
 // ---------------------------------------------------------------------------------------------
 // Mutations.
 
-class Mutator {
+class Mutator : public testing::SeededRandom {
  public:
-  explicit Mutator(uint64_t seed) : rng_(seed) {}
-
-  size_t Below(size_t n) {
-    return n == 0 ? 0 : std::uniform_int_distribution<size_t>(0, n - 1)(rng_);
-  }
-  bool OneIn(size_t n) { return Below(n) == 0; }
-  template <typename T>
-  T Pick(const std::vector<T>& values) {
-    return values[Below(values.size())];
-  }
+  explicit Mutator(uint64_t seed) : SeededRandom(seed) {}
 
   // One generic byte-level mutation of `bytes`.
   void MutateBytes(std::string& bytes) {
@@ -401,8 +392,6 @@ class Mutator {
     if (major == 0 || major > 3) out[6] = static_cast<char>(major);
     return out;
   }
-
-  std::mt19937_64 rng_;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -69,10 +69,7 @@ struct Record {
 v1::Job Wait(v1::Quantd::Stub& stub, const std::string& id) {
   v1::Job job;
   for (int i = 0; i < 1200; ++i) {
-    grpc::ClientContext context;
-    v1::GetJobRequest request;
-    request.set_id(id);
-    EXPECT_TRUE(stub.GetJob(&context, request, &job).ok());
+    job = testing::GetJob(stub, id);
     if (job.state() != v1::JOB_STATE_PENDING && job.state() != v1::JOB_STATE_RUNNING) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

@@ -142,16 +142,20 @@ class ServerProcess {
 };
 
 // Runs quantctl with `args`; returns the exit code and stdout (+ stderr) in *output.
-inline int RunQuantctl(const std::string& address, const std::string& args, std::string* output) {
-  const std::string command =
-      std::string(QUANTCTL_BINARY) + " --addr " + address + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
+// Runs `command` through the shell; its exit code (-1 if it did not exit), with stdout and
+// stderr in *output.
+inline int RunShell(const std::string& command, std::string* output) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
   output->clear();
   char buffer[4096];
   size_t got;
   while ((got = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, got);
   const int status = pclose(pipe);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+inline int RunQuantctl(const std::string& address, const std::string& args, std::string* output) {
+  return RunShell(std::string(QUANTCTL_BINARY) + " --addr " + address + " " + args, output);
 }
 
 // Creates an L2 collection `name` of dimension `dim`; a failure fails the test.
@@ -164,6 +168,28 @@ inline void CreateCollection(v1::Quantd::Stub& stub, const std::string& name, ui
   v1::CreateCollectionResponse response;
   const grpc::Status status = stub.CreateCollection(&context, request, &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
+}
+
+// The item count of collection `name` (0, and a test failure, if it cannot be read).
+inline uint64_t ItemCount(v1::Quantd::Stub& stub, const std::string& name) {
+  grpc::ClientContext context;
+  v1::DescribeCollectionRequest request;
+  request.set_name(name);
+  v1::DescribeCollectionResponse response;
+  const grpc::Status status = stub.DescribeCollection(&context, request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return response.collection().item_count();
+}
+
+// Job `id` as the server reports it now.
+inline v1::Job GetJob(v1::Quantd::Stub& stub, const std::string& id) {
+  grpc::ClientContext context;
+  v1::GetJobRequest request;
+  request.set_id(id);
+  v1::Job job;
+  const grpc::Status status = stub.GetJob(&context, request, &job);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return job;
 }
 
 }  // namespace quantd::testing

@@ -27,20 +27,11 @@ namespace {
 
 using ::quantd::testing::CreateCollection;
 using ::quantd::testing::DataFile;
+using ::quantd::testing::ItemCount;
 using ::quantd::testing::ReadText;
 using ::quantd::testing::RunQuantctl;
 using ::quantd::testing::ServerProcess;
 using ::quantd::testing::TempDir;
-
-v1::Collection Describe(v1::Quantd::Stub& stub, const std::string& name) {
-  grpc::ClientContext context;
-  v1::DescribeCollectionRequest request;
-  request.set_name(name);
-  v1::DescribeCollectionResponse response;
-  const grpc::Status status = stub.DescribeCollection(&context, request, &response);
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  return response.collection();
-}
 
 TEST(ProcessTest, SigkillKeepsEveryAcknowledgedBatch) {
   auto base = ReadMatrix(DataFile("sift5k/sift5k_base.fvecs"));
@@ -118,7 +109,7 @@ TEST(ProcessTest, SigkillKeepsEveryAcknowledgedBatch) {
     }
     found_rows += static_cast<uint64_t>(response.ids_size());
   }
-  EXPECT_EQ(Describe(*stub, "sift").item_count(), found_rows);
+  EXPECT_EQ(ItemCount(*stub, "sift"), found_rows);
 }
 
 TEST(ProcessTest, SigtermDrainsClosesAndRestartServesTheSameData) {
@@ -148,7 +139,7 @@ TEST(ProcessTest, SigtermDrainsClosesAndRestartServesTheSameData) {
   const std::string address = server.WaitReady();
   ASSERT_FALSE(address.empty());
   auto stub = v1::Quantd::NewStub(Connect(address));
-  EXPECT_EQ(Describe(*stub, "ml").item_count(), static_cast<uint64_t>((*reader)->rows()));
+  EXPECT_EQ(ItemCount(*stub, "ml"), static_cast<uint64_t>((*reader)->rows()));
   auto all = ReadMatrix(path);
   ASSERT_TRUE(all.ok());
   grpc::ClientContext context;

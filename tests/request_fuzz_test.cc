@@ -34,18 +34,9 @@ using ::quantd::testing::QuantdMethods;
 constexpr int kTypedIterations = 10000;
 constexpr int kRawIterations = 4000;
 
-class Random {
+class Random : public testing::SeededRandom {
  public:
-  explicit Random(uint64_t seed) : rng_(seed) {}
-
-  uint64_t Below(uint64_t n) {
-    return n == 0 ? 0 : std::uniform_int_distribution<uint64_t>(0, n - 1)(rng_);
-  }
-  bool OneIn(uint64_t n) { return Below(n) == 0; }
-  template <typename T>
-  T Pick(const std::vector<T>& values) {
-    return values[Below(values.size())];
-  }
+  explicit Random(uint64_t seed) : SeededRandom(seed) {}
 
   // A collection name: mostly from a small pool (so that creates, upserts and drops meet), or
   // a hostile one. The sentinel only when `read_only`.
@@ -119,10 +110,6 @@ class Random {
                               "job-000010", "job-999999", "job-", "job--1", "\xff",
                               std::string(5000, 'j'), absl::StrCat("job-", Below(40))});
   }
-  std::mt19937_64& engine() { return rng_; }
-
- private:
-  std::mt19937_64 rng_;
 };
 
 // Whether the server can parse `request` as sent: proto3 strings must be UTF-8.

@@ -26,6 +26,7 @@ namespace quantd {
 namespace {
 
 using ::quantd::testing::ReadText;
+using ::quantd::testing::RunShell;
 using ::quantd::testing::ServerProcess;
 using ::quantd::testing::TempDir;
 using ::quantd::testing::WriteFile;
@@ -652,17 +653,6 @@ TEST(SecurityProcessTest, QuantdRefusesToStartWithBadTokensFileOrTlsFlags) {
     EXPECT_EQ(log.find("hunter2"), std::string::npos) << log;
     EXPECT_EQ(log.find("abcdefghijklmnop"), std::string::npos) << log;
   }
-}
-
-// Runs `command` through the shell; its exit code, stdout and stderr in *output.
-int RunShell(const std::string& command, std::string* output) {
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  output->clear();
-  char buffer[4096];
-  size_t got;
-  while ((got = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, got);
-  const int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 TEST(SecurityProcessTest, QuantctlWithTlsAndTokensAgainstTheBinary) {

@@ -2,6 +2,8 @@
 #ifndef QUANTD_TESTS_TEST_SUPPORT_H_
 #define QUANTD_TESTS_TEST_SUPPORT_H_
 
+#include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -38,6 +40,26 @@ std::vector<std::string> Entries(const std::string& dir);
 // The whole HTTP/1.0 response (headers and body) to GET `path` from `address` ("host:port",
 // IPv4); "" if the connection fails.
 std::string HttpGet(const std::string& address, const std::string& path);
+
+// Seeded choices for the randomized tests (the same seed gives the same run).
+class SeededRandom {
+ public:
+  explicit SeededRandom(uint64_t seed) : rng_(seed) {}
+
+  // Uniform in [0, n); 0 for n == 0.
+  uint64_t Below(uint64_t n) {
+    return n == 0 ? 0 : std::uniform_int_distribution<uint64_t>(0, n - 1)(rng_);
+  }
+  bool OneIn(uint64_t n) { return Below(n) == 0; }
+  template <typename T>
+  T Pick(const std::vector<T>& values) {
+    return values[Below(values.size())];
+  }
+  std::mt19937_64& engine() { return rng_; }
+
+ protected:
+  std::mt19937_64 rng_;
+};
 
 }  // namespace quantd::testing
 
