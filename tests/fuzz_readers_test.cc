@@ -28,6 +28,7 @@
 namespace quantd {
 namespace {
 
+using ::quantd::testing::Raw;
 using ::quantd::testing::TempDir;
 using ::quantd::testing::WriteFile;
 
@@ -40,14 +41,6 @@ constexpr int64_t kMaxRssGrowthKib = 64 << 10;
 
 // ---------------------------------------------------------------------------------------------
 // Valid seed files.
-
-template <typename T>
-std::string Raw(T value, bool big_endian = false) {
-  std::string bytes(sizeof(T), '\0');
-  std::memcpy(bytes.data(), &value, sizeof(T));
-  if (big_endian) std::reverse(bytes.begin(), bytes.end());
-  return bytes;
-}
 
 std::string NpyFile(const std::string& dict, const std::string& payload, int major) {
   const size_t prefix = major == 1 ? 10 : 12;

@@ -30,20 +30,12 @@ namespace {
 
 using ::quantd::testing::DataFile;
 using ::quantd::testing::FashionMnistFile;
+using ::quantd::testing::Raw;
 using ::quantd::testing::TempDir;
 using ::quantd::testing::WriteFile;
 
 // ---------------------------------------------------------------------------------------------
 // Byte-level builders.
-
-// The bytes of `value`, little-endian unless `big_endian`.
-template <typename T>
-std::string Raw(T value, bool big_endian = false) {
-  std::string bytes(sizeof(T), '\0');
-  std::memcpy(bytes.data(), &value, sizeof(T));
-  if (big_endian) std::reverse(bytes.begin(), bytes.end());
-  return bytes;
-}
 
 template <typename T>
 std::string Pack(const std::vector<T>& values, bool big_endian = false) {

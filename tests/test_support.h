@@ -2,7 +2,9 @@
 #ifndef QUANTD_TESTS_TEST_SUPPORT_H_
 #define QUANTD_TESTS_TEST_SUPPORT_H_
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -60,6 +62,15 @@ class SeededRandom {
  protected:
   std::mt19937_64 rng_;
 };
+
+// The bytes of `value`, little-endian unless `big_endian` (for building test files).
+template <typename T>
+inline std::string Raw(T value, bool big_endian = false) {
+  std::string bytes(sizeof(T), '\0');
+  std::memcpy(bytes.data(), &value, sizeof(T));
+  if (big_endian) std::reverse(bytes.begin(), bytes.end());
+  return bytes;
+}
 
 }  // namespace quantd::testing
 
