@@ -1,7 +1,7 @@
 // Upsert throughput through gRPC on loopback, Fashion-MNIST train images (60000 x 784 float32),
 // with sync off and on. The peer, measured in the same run, is the storage floor: the same
-// batches written by Store::Upsert in-process, no gRPC. Every line reports rows/s and MB/s; the
-// summary prints gRPC / direct ratios.
+// batches written by ItemService::Upsert in-process, no gRPC. Every line reports rows/s and MB/s;
+// the summary prints gRPC / direct ratios.
 //
 //   build/bench/upsert_bench [--benchmark_filter=...]
 #include <cstdio>
@@ -14,7 +14,7 @@
 #include "core/vector_file.h"
 #include "grpcpp/grpcpp.h"
 #include "server/server.h"
-#include "server/store.h"
+#include "server/storage.h"
 
 namespace quantd {
 namespace {
@@ -105,9 +105,9 @@ void BM_UpsertGrpc(benchmark::State& state) {
 void BM_UpsertDirect(benchmark::State& state) {
   const Dataset& data = FashionMnist();
   const bool sync = state.range(0) != 0;
-  auto store = Store::Open({.path = FreshDir("direct"), .sync = sync});
-  if (!store.ok()) {
-    state.SkipWithError(store.status().ToString().c_str());
+  auto storage = Storage::Open({.path = FreshDir("direct"), .sync = sync});
+  if (!storage.ok()) {
+    state.SkipWithError(storage.status().ToString().c_str());
     return;
   }
   const int64_t d = data.matrix.dim;
@@ -118,13 +118,13 @@ void BM_UpsertDirect(benchmark::State& state) {
   for (auto _ : state) {
     state.PauseTiming();
     const std::string name = "fmnist" + std::to_string(iteration++);
-    (*store)->CreateCollection(name, d, Metric::kL2).IgnoreError();
+    (*storage)->collections().Create(name, d, Metric::kL2).IgnoreError();
     state.ResumeTiming();
     const auto start = std::chrono::steady_clock::now();
     for (int64_t row = 0; row < data.matrix.rows; row += batch) {
       const int64_t n = std::min(batch, data.matrix.rows - row);
       for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<uint64_t>(row + i);
-      auto result = (*store)->Upsert(
+      auto result = (*storage)->items().Upsert(
           name, absl::MakeConstSpan(ids.data(), static_cast<size_t>(n)),
           absl::MakeConstSpan(data.matrix.values.data() + row * d, static_cast<size_t>(n * d)));
       if (!result.ok()) {

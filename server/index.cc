@@ -20,6 +20,10 @@ constexpr int64_t kMaxDefaultM = 64;
 
 }  // namespace
 
+int64_t ResolveNprobe(int64_t requested, int64_t nlist) {
+  return requested == 0 ? std::max<int64_t>(1, nlist / 8) : std::min(requested, nlist);
+}
+
 int64_t IndexTrainingRows(const v1::TrainIndexRequest& request, int64_t items) {
   return request.sample_size() > 0 && request.sample_size() < static_cast<uint64_t>(items)
              ? static_cast<int64_t>(request.sample_size())

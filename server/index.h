@@ -38,6 +38,10 @@ struct ServingIndex {
   IvfPqIndex index;
 };
 
+// The search policy of a serving index: nprobe 0 asks for the default max(1, nlist / 8), and a
+// value above nlist scans every list (clamped to nlist).
+int64_t ResolveNprobe(int64_t requested, int64_t nlist);
+
 // Checks a TrainIndex request against a collection of `items` items of dimension `d` and
 // `metric`, and turns it into core options with the defaults of quantd.proto filled in.
 // INVALID_ARGUMENT naming the field and value.

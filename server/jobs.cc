@@ -108,25 +108,25 @@ absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerReques
   return options;
 }
 
-absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(Store* store) {
-  auto manager = std::unique_ptr<JobManager>(new JobManager(store));
-  auto records = store->LoadJobs();
+absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(Storage* storage) {
+  auto manager = std::unique_ptr<JobManager>(new JobManager(storage));
+  auto records = storage->jobs().LoadAll();
   if (!records.ok()) return records.status();
   for (storage::JobRecord& record : *records) {
     if (Active(record)) {
       // The commit and the job record are separate writes: a job whose version is the
       // collection's current one did commit before the crash.
-      auto info = store->DescribeCollection(record.collection());
+      auto info = storage->collections().Describe(record.collection());
       const bool same_collection = info.ok() && info->id == record.collection_id();
       const bool index_job = record.kind() == kTrainIndex;
       uint32_t committed = 0;
       if (same_collection && index_job) {
-        auto index = store->GetIndex(record.collection());
+        auto index = storage->indexes().GetIndex(record.collection());
         if (index.ok() && (*index)->record.job_id() == record.id()) {
           committed = (*index)->record.version();
         }
       } else if (same_collection) {
-        auto tokenizer = store->GetTokenizer(record.collection());
+        auto tokenizer = storage->tokenizers().GetTokenizer(record.collection());
         if (tokenizer.ok() && (*tokenizer)->record().job_id() == record.id()) {
           committed = (*tokenizer)->version();
         }
@@ -144,7 +144,7 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(Store* store) {
             index_job ? "index" : "tokenizer"));
       }
       record.set_end_time_ms(NowMs());
-      if (auto status = store->PutJob(record); !status.ok()) return status;
+      if (auto status = storage->jobs().Put(record); !status.ok()) return status;
     }
     int64_t number = 0;
     if (absl::SimpleAtoi(absl::StripPrefix(record.id(), "job-"), &number)) {
@@ -173,7 +173,7 @@ JobManager::~JobManager() {
 }
 
 absl::StatusOr<v1::Job> JobManager::StartTrainTokenizer(const v1::TrainTokenizerRequest& request) {
-  auto info = store_->DescribeCollection(request.collection());
+  auto info = storage_->collections().Describe(request.collection());
   if (!info.ok()) return info.status();
   if (auto options = TrainOptionsFromRequest(request, static_cast<int64_t>(info->item_count));
       !options.ok()) {
@@ -185,7 +185,7 @@ absl::StatusOr<v1::Job> JobManager::StartTrainTokenizer(const v1::TrainTokenizer
 }
 
 absl::StatusOr<v1::Job> JobManager::StartTrainIndex(const v1::TrainIndexRequest& request) {
-  auto info = store_->DescribeCollection(request.collection());
+  auto info = storage_->collections().Describe(request.collection());
   if (!info.ok()) return info.status();
   if (auto options = IndexOptionsFromRequest(request, static_cast<int64_t>(info->item_count),
                                              info->dimension, info->metric);
@@ -219,7 +219,7 @@ absl::StatusOr<v1::Job> JobManager::Enqueue(std::shared_ptr<Entry> entry,
   record.set_phase("queued");
   record.set_create_time_ms(NowMs());
   record.set_request(std::move(serialized_request));
-  if (auto status = store_->PutJob(record); !status.ok()) return status;
+  if (auto status = storage_->jobs().Put(record); !status.ok()) return status;
   jobs_[record.id()] = entry;
   queue_.push_back(entry);
   cv_.notify_all();
@@ -253,7 +253,7 @@ absl::Status JobManager::CancelLocked(const std::shared_ptr<Entry>& entry,
   entry->record.set_phase("cancelled");
   entry->record.set_error(std::string(reason));
   entry->record.set_end_time_ms(NowMs());
-  return store_->PutJob(entry->record);
+  return storage_->jobs().Put(entry->record);
 }
 
 void JobManager::CancelCollection(uint32_t collection_id) {
@@ -311,7 +311,7 @@ void JobManager::WorkerLoop() {
       entry->record.set_state(v1::JOB_STATE_RUNNING);
       entry->record.set_phase("loading");
       entry->record.set_start_time_ms(NowMs());
-      store_->PutJob(entry->record).IgnoreError();
+      storage_->jobs().Put(entry->record).IgnoreError();
     }
     const bool index_job = entry->record.kind() == kTrainIndex;
     LogInfo("job %s: training %s of collection '%s'", entry->record.id(),
@@ -349,12 +349,12 @@ void JobManager::Finish(Entry& entry, const absl::StatusOr<uint32_t>& result) {
     record.set_error(std::string(result.status().ToString()));
     LogWarning("job %s failed: %s", record.id(), record.error());
   }
-  store_->PutJob(record).IgnoreError();
+  storage_->jobs().Put(record).IgnoreError();
 }
 
-absl::StatusOr<Store::ItemSet> JobManager::LoadJobItems(const Entry& entry,
-                                                        const std::string& collection) const {
-  auto items = store_->LoadItems(collection);
+absl::StatusOr<ItemSet> JobManager::LoadJobItems(const Entry& entry,
+                                                 const std::string& collection) const {
+  auto items = storage_->items().LoadItems(collection);
   if (!items.ok()) return items.status();
   if (items->info.id != entry.record.collection_id()) {
     return absl::NotFoundError(
@@ -442,8 +442,8 @@ absl::StatusOr<uint32_t> JobManager::RunTrainTokenizer(Entry& entry) {
   record.set_train_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   SetPhase(entry, "committing", 0.95);
-  return store_->CommitTokenizer(request.collection(), std::move(record),
-                                 std::move(trained->quantizer), *items, codes);
+  return storage_->tokenizers().CommitTokenizer(request.collection(), std::move(record),
+                                                std::move(trained->quantizer), *items, codes);
 }
 
 absl::StatusOr<uint32_t> JobManager::RunTrainIndex(Entry& entry) {
@@ -515,8 +515,8 @@ absl::StatusOr<uint32_t> JobManager::RunTrainIndex(Entry& entry) {
   record.set_train_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   SetPhase(entry, "committing", 0.95);
-  return store_->CommitIndex(request.collection(), std::move(record), std::move(*trained), *items,
-                             lists, codes);
+  return storage_->indexes().CommitIndex(request.collection(), std::move(record),
+                                         std::move(*trained), *items, lists, codes);
 }
 
 }  // namespace quantd

@@ -21,7 +21,7 @@
 #include "core/residual_quantizer.h"
 #include "quantd/storage/records.pb.h"
 #include "quantd/v1/quantd.pb.h"
-#include "server/store.h"
+#include "server/storage.h"
 
 namespace quantd {
 
@@ -32,8 +32,8 @@ absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerReques
 
 class JobManager {
  public:
-  // Loads job history from `store` (which outlives the manager) and fails interrupted jobs.
-  static absl::StatusOr<std::unique_ptr<JobManager>> Create(Store* store);
+  // Loads job history from `storage` (which outlives the manager) and fails interrupted jobs.
+  static absl::StatusOr<std::unique_ptr<JobManager>> Create(Storage* storage);
   // Stop() and joins the worker.
   ~JobManager();
 
@@ -61,7 +61,7 @@ class JobManager {
     v1::TrainIndexRequest index_request;
     std::atomic<bool> cancel{false};
   };
-  explicit JobManager(Store* store) : store_(store) {}
+  explicit JobManager(Storage* storage) : storage_(storage) {}
   void WorkerLoop();
   // Records and queues a new job of `kind` on collection `info`; `entry` carries its request.
   absl::StatusOr<v1::Job> Enqueue(std::shared_ptr<Entry> entry, const CollectionInfo& info,
@@ -69,8 +69,7 @@ class JobManager {
   // Run one job of each kind; return the version committed.
   // Every item of the job's collection; NOT_FOUND if the collection was dropped (or dropped and
   // re-created) since the job was queued.
-  absl::StatusOr<Store::ItemSet> LoadJobItems(const Entry& entry,
-                                              const std::string& collection) const;
+  absl::StatusOr<ItemSet> LoadJobItems(const Entry& entry, const std::string& collection) const;
   absl::StatusOr<uint32_t> RunTrainTokenizer(Entry& entry);
   absl::StatusOr<uint32_t> RunTrainIndex(Entry& entry);
   void SetPhase(Entry& entry, const std::string& phase, double progress);
@@ -80,7 +79,7 @@ class JobManager {
   void Finish(Entry& entry, const absl::StatusOr<uint32_t>& result);
   v1::Job ToProto(const storage::JobRecord& record) const;
 
-  Store* store_;
+  Storage* storage_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, std::shared_ptr<Entry>> jobs_;

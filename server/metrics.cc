@@ -19,7 +19,7 @@
 #include "quantd/v1/quantd.grpc.pb.h"
 #include "server/index.h"
 #include "server/jobs.h"
-#include "server/store.h"
+#include "server/storage.h"
 #include "server/tokenizer.h"
 #include "server/work_queue.h"
 
@@ -242,7 +242,7 @@ Metrics::InFlightInterceptors() {
 
 std::vector<MetricFamily> StateCollector::Collect() const {
   std::vector<MetricFamily> out;
-  const std::vector<CollectionInfo> collections = store_->ListCollections();
+  const std::vector<CollectionInfo> collections = storage_->collections().List();
 
   MetricFamily count = Family("quantd_collections", "Collections", MetricType::Gauge);
   AddGauge(count, {}, static_cast<double>(collections.size()));
@@ -267,12 +267,12 @@ std::vector<MetricFamily> StateCollector::Collect() const {
   std::map<std::string, SidFigures> kept;
   for (const CollectionInfo& info : collections) {
     AddGauge(items, {{"collection", info.name}}, static_cast<double>(info.item_count));
-    auto index = store_->GetIndex(info.name);
+    auto index = storage_->indexes().GetIndex(info.name);
     if (index.ok()) {
       AddGauge(index_bytes, {{"collection", info.name}},
                static_cast<double>((*index)->index.Stats().memory_bytes));
     }
-    auto tokenizer = store_->GetTokenizer(info.name);
+    auto tokenizer = storage_->tokenizers().GetTokenizer(info.name);
     if (!tokenizer.ok()) continue;
     AddGauge(tokenizer_bytes, {{"collection", info.name}}, TokenizerBytes(**tokenizer));
     SidFigures figures;
@@ -285,7 +285,7 @@ std::vector<MetricFamily> StateCollector::Collect() const {
     if (fresh) {
       figures = cached->second;
     } else {
-      auto sids = store_->ExportSids(info.name, **tokenizer);
+      auto sids = storage_->tokenizers().ExportSids(info.name, **tokenizer);
       if (!sids.ok()) continue;  // e.g. ABORTED by a retraining: next scrape
       const int64_t n = static_cast<int64_t>(sids->ids.size());
       const int64_t levels = (*tokenizer)->levels();
@@ -363,7 +363,7 @@ std::vector<MetricFamily> StateCollector::Collect() const {
   out.push_back(std::move(durations));
 
   // RocksDB.
-  const Store::DbFigures db = store_->GetDbFigures();
+  const Db::Figures db = storage_->db().GetFigures();
   const std::pair<const char*, std::pair<const char*, double>> db_gauges[] = {
       {"quantd_rocksdb_live_sst_bytes", {"Bytes of live SST files", db.live_sst_bytes}},
       {"quantd_rocksdb_memtable_bytes", {"Bytes of all memtables", db.memtable_bytes}},

@@ -2,7 +2,7 @@
 // references kept; labels are low-cardinality: RPC method (the quantd.v1 methods, or "other"),
 // status code, job state and kind, and collection (at most --max_collections of them).
 //
-// Two kinds: event metrics updated as calls run (Metrics), and state read from the store, the
+// Two kinds: event metrics updated as calls run (Metrics), and state read from the storage, the
 // jobs and the process when Prometheus scrapes (StateCollector), so that a dropped collection
 // or a finished job leaves no stale series behind.
 #ifndef QUANTD_SERVER_METRICS_H_
@@ -27,7 +27,7 @@
 namespace quantd {
 
 class JobManager;
-class Store;
+class Storage;
 class WorkQueue;
 
 class Metrics {
@@ -61,8 +61,8 @@ class Metrics {
 class StateCollector : public prometheus::Collectable {
  public:
   // All pointers outlive the collector; `pool` may be null.
-  StateCollector(const Store* store, const JobManager* jobs, const WorkQueue* pool)
-      : store_(store), jobs_(jobs), pool_(pool) {}
+  StateCollector(const Storage* storage, const JobManager* jobs, const WorkQueue* pool)
+      : storage_(storage), jobs_(jobs), pool_(pool) {}
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
@@ -75,7 +75,7 @@ class StateCollector : public prometheus::Collectable {
     double collision_rate = 0;
     std::vector<double> usage;  // codes used / K, per level
   };
-  const Store* store_;
+  const Storage* storage_;
   const JobManager* jobs_;
   const WorkQueue* pool_;
   mutable std::mutex mu_;

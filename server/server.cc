@@ -15,7 +15,7 @@
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/service.h"
-#include "server/store.h"
+#include "server/storage.h"
 #include "server/work_queue.h"
 
 namespace quantd {
@@ -78,11 +78,11 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
   if (auto status = make_directory("backup_dir", options.backup_dir); !status.ok()) {
     LogWarning("%s: Backup calls will fail until it can be created", status.message());
   }
-  auto store = Store::Open(
+  auto storage = Storage::Open(
       {.path = options.data_dir, .sync = options.sync, .max_collections = options.max_collections});
-  if (!store.ok()) return store.status();
-  server->store_ = std::move(*store);
-  auto jobs = JobManager::Create(server->store_.get());
+  if (!storage.ok()) return storage.status();
+  server->storage_ = std::move(*storage);
+  auto jobs = JobManager::Create(server->storage_.get());
   if (!jobs.ok()) return jobs.status();
   server->jobs_ = std::move(*jobs);
   server->metrics_ = std::make_unique<Metrics>();
@@ -91,7 +91,7 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   server->pool_ = std::make_unique<WorkQueue>(threads, options.search_queue);
   server->service_ = std::make_unique<QuantdService>(
-      server->store_.get(), server->jobs_.get(), server->metrics_.get(),
+      server->storage_.get(), server->jobs_.get(), server->metrics_.get(),
       ServiceLimits{.pool = server->pool_.get(),
                     .default_deadline = options.default_deadline,
                     .max_deadline = options.max_deadline},
@@ -107,7 +107,7 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
     }
     server->exposer_->RegisterCollectable(server->metrics_->registry());
     server->state_collector_ = std::make_shared<StateCollector>(
-        server->store_.get(), server->jobs_.get(), server->pool_.get());
+        server->storage_.get(), server->jobs_.get(), server->pool_.get());
     server->exposer_->RegisterCollectable(server->state_collector_);
   }
 
@@ -168,11 +168,11 @@ void QuantdServer::Shutdown(std::chrono::milliseconds grace) {
     health_server_->Wait();
     health_server_.reset();
   }
-  exposer_stop.join();  // no scrape reads the pool, the jobs or the store after this
+  exposer_stop.join();  // no scrape reads the pool, the jobs or the storage after this
   pool_.reset();        // every queued call finished with the gRPC server
   jobs_.reset();        // cancels a running training job and waits for it
   service_.reset();
-  store_.reset();  // flushes the WAL and closes RocksDB after the last call finished
+  storage_.reset();  // flushes the WAL and closes RocksDB after the last call finished
 }
 
 }  // namespace quantd

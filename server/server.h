@@ -1,4 +1,4 @@
-// QuantdServer: the whole service in one object: the RocksDB store, the gRPC server with
+// QuantdServer: the whole service in one object: the RocksDB storage, the gRPC server with
 // quantd.v1, grpc.health.v1 and reflection, and the Prometheus exposer. Used by the `quantd`
 // binary, by the in-process tests and by the benchmarks.
 #ifndef QUANTD_SERVER_SERVER_H_
@@ -21,7 +21,7 @@ class Exposer;
 
 namespace quantd {
 
-class Store;
+class Storage;
 class JobManager;
 class Metrics;
 class StateCollector;
@@ -93,7 +93,7 @@ class QuantdServer {
   void SetServing(bool serving);  // grpc.health.v1 status on both servers
   ServerOptions options_;
   int port_ = 0;
-  std::unique_ptr<Store> store_;
+  std::unique_ptr<Storage> storage_;
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<WorkQueue> pool_;

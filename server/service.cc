@@ -7,6 +7,7 @@
 #include "core/semantic_id.h"
 #include "server/index.h"
 #include "server/log.h"
+#include "server/metric_proto.h"
 #include "server/tokenizer.h"
 #include "server/work_queue.h"
 
@@ -17,33 +18,6 @@ using Clock = std::chrono::steady_clock;
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-absl::StatusOr<Metric> MetricFromProto(int value) {
-  switch (value) {
-    case v1::METRIC_L2:
-      return Metric::kL2;
-    case v1::METRIC_INNER_PRODUCT:
-      return Metric::kInnerProduct;
-    case v1::METRIC_COSINE:
-      return Metric::kCosine;
-    default:
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "metric %d is not one of METRIC_L2 (1), METRIC_INNER_PRODUCT (2), METRIC_COSINE (3)",
-          value));
-  }
-}
-
-v1::Metric MetricToProto(Metric metric) {
-  switch (metric) {
-    case Metric::kL2:
-      return v1::METRIC_L2;
-    case Metric::kInnerProduct:
-      return v1::METRIC_INNER_PRODUCT;
-    case Metric::kCosine:
-      return v1::METRIC_COSINE;
-  }
-  return v1::METRIC_UNSPECIFIED;
 }
 
 void ToProto(const CollectionInfo& info, v1::Collection* out) {
@@ -136,7 +110,7 @@ grpc::ServerUnaryReactor* QuantdService::CreateCollection(
     return Finish(context, "CreateCollection", start, denied);
   auto metric = MetricFromProto(request->metric());
   if (!metric.ok()) return Finish(context, "CreateCollection", start, metric.status());
-  auto info = store_->CreateCollection(request->name(), request->dimension(), *metric);
+  auto info = storage_->collections().Create(request->name(), request->dimension(), *metric);
   if (info.ok()) ToProto(*info, response->mutable_collection());
   return Finish(context, "CreateCollection", start, info.status());
 }
@@ -147,7 +121,7 @@ grpc::ServerUnaryReactor* QuantdService::ListCollections(grpc::CallbackServerCon
   const Clock::time_point start = Clock::now();
   if (auto denied = authorizer_.Authorize(*context, "ListCollections"); !denied.ok())
     return Finish(context, "ListCollections", start, denied);
-  for (const CollectionInfo& info : store_->ListCollections()) {
+  for (const CollectionInfo& info : storage_->collections().List()) {
     ToProto(info, response->add_collections());
   }
   return Finish(context, "ListCollections", start, absl::OkStatus());
@@ -159,7 +133,7 @@ grpc::ServerUnaryReactor* QuantdService::DescribeCollection(
   const Clock::time_point start = Clock::now();
   if (auto denied = authorizer_.Authorize(*context, "DescribeCollection"); !denied.ok())
     return Finish(context, "DescribeCollection", start, denied);
-  auto info = store_->DescribeCollection(request->name());
+  auto info = storage_->collections().Describe(request->name());
   if (info.ok()) ToProto(*info, response->mutable_collection());
   return Finish(context, "DescribeCollection", start, info.status());
 }
@@ -170,9 +144,9 @@ grpc::ServerUnaryReactor* QuantdService::DropCollection(grpc::CallbackServerCont
   const Clock::time_point start = Clock::now();
   if (auto denied = authorizer_.Authorize(*context, "DropCollection"); !denied.ok())
     return Finish(context, "DropCollection", start, denied);
-  auto info = store_->DescribeCollection(request->name());
-  auto deleted =
-      info.ok() ? store_->DropCollection(request->name()) : absl::StatusOr<uint64_t>(info.status());
+  auto info = storage_->collections().Describe(request->name());
+  auto deleted = info.ok() ? storage_->items().DropCollection(request->name())
+                           : absl::StatusOr<uint64_t>(info.status());
   if (deleted.ok()) {
     response->set_items_deleted(*deleted);
     jobs_->CancelCollection(info->id);
@@ -187,7 +161,7 @@ grpc::ServerUnaryReactor* QuantdService::DeleteItems(grpc::CallbackServerContext
   if (auto denied = authorizer_.Authorize(*context, "DeleteItems"); !denied.ok())
     return Finish(context, "DeleteItems", start, denied);
   if (metrics_ != nullptr) metrics_->RecordRows("DeleteItems", request->ids_size());
-  auto result = store_->Delete(request->collection(), request->ids());
+  auto result = storage_->items().Delete(request->collection(), request->ids());
   if (result.ok()) {
     response->set_deleted(result->deleted);
     response->set_missing(result->missing);
@@ -203,7 +177,7 @@ grpc::ServerUnaryReactor* QuantdService::GetItems(grpc::CallbackServerContext* c
   if (auto denied = authorizer_.Authorize(*context, "GetItems"); !denied.ok())
     return Finish(context, "GetItems", start, denied);
   if (metrics_ != nullptr) metrics_->RecordRows("GetItems", request->ids_size());
-  auto info = store_->DescribeCollection(request->collection());
+  auto info = storage_->collections().Describe(request->collection());
   if (!info.ok()) return Finish(context, "GetItems", start, info.status());
   const int64_t payload =
       static_cast<int64_t>(request->ids_size()) * info->dimension * static_cast<int64_t>(4);
@@ -215,7 +189,7 @@ grpc::ServerUnaryReactor* QuantdService::GetItems(grpc::CallbackServerContext* c
                       request->ids_size(), info->dimension, kMaxResponsePayloadBytes >> 20,
                       kMaxResponsePayloadBytes / (4 * info->dimension))));
   }
-  auto result = store_->Get(request->collection(), request->ids());
+  auto result = storage_->items().Get(request->collection(), request->ids());
   if (result.ok()) {
     response->set_dimension(static_cast<uint32_t>(result->dimension));
     response->mutable_ids()->Add(result->ids.begin(), result->ids.end());
@@ -231,8 +205,8 @@ grpc::ServerUnaryReactor* QuantdService::GetItems(grpc::CallbackServerContext* c
 class QuantdService::UpsertReactor final
     : public grpc::ServerBidiReactor<v1::UpsertRequest, v1::UpsertResponse> {
  public:
-  UpsertReactor(Store* store, Metrics* metrics)
-      : store_(store), metrics_(metrics), start_(Clock::now()) {
+  UpsertReactor(Storage* storage, Metrics* metrics)
+      : storage_(storage), metrics_(metrics), start_(Clock::now()) {
     Read();
   }
 
@@ -291,7 +265,7 @@ class QuantdService::UpsertReactor final
     if (collection_.empty()) {
       return absl::InvalidArgumentError("collection is empty: name it in the first message");
     }
-    auto result = store_->Upsert(collection_, request_.ids(), request_.vectors());
+    auto result = storage_->items().Upsert(collection_, request_.ids(), request_.vectors());
     if (!result.ok()) return result.status();
     total_rows_ += static_cast<uint64_t>(request_.ids_size());
     if (metrics_ != nullptr) {
@@ -313,7 +287,7 @@ class QuantdService::UpsertReactor final
     Finish(ToGrpcStatus(status));
   }
 
-  Store* store_;
+  Storage* storage_;
   Metrics* metrics_;
   Clock::time_point start_;
   v1::UpsertRequest request_;
@@ -329,7 +303,7 @@ grpc::ServerBidiReactor<v1::UpsertRequest, v1::UpsertResponse>* QuantdService::U
     return RejectStream<grpc::ServerBidiReactor<v1::UpsertRequest, v1::UpsertResponse>>(
         metrics_, "Upsert", denied);
   }
-  return new UpsertReactor(store_, metrics_);
+  return new UpsertReactor(storage_, metrics_);
 }
 
 namespace {
@@ -373,8 +347,8 @@ grpc::ServerUnaryReactor* QuantdService::Search(grpc::CallbackServerContext* con
   if (auto denied = authorizer_.Authorize(*context, "Search"); !denied.ok())
     return Finish(context, "Search", start, denied);
   return OnPool(context, "Search", start, [this, request, response]() -> absl::Status {
-    auto result = store_->Search(request->collection(), request->queries(), request->k(),
-                                 request->nprobe(), request->refine());
+    auto result = storage_->indexes().Search(request->collection(), request->queries(),
+                                             request->k(), request->nprobe(), request->refine());
     if (!result.ok()) return result.status();
     if (metrics_ != nullptr) metrics_->RecordRows("Search", result->neighbors.size());
     response->set_index_version(result->index_version);
@@ -419,7 +393,7 @@ grpc::ServerUnaryReactor* QuantdService::ListJobs(grpc::CallbackServerContext* c
     return Finish(context, "ListJobs", start, denied);
   uint32_t collection_id = 0;
   if (!request->collection().empty()) {
-    auto info = store_->DescribeCollection(request->collection());
+    auto info = storage_->collections().Describe(request->collection());
     if (!info.ok()) return Finish(context, "ListJobs", start, info.status());
     collection_id = info->id;
   }
@@ -448,7 +422,7 @@ grpc::ServerUnaryReactor* QuantdService::Encode(grpc::CallbackServerContext* con
   if (auto denied = authorizer_.Authorize(*context, "Encode"); !denied.ok())
     return Finish(context, "Encode", start, denied);
   return OnPool(context, "Encode", start, [this, request, response]() -> absl::Status {
-    auto info = store_->DescribeCollection(request->collection());
+    auto info = storage_->collections().Describe(request->collection());
     if (!info.ok()) return info.status();
     if (metrics_ != nullptr) {
       metrics_->RecordRows(
@@ -458,7 +432,7 @@ grpc::ServerUnaryReactor* QuantdService::Encode(grpc::CallbackServerContext* con
     if (request->ids_size() == 0 && request->vectors_size() == 0) {
       return absl::InvalidArgumentError("ids and vectors are both empty: give either or both");
     }
-    auto tokenizer = store_->GetTokenizer(request->collection());
+    auto tokenizer = storage_->tokenizers().GetTokenizer(request->collection());
     if (!tokenizer.ok()) return tokenizer.status();
     const int64_t levels = (*tokenizer)->levels();
     response->set_tokenizer_version((*tokenizer)->version());
@@ -467,7 +441,8 @@ grpc::ServerUnaryReactor* QuantdService::Encode(grpc::CallbackServerContext* con
         return absl::InvalidArgumentError(absl::StrFormat(
             "ids has %d entries, at most %d per request", request->ids_size(), kMaxEncodeRows));
       }
-      auto sids = store_->GetSids(request->collection(), **tokenizer, request->ids());
+      auto sids =
+          storage_->tokenizers().GetSids(request->collection(), **tokenizer, request->ids());
       if (!sids.ok()) return sids.status();
       for (size_t i = 0; i < sids->ids.size(); ++i) {
         response->add_ids(sids->ids[i]);
@@ -490,7 +465,8 @@ grpc::ServerUnaryReactor* QuantdService::Encode(grpc::CallbackServerContext* con
       if (auto s = CheckVectors(request->vectors().data(), n, d, info->metric); !s.ok()) return s;
       std::vector<int32_t> codes(static_cast<size_t>(n * levels));
       (*tokenizer)->Encode(request->vectors().data(), n, codes.data());
-      auto counts = store_->CountTuples(request->collection(), **tokenizer, codes.data(), n);
+      auto counts =
+          storage_->tokenizers().CountTuples(request->collection(), **tokenizer, codes.data(), n);
       if (!counts.ok()) return counts.status();
       for (int64_t i = 0; i < n; ++i) {
         v1::EncodedVector* encoded = response->add_encoded();
@@ -524,9 +500,10 @@ grpc::ServerUnaryReactor* QuantdService::Lookup(grpc::CallbackServerContext* con
       return absl::InvalidArgumentError(
           absl::StrFormat("limit %d exceeds %d", request->limit(), kMaxLookupLimit));
     }
-    auto tokenizer = store_->GetTokenizer(request->collection());
+    auto tokenizer = storage_->tokenizers().GetTokenizer(request->collection());
     if (!tokenizer.ok()) return tokenizer.status();
-    auto found = store_->LookupSids(request->collection(), **tokenizer, prefix, limit);
+    auto found =
+        storage_->tokenizers().LookupSids(request->collection(), **tokenizer, prefix, limit);
     if (!found.ok()) return found.status();
     for (size_t i = 0; i < found->ids.size(); ++i) {
       response->add_ids(found->ids[i]);
@@ -542,11 +519,11 @@ grpc::ServerUnaryReactor* QuantdService::Lookup(grpc::CallbackServerContext* con
 // Streams a collection's SIDs in batches of kExportBatch items, one write at a time.
 class QuantdService::ExportReactor final : public grpc::ServerWriteReactor<v1::ExportSidsResponse> {
  public:
-  ExportReactor(Store* store, Metrics* metrics, const v1::ExportSidsRequest& request)
+  ExportReactor(Storage* storage, Metrics* metrics, const v1::ExportSidsRequest& request)
       : metrics_(metrics), start_(Clock::now()) {
-    auto tokenizer = store->GetTokenizer(request.collection());
-    auto list = tokenizer.ok() ? store->ExportSids(request.collection(), **tokenizer)
-                               : absl::StatusOr<Store::SidList>(tokenizer.status());
+    auto tokenizer = storage->tokenizers().GetTokenizer(request.collection());
+    auto list = tokenizer.ok() ? storage->tokenizers().ExportSids(request.collection(), **tokenizer)
+                               : absl::StatusOr<SidList>(tokenizer.status());
     if (!list.ok()) {
       Done(list.status());
       return;
@@ -592,7 +569,7 @@ class QuantdService::ExportReactor final : public grpc::ServerWriteReactor<v1::E
 
   Metrics* metrics_;
   Clock::time_point start_;
-  Store::SidList list_;
+  SidList list_;
   size_t next_ = 0;
   v1::ExportSidsResponse response_;
 };
@@ -603,7 +580,7 @@ grpc::ServerWriteReactor<v1::ExportSidsResponse>* QuantdService::ExportSids(
     return RejectStream<grpc::ServerWriteReactor<v1::ExportSidsResponse>>(metrics_, "ExportSids",
                                                                           denied);
   }
-  return new ExportReactor(store_, metrics_, *request);
+  return new ExportReactor(storage_, metrics_, *request);
 }
 
 namespace {
@@ -645,21 +622,21 @@ grpc::ServerUnaryReactor* QuantdService::GetStats(grpc::CallbackServerContext* c
   if (auto denied = authorizer_.Authorize(*context, "GetStats"); !denied.ok())
     return Finish(context, "GetStats", start, denied);
   auto status = [&]() -> absl::Status {
-    auto info = store_->DescribeCollection(request->collection());
+    auto info = storage_->collections().Describe(request->collection());
     if (!info.ok()) return info.status();
     ToProto(*info, response->mutable_collection());
-    auto index = store_->GetIndex(request->collection());
+    auto index = storage_->indexes().GetIndex(request->collection());
     if (index.ok()) {
       FillIndexStats(**index, response->mutable_index());
     } else if (index.status().code() != absl::StatusCode::kFailedPrecondition) {
       return index.status();
     }
-    auto tokenizer = store_->GetTokenizer(request->collection());
+    auto tokenizer = storage_->tokenizers().GetTokenizer(request->collection());
     if (tokenizer.status().code() == absl::StatusCode::kFailedPrecondition) {
       return absl::OkStatus();  // no tokenizer yet: collection stats only
     }
     if (!tokenizer.ok()) return tokenizer.status();
-    auto sids = store_->ExportSids(request->collection(), **tokenizer);
+    auto sids = storage_->tokenizers().ExportSids(request->collection(), **tokenizer);
     if (!sids.ok()) return sids.status();
     const storage::TokenizerRecord& record = (*tokenizer)->record();
     const int64_t levels = (*tokenizer)->levels();
@@ -712,9 +689,9 @@ QuantdService::~QuantdService() {
   if (backup_thread_.joinable()) backup_thread_.join();
 }
 
-// One backup at a time: a second one while one runs is ABORTED at once (the Store refuses it
+// One backup at a time: a second one while one runs is ABORTED at once (the Storage refuses it
 // too) rather than queued, so no caller waits unboundedly behind a long copy. The server's
-// Shutdown waits for a running backup (its call is in flight) before the store closes.
+// Shutdown waits for a running backup (its call is in flight) before the storage closes.
 grpc::ServerUnaryReactor* QuantdService::Backup(grpc::CallbackServerContext* context,
                                                 const v1::BackupRequest* request,
                                                 v1::BackupResponse* response) {
@@ -733,7 +710,7 @@ grpc::ServerUnaryReactor* QuantdService::Backup(grpc::CallbackServerContext* con
   if (backup_thread_.joinable()) backup_thread_.join();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   backup_thread_ = std::thread([this, request, response, reactor, start] {
-    auto result = store_->Backup(backup_dir_, request->name());
+    auto result = storage_->backups().Backup(backup_dir_, request->name());
     if (result.ok()) {
       response->set_path(result->path);
       response->set_bytes(result->bytes);

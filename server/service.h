@@ -1,4 +1,4 @@
-// gRPC adapter of quantd.v1.Quantd: validates and converts requests, delegates to Store, maps
+// gRPC adapter of quantd.v1.Quantd: validates and converts requests, delegates to Storage, maps
 // absl::Status to grpc::Status (the codes are the same numbers). Callback API: cheap RPCs finish
 // inline on gRPC's threads.
 #ifndef QUANTD_SERVER_SERVICE_H_
@@ -18,7 +18,7 @@
 #include "server/auth.h"
 #include "server/jobs.h"
 #include "server/metrics.h"
-#include "server/store.h"
+#include "server/storage.h"
 
 namespace quantd {
 
@@ -43,11 +43,11 @@ struct ServiceLimits {
 
 class QuantdService final : public v1::Quantd::CallbackService {
  public:
-  // `store`, `jobs`, `metrics` (may be null) and limits.pool outlive the service. Backups go
+  // `storage`, `jobs`, `metrics` (may be null) and limits.pool outlive the service. Backups go
   // under `backup_dir`.
-  QuantdService(Store* store, JobManager* jobs, Metrics* metrics, ServiceLimits limits = {},
+  QuantdService(Storage* storage, JobManager* jobs, Metrics* metrics, ServiceLimits limits = {},
                 std::string backup_dir = "")
-      : store_(store),
+      : storage_(storage),
         jobs_(jobs),
         metrics_(metrics),
         limits_(limits),
@@ -125,7 +125,7 @@ class QuantdService final : public v1::Quantd::CallbackService {
                                    std::chrono::steady_clock::time_point start,
                                    std::function<absl::Status()> work);
 
-  Store* store_;
+  Storage* storage_;
   JobManager* jobs_;
   Metrics* metrics_;
   ServiceLimits limits_;

@@ -19,7 +19,8 @@
 #include "gtest/gtest.h"
 #include "quantd/storage/records.pb.h"
 #include "rocksdb/db.h"
-#include "server/store_internal.h"
+#include "server/db.h"
+#include "server/keys.h"
 #include "tests/process_support.h"
 #include "tests/test_support.h"
 
@@ -336,47 +337,27 @@ TEST(FaultTest, SigkillDuringTrainingReportsFailedAndThePreviousModelsServe) {
 // Opens the stopped server's database directly and flips a byte in the middle of every model
 // blob (tokenizer and index) of `collection`.
 void CorruptModels(const std::string& data_dir, const std::string& collection) {
-  rocksdb::Options options;
-  std::vector<std::string> families;
-  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(options, data_dir, &families).ok());
-  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (const std::string& name : families)
-    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw = nullptr;
-  ASSERT_TRUE(rocksdb::DB::Open(options, data_dir, descriptors, &handles, &raw).ok());
-  std::unique_ptr<rocksdb::DB> db(raw);
-  rocksdb::ColumnFamilyHandle* meta = nullptr;
-  rocksdb::ColumnFamilyHandle* models = nullptr;
-  for (size_t i = 0; i < families.size(); ++i) {
-    if (families[i] == store_internal::kMetaFamily) meta = handles[i];
-    if (families[i] == store_internal::kModelsFamily) models = handles[i];
-  }
-  ASSERT_NE(meta, nullptr);
-  ASSERT_NE(models, nullptr);
-  std::string value;
-  ASSERT_TRUE(
-      db->Get(rocksdb::ReadOptions(), meta, store_internal::CollectionKey(collection), &value)
-          .ok());
+  auto db = Db::Open({.path = data_dir, .sync = true});
+  ASSERT_TRUE(db.ok()) << db.status();
+  auto value = (*db)->Get(ColumnFamily::kMeta, keys::CollectionRecordKey(collection), "read");
+  ASSERT_TRUE(value.ok() && value->has_value());
   storage::CollectionRecord record;
-  ASSERT_TRUE(record.ParseFromString(value));
-  const std::string prefix = store_internal::CollectionPrefix(record.id());
+  ASSERT_TRUE(record.ParseFromString(**value));
+  rocksdb::WriteBatch batch;
   int corrupted = 0;
-  ASSERT_TRUE(store_internal::ScanPrefix(
-                  db.get(), models, prefix,
-                  [&](const rocksdb::Slice& key, const rocksdb::Slice& blob) {
-                    std::string bytes = blob.ToString();
-                    bytes[bytes.size() / 2] ^= 0x5a;
-                    EXPECT_TRUE(db->Put(rocksdb::WriteOptions(), models, key, bytes).ok());
-                    ++corrupted;
-                    return true;
-                  })
+  ASSERT_TRUE((*db)
+                  ->ScanPrefix(ColumnFamily::kModels, keys::CollectionBegin(record.id()),
+                               [&](absl::string_view key, absl::string_view blob) {
+                                 std::string bytes(blob);
+                                 bytes[bytes.size() / 2] ^= 0x5a;
+                                 batch.Put((*db)->handle(ColumnFamily::kModels),
+                                           rocksdb::Slice(key.data(), key.size()), bytes);
+                                 ++corrupted;
+                                 return absl::OkStatus();
+                               })
                   .ok());
   EXPECT_EQ(corrupted, 2);  // the tokenizer's and the index's
-  for (rocksdb::ColumnFamilyHandle* handle : handles) {
-    EXPECT_TRUE(db->DestroyColumnFamilyHandle(handle).ok());
-  }
-  EXPECT_TRUE(db->Close().ok());
+  EXPECT_TRUE((*db)->Write(batch, "corrupt").ok());
 }
 
 TEST(FaultTest, CorruptModelBlobIsDataLossForThatCollectionOnly) {

@@ -1,4 +1,5 @@
-// Store::Backup: RocksDB checkpoints written beside their final place and renamed into it.
+#include "server/backup.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -14,9 +15,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "rocksdb/utilities/checkpoint.h"
-#include "server/store.h"
-#include "server/store_internal.h"
 
 namespace quantd {
 namespace {
@@ -83,10 +81,10 @@ absl::Status ValidateBackupName(absl::string_view name) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Store::BackupResult> Store::Backup(const std::string& backup_dir,
-                                                  absl::string_view name) {
+absl::StatusOr<BackupResult> Backups::Backup(const std::string& backup_dir,
+                                             absl::string_view name) {
   if (auto status = ValidateBackupName(name); !status.ok()) return status;
-  std::unique_lock lock(backup_mu_, std::try_to_lock);
+  std::unique_lock lock(mu_, std::try_to_lock);
   if (!lock.owns_lock()) {
     return absl::AbortedError(absl::StrFormat(
         "backup '%s' not started: another backup is running; retry when it ends", name));
@@ -129,20 +127,14 @@ absl::StatusOr<Store::BackupResult> Store::Backup(const std::string& backup_dir,
     RemoveAll(partial.string() + ".tmp");
   };
 
-  rocksdb::Checkpoint* raw_checkpoint = nullptr;
-  rocksdb::Status s = rocksdb::Checkpoint::Create(db_.get(), &raw_checkpoint);
-  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw_checkpoint);
   BackupResult result;
-  // log_size_for_flush 0: memtables are flushed first, so the copy is mostly SST files (hard
-  // links) and the WAL tail it copies is short.
-  if (s.ok()) s = checkpoint->CreateCheckpoint(partial.string(), 0, &result.sequence);
-  if (!s.ok()) {
+  auto sequence = db_->Checkpoint(partial.string());
+  if (!sequence.ok()) {
     cleanup();
-    const std::string message =
-        absl::StrFormat("backup '%s' into '%s' failed: %s", name, partial.string(), s.ToString());
-    if (s.IsNoSpace()) return absl::ResourceExhaustedError(message);
-    return absl::InternalError(message);
+    return absl::Status(sequence.status().code(), absl::StrFormat("backup '%s' failed: %s", name,
+                                                                  sequence.status().message()));
   }
+  result.sequence = *sequence;
 
   for (fs::recursive_directory_iterator it(partial, error), end; !error && it != end;
        it.increment(error)) {

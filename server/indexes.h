@@ -1,0 +1,70 @@
+// Indexes: each collection's current IVF-PQ index (loaded into its model slot, lists and all)
+// and Search over it, free of gRPC. A training job commits a new version here: the model and
+// every item's entry in one WriteBatch, reconciled with the writes made while it trained.
+#ifndef QUANTD_SERVER_INDEXES_H_
+#define QUANTD_SERVER_INDEXES_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "core/ivf_pq.h"
+#include "quantd/storage/records.pb.h"
+#include "server/collections.h"
+#include "server/db.h"
+#include "server/item_store.h"
+#include "server/ivf_store.h"
+
+namespace quantd {
+
+struct ServingIndex;
+
+class Indexes {
+ public:
+  // Every pointer outlives the service.
+  Indexes(Db* db, CollectionRegistry* registry, const ItemStore* items, const IvfStore* ivf)
+      : db_(db), registry_(registry), items_(items), ivf_(ivf) {}
+
+  // Loads every collection's current index and its entries into its slot (start-up). An
+  // unreadable one fails only its collection's calls (DATA_LOSS); a RocksDB read error fails
+  // the load.
+  absl::Status LoadAll();
+
+  // The collection's current index: FAILED_PRECONDITION if none was trained, DATA_LOSS if its
+  // stored blob or entries are corrupt.
+  absl::StatusOr<std::shared_ptr<const ServingIndex>> GetIndex(absl::string_view collection) const;
+
+  // Commits a new index version: `record` (metadata; version assigned here), the `trained`
+  // index (no items), and the entries computed for `snapshot`: lists (n) and codes (n x
+  // code_size) for n = snapshot.ids.size(). Under the collection's write guard, items upserted
+  // or changed since the snapshot are encoded anew and deleted ones skipped; the previous
+  // version and its entries are replaced. One WriteBatch; the new version serves from the
+  // moment it returns. Returns the new version.
+  absl::StatusOr<uint32_t> CommitIndex(absl::string_view collection, storage::IndexRecord record,
+                                       IvfPqIndex trained, const ItemSet& snapshot,
+                                       const std::vector<int32_t>& lists,
+                                       const std::vector<uint8_t>& codes);
+
+  struct SearchResult {
+    uint32_t index_version = 0;
+    int64_t nprobe = 0;  // used, after ResolveNprobe (server/index.h)
+    std::vector<std::vector<IvfPqNeighbor>> neighbors;  // one per query, nearest first
+  };
+  // The k nearest items of each of the nq = queries.size() / dimension queries (nq x
+  // dimension). refine 0 or 1 is none, else refine * k candidates are re-ranked against the
+  // stored vectors. Limits in server/index.h; INVALID_ARGUMENT naming the field and value.
+  absl::StatusOr<SearchResult> Search(absl::string_view collection, absl::Span<const float> queries,
+                                      int64_t k, int64_t nprobe, int64_t refine) const;
+
+ private:
+  Db* db_;
+  CollectionRegistry* registry_;
+  const ItemStore* items_;
+  const IvfStore* ivf_;
+};
+
+}  // namespace quantd
+
+#endif  // QUANTD_SERVER_INDEXES_H_

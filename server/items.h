@@ -1,0 +1,81 @@
+// ItemService: the item writes and reads of the API (Upsert, DeleteItems, GetItems,
+// DropCollection), free of gRPC. A write takes the collection's write guard, then composes one
+// WriteBatch from the stores: the vectors and item count (ItemStore), the items' SIDs under the
+// current tokenizer (SidStore) and their IVF-PQ entries under the current index (IvfStore). It
+// is written atomically (fsynced when sync is on), and only then do the in-memory item count
+// and index lists change: a write is all or nothing, on disk and in memory.
+#ifndef QUANTD_SERVER_ITEMS_H_
+#define QUANTD_SERVER_ITEMS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "server/collections.h"
+#include "server/db.h"
+#include "server/item_store.h"
+#include "server/ivf_store.h"
+#include "server/sid_store.h"
+
+namespace quantd {
+
+// Largest number of ids an Upsert batch, a Delete or a Get may carry.
+inline constexpr size_t kMaxIdsPerCall = 1 << 20;
+
+// The distinct ids of `ids` in first-occurrence order.
+std::vector<uint64_t> DistinctIds(absl::Span<const uint64_t> ids);
+
+class ItemService {
+ public:
+  // Every pointer outlives the service.
+  ItemService(Db* db, CollectionRegistry* registry, const ItemStore* items, const SidStore* sids,
+              const IvfStore* ivf)
+      : db_(db), registry_(registry), items_(items), sids_(sids), ivf_(ivf) {}
+
+  struct UpsertResult {
+    uint64_t inserted = 0;    // ids that were not stored before
+    uint64_t item_count = 0;  // after the write
+  };
+  // Writes n = ids.size() vectors; `vectors` is n x dimension, row-major. A later occurrence of
+  // an id in the batch wins. Validates everything before writing anything.
+  absl::StatusOr<UpsertResult> Upsert(absl::string_view collection, absl::Span<const uint64_t> ids,
+                                      absl::Span<const float> vectors);
+
+  struct DeleteResult {
+    uint64_t deleted = 0;
+    uint64_t missing = 0;
+    uint64_t item_count = 0;
+  };
+  absl::StatusOr<DeleteResult> Delete(absl::string_view collection, absl::Span<const uint64_t> ids);
+
+  struct GetResult {
+    int64_t dimension = 0;
+    std::vector<uint64_t> ids;      // found, in request order, each once
+    std::vector<float> vectors;     // ids.size() x dimension
+    std::vector<uint64_t> missing;  // not stored, in request order, each once
+  };
+  absl::StatusOr<GetResult> Get(absl::string_view collection, absl::Span<const uint64_t> ids) const;
+
+  // Every item of the collection from one consistent snapshot, in id order (training input).
+  absl::StatusOr<ItemSet> LoadItems(absl::string_view collection) const;
+
+  // Deletes the collection with its items, SIDs, index and models atomically; returns how many
+  // items it held.
+  absl::StatusOr<uint64_t> DropCollection(absl::string_view collection);
+
+ private:
+  // The write guard of an item write: the collection's models must be readable, else the
+  // write would leave their SIDs or entries inconsistent (DATA_LOSS for this collection only).
+  absl::StatusOr<WriteGuard> LockForItemWrite(absl::string_view collection) const;
+
+  Db* db_;
+  CollectionRegistry* registry_;
+  const ItemStore* items_;
+  const SidStore* sids_;
+  const IvfStore* ivf_;
+};
+
+}  // namespace quantd
+
+#endif  // QUANTD_SERVER_ITEMS_H_

@@ -1,0 +1,314 @@
+#include "server/sid_store.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "absl/strings/str_format.h"
+#include "server/keys.h"
+#include "server/tokenizer.h"
+
+namespace quantd {
+namespace {
+
+// An item's SID as stored in the codes family: uint32 LE version, L codes, suffix.
+struct SidValue {
+  uint32_t version = 0;
+  std::vector<int32_t> codes;
+  uint32_t suffix = 0;
+};
+
+std::string EncodeSidValue(uint32_t version, const int32_t* codes, int64_t levels,
+                           uint32_t suffix) {
+  std::string out(static_cast<size_t>(4 * (levels + 2)), '\0');
+  std::memcpy(out.data(), &version, 4);
+  std::memcpy(out.data() + 4, codes, static_cast<size_t>(4 * levels));
+  std::memcpy(out.data() + 4 * (levels + 1), &suffix, 4);
+  return out;
+}
+
+absl::StatusOr<SidValue> DecodeSidValue(absl::string_view value, int64_t levels, uint64_t id) {
+  if (value.size() != static_cast<size_t>(4 * (levels + 2))) {
+    return absl::DataLossError(absl::StrFormat("SID of item %d holds %d bytes, expected %d", id,
+                                               value.size(), 4 * (levels + 2)));
+  }
+  SidValue sid;
+  std::memcpy(&sid.version, value.data(), 4);
+  sid.codes.resize(static_cast<size_t>(levels));
+  std::memcpy(sid.codes.data(), value.data() + 4, static_cast<size_t>(4 * levels));
+  std::memcpy(&sid.suffix, value.data() + 4 * (levels + 1), 4);
+  return sid;
+}
+
+// Decodes an item's SID for a reader that holds `tokenizer`: a SID of another version means a
+// retraining committed while the call ran, which is ABORTED (retry), not corruption.
+absl::StatusOr<SidValue> DecodeCurrent(absl::string_view value, const Tokenizer& tokenizer,
+                                       uint64_t id, absl::string_view collection) {
+  uint32_t version = 0;
+  if (value.size() >= 4) std::memcpy(&version, value.data(), 4);
+  if (version != tokenizer.version()) {
+    return absl::AbortedError(absl::StrFormat(
+        "the tokenizer of collection '%s' changed during the call (version %d, item %d has "
+        "version %d); retry",
+        collection, tokenizer.version(), id, version));
+  }
+  return DecodeSidValue(value, tokenizer.levels(), id);
+}
+
+std::string SidKey(uint32_t cid, uint32_t version, const int32_t* codes, int64_t levels,
+                   uint32_t suffix) {
+  std::string key = keys::SidPrefix(cid, version, codes, levels);
+  keys::AppendBigEndian32(&key, suffix);
+  return key;
+}
+
+void AppendSid(const SidValue& sid, uint64_t id, SidList* list) {
+  list->ids.push_back(id);
+  list->codes.insert(list->codes.end(), sid.codes.begin(), sid.codes.end());
+  list->suffixes.push_back(sid.suffix);
+}
+
+}  // namespace
+
+absl::StatusOr<uint32_t> SidStore::CurrentVersion(uint32_t cid) const {
+  auto bytes =
+      db_->Get(ColumnFamily::kMeta, keys::TokenizerVersionKey(cid), "read tokenizer version");
+  if (!bytes.ok()) return bytes.status();
+  if (!bytes->has_value()) return 0;
+  std::optional<uint32_t> version = keys::DecodeU32(**bytes);
+  if (!version) return absl::DataLossError("tokenizer version key is corrupt");
+  return *version;
+}
+
+absl::StatusOr<std::shared_ptr<const Tokenizer>> SidStore::LoadCurrent(
+    uint32_t cid, absl::string_view collection) const {
+  auto version = CurrentVersion(cid);
+  if (!version.ok()) return version.status();
+  if (*version == 0) return std::shared_ptr<const Tokenizer>();
+  auto blob =
+      db_->Get(ColumnFamily::kModels, keys::TokenizerModelKey(cid, *version), "read tokenizer");
+  if (!blob.ok()) return blob.status();
+  absl::StatusOr<std::shared_ptr<const Tokenizer>> tokenizer =
+      blob->has_value()
+          ? Tokenizer::Parse(**blob)
+          : absl::DataLossError(absl::StrFormat("tokenizer version %d is missing", *version));
+  if (tokenizer.ok()) return tokenizer;
+  return absl::DataLossError(absl::StrFormat("tokenizer of collection '%s' is unreadable: %s",
+                                             collection, tokenizer.status().message()));
+}
+
+absl::Status SidStore::AddUpserts(uint32_t cid, const Tokenizer& tokenizer,
+                                  absl::Span<const uint64_t> ids, absl::Span<const int32_t> codes,
+                                  rocksdb::WriteBatch* batch) const {
+  const uint32_t version = tokenizer.version();
+  const int64_t levels = tokenizer.levels();
+
+  // Only the last row of an id counts (it is the vector that stays), so an id's SID is decided
+  // once per batch. Ordered by id, so the reads below are one sorted MultiGet.
+  std::map<uint64_t, size_t> last_row;
+  for (size_t i = 0; i < ids.size(); ++i) last_row[ids[i]] = i;
+  std::vector<std::string> item_keys;
+  item_keys.reserve(last_row.size());
+  for (const auto& [id, row] : last_row) item_keys.push_back(keys::ItemKey(cid, id));
+  auto [values, statuses] = db_->MultiGet(ColumnFamily::kCodes, item_keys);
+
+  // Suffixes in use per tuple key, read from the database once per tuple and kept up to date
+  // as this batch frees and takes them. `lowest_free` never exceeds the lowest free suffix.
+  struct TupleState {
+    std::set<uint32_t> used;
+    uint32_t lowest_free = 0;
+  };
+  std::map<std::string, TupleState> tuples;
+  const auto state_of = [&](const std::string& tuple) -> absl::StatusOr<TupleState*> {
+    auto [it, inserted] = tuples.try_emplace(tuple);
+    if (inserted) {
+      absl::Status status = db_->ScanPrefix(
+          ColumnFamily::kSids, tuple, [&](absl::string_view key, absl::string_view) {
+            it->second.used.insert(keys::ReadBigEndian32(key.data() + key.size() - 4));
+            return absl::OkStatus();
+          });
+      if (!status.ok()) return status;
+    }
+    return &it->second;
+  };
+
+  size_t index = 0;
+  for (const auto& [id, row_index] : last_row) {
+    const rocksdb::Status& read = statuses[index];
+    std::optional<SidValue> sid;
+    if (read.ok()) {
+      auto decoded = DecodeSidValue(View(values[index]), levels, id);
+      if (!decoded.ok()) return decoded.status();
+      sid = std::move(*decoded);
+    } else if (!read.IsNotFound()) {
+      return FromRocks(read, "read SIDs");
+    }
+    ++index;
+    const int32_t* row = codes.data() + row_index * levels;
+    if (sid && sid->version == version && std::equal(row, row + levels, sid->codes.begin())) {
+      continue;  // same codes: the item keeps its SID, suffix included
+    }
+    if (sid) {
+      const std::string old_tuple = keys::SidPrefix(cid, sid->version, sid->codes.data(), levels);
+      batch->Delete(db_->handle(ColumnFamily::kSids),
+                    SidKey(cid, sid->version, sid->codes.data(), levels, sid->suffix));
+      auto old_state = state_of(old_tuple);
+      if (!old_state.ok()) return old_state.status();
+      (*old_state)->used.erase(sid->suffix);
+      (*old_state)->lowest_free = std::min((*old_state)->lowest_free, sid->suffix);
+    }
+    // The lowest suffix of the new tuple that no item holds.
+    auto state = state_of(keys::SidPrefix(cid, version, row, levels));
+    if (!state.ok()) return state.status();
+    uint32_t suffix = (*state)->lowest_free;
+    for (auto it = (*state)->used.lower_bound(suffix); it != (*state)->used.end() && *it == suffix;
+         ++it) {
+      ++suffix;
+    }
+    (*state)->used.insert(suffix);
+    (*state)->lowest_free = suffix + 1;
+    batch->Put(db_->handle(ColumnFamily::kSids), SidKey(cid, version, row, levels, suffix),
+               keys::EncodeU64(id));
+    batch->Put(db_->handle(ColumnFamily::kCodes), keys::ItemKey(cid, id),
+               EncodeSidValue(version, row, levels, suffix));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SidStore::AddDeletes(uint32_t cid, int64_t levels, absl::Span<const uint64_t> ids,
+                                  rocksdb::WriteBatch* batch) const {
+  std::vector<std::string> item_keys;
+  item_keys.reserve(ids.size());
+  for (uint64_t id : ids) item_keys.push_back(keys::ItemKey(cid, id));
+  auto [values, statuses] = db_->MultiGet(ColumnFamily::kCodes, item_keys);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    if (!statuses[i].ok()) return FromRocks(statuses[i], "read SIDs");
+    auto sid = DecodeSidValue(View(values[i]), levels, ids[i]);
+    if (!sid.ok()) return sid.status();
+    batch->Delete(db_->handle(ColumnFamily::kSids),
+                  SidKey(cid, sid->version, sid->codes.data(), levels, sid->suffix));
+    batch->Delete(db_->handle(ColumnFamily::kCodes), item_keys[i]);
+  }
+  return absl::OkStatus();
+}
+
+void SidStore::AddCommit(uint32_t cid, uint32_t old_version, const Tokenizer& tokenizer,
+                         absl::Span<const uint64_t> ids, absl::Span<const int32_t> codes,
+                         absl::Span<const uint32_t> suffixes, rocksdb::WriteBatch* batch) const {
+  const uint32_t version = tokenizer.version();
+  const int64_t levels = tokenizer.levels();
+  batch->Put(db_->handle(ColumnFamily::kModels), keys::TokenizerModelKey(cid, version),
+             tokenizer.Serialize());
+  if (old_version > 0) {
+    batch->Delete(db_->handle(ColumnFamily::kModels), keys::TokenizerModelKey(cid, old_version));
+    batch->DeleteRange(db_->handle(ColumnFamily::kSids), keys::TokenizerModelKey(cid, old_version),
+                       keys::TokenizerModelKey(cid, old_version + 1));
+  }
+  batch->Put(db_->handle(ColumnFamily::kMeta), keys::TokenizerVersionKey(cid),
+             keys::EncodeU32(version));
+  // Every item's SID is written anew below; clear the family first so nothing of the previous
+  // version can outlive it.
+  batch->DeleteRange(db_->handle(ColumnFamily::kCodes), keys::CollectionBegin(cid),
+                     keys::CollectionEnd(cid));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int32_t* row = codes.data() + i * levels;
+    batch->Put(db_->handle(ColumnFamily::kSids), SidKey(cid, version, row, levels, suffixes[i]),
+               keys::EncodeU64(ids[i]));
+    batch->Put(db_->handle(ColumnFamily::kCodes), keys::ItemKey(cid, ids[i]),
+               EncodeSidValue(version, row, levels, suffixes[i]));
+  }
+}
+
+void SidStore::AddDropCollection(uint32_t cid, rocksdb::WriteBatch* batch) const {
+  batch->Delete(db_->handle(ColumnFamily::kMeta), keys::TokenizerVersionKey(cid));
+}
+
+absl::StatusOr<SidList> SidStore::Get(uint32_t cid, absl::string_view collection,
+                                      const Tokenizer& tokenizer,
+                                      absl::Span<const uint64_t> ids) const {
+  SidList list;
+  list.levels = tokenizer.levels();
+  list.version = tokenizer.version();
+  std::vector<std::string> item_keys;
+  item_keys.reserve(ids.size());
+  for (uint64_t id : ids) item_keys.push_back(keys::ItemKey(cid, id));
+  auto [values, statuses] = db_->MultiGet(ColumnFamily::kCodes, item_keys);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (statuses[i].IsNotFound()) {
+      list.missing.push_back(ids[i]);
+      continue;
+    }
+    if (!statuses[i].ok()) return FromRocks(statuses[i], "read SIDs");
+    auto sid = DecodeCurrent(View(values[i]), tokenizer, ids[i], collection);
+    if (!sid.ok()) return sid.status();
+    AppendSid(*sid, ids[i], &list);
+  }
+  return list;
+}
+
+absl::StatusOr<SidList> SidStore::Lookup(uint32_t cid, const Tokenizer& tokenizer,
+                                         absl::Span<const int64_t> prefix, int64_t limit) const {
+  SidList list;
+  list.levels = tokenizer.levels();
+  list.version = tokenizer.version();
+  const int64_t levels = list.levels;
+  std::string key = keys::TokenizerModelKey(cid, list.version);
+  for (int64_t value : prefix) keys::AppendBigEndian32(&key, static_cast<uint32_t>(value));
+  absl::Status status = db_->ScanPrefix(
+      ColumnFamily::kSids, key, static_cast<size_t>(limit), &list.truncated,
+      [&](absl::string_view k, absl::string_view v) -> absl::Status {
+        std::optional<uint64_t> id = keys::DecodeU64(v);
+        if (!id || k.size() != keys::kSidKeyHeader + 4 * static_cast<size_t>(levels + 1)) {
+          return absl::DataLossError("SID index entry is corrupt");
+        }
+        list.ids.push_back(*id);
+        for (int64_t l = 0; l < levels; ++l) {
+          list.codes.push_back(
+              static_cast<int32_t>(keys::ReadBigEndian32(k.data() + keys::kSidKeyHeader + 4 * l)));
+        }
+        list.suffixes.push_back(keys::ReadBigEndian32(k.data() + keys::kSidKeyHeader + 4 * levels));
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  return list;
+}
+
+absl::StatusOr<SidList> SidStore::Export(uint32_t cid, absl::string_view collection,
+                                         const Tokenizer& tokenizer) const {
+  SidList list;
+  list.levels = tokenizer.levels();
+  list.version = tokenizer.version();
+  absl::Status status =
+      db_->ScanPrefix(ColumnFamily::kCodes, keys::CollectionBegin(cid),
+                      [&](absl::string_view key, absl::string_view value) -> absl::Status {
+                        const uint64_t id = keys::ItemIdOf(key);
+                        auto sid = DecodeCurrent(value, tokenizer, id, collection);
+                        if (!sid.ok()) return sid.status();
+                        AppendSid(*sid, id, &list);
+                        return absl::OkStatus();
+                      });
+  if (!status.ok()) return status;
+  return list;
+}
+
+absl::StatusOr<std::vector<uint64_t>> SidStore::CountTuples(uint32_t cid,
+                                                            const Tokenizer& tokenizer,
+                                                            const int32_t* codes, int64_t n) const {
+  const int64_t levels = tokenizer.levels();
+  std::vector<uint64_t> counts(static_cast<size_t>(n), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    absl::Status status = db_->ScanPrefix(
+        ColumnFamily::kSids, keys::SidPrefix(cid, tokenizer.version(), codes + i * levels, levels),
+        [&](absl::string_view, absl::string_view) {
+          ++counts[i];
+          return absl::OkStatus();
+        });
+    if (!status.ok()) return status;
+  }
+  return counts;
+}
+
+}  // namespace quantd
