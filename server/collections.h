@@ -72,6 +72,18 @@ class ModelSlot {
     model_ = std::move(model);
     error_ = absl::OkStatus();
   }
+  // Takes a model read at start-up: a DATA_LOSS error fails only this slot (its collection's
+  // calls) and returns OK; any other error is returned, for the start-up to fail.
+  absl::Status TakeLoaded(absl::StatusOr<std::shared_ptr<T>> loaded) {
+    if (loaded.ok()) {
+      Set(std::move(*loaded));
+    } else if (absl::IsDataLoss(loaded.status())) {
+      Fail(loaded.status());
+    } else {
+      return loaded.status();
+    }
+    return absl::OkStatus();
+  }
   void Fail(absl::Status error) {
     std::lock_guard lock(mu_);
     model_ = nullptr;

@@ -50,16 +50,11 @@ absl::StatusOr<int64_t> CheckSearchRequest(const CollectionInfo& info,
 }  // namespace
 
 absl::Status Indexes::LoadAll() {
+  // An unreadable model fails only its collection's calls (and writes); the rest serves.
   for (const std::shared_ptr<Collection>& collection : registry_->All()) {
-    auto index = ivf_->LoadCurrent(collection->info.id, collection->info.name);
-    if (index.ok()) {
-      collection->index.Set(std::move(*index));
-    } else if (absl::IsDataLoss(index.status())) {
-      // Only this collection's index calls (and its writes) fail; the rest keeps serving.
-      collection->index.Fail(index.status());
-    } else {
-      return index.status();
-    }
+    absl::Status status =
+        collection->index.TakeLoaded(ivf_->LoadCurrent(collection->info.id, collection->info.name));
+    if (!status.ok()) return status;
   }
   return absl::OkStatus();
 }

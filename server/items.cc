@@ -61,14 +61,18 @@ std::vector<uint64_t> DistinctIds(absl::Span<const uint64_t> ids) {
   return out;
 }
 
-absl::StatusOr<WriteGuard> ItemService::LockForItemWrite(absl::string_view collection) const {
-  auto guard = registry_->LockForWrite(collection);
+absl::StatusOr<ItemService::ItemWrite> ItemService::BeginItemWrite(
+    absl::string_view name, absl::Span<const uint64_t> ids) const {
+  auto guard = registry_->LockForWrite(name);
   if (!guard.ok()) return guard.status();
   for (const absl::Status& error :
        {guard->collection().tokenizer.error(), guard->collection().index.error()}) {
     if (!error.ok()) return error;
   }
-  return guard;
+  std::vector<uint64_t> distinct = DistinctIds(ids);
+  auto stored = items_->Contains(guard->info().id, distinct);
+  if (!stored.ok()) return stored.status();
+  return ItemWrite{std::move(*guard), std::move(distinct), std::move(*stored)};
 }
 
 absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(absl::string_view name,
@@ -93,16 +97,13 @@ absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(absl::string_view 
   }
   if (auto status = CheckVectors(vectors.data(), n, d, info->metric); !status.ok()) return status;
 
-  auto guard = LockForItemWrite(name);
-  if (!guard.ok()) return guard.status();
-  Collection& collection = guard->collection();
+  auto write = BeginItemWrite(name, ids);
+  if (!write.ok()) return write.status();
+  Collection& collection = write->guard.collection();
   const uint32_t cid = collection.info.id;
-
   // Which ids are new decides the item count written in the same batch.
-  const std::vector<uint64_t> distinct = DistinctIds(ids);
-  auto stored = items_->Contains(cid, distinct);
-  if (!stored.ok()) return stored.status();
-  const auto inserted = static_cast<uint64_t>(std::count(stored->begin(), stored->end(), false));
+  const auto inserted =
+      static_cast<uint64_t>(std::count(write->stored.begin(), write->stored.end(), false));
   const uint64_t new_count = collection.item_count.load() + inserted;
 
   rocksdb::WriteBatch batch;
@@ -148,21 +149,17 @@ absl::StatusOr<ItemService::DeleteResult> ItemService::Delete(absl::string_view 
                                                               absl::Span<const uint64_t> ids) {
   if (auto status = registry_->Find(name); !status.ok()) return status.status();
   if (auto status = CheckIdCount(ids.size(), name); !status.ok()) return status;
-  auto guard = LockForItemWrite(name);
-  if (!guard.ok()) return guard.status();
-  Collection& collection = guard->collection();
+  auto write = BeginItemWrite(name, ids);
+  if (!write.ok()) return write.status();
+  Collection& collection = write->guard.collection();
   const uint32_t cid = collection.info.id;
-
-  const std::vector<uint64_t> distinct = DistinctIds(ids);
-  auto stored = items_->Contains(cid, distinct);
-  if (!stored.ok()) return stored.status();
   std::vector<uint64_t> deleted;
-  for (size_t i = 0; i < distinct.size(); ++i) {
-    if ((*stored)[i]) deleted.push_back(distinct[i]);
+  for (size_t i = 0; i < write->distinct.size(); ++i) {
+    if (write->stored[i]) deleted.push_back(write->distinct[i]);
   }
   DeleteResult result;
   result.deleted = deleted.size();
-  result.missing = distinct.size() - deleted.size();
+  result.missing = write->distinct.size() - deleted.size();
   result.item_count = collection.item_count.load() - result.deleted;
   if (deleted.empty()) return result;
 

@@ -65,9 +65,16 @@ class ItemService {
   absl::StatusOr<uint64_t> DropCollection(absl::string_view collection);
 
  private:
-  // The write guard of an item write: the collection's models must be readable, else the
-  // write would leave their SIDs or entries inconsistent (DATA_LOSS for this collection only).
-  absl::StatusOr<WriteGuard> LockForItemWrite(absl::string_view collection) const;
+  // The start of an item write: the collection's write guard (its models must be readable,
+  // else the write would leave their SIDs or entries inconsistent: DATA_LOSS for this
+  // collection only), the distinct ids of the request, and which of them are stored.
+  struct ItemWrite {
+    WriteGuard guard;
+    std::vector<uint64_t> distinct;  // in first-occurrence order
+    std::vector<bool> stored;        // per distinct id
+  };
+  absl::StatusOr<ItemWrite> BeginItemWrite(absl::string_view collection,
+                                           absl::Span<const uint64_t> ids) const;
 
   Db* db_;
   CollectionRegistry* registry_;

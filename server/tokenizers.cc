@@ -10,16 +10,11 @@
 namespace quantd {
 
 absl::Status Tokenizers::LoadAll() {
+  // An unreadable model fails only its collection's calls (and writes); the rest serves.
   for (const std::shared_ptr<Collection>& collection : registry_->All()) {
-    auto tokenizer = sids_->LoadCurrent(collection->info.id, collection->info.name);
-    if (tokenizer.ok()) {
-      collection->tokenizer.Set(std::move(*tokenizer));
-    } else if (absl::IsDataLoss(tokenizer.status())) {
-      // Only this collection's tokenizer calls (and its writes) fail; the rest keeps serving.
-      collection->tokenizer.Fail(tokenizer.status());
-    } else {
-      return tokenizer.status();
-    }
+    absl::Status status = collection->tokenizer.TakeLoaded(
+        sids_->LoadCurrent(collection->info.id, collection->info.name));
+    if (!status.ok()) return status;
   }
   return absl::OkStatus();
 }
