@@ -57,29 +57,30 @@ std::string MethodLabel(absl::string_view grpc_method) {
   return "other";
 }
 
-class InFlightInterceptor : public grpc::experimental::Interceptor {
- public:
-  explicit InFlightInterceptor(prometheus::Gauge& gauge) : gauge_(gauge) { gauge_.Increment(); }
-  ~InFlightInterceptor() override { gauge_.Decrement(); }
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    methods->Proceed();
-  }
-
- private:
-  prometheus::Gauge& gauge_;
-};
-
-class InFlightFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
- public:
-  explicit InFlightFactory(Metrics* metrics) : metrics_(metrics) {}
-  grpc::experimental::Interceptor* CreateServerInterceptor(
-      grpc::experimental::ServerRpcInfo* info) override {
-    return new InFlightInterceptor(metrics_->InFlight(info->method()));
-  }
-
- private:
-  Metrics* metrics_;
-};
+// The name gRPC gives `code` ("OK", "INVALID_ARGUMENT"), as the ecosystem's gRPC metrics label
+// it; a number outside the 17 codes stays a number.
+std::string CodeName(grpc::StatusCode code) {
+  static constexpr const char* kNames[] = {"OK",
+                                           "CANCELLED",
+                                           "UNKNOWN",
+                                           "INVALID_ARGUMENT",
+                                           "DEADLINE_EXCEEDED",
+                                           "NOT_FOUND",
+                                           "ALREADY_EXISTS",
+                                           "PERMISSION_DENIED",
+                                           "RESOURCE_EXHAUSTED",
+                                           "FAILED_PRECONDITION",
+                                           "ABORTED",
+                                           "OUT_OF_RANGE",
+                                           "UNIMPLEMENTED",
+                                           "INTERNAL",
+                                           "UNAVAILABLE",
+                                           "DATA_LOSS",
+                                           "UNAUTHENTICATED"};
+  const int value = static_cast<int>(code);
+  if (value >= 0 && value < static_cast<int>(std::size(kNames))) return kNames[value];
+  return std::to_string(value);
+}
 
 // Builders of scrape-time families.
 MetricFamily Family(std::string name, std::string help, MetricType type) {
@@ -221,9 +222,9 @@ Metrics::Metrics()
                          .Register(*registry_)
                          .Add({})) {}
 
-void Metrics::RecordRequest(absl::string_view method, int status_code, double seconds) {
-  const std::string name(method);
-  requests_.Add({{"method", name}, {"code", std::to_string(status_code)}}).Increment();
+void Metrics::RecordRequest(absl::string_view grpc_method, grpc::StatusCode code, double seconds) {
+  const std::string name = MethodLabel(grpc_method);
+  requests_.Add({{"method", name}, {"code", std::string(CodeName(code))}}).Increment();
   latency_.Add({{"method", name}}, kLatencyBuckets).Observe(seconds);
 }
 
@@ -233,11 +234,6 @@ void Metrics::RecordRows(absl::string_view method, double rows) {
 
 prometheus::Gauge& Metrics::InFlight(absl::string_view grpc_method) {
   return in_flight_.Add({{"method", MethodLabel(grpc_method)}});
-}
-
-std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
-Metrics::InFlightInterceptors() {
-  return std::make_unique<InFlightFactory>(this);
 }
 
 std::vector<MetricFamily> StateCollector::Collect() const {

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
-#include "grpcpp/support/server_interceptor.h"
+#include "grpcpp/support/status.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -35,16 +35,14 @@ class Metrics {
   Metrics();
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
-  // One finished RPC: counts it by method and gRPC status code and observes its latency.
-  void RecordRequest(absl::string_view method, int status_code, double seconds);
+  // One finished call to `grpc_method` ("/quantd.v1.Quantd/Search"): counts it by method and
+  // gRPC status code name ("OK", "INVALID_ARGUMENT") and observes its latency.
+  void RecordRequest(absl::string_view grpc_method, grpc::StatusCode code, double seconds);
   // Rows (items, vectors or queries) one call or one streamed message carried.
   void RecordRows(absl::string_view method, double rows);
   void AddUpsertedRows(double rows) { upserted_rows_.Increment(rows); }
   // The in-flight gauge of a call to `grpc_method` ("/quantd.v1.Quantd/Search").
   prometheus::Gauge& InFlight(absl::string_view grpc_method);
-
-  // Counts every call in flight by method, from the moment gRPC matches it to its end.
-  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InFlightInterceptors();
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
