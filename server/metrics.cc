@@ -326,8 +326,7 @@ std::vector<MetricFamily> StateCollector::Collect() const {
     states[StateName(state)] = 0;
   }
   std::map<std::string, std::vector<double>> finished;  // by kind
-  finished["train_tokenizer"];
-  finished["train_index"];
+  for (const JobKind* kind : JobKinds()) finished[std::string(kind->kind)];
   for (const v1::Job& job : jobs_->List("", 0)) {
     ++states[StateName(job.state())];
     if (job.state() == v1::JOB_STATE_RUNNING) {

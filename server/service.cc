@@ -8,8 +8,10 @@
 #include "absl/strings/str_format.h"
 #include "core/semantic_id.h"
 #include "server/index.h"
+#include "server/index_job.h"
 #include "server/log.h"
 #include "server/tokenizer.h"
+#include "server/tokenizer_job.h"
 
 namespace quantd {
 namespace {
@@ -266,14 +268,14 @@ StreamSession<v1::UpsertRequest, v1::UpsertResponse> QuantdService::NewUpsertSes
 
 absl::Status QuantdService::HandleTrainTokenizer(const v1::TrainTokenizerRequest& request,
                                                  v1::Job* response) {
-  auto job = jobs_->StartTrainTokenizer(request);
+  auto job = jobs_->Start(std::make_unique<TokenizerJob>(request));
   if (job.ok()) *response = *job;
   return job.status();
 }
 
 absl::Status QuantdService::HandleTrainIndex(const v1::TrainIndexRequest& request,
                                              v1::Job* response) {
-  auto job = jobs_->StartTrainIndex(request);
+  auto job = jobs_->Start(std::make_unique<IndexJob>(request));
   if (job.ok()) *response = *job;
   return job.status();
 }
