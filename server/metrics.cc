@@ -19,6 +19,7 @@
 #include "quantd/v1/quantd.grpc.pb.h"
 #include "server/index.h"
 #include "server/jobs.h"
+#include "server/sid_service.h"
 #include "server/store.h"
 #include "server/tokenizer.h"
 #include "server/work_queue.h"
@@ -259,8 +260,6 @@ std::vector<MetricFamily> StateCollector::Collect() const {
       Family("quantd_codebook_usage_ratio", "Codes used / codebook size, per collection and level",
              MetricType::Gauge);
 
-  std::lock_guard lock(mu_);
-  std::map<std::string, SidFigures> kept;
   for (const CollectionInfo& info : collections) {
     AddGauge(items, {{"collection", info.name}}, static_cast<double>(info.item_count));
     auto index = store_->GetIndex(info.name);
@@ -271,37 +270,16 @@ std::vector<MetricFamily> StateCollector::Collect() const {
     auto tokenizer = store_->GetTokenizer(info.name);
     if (!tokenizer.ok()) continue;
     AddGauge(tokenizer_bytes, {{"collection", info.name}}, TokenizerBytes(**tokenizer));
-    SidFigures figures;
-    const auto cached = sid_figures_.find(info.name);
-    const auto now = std::chrono::steady_clock::now();
-    const bool fresh = cached != sid_figures_.end() &&
-                       ((cached->second.tokenizer_version == (*tokenizer)->version() &&
-                         cached->second.items == info.item_count) ||
-                        now - cached->second.computed < std::chrono::minutes(1));
-    if (fresh) {
-      figures = cached->second;
-    } else {
-      auto sids = store_->ExportSids(info.name, **tokenizer);
-      if (!sids.ok()) continue;  // e.g. ABORTED by a retraining: next scrape
-      const int64_t n = static_cast<int64_t>(sids->ids.size());
-      const int64_t levels = (*tokenizer)->levels();
-      figures.tokenizer_version = (*tokenizer)->version();
-      figures.items = info.item_count;
-      figures.computed = now;
-      figures.collision_rate = ComputeCollisions(sids->codes.data(), n, levels).collision_rate;
-      for (int64_t l = 0; l < levels; ++l) {
-        const int64_t k = (*tokenizer)->quantizer().codebook_size(l);
-        const LevelUsage level = ComputeLevelUsage(sids->codes.data() + l, n, levels, k);
-        figures.usage.push_back(static_cast<double>(level.codes_used) / static_cast<double>(k));
-      }
+    auto figures = sids_->GetFigures(info, **tokenizer, SidService::Freshness::kWithinAMinute);
+    if (!figures.ok()) continue;  // e.g. ABORTED by a retraining: next scrape
+    AddGauge(collision, {{"collection", info.name}}, (*figures)->collisions.collision_rate);
+    for (size_t l = 0; l < (*figures)->levels.size(); ++l) {
+      const LevelUsage& level = (*figures)->levels[l];
+      AddGauge(usage, {{"collection", info.name}, {"level", std::to_string(l)}},
+               static_cast<double>(level.codes_used) / static_cast<double>(level.codebook_size));
     }
-    AddGauge(collision, {{"collection", info.name}}, figures.collision_rate);
-    for (size_t l = 0; l < figures.usage.size(); ++l) {
-      AddGauge(usage, {{"collection", info.name}, {"level", std::to_string(l)}}, figures.usage[l]);
-    }
-    kept.emplace(info.name, std::move(figures));
   }
-  sid_figures_ = std::move(kept);  // dropped collections leave
+  sids_->KeepFiguresOf(collections);  // dropped collections leave the cache
   out.push_back(std::move(items));
   out.push_back(std::move(tokenizer_bytes));
   out.push_back(std::move(index_bytes));

@@ -27,6 +27,7 @@
 namespace quantd {
 
 class JobManager;
+class SidService;
 class Store;
 class WorkQueue;
 
@@ -58,26 +59,18 @@ class Metrics {
 // ones; durations of finished ones), RocksDB, the serving queue and the process.
 class StateCollector : public prometheus::Collectable {
  public:
-  // All pointers outlive the collector; `pool` may be null.
-  StateCollector(const Store* store, const JobManager* jobs, const WorkQueue* pool)
-      : store_(store), jobs_(jobs), pool_(pool) {}
+  // All pointers outlive the collector; `pool` may be null. SID figures come from `sids`'s
+  // cache (recomputed when the tokenizer version or item count changed, at most once a minute).
+  StateCollector(const Store* store, const JobManager* jobs, const WorkQueue* pool,
+                 const SidService* sids)
+      : store_(store), jobs_(jobs), pool_(pool), sids_(sids) {}
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
-  // SID figures of one collection, recomputed (a scan of its SIDs) when its tokenizer version or
-  // item count changed, at most once a minute.
-  struct SidFigures {
-    uint32_t tokenizer_version = 0;
-    uint64_t items = 0;
-    std::chrono::steady_clock::time_point computed;
-    double collision_rate = 0;
-    std::vector<double> usage;  // codes used / K, per level
-  };
   const Store* store_;
   const JobManager* jobs_;
   const WorkQueue* pool_;
-  mutable std::mutex mu_;
-  mutable std::map<std::string, SidFigures> sid_figures_;  // by collection, guarded by mu_
+  const SidService* sids_;
 };
 
 }  // namespace quantd

@@ -109,7 +109,7 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
     }
     server->exposer_->RegisterCollectable(server->metrics_->registry());
     server->state_collector_ = std::make_shared<StateCollector>(
-        server->store_.get(), server->jobs_.get(), server->pool_.get());
+        server->store_.get(), server->jobs_.get(), server->pool_.get(), &server->service_->sids());
     server->exposer_->RegisterCollectable(server->state_collector_);
   }
 

@@ -98,6 +98,7 @@ QuantdService::QuantdService(Store* store, JobManager* jobs, Metrics* metrics, S
       store_(store),
       jobs_(jobs),
       metrics_(metrics),
+      sids_(store),
       backup_dir_(std::move(backup_dir)) {
   using std::placeholders::_1;
   using std::placeholders::_2;
@@ -329,74 +330,30 @@ absl::Status QuantdService::HandleCancelJob(const v1::CancelJobRequest& request,
 
 absl::Status QuantdService::HandleEncode(const v1::EncodeRequest& request,
                                          v1::EncodeResponse* response) {
-  auto info = store_->DescribeCollection(request.collection());
-  if (!info.ok()) return info.status();
-  if (request.ids_size() == 0 && request.vectors_size() == 0) {
-    return absl::InvalidArgumentError("ids and vectors are both empty: give either or both");
+  auto encoded = sids_.Encode(request.collection(), request.ids(), request.vectors());
+  if (!encoded.ok()) return encoded.status();
+  const int64_t levels = encoded->levels;
+  response->set_tokenizer_version(encoded->tokenizer_version);
+  const Store::SidList& by_id = encoded->by_id;
+  for (size_t i = 0; i < by_id.ids.size(); ++i) {
+    response->add_ids(by_id.ids[i]);
+    FillSid(by_id.codes.data() + i * levels, levels, by_id.suffixes[i], response->add_sids());
   }
-  auto tokenizer = store_->GetTokenizer(request.collection());
-  if (!tokenizer.ok()) return tokenizer.status();
-  const int64_t levels = (*tokenizer)->levels();
-  response->set_tokenizer_version((*tokenizer)->version());
-  if (request.ids_size() > 0) {
-    if (request.ids_size() > kMaxEncodeRows) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "ids has %d entries, at most %d per request", request.ids_size(), kMaxEncodeRows));
-    }
-    auto sids = store_->GetSids(request.collection(), **tokenizer, request.ids());
-    if (!sids.ok()) return sids.status();
-    for (size_t i = 0; i < sids->ids.size(); ++i) {
-      response->add_ids(sids->ids[i]);
-      FillSid(sids->codes.data() + i * levels, levels, sids->suffixes[i], response->add_sids());
-    }
-    response->mutable_missing_ids()->Add(sids->missing.begin(), sids->missing.end());
-  }
-  if (request.vectors_size() > 0) {
-    const int64_t d = info->dimension;
-    if (request.vectors_size() % d != 0) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "vectors has %d values, not a multiple of dimension %d of collection '%s'",
-          request.vectors_size(), d, request.collection()));
-    }
-    const int64_t n = request.vectors_size() / d;
-    if (n > kMaxEncodeRows) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("vectors holds %d rows, at most %d per request", n, kMaxEncodeRows));
-    }
-    if (auto s = CheckVectors(request.vectors().data(), n, d, info->metric); !s.ok()) return s;
-    std::vector<int32_t> codes(static_cast<size_t>(n * levels));
-    (*tokenizer)->Encode(request.vectors().data(), n, codes.data());
-    auto counts = store_->CountTuples(request.collection(), **tokenizer, codes.data(), n);
-    if (!counts.ok()) return counts.status();
-    for (int64_t i = 0; i < n; ++i) {
-      v1::EncodedVector* encoded = response->add_encoded();
-      const int32_t* row = codes.data() + i * levels;
-      for (int64_t l = 0; l < levels; ++l) encoded->add_codes(static_cast<uint32_t>(row[l]));
-      encoded->set_tokens(RenderSidTokens(absl::MakeConstSpan(row, static_cast<size_t>(levels))));
-      encoded->set_items_with_codes((*counts)[i]);
-    }
+  response->mutable_missing_ids()->Add(by_id.missing.begin(), by_id.missing.end());
+  for (size_t i = 0; i < encoded->items_with_codes.size(); ++i) {
+    v1::EncodedVector* out = response->add_encoded();
+    const int32_t* row = encoded->vector_codes.data() + i * levels;
+    for (int64_t l = 0; l < levels; ++l) out->add_codes(static_cast<uint32_t>(row[l]));
+    out->set_tokens(RenderSidTokens(absl::MakeConstSpan(row, static_cast<size_t>(levels))));
+    out->set_items_with_codes(encoded->items_with_codes[i]);
   }
   return absl::OkStatus();
 }
 
 absl::Status QuantdService::HandleLookup(const v1::LookupRequest& request,
                                          v1::LookupResponse* response) {
-  std::vector<int64_t> prefix(request.codes().begin(), request.codes().end());
-  if (!request.tokens().empty()) {
-    if (!prefix.empty()) return absl::InvalidArgumentError("give codes or tokens, not both");
-    auto parsed = ParseSidTokens(request.tokens());
-    if (!parsed.ok()) return parsed.status();
-    prefix = std::move(*parsed);
-  }
-  if (prefix.empty()) return absl::InvalidArgumentError("codes and tokens are both empty");
-  const int64_t limit = request.limit() == 0 ? 1000 : request.limit();
-  if (limit > kMaxLookupLimit) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("limit %d exceeds %d", request.limit(), kMaxLookupLimit));
-  }
-  auto tokenizer = store_->GetTokenizer(request.collection());
-  if (!tokenizer.ok()) return tokenizer.status();
-  auto found = store_->LookupSids(request.collection(), **tokenizer, prefix, limit);
+  auto found =
+      sids_.Lookup(request.collection(), request.codes(), request.tokens(), request.limit());
   if (!found.ok()) return found.status();
   for (size_t i = 0; i < found->ids.size(); ++i) {
     response->add_ids(found->ids[i]);
@@ -412,9 +369,7 @@ absl::Status QuantdService::HandleLookup(const v1::LookupRequest& request,
 absl::StatusOr<MessageSource<v1::ExportSidsResponse>> QuantdService::HandleExportSids(
     const v1::ExportSidsRequest& request) {
   constexpr size_t kExportBatch = 8192;
-  auto tokenizer = store_->GetTokenizer(request.collection());
-  if (!tokenizer.ok()) return tokenizer.status();
-  auto list = store_->ExportSids(request.collection(), **tokenizer);
+  auto list = sids_.Export(request.collection());
   if (!list.ok()) return list.status();
   struct State {
     Store::SidList list;
@@ -455,11 +410,10 @@ absl::Status QuantdService::HandleGetStats(const v1::GetStatsRequest& request,
     return absl::OkStatus();  // no tokenizer yet: collection stats only
   }
   if (!tokenizer.ok()) return tokenizer.status();
-  auto sids = store_->ExportSids(request.collection(), **tokenizer);
-  if (!sids.ok()) return sids.status();
+  auto figures = sids_.GetFigures(*info, **tokenizer, SidService::Freshness::kCurrentCounts);
+  if (!figures.ok()) return figures.status();
   const storage::TokenizerRecord& record = (*tokenizer)->record();
   const int64_t levels = (*tokenizer)->levels();
-  const int64_t n = static_cast<int64_t>(sids->ids.size());
   v1::TokenizerStats* stats = response->mutable_tokenizer();
   stats->set_version(record.version());
   stats->set_levels(static_cast<uint32_t>(levels));
@@ -472,15 +426,14 @@ absl::Status QuantdService::HandleGetStats(const v1::GetStatsRequest& request,
   stats->set_train_seconds(record.train_seconds());
   stats->set_create_time_ms(record.create_time_ms());
   stats->set_job_id(record.job_id());
-  const CollisionStats collisions = ComputeCollisions(sids->codes.data(), n, levels);
-  stats->set_items(static_cast<uint64_t>(n));
+  const CollisionStats& collisions = (*figures)->collisions;
+  stats->set_items(static_cast<uint64_t>((*figures)->items));
   stats->set_unique_tuples(static_cast<uint64_t>(collisions.unique_tuples));
   stats->set_collision_rate(collisions.collision_rate);
   stats->set_collision_groups(static_cast<uint64_t>(collisions.collision_groups));
   stats->set_largest_group(static_cast<uint64_t>(collisions.largest_group));
   for (int64_t l = 0; l < levels; ++l) {
-    const LevelUsage usage = ComputeLevelUsage(sids->codes.data() + l, n, levels,
-                                               (*tokenizer)->quantizer().codebook_size(l));
+    const LevelUsage& usage = (*figures)->levels[static_cast<size_t>(l)];
     v1::LevelStats* level = stats->add_level_stats();
     level->set_codebook_size(static_cast<uint32_t>(usage.codebook_size));
     level->set_codes_used(static_cast<uint32_t>(usage.codes_used));

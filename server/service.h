@@ -1,6 +1,7 @@
 // gRPC adapter of quantd.v1.Quantd: every method is registered with GuardedService (server/rpc.h),
 // which authorizes, places and finishes the call; the handlers here convert protos, validate
-// what the proto allows but quantd does not, and delegate to Store, JobManager and SidService.
+// what the proto allows but quantd does not, and delegate to Store, JobManager and the SID layer
+// (SidService).
 #ifndef QUANTD_SERVER_SERVICE_H_
 #define QUANTD_SERVER_SERVICE_H_
 
@@ -13,15 +14,13 @@
 #include "server/jobs.h"
 #include "server/metrics.h"
 #include "server/rpc.h"
+#include "server/sid_service.h"
 #include "server/store.h"
 
 namespace quantd {
 
 // Largest GetItems answer, in bytes of vector payload (the default message limit is above it).
 inline constexpr int64_t kMaxResponsePayloadBytes = 48 << 20;
-// Most vectors one Encode request may carry, and most ids a Lookup may return.
-inline constexpr int64_t kMaxEncodeRows = 100000;
-inline constexpr int64_t kMaxLookupLimit = 100000;
 
 class QuantdService final : public GuardedService<v1::Quantd> {
  public:
@@ -29,6 +28,9 @@ class QuantdService final : public GuardedService<v1::Quantd> {
   // under `backup_dir`.
   QuantdService(Store* store, JobManager* jobs, Metrics* metrics, ServiceLimits limits = {},
                 std::string backup_dir = "");
+
+  // The SID layer, whose cached figures the metrics collector shares.
+  const SidService& sids() const { return sids_; }
 
  private:
   absl::Status HandleCreateCollection(const v1::CreateCollectionRequest& request,
@@ -59,6 +61,7 @@ class QuantdService final : public GuardedService<v1::Quantd> {
   Store* store_;
   JobManager* jobs_;
   Metrics* metrics_;
+  SidService sids_;
   std::string backup_dir_;
 };
 
