@@ -352,17 +352,18 @@ std::vector<MetricFamily> StateCollector::Collect() const {
 
   // Serving queue.
   if (pool_ != nullptr) {
-    MetricFamily waiting = Family("quantd_serving_queue_waiting",
-                                  "Search/Encode calls waiting for a worker", MetricType::Gauge);
+    MetricFamily waiting =
+        Family("quantd_serving_queue_waiting", "Search/Encode/GetStats calls waiting for a worker",
+               MetricType::Gauge);
     AddGauge(waiting, {}, static_cast<double>(pool_->waiting()));
     out.push_back(std::move(waiting));
     MetricFamily busy = Family("quantd_serving_workers_busy",
-                               "Search/Encode workers running a call", MetricType::Gauge);
+                               "Search/Encode/GetStats workers running a call", MetricType::Gauge);
     AddGauge(busy, {}, static_cast<double>(pool_->running()));
     out.push_back(std::move(busy));
-    MetricFamily capacity =
-        Family("quantd_serving_queue_capacity",
-               "Most Search/Encode calls that may wait (--search_queue)", MetricType::Gauge);
+    MetricFamily capacity = Family(
+        "quantd_serving_queue_capacity",
+        "Most Search/Encode/GetStats calls that may wait (--search_queue)", MetricType::Gauge);
     AddGauge(capacity, {}, static_cast<double>(pool_->capacity()));
     out.push_back(std::move(capacity));
   }
