@@ -18,8 +18,6 @@
 #include "absl/strings/string_view.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_context.h"
-#include "grpcpp/support/server_callback.h"
-#include "server/metrics.h"
 #include "server/server.h"
 
 namespace quantd {
@@ -80,21 +78,6 @@ struct Security {
   Authorizer authorizer;
 };
 absl::StatusOr<Security> LoadSecurity(const ServerOptions& options);
-
-// A streaming call refused before anything is read or written: counts it in `metrics` (may be
-// null) under `method` with the status code, as the call's own reactor would, and ends it.
-template <typename Reactor>
-Reactor* RejectStream(Metrics* metrics, absl::string_view method, const absl::Status& status) {
-  class Rejected final : public Reactor {
-   public:
-    explicit Rejected(const absl::Status& s) {
-      this->Finish(grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message())));
-    }
-    void OnDone() override { delete this; }
-  };
-  if (metrics != nullptr) metrics->RecordRequest(method, static_cast<int>(status.code()), 0.0);
-  return new Rejected(status);
-}
 
 }  // namespace quantd
 

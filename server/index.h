@@ -42,15 +42,6 @@ struct ServingIndex {
 // value above nlist scans every list (clamped to nlist).
 int64_t ResolveNprobe(int64_t requested, int64_t nlist);
 
-// Checks a TrainIndex request against a collection of `items` items of dimension `d` and
-// `metric`, and turns it into core options with the defaults of quantd.proto filled in.
-// INVALID_ARGUMENT naming the field and value.
-absl::StatusOr<IvfPqOptions> IndexOptionsFromRequest(const v1::TrainIndexRequest& request,
-                                                     int64_t items, int64_t d, Metric metric);
-
-// Training rows of a request over `items` items: sample_size when in 1..items-1, else all.
-int64_t IndexTrainingRows(const v1::TrainIndexRequest& request, int64_t items);
-
 // `record` with `model` set, as a checksummed blob, and back.
 std::string SerializeIndexBlob(const storage::IndexRecord& record);
 absl::StatusOr<storage::IndexRecord> ParseIndexBlob(const std::string& blob);

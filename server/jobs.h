@@ -1,13 +1,15 @@
-// JobManager: runs training jobs (tokenizer: kind "train_tokenizer", IVF-PQ index: kind
-// "train_index") one at a time on its own thread (so training never
-// starves the RPC threads), keeps their state in memory for progress queries and in RocksDB for
-// history. A job found PENDING or RUNNING at start-up was interrupted by a crash or a stop: it
-// is recorded as FAILED, and since a job commits in one WriteBatch, the previous tokenizer or
-// index version is intact. One collection runs at most one job at a time, of either kind.
+// JobManager: queues training jobs (server/training_job.h; kinds listed in JobKinds()) and runs
+// them one at a time on its own thread (so training never starves the RPC threads), keeps their
+// state in memory for progress queries and in RocksDB for history; a job's phase is written as
+// it changes. A job found PENDING or RUNNING at start-up was interrupted by a crash: it is
+// recorded as FAILED in phase "interrupted", its error naming the phase and progress it had, as
+// a job stopped by a clean shutdown is; since a job commits in one WriteBatch, the previous model
+// version is intact. One collection runs at most one job at a time, of any kind.
 #ifndef QUANTD_SERVER_JOBS_H_
 #define QUANTD_SERVER_JOBS_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -18,17 +20,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/residual_quantizer.h"
 #include "quantd/storage/records.pb.h"
 #include "quantd/v1/quantd.pb.h"
 #include "server/storage.h"
+#include "server/training_job.h"
 
 namespace quantd {
 
-// Checks a TrainTokenizer request against a collection of `items` items and turns it into
-// residual-quantizer options (defaults filled in). INVALID_ARGUMENT naming the field and value.
-absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerRequest& request,
-                                                  int64_t items);
+// Every job kind the server runs.
+const std::vector<const JobKind*>& JobKinds();
 
 class JobManager {
  public:
@@ -41,10 +41,9 @@ class JobManager {
   // first on shutdown, so no job commits while RPCs drain.
   void Stop();
 
-  absl::StatusOr<v1::Job> StartTrainTokenizer(const v1::TrainTokenizerRequest& request);
-  // Checks the request against the collection now (INVALID_ARGUMENT, FAILED_PRECONDITION for
-  // an empty collection) and queues the job.
-  absl::StatusOr<v1::Job> StartTrainIndex(const v1::TrainIndexRequest& request);
+  // Checks `job` against its collection now (Validate: INVALID_ARGUMENT; NOT_FOUND for a
+  // missing collection) and queues it; FAILED_PRECONDITION if the collection has an active job.
+  absl::StatusOr<v1::Job> Start(std::unique_ptr<TrainingJob> job);
   absl::StatusOr<v1::Job> Get(const std::string& id) const;
   // Jobs of the collection with internal id `collection_id` (all jobs if `collection` is
   // empty), newest first.
@@ -56,22 +55,15 @@ class JobManager {
  private:
   struct Entry {
     storage::JobRecord record;  // guarded by JobManager::mu_
-    // The request of the job's kind (the other stays empty).
-    v1::TrainTokenizerRequest request;
-    v1::TrainIndexRequest index_request;
+    // The job to run; null for the history loaded at start-up.
+    std::unique_ptr<TrainingJob> job;
     std::atomic<bool> cancel{false};
+    // When SetPhase last wrote the record; guarded by JobManager::mu_.
+    std::chrono::steady_clock::time_point record_written;
   };
   explicit JobManager(Storage* storage) : storage_(storage) {}
   void WorkerLoop();
-  // Records and queues a new job of `kind` on collection `info`; `entry` carries its request.
-  absl::StatusOr<v1::Job> Enqueue(std::shared_ptr<Entry> entry, const CollectionInfo& info,
-                                  absl::string_view kind, std::string serialized_request);
-  // Run one job of each kind; return the version committed.
-  // Every item of the job's collection; NOT_FOUND if the collection was dropped (or dropped and
-  // re-created) since the job was queued.
-  absl::StatusOr<ItemSet> LoadJobItems(const Entry& entry, const std::string& collection) const;
-  absl::StatusOr<uint32_t> RunTrainTokenizer(Entry& entry);
-  absl::StatusOr<uint32_t> RunTrainIndex(Entry& entry);
+  // Sets the running job's phase and progress; a phase other than the recorded one is written.
   void SetPhase(Entry& entry, const std::string& phase, double progress);
   // Asks `entry` (active) to stop; a pending one is dequeued and recorded CANCELLED with
   // `reason` at once. Needs mu_.

@@ -19,6 +19,7 @@
 #include "quantd/v1/quantd.grpc.pb.h"
 #include "server/index.h"
 #include "server/jobs.h"
+#include "server/sid_service.h"
 #include "server/storage.h"
 #include "server/tokenizer.h"
 #include "server/work_queue.h"
@@ -57,29 +58,30 @@ std::string MethodLabel(absl::string_view grpc_method) {
   return "other";
 }
 
-class InFlightInterceptor : public grpc::experimental::Interceptor {
- public:
-  explicit InFlightInterceptor(prometheus::Gauge& gauge) : gauge_(gauge) { gauge_.Increment(); }
-  ~InFlightInterceptor() override { gauge_.Decrement(); }
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    methods->Proceed();
-  }
-
- private:
-  prometheus::Gauge& gauge_;
-};
-
-class InFlightFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
- public:
-  explicit InFlightFactory(Metrics* metrics) : metrics_(metrics) {}
-  grpc::experimental::Interceptor* CreateServerInterceptor(
-      grpc::experimental::ServerRpcInfo* info) override {
-    return new InFlightInterceptor(metrics_->InFlight(info->method()));
-  }
-
- private:
-  Metrics* metrics_;
-};
+// The name gRPC gives `code` ("OK", "INVALID_ARGUMENT"), as the ecosystem's gRPC metrics label
+// it; a number outside the 17 codes stays a number.
+std::string CodeName(grpc::StatusCode code) {
+  static constexpr const char* kNames[] = {"OK",
+                                           "CANCELLED",
+                                           "UNKNOWN",
+                                           "INVALID_ARGUMENT",
+                                           "DEADLINE_EXCEEDED",
+                                           "NOT_FOUND",
+                                           "ALREADY_EXISTS",
+                                           "PERMISSION_DENIED",
+                                           "RESOURCE_EXHAUSTED",
+                                           "FAILED_PRECONDITION",
+                                           "ABORTED",
+                                           "OUT_OF_RANGE",
+                                           "UNIMPLEMENTED",
+                                           "INTERNAL",
+                                           "UNAVAILABLE",
+                                           "DATA_LOSS",
+                                           "UNAUTHENTICATED"};
+  const int value = static_cast<int>(code);
+  if (value >= 0 && value < static_cast<int>(std::size(kNames))) return kNames[value];
+  return std::to_string(value);
+}
 
 // Builders of scrape-time families.
 MetricFamily Family(std::string name, std::string help, MetricType type) {
@@ -221,9 +223,9 @@ Metrics::Metrics()
                          .Register(*registry_)
                          .Add({})) {}
 
-void Metrics::RecordRequest(absl::string_view method, int status_code, double seconds) {
-  const std::string name(method);
-  requests_.Add({{"method", name}, {"code", std::to_string(status_code)}}).Increment();
+void Metrics::RecordRequest(absl::string_view grpc_method, grpc::StatusCode code, double seconds) {
+  const std::string name = MethodLabel(grpc_method);
+  requests_.Add({{"method", name}, {"code", std::string(CodeName(code))}}).Increment();
   latency_.Add({{"method", name}}, kLatencyBuckets).Observe(seconds);
 }
 
@@ -233,11 +235,6 @@ void Metrics::RecordRows(absl::string_view method, double rows) {
 
 prometheus::Gauge& Metrics::InFlight(absl::string_view grpc_method) {
   return in_flight_.Add({{"method", MethodLabel(grpc_method)}});
-}
-
-std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
-Metrics::InFlightInterceptors() {
-  return std::make_unique<InFlightFactory>(this);
 }
 
 std::vector<MetricFamily> StateCollector::Collect() const {
@@ -263,8 +260,6 @@ std::vector<MetricFamily> StateCollector::Collect() const {
       Family("quantd_codebook_usage_ratio", "Codes used / codebook size, per collection and level",
              MetricType::Gauge);
 
-  std::lock_guard lock(mu_);
-  std::map<std::string, SidFigures> kept;
   for (const CollectionInfo& info : collections) {
     AddGauge(items, {{"collection", info.name}}, static_cast<double>(info.item_count));
     auto index = storage_->indexes().GetIndex(info.name);
@@ -275,37 +270,16 @@ std::vector<MetricFamily> StateCollector::Collect() const {
     auto tokenizer = storage_->tokenizers().GetTokenizer(info.name);
     if (!tokenizer.ok()) continue;
     AddGauge(tokenizer_bytes, {{"collection", info.name}}, TokenizerBytes(**tokenizer));
-    SidFigures figures;
-    const auto cached = sid_figures_.find(info.name);
-    const auto now = std::chrono::steady_clock::now();
-    const bool fresh = cached != sid_figures_.end() &&
-                       ((cached->second.tokenizer_version == (*tokenizer)->version() &&
-                         cached->second.items == info.item_count) ||
-                        now - cached->second.computed < std::chrono::minutes(1));
-    if (fresh) {
-      figures = cached->second;
-    } else {
-      auto sids = storage_->tokenizers().ExportSids(info.name, **tokenizer);
-      if (!sids.ok()) continue;  // e.g. ABORTED by a retraining: next scrape
-      const int64_t n = static_cast<int64_t>(sids->ids.size());
-      const int64_t levels = (*tokenizer)->levels();
-      figures.tokenizer_version = (*tokenizer)->version();
-      figures.items = info.item_count;
-      figures.computed = now;
-      figures.collision_rate = ComputeCollisions(sids->codes.data(), n, levels).collision_rate;
-      for (int64_t l = 0; l < levels; ++l) {
-        const int64_t k = (*tokenizer)->quantizer().codebook_size(l);
-        const LevelUsage level = ComputeLevelUsage(sids->codes.data() + l, n, levels, k);
-        figures.usage.push_back(static_cast<double>(level.codes_used) / static_cast<double>(k));
-      }
+    auto figures = sids_->GetFigures(info, **tokenizer, SidService::Freshness::kWithinAMinute);
+    if (!figures.ok()) continue;  // e.g. ABORTED by a retraining: next scrape
+    AddGauge(collision, {{"collection", info.name}}, (*figures)->collisions.collision_rate);
+    for (size_t l = 0; l < (*figures)->levels.size(); ++l) {
+      const LevelUsage& level = (*figures)->levels[l];
+      AddGauge(usage, {{"collection", info.name}, {"level", std::to_string(l)}},
+               static_cast<double>(level.codes_used) / static_cast<double>(level.codebook_size));
     }
-    AddGauge(collision, {{"collection", info.name}}, figures.collision_rate);
-    for (size_t l = 0; l < figures.usage.size(); ++l) {
-      AddGauge(usage, {{"collection", info.name}, {"level", std::to_string(l)}}, figures.usage[l]);
-    }
-    kept.emplace(info.name, std::move(figures));
   }
-  sid_figures_ = std::move(kept);  // dropped collections leave
+  sids_->KeepFiguresOf(collections);  // dropped collections leave the cache
   out.push_back(std::move(items));
   out.push_back(std::move(tokenizer_bytes));
   out.push_back(std::move(index_bytes));
@@ -330,8 +304,7 @@ std::vector<MetricFamily> StateCollector::Collect() const {
     states[StateName(state)] = 0;
   }
   std::map<std::string, std::vector<double>> finished;  // by kind
-  finished["train_tokenizer"];
-  finished["train_index"];
+  for (const JobKind* kind : JobKinds()) finished[std::string(kind->kind)];
   for (const v1::Job& job : jobs_->List("", 0)) {
     ++states[StateName(job.state())];
     if (job.state() == v1::JOB_STATE_RUNNING) {
@@ -379,17 +352,18 @@ std::vector<MetricFamily> StateCollector::Collect() const {
 
   // Serving queue.
   if (pool_ != nullptr) {
-    MetricFamily waiting = Family("quantd_serving_queue_waiting",
-                                  "Search/Encode calls waiting for a worker", MetricType::Gauge);
+    MetricFamily waiting =
+        Family("quantd_serving_queue_waiting", "Search/Encode/GetStats calls waiting for a worker",
+               MetricType::Gauge);
     AddGauge(waiting, {}, static_cast<double>(pool_->waiting()));
     out.push_back(std::move(waiting));
     MetricFamily busy = Family("quantd_serving_workers_busy",
-                               "Search/Encode workers running a call", MetricType::Gauge);
+                               "Search/Encode/GetStats workers running a call", MetricType::Gauge);
     AddGauge(busy, {}, static_cast<double>(pool_->running()));
     out.push_back(std::move(busy));
-    MetricFamily capacity =
-        Family("quantd_serving_queue_capacity",
-               "Most Search/Encode calls that may wait (--search_queue)", MetricType::Gauge);
+    MetricFamily capacity = Family(
+        "quantd_serving_queue_capacity",
+        "Most Search/Encode/GetStats calls that may wait (--search_queue)", MetricType::Gauge);
     AddGauge(capacity, {}, static_cast<double>(pool_->capacity()));
     out.push_back(std::move(capacity));
   }

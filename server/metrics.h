@@ -8,15 +8,12 @@
 #ifndef QUANTD_SERVER_METRICS_H_
 #define QUANTD_SERVER_METRICS_H_
 
-#include <chrono>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/string_view.h"
-#include "grpcpp/support/server_interceptor.h"
+#include "grpcpp/support/status.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -27,6 +24,7 @@
 namespace quantd {
 
 class JobManager;
+class SidService;
 class Storage;
 class WorkQueue;
 
@@ -35,16 +33,14 @@ class Metrics {
   Metrics();
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
-  // One finished RPC: counts it by method and gRPC status code and observes its latency.
-  void RecordRequest(absl::string_view method, int status_code, double seconds);
+  // One finished call to `grpc_method` ("/quantd.v1.Quantd/Search"): counts it by method and
+  // gRPC status code name ("OK", "INVALID_ARGUMENT") and observes its latency.
+  void RecordRequest(absl::string_view grpc_method, grpc::StatusCode code, double seconds);
   // Rows (items, vectors or queries) one call or one streamed message carried.
   void RecordRows(absl::string_view method, double rows);
   void AddUpsertedRows(double rows) { upserted_rows_.Increment(rows); }
   // The in-flight gauge of a call to `grpc_method` ("/quantd.v1.Quantd/Search").
   prometheus::Gauge& InFlight(absl::string_view grpc_method);
-
-  // Counts every call in flight by method, from the moment gRPC matches it to its end.
-  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InFlightInterceptors();
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -60,26 +56,18 @@ class Metrics {
 // ones; durations of finished ones), RocksDB, the serving queue and the process.
 class StateCollector : public prometheus::Collectable {
  public:
-  // All pointers outlive the collector; `pool` may be null.
-  StateCollector(const Storage* storage, const JobManager* jobs, const WorkQueue* pool)
-      : storage_(storage), jobs_(jobs), pool_(pool) {}
+  // All pointers outlive the collector; `pool` may be null. SID figures come from `sids`'s
+  // cache (recomputed when the tokenizer version or item count changed, at most once a minute).
+  StateCollector(const Storage* storage, const JobManager* jobs, const WorkQueue* pool,
+                 const SidService* sids)
+      : storage_(storage), jobs_(jobs), pool_(pool), sids_(sids) {}
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
-  // SID figures of one collection, recomputed (a scan of its SIDs) when its tokenizer version or
-  // item count changed, at most once a minute.
-  struct SidFigures {
-    uint32_t tokenizer_version = 0;
-    uint64_t items = 0;
-    std::chrono::steady_clock::time_point computed;
-    double collision_rate = 0;
-    std::vector<double> usage;  // codes used / K, per level
-  };
   const Storage* storage_;
   const JobManager* jobs_;
   const WorkQueue* pool_;
-  mutable std::mutex mu_;
-  mutable std::map<std::string, SidFigures> sid_figures_;  // by collection, guarded by mu_
+  const SidService* sids_;
 };
 
 }  // namespace quantd

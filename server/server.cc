@@ -14,6 +14,7 @@
 #include "server/jobs.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/rpc.h"
 #include "server/service.h"
 #include "server/storage.h"
 #include "server/work_queue.h"
@@ -94,7 +95,8 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
       server->storage_.get(), server->jobs_.get(), server->metrics_.get(),
       ServiceLimits{.pool = server->pool_.get(),
                     .default_deadline = options.default_deadline,
-                    .max_deadline = options.max_deadline},
+                    .max_deadline = options.max_deadline,
+                    .max_request_bytes = options.max_message_bytes},
       options.backup_dir);
   server->service_->set_authorizer(std::move(security->authorizer));
 
@@ -106,20 +108,20 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
           "metrics_address '%s' cannot be served: %s", options.metrics_address, e.what()));
     }
     server->exposer_->RegisterCollectable(server->metrics_->registry());
-    server->state_collector_ = std::make_shared<StateCollector>(
-        server->storage_.get(), server->jobs_.get(), server->pool_.get());
+    server->state_collector_ =
+        std::make_shared<StateCollector>(server->storage_.get(), server->jobs_.get(),
+                                         server->pool_.get(), &server->service_->sids());
     server->exposer_->RegisterCollectable(server->state_collector_);
   }
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen_address, security->credentials, &server->port_);
-  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxReceiveMessageSize(TransportReceiveLimit(options.max_message_bytes));
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(server->service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(server->metrics_->InFlightInterceptors());
-  interceptors.push_back(UnparsableRequestInterceptors());
+  interceptors.push_back(CallInterceptors(server->metrics_.get()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {

@@ -1,7 +1,8 @@
-// Bounded execution for the serving RPCs whose work is CPU-bound (Search, Encode): at most
-// `threads` tasks run at once. A task runs at once on the calling thread (gRPC's) when a slot is
-// free and none waits, which costs no hand-off; otherwise it waits for a worker thread, and when
-// `capacity` tasks already wait it is refused at once (the caller answers RESOURCE_EXHAUSTED)
+// Bounded execution for the serving RPCs whose work is CPU-bound (the methods registered with
+// RunOn::kServingPool in server/rpc.h: Search, Encode, GetStats): at most `threads` tasks run at
+// once. A task runs at once on the calling thread (gRPC's) when a slot is free and none waits,
+// which costs no hand-off; otherwise it waits for a worker thread, and when `capacity` tasks
+// already wait it is refused at once (the caller answers RESOURCE_EXHAUSTED)
 // instead of memory and latency growing without bound.
 #ifndef QUANTD_SERVER_WORK_QUEUE_H_
 #define QUANTD_SERVER_WORK_QUEUE_H_

@@ -19,6 +19,7 @@ class MetricsTest : public testing::InProcessServerTest {
   ServerOptions Options() override {
     ServerOptions options = InProcessServerTest::Options();
     options.metrics_address = "127.0.0.1:0";
+    options.max_message_bytes = max_message_bytes_;
     return options;
   }
 
@@ -57,6 +58,8 @@ class MetricsTest : public testing::InProcessServerTest {
     }
     return std::nan("");
   }
+
+  int max_message_bytes_ = 64 << 20;
 };
 
 TEST_F(MetricsTest, ExpositionAfterTrafficPassesPromtool) {
@@ -124,7 +127,7 @@ TEST_F(MetricsTest, ExpositionAfterTrafficPassesPromtool) {
   EXPECT_EQ(Sample(text, "quantd_request_rows_count{method=\"Search\"}"), 1);
   EXPECT_EQ(Sample(text, "quantd_request_rows_sum{method=\"Search\"}"), 3);
   EXPECT_EQ(Sample(text, "quantd_request_rows_sum{method=\"Encode\"}"), 2);
-  EXPECT_EQ(Sample(text, "quantd_requests_total{code=\"0\",method=\"Search\"}"), 1);
+  EXPECT_EQ(Sample(text, "quantd_requests_total{code=\"OK\",method=\"Search\"}"), 1);
   EXPECT_EQ(Sample(text, "quantd_requests_in_flight{method=\"Search\"}"), 0);
   EXPECT_EQ(Sample(text, "quantd_upserted_rows_total"), 3000);
   EXPECT_GT(
@@ -149,6 +152,64 @@ TEST_F(MetricsTest, ExpositionAfterTrafficPassesPromtool) {
   EXPECT_EQ(after.find("collection=\"m\""), std::string::npos) << after;
   Promtool(after, &ok);
   EXPECT_TRUE(ok);
+}
+
+// Every call is counted by the gRPC name of the code it ended with, including requests above
+// --max_message_mb (refused by the call path: gRPC would drop a unary one before any server code
+// ran) and requests that do not parse.
+TEST_F(MetricsTest, EveryCallIsCountedByCodeNameIncludingTransportRefusals) {
+  max_message_bytes_ = 1 << 20;
+  Restart();
+  {
+    grpc::ClientContext context;
+    v1::SearchRequest request;
+    request.set_collection("m");
+    request.mutable_queries()->Resize(400000, 0.5f);  // 1.6 MB
+    v1::SearchResponse response;
+    EXPECT_EQ(stub_->Search(&context, request, &response).error_code(),
+              grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  {
+    grpc::ClientContext context;
+    auto stream = stub_->Upsert(&context);
+    v1::UpsertRequest request;
+    request.set_collection("m");
+    request.mutable_vectors()->Resize(400000, 0.5f);
+    stream->Write(request);
+    stream->WritesDone();
+    v1::UpsertResponse ack;
+    while (stream->Read(&ack)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  {
+    grpc::ClientContext context;
+    v1::DescribeCollectionRequest request;
+    request.set_name("missing");
+    v1::DescribeCollectionResponse response;
+    EXPECT_EQ(stub_->DescribeCollection(&context, request, &response).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+  std::string ignored;
+  EXPECT_EQ(testing::RawCall(channel.get(), "/quantd.v1.Quantd/GetJob", "\xff\xff", &ignored, false)
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  const std::string text = Scrape();
+  EXPECT_EQ(Sample(text, "quantd_requests_total{code=\"RESOURCE_EXHAUSTED\",method=\"Search\"}"), 1)
+      << text;
+  EXPECT_EQ(Sample(text, "quantd_requests_total{code=\"RESOURCE_EXHAUSTED\",method=\"Upsert\"}"), 1)
+      << text;
+  EXPECT_EQ(Sample(text, "quantd_requests_total{code=\"NOT_FOUND\",method=\"DescribeCollection\"}"),
+            1);
+  EXPECT_EQ(Sample(text, "quantd_requests_total{code=\"INVALID_ARGUMENT\",method=\"GetJob\"}"), 1);
+  // No numeric codes are left.
+  EXPECT_EQ(text.find("code=\"0\""), std::string::npos);
+  EXPECT_EQ(text.find("code=\"8\""), std::string::npos);
+  bool ok = false;
+  const std::string lint = Promtool(text, &ok);
+  EXPECT_TRUE(ok) << lint;
 }
 
 }  // namespace

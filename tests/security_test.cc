@@ -427,10 +427,11 @@ TEST_F(TokenAuthTest, HealthAndReflectionNeedNoTokenAndRejectionsAreCounted) {
   int messages = 0;
   EXPECT_EQ(Export(*anonymous_, "c", &messages).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   const std::string metrics = testing::HttpGet(server_->metrics_address(), "/metrics");
-  for (const char* line : {"quantd_requests_total{code=\"16\",method=\"CreateCollection\"} 1",
-                           "quantd_requests_total{code=\"7\",method=\"CreateCollection\"} 1",
-                           "quantd_requests_total{code=\"7\",method=\"Upsert\"} 1",
-                           "quantd_requests_total{code=\"16\",method=\"ExportSids\"} 1"}) {
+  for (const char* line :
+       {"quantd_requests_total{code=\"UNAUTHENTICATED\",method=\"CreateCollection\"} 1",
+        "quantd_requests_total{code=\"PERMISSION_DENIED\",method=\"CreateCollection\"} 1",
+        "quantd_requests_total{code=\"PERMISSION_DENIED\",method=\"Upsert\"} 1",
+        "quantd_requests_total{code=\"UNAUTHENTICATED\",method=\"ExportSids\"} 1"}) {
     EXPECT_NE(metrics.find(line), std::string::npos) << line << "\n" << metrics;
   }
 }

@@ -369,7 +369,7 @@ TEST_F(ServerTest, HealthReflectionAndMetrics) {
 
   ASSERT_TRUE(Create("m", 2).ok());
   const std::string metrics = testing::HttpGet(server_->metrics_address(), "/metrics");
-  EXPECT_NE(metrics.find("quantd_requests_total{code=\"0\",method=\"CreateCollection\"} 1"),
+  EXPECT_NE(metrics.find("quantd_requests_total{code=\"OK\",method=\"CreateCollection\"} 1"),
             std::string::npos)
       << metrics;
   EXPECT_NE(metrics.find("quantd_request_duration_seconds_bucket"), std::string::npos);

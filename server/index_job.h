@@ -1,0 +1,43 @@
+// The "train_index" job: an IVF-PQ index (coarse quantizer and product quantizer) over a
+// collection, committing a new index version and every item's list and code at once.
+#ifndef QUANTD_SERVER_INDEX_JOB_H_
+#define QUANTD_SERVER_INDEX_JOB_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/ivf_pq.h"
+#include "quantd/v1/quantd.pb.h"
+#include "server/training_job.h"
+
+namespace quantd {
+
+// Checks a TrainIndex request against a collection of `items` items of dimension `d` and
+// `metric`, and turns it into core options with the defaults of quantd.proto filled in.
+// INVALID_ARGUMENT naming the field and value.
+absl::StatusOr<IvfPqOptions> IndexOptionsFromRequest(const v1::TrainIndexRequest& request,
+                                                     int64_t items, int64_t d, Metric metric);
+
+// Training rows of a request over `items` items: sample_size when in 1..items-1, else all.
+int64_t IndexTrainingRows(const v1::TrainIndexRequest& request, int64_t items);
+
+class IndexJob final : public TrainingJob {
+ public:
+  static const JobKind& Kind();
+
+  explicit IndexJob(v1::TrainIndexRequest request) : request_(std::move(request)) {}
+
+  absl::string_view kind() const override { return Kind().kind; }
+  const std::string& collection() const override { return request_.collection(); }
+  std::string SerializeRequest() const override { return request_.SerializeAsString(); }
+  absl::Status Validate(const CollectionInfo& info) const override;
+  absl::StatusOr<uint32_t> Run(const JobContext& context) override;
+
+ private:
+  v1::TrainIndexRequest request_;
+};
+
+}  // namespace quantd
+
+#endif  // QUANTD_SERVER_INDEX_JOB_H_

@@ -1,0 +1,94 @@
+// The semantic-ID layer over the Storage's SID readers: Encode (by item ids and by vectors, with
+// its validation and limits), Lookup, the data of ExportSids, and the SID figures (collisions,
+// codebook usage per level) that GetStats and the metrics collector share from one cache.
+// Knows nothing of gRPC; the service converts its results to protos.
+#ifndef QUANTD_SERVER_SID_SERVICE_H_
+#define QUANTD_SERVER_SID_SERVICE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "core/semantic_id.h"
+#include "server/storage.h"
+#include "server/tokenizer.h"
+
+namespace quantd {
+
+// Most ids or vectors one Encode request may carry, and most ids a Lookup may return.
+inline constexpr int64_t kMaxEncodeRows = 100000;
+inline constexpr int64_t kMaxLookupLimit = 100000;
+inline constexpr int64_t kDefaultLookupLimit = 1000;
+
+class SidService {
+ public:
+  // `storage` outlives the service.
+  explicit SidService(const Storage* storage) : storage_(storage) {}
+
+  struct Encoded {
+    uint32_t tokenizer_version = 0;
+    int64_t levels = 0;
+    SidList by_id;                           // SIDs of the requested ids, and the missing ids
+    std::vector<int32_t> vector_codes;       // codes of the vectors, n x levels
+    std::vector<uint64_t> items_with_codes;  // per vector: stored items having exactly its codes
+  };
+  // SIDs of `ids` and codes of `vectors` (n x the collection's dimension, row-major) under the
+  // collection's current tokenizer; at least one of the two is non-empty, each at most
+  // kMaxEncodeRows rows. INVALID_ARGUMENT naming the field otherwise; FAILED_PRECONDITION
+  // without a tokenizer.
+  absl::StatusOr<Encoded> Encode(absl::string_view collection, absl::Span<const uint64_t> ids,
+                                 absl::Span<const float> vectors) const;
+
+  // Items whose SID starts with a prefix given as `codes` or as `tokens` (one of the two), at
+  // most `limit` (0: kDefaultLookupLimit; at most kMaxLookupLimit), in SID order.
+  absl::StatusOr<SidList> Lookup(absl::string_view collection, absl::Span<const uint32_t> codes,
+                                 absl::string_view tokens, uint64_t limit) const;
+
+  // Every SID of the collection in item-id order, with the tokenizer's version and levels.
+  absl::StatusOr<SidList> Export(absl::string_view collection) const;
+
+  // Figures of a collection's SIDs under one tokenizer version.
+  struct Figures {
+    uint32_t collection_id = 0;
+    uint32_t tokenizer_version = 0;
+    uint64_t item_count = 0;  // the collection's item count when computed
+    std::chrono::steady_clock::time_point computed;
+    int64_t items = 0;  // items with a SID
+    CollisionStats collisions;
+    std::vector<LevelUsage> levels;
+  };
+  // How current cached figures must be. A scan of every SID recomputes them.
+  enum class Freshness {
+    // Computed for the current tokenizer version and item count (GetStats). A write that
+    // replaces vectors without changing the count is not noticed until the count or version
+    // changes.
+    kCurrentCounts,
+    // As kCurrentCounts, or computed less than a minute ago (the metrics scrape: at most one
+    // scan per collection a minute).
+    kWithinAMinute,
+  };
+  // The figures of collection `info` under `tokenizer` (its current one), from the cache when
+  // `freshness` allows.
+  absl::StatusOr<std::shared_ptr<const Figures>> GetFigures(const CollectionInfo& info,
+                                                            const Tokenizer& tokenizer,
+                                                            Freshness freshness) const;
+  // Forgets the cached figures of every collection not in `collections` (dropped ones).
+  void KeepFiguresOf(const std::vector<CollectionInfo>& collections) const;
+
+ private:
+  const Storage* storage_;
+  mutable std::mutex mu_;
+  // By collection name; guarded by mu_.
+  mutable std::map<std::string, std::shared_ptr<const Figures>, std::less<>> figures_;
+};
+
+}  // namespace quantd
+
+#endif  // QUANTD_SERVER_SID_SERVICE_H_
