@@ -19,15 +19,6 @@
 
 namespace quantd {
 
-// Balanced k-means: Lloyd iterations whose assignment step is BalancedAssign (fast mode, not
-// polished: the centroids move again) under `bounds` (over n). Trains on a subsample when
-// options.max_points_per_centroid asks for it (bounds scaled to the sample), then assigns all n
-// rows under the full bounds, polished when there was no subsample. The result's assignments
-// meet the bounds exactly.
-absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, int64_t d,
-                                                 const SizeBounds& bounds,
-                                                 const KMeansOptions& options);
-
 struct RqLevelOptions {
   int64_t k = 256;
   bool balanced = false;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/balanced_kmeans.h"
 #include "core/semantic_id.h"
 #include "core/vector_file.h"
 #include "gtest/gtest.h"
