@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/gemm.h"
+#include "core/vectors.h"
 
 namespace quantd {
 namespace {
@@ -96,17 +97,7 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
     labels = std::move(*assigned);
     UpdateCentroids(train, m, d, labels.data(), k, options.seed + iteration,
                     result.centroids.data(), options.num_threads);
-    if (options.spherical) {
-      for (int64_t c = 0; c < k; ++c) {
-        float* centroid = result.centroids.data() + c * d;
-        double norm = 0;
-        for (int64_t j = 0; j < d; ++j) norm += static_cast<double>(centroid[j]) * centroid[j];
-        if (norm > 0) {
-          const float scale = static_cast<float>(1.0 / std::sqrt(norm));
-          for (int64_t j = 0; j < d; ++j) centroid[j] *= scale;
-        }
-      }
-    }
+    if (options.spherical) NormalizeRows(result.centroids.data(), k, d);
     result.iterations = iteration;
     // Iterations count from 0 in the callback, as in TrainKMeans.
     if (options.on_iteration && !options.on_iteration(iteration - 1, objective)) {

@@ -26,19 +26,6 @@ constexpr double kCoarseShare = 0.6;
 constexpr char kMagic[8] = {'Q', 'D', 'I', 'V', 'F', 'P', 'Q', '\0'};
 constexpr uint32_t kVersion = 1;
 
-void NormalizeRows(float* x, int64_t n, int64_t d) {
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = x + i * d;
-    double norm = 0;
-    for (int64_t j = 0; j < d; ++j) norm += static_cast<double>(row[j]) * row[j];
-    if (norm > 0) {
-      // In double: 1 / norm overflows float for a vector of tiny (but non-zero) components.
-      const double scale = 1.0 / std::sqrt(norm);
-      for (int64_t j = 0; j < d; ++j) row[j] = static_cast<float>(row[j] * scale);
-    }
-  }
-}
-
 // out[j] = a[j] + b[j]: the fused per-list table (M x ksub floats, once per probed list, which
 // on short lists costs as much as the scan). Cloned for AVX-512 / AVX2 and chosen at load time.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void AddTables(

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "core/gemm.h"
+#include "core/vectors.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -166,18 +167,6 @@ std::vector<int64_t> SampleWithoutReplacement(int64_t n, int64_t m, std::mt19937
     sample.push_back(pick);
   }
   return sample;
-}
-
-// Scales every non-zero row of centroids (k x d) to unit L2 norm.
-void NormalizeRows(float* centroids, int64_t k, int64_t d) {
-  for (int64_t c = 0; c < k; ++c) {
-    float* row = centroids + c * d;
-    double squared = 0;
-    for (int64_t j = 0; j < d; ++j) squared += static_cast<double>(row[j]) * row[j];
-    if (squared == 0) continue;
-    const double inverse = 1.0 / std::sqrt(squared);
-    for (int64_t j = 0; j < d; ++j) row[j] = static_cast<float>(row[j] * inverse);
-  }
 }
 
 }  // namespace

@@ -390,7 +390,7 @@ absl::StatusOr<uint32_t> JobManager::RunTrainTokenizer(Entry& entry) {
   } else {
     train = items->vectors;
   }
-  if (normalize) train = NormalizedRows(train.data(), m, d);
+  if (normalize) NormalizeRows(train.data(), m, d);
 
   const int levels = static_cast<int>(options->levels.size());
   const int max_iterations = options->kmeans.max_iterations;

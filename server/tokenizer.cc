@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/vectors.h"
 #include "server/model_blob.h"
 
 namespace quantd {
@@ -17,20 +18,6 @@ constexpr BlobFormat kTokenizerBlob{"QTOK", 1, "tokenizer"};
 Tokenizer::Tokenizer(ResidualQuantizer quantizer, storage::TokenizerRecord record)
     : quantizer_(std::move(quantizer)), record_(std::move(record)) {
   record_.clear_codebooks();
-}
-
-std::vector<float> NormalizedRows(const float* x, int64_t n, int64_t d) {
-  std::vector<float> out(x, x + n * d);
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = out.data() + i * d;
-    double norm = 0;
-    for (int64_t j = 0; j < d; ++j) norm += static_cast<double>(row[j]) * row[j];
-    if (norm > 0) {
-      const float scale = static_cast<float>(1.0 / std::sqrt(norm));
-      for (int64_t j = 0; j < d; ++j) row[j] *= scale;
-    }
-  }
-  return out;
 }
 
 void Tokenizer::Encode(const float* x, int64_t n, int32_t* codes) const {

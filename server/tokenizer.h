@@ -37,9 +37,6 @@ class Tokenizer {
   storage::TokenizerRecord record_;
 };
 
-// Copies x (n x d) with every row scaled to unit length (zero rows stay zero).
-std::vector<float> NormalizedRows(const float* x, int64_t n, int64_t d);
-
 }  // namespace quantd
 
 #endif  // QUANTD_SERVER_TOKENIZER_H_
