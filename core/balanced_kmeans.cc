@@ -81,6 +81,7 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
   assign.candidates = &candidates;
   assign.objective = &objective;
   assign.polish = false;  // the centroids move again anyway
+  assign.num_threads = options.num_threads;
   double previous = std::numeric_limits<double>::infinity();
   for (int iteration = 1; iteration <= options.max_iterations; ++iteration) {
     // Cost rows are made in small tiles while the top candidates are picked from them, so the
