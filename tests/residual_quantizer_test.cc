@@ -7,8 +7,8 @@
 
 #include "core/balanced_kmeans.h"
 #include "core/semantic_id.h"
-#include "core/vector_file.h"
 #include "gtest/gtest.h"
+#include "io/vector_file.h"
 #include "tests/test_support.h"
 
 namespace quantd {
