@@ -1,17 +1,26 @@
 #include "core/residual_quantizer.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_format.h"
 #include "core/balanced_kmeans.h"
+#include "core/blob_codec.h"
 #include "core/semantic_id.h"
+#include "core/vectors.h"
 
 namespace quantd {
 namespace {
 
 // Rows encoded per block, so Encode's residual buffer stays small.
 constexpr int64_t kEncodeBlockRows = 4096;
+
+// Serialize(): magic and format version.
+constexpr char kMagic[8] = {'Q', 'D', 'R', 'E', 'S', 'Q', '\0', '\0'};
+constexpr uint32_t kVersion = 1;
 
 }  // namespace
 
@@ -96,6 +105,77 @@ std::vector<double> ResidualQuantizer::LevelMse(const float* x, int64_t n,
   }
   for (double& value : squared) value = n > 0 ? value / static_cast<double>(n * d_) : 0;
   return squared;
+}
+
+std::string ResidualQuantizer::Serialize() const {
+  BlobWriter w;
+  w.PutArray(kMagic, sizeof(kMagic));
+  w.Put(kVersion);
+  w.Put(d_);
+  w.Put(levels());
+  w.PutArray(ks_.data(), ks_.size());
+  for (const std::vector<float>& codebook : codebooks_)
+    w.PutArray(codebook.data(), codebook.size());
+  return w.Take();
+}
+
+absl::StatusOr<ResidualQuantizer> ResidualQuantizer::Deserialize(absl::string_view blob) {
+  BlobReader r(blob, "residual quantizer");
+  char magic[sizeof(kMagic)];
+  if (absl::Status s = r.GetArray(magic, sizeof(magic), "magic"); !s.ok()) return s;
+  if (std::memcmp(magic, kMagic, sizeof(kMagic)) != 0) {
+    return absl::InvalidArgumentError("not a residual quantizer blob (bad magic)");
+  }
+  uint32_t version = 0;
+  int64_t d = 0, levels = 0;
+  absl::Status s = r.Get(&version, "version");
+  if (s.ok() && version != kVersion) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("residual quantizer blob version %d, expected %d", version, kVersion));
+  }
+  if (s.ok()) s = r.Get(&d, "d");
+  if (s.ok()) s = r.Get(&levels, "L");
+  if (!s.ok()) return s;
+  if (d < 1 || d > kMaxDimension) {
+    return absl::InvalidArgumentError(absl::StrFormat("d %d is outside [1, %d]", d, kMaxDimension));
+  }
+  if (levels < 1 || levels > kMaxSidLevels) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("L %d is outside [1, %d]", levels, kMaxSidLevels));
+  }
+  std::vector<int64_t> ks(static_cast<size_t>(levels));
+  if (s = r.GetArray(ks.data(), ks.size(), "codebook sizes"); !s.ok()) return s;
+  std::vector<std::vector<float>> codebooks;
+  codebooks.reserve(ks.size());
+  for (int64_t l = 0; l < levels; ++l) {
+    const int64_t k = ks[l];
+    if (k < 1 || k > std::numeric_limits<int32_t>::max()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("codebook %d size k %d is outside [1, 2^31)", l, k));
+    }
+    // k x d floats must fit in what is left, checked before allocating them.
+    if (static_cast<uint64_t>(k) > r.remaining() / sizeof(float) / static_cast<uint64_t>(d)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "residual quantizer blob truncated: codebook %d (k %d x d %d) needs more than the %d "
+          "bytes left",
+          l, k, d, r.remaining()));
+    }
+    std::vector<float> codebook(static_cast<size_t>(k * d));
+    if (s = r.GetArray(codebook.data(), codebook.size(), "codebook"); !s.ok()) return s;
+    for (size_t i = 0; i < codebook.size(); ++i) {
+      if (!std::isfinite(codebook[i])) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("codebook %d [row %d, component %d] = %f: values must be finite", l,
+                            static_cast<int64_t>(i) / d, static_cast<int64_t>(i) % d, codebook[i]));
+      }
+    }
+    codebooks.push_back(std::move(codebook));
+  }
+  if (r.remaining() != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("residual quantizer blob has %d trailing bytes", r.remaining()));
+  }
+  return FromCodebooks(d, std::move(ks), std::move(codebooks));
 }
 
 absl::StatusOr<RqTrainResult> TrainResidualQuantizer(const float* x, int64_t n, int64_t d,
