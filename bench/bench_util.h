@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "core/vector_file.h"
+#include "io/vector_file.h"
 
 namespace quantd::bench {
 

@@ -38,9 +38,9 @@
 #include "bench/bench_util.h"
 #include "core/ivf_pq.h"
 #include "core/kmeans.h"
-#include "core/vector_file.h"
 #include "faiss/IndexFlat.h"
 #include "faiss/IndexIVFPQ.h"
+#include "io/vector_file.h"
 
 namespace quantd {
 namespace {

@@ -24,8 +24,8 @@
 #include "client/client.h"
 #include "core/ivf_pq.h"
 #include "core/kmeans.h"
-#include "core/vector_file.h"
 #include "grpcpp/grpcpp.h"
+#include "io/vector_file.h"
 #include "server/heap.h"
 #include "server/server.h"
 

@@ -50,10 +50,10 @@
 #include "core/kmeans.h"
 #include "core/residual_quantizer.h"
 #include "core/semantic_id.h"
-#include "core/vector_file.h"
 #include "faiss/Clustering.h"
 #include "faiss/IndexFlat.h"
 #include "grpcpp/grpcpp.h"
+#include "io/vector_file.h"
 #include "server/heap.h"
 #include "server/server.h"
 

@@ -11,8 +11,8 @@
 
 #include "benchmark/benchmark.h"
 #include "client/client.h"
-#include "core/vector_file.h"
 #include "grpcpp/grpcpp.h"
+#include "io/vector_file.h"
 #include "server/server.h"
 #include "server/storage.h"
 

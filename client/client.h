@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/vector_file.h"
 #include "grpcpp/channel.h"
+#include "io/vector_file.h"
 #include "quantd/v1/quantd.grpc.pb.h"
 
 namespace quantd {

@@ -22,9 +22,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "client/client.h"
-#include "core/vector_file.h"
 #include "core/vectors.h"
 #include "grpcpp/grpcpp.h"
+#include "io/vector_file.h"
 
 namespace quantd {
 namespace {

@@ -39,7 +39,6 @@
 #include <numeric>
 #include <queue>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -51,11 +50,19 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/parallel.h"
 
 namespace quantd {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
+
+absl::Status CheckThreads(int num_threads) {
+  if (num_threads >= 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrFormat("num_threads %d: must be at least 0", num_threads));
+}
 // kFast: clusters kept per point (fewer lose up to a few % on tight bounds with k = 256), and
 // price sweeps before the exact shortest paths take over (each sweep costs about two argmin
 // passes; ten remove most of the violation, the paths the rest at about 0.1 ms each).
@@ -364,32 +371,31 @@ bool FillTopM(const float* block, int64_t first, int64_t k, int64_t begin, int64
   return true;
 }
 
-// Runs fn(begin, end) over [0, n) split in contiguous blocks, one per thread.
-void ParallelRows(int64_t n, int64_t work_per_row,
+// Runs fn(begin, end) over [0, n) split in contiguous blocks, one per worker: up to num_threads
+// (0: hardware concurrency) workers, and no more than one per 200000 cost values (n x
+// work_per_row), below which a thread costs more than it saves. fn runs concurrently on disjoint
+// ranges.
+void ParallelRows(int64_t n, int64_t work_per_row, int num_threads,
                   const std::function<void(int64_t, int64_t)>& fn) {
-  const int64_t hw = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  const int64_t threads = std::min<int64_t>(hw, std::max<int64_t>(1, n * work_per_row / 200000));
-  if (threads <= 1) {
-    fn(0, n);
-    return;
-  }
-  std::vector<std::thread> workers;
-  const int64_t block = (n + threads - 1) / threads;
-  for (int64_t t = 1; t < threads; ++t) {
+  const int64_t workers = std::min<int64_t>(ResolveThreads(num_threads),
+                                            std::max<int64_t>(1, n * work_per_row / 200000));
+  const int64_t block = (n + workers - 1) / workers;
+  ParallelFor(workers, static_cast<int>(workers), [&](int64_t t) {
     const int64_t b = t * block, e = std::min(n, b + block);
-    if (b < e) workers.emplace_back(fn, b, e);
-  }
-  fn(0, std::min(n, block));
-  for (std::thread& w : workers) w.join();
+    if (b < e) fn(b, e);
+  });
 }
 
 // Rows of the n x k cost matrix: views into a dense matrix, or blocks computed on demand (the
 // function runs on several threads at once, on disjoint row ranges).
 class RowSource {
  public:
-  RowSource(const float* costs, int64_t n, int64_t k) : dense_(costs), n_(n), k_(k) {}
-  RowSource(const CostRowsFn& fn, const CostColumnsFn& columns, int64_t n, int64_t k)
-      : fn_(&fn), columns_(columns ? &columns : nullptr), n_(n), k_(k) {}
+  // num_threads bounds the threads of every pass over the rows (0: hardware concurrency).
+  RowSource(const float* costs, int64_t n, int64_t k, int num_threads)
+      : dense_(costs), n_(n), k_(k), num_threads_(num_threads) {}
+  RowSource(const CostRowsFn& fn, const CostColumnsFn& columns, int64_t n, int64_t k,
+            int num_threads)
+      : fn_(&fn), columns_(columns ? &columns : nullptr), n_(n), k_(k), num_threads_(num_threads) {}
 
   const float* dense() const { return dense_; }
   // Rows per block for a pass over all rows: all of them for a dense matrix, else about 16 MB.
@@ -401,7 +407,7 @@ class RowSource {
     if (dense_ != nullptr) return dense_ + begin * k_;
     buffer_.resize(static_cast<size_t>((end - begin) * k_));
     float* out = buffer_.data();
-    ParallelRows(end - begin, k_,
+    ParallelRows(end - begin, k_, num_threads_,
                  [&](int64_t b, int64_t e) { (*fn_)(begin + b, begin + e, out + b * k_); });
     return out;
   }
@@ -423,11 +429,12 @@ class RowSource {
   // cache when visited (the matrix is never written out whole).
   void ForEachBlock(const std::function<void(int64_t, int64_t, const float*)>& visit) {
     if (dense_ != nullptr) {
-      ParallelRows(n_, k_, [&](int64_t b, int64_t e) { visit(b, e, dense_ + b * k_); });
+      ParallelRows(n_, k_, num_threads_,
+                   [&](int64_t b, int64_t e) { visit(b, e, dense_ + b * k_); });
       return;
     }
     const int64_t tile_rows = std::max<int64_t>(1, (int64_t{1} << 16) / k_);
-    ParallelRows(n_, k_, [&](int64_t b, int64_t e) {
+    ParallelRows(n_, k_, num_threads_, [&](int64_t b, int64_t e) {
       std::vector<float> tile(static_cast<size_t>(std::min(tile_rows, e - b) * k_));
       for (int64_t first = b; first < e; first += tile_rows) {
         const int64_t last = std::min(e, first + tile_rows);
@@ -442,6 +449,7 @@ class RowSource {
   const CostRowsFn* fn_ = nullptr;
   const CostColumnsFn* columns_ = nullptr;
   const int64_t n_, k_;
+  const int num_threads_;
   std::vector<float> buffer_;
 };
 
@@ -1096,6 +1104,7 @@ absl::StatusOr<std::vector<int32_t>> BalancedAssign(const float* costs, int64_t 
                                                     const SizeBounds& bounds,
                                                     const BalancedOptions& options) {
   if (absl::Status s = CheckBoundsFeasible(n, k, bounds); !s.ok()) return s;
+  if (absl::Status s = CheckThreads(options.num_threads); !s.ok()) return s;
   if (costs == nullptr) return absl::InvalidArgumentError("costs is null");
   if (options.mode == BalancedMode::kExact) {
     if (absl::Status s = NonFiniteError(costs, n, k); !s.ok()) return s;
@@ -1106,7 +1115,7 @@ absl::StatusOr<std::vector<int32_t>> BalancedAssign(const float* costs, int64_t 
     if (options.objective != nullptr) *options.objective = AssignmentCost(costs, n, k, labels);
     return labels;
   }
-  RowSource rows(costs, n, k);
+  RowSource rows(costs, n, k, options.num_threads);
   return FastAssignRows(rows, n, k, bounds, options);
 }
 
@@ -1115,11 +1124,12 @@ absl::StatusOr<std::vector<int32_t>> BalancedAssignRows(const CostRowsFn& fn, in
                                                         const BalancedOptions& options,
                                                         const CostColumnsFn& columns) {
   if (absl::Status s = CheckBoundsFeasible(n, k, bounds); !s.ok()) return s;
+  if (absl::Status s = CheckThreads(options.num_threads); !s.ok()) return s;
   if (options.mode != BalancedMode::kFast) {
     return absl::InvalidArgumentError("BalancedAssignRows supports kFast only");
   }
   if (!fn) return absl::InvalidArgumentError("cost rows function is empty");
-  RowSource rows(fn, columns, n, k);
+  RowSource rows(fn, columns, n, k, options.num_threads);
   return FastAssignRows(rows, n, k, bounds, options);
 }
 

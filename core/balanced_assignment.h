@@ -57,6 +57,10 @@ struct BalancedOptions {
   std::vector<int32_t>* candidates = nullptr;
   // If not null, receives the sum of costs[i, labels[i]] (in double).
   double* objective = nullptr;
+  // kFast: threads of the passes over the cost rows (the row function runs on them), 0 for the
+  // hardware concurrency; 1 keeps all the work on the calling thread. The result does not depend
+  // on it. Negative: INVALID_ARGUMENT.
+  int num_threads = 0;
 };
 
 // Returns labels (n), each in [0, k), with every cluster size within bounds. INVALID_ARGUMENT

@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
+#include "core/blob_codec.h"
 #include "core/parallel.h"
 
 namespace quantd {
@@ -25,19 +26,6 @@ constexpr double kCoarseShare = 0.6;
 
 constexpr char kMagic[8] = {'Q', 'D', 'I', 'V', 'F', 'P', 'Q', '\0'};
 constexpr uint32_t kVersion = 1;
-
-void NormalizeRows(float* x, int64_t n, int64_t d) {
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = x + i * d;
-    double norm = 0;
-    for (int64_t j = 0; j < d; ++j) norm += static_cast<double>(row[j]) * row[j];
-    if (norm > 0) {
-      // In double: 1 / norm overflows float for a vector of tiny (but non-zero) components.
-      const double scale = 1.0 / std::sqrt(norm);
-      for (int64_t j = 0; j < d; ++j) row[j] = static_cast<float>(row[j] * scale);
-    }
-  }
-}
 
 // out[j] = a[j] + b[j]: the fused per-list table (M x ksub floats, once per probed list, which
 // on short lists costs as much as the scan). Cloned for AVX-512 / AVX2 and chosen at load time.
@@ -158,48 +146,6 @@ void Scan4(const uint8_t* codes, const uint64_t* ids, int64_t n, int64_t m_count
     if (distance <= top.threshold()) top.Push(distance, ids[i]);
   }
 }
-
-// Byte writer / reader of the serialized form.
-class Writer {
- public:
-  template <typename T>
-  void Put(const T& value) {
-    out_.append(reinterpret_cast<const char*>(&value), sizeof(T));
-  }
-  template <typename T>
-  void PutArray(const T* values, size_t count) {
-    out_.append(reinterpret_cast<const char*>(values), count * sizeof(T));
-  }
-  std::string Take() { return std::move(out_); }
-
- private:
-  std::string out_;
-};
-
-class Reader {
- public:
-  explicit Reader(absl::string_view in) : in_(in) {}
-  size_t remaining() const { return in_.size() - pos_; }
-  template <typename T>
-  absl::Status Get(T* value, absl::string_view what) {
-    return GetArray(value, 1, what);
-  }
-  template <typename T>
-  absl::Status GetArray(T* values, size_t count, absl::string_view what) {
-    if (count > remaining() / sizeof(T)) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("IVF-PQ blob truncated: %s needs %d bytes at offset %d, %d left", what,
-                          count * sizeof(T), pos_, remaining()));
-    }
-    std::memcpy(values, in_.data() + pos_, count * sizeof(T));
-    pos_ += count * sizeof(T);
-    return absl::OkStatus();
-  }
-
- private:
-  absl::string_view in_;
-  size_t pos_ = 0;
-};
 
 }  // namespace
 
@@ -775,7 +721,7 @@ IvfPqStats IvfPqIndex::Stats() const {
 }
 
 std::string IvfPqIndex::Serialize(bool include_lists) const {
-  Writer w;
+  BlobWriter w;
   w.PutArray(kMagic, sizeof(kMagic));
   w.Put(kVersion);
   w.Put(static_cast<uint32_t>(metric_));
@@ -799,7 +745,7 @@ std::string IvfPqIndex::Serialize(bool include_lists) const {
 
 absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
                                                    int64_t max_precomputed_table_bytes) {
-  Reader r(blob);
+  BlobReader r(blob, "IVF-PQ");
   char magic[sizeof(kMagic)];
   if (auto s = r.GetArray(magic, sizeof(magic), "magic"); !s.ok()) return s;
   if (std::memcmp(magic, kMagic, sizeof(kMagic)) != 0) {

@@ -1,16 +1,14 @@
 #include "core/kmeans.h"
 
-// Eigen must not spawn threads of its own: we parallelise over row blocks with std::thread and
+// Eigen must not spawn threads of its own: we parallelise over row blocks with ParallelFor and
 // every GEMM below runs on one core.
 #define EIGEN_DONT_PARALLELIZE
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
-#include <thread>
 #include <unordered_set>
 #include <vector>
 
@@ -18,6 +16,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "core/gemm.h"
+#include "core/parallel.h"
+#include "core/vectors.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -45,35 +45,6 @@ int64_t RowsPerBlock(int64_t k) {
 }
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Worker count for num_tasks tasks: num_threads (0: hardware concurrency), at most one a task.
-int Workers(int num_threads, int64_t num_tasks) {
-  int64_t threads = num_threads > 0 ? num_threads : std::thread::hardware_concurrency();
-  threads = std::clamp<int64_t>(threads, 1, std::max<int64_t>(num_tasks, 1));
-  return static_cast<int>(threads);
-}
-
-// Runs body(task, worker) for every task in [0, num_tasks) on `workers` threads (the caller's
-// included); worker is in [0, workers), so per-worker scratch can be indexed by it. Tasks are
-// handed out dynamically: results must not depend on which worker ran a task.
-template <typename Body>
-void ParallelFor(int64_t num_tasks, int workers, const Body& body) {
-  if (workers <= 1) {
-    for (int64_t task = 0; task < num_tasks; ++task) body(task, 0);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  auto run = [&](int worker) {
-    for (int64_t task = next.fetch_add(1); task < num_tasks; task = next.fetch_add(1)) {
-      body(task, worker);
-    }
-  };
-  std::vector<std::thread> threads;
-  threads.reserve(workers - 1);
-  for (int worker = 1; worker < workers; ++worker) threads.emplace_back(run, worker);
-  run(0);
-  for (std::thread& thread : threads) thread.join();
-}
 
 }  // namespace
 
@@ -168,18 +139,6 @@ std::vector<int64_t> SampleWithoutReplacement(int64_t n, int64_t m, std::mt19937
   return sample;
 }
 
-// Scales every non-zero row of centroids (k x d) to unit L2 norm.
-void NormalizeRows(float* centroids, int64_t k, int64_t d) {
-  for (int64_t c = 0; c < k; ++c) {
-    float* row = centroids + c * d;
-    double squared = 0;
-    for (int64_t j = 0; j < d; ++j) squared += static_cast<double>(row[j]) * row[j];
-    if (squared == 0) continue;
-    const double inverse = 1.0 / std::sqrt(squared);
-    for (int64_t j = 0; j < d; ++j) row[j] = static_cast<float>(row[j] * inverse);
-  }
-}
-
 }  // namespace
 
 absl::Status ValidateKMeansInput(const float* data, int64_t n, int64_t d, int64_t k) {
@@ -231,7 +190,7 @@ void SquaredDistancesPacked(const float* x, int64_t n, const PackedRhs& centroid
   const Eigen::Map<const Eigen::RowVectorXf> c_norm_row(centroid_squared_norms, k);
   const int64_t block = RowsPerBlock(k);
   const int64_t num_blocks = CeilDiv(n, block);
-  ParallelFor(num_blocks, Workers(num_threads, num_blocks), [&](int64_t b, int) {
+  ParallelFor(num_blocks, ParallelWorkers(num_threads, num_blocks), [&](int64_t b, int) {
     const int64_t row0 = b * block;
     const int64_t m = std::min(block, n - row0);
     const Eigen::Map<const RowMatrix> xb(x + row0 * d, m, d);
@@ -265,7 +224,7 @@ void AssignNearestPacked(const float* x, int64_t n, const PackedRhs& centroids,
   for (float& v : half_c_norms) v *= 0.5f;
   const int64_t block = std::min(RowsPerBlock(k), n);
   const int64_t num_blocks = CeilDiv(n, block);
-  const int workers = Workers(num_threads, num_blocks);
+  const int workers = ParallelWorkers(num_threads, num_blocks);
   // One tile (block x k) per worker, allocated on first use by that worker.
   std::vector<std::vector<float>> tiles(workers);
   ParallelFor(num_blocks, workers, [&](int64_t b, int worker) {
@@ -293,7 +252,7 @@ int64_t UpdateCentroids(const float* x, int64_t n, int64_t d, const int32_t* lab
   // rows labelled into its range. Every centroid's sum is therefore the same whatever the thread
   // count, and no partial sums need merging.
   std::vector<int64_t> counts(k, 0);
-  const int workers = Workers(num_threads, k);
+  const int workers = ParallelWorkers(num_threads, k);
   const int64_t per_task = CeilDiv(k, workers);
   ParallelFor(workers, workers, [&](int64_t task, int) {
     const int64_t c0 = task * per_task;
@@ -367,7 +326,7 @@ void InitCentroids(const float* x, int64_t n, int64_t d, int64_t k, KMeansOption
   // thread count.
   constexpr int64_t kBlock = 4096;
   const int64_t num_blocks = CeilDiv(n, kBlock);
-  const int workers = Workers(num_threads, num_blocks);
+  const int workers = ParallelWorkers(num_threads, num_blocks);
   std::vector<float> min_distance(n);
   std::vector<double> block_sums(num_blocks);
   const Eigen::Map<const RowMatrix> xm(x, n, d);
@@ -434,7 +393,7 @@ absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d
     return absl::InvalidArgumentError(
         absl::StrFormat("num_threads %d: must be at least 0", options.num_threads));
   }
-  const int threads = Workers(options.num_threads, std::numeric_limits<int64_t>::max());
+  const int threads = ResolveThreads(options.num_threads);
 
   // Training rows: all n, or k * max_points_per_centroid of them drawn uniformly without
   // replacement and kept in row order (sample: n_train x d).

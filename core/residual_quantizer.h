@@ -10,23 +10,16 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/balanced_assignment.h"
 #include "core/gemm.h"
 #include "core/kmeans.h"
 
 namespace quantd {
-
-// Balanced k-means: Lloyd iterations whose assignment step is BalancedAssign (fast mode, not
-// polished: the centroids move again) under `bounds` (over n). Trains on a subsample when
-// options.max_points_per_centroid asks for it (bounds scaled to the sample), then assigns all n
-// rows under the full bounds, polished when there was no subsample. The result's assignments
-// meet the bounds exactly.
-absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, int64_t d,
-                                                 const SizeBounds& bounds,
-                                                 const KMeansOptions& options);
 
 struct RqLevelOptions {
   int64_t k = 256;
@@ -73,6 +66,16 @@ class ResidualQuantizer {
   void Decode(const int32_t* codes, int64_t n, float* out) const;
   // Mean squared residual per component after each level (L values) for x and its codes.
   std::vector<double> LevelMse(const float* x, int64_t n, const int32_t* codes) const;
+
+  // Byte blob, host (little-endian) byte order: magic "QDRESQ\0\0" (8 bytes), format version
+  // (uint32), d (int64), L (int64), the L codebook sizes k_l (int64 each), then the codebooks,
+  // level after level, each k_l x d float32 row-major. Nothing follows.
+  std::string Serialize() const;
+  // Reads a Serialize() blob. INVALID_ARGUMENT, naming the field, for a wrong magic or version,
+  // d outside [1, kMaxDimension], L outside [1, kMaxSidLevels], k_l outside [1, 2^31), a
+  // codebook longer than the bytes left (checked before allocating), a non-finite value or
+  // trailing bytes: a damaged blob never crashes nor allocates more than its own size.
+  static absl::StatusOr<ResidualQuantizer> Deserialize(absl::string_view blob);
 
  private:
   int64_t d_ = 0;

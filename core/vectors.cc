@@ -47,4 +47,23 @@ absl::Status CheckVectors(const float* data, int64_t n, int64_t d, Metric metric
   return absl::OkStatus();
 }
 
+void NormalizeRows(float* x, int64_t n, int64_t d) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = x + i * d;
+    double squared = 0;
+    for (int64_t j = 0; j < d; ++j) squared += static_cast<double>(row[j]) * row[j];
+    if (squared == 0) continue;
+    // Subnormal floats square to >= 1e-90 and FLT_MAX^2 x 65536 is ~1e82: both well inside
+    // double's range, so neither the norm nor its inverse (<= ~1e45) can overflow.
+    const double scale = 1.0 / std::sqrt(squared);
+    for (int64_t j = 0; j < d; ++j) row[j] = static_cast<float>(row[j] * scale);
+  }
+}
+
+std::vector<float> NormalizedRows(const float* x, int64_t n, int64_t d) {
+  std::vector<float> out(x, x + n * d);
+  NormalizeRows(out.data(), n, d);
+  return out;
+}
+
 }  // namespace quantd

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -29,6 +30,18 @@ inline constexpr int64_t kMaxDimension = 65536;
 // "vectors[row 3, component 17] = nan". Returns INVALID_ARGUMENT on the first bad row.
 absl::Status CheckVectors(const float* data, int64_t n, int64_t d, Metric metric,
                           absl::string_view field = "vectors");
+
+// Scales every row of x (size n x d, row-major, finite components) to unit L2 norm, in place;
+// zero rows stay zero. The squared norm, the scale 1 / ||row|| and each product are computed in
+// double and rounded once, so every float row comes out finite with unit norm (to float
+// rounding): rows of subnormal components (||row|| ~ 1e-45, whose float scale would overflow to
+// inf) and rows of components near FLT_MAX (squared norm up to ~1e82 at d = kMaxDimension,
+// which overflows float) alike. The one row normalisation of quantd: cosine training, encoding
+// and search, and spherical k-means centroids all go through it.
+void NormalizeRows(float* x, int64_t n, int64_t d);
+
+// A copy of x (size n x d) with NormalizeRows applied.
+std::vector<float> NormalizedRows(const float* x, int64_t n, int64_t d);
 
 }  // namespace quantd
 

@@ -1,10 +1,11 @@
 #include "server/tokenizer.h"
 
-#include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/vectors.h"
 #include "server/model_blob.h"
 
 namespace quantd {
@@ -12,49 +13,9 @@ namespace {
 
 constexpr BlobFormat kTokenizerBlob{"QTOK", 1, "tokenizer"};
 
-}  // namespace
-
-Tokenizer::Tokenizer(ResidualQuantizer quantizer, storage::TokenizerRecord record)
-    : quantizer_(std::move(quantizer)), record_(std::move(record)) {
-  record_.clear_codebooks();
-}
-
-std::vector<float> NormalizedRows(const float* x, int64_t n, int64_t d) {
-  std::vector<float> out(x, x + n * d);
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = out.data() + i * d;
-    double norm = 0;
-    for (int64_t j = 0; j < d; ++j) norm += static_cast<double>(row[j]) * row[j];
-    if (norm > 0) {
-      const float scale = static_cast<float>(1.0 / std::sqrt(norm));
-      for (int64_t j = 0; j < d; ++j) row[j] *= scale;
-    }
-  }
-  return out;
-}
-
-void Tokenizer::Encode(const float* x, int64_t n, int32_t* codes) const {
-  if (record_.normalize()) {
-    const std::vector<float> normalized = NormalizedRows(x, n, dimension());
-    quantizer_.Encode(normalized.data(), n, codes, /*num_threads=*/1);
-  } else {
-    quantizer_.Encode(x, n, codes, /*num_threads=*/1);
-  }
-}
-
-std::string Tokenizer::Serialize() const {
-  storage::TokenizerRecord record = record_;
-  for (int64_t l = 0; l < quantizer_.levels(); ++l) {
-    const std::vector<float>& codebook = quantizer_.codebook(l);
-    record.add_codebooks(std::string(reinterpret_cast<const char*>(codebook.data()),
-                                     codebook.size() * sizeof(float)));
-  }
-  return FrameModelBlob(kTokenizerBlob, record);
-}
-
-absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::Parse(const std::string& blob) {
-  storage::TokenizerRecord record;
-  if (absl::Status s = ParseModelBlob(kTokenizerBlob, blob, &record); !s.ok()) return s;
+// The quantizer of a blob written before TokenizerRecord.model: one `codebooks` entry per level
+// of codebook_sizes[l] x dimension float32 values.
+absl::StatusOr<ResidualQuantizer> FromRecordCodebooks(const storage::TokenizerRecord& record) {
   const int64_t d = record.dimension();
   std::vector<int64_t> ks;
   std::vector<std::vector<float>> codebooks;
@@ -70,9 +31,52 @@ absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::Parse(const std::str
     std::memcpy(values.data(), bytes.data(), bytes.size());
     codebooks.push_back(std::move(values));
   }
-  auto quantizer = ResidualQuantizer::FromCodebooks(d, std::move(ks), std::move(codebooks));
+  return ResidualQuantizer::FromCodebooks(d, std::move(ks), std::move(codebooks));
+}
+
+}  // namespace
+
+Tokenizer::Tokenizer(ResidualQuantizer quantizer, storage::TokenizerRecord record)
+    : quantizer_(std::move(quantizer)), record_(std::move(record)) {
+  record_.clear_codebooks();
+  record_.clear_model();
+}
+
+void Tokenizer::Encode(const float* x, int64_t n, int32_t* codes) const {
+  if (record_.normalize()) {
+    const std::vector<float> normalized = NormalizedRows(x, n, dimension());
+    quantizer_.Encode(normalized.data(), n, codes, /*num_threads=*/1);
+  } else {
+    quantizer_.Encode(x, n, codes, /*num_threads=*/1);
+  }
+}
+
+std::string Tokenizer::Serialize() const {
+  storage::TokenizerRecord record = record_;
+  record.set_model(quantizer_.Serialize());
+  return FrameModelBlob(kTokenizerBlob, record);
+}
+
+absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::Parse(const std::string& blob) {
+  storage::TokenizerRecord record;
+  if (absl::Status s = ParseModelBlob(kTokenizerBlob, blob, &record); !s.ok()) return s;
+  absl::StatusOr<ResidualQuantizer> quantizer =
+      record.model().empty() ? FromRecordCodebooks(record)
+                             : ResidualQuantizer::Deserialize(record.model());
   if (!quantizer.ok()) {
     return absl::DataLossError(absl::StrCat("tokenizer blob: ", quantizer.status().message()));
+  }
+  // The metadata others read (dimension, codebook sizes) must describe the model.
+  const std::vector<int64_t>& ks = quantizer->codebook_sizes();
+  bool same_sizes = static_cast<int64_t>(record.codebook_sizes_size()) == quantizer->levels();
+  for (int l = 0; same_sizes && l < record.codebook_sizes_size(); ++l) {
+    same_sizes = record.codebook_sizes(l) == ks[l];
+  }
+  if (record.dimension() != quantizer->dimension() || !same_sizes) {
+    return absl::DataLossError(absl::StrFormat(
+        "tokenizer blob: the record says dimension %d and %d levels, the model %d and %d",
+        record.dimension(), record.codebook_sizes_size(), quantizer->dimension(),
+        quantizer->levels()));
   }
   return std::make_shared<const Tokenizer>(std::move(*quantizer), std::move(record));
 }

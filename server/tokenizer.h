@@ -1,6 +1,8 @@
 // A committed tokenizer version: the residual quantizer plus what it was trained with, and its
 // on-disk blob format: "QTOK" magic, format version (uint32), CRC-32 of the payload (uint32),
-// then a serialized quantd.storage.TokenizerRecord. A blob that fails any check is DATA_LOSS.
+// then a serialized quantd.storage.TokenizerRecord whose `model` holds the quantizer as core
+// serializes it (ResidualQuantizer::Serialize). Blobs of earlier releases carry raw
+// `codebooks` instead, and are still read. A blob that fails any check is DATA_LOSS.
 #ifndef QUANTD_SERVER_TOKENIZER_H_
 #define QUANTD_SERVER_TOKENIZER_H_
 
@@ -17,7 +19,8 @@ namespace quantd {
 
 class Tokenizer {
  public:
-  // `record` holds the metadata; its codebooks field is cleared (they live in the quantizer).
+  // `record` holds the metadata; its model and codebooks fields are cleared (the quantizer
+  // holds them).
   Tokenizer(ResidualQuantizer quantizer, storage::TokenizerRecord record);
 
   uint32_t version() const { return record_.version(); }
@@ -36,9 +39,6 @@ class Tokenizer {
   ResidualQuantizer quantizer_;
   storage::TokenizerRecord record_;
 };
-
-// Copies x (n x d) with every row scaled to unit length (zero rows stay zero).
-std::vector<float> NormalizedRows(const float* x, int64_t n, int64_t d);
 
 }  // namespace quantd
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_format.h"
 #include "core/kmeans.h"
+#include "core/vectors.h"
 #include "server/tokenizer.h"
 
 namespace quantd {
@@ -137,7 +138,7 @@ absl::StatusOr<uint32_t> TokenizerJob::Run(const JobContext& context) {
   } else {
     train = items->vectors;
   }
-  if (normalize) train = NormalizedRows(train.data(), m, d);
+  if (normalize) NormalizeRows(train.data(), m, d);
 
   const int levels = static_cast<int>(options->levels.size());
   const int max_iterations = options->kmeans.max_iterations;

@@ -5,11 +5,15 @@
 #include "core/balanced_assignment.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <mutex>
 #include <random>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "Eigen/Core"
@@ -17,8 +21,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "core/vector_file.h"
 #include "gtest/gtest.h"
+#include "io/vector_file.h"
 #include "tests/test_support.h"
 
 namespace quantd {
@@ -569,6 +573,53 @@ TEST(BalancedFastTest, SkewedCostsMeetBounds) {
     EXPECT_EQ(SolveRows(p, b, &objective), fast) << what;
     EXPECT_EQ(objective, AssignmentCost(p.costs.data(), p.n, p.k, fast)) << what;
   }
+}
+
+// options.num_threads bounds the threads the row function runs on: 1 keeps every call on the
+// calling thread (it used to take the hardware concurrency whatever was asked), 2 runs at most
+// two calls at once, and the labels do not depend on it.
+TEST(BalancedFastTest, NumThreadsBoundsTheRowThreadsAndChangesNoLabel) {
+  // n x k = 500000 cost values: enough for two threads on every pass over the rows.
+  const Problem p = MakeProblem("sift", Sift(), 0, 5000, 100, 71);
+  const SizeBounds b = BoundsFromSlack(p.n, p.k, 0.05);
+  std::mutex mu;
+  std::set<std::thread::id> threads_seen;  // guarded by mu
+  std::atomic<int> in_flight{0};
+  std::atomic<int> most_in_flight{0};
+  const CostRowsFn rows = [&](int64_t begin, int64_t end, float* out) {
+    const int now = in_flight.fetch_add(1) + 1;
+    for (int most = most_in_flight.load(); now > most;) {
+      if (most_in_flight.compare_exchange_weak(most, now)) break;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      threads_seen.insert(std::this_thread::get_id());
+    }
+    std::copy(p.costs.begin() + begin * p.k, p.costs.begin() + end * p.k, out);
+    in_flight.fetch_sub(1);
+  };
+  const auto solve = [&](int num_threads) {
+    threads_seen.clear();
+    most_in_flight = 0;
+    BalancedOptions options;
+    options.num_threads = num_threads;
+    absl::StatusOr<std::vector<int32_t>> labels = BalancedAssignRows(rows, p.n, p.k, b, options);
+    EXPECT_TRUE(labels.ok()) << labels.status();
+    return labels.ok() ? *std::move(labels) : std::vector<int32_t>();
+  };
+  const std::vector<int32_t> one = solve(1);
+  ExpectMeetsBounds(one, p.n, p.k, b, p.name);
+  EXPECT_EQ(threads_seen, std::set<std::thread::id>{std::this_thread::get_id()});
+  EXPECT_EQ(most_in_flight.load(), 1);
+  EXPECT_EQ(solve(2), one);
+  EXPECT_LE(most_in_flight.load(), 2);
+  EXPECT_EQ(solve(0), one);
+
+  BalancedOptions bad;
+  bad.num_threads = -1;
+  const absl::Status status = BalancedAssignRows(rows, p.n, p.k, b, bad).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(MessageHas(status, "num_threads -1"));
 }
 
 // Fashion-MNIST: 20000 images against 256 random images as centroids (distances via Eigen).

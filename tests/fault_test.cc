@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "client/client.h"
-#include "core/vector_file.h"
 #include "gtest/gtest.h"
+#include "io/vector_file.h"
 #include "quantd/storage/records.pb.h"
 #include "rocksdb/db.h"
 #include "server/db.h"

@@ -10,8 +10,8 @@
 #include <thread>
 
 #include "client/client.h"
-#include "core/vector_file.h"
 #include "gtest/gtest.h"
+#include "io/vector_file.h"
 #include "rocksdb/db.h"
 #include "server/server.h"
 #include "tests/server_fixture.h"

@@ -17,8 +17,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
-#include "core/vector_file.h"
 #include "gtest/gtest.h"
+#include "io/vector_file.h"
 #include "tests/process_support.h"
 #include "tests/test_support.h"
 

@@ -11,8 +11,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
-#include "core/vector_file.h"
 #include "gtest/gtest.h"
+#include "io/vector_file.h"
 #include "tests/test_support.h"
 
 namespace quantd {

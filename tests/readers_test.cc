@@ -21,8 +21,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "core/vector_file.h"
 #include "gtest/gtest.h"
+#include "io/vector_file.h"
 #include "tests/test_support.h"
 
 namespace quantd {

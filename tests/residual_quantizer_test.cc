@@ -3,11 +3,17 @@
 #include "core/residual_quantizer.h"
 
 #include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "core/balanced_kmeans.h"
 #include "core/semantic_id.h"
-#include "core/vector_file.h"
 #include "gtest/gtest.h"
+#include "io/vector_file.h"
 #include "tests/test_support.h"
 
 namespace quantd {
@@ -161,6 +167,103 @@ TEST(ResidualQuantizerTest, CancelledThroughProgress) {
         TrainResidualQuantizer(data->values.data(), data->rows, data->dim, options).status().code(),
         absl::StatusCode::kCancelled);
   }
+}
+
+// A quantizer trained on the first 1000 SIFT rows: levels of 16, 8 and 4 codes, d = 128.
+ResidualQuantizer SiftQuantizer() {
+  auto data = ReadMatrix(DataFile("sift5k/sift5k_base.fvecs"), 1000);
+  EXPECT_TRUE(data.ok()) << data.status();
+  if (!data.ok()) return ResidualQuantizer();
+  auto trained =
+      TrainResidualQuantizer(data->values.data(), data->rows, data->dim, Levels({16, 8, 4}, false));
+  EXPECT_TRUE(trained.ok()) << trained.status();
+  return trained.ok() ? std::move(trained->quantizer) : ResidualQuantizer();
+}
+
+TEST(ResidualQuantizerSerializeTest, RoundTripIsExact) {
+  const ResidualQuantizer rq = SiftQuantizer();
+  ASSERT_EQ(rq.levels(), 3);
+  const std::string blob = rq.Serialize();
+  // Header (8 + 4 + 8 + 8 bytes), three sizes, then (16 + 8 + 4) x 128 floats.
+  EXPECT_EQ(blob.size(), 28u + 3 * 8 + 28 * 128 * sizeof(float));
+  auto loaded = ResidualQuantizer::Deserialize(blob);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->dimension(), 128);
+  EXPECT_EQ(loaded->codebook_sizes(), rq.codebook_sizes());
+  for (int64_t l = 0; l < 3; ++l) EXPECT_EQ(loaded->codebook(l), rq.codebook(l)) << l;
+  EXPECT_EQ(loaded->Serialize(), blob);
+
+  auto queries = ReadMatrix(DataFile("sift5k/sift5k_query.fvecs"), 100);
+  ASSERT_TRUE(queries.ok());
+  std::vector<int32_t> expected(static_cast<size_t>(queries->rows * 3));
+  std::vector<int32_t> codes(expected.size());
+  rq.Encode(queries->values.data(), queries->rows, expected.data());
+  loaded->Encode(queries->values.data(), queries->rows, codes.data());
+  EXPECT_EQ(codes, expected);
+}
+
+TEST(ResidualQuantizerSerializeTest, DamagedBlobsAreInvalidArgumentNamingTheField) {
+  const std::string blob = SiftQuantizer().Serialize();
+  ASSERT_FALSE(blob.empty());
+  const auto error = [](const std::string& bytes) {
+    return ResidualQuantizer::Deserialize(bytes).status();
+  };
+  // Every cut, and one byte too many.
+  for (size_t cut = 0; cut < blob.size(); cut += (cut < 64 ? 1 : 509)) {
+    EXPECT_EQ(error(blob.substr(0, cut)).code(), absl::StatusCode::kInvalidArgument) << cut;
+  }
+  EXPECT_EQ(error(blob.substr(0, blob.size() - 1)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(error(blob + "x").message(), "1 trailing bytes"));
+
+  // Header fields: offsets 0 magic, 8 version, 12 d, 20 L, 28 k_0.
+  const auto with = [&blob](size_t offset, auto value) {
+    std::string bad = blob;
+    std::memcpy(bad.data() + offset, &value, sizeof(value));
+    return bad;
+  };
+  EXPECT_TRUE(absl::StrContains(error(with(0, 'X')).message(), "bad magic"));
+  EXPECT_TRUE(absl::StrContains(error(with(8, uint32_t{2})).message(), "version 2"));
+  EXPECT_TRUE(absl::StrContains(error(with(12, int64_t{0})).message(), "d 0"));
+  EXPECT_TRUE(absl::StrContains(error(with(12, int64_t{1} << 40)).message(), "d 1099511627776"));
+  EXPECT_TRUE(absl::StrContains(error(with(20, int64_t{0})).message(), "L 0"));
+  EXPECT_TRUE(absl::StrContains(error(with(20, int64_t{17})).message(), "L 17"));
+  EXPECT_TRUE(absl::StrContains(error(with(28, int64_t{-1})).message(), "k -1"));
+  // A huge k is refused before anything is allocated for it.
+  EXPECT_TRUE(
+      absl::StrContains(error(with(28, int64_t{1} << 30)).message(), "needs more than the"));
+  // Shapes that still add up to the blob's size but move the codebook boundaries are caught by
+  // the trailing-bytes check.
+  EXPECT_TRUE(absl::StrContains(error(with(28, int64_t{8})).message(), "trailing bytes"));
+  // Non-finite values: codebook 1, row 2, component 5.
+  const size_t value_offset = 28 + 3 * 8 + ((16 + 2) * 128 + 5) * sizeof(float);
+  const absl::Status nan = error(with(value_offset, std::nanf("")));
+  EXPECT_EQ(nan.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(nan.message(), "codebook 1 [row 2, component 5] = nan")) << nan;
+  EXPECT_EQ(error(with(value_offset, std::numeric_limits<float>::infinity())).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ResidualQuantizerSerializeTest, RandomDamageNeverCrashes) {
+  const std::string blob = SiftQuantizer().Serialize();
+  ASSERT_FALSE(blob.empty());
+  std::mt19937_64 rng(5);
+  int accepted = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string bad = blob;
+    // Damage the header (first 52 bytes) as often as the values.
+    const size_t span = trial % 2 == 0 ? 52 : bad.size();
+    for (int flips = 1 + static_cast<int>(rng() % 4); flips > 0; --flips) {
+      bad[rng() % span] ^= static_cast<char>(1 + rng() % 255);
+    }
+    auto loaded = ResidualQuantizer::Deserialize(bad);
+    if (loaded.ok()) {
+      ++accepted;  // a value changed to another finite value: still a well-formed quantizer
+      EXPECT_EQ(loaded->dimension(), 128);
+    } else {
+      EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+    }
+  }
+  EXPECT_LT(accepted, 2000);
 }
 
 }  // namespace

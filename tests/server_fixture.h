@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "client/client.h"
-#include "core/vector_file.h"
 #include "gtest/gtest.h"
+#include "io/vector_file.h"
 #include "server/server.h"
 #include "tests/test_support.h"
 

@@ -3,11 +3,13 @@
 #include <chrono>
 #include <map>
 #include <numeric>
+#include <random>
 #include <thread>
+#include <vector>
 
 #include "client/client.h"
-#include "core/vector_file.h"
 #include "gtest/gtest.h"
+#include "io/vector_file.h"
 #include "server/server.h"
 #include "tests/server_fixture.h"
 #include "tests/test_support.h"
@@ -226,6 +228,66 @@ TEST_F(TokenizerServiceTest, SuffixesAreStableAcrossDeletesReinsertsAndRestarts)
   ASSERT_TRUE(EncodeIds("sift", {900001, 900002}, &encoded).ok());
   EXPECT_EQ(encoded.sids_size(), 2);
   EXPECT_EQ(Stats("sift").tokenizer().items(), 2002u);
+}
+
+// Issue #10, defect 2: a cosine item of subnormal components (Upsert accepts it: its norm is not
+// zero) used to make the float scale 1 / ||x|| overflow to inf, so every later TrainTokenizer
+// failed ("data[row N, component 0] = inf") and an item upserted under a tokenizer got a SID
+// unlike its direction's. Its codes must be those of the same direction at normal scale.
+TEST_F(TokenizerServiceTest, TinyCosineVectorsGetTheCodesOfTheirDirection) {
+  constexpr int d = 8;
+  {
+    grpc::ClientContext context;
+    v1::CreateCollectionRequest request;
+    request.set_name("tiny");
+    request.set_dimension(d);
+    request.set_metric(v1::METRIC_COSINE);
+    v1::CreateCollectionResponse response;
+    ASSERT_TRUE(stub_->CreateCollection(&context, request, &response).ok());
+  }
+  // 300 Gaussian items (ids 0..299), then item 1000: eight components of 1e-45 (1.4e-45).
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  std::vector<uint64_t> ids(300);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::vector<float> values(ids.size() * d);
+  for (float& v : values) v = normal(rng);
+  ids.push_back(1000);
+  values.insert(values.end(), d, 1e-45f);
+  ASSERT_TRUE(Upsert("tiny", ids, values).ok());
+
+  const v1::Job job = Train("tiny", {8, 4}, /*balanced=*/false);
+  ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error();
+
+  // The direction (1, ..., 1) at normal scale, encoded as a new vector.
+  v1::EncodeResponse direction;
+  {
+    grpc::ClientContext context;
+    v1::EncodeRequest request;
+    request.set_collection("tiny");
+    const std::vector<float> ones(d, 1.0f);
+    request.mutable_vectors()->Add(ones.begin(), ones.end());
+    ASSERT_TRUE(stub_->Encode(&context, request, &direction).ok());
+    ASSERT_EQ(direction.encoded_size(), 1);
+  }
+  const auto codes_of = [&](uint64_t id) {
+    v1::EncodeResponse response;
+    EXPECT_TRUE(EncodeIds("tiny", {id}, &response).ok());
+    EXPECT_EQ(response.sids_size(), 1);
+    return response.sids_size() == 1 ? std::vector<uint32_t>(response.sids(0).codes().begin(),
+                                                             response.sids(0).codes().end())
+                                     : std::vector<uint32_t>();
+  };
+  const std::vector<uint32_t> expected(direction.encoded(0).codes().begin(),
+                                       direction.encoded(0).codes().end());
+  ASSERT_EQ(expected.size(), 2u);
+  // Trained with the tiny item among the training rows, and upserted under the tokenizer.
+  EXPECT_EQ(codes_of(1000), expected);
+  ASSERT_TRUE(Upsert("tiny", {1001}, std::vector<float>(d, 3e-45f)).ok());
+  EXPECT_EQ(codes_of(1001), expected);
+  // And the next training succeeds too.
+  EXPECT_EQ(Train("tiny", {8, 4}, /*balanced=*/false, /*seed=*/8).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(codes_of(1001), codes_of(1000));
 }
 
 TEST_F(TokenizerServiceTest, RetrainingReplacesTheVersion) {

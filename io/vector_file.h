@@ -5,8 +5,8 @@
 // streamed) and read sequentially in chunks, so a file of any size is read once with bounded
 // memory. Every header field is checked before it is trusted: hostile or truncated files give
 // INVALID_ARGUMENT naming the file and the problem, never a crash or a huge allocation.
-#ifndef QUANTD_CORE_VECTOR_FILE_H_
-#define QUANTD_CORE_VECTOR_FILE_H_
+#ifndef QUANTD_IO_VECTOR_FILE_H_
+#define QUANTD_IO_VECTOR_FILE_H_
 
 #include <cstdint>
 #include <memory>
@@ -104,4 +104,4 @@ absl::Status WriteNpy(const std::string& path, const int64_t* values, int64_t ro
 
 }  // namespace quantd
 
-#endif  // QUANTD_CORE_VECTOR_FILE_H_
+#endif  // QUANTD_IO_VECTOR_FILE_H_

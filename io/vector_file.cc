@@ -1,4 +1,4 @@
-#include "core/vector_file.h"
+#include "io/vector_file.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -1,0 +1,154 @@
+// The stored tokenizer blob (server/tokenizer.h): the quantizer goes in TokenizerRecord.model as
+// core serializes it, blobs of the previous release (raw `codebooks`, no `model`) still parse,
+// and a damaged blob is DATA_LOSS.
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "core/residual_quantizer.h"
+#include "gtest/gtest.h"
+#include "quantd/storage/records.pb.h"
+#include "server/model_blob.h"
+#include "server/tokenizer.h"
+
+namespace quantd {
+namespace {
+
+constexpr int64_t kD = 8;
+constexpr int64_t kRows = 400;
+
+// kRows x kD Gaussian rows (seeded).
+std::vector<float> Rows() {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(kRows * kD);
+  for (float& v : x) v = normal(rng);
+  return x;
+}
+
+ResidualQuantizer Quantizer() {
+  RqOptions options;
+  options.levels = {{.k = 16, .balanced = false, .bounds = {}},
+                    {.k = 4, .balanced = false, .bounds = {}}};
+  options.kmeans.seed = 9;
+  const std::vector<float> x = Rows();
+  auto trained = TrainResidualQuantizer(x.data(), kRows, kD, options);
+  EXPECT_TRUE(trained.ok()) << trained.status();
+  return trained.ok() ? std::move(trained->quantizer) : ResidualQuantizer();
+}
+
+// The metadata a tokenizer job writes.
+storage::TokenizerRecord Metadata(const ResidualQuantizer& rq) {
+  storage::TokenizerRecord record;
+  record.set_version(3);
+  record.set_dimension(static_cast<uint32_t>(rq.dimension()));
+  for (int64_t k : rq.codebook_sizes()) record.add_codebook_sizes(static_cast<uint32_t>(k));
+  record.set_normalize(true);
+  record.set_seed(9);
+  record.set_trained_items(kRows);
+  record.set_job_id("job-000042");
+  return record;
+}
+
+// The framing's payload: the record after "QTOK", the version and the CRC-32.
+storage::TokenizerRecord Payload(const std::string& blob) {
+  storage::TokenizerRecord record;
+  EXPECT_TRUE(blob.size() >= 12 && record.ParseFromString(blob.substr(12)));
+  return record;
+}
+
+std::vector<int32_t> Codes(const Tokenizer& tokenizer) {
+  const std::vector<float> x = Rows();
+  std::vector<int32_t> codes(static_cast<size_t>(kRows * tokenizer.levels()));
+  tokenizer.Encode(x.data(), kRows, codes.data());
+  return codes;
+}
+
+TEST(TokenizerBlobTest, TheModelFieldHoldsCoresSerializationAndRoundTrips) {
+  const ResidualQuantizer rq = Quantizer();
+  ASSERT_EQ(rq.levels(), 2);
+  const Tokenizer tokenizer(rq, Metadata(rq));
+  const std::string blob = tokenizer.Serialize();
+  const storage::TokenizerRecord stored = Payload(blob);
+  EXPECT_EQ(stored.model(), rq.Serialize());
+  EXPECT_EQ(stored.codebooks_size(), 0);
+  EXPECT_EQ(stored.job_id(), "job-000042");
+
+  auto parsed = Tokenizer::Parse(blob);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ((*parsed)->version(), 3u);
+  EXPECT_TRUE((*parsed)->record().normalize());
+  EXPECT_TRUE((*parsed)->record().model().empty());  // held once, by the quantizer
+  EXPECT_EQ((*parsed)->quantizer().codebook(0), rq.codebook(0));
+  EXPECT_EQ((*parsed)->quantizer().codebook(1), rq.codebook(1));
+  EXPECT_EQ(Codes(**parsed), Codes(tokenizer));
+  EXPECT_EQ((*parsed)->Serialize(), blob);
+}
+
+// A database of the previous release holds blobs with raw codebooks and no model, built here
+// the way that release built them.
+TEST(TokenizerBlobTest, BlobsOfThePreviousReleaseStillParse) {
+  const ResidualQuantizer rq = Quantizer();
+  storage::TokenizerRecord old = Metadata(rq);
+  for (int64_t l = 0; l < rq.levels(); ++l) {
+    const std::vector<float>& codebook = rq.codebook(l);
+    old.add_codebooks(std::string(reinterpret_cast<const char*>(codebook.data()),
+                                  codebook.size() * sizeof(float)));
+  }
+  const std::string blob = FrameModelBlob({"QTOK", 1, "tokenizer"}, old);
+
+  auto parsed = Tokenizer::Parse(blob);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ((*parsed)->quantizer().codebook_sizes(), rq.codebook_sizes());
+  EXPECT_EQ((*parsed)->quantizer().codebook(0), rq.codebook(0));
+  EXPECT_EQ((*parsed)->quantizer().codebook(1), rq.codebook(1));
+  EXPECT_EQ(Codes(**parsed), Codes(Tokenizer(rq, Metadata(rq))));
+  // Written again, it takes the new form.
+  const storage::TokenizerRecord rewritten = Payload((*parsed)->Serialize());
+  EXPECT_EQ(rewritten.codebooks_size(), 0);
+  EXPECT_EQ(rewritten.model(), rq.Serialize());
+
+  // A short codebook in an old blob is still DATA_LOSS.
+  old.set_codebooks(1, old.codebooks(1).substr(4));
+  const absl::Status short_codebook =
+      Tokenizer::Parse(FrameModelBlob({"QTOK", 1, "tokenizer"}, old)).status();
+  EXPECT_EQ(short_codebook.code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(short_codebook.message(), "codebook 1")) << short_codebook;
+}
+
+TEST(TokenizerBlobTest, DamagedModelsAndDisagreeingMetadataAreDataLoss) {
+  const ResidualQuantizer rq = Quantizer();
+  const auto parse_with = [&](const std::function<void(storage::TokenizerRecord&)>& edit) {
+    storage::TokenizerRecord record = Metadata(rq);
+    record.set_model(rq.Serialize());
+    edit(record);
+    return Tokenizer::Parse(FrameModelBlob({"QTOK", 1, "tokenizer"}, record)).status();
+  };
+  EXPECT_TRUE(parse_with([](storage::TokenizerRecord&) {}).ok());
+  using Record = storage::TokenizerRecord;
+  const absl::Status cut = parse_with([](Record& r) { r.set_model(r.model().substr(0, 40)); });
+  EXPECT_EQ(cut.code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(cut.message(), "truncated")) << cut;
+  const absl::Status nan = parse_with([](Record& r) {
+    const float value = std::nanf("");
+    std::memcpy(r.mutable_model()->data() + r.model().size() - 4, &value, sizeof(value));
+  });
+  EXPECT_EQ(nan.code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(nan.message(), "nan")) << nan;
+  EXPECT_EQ(parse_with([](Record& r) { r.set_dimension(9); }).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(parse_with([](Record& r) { r.set_codebook_sizes(1, 5); }).code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(parse_with([](Record& r) { r.add_codebook_sizes(4); }).code(),
+            absl::StatusCode::kDataLoss);
+  // Neither a model nor codebooks.
+  EXPECT_EQ(parse_with([](Record& r) { r.clear_model(); }).code(), absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace quantd
