@@ -43,6 +43,9 @@ struct CollectionInfo {
   Metric metric = Metric::kL2;
   int64_t create_time_ms = 0;
   uint64_t item_count = 0;
+  // Changes with every committed write to the collection's items or models: a key for caches
+  // of figures computed from them.
+  uint64_t generation = 0;
 };
 
 // A model a collection may hold: none (null), one, or an error (its stored form is
@@ -104,6 +107,7 @@ struct Collection {
   std::mutex write_mu;
   bool dropped = false;
   std::atomic<uint64_t> item_count{0};
+  std::atomic<uint64_t> generation{0};  // see CollectionInfo::generation
   ModelSlot<const Tokenizer> tokenizer;
   ModelSlot<ServingIndex> index;
 
@@ -111,6 +115,7 @@ struct Collection {
   CollectionInfo Snapshot() const {
     CollectionInfo out = info;
     out.item_count = item_count.load();
+    out.generation = generation.load();
     return out;
   }
 };
@@ -120,6 +125,8 @@ class WriteGuard {
  public:
   Collection& collection() const { return *collection_; }
   const CollectionInfo& info() const { return collection_->info; }
+  // Called once a write under this guard is committed (see CollectionInfo::generation).
+  void MarkWritten() const { collection_->generation.fetch_add(1); }
 
  private:
   friend class CollectionRegistry;

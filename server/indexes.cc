@@ -119,6 +119,7 @@ absl::StatusOr<uint32_t> Indexes::CommitIndex(absl::string_view name, storage::I
       });
   if (!status.ok()) return status;
   if (auto s = db_->Write(batch, "commit index"); !s.ok()) return s;
+  guard->MarkWritten();
   record.clear_model();
   serving->record = std::move(record);
   guard->collection().index.Set(std::move(serving));

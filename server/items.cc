@@ -131,6 +131,7 @@ absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(absl::string_view 
     }
   }
   if (auto status = db_->Write(batch, "write items"); !status.ok()) return status;
+  write->guard.MarkWritten();
 
   collection.item_count = new_count;
   if (index != nullptr) {
@@ -175,6 +176,7 @@ absl::StatusOr<ItemService::DeleteResult> ItemService::Delete(absl::string_view 
     }
   }
   if (auto status = db_->Write(batch, "delete items"); !status.ok()) return status;
+  write->guard.MarkWritten();
 
   collection.item_count = result.item_count;
   if (std::shared_ptr<ServingIndex> index = collection.index.get()) {

@@ -384,7 +384,7 @@ absl::Status QuantdService::HandleGetStats(const v1::GetStatsRequest& request,
     return absl::OkStatus();  // no tokenizer yet: collection stats only
   }
   if (!tokenizer.ok()) return tokenizer.status();
-  auto figures = sids_.GetFigures(*info, **tokenizer, SidService::Freshness::kCurrentCounts);
+  auto figures = sids_.GetFigures(*info, **tokenizer, SidService::Freshness::kCurrent);
   if (!figures.ok()) return figures.status();
   const storage::TokenizerRecord& record = (*tokenizer)->record();
   const int64_t levels = (*tokenizer)->levels();

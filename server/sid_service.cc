@@ -88,10 +88,10 @@ absl::StatusOr<std::shared_ptr<const SidService::Figures>> SidService::GetFigure
     const auto cached = figures_.find(info.name);
     if (cached != figures_.end() && cached->second->collection_id == info.id) {
       const Figures& figures = *cached->second;
-      const bool current_counts =
-          figures.tokenizer_version == tokenizer.version() && figures.item_count == info.item_count;
+      const bool current =
+          figures.tokenizer_version == tokenizer.version() && figures.generation == info.generation;
       const bool recent = now - figures.computed < std::chrono::minutes(1);
-      if (current_counts || (freshness == Freshness::kWithinAMinute && recent)) {
+      if (current || (freshness == Freshness::kWithinAMinute && recent)) {
         return cached->second;
       }
     }
@@ -102,7 +102,7 @@ absl::StatusOr<std::shared_ptr<const SidService::Figures>> SidService::GetFigure
   auto figures = std::make_shared<Figures>();
   figures->collection_id = info.id;
   figures->tokenizer_version = tokenizer.version();
-  figures->item_count = info.item_count;
+  figures->generation = info.generation;
   figures->computed = now;
   const int64_t n = static_cast<int64_t>(sids->ids.size());
   const int64_t levels = tokenizer.levels();

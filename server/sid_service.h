@@ -58,7 +58,7 @@ class SidService {
   struct Figures {
     uint32_t collection_id = 0;
     uint32_t tokenizer_version = 0;
-    uint64_t item_count = 0;  // the collection's item count when computed
+    uint64_t generation = 0;  // the collection's write generation when computed
     std::chrono::steady_clock::time_point computed;
     int64_t items = 0;  // items with a SID
     CollisionStats collisions;
@@ -66,11 +66,9 @@ class SidService {
   };
   // How current cached figures must be. A scan of every SID recomputes them.
   enum class Freshness {
-    // Computed for the current tokenizer version and item count (GetStats). A write that
-    // replaces vectors without changing the count is not noticed until the count or version
-    // changes.
-    kCurrentCounts,
-    // As kCurrentCounts, or computed less than a minute ago (the metrics scrape: at most one
+    // Computed since the collection's last write (GetStats: always current).
+    kCurrent,
+    // As kCurrent, or computed less than a minute ago (the metrics scrape: at most one
     // scan per collection a minute).
     kWithinAMinute,
   };

@@ -81,6 +81,7 @@ absl::StatusOr<uint32_t> Tokenizers::CommitTokenizer(absl::string_view name,
   rocksdb::WriteBatch batch;
   sids_->AddCommit(cid, *old_version, *tokenizer, ids, all_codes, suffixes, &batch);
   if (auto s = db_->Write(batch, "commit tokenizer"); !s.ok()) return s;
+  guard->MarkWritten();
   const uint32_t version = tokenizer->version();
   guard->collection().tokenizer.Set(std::move(tokenizer));
   return version;

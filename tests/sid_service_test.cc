@@ -92,12 +92,12 @@ TEST_F(SidServiceTest, EncodeAndLookupRules) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(SidServiceTest, FiguresAreScannedOnceAndRecomputedWhenTheCountChanges) {
-  const auto first = Figures(SidService::Freshness::kCurrentCounts);
+TEST_F(SidServiceTest, FiguresAreScannedOnceAndRecomputedAfterEveryWrite) {
+  const auto first = Figures(SidService::Freshness::kCurrent);
   ASSERT_NE(first, nullptr);
   EXPECT_EQ(first->items, 500);
   EXPECT_EQ(first->levels.size(), 2u);
-  EXPECT_EQ(Figures(SidService::Freshness::kCurrentCounts), first);  // cached, same object
+  EXPECT_EQ(Figures(SidService::Freshness::kCurrent), first);  // cached, same object
   EXPECT_EQ(Figures(SidService::Freshness::kWithinAMinute), first);
 
   ASSERT_TRUE(
@@ -105,14 +105,23 @@ TEST_F(SidServiceTest, FiguresAreScannedOnceAndRecomputedWhenTheCountChanges) {
   // A scrape within the minute keeps the cached figures; GetStats sees the new count at once,
   // and the scrape then shares what GetStats computed.
   EXPECT_EQ(Figures(SidService::Freshness::kWithinAMinute), first);
-  const auto second = Figures(SidService::Freshness::kCurrentCounts);
+  const auto second = Figures(SidService::Freshness::kCurrent);
   ASSERT_NE(second, nullptr);
   EXPECT_NE(second, first);
   EXPECT_EQ(second->items, 501);
   EXPECT_EQ(Figures(SidService::Freshness::kWithinAMinute), second);
 
+  // Replacing vectors changes SIDs but not the item count: GetStats still sees it at once.
+  const std::vector<uint64_t> replaced = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  ASSERT_TRUE(storage_->items().Upsert("c", replaced, std::vector<float>(4 * 10, 7.0f)).ok());
+  const auto third = Figures(SidService::Freshness::kCurrent);
+  ASSERT_NE(third, nullptr);
+  EXPECT_NE(third, second);
+  EXPECT_EQ(third->items, 501);
+  EXPECT_GE(third->collisions.largest_group, 11);  // the ten and item 1000 share one tuple
+
   sids_->KeepFiguresOf({});  // the collection is gone: its figures are forgotten
-  EXPECT_NE(Figures(SidService::Freshness::kWithinAMinute), second);
+  EXPECT_NE(Figures(SidService::Freshness::kWithinAMinute), third);
 }
 
 }  // namespace
