@@ -22,20 +22,15 @@ absl::StatusOr<IvfPqOptions> IndexOptionsFromRequest(const v1::TrainIndexRequest
 // Training rows of a request over `items` items: sample_size when in 1..items-1, else all.
 int64_t IndexTrainingRows(const v1::TrainIndexRequest& request, int64_t items);
 
-class IndexJob final : public TrainingJob {
+class IndexJob final : public JobWithRequest<v1::TrainIndexRequest> {
  public:
   static const JobKind& Kind();
 
-  explicit IndexJob(v1::TrainIndexRequest request) : request_(std::move(request)) {}
+  explicit IndexJob(v1::TrainIndexRequest request) : JobWithRequest(std::move(request)) {}
 
   absl::string_view kind() const override { return Kind().kind; }
-  const std::string& collection() const override { return request_.collection(); }
-  std::string SerializeRequest() const override { return request_.SerializeAsString(); }
   absl::Status Validate(const CollectionInfo& info) const override;
   absl::StatusOr<uint32_t> Run(const JobContext& context) override;
-
- private:
-  v1::TrainIndexRequest request_;
 };
 
 }  // namespace quantd

@@ -18,20 +18,15 @@ namespace quantd {
 absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerRequest& request,
                                                   int64_t items);
 
-class TokenizerJob final : public TrainingJob {
+class TokenizerJob final : public JobWithRequest<v1::TrainTokenizerRequest> {
  public:
   static const JobKind& Kind();
 
-  explicit TokenizerJob(v1::TrainTokenizerRequest request) : request_(std::move(request)) {}
+  explicit TokenizerJob(v1::TrainTokenizerRequest request) : JobWithRequest(std::move(request)) {}
 
   absl::string_view kind() const override { return Kind().kind; }
-  const std::string& collection() const override { return request_.collection(); }
-  std::string SerializeRequest() const override { return request_.SerializeAsString(); }
   absl::Status Validate(const CollectionInfo& info) const override;
   absl::StatusOr<uint32_t> Run(const JobContext& context) override;
-
- private:
-  v1::TrainTokenizerRequest request_;
 };
 
 }  // namespace quantd

@@ -63,6 +63,19 @@ class TrainingJob {
   virtual absl::StatusOr<uint32_t> Run(const JobContext& context) = 0;
 };
 
+// The part of a job that comes from its request message (a quantd.v1 Train*Request, which
+// names the collection).
+template <typename Request>
+class JobWithRequest : public TrainingJob {
+ public:
+  explicit JobWithRequest(Request request) : request_(std::move(request)) {}
+  const std::string& collection() const override { return request_.collection(); }
+  std::string SerializeRequest() const override { return request_.SerializeAsString(); }
+
+ protected:
+  Request request_;
+};
+
 // What the JobManager knows of a kind without a request: its name, the model a run replaces,
 // and the version a job committed (0: none), for a job found active after a crash (the commit
 // and the job record are separate writes).

@@ -18,6 +18,7 @@
 #include "quantd/v1/quantd.grpc.pb.h"
 #include "server/auth.h"
 #include "server/server.h"
+#include "tests/grpc_raw.h"
 #include "tests/test_support.h"
 
 namespace quantd {
@@ -84,44 +85,8 @@ std::string RequestFor(const std::string& method) {
 // `authorization` metadata unless it is empty; `streaming` calls write the request and close.
 grpc::Status CallRaw(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
                      const std::string& request, const std::string& authorization, bool streaming) {
-  grpc::GenericStub stub(channel);
-  grpc::CompletionQueue cq;
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  if (!authorization.empty()) context.AddMetadata("authorization", authorization);
-  grpc::Slice slice(request);
-  grpc::ByteBuffer request_buffer(&slice, 1);
-  grpc::ByteBuffer response_buffer;
-  grpc::Status status;
-  void* tag = nullptr;
-  bool ok = false;
-  auto wait = [&] { return cq.Next(&tag, &ok) && ok; };
-  if (streaming) {
-    auto call = stub.PrepareCall(&context, method, &cq);
-    call->StartCall(reinterpret_cast<void*>(1));
-    if (wait()) {
-      call->Write(request_buffer, reinterpret_cast<void*>(2));
-      if (wait()) {
-        call->WritesDone(reinterpret_cast<void*>(3));
-        wait();
-        // Drains whatever the server sends until it ends the call.
-        do {
-          call->Read(&response_buffer, reinterpret_cast<void*>(4));
-        } while (wait());
-      }
-    }
-    call->Finish(&status, reinterpret_cast<void*>(5));
-    cq.Next(&tag, &ok);
-  } else {
-    auto call = stub.PrepareUnaryCall(&context, method, request_buffer, &cq);
-    call->StartCall();
-    call->Finish(&response_buffer, &status, reinterpret_cast<void*>(1));
-    cq.Next(&tag, &ok);
-  }
-  cq.Shutdown();
-  while (cq.Next(&tag, &ok)) {
-  }
-  return status;
+  std::string ignored;
+  return testing::RawCall(channel.get(), method, request, &ignored, streaming, authorization);
 }
 
 // quantd.v1.Quantd as the generated descriptor pool has it.

@@ -10,14 +10,18 @@
 
 namespace quantd::testing {
 
-// One request, one response, on a unary or bidi-streaming `method` ("/pkg.Service/Method").
-// Returns the status; the serialized response in *response.
+// One request on a unary or streaming `method` ("/pkg.Service/Method"), sent with
+// `authorization` metadata unless it is empty; a streaming call writes the request, closes its
+// side and reads until the server ends the call. Returns the status; the serialized (first)
+// response in *response.
 inline grpc::Status RawCall(grpc::Channel* channel, const std::string& method,
-                            const std::string& request, std::string* response, bool streaming) {
+                            const std::string& request, std::string* response, bool streaming,
+                            const std::string& authorization = "") {
   grpc::GenericStub stub(channel->shared_from_this());
   grpc::CompletionQueue cq;
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (!authorization.empty()) context.AddMetadata("authorization", authorization);
   grpc::Slice slice(request);
   grpc::ByteBuffer request_buffer(&slice, 1);
   grpc::ByteBuffer response_buffer;
@@ -34,7 +38,12 @@ inline grpc::Status RawCall(grpc::Channel* channel, const std::string& method,
         call->WritesDone(reinterpret_cast<void*>(3));
         wait();
         call->Read(&response_buffer, reinterpret_cast<void*>(4));
-        wait();
+        if (wait()) {
+          grpc::ByteBuffer later;  // the rest of the stream, until the server ends it
+          do {
+            call->Read(&later, reinterpret_cast<void*>(4));
+          } while (wait());
+        }
       }
     }
     call->Finish(&status, reinterpret_cast<void*>(5));

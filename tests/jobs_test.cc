@@ -78,12 +78,8 @@ TEST_F(JobsTest, ARunningRecordLeftByACrashReadsInterruptedWithItsPhase) {
 TEST_F(JobsTest, ACleanStopRecordsTheSameAsACrash) {
   auto info = storage_->collections().Create("c", 4, Metric::kL2);
   ASSERT_TRUE(info.ok()) << info.status();
-  std::vector<uint64_t> ids;
-  std::vector<float> vectors;
-  for (int i = 0; i < 5000; ++i) {
-    ids.push_back(static_cast<uint64_t>(i));
-    for (int j = 0; j < 4; ++j) vectors.push_back(static_cast<float>((i * 31 + j * 17) % 101));
-  }
+  const std::vector<uint64_t> ids = testing::FirstIds(5000);
+  const std::vector<float> vectors = testing::PatternRows(5000, 4);
   ASSERT_TRUE(storage_->items().Upsert("c", ids, vectors).ok());
   auto jobs = JobManager::Create(storage_.get());
   ASSERT_TRUE(jobs.ok()) << jobs.status();

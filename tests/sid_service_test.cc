@@ -27,12 +27,8 @@ class SidServiceTest : public ::testing::Test {
     storage_ = std::move(*opened);
     sids_ = std::make_unique<SidService>(storage_.get());
     ASSERT_TRUE(storage_->collections().Create("c", 4, Metric::kL2).ok());
-    std::vector<uint64_t> ids;
-    std::vector<float> vectors;
-    for (int i = 0; i < 500; ++i) {
-      ids.push_back(static_cast<uint64_t>(i));
-      for (int j = 0; j < 4; ++j) vectors.push_back(static_cast<float>((i * 31 + j * 17) % 101));
-    }
+    const std::vector<uint64_t> ids = testing::FirstIds(500);
+    const std::vector<float> vectors = testing::PatternRows(500, 4);
     ASSERT_TRUE(storage_->items().Upsert("c", ids, vectors).ok());
     auto jobs = JobManager::Create(storage_.get());
     ASSERT_TRUE(jobs.ok()) << jobs.status();

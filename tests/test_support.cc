@@ -88,4 +88,18 @@ std::vector<std::string> Entries(const std::string& dir) {
   return names;
 }
 
+std::vector<uint64_t> FirstIds(int64_t n) {
+  std::vector<uint64_t> ids(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<uint64_t>(i);
+  return ids;
+}
+
+std::vector<float> PatternRows(int64_t n, int64_t d) {
+  std::vector<float> rows(static_cast<size_t>(n * d));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < d; ++j) rows[i * d + j] = static_cast<float>((i * 31 + j * 17) % 101);
+  }
+  return rows;
+}
+
 }  // namespace quantd::testing

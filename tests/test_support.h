@@ -43,6 +43,11 @@ std::vector<std::string> Entries(const std::string& dir);
 // IPv4); "" if the connection fails.
 std::string HttpGet(const std::string& address, const std::string& path);
 
+// Ids 0..n-1 and n x d rows of a fixed integer pattern (many distinct rows), for tests that
+// need items but not real data.
+std::vector<uint64_t> FirstIds(int64_t n);
+std::vector<float> PatternRows(int64_t n, int64_t d);
+
 // Seeded choices for the randomized tests (the same seed gives the same run).
 class SeededRandom {
  public:
