@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "client/client.h"
 #include "core/vector_file.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/grpc_raw.h"
 #include "tests/process_support.h"
@@ -30,6 +31,7 @@ using ::quantd::testing::DataFile;
 using ::quantd::testing::ItemCount;
 using ::quantd::testing::ReadText;
 using ::quantd::testing::RunQuantctl;
+using ::quantd::testing::RunShell;
 using ::quantd::testing::ServerProcess;
 using ::quantd::testing::TempDir;
 
@@ -170,6 +172,124 @@ TEST(ProcessTest, StartupFailsClearlyOnBadConfiguration) {
   ASSERT_TRUE(WIFEXITED(env_status));
   EXPECT_EQ(WEXITSTATUS(env_status), 2);
   EXPECT_NE(ReadText(dir.File("bad_env.log")).find("QUANTD_SYNC='maybe'"), std::string::npos);
+}
+
+TEST(ProcessTest, HelpAndVersionExitZeroAndBadFlagsExitTwoNamingThem) {
+  const std::string quantd = QUANTD_BINARY;
+  std::string out;
+  for (const char* help : {" --help", " -h", " --helpfull"}) {
+    EXPECT_EQ(RunShell(quantd + help, &out), 0) << help << ": " << out;
+    // Every flag of quantd with its help and its environment variable, and no build paths.
+    EXPECT_NE(out.find("--data_dir"), std::string::npos) << out;
+    EXPECT_NE(out.find("QUANTD_DATA_DIR"), std::string::npos) << out;
+    EXPECT_NE(out.find("RocksDB data directory"), std::string::npos) << out;
+    EXPECT_NE(out.find("--shutdown_grace"), std::string::npos) << out;
+    EXPECT_NE(out.find("Usage: quantd"), std::string::npos) << out;
+    EXPECT_EQ(out.find("quantd: quantd:"), std::string::npos) << out;
+    EXPECT_EQ(out.find("No flags matched"), std::string::npos) << out;
+    EXPECT_EQ(out.find(".cc"), std::string::npos) << out;
+  }
+  EXPECT_EQ(RunShell(quantd + " --version", &out), 0) << out;
+  EXPECT_TRUE(std::regex_match(out, std::regex("quantd \\d+\\.\\d+\\.\\d+\n"))) << out;
+
+  // Mistakes: exit code 2 and a message naming the argument.
+  const std::pair<std::string, std::string> mistakes[] = {
+      {"--frobnicate", "--frobnicate"},
+      {"--max_message_mb=abc", "max_message_mb"},
+      {"--shutdown_grace", "shutdown_grace"},  // needs a value
+      {"--sync=maybe", "sync"},
+      {"stray-argument", "stray-argument"},
+  };
+  for (const auto& [args, named] : mistakes) {
+    EXPECT_EQ(RunShell(quantd + " " + args, &out), 2) << args << ": " << out;
+    EXPECT_NE(out.find(named), std::string::npos) << args << ": " << out;
+  }
+}
+
+TEST(ProcessTest, ListenPortsAbove65535StopStartupNamingTheFlag) {
+  TempDir dir;
+  const std::pair<std::string, std::string> bad[] = {
+      {"--listen=127.0.0.1:99999", "--listen '127.0.0.1:99999'"},
+      {"--listen=127.0.0.1:65536", "--listen '127.0.0.1:65536'"},
+      {"--health_listen=127.0.0.1:65536", "--health_listen '127.0.0.1:65536'"},
+      {"--metrics_addr=127.0.0.1:70000", "--metrics_addr '127.0.0.1:70000'"},
+      {"--listen=127.0.0.1:", "--listen '127.0.0.1:'"},
+  };
+  for (const auto& [flag, message] : bad) {
+    // ServerProcess puts its own --listen first; the later flag wins.
+    ServerProcess server(dir.path() + "/data", dir.File("server.log"), {flag});
+    const int status = server.Wait(std::chrono::seconds(20));
+    const std::string log = ReadText(dir.File("server.log"));
+    ASSERT_TRUE(WIFEXITED(status)) << flag << " was served: " << log;
+    EXPECT_EQ(WEXITSTATUS(status), 2) << flag << ": " << log;
+    EXPECT_NE(log.find(message), std::string::npos) << log;
+    EXPECT_NE(log.find("0..65535"), std::string::npos) << log;
+  }
+}
+
+// A grpc.health.v1 Watch stream open on the main port and one on the plaintext health port
+// get NOT_SERVING and then end as soon as SIGTERM arrives, so they do not hold the drain for
+// the whole --shutdown_grace.
+TEST(ProcessTest, SigtermEndsHealthWatchStreamsAtOnce) {
+  using grpc::health::v1::Health;
+  using grpc::health::v1::HealthCheckRequest;
+  using grpc::health::v1::HealthCheckResponse;
+  TempDir dir;
+  ServerProcess server(dir.path() + "/data", dir.File("server.log"),
+                       {"--shutdown_grace=20", "--health_listen=127.0.0.1:0"});
+  const std::string address = server.WaitReady();
+  ASSERT_FALSE(address.empty());
+  std::smatch match;
+  const std::string log = ReadText(dir.File("server.log"));
+  ASSERT_TRUE(std::regex_search(log, match, std::regex(R"(health on \S+ \(port (\d+)\))"))) << log;
+  const std::string health_address = "127.0.0.1:" + match[1].str();
+
+  struct Watch {
+    std::unique_ptr<Health::Stub> stub;
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> reader;
+  };
+  std::unique_ptr<Watch> watches[3];
+  const std::string targets[3] = {address, health_address, address};
+  const std::string services[3] = {"", "", "quantd.v1.Quantd"};
+  for (int i = 0; i < 3; ++i) {
+    watches[i] = std::make_unique<Watch>();
+    Watch& watch = *watches[i];
+    watch.stub = Health::NewStub(Connect(targets[i]));
+    watch.context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
+    HealthCheckRequest request;
+    request.set_service(services[i]);
+    watch.reader = watch.stub->Watch(&watch.context, request);
+    HealthCheckResponse response;
+    ASSERT_TRUE(watch.reader->Read(&response)) << i;
+    EXPECT_EQ(response.status(), HealthCheckResponse::SERVING) << i;
+  }
+
+  const auto start = std::chrono::steady_clock::now();
+  server.Signal(SIGTERM);
+  for (int i = 0; i < 3; ++i) {
+    HealthCheckResponse response;
+    ASSERT_TRUE(watches[i]->reader->Read(&response)) << i;
+    EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING) << i;
+    EXPECT_FALSE(watches[i]->reader->Read(&response)) << "stream " << i << " still open";
+    const grpc::Status status = watches[i]->reader->Finish();
+    EXPECT_NE(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << i;
+    // Released as a client does once its call ended, so the server sees the connection close
+    // (a gRPC server's drain also waits for its connections to go).
+    watches[i].reset();
+  }
+  const double streams_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(streams_seconds, 2.0) << "the Watch streams ended " << streams_seconds
+                                  << " s after SIGTERM";
+  const int status = server.Wait(std::chrono::seconds(30));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(WIFEXITED(status)) << ReadText(dir.File("server.log"));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_LT(seconds, 3.0) << "SIGTERM with Watch streams open took " << seconds << " s\n"
+                          << ReadText(dir.File("server.log"));
+  EXPECT_NE(ReadText(dir.File("server.log")).find("stopped cleanly"), std::string::npos);
 }
 
 TEST(ProcessTest, QuantctlWalkThrough) {
