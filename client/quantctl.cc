@@ -21,9 +21,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "client/client.h"
 #include "core/vector_file.h"
 #include "core/vectors.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
 namespace quantd {
@@ -54,6 +56,7 @@ Semantic IDs:
 Operations:
   backup NAME                                   consistent copy of the database on the server,
                                                 in its --backup_dir/NAME
+  health [--service NAME]                       grpc.health.v1 check: exit 0 when SERVING
 
 Nearest-neighbour search (IVF-PQ):
   train-index NAME [--nlist N] [--m M] [--nbits 4|8]  train an index; follows the job
@@ -157,10 +160,15 @@ ip / cosine: similarity).
   --output FILE       write the ids as .ivecs (a row per query, shorter when fewer than k
                       items were found) instead of printing them
 )"},
-      {"encode", R"(Usage: quantctl encode NAME ID... | --ids FILE | --vectors FILE [--max-rows N]
+      {"encode", R"(Usage: quantctl encode NAME ID... | --ids FILE | --vectors FILE [OPTIONS]
 
 Prints the semantic IDs of stored items, or the codes a tokenizer gives to new vectors (with
-how many stored items already have those codes).
+how many stored items already have those codes). --vectors encodes every row of the file,
+sent in batches.
+  --ids FILE          ids of stored items (as for upsert)
+  --vectors FILE      a vector file (.npy, .fvecs, ...): one line of codes per row
+  --max-rows N        encode only the first N rows of --vectors (default: all)
+  --batch-rows N      rows per Encode request, 1..100000 (default: about 1 MiB per request)
 )"},
       {"lookup", R"(Usage: quantctl lookup NAME SID [--limit N]
 
@@ -191,6 +199,15 @@ path component of [A-Za-z0-9._-]. Prints the path, size, number of files and dur
 starting quantd with --data_dir on a copy of that directory. The call's deadline is --timeout
 (default 3600 s here).
 )"},
+      {"health", R"(Usage: quantctl health [--service NAME]
+
+Asks the server's grpc.health.v1 service (the main port, or quantd's plaintext --health_listen
+port) whether it serves, and prints SERVING or NOT_SERVING. Exit code 0 when SERVING, 1
+otherwise (NOT_SERVING while starting or draining, an unknown service, no answer): a container
+health check. TLS and token options apply as for every command; the health port needs none.
+The deadline is --timeout (default 5 s here).
+  --service NAME   a service instead of the whole server, e.g. quantd.v1.Quantd
+)"},
       {"inspect",
        "Usage: quantctl inspect FILE\n\nShows the format, element type and shape of "
        "a local vector file without contacting a server.\n"},
@@ -209,6 +226,10 @@ struct Args {
   }
 };
 
+const std::set<std::string> kGlobalOptions = {
+    "addr",    "timeout",         "json",      "help", "tls", "tls_ca", "tls_cert",
+    "tls_key", "tls_server_name", "token_file"};
+
 const std::set<std::string> kBoolOptions = {"json",     "help",   "no-progress",
                                             "balanced", "detach", "tls"};
 
@@ -223,9 +244,18 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     }
     std::string name = arg.substr(2);
     std::string value;
-    if (const size_t eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
+    const size_t eq = name.find('=');
+    if (eq != std::string::npos) name = name.substr(0, eq);
+    // Before the command only global options are valid; naming a stranger here keeps it from
+    // swallowing the command as its value.
+    if (args.positional.empty() && !kGlobalOptions.contains(name)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "unknown option --%s (global options come before the command, its own options after "
+          "it; see quantctl --help)",
+          name));
+    }
+    if (eq != std::string::npos) {
+      value = arg.substr(2 + eq + 1);
     } else if (kBoolOptions.contains(name)) {
       value = "true";
     } else {
@@ -239,11 +269,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
 }
 
 absl::Status CheckOptions(const Args& args, const std::set<std::string>& allowed) {
-  static const std::set<std::string> kGlobal = {
-      "addr",    "timeout",         "json",      "help", "tls", "tls_ca", "tls_cert",
-      "tls_key", "tls_server_name", "token_file"};
   for (const auto& [name, value] : args.options) {
-    if (!allowed.contains(name) && !kGlobal.contains(name)) {
+    if (!allowed.contains(name) && !kGlobalOptions.contains(name)) {
       return absl::InvalidArgumentError(absl::StrFormat("unknown option --%s", name));
     }
   }
@@ -300,17 +327,26 @@ std::string HumanBytes(uint64_t bytes) {
   return absl::StrFormat("%.1f %s", value, kUnits[unit]);
 }
 
+// Names come from core's one table (MetricName / ParseMetric in core/vectors.h).
 std::string MetricText(v1::Metric metric) {
   switch (metric) {
     case v1::METRIC_L2:
-      return "l2";
+      return std::string(MetricName(Metric::kL2));
     case v1::METRIC_INNER_PRODUCT:
-      return "ip";
+      return std::string(MetricName(Metric::kInnerProduct));
     case v1::METRIC_COSINE:
-      return "cosine";
+      return std::string(MetricName(Metric::kCosine));
     default:
       return "unspecified";
   }
+}
+
+// "1 item", "2 items".
+std::string Items(uint64_t n) { return absl::StrCat(n, n == 1 ? " item" : " items"); }
+
+// A creation time as UTC, e.g. "2026-12-04T13:05:43Z".
+std::string UtcTime(int64_t unix_ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
 }
 
 std::string CollectionJson(const v1::Collection& c) {
@@ -399,6 +435,8 @@ class Cli {
       status = Inspect();
     } else if (command == "backup") {
       status = Backup();
+    } else if (command == "health") {
+      status = Health();
     } else {
       std::fprintf(stderr, "quantctl: unknown command '%s'\n\n%s", command.c_str(), kUsage);
       return 2;
@@ -426,8 +464,10 @@ class Cli {
     return absl::OkStatus();
   }
 
-  v1::Quantd::Stub& stub() {
-    if (stub_ == nullptr) {
+  // The channel to --addr (QUANTD_ADDR) with the TLS and token settings; a bad setting ends
+  // quantctl with exit code 2.
+  std::shared_ptr<grpc::Channel> channel() {
+    if (channel_ == nullptr) {
       const char* env = std::getenv("QUANTD_ADDR");
       const std::string address = args_.Get("addr", env != nullptr ? env : "127.0.0.1:50051");
       auto options = SecurityOptions();
@@ -438,8 +478,13 @@ class Cli {
         std::fprintf(stderr, "quantctl: %s\n", std::string(channel.status().message()).c_str());
         std::exit(2);
       }
-      stub_ = v1::Quantd::NewStub(*channel);
+      channel_ = *channel;
     }
+    return channel_;
+  }
+
+  v1::Quantd::Stub& stub() {
+    if (stub_ == nullptr) stub_ = v1::Quantd::NewStub(channel());
     return *stub_;
   }
 
@@ -555,9 +600,9 @@ class Cli {
       std::printf("[%s]\n", absl::StrJoin(rows, ",").c_str());
       return absl::OkStatus();
     }
-    std::printf("%-32s %9s %-8s %12s\n", "NAME", "DIMENSION", "METRIC", "ITEMS");
+    std::printf("%-32s %9s %-13s %12s\n", "NAME", "DIMENSION", "METRIC", "ITEMS");
     for (const auto& c : response.collections()) {
-      std::printf("%-32s %9u %-8s %12llu\n", c.name().c_str(), c.dimension(),
+      std::printf("%-32s %9u %-13s %12llu\n", c.name().c_str(), c.dimension(),
                   MetricText(c.metric()).c_str(), static_cast<unsigned long long>(c.item_count()));
     }
     return absl::OkStatus();
@@ -573,11 +618,11 @@ class Cli {
     } else {
       std::printf(
           "name:       %s\ndimension:  %u\nmetric:     %s\nitems:      %llu\n"
-          "created:    %lld ms since epoch\n",
+          "created:    %s\n",
           collection->name().c_str(), collection->dimension(),
           MetricText(collection->metric()).c_str(),
           static_cast<unsigned long long>(collection->item_count()),
-          static_cast<long long>(collection->create_time_ms()));
+          UtcTime(collection->create_time_ms()).c_str());
     }
     return absl::OkStatus();
   }
@@ -1103,30 +1148,31 @@ class Cli {
   }
 
   absl::Status Encode() {
-    if (auto s = CheckOptions(args_, {"ids", "vectors", "max-rows"}); !s.ok()) {
+    if (auto s = CheckOptions(args_, {"ids", "vectors", "max-rows", "batch-rows"}); !s.ok()) {
       return Usage(s.message());
     }
     if (args_.positional.size() < 2) return Usage("expected a collection NAME");
-    v1::EncodeRequest request;
-    request.set_collection(args_.positional[1]);
+    v1::EncodeResponse response;
     if (args_.Has("vectors")) {
       if (args_.positional.size() > 2 || args_.Has("ids")) {
         return Usage("give ids or --vectors, not both");
       }
-      auto max_rows = IntOption(args_, "max-rows", 1000);
-      if (!max_rows.ok()) return Usage(max_rows.status().message());
-      auto matrix = ReadMatrix(args_.Get("vectors"), *max_rows);
-      if (!matrix.ok()) return matrix.status();
-      request.mutable_vectors()->Assign(matrix->values.begin(), matrix->values.end());
+      auto encoded = EncodeVectors(args_.Get("vectors"));
+      if (!encoded.ok()) return encoded.status();
+      response = std::move(*encoded);
     } else {
+      if (args_.Has("max-rows") || args_.Has("batch-rows")) {
+        return Usage("--max-rows and --batch-rows go with --vectors");
+      }
       auto ids = IdsArgument();
       if (!ids.ok()) return ids.status();
+      v1::EncodeRequest request;
+      request.set_collection(args_.positional[1]);
       request.mutable_ids()->Add(ids->begin(), ids->end());
-    }
-    v1::EncodeResponse response;
-    auto context = Context();
-    if (auto s = FromGrpcStatus(stub().Encode(context.get(), request, &response)); !s.ok()) {
-      return s;
+      auto context = Context();
+      if (auto s = FromGrpcStatus(stub().Encode(context.get(), request, &response)); !s.ok()) {
+        return s;
+      }
     }
     if (json_) {
       std::vector<std::string> items;
@@ -1160,9 +1206,57 @@ class Cli {
       std::printf("row %d\t%s\t%s\n", i, e.tokens().c_str(),
                   e.items_with_codes() == 0
                       ? "free"
-                      : absl::StrFormat("taken by %d items", e.items_with_codes()).c_str());
+                      : absl::StrCat("taken by ", Items(e.items_with_codes())).c_str());
     }
     return absl::OkStatus();
+  }
+
+  // The codes of every row of vector file `path` (or its first --max-rows rows), sent in
+  // requests of --batch-rows rows (default: about 1 MiB each, at most the server's 100000), one
+  // response with the rows in file order. An error names the file rows of the failed request.
+  absl::StatusOr<v1::EncodeResponse> EncodeVectors(const std::string& path) {
+    constexpr int64_t kMaxEncodeRows = 100000;  // the server's Encode limit per request
+    auto max_rows = IntOption(args_, "max-rows", -1);
+    auto batch_rows = IntOption(args_, "batch-rows", 0);
+    for (const auto* v : {&max_rows, &batch_rows}) {
+      if (!v->ok()) return Usage(v->status().message());
+    }
+    if (*batch_rows < 0 || *batch_rows > kMaxEncodeRows) {
+      return Usage(
+          absl::StrFormat("--batch-rows %d is outside 1..%d", *batch_rows, kMaxEncodeRows));
+    }
+    auto reader = VectorReader::Open(path);
+    if (!reader.ok()) return reader.status();
+    const int64_t dim = (*reader)->dim();
+    const int64_t total =
+        *max_rows < 0 ? (*reader)->rows() : std::min(*max_rows, (*reader)->rows());
+    const int64_t batch =
+        *batch_rows > 0 ? *batch_rows : std::min(kMaxEncodeRows, BatchRowsFor(dim));
+    v1::EncodeResponse all;
+    std::vector<float> buffer;
+    for (int64_t first = 0; first < total; first += batch) {
+      const int64_t n = std::min(batch, total - first);
+      buffer.resize(static_cast<size_t>(n * dim));
+      auto got = (*reader)->Read(n, buffer.data());
+      if (!got.ok()) return got.status();
+      if (*got != n) {
+        return absl::DataLossError(absl::StrFormat("%s ended after %d rows", path, first + *got));
+      }
+      v1::EncodeRequest request;
+      request.set_collection(args_.positional[1]);
+      request.mutable_vectors()->Assign(buffer.begin(), buffer.end());
+      v1::EncodeResponse response;
+      auto context = Context();
+      if (auto s = FromGrpcStatus(stub().Encode(context.get(), request, &response)); !s.ok()) {
+        return absl::Status(s.code(), absl::StrFormat("%s rows %d..%d: %s", path, first,
+                                                      first + n - 1, s.message()));
+      }
+      all.set_tokenizer_version(response.tokenizer_version());
+      for (v1::EncodedVector& e : *response.mutable_encoded()) {
+        *all.add_encoded() = std::move(e);
+      }
+    }
+    return all;
   }
 
   absl::Status Lookup() {
@@ -1397,6 +1491,34 @@ class Cli {
     return absl::OkStatus();
   }
 
+  // grpc.health.v1.Health/Check: exit code 0 when SERVING, 1 otherwise (NOT_SERVING, an
+  // unknown service, no answer), for container health checks and scripts.
+  absl::Status Health() {
+    if (auto s = CheckOptions(args_, {"service"}); !s.ok()) return Usage(s.message());
+    if (auto s = NeedPositional(0, "no arguments"); !s.ok()) return s;
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(args_.Get("service"));
+    grpc::health::v1::HealthCheckResponse response;
+    auto context = Context(/*fallback_seconds=*/5);
+    const auto health = grpc::health::v1::Health::NewStub(channel());
+    if (auto s = FromGrpcStatus(health->Check(context.get(), request, &response)); !s.ok()) {
+      return s;
+    }
+    const std::string status =
+        grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+    const std::string service = request.service().empty() ? "server" : request.service();
+    if (json_) {
+      std::printf("{\"service\":%s,\"status\":\"%s\"}\n", JsonString(request.service()).c_str(),
+                  status.c_str());
+    } else {
+      std::printf("%s: %s\n", service.c_str(), status.c_str());
+    }
+    if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+      return absl::UnavailableError(absl::StrFormat("%s is %s", service, status));
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Inspect() {
     if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a FILE"); !s.ok()) return s;
@@ -1423,6 +1545,7 @@ class Cli {
   const Args& args_;
   bool json_;
   bool usage_error_ = false;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Quantd::Stub> stub_;
 };
 
