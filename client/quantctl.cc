@@ -25,6 +25,8 @@
 #include "client/client.h"
 #include "core/vector_file.h"
 #include "core/vectors.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
@@ -66,7 +68,8 @@ Nearest-neighbour search (IVF-PQ):
 Global options:
   --addr HOST:PORT   server address (env QUANTD_ADDR, default 127.0.0.1:50051)
   --timeout SECONDS  deadline per call (default 30; upsert streams have none)
-  --json             print results as JSON, for scripts
+  --json             print the response message in proto3 JSON form (field names as in
+                     quantd.proto; 64-bit integers as strings, enums by name), for scripts
 
 Security (a flag wins over its environment variable):
   --tls_ca FILE          PEM CA verifying the server; turns TLS on (env QUANTCTL_TLS_CA)
@@ -287,33 +290,6 @@ absl::StatusOr<int64_t> IntOption(const Args& args, const std::string& name, int
   return value;
 }
 
-std::string JsonString(absl::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += absl::StrFormat("\\u%04x", c);
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
-
 // "1.5 KiB", "187.9 MiB", "2.0 GiB"; plain bytes under 1 KiB.
 std::string HumanBytes(uint64_t bytes) {
   static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
@@ -341,19 +317,41 @@ std::string MetricText(v1::Metric metric) {
   }
 }
 
+// Prints `message` in proto3 JSON form (field names as in the .proto, zero values included; 64-bit
+// integers are strings, enums their names), one line: what --json prints.
+void PrintJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  const auto status = google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!status.ok()) out = absl::StrCat("{\"error\":\"", status.ToString(), "\"}");
+  std::printf("%s\n", out.c_str());
+}
+
+// A JSON object of client-side figures (upsert and inspect summaries), printed as PrintJson does.
+class JsonObject {
+ public:
+  JsonObject& Set(const std::string& key, const std::string& value) {
+    (*object_.mutable_fields())[key].set_string_value(value);
+    return *this;
+  }
+  JsonObject& Set(const std::string& key, double value) {
+    (*object_.mutable_fields())[key].set_number_value(value);
+    return *this;
+  }
+  void Print() const { PrintJson(object_); }
+
+ private:
+  google::protobuf::Struct object_;
+};
+
 // "1 item", "2 items".
 std::string Items(uint64_t n) { return absl::StrCat(n, n == 1 ? " item" : " items"); }
 
 // A creation time as UTC, e.g. "2026-12-04T13:05:43Z".
 std::string UtcTime(int64_t unix_ms) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
-}
-
-std::string CollectionJson(const v1::Collection& c) {
-  return absl::StrFormat(
-      "{\"name\":%s,\"dimension\":%d,\"metric\":\"%s\",\"item_count\":%d,\"create_time_ms\":%d}",
-      JsonString(c.name()), c.dimension(), MetricText(c.metric()), c.item_count(),
-      c.create_time_ms());
 }
 
 // Draws "[#####.....]  45.0%  27000/60000 rows  12345 rows/s  48.3 MB/s" on a terminal.
@@ -575,7 +573,7 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::printf("%s\n", CollectionJson(response.collection()).c_str());
+      PrintJson(response);
     } else {
       std::printf("created collection '%s' (dimension %d, metric %s)\n",
                   response.collection().name().c_str(), response.collection().dimension(),
@@ -595,9 +593,7 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::vector<std::string> rows;
-      for (const auto& c : response.collections()) rows.push_back(CollectionJson(c));
-      std::printf("[%s]\n", absl::StrJoin(rows, ",").c_str());
+      PrintJson(response);
       return absl::OkStatus();
     }
     std::printf("%-32s %9s %-13s %12s\n", "NAME", "DIMENSION", "METRIC", "ITEMS");
@@ -614,7 +610,9 @@ class Cli {
     auto collection = FetchCollection(args_.positional[1]);
     if (!collection.ok()) return collection.status();
     if (json_) {
-      std::printf("%s\n", CollectionJson(*collection).c_str());
+      v1::DescribeCollectionResponse response;
+      *response.mutable_collection() = *collection;
+      PrintJson(response);
     } else {
       std::printf(
           "name:       %s\ndimension:  %u\nmetric:     %s\nitems:      %llu\n"
@@ -651,9 +649,7 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::printf("{\"dropped\":%s,\"items_deleted\":%llu}\n",
-                  JsonString(args_.positional[1]).c_str(),
-                  static_cast<unsigned long long>(response.items_deleted()));
+      PrintJson(response);
     } else {
       std::printf("dropped collection '%s' (%llu items)\n", args_.positional[1].c_str(),
                   static_cast<unsigned long long>(response.items_deleted()));
@@ -718,14 +714,16 @@ class Cli {
     if (!result.ok()) return result.status();
     const double mb = static_cast<double>(result->rows) * (*reader)->dim() * 4 / 1e6;
     if (json_) {
-      std::printf(
-          "{\"collection\":%s,\"rows\":%lld,\"inserted\":%lld,\"batches\":%lld,"
-          "\"item_count\":%llu,\"seconds\":%.3f,\"rows_per_second\":%.1f,"
-          "\"mb_per_second\":%.2f}\n",
-          JsonString(name).c_str(), static_cast<long long>(result->rows),
-          static_cast<long long>(result->inserted), static_cast<long long>(result->batches),
-          static_cast<unsigned long long>(result->item_count), result->seconds,
-          result->rows / std::max(1e-9, result->seconds), mb / std::max(1e-9, result->seconds));
+      JsonObject()
+          .Set("collection", name)
+          .Set("rows", static_cast<double>(result->rows))
+          .Set("inserted", static_cast<double>(result->inserted))
+          .Set("batches", static_cast<double>(result->batches))
+          .Set("item_count", static_cast<double>(result->item_count))
+          .Set("seconds", result->seconds)
+          .Set("rows_per_second", result->rows / std::max(1e-9, result->seconds))
+          .Set("mb_per_second", mb / std::max(1e-9, result->seconds))
+          .Print();
     } else {
       std::printf(
           "upserted %lld rows (%lld new) into '%s' in %lld batches, %.2f s: %.0f rows/s, "
@@ -772,18 +770,7 @@ class Cli {
     }
     const int d = static_cast<int>(response.dimension());
     if (json_) {
-      std::string out = absl::StrFormat("{\"dimension\":%d,\"items\":[", d);
-      for (int i = 0; i < response.ids_size(); ++i) {
-        if (i > 0) out += ",";
-        out += absl::StrFormat("{\"id\":%d,\"vector\":[", response.ids(i));
-        for (int j = 0; j < d; ++j) {
-          if (j > 0) out += ",";
-          out += absl::StrFormat("%.9g", response.vectors(i * d + j));
-        }
-        out += "]}";
-      }
-      out += absl::StrFormat("],\"missing_ids\":[%s]}", absl::StrJoin(response.missing_ids(), ","));
-      std::printf("%s\n", out.c_str());
+      PrintJson(response);
       return absl::OkStatus();
     }
     for (int i = 0; i < response.ids_size(); ++i) {
@@ -814,10 +801,7 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::printf("{\"deleted\":%llu,\"missing\":%llu,\"item_count\":%llu}\n",
-                  static_cast<unsigned long long>(response.deleted()),
-                  static_cast<unsigned long long>(response.missing()),
-                  static_cast<unsigned long long>(response.item_count()));
+      PrintJson(response);
     } else {
       std::printf("deleted %llu items (%llu did not exist); collection now has %llu items\n",
                   static_cast<unsigned long long>(response.deleted()),
@@ -846,18 +830,9 @@ class Cli {
     return absl::AsciiStrToLower(absl::StripPrefix(name, "JOB_STATE_"));
   }
 
-  std::string JobJson(const v1::Job& job) {
-    return absl::StrFormat(
-        "{\"id\":%s,\"collection\":%s,\"kind\":%s,\"state\":\"%s\",\"phase\":%s,"
-        "\"progress\":%.4f,\"elapsed_seconds\":%.3f,\"error\":%s,\"result_version\":%d}",
-        JsonString(job.id()), JsonString(job.collection()), JsonString(job.kind()),
-        JobStateText(job.state()), JsonString(job.phase()), job.progress(), job.elapsed_seconds(),
-        JsonString(job.error()), job.result_version());
-  }
-
   void PrintJob(const v1::Job& job) {
     if (json_) {
-      std::printf("%s\n", JobJson(job).c_str());
+      PrintJson(job);
       return;
     }
     std::printf(
@@ -1053,17 +1028,7 @@ class Cli {
     }
     if (args_.Has("output")) return WriteIvecs(args_.Get("output"), all);
     if (json_) {
-      std::vector<std::string> rows;
-      for (const v1::SearchResult& result : all.results()) {
-        std::vector<std::string> distances;
-        for (float distance : result.distances())
-          distances.push_back(absl::StrFormat("%.9g", distance));
-        rows.push_back(absl::StrFormat("{\"ids\":[%s],\"distances\":[%s]}",
-                                       absl::StrJoin(result.ids(), ","),
-                                       absl::StrJoin(distances, ",")));
-      }
-      std::printf("{\"index_version\":%d,\"nprobe\":%d,\"results\":[%s]}\n", all.index_version(),
-                  all.nprobe(), absl::StrJoin(rows, ",").c_str());
+      PrintJson(all);
       return absl::OkStatus();
     }
     for (int q = 0; q < all.results_size(); ++q) {
@@ -1118,9 +1083,7 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::vector<std::string> rows;
-      for (const v1::Job& job : response.jobs()) rows.push_back(JobJson(job));
-      std::printf("[%s]\n", absl::StrJoin(rows, ",").c_str());
+      PrintJson(response);
       return absl::OkStatus();
     }
     for (const v1::Job& job : response.jobs()) PrintJob(job);
@@ -1175,23 +1138,7 @@ class Cli {
       }
     }
     if (json_) {
-      std::vector<std::string> items;
-      for (int i = 0; i < response.ids_size(); ++i) {
-        items.push_back(
-            absl::StrFormat("{\"id\":%d,\"codes\":[%s],\"suffix\":%d,\"tokens\":%s}",
-                            response.ids(i), absl::StrJoin(response.sids(i).codes(), ","),
-                            response.sids(i).suffix(), JsonString(response.sids(i).tokens())));
-      }
-      std::vector<std::string> encoded;
-      for (const v1::EncodedVector& e : response.encoded()) {
-        encoded.push_back(absl::StrFormat("{\"codes\":[%s],\"tokens\":%s,\"items_with_codes\":%d}",
-                                          absl::StrJoin(e.codes(), ","), JsonString(e.tokens()),
-                                          e.items_with_codes()));
-      }
-      std::printf(
-          "{\"tokenizer_version\":%d,\"sids\":[%s],\"missing_ids\":[%s],\"encoded\":[%s]}\n",
-          response.tokenizer_version(), absl::StrJoin(items, ",").c_str(),
-          absl::StrJoin(response.missing_ids(), ",").c_str(), absl::StrJoin(encoded, ",").c_str());
+      PrintJson(response);
       return absl::OkStatus();
     }
     for (int i = 0; i < response.ids_size(); ++i) {
@@ -1285,13 +1232,7 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::vector<std::string> items;
-      for (int i = 0; i < response.ids_size(); ++i) {
-        items.push_back(absl::StrFormat("{\"id\":%d,\"tokens\":%s}", response.ids(i),
-                                        JsonString(response.sids(i).tokens())));
-      }
-      std::printf("{\"items\":[%s],\"truncated\":%s}\n", absl::StrJoin(items, ",").c_str(),
-                  response.truncated() ? "true" : "false");
+      PrintJson(response);
       return absl::OkStatus();
     }
     for (int i = 0; i < response.ids_size(); ++i) {
@@ -1315,45 +1256,7 @@ class Cli {
     const v1::Collection& c = response.collection();
     const v1::TokenizerStats& t = response.tokenizer();
     if (json_) {
-      std::string out = absl::StrFormat("{\"collection\":%s", CollectionJson(c));
-      if (response.has_tokenizer()) {
-        std::vector<std::string> levels;
-        for (const v1::LevelStats& l : t.level_stats()) {
-          levels.push_back(absl::StrFormat(
-              "{\"codebook_size\":%d,\"codes_used\":%d,\"perplexity\":%.4f,\"size_min\":%d,"
-              "\"size_max\":%d,\"size_mean\":%.4f,\"size_std\":%.4f,"
-              "\"reconstruction_mse\":%.9g,\"balanced\":%s,\"bound_min\":%d,\"bound_max\":%d,"
-              "\"iterations\":%d}",
-              l.codebook_size(), l.codes_used(), l.perplexity(), l.size_min(), l.size_max(),
-              l.size_mean(), l.size_std(), l.reconstruction_mse(), l.balanced() ? "true" : "false",
-              l.bounds().size_min(), l.bounds().size_max(), l.iterations()));
-        }
-        absl::StrAppendFormat(
-            &out,
-            ",\"tokenizer\":{\"version\":%d,\"levels\":%d,\"balanced\":%s,\"seed\":%d,"
-            "\"max_iterations\":%d,\"trained_items\":%d,\"train_seconds\":%.3f,\"job_id\":%s,"
-            "\"items\":%d,\"unique_tuples\":%d,\"collision_rate\":%.6f,"
-            "\"collision_groups\":%d,\"largest_group\":%d,\"level_stats\":[%s]}",
-            t.version(), t.levels(), t.balanced() ? "true" : "false", t.seed(), t.max_iterations(),
-            t.trained_items(), t.train_seconds(), JsonString(t.job_id()), t.items(),
-            t.unique_tuples(), t.collision_rate(), t.collision_groups(), t.largest_group(),
-            absl::StrJoin(levels, ","));
-      }
-      if (response.has_index()) {
-        const v1::IndexStats& x = response.index();
-        absl::StrAppendFormat(
-            &out,
-            ",\"index\":{\"version\":%d,\"nlist\":%d,\"m\":%d,\"nbits\":%d,\"items\":%d,"
-            "\"list_size_min\":%d,\"list_size_max\":%d,\"list_size_mean\":%.4f,"
-            "\"imbalance_factor\":%.6f,\"bytes_per_vector\":%d,\"code_size\":%d,"
-            "\"memory_bytes\":%d,\"trained_items\":%d,\"train_seconds\":%.3f,"
-            "\"create_time_ms\":%d,\"job_id\":%s,\"seed\":%d}",
-            x.version(), x.nlist(), x.m(), x.nbits(), x.items(), x.list_size_min(),
-            x.list_size_max(), x.list_size_mean(), x.imbalance_factor(), x.bytes_per_vector(),
-            x.code_size(), x.memory_bytes(), x.trained_items(), x.train_seconds(),
-            x.create_time_ms(), JsonString(x.job_id()), x.seed());
-      }
-      std::printf("%s}\n", out.c_str());
+      PrintJson(response);
       return absl::OkStatus();
     }
     std::printf("collection %s: %llu items, dimension %u, metric %s\n", c.name().c_str(),
@@ -1476,11 +1379,7 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::printf(
-          "{\"path\":%s,\"bytes\":%llu,\"files\":%llu,\"seconds\":%.6f,\"sequence\":%llu}\n",
-          JsonString(response.path()).c_str(), static_cast<unsigned long long>(response.bytes()),
-          static_cast<unsigned long long>(response.files()), response.seconds(),
-          static_cast<unsigned long long>(response.sequence()));
+      PrintJson(response);
     } else {
       std::printf("backup '%s' written to %s: %s in %llu files, %.2f s (sequence %llu)\n",
                   request.name().c_str(), response.path().c_str(),
@@ -1508,8 +1407,7 @@ class Cli {
         grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
     const std::string service = request.service().empty() ? "server" : request.service();
     if (json_) {
-      std::printf("{\"service\":%s,\"status\":\"%s\"}\n", JsonString(request.service()).c_str(),
-                  status.c_str());
+      PrintJson(response);
     } else {
       std::printf("%s: %s\n", service.c_str(), status.c_str());
     }
@@ -1529,11 +1427,13 @@ class Cli {
     const char* type = kTypes[static_cast<int>((*reader)->element_type())];
     const std::string format(VectorFileFormatName((*reader)->format()));
     if (json_) {
-      std::printf(
-          "{\"path\":%s,\"format\":\"%s\",\"element_type\":\"%s\",\"rows\":%lld,"
-          "\"dimension\":%lld}\n",
-          JsonString(args_.positional[1]).c_str(), format.c_str(), type,
-          static_cast<long long>((*reader)->rows()), static_cast<long long>((*reader)->dim()));
+      JsonObject()
+          .Set("path", args_.positional[1])
+          .Set("format", format)
+          .Set("element_type", type)
+          .Set("rows", static_cast<double>((*reader)->rows()))
+          .Set("dimension", static_cast<double>((*reader)->dim()))
+          .Print();
     } else {
       std::printf("%s: %s, %s, %lld rows x %lld dimensions\n", args_.positional[1].c_str(),
                   format.c_str(), type, static_cast<long long>((*reader)->rows()),
