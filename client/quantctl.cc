@@ -86,138 +86,6 @@ Vector files: .npy (float32/float64/integer types), .fvecs, .bvecs, .ivecs, IDX 
 latter two also gzipped. `quantctl COMMAND --help` explains one command.
 )";
 
-const std::map<std::string, std::string>& CommandHelp() {
-  static const auto* help = new std::map<std::string, std::string>{
-      {"create", R"(Usage: quantctl create NAME --dim D [--metric l2|ip|cosine]
-
-Creates a collection. NAME: 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit.
-  --dim D        vector dimension, 1..65536 (required)
-  --metric M     l2 (default), ip (inner product) or cosine
-)"},
-      {"list",
-       "Usage: quantctl list\n\nLists collections with dimension, metric and item count.\n"},
-      {"describe", "Usage: quantctl describe NAME\n\nShows one collection and its item count.\n"},
-      {"drop", "Usage: quantctl drop NAME\n\nDeletes a collection and all of its items.\n"},
-      {"upsert", R"(Usage: quantctl upsert NAME FILE [OPTIONS]
-
-Streams the rows of FILE into collection NAME, in batches of about 1 MiB, each acknowledged by
-the server once durable. Shows a progress bar on a terminal.
-  --id-offset N    item id of row r is N + r (default 0)
-  --ids FILE       item ids, one per row: .npy/.ivecs of integers or text, one id per line
-  --max-rows N     upload only the first N rows
-  --batch-rows N   rows per batch (default: about 1 MiB per batch)
-  --no-progress    no progress bar
-)"},
-      {"get", R"(Usage: quantctl get NAME ID... | --ids FILE
-
-Reads stored vectors. Prints one line per item (first values only) or, with --json, every value.
-  --ids FILE     ids to read (as for upsert)
-)"},
-      {"delete", R"(Usage: quantctl delete NAME ID... | --ids FILE
-
-Deletes items atomically; reports how many were deleted and how many did not exist.
-  --ids FILE     ids to delete (as for upsert)
-)"},
-      {"train", R"(Usage: quantctl train NAME [OPTIONS]
-
-Trains a semantic-ID tokenizer (residual k-means) on the collection's items, then encodes every
-item and commits the new version atomically. Follows the job with a progress bar (Ctrl-C
-leaves it running; `quantctl cancel ID` stops it).
-  --levels K1,K2,..   codes per level; the count is the number of levels (default 256,256,256)
-  --balanced          balanced k-means: every code's item count within bounds (hard)
-  --slack S           balanced bounds floor(n/K*(1-S)) .. ceil(n/K*(1+S)) (default 0.1)
-  --size-min A,B,..   explicit per-level bounds instead of --slack (with --size-max)
-  --size-max A,B,..
-  --iterations N      k-means iterations per level (default 25)
-  --seed N            random seed (default 0)
-  --sample N          train on a seeded sample of N items (default: all); all get SIDs
-    --detach            print the job id and return at once
-  --no-progress       no progress bar
-)"},
-      {"train-index", R"(Usage: quantctl train-index NAME [OPTIONS]
-
-Trains an IVF-PQ index (coarse k-means, then a product quantizer on the residuals) on the
-collection's items, then encodes every item and commits the new version atomically; searches
-use the previous version until then. Follows the job with a progress bar (Ctrl-C leaves it
-running; `quantctl cancel ID` stops it).
-  --nlist N           inverted lists (default round(4 sqrt(n)) clamped to [1, n/39])
-  --m M               PQ sub-quantizers, dividing the dimension (default: largest divisor
-                      <= min(64, d/4))
-  --nbits 4|8         bits per sub-code (default 8; 4 under 256 training items)
-  --coarse-iterations N   coarse k-means iterations (default 10)
-  --pq-iterations N   PQ k-means iterations (default 25)
-  --seed N            random seed (default 0)
-  --sample N          train on a seeded sample of N items (default: all); all are indexed
-  --detach            print the job id and return at once
-  --no-progress       no progress bar
-)"},
-      {"search", R"(Usage: quantctl search NAME --queries FILE [OPTIONS]
-
-Searches the collection's index with every row of a vector file (.npy, .fvecs, ...) and prints,
-per query, the ids and distances of its nearest items, nearest first (L2: squared distance;
-ip / cosine: similarity).
-  --k N               neighbours per query, 1..1024 (default 10)
-  --nprobe N          lists scanned per query (default nlist/8; above nlist scans all)
-  --refine R          re-rank R x k candidates by exact distance to the stored vectors
-  --max-rows N        use the first N queries only
-  --output FILE       write the ids as .ivecs (a row per query, shorter when fewer than k
-                      items were found) instead of printing them
-)"},
-      {"encode", R"(Usage: quantctl encode NAME ID... | --ids FILE | --vectors FILE [OPTIONS]
-
-Prints the semantic IDs of stored items, or the codes a tokenizer gives to new vectors (with
-how many stored items already have those codes). --vectors encodes every row of the file,
-sent in batches.
-  --ids FILE          ids of stored items (as for upsert)
-  --vectors FILE      a vector file (.npy, .fvecs, ...): one line of codes per row
-  --max-rows N        encode only the first N rows of --vectors (default: all)
-  --batch-rows N      rows per Encode request, 1..100000 (default: about 1 MiB per request)
-)"},
-      {"lookup", R"(Usage: quantctl lookup NAME SID [--limit N]
-
-Lists the items under a semantic ID or a prefix of one, written as tokens ("<a_12><b_201>")
-or as comma-separated integers ("12,201"). --limit caps the answer (default 1000).
-)"},
-      {"stats",
-       "Usage: quantctl stats NAME\n\nShows item count, tokenizer parameters, per-level "
-       "codebook usage, perplexity, cluster sizes and reconstruction MSE, and collisions; index "
-       "shape, list sizes and imbalance, bytes per vector and memory.\n"},
-      {"export-sids", R"(Usage: quantctl export-sids NAME --index FILE [--codes FILE]
-
-Writes every item's semantic ID as LC-Rec / LETTER index JSON to --index,
-{"<item id>": ["<a_12>", "<b_201>", ..., "<d_0>"]}, and with --codes an .npy of int64 codes of
-shape (items, levels + 1), rows in item-id order (the last column is the dedup suffix).
-)"},
-      {"jobs", "Usage: quantctl jobs [NAME]\n\nLists training jobs, newest first.\n"},
-      {"job", "Usage: quantctl job ID\n\nShows one job: state, phase, progress, elapsed time.\n"},
-      {"cancel",
-       "Usage: quantctl cancel ID\n\nCancels a pending or running job; the "
-       "previous tokenizer keeps serving.\n"},
-      {"backup", R"(Usage: quantctl backup NAME
-
-Asks the server for a consistent backup of its whole database (every collection, item,
-tokenizer, index and job, as of one instant) in <backup_dir>/NAME on the server's filesystem
-(quantd --backup_dir, default ./var/backups). The server keeps serving meanwhile. NAME is one
-path component of [A-Za-z0-9._-]. Prints the path, size, number of files and duration. Restore by
-starting quantd with --data_dir on a copy of that directory. The call's deadline is --timeout
-(default 3600 s here).
-)"},
-      {"health", R"(Usage: quantctl health [--service NAME]
-
-Asks the server's grpc.health.v1 service (the main port, or quantd's plaintext --health_listen
-port) whether it serves, and prints SERVING or NOT_SERVING. Exit code 0 when SERVING, 1
-otherwise (NOT_SERVING while starting or draining, an unknown service, no answer): a container
-health check. TLS and token options apply as for every command; the health port needs none.
-The deadline is --timeout (default 5 s here).
-  --service NAME   a service instead of the whole server, e.g. quantd.v1.Quantd
-)"},
-      {"inspect",
-       "Usage: quantctl inspect FILE\n\nShows the format, element type and shape of "
-       "a local vector file without contacting a server.\n"},
-  };
-  return *help;
-}
-
 // Parsed command line: positional arguments and --options.
 struct Args {
   std::vector<std::string> positional;
@@ -269,15 +137,6 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     args.options[name] = value;
   }
   return args;
-}
-
-absl::Status CheckOptions(const Args& args, const std::set<std::string>& allowed) {
-  for (const auto& [name, value] : args.options) {
-    if (!allowed.contains(name) && !kGlobalOptions.contains(name)) {
-      return absl::InvalidArgumentError(absl::StrFormat("unknown option --%s", name));
-    }
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<int64_t> IntOption(const Args& args, const std::string& name, int64_t fallback) {
@@ -394,53 +253,35 @@ class Cli {
  public:
   explicit Cli(const Args& args) : args_(args), json_(args.Has("json")) {}
 
-  int Run() {
-    const std::string& command = args_.positional[0];
-    absl::Status status;
-    if (command == "create") {
-      status = Create();
-    } else if (command == "list") {
-      status = List();
-    } else if (command == "describe") {
-      status = Describe();
-    } else if (command == "drop") {
-      status = Drop();
-    } else if (command == "upsert") {
-      status = Upsert();
-    } else if (command == "get") {
-      status = Get();
-    } else if (command == "delete") {
-      status = Delete();
-    } else if (command == "train") {
-      status = Train();
-    } else if (command == "train-index") {
-      status = TrainIndex();
-    } else if (command == "search") {
-      status = Search();
-    } else if (command == "encode") {
-      status = Encode();
-    } else if (command == "lookup") {
-      status = Lookup();
-    } else if (command == "stats") {
-      status = Stats();
-    } else if (command == "export-sids") {
-      status = ExportSids();
-    } else if (command == "jobs") {
-      status = Jobs();
-    } else if (command == "job" || command == "cancel") {
-      status = JobCommand(command == "cancel");
-    } else if (command == "inspect") {
-      status = Inspect();
-    } else if (command == "backup") {
-      status = Backup();
-    } else if (command == "health") {
-      status = Health();
-    } else {
-      std::fprintf(stderr, "quantctl: unknown command '%s'\n\n%s", command.c_str(), kUsage);
-      return 2;
+  // The command table: every command's name, help (the text of `quantctl NAME --help`), the
+  // options it takes besides the global ones, and its handler. Dispatch, help and option
+  // checking all read it.
+  struct Command {
+    std::string name;
+    std::string help;
+    std::set<std::string> options;
+    absl::Status (Cli::*run)();
+  };
+  static const std::vector<Command>& Commands();
+  static const Command* Find(const std::string& name) {
+    for (const Command& command : Commands()) {
+      if (command.name == name) return &command;
     }
+    return nullptr;
+  }
+
+  int Run(const Command& command) {
+    absl::Status status;
+    for (const auto& [name, value] : args_.options) {
+      if (!command.options.contains(name) && !kGlobalOptions.contains(name)) {
+        status = Usage(absl::StrFormat("unknown option --%s", name));
+        break;
+      }
+    }
+    if (status.ok()) status = (this->*command.run)();
+    const std::string& name = command.name;
     if (!status.ok()) {
-      std::fprintf(stderr, "quantctl %s: %s: %s\n", command.c_str(),
+      std::fprintf(stderr, "quantctl %s: %s: %s\n", name.c_str(),
                    absl::StatusCodeToString(status.code()).c_str(),
                    std::string(status.message()).c_str());
       return status.code() == absl::StatusCode::kInvalidArgument && usage_error_ ? 2 : 1;
@@ -549,7 +390,6 @@ class Cli {
   }
 
   absl::Status Create() {
-    if (auto s = CheckOptions(args_, {"dim", "metric"}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     if (!args_.Has("dim")) return Usage("--dim is required");
     auto dim = IntOption(args_, "dim", 0);
@@ -583,7 +423,6 @@ class Cli {
   }
 
   absl::Status List() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(0, "no arguments"); !s.ok()) return s;
     v1::ListCollectionsResponse response;
     auto context = Context();
@@ -605,7 +444,6 @@ class Cli {
   }
 
   absl::Status Describe() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     auto collection = FetchCollection(args_.positional[1]);
     if (!collection.ok()) return collection.status();
@@ -638,7 +476,6 @@ class Cli {
   }
 
   absl::Status Drop() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     v1::DropCollectionRequest request;
     request.set_name(args_.positional[1]);
@@ -658,10 +495,6 @@ class Cli {
   }
 
   absl::Status Upsert() {
-    if (auto s = CheckOptions(args_, {"id-offset", "ids", "max-rows", "batch-rows", "no-progress"});
-        !s.ok()) {
-      return Usage(s.message());
-    }
     if (auto s = NeedPositional(2, "a collection NAME and a FILE"); !s.ok()) return s;
     if (args_.Has("ids") && args_.Has("id-offset")) {
       return Usage("--ids and --id-offset exclude each other");
@@ -756,7 +589,6 @@ class Cli {
   }
 
   absl::Status Get() {
-    if (auto s = CheckOptions(args_, {"ids"}); !s.ok()) return Usage(s.message());
     if (args_.positional.size() < 2) return Usage("expected a collection NAME");
     auto ids = IdsArgument();
     if (!ids.ok()) return ids.status();
@@ -788,7 +620,6 @@ class Cli {
   }
 
   absl::Status Delete() {
-    if (auto s = CheckOptions(args_, {"ids"}); !s.ok()) return Usage(s.message());
     if (args_.positional.size() < 2) return Usage("expected a collection NAME");
     auto ids = IdsArgument();
     if (!ids.ok()) return ids.status();
@@ -844,11 +675,6 @@ class Cli {
   }
 
   absl::Status Train() {
-    if (auto s = CheckOptions(args_, {"levels", "balanced", "slack", "size-min", "size-max",
-                                      "iterations", "seed", "sample", "detach", "no-progress"});
-        !s.ok()) {
-      return Usage(s.message());
-    }
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     v1::TrainTokenizerRequest request;
     request.set_collection(args_.positional[1]);
@@ -936,11 +762,6 @@ class Cli {
   }
 
   absl::Status TrainIndex() {
-    if (auto s = CheckOptions(args_, {"nlist", "m", "nbits", "coarse-iterations", "pq-iterations",
-                                      "seed", "sample", "detach", "no-progress"});
-        !s.ok()) {
-      return Usage(s.message());
-    }
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     v1::TrainIndexRequest request;
     request.set_collection(args_.positional[1]);
@@ -979,10 +800,6 @@ class Cli {
   }
 
   absl::Status Search() {
-    if (auto s = CheckOptions(args_, {"queries", "k", "nprobe", "refine", "max-rows", "output"});
-        !s.ok()) {
-      return Usage(s.message());
-    }
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     if (!args_.Has("queries")) return Usage("--queries FILE is required");
     auto k = IntOption(args_, "k", 10);
@@ -1073,7 +890,6 @@ class Cli {
   }
 
   absl::Status Jobs() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (args_.positional.size() > 2) return Usage("expected at most a collection NAME");
     v1::ListJobsRequest request;
     if (args_.positional.size() == 2) request.set_collection(args_.positional[1]);
@@ -1090,8 +906,10 @@ class Cli {
     return absl::OkStatus();
   }
 
+  absl::Status Job() { return JobCommand(/*cancel=*/false); }
+  absl::Status Cancel() { return JobCommand(/*cancel=*/true); }
+
   absl::Status JobCommand(bool cancel) {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a job ID"); !s.ok()) return s;
     v1::Job job;
     auto context = Context();
@@ -1111,9 +929,6 @@ class Cli {
   }
 
   absl::Status Encode() {
-    if (auto s = CheckOptions(args_, {"ids", "vectors", "max-rows", "batch-rows"}); !s.ok()) {
-      return Usage(s.message());
-    }
     if (args_.positional.size() < 2) return Usage("expected a collection NAME");
     v1::EncodeResponse response;
     if (args_.Has("vectors")) {
@@ -1207,7 +1022,6 @@ class Cli {
   }
 
   absl::Status Lookup() {
-    if (auto s = CheckOptions(args_, {"limit"}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(2, "a collection NAME and a SID or prefix"); !s.ok()) return s;
     v1::LookupRequest request;
     request.set_collection(args_.positional[1]);
@@ -1244,7 +1058,6 @@ class Cli {
   }
 
   absl::Status Stats() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     v1::GetStatsRequest request;
     request.set_collection(args_.positional[1]);
@@ -1314,7 +1127,6 @@ class Cli {
   }
 
   absl::Status ExportSids() {
-    if (auto s = CheckOptions(args_, {"index", "codes"}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     const std::string json_path = args_.Get("index");
     const std::string npy_path = args_.Get("codes");
@@ -1369,7 +1181,6 @@ class Cli {
   }
 
   absl::Status Backup() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a backup NAME"); !s.ok()) return s;
     v1::BackupRequest request;
     request.set_name(args_.positional[1]);
@@ -1393,7 +1204,6 @@ class Cli {
   // grpc.health.v1.Health/Check: exit code 0 when SERVING, 1 otherwise (NOT_SERVING, an
   // unknown service, no answer), for container health checks and scripts.
   absl::Status Health() {
-    if (auto s = CheckOptions(args_, {"service"}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(0, "no arguments"); !s.ok()) return s;
     grpc::health::v1::HealthCheckRequest request;
     request.set_service(args_.Get("service"));
@@ -1418,7 +1228,6 @@ class Cli {
   }
 
   absl::Status Inspect() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a FILE"); !s.ok()) return s;
     auto reader = VectorReader::Open(args_.positional[1]);
     if (!reader.ok()) return reader.status();
@@ -1449,6 +1258,196 @@ class Cli {
   std::unique_ptr<v1::Quantd::Stub> stub_;
 };
 
+const std::vector<Cli::Command>& Cli::Commands() {
+  static const auto* commands = new std::vector<Command>{
+      {"create",
+       R"(Usage: quantctl create NAME --dim D [--metric l2|ip|cosine]
+
+Creates a collection. NAME: 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit.
+  --dim D        vector dimension, 1..65536 (required)
+  --metric M     l2 (default), ip (inner product) or cosine
+)",
+       {"dim", "metric"},
+       &Cli::Create},
+      {"list",
+       "Usage: quantctl list\n\nLists collections with dimension, metric and item count.\n",
+       {},
+       &Cli::List},
+      {"describe",
+       "Usage: quantctl describe NAME\n\nShows one collection and its item count.\n",
+       {},
+       &Cli::Describe},
+      {"drop",
+       "Usage: quantctl drop NAME\n\nDeletes a collection and all of its items.\n",
+       {},
+       &Cli::Drop},
+      {"upsert",
+       R"(Usage: quantctl upsert NAME FILE [OPTIONS]
+
+Streams the rows of FILE into collection NAME, in batches of about 1 MiB, each acknowledged by
+the server once durable. Shows a progress bar on a terminal.
+  --id-offset N    item id of row r is N + r (default 0)
+  --ids FILE       item ids, one per row: .npy/.ivecs of integers or text, one id per line
+  --max-rows N     upload only the first N rows
+  --batch-rows N   rows per batch (default: about 1 MiB per batch)
+  --no-progress    no progress bar
+)",
+       {"id-offset", "ids", "max-rows", "batch-rows", "no-progress"},
+       &Cli::Upsert},
+      {"get",
+       R"(Usage: quantctl get NAME ID... | --ids FILE
+
+Reads stored vectors. Prints one line per item (first values only) or, with --json, every value.
+  --ids FILE     ids to read (as for upsert)
+)",
+       {"ids"},
+       &Cli::Get},
+      {"delete",
+       R"(Usage: quantctl delete NAME ID... | --ids FILE
+
+Deletes items atomically; reports how many were deleted and how many did not exist.
+  --ids FILE     ids to delete (as for upsert)
+)",
+       {"ids"},
+       &Cli::Delete},
+      {"train",
+       R"(Usage: quantctl train NAME [OPTIONS]
+
+Trains a semantic-ID tokenizer (residual k-means) on the collection's items, then encodes every
+item and commits the new version atomically. Follows the job with a progress bar (Ctrl-C
+leaves it running; `quantctl cancel ID` stops it).
+  --levels K1,K2,..   codes per level; the count is the number of levels (default 256,256,256)
+  --balanced          balanced k-means: every code's item count within bounds (hard)
+  --slack S           balanced bounds floor(n/K*(1-S)) .. ceil(n/K*(1+S)) (default 0.1)
+  --size-min A,B,..   explicit per-level bounds instead of --slack (with --size-max)
+  --size-max A,B,..
+  --iterations N      k-means iterations per level (default 25)
+  --seed N            random seed (default 0)
+  --sample N          train on a seeded sample of N items (default: all); all get SIDs
+    --detach            print the job id and return at once
+  --no-progress       no progress bar
+)",
+       {"levels", "balanced", "slack", "size-min", "size-max", "iterations", "seed", "sample",
+        "detach", "no-progress"},
+       &Cli::Train},
+      {"train-index",
+       R"(Usage: quantctl train-index NAME [OPTIONS]
+
+Trains an IVF-PQ index (coarse k-means, then a product quantizer on the residuals) on the
+collection's items, then encodes every item and commits the new version atomically; searches
+use the previous version until then. Follows the job with a progress bar (Ctrl-C leaves it
+running; `quantctl cancel ID` stops it).
+  --nlist N           inverted lists (default round(4 sqrt(n)) clamped to [1, n/39])
+  --m M               PQ sub-quantizers, dividing the dimension (default: largest divisor
+                      <= min(64, d/4))
+  --nbits 4|8         bits per sub-code (default 8; 4 under 256 training items)
+  --coarse-iterations N   coarse k-means iterations (default 10)
+  --pq-iterations N   PQ k-means iterations (default 25)
+  --seed N            random seed (default 0)
+  --sample N          train on a seeded sample of N items (default: all); all are indexed
+  --detach            print the job id and return at once
+  --no-progress       no progress bar
+)",
+       {"nlist", "m", "nbits", "coarse-iterations", "pq-iterations", "seed", "sample", "detach",
+        "no-progress"},
+       &Cli::TrainIndex},
+      {"search",
+       R"(Usage: quantctl search NAME --queries FILE [OPTIONS]
+
+Searches the collection's index with every row of a vector file (.npy, .fvecs, ...) and prints,
+per query, the ids and distances of its nearest items, nearest first (L2: squared distance;
+ip / cosine: similarity).
+  --k N               neighbours per query, 1..1024 (default 10)
+  --nprobe N          lists scanned per query (default nlist/8; above nlist scans all)
+  --refine R          re-rank R x k candidates by exact distance to the stored vectors
+  --max-rows N        use the first N queries only
+  --output FILE       write the ids as .ivecs (a row per query, shorter when fewer than k
+                      items were found) instead of printing them
+)",
+       {"queries", "k", "nprobe", "refine", "max-rows", "output"},
+       &Cli::Search},
+      {"encode",
+       R"(Usage: quantctl encode NAME ID... | --ids FILE | --vectors FILE [OPTIONS]
+
+Prints the semantic IDs of stored items, or the codes a tokenizer gives to new vectors (with
+how many stored items already have those codes). --vectors encodes every row of the file,
+sent in batches.
+  --ids FILE          ids of stored items (as for upsert)
+  --vectors FILE      a vector file (.npy, .fvecs, ...): one line of codes per row
+  --max-rows N        encode only the first N rows of --vectors (default: all)
+  --batch-rows N      rows per Encode request, 1..100000 (default: about 1 MiB per request)
+)",
+       {"ids", "vectors", "max-rows", "batch-rows"},
+       &Cli::Encode},
+      {"lookup",
+       R"(Usage: quantctl lookup NAME SID [--limit N]
+
+Lists the items under a semantic ID or a prefix of one, written as tokens ("<a_12><b_201>")
+or as comma-separated integers ("12,201"). --limit caps the answer (default 1000).
+)",
+       {"limit"},
+       &Cli::Lookup},
+      {"stats",
+       "Usage: quantctl stats NAME\n\nShows item count, tokenizer parameters, per-level "
+       "codebook usage, perplexity, cluster sizes and reconstruction MSE, and collisions; index "
+       "shape, list sizes and imbalance, bytes per vector and memory.\n",
+       {},
+       &Cli::Stats},
+      {"export-sids",
+       R"(Usage: quantctl export-sids NAME --index FILE [--codes FILE]
+
+Writes every item's semantic ID as LC-Rec / LETTER index JSON to --index,
+{"<item id>": ["<a_12>", "<b_201>", ..., "<d_0>"]}, and with --codes an .npy of int64 codes of
+shape (items, levels + 1), rows in item-id order (the last column is the dedup suffix).
+)",
+       {"index", "codes"},
+       &Cli::ExportSids},
+      {"jobs",
+       "Usage: quantctl jobs [NAME]\n\nLists training jobs, newest first.\n",
+       {},
+       &Cli::Jobs},
+      {"job",
+       "Usage: quantctl job ID\n\nShows one job: state, phase, progress, elapsed time.\n",
+       {},
+       &Cli::Job},
+      {"cancel",
+       "Usage: quantctl cancel ID\n\nCancels a pending or running job; the "
+       "previous tokenizer keeps serving.\n",
+       {},
+       &Cli::Cancel},
+      {"backup",
+       R"(Usage: quantctl backup NAME
+
+Asks the server for a consistent backup of its whole database (every collection, item,
+tokenizer, index and job, as of one instant) in <backup_dir>/NAME on the server's filesystem
+(quantd --backup_dir, default ./var/backups). The server keeps serving meanwhile. NAME is one
+path component of [A-Za-z0-9._-]. Prints the path, size, number of files and duration. Restore by
+starting quantd with --data_dir on a copy of that directory. The call's deadline is --timeout
+(default 3600 s here).
+)",
+       {},
+       &Cli::Backup},
+      {"health",
+       R"(Usage: quantctl health [--service NAME]
+
+Asks the server's grpc.health.v1 service (the main port, or quantd's plaintext --health_listen
+port) whether it serves, and prints SERVING or NOT_SERVING. Exit code 0 when SERVING, 1
+otherwise (NOT_SERVING while starting or draining, an unknown service, no answer): a container
+health check. TLS and token options apply as for every command; the health port needs none.
+The deadline is --timeout (default 5 s here).
+  --service NAME   a service instead of the whole server, e.g. quantd.v1.Quantd
+)",
+       {"service"},
+       &Cli::Health},
+      {"inspect",
+       "Usage: quantctl inspect FILE\n\nShows the format, element type and shape of "
+       "a local vector file without contacting a server.\n",
+       {},
+       &Cli::Inspect},
+  };
+  return *commands;
+}
+
 }  // namespace
 }  // namespace quantd
 
@@ -1462,11 +1461,15 @@ int main(int argc, char** argv) {
     std::fputs(quantd::kUsage, args->Has("help") ? stdout : stderr);
     return args->Has("help") ? 0 : 2;
   }
-  if (args->Has("help")) {
-    const auto& help = quantd::CommandHelp();
-    auto it = help.find(args->positional[0]);
-    std::fputs(it != help.end() ? it->second.c_str() : quantd::kUsage, stdout);
-    return it != help.end() ? 0 : 2;
+  const auto* command = quantd::Cli::Find(args->positional[0]);
+  if (command == nullptr) {
+    std::fprintf(stderr, "quantctl: unknown command '%s'\n\n%s", args->positional[0].c_str(),
+                 quantd::kUsage);
+    return 2;
   }
-  return quantd::Cli(*args).Run();
+  if (args->Has("help")) {
+    std::fputs(command->help.c_str(), stdout);
+    return 0;
+  }
+  return quantd::Cli(*args).Run(*command);
 }
