@@ -9,8 +9,10 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/client_interceptor.h"
@@ -66,6 +68,30 @@ class BearerTokenFactory final : public grpc::experimental::ClientInterceptorFac
 };
 
 }  // namespace
+
+std::string FileRowOfBatchError(absl::string_view message, absl::string_view path,
+                                int64_t first_row, int64_t batch_rows) {
+  // The server names the batch of the stream and the row within it: "batch 1: vectors[row 484,
+  // component 17] = nan: ...". Every batch but the last holds batch_rows rows.
+  int64_t batch = 0;
+  int64_t row = 0;
+  absl::string_view rest = message;
+  if (!absl::ConsumePrefix(&rest, "batch ")) return "";
+  const size_t colon = rest.find(':');
+  if (colon == absl::string_view::npos || !absl::SimpleAtoi(rest.substr(0, colon), &batch)) {
+    return "";
+  }
+  const int64_t batch_first = first_row + batch * batch_rows;
+  const size_t at = rest.find("[row ");
+  if (at != absl::string_view::npos) {
+    absl::string_view digits = rest.substr(at + 5);
+    digits = digits.substr(0, digits.find_first_not_of("0123456789"));
+    if (absl::SimpleAtoi(digits, &row)) {
+      return absl::StrFormat("%s row %d: ", path, batch_first + row);
+    }
+  }
+  return absl::StrFormat("%s rows %d..%d: ", path, batch_first, batch_first + batch_rows - 1);
+}
 
 std::shared_ptr<grpc::Channel> Connect(const std::string& address) {
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), ChannelArgs());
@@ -135,6 +161,7 @@ absl::StatusOr<UploadResult> UploadVectors(v1::Quantd::Stub& stub, const std::st
                         reader.path()));
   }
   const int64_t batch_rows = options.batch_rows > 0 ? options.batch_rows : BatchRowsFor(dim);
+  const int64_t first_row = reader.rows_read();  // file row of the first row sent
   const auto start = std::chrono::steady_clock::now();
 
   grpc::ClientContext context;
@@ -192,7 +219,9 @@ absl::StatusOr<UploadResult> UploadVectors(v1::Quantd::Stub& stub, const std::st
   if (!read_status.ok()) return read_status;
   if (!status.ok()) {
     return absl::Status(FromGrpcStatus(status).code(),
-                        absl::StrFormat("%s (%d rows acknowledged before the error)",
+                        absl::StrFormat("%s%s (%d rows acknowledged before the error)",
+                                        FileRowOfBatchError(status.error_message(), reader.path(),
+                                                            first_row, batch_rows),
                                         status.error_message(), result.rows));
   }
   return result;

@@ -63,10 +63,18 @@ struct UploadResult {
   double seconds = 0;
 };
 
+// For an Upsert error of the server ("batch 1: vectors[row 484, ...] ..."), the file row it is
+// about, as a prefix "<path> row 2500: ", knowing that the stream started at file row
+// `first_row` and every batch but the last held `batch_rows` rows; "" if the message names no
+// batch.
+std::string FileRowOfBatchError(absl::string_view message, absl::string_view path,
+                                int64_t first_row, int64_t batch_rows);
+
 // Streams the rows of `reader` into `collection` with one Upsert stream. Batches are written
 // while earlier ones await their acknowledgement (gRPC flow control bounds what is in flight).
 // On error the status
-// says which batch failed; every acknowledged batch (result.rows on success) is stored.
+// says which batch failed and which row of the file; every acknowledged batch (result.rows on
+// success) is stored.
 absl::StatusOr<UploadResult> UploadVectors(v1::Quantd::Stub& stub, const std::string& collection,
                                            VectorReader& reader, const UploadOptions& options);
 

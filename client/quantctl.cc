@@ -21,8 +21,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "client/client.h"
 #include "core/vectors.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "io/vector_file.h"
 
@@ -54,6 +58,7 @@ Semantic IDs:
 Operations:
   backup NAME                                   consistent copy of the database on the server,
                                                 in its --backup_dir/NAME
+  health [--service NAME]                       grpc.health.v1 check: exit 0 when SERVING
 
 Nearest-neighbour search (IVF-PQ):
   train-index NAME [--nlist N] [--m M] [--nbits 4|8]  train an index; follows the job
@@ -63,7 +68,8 @@ Nearest-neighbour search (IVF-PQ):
 Global options:
   --addr HOST:PORT   server address (env QUANTD_ADDR, default 127.0.0.1:50051)
   --timeout SECONDS  deadline per call (default 30; upsert streams have none)
-  --json             print results as JSON, for scripts
+  --json             print the response message in proto3 JSON form (field names as in
+                     quantd.proto; 64-bit integers as strings, enums by name), for scripts
 
 Security (a flag wins over its environment variable):
   --tls_ca FILE          PEM CA verifying the server; turns TLS on (env QUANTCTL_TLS_CA)
@@ -80,124 +86,6 @@ Vector files: .npy (float32/float64/integer types), .fvecs, .bvecs, .ivecs, IDX 
 latter two also gzipped. `quantctl COMMAND --help` explains one command.
 )";
 
-const std::map<std::string, std::string>& CommandHelp() {
-  static const auto* help = new std::map<std::string, std::string>{
-      {"create", R"(Usage: quantctl create NAME --dim D [--metric l2|ip|cosine]
-
-Creates a collection. NAME: 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit.
-  --dim D        vector dimension, 1..65536 (required)
-  --metric M     l2 (default), ip (inner product) or cosine
-)"},
-      {"list",
-       "Usage: quantctl list\n\nLists collections with dimension, metric and item count.\n"},
-      {"describe", "Usage: quantctl describe NAME\n\nShows one collection and its item count.\n"},
-      {"drop", "Usage: quantctl drop NAME\n\nDeletes a collection and all of its items.\n"},
-      {"upsert", R"(Usage: quantctl upsert NAME FILE [OPTIONS]
-
-Streams the rows of FILE into collection NAME, in batches of about 1 MiB, each acknowledged by
-the server once durable. Shows a progress bar on a terminal.
-  --id-offset N    item id of row r is N + r (default 0)
-  --ids FILE       item ids, one per row: .npy/.ivecs of integers or text, one id per line
-  --max-rows N     upload only the first N rows
-  --batch-rows N   rows per batch (default: about 1 MiB per batch)
-  --no-progress    no progress bar
-)"},
-      {"get", R"(Usage: quantctl get NAME ID... | --ids FILE
-
-Reads stored vectors. Prints one line per item (first values only) or, with --json, every value.
-  --ids FILE     ids to read (as for upsert)
-)"},
-      {"delete", R"(Usage: quantctl delete NAME ID... | --ids FILE
-
-Deletes items atomically; reports how many were deleted and how many did not exist.
-  --ids FILE     ids to delete (as for upsert)
-)"},
-      {"train", R"(Usage: quantctl train NAME [OPTIONS]
-
-Trains a semantic-ID tokenizer (residual k-means) on the collection's items, then encodes every
-item and commits the new version atomically. Follows the job with a progress bar (Ctrl-C
-leaves it running; `quantctl cancel ID` stops it).
-  --levels K1,K2,..   codes per level; the count is the number of levels (default 256,256,256)
-  --balanced          balanced k-means: every code's item count within bounds (hard)
-  --slack S           balanced bounds floor(n/K*(1-S)) .. ceil(n/K*(1+S)) (default 0.1)
-  --size-min A,B,..   explicit per-level bounds instead of --slack (with --size-max)
-  --size-max A,B,..
-  --iterations N      k-means iterations per level (default 25)
-  --seed N            random seed (default 0)
-  --sample N          train on a seeded sample of N items (default: all); all get SIDs
-    --detach            print the job id and return at once
-  --no-progress       no progress bar
-)"},
-      {"train-index", R"(Usage: quantctl train-index NAME [OPTIONS]
-
-Trains an IVF-PQ index (coarse k-means, then a product quantizer on the residuals) on the
-collection's items, then encodes every item and commits the new version atomically; searches
-use the previous version until then. Follows the job with a progress bar (Ctrl-C leaves it
-running; `quantctl cancel ID` stops it).
-  --nlist N           inverted lists (default round(4 sqrt(n)) clamped to [1, n/39])
-  --m M               PQ sub-quantizers, dividing the dimension (default: largest divisor
-                      <= min(64, d/4))
-  --nbits 4|8         bits per sub-code (default 8; 4 under 256 training items)
-  --coarse-iterations N   coarse k-means iterations (default 10)
-  --pq-iterations N   PQ k-means iterations (default 25)
-  --seed N            random seed (default 0)
-  --sample N          train on a seeded sample of N items (default: all); all are indexed
-  --detach            print the job id and return at once
-  --no-progress       no progress bar
-)"},
-      {"search", R"(Usage: quantctl search NAME --queries FILE [OPTIONS]
-
-Searches the collection's index with every row of a vector file (.npy, .fvecs, ...) and prints,
-per query, the ids and distances of its nearest items, nearest first (L2: squared distance;
-ip / cosine: similarity).
-  --k N               neighbours per query, 1..1024 (default 10)
-  --nprobe N          lists scanned per query (default nlist/8; above nlist scans all)
-  --refine R          re-rank R x k candidates by exact distance to the stored vectors
-  --max-rows N        use the first N queries only
-  --output FILE       write the ids as .ivecs (a row per query, shorter when fewer than k
-                      items were found) instead of printing them
-)"},
-      {"encode", R"(Usage: quantctl encode NAME ID... | --ids FILE | --vectors FILE [--max-rows N]
-
-Prints the semantic IDs of stored items, or the codes a tokenizer gives to new vectors (with
-how many stored items already have those codes).
-)"},
-      {"lookup", R"(Usage: quantctl lookup NAME SID [--limit N]
-
-Lists the items under a semantic ID or a prefix of one, written as tokens ("<a_12><b_201>")
-or as comma-separated integers ("12,201"). --limit caps the answer (default 1000).
-)"},
-      {"stats",
-       "Usage: quantctl stats NAME\n\nShows item count, tokenizer parameters, per-level "
-       "codebook usage, perplexity, cluster sizes and reconstruction MSE, and collisions; index "
-       "shape, list sizes and imbalance, bytes per vector and memory.\n"},
-      {"export-sids", R"(Usage: quantctl export-sids NAME --index FILE [--codes FILE]
-
-Writes every item's semantic ID as LC-Rec / LETTER index JSON to --index,
-{"<item id>": ["<a_12>", "<b_201>", ..., "<d_0>"]}, and with --codes an .npy of int64 codes of
-shape (items, levels + 1), rows in item-id order (the last column is the dedup suffix).
-)"},
-      {"jobs", "Usage: quantctl jobs [NAME]\n\nLists training jobs, newest first.\n"},
-      {"job", "Usage: quantctl job ID\n\nShows one job: state, phase, progress, elapsed time.\n"},
-      {"cancel",
-       "Usage: quantctl cancel ID\n\nCancels a pending or running job; the "
-       "previous tokenizer keeps serving.\n"},
-      {"backup", R"(Usage: quantctl backup NAME
-
-Asks the server for a consistent backup of its whole database (every collection, item,
-tokenizer, index and job, as of one instant) in <backup_dir>/NAME on the server's filesystem
-(quantd --backup_dir, default ./var/backups). The server keeps serving meanwhile. NAME is one
-path component of [A-Za-z0-9._-]. Prints the path, size, number of files and duration. Restore by
-starting quantd with --data_dir on a copy of that directory. The call's deadline is --timeout
-(default 3600 s here).
-)"},
-      {"inspect",
-       "Usage: quantctl inspect FILE\n\nShows the format, element type and shape of "
-       "a local vector file without contacting a server.\n"},
-  };
-  return *help;
-}
-
 // Parsed command line: positional arguments and --options.
 struct Args {
   std::vector<std::string> positional;
@@ -208,6 +96,10 @@ struct Args {
     return it == options.end() ? fallback : it->second;
   }
 };
+
+const std::set<std::string> kGlobalOptions = {
+    "addr",    "timeout",         "json",      "help", "tls", "tls_ca", "tls_cert",
+    "tls_key", "tls_server_name", "token_file"};
 
 const std::set<std::string> kBoolOptions = {"json",     "help",   "no-progress",
                                             "balanced", "detach", "tls"};
@@ -223,9 +115,18 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     }
     std::string name = arg.substr(2);
     std::string value;
-    if (const size_t eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
+    const size_t eq = name.find('=');
+    if (eq != std::string::npos) name = name.substr(0, eq);
+    // Before the command only global options are valid; naming a stranger here keeps it from
+    // swallowing the command as its value.
+    if (args.positional.empty() && !kGlobalOptions.contains(name)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "unknown option --%s (global options come before the command, its own options after "
+          "it; see quantctl --help)",
+          name));
+    }
+    if (eq != std::string::npos) {
+      value = arg.substr(2 + eq + 1);
     } else if (kBoolOptions.contains(name)) {
       value = "true";
     } else {
@@ -238,18 +139,6 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
   return args;
 }
 
-absl::Status CheckOptions(const Args& args, const std::set<std::string>& allowed) {
-  static const std::set<std::string> kGlobal = {
-      "addr",    "timeout",         "json",      "help", "tls", "tls_ca", "tls_cert",
-      "tls_key", "tls_server_name", "token_file"};
-  for (const auto& [name, value] : args.options) {
-    if (!allowed.contains(name) && !kGlobal.contains(name)) {
-      return absl::InvalidArgumentError(absl::StrFormat("unknown option --%s", name));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<int64_t> IntOption(const Args& args, const std::string& name, int64_t fallback) {
   if (!args.Has(name)) return fallback;
   int64_t value = 0;
@@ -258,33 +147,6 @@ absl::StatusOr<int64_t> IntOption(const Args& args, const std::string& name, int
         absl::StrFormat("--%s '%s' is not an integer", name, args.Get(name)));
   }
   return value;
-}
-
-std::string JsonString(absl::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += absl::StrFormat("\\u%04x", c);
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
 }
 
 // "1.5 KiB", "187.9 MiB", "2.0 GiB"; plain bytes under 1 KiB.
@@ -300,24 +162,55 @@ std::string HumanBytes(uint64_t bytes) {
   return absl::StrFormat("%.1f %s", value, kUnits[unit]);
 }
 
+// Names come from core's one table (MetricName / ParseMetric in core/vectors.h).
 std::string MetricText(v1::Metric metric) {
   switch (metric) {
     case v1::METRIC_L2:
-      return "l2";
+      return std::string(MetricName(Metric::kL2));
     case v1::METRIC_INNER_PRODUCT:
-      return "ip";
+      return std::string(MetricName(Metric::kInnerProduct));
     case v1::METRIC_COSINE:
-      return "cosine";
+      return std::string(MetricName(Metric::kCosine));
     default:
       return "unspecified";
   }
 }
 
-std::string CollectionJson(const v1::Collection& c) {
-  return absl::StrFormat(
-      "{\"name\":%s,\"dimension\":%d,\"metric\":\"%s\",\"item_count\":%d,\"create_time_ms\":%d}",
-      JsonString(c.name()), c.dimension(), MetricText(c.metric()), c.item_count(),
-      c.create_time_ms());
+// Prints `message` in proto3 JSON form (field names as in the .proto, zero values included; 64-bit
+// integers are strings, enums their names), one line: what --json prints.
+void PrintJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  const auto status = google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!status.ok()) out = absl::StrCat("{\"error\":\"", status.ToString(), "\"}");
+  std::printf("%s\n", out.c_str());
+}
+
+// A JSON object of client-side figures (upsert and inspect summaries), printed as PrintJson does.
+class JsonObject {
+ public:
+  JsonObject& Set(const std::string& key, const std::string& value) {
+    (*object_.mutable_fields())[key].set_string_value(value);
+    return *this;
+  }
+  JsonObject& Set(const std::string& key, double value) {
+    (*object_.mutable_fields())[key].set_number_value(value);
+    return *this;
+  }
+  void Print() const { PrintJson(object_); }
+
+ private:
+  google::protobuf::Struct object_;
+};
+
+// "1 item", "2 items".
+std::string Items(uint64_t n) { return absl::StrCat(n, n == 1 ? " item" : " items"); }
+
+// A creation time as UTC, e.g. "2026-12-04T13:05:43Z".
+std::string UtcTime(int64_t unix_ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
 }
 
 // Draws "[#####.....]  45.0%  27000/60000 rows  12345 rows/s  48.3 MB/s" on a terminal.
@@ -360,51 +253,35 @@ class Cli {
  public:
   explicit Cli(const Args& args) : args_(args), json_(args.Has("json")) {}
 
-  int Run() {
-    const std::string& command = args_.positional[0];
-    absl::Status status;
-    if (command == "create") {
-      status = Create();
-    } else if (command == "list") {
-      status = List();
-    } else if (command == "describe") {
-      status = Describe();
-    } else if (command == "drop") {
-      status = Drop();
-    } else if (command == "upsert") {
-      status = Upsert();
-    } else if (command == "get") {
-      status = Get();
-    } else if (command == "delete") {
-      status = Delete();
-    } else if (command == "train") {
-      status = Train();
-    } else if (command == "train-index") {
-      status = TrainIndex();
-    } else if (command == "search") {
-      status = Search();
-    } else if (command == "encode") {
-      status = Encode();
-    } else if (command == "lookup") {
-      status = Lookup();
-    } else if (command == "stats") {
-      status = Stats();
-    } else if (command == "export-sids") {
-      status = ExportSids();
-    } else if (command == "jobs") {
-      status = Jobs();
-    } else if (command == "job" || command == "cancel") {
-      status = JobCommand(command == "cancel");
-    } else if (command == "inspect") {
-      status = Inspect();
-    } else if (command == "backup") {
-      status = Backup();
-    } else {
-      std::fprintf(stderr, "quantctl: unknown command '%s'\n\n%s", command.c_str(), kUsage);
-      return 2;
+  // The command table: every command's name, help (the text of `quantctl NAME --help`), the
+  // options it takes besides the global ones, and its handler. Dispatch, help and option
+  // checking all read it.
+  struct Command {
+    std::string name;
+    std::string help;
+    std::set<std::string> options;
+    absl::Status (Cli::*run)();
+  };
+  static const std::vector<Command>& Commands();
+  static const Command* Find(const std::string& name) {
+    for (const Command& command : Commands()) {
+      if (command.name == name) return &command;
     }
+    return nullptr;
+  }
+
+  int Run(const Command& command) {
+    absl::Status status;
+    for (const auto& [name, value] : args_.options) {
+      if (!command.options.contains(name) && !kGlobalOptions.contains(name)) {
+        status = Usage(absl::StrFormat("unknown option --%s", name));
+        break;
+      }
+    }
+    if (status.ok()) status = (this->*command.run)();
+    const std::string& name = command.name;
     if (!status.ok()) {
-      std::fprintf(stderr, "quantctl %s: %s: %s\n", command.c_str(),
+      std::fprintf(stderr, "quantctl %s: %s: %s\n", name.c_str(),
                    absl::StatusCodeToString(status.code()).c_str(),
                    std::string(status.message()).c_str());
       return status.code() == absl::StatusCode::kInvalidArgument && usage_error_ ? 2 : 1;
@@ -426,8 +303,10 @@ class Cli {
     return absl::OkStatus();
   }
 
-  v1::Quantd::Stub& stub() {
-    if (stub_ == nullptr) {
+  // The channel to --addr (QUANTD_ADDR) with the TLS and token settings; a bad setting ends
+  // quantctl with exit code 2.
+  std::shared_ptr<grpc::Channel> channel() {
+    if (channel_ == nullptr) {
       const char* env = std::getenv("QUANTD_ADDR");
       const std::string address = args_.Get("addr", env != nullptr ? env : "127.0.0.1:50051");
       auto options = SecurityOptions();
@@ -438,8 +317,13 @@ class Cli {
         std::fprintf(stderr, "quantctl: %s\n", std::string(channel.status().message()).c_str());
         std::exit(2);
       }
-      stub_ = v1::Quantd::NewStub(*channel);
+      channel_ = *channel;
     }
+    return channel_;
+  }
+
+  v1::Quantd::Stub& stub() {
+    if (stub_ == nullptr) stub_ = v1::Quantd::NewStub(channel());
     return *stub_;
   }
 
@@ -506,7 +390,6 @@ class Cli {
   }
 
   absl::Status Create() {
-    if (auto s = CheckOptions(args_, {"dim", "metric"}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     if (!args_.Has("dim")) return Usage("--dim is required");
     auto dim = IntOption(args_, "dim", 0);
@@ -530,7 +413,7 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::printf("%s\n", CollectionJson(response.collection()).c_str());
+      PrintJson(response);
     } else {
       std::printf("created collection '%s' (dimension %d, metric %s)\n",
                   response.collection().name().c_str(), response.collection().dimension(),
@@ -540,7 +423,6 @@ class Cli {
   }
 
   absl::Status List() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(0, "no arguments"); !s.ok()) return s;
     v1::ListCollectionsResponse response;
     auto context = Context();
@@ -550,34 +432,33 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::vector<std::string> rows;
-      for (const auto& c : response.collections()) rows.push_back(CollectionJson(c));
-      std::printf("[%s]\n", absl::StrJoin(rows, ",").c_str());
+      PrintJson(response);
       return absl::OkStatus();
     }
-    std::printf("%-32s %9s %-8s %12s\n", "NAME", "DIMENSION", "METRIC", "ITEMS");
+    std::printf("%-32s %9s %-13s %12s\n", "NAME", "DIMENSION", "METRIC", "ITEMS");
     for (const auto& c : response.collections()) {
-      std::printf("%-32s %9u %-8s %12llu\n", c.name().c_str(), c.dimension(),
+      std::printf("%-32s %9u %-13s %12llu\n", c.name().c_str(), c.dimension(),
                   MetricText(c.metric()).c_str(), static_cast<unsigned long long>(c.item_count()));
     }
     return absl::OkStatus();
   }
 
   absl::Status Describe() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     auto collection = FetchCollection(args_.positional[1]);
     if (!collection.ok()) return collection.status();
     if (json_) {
-      std::printf("%s\n", CollectionJson(*collection).c_str());
+      v1::DescribeCollectionResponse response;
+      *response.mutable_collection() = *collection;
+      PrintJson(response);
     } else {
       std::printf(
           "name:       %s\ndimension:  %u\nmetric:     %s\nitems:      %llu\n"
-          "created:    %lld ms since epoch\n",
+          "created:    %s\n",
           collection->name().c_str(), collection->dimension(),
           MetricText(collection->metric()).c_str(),
           static_cast<unsigned long long>(collection->item_count()),
-          static_cast<long long>(collection->create_time_ms()));
+          UtcTime(collection->create_time_ms()).c_str());
     }
     return absl::OkStatus();
   }
@@ -595,7 +476,6 @@ class Cli {
   }
 
   absl::Status Drop() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     v1::DropCollectionRequest request;
     request.set_name(args_.positional[1]);
@@ -606,9 +486,7 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::printf("{\"dropped\":%s,\"items_deleted\":%llu}\n",
-                  JsonString(args_.positional[1]).c_str(),
-                  static_cast<unsigned long long>(response.items_deleted()));
+      PrintJson(response);
     } else {
       std::printf("dropped collection '%s' (%llu items)\n", args_.positional[1].c_str(),
                   static_cast<unsigned long long>(response.items_deleted()));
@@ -617,10 +495,6 @@ class Cli {
   }
 
   absl::Status Upsert() {
-    if (auto s = CheckOptions(args_, {"id-offset", "ids", "max-rows", "batch-rows", "no-progress"});
-        !s.ok()) {
-      return Usage(s.message());
-    }
     if (auto s = NeedPositional(2, "a collection NAME and a FILE"); !s.ok()) return s;
     if (args_.Has("ids") && args_.Has("id-offset")) {
       return Usage("--ids and --id-offset exclude each other");
@@ -673,14 +547,16 @@ class Cli {
     if (!result.ok()) return result.status();
     const double mb = static_cast<double>(result->rows) * (*reader)->dim() * 4 / 1e6;
     if (json_) {
-      std::printf(
-          "{\"collection\":%s,\"rows\":%lld,\"inserted\":%lld,\"batches\":%lld,"
-          "\"item_count\":%llu,\"seconds\":%.3f,\"rows_per_second\":%.1f,"
-          "\"mb_per_second\":%.2f}\n",
-          JsonString(name).c_str(), static_cast<long long>(result->rows),
-          static_cast<long long>(result->inserted), static_cast<long long>(result->batches),
-          static_cast<unsigned long long>(result->item_count), result->seconds,
-          result->rows / std::max(1e-9, result->seconds), mb / std::max(1e-9, result->seconds));
+      JsonObject()
+          .Set("collection", name)
+          .Set("rows", static_cast<double>(result->rows))
+          .Set("inserted", static_cast<double>(result->inserted))
+          .Set("batches", static_cast<double>(result->batches))
+          .Set("item_count", static_cast<double>(result->item_count))
+          .Set("seconds", result->seconds)
+          .Set("rows_per_second", result->rows / std::max(1e-9, result->seconds))
+          .Set("mb_per_second", mb / std::max(1e-9, result->seconds))
+          .Print();
     } else {
       std::printf(
           "upserted %lld rows (%lld new) into '%s' in %lld batches, %.2f s: %.0f rows/s, "
@@ -713,7 +589,6 @@ class Cli {
   }
 
   absl::Status Get() {
-    if (auto s = CheckOptions(args_, {"ids"}); !s.ok()) return Usage(s.message());
     if (args_.positional.size() < 2) return Usage("expected a collection NAME");
     auto ids = IdsArgument();
     if (!ids.ok()) return ids.status();
@@ -727,18 +602,7 @@ class Cli {
     }
     const int d = static_cast<int>(response.dimension());
     if (json_) {
-      std::string out = absl::StrFormat("{\"dimension\":%d,\"items\":[", d);
-      for (int i = 0; i < response.ids_size(); ++i) {
-        if (i > 0) out += ",";
-        out += absl::StrFormat("{\"id\":%d,\"vector\":[", response.ids(i));
-        for (int j = 0; j < d; ++j) {
-          if (j > 0) out += ",";
-          out += absl::StrFormat("%.9g", response.vectors(i * d + j));
-        }
-        out += "]}";
-      }
-      out += absl::StrFormat("],\"missing_ids\":[%s]}", absl::StrJoin(response.missing_ids(), ","));
-      std::printf("%s\n", out.c_str());
+      PrintJson(response);
       return absl::OkStatus();
     }
     for (int i = 0; i < response.ids_size(); ++i) {
@@ -756,7 +620,6 @@ class Cli {
   }
 
   absl::Status Delete() {
-    if (auto s = CheckOptions(args_, {"ids"}); !s.ok()) return Usage(s.message());
     if (args_.positional.size() < 2) return Usage("expected a collection NAME");
     auto ids = IdsArgument();
     if (!ids.ok()) return ids.status();
@@ -769,10 +632,7 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::printf("{\"deleted\":%llu,\"missing\":%llu,\"item_count\":%llu}\n",
-                  static_cast<unsigned long long>(response.deleted()),
-                  static_cast<unsigned long long>(response.missing()),
-                  static_cast<unsigned long long>(response.item_count()));
+      PrintJson(response);
     } else {
       std::printf("deleted %llu items (%llu did not exist); collection now has %llu items\n",
                   static_cast<unsigned long long>(response.deleted()),
@@ -801,18 +661,9 @@ class Cli {
     return absl::AsciiStrToLower(absl::StripPrefix(name, "JOB_STATE_"));
   }
 
-  std::string JobJson(const v1::Job& job) {
-    return absl::StrFormat(
-        "{\"id\":%s,\"collection\":%s,\"kind\":%s,\"state\":\"%s\",\"phase\":%s,"
-        "\"progress\":%.4f,\"elapsed_seconds\":%.3f,\"error\":%s,\"result_version\":%d}",
-        JsonString(job.id()), JsonString(job.collection()), JsonString(job.kind()),
-        JobStateText(job.state()), JsonString(job.phase()), job.progress(), job.elapsed_seconds(),
-        JsonString(job.error()), job.result_version());
-  }
-
   void PrintJob(const v1::Job& job) {
     if (json_) {
-      std::printf("%s\n", JobJson(job).c_str());
+      PrintJson(job);
       return;
     }
     std::printf(
@@ -824,11 +675,6 @@ class Cli {
   }
 
   absl::Status Train() {
-    if (auto s = CheckOptions(args_, {"levels", "balanced", "slack", "size-min", "size-max",
-                                      "iterations", "seed", "sample", "detach", "no-progress"});
-        !s.ok()) {
-      return Usage(s.message());
-    }
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     v1::TrainTokenizerRequest request;
     request.set_collection(args_.positional[1]);
@@ -916,11 +762,6 @@ class Cli {
   }
 
   absl::Status TrainIndex() {
-    if (auto s = CheckOptions(args_, {"nlist", "m", "nbits", "coarse-iterations", "pq-iterations",
-                                      "seed", "sample", "detach", "no-progress"});
-        !s.ok()) {
-      return Usage(s.message());
-    }
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     v1::TrainIndexRequest request;
     request.set_collection(args_.positional[1]);
@@ -959,10 +800,6 @@ class Cli {
   }
 
   absl::Status Search() {
-    if (auto s = CheckOptions(args_, {"queries", "k", "nprobe", "refine", "max-rows", "output"});
-        !s.ok()) {
-      return Usage(s.message());
-    }
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     if (!args_.Has("queries")) return Usage("--queries FILE is required");
     auto k = IntOption(args_, "k", 10);
@@ -1008,17 +845,7 @@ class Cli {
     }
     if (args_.Has("output")) return WriteIvecs(args_.Get("output"), all);
     if (json_) {
-      std::vector<std::string> rows;
-      for (const v1::SearchResult& result : all.results()) {
-        std::vector<std::string> distances;
-        for (float distance : result.distances())
-          distances.push_back(absl::StrFormat("%.9g", distance));
-        rows.push_back(absl::StrFormat("{\"ids\":[%s],\"distances\":[%s]}",
-                                       absl::StrJoin(result.ids(), ","),
-                                       absl::StrJoin(distances, ",")));
-      }
-      std::printf("{\"index_version\":%d,\"nprobe\":%d,\"results\":[%s]}\n", all.index_version(),
-                  all.nprobe(), absl::StrJoin(rows, ",").c_str());
+      PrintJson(all);
       return absl::OkStatus();
     }
     for (int q = 0; q < all.results_size(); ++q) {
@@ -1063,7 +890,6 @@ class Cli {
   }
 
   absl::Status Jobs() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (args_.positional.size() > 2) return Usage("expected at most a collection NAME");
     v1::ListJobsRequest request;
     if (args_.positional.size() == 2) request.set_collection(args_.positional[1]);
@@ -1073,17 +899,17 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::vector<std::string> rows;
-      for (const v1::Job& job : response.jobs()) rows.push_back(JobJson(job));
-      std::printf("[%s]\n", absl::StrJoin(rows, ",").c_str());
+      PrintJson(response);
       return absl::OkStatus();
     }
     for (const v1::Job& job : response.jobs()) PrintJob(job);
     return absl::OkStatus();
   }
 
+  absl::Status Job() { return JobCommand(/*cancel=*/false); }
+  absl::Status Cancel() { return JobCommand(/*cancel=*/true); }
+
   absl::Status JobCommand(bool cancel) {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a job ID"); !s.ok()) return s;
     v1::Job job;
     auto context = Context();
@@ -1103,49 +929,31 @@ class Cli {
   }
 
   absl::Status Encode() {
-    if (auto s = CheckOptions(args_, {"ids", "vectors", "max-rows"}); !s.ok()) {
-      return Usage(s.message());
-    }
     if (args_.positional.size() < 2) return Usage("expected a collection NAME");
-    v1::EncodeRequest request;
-    request.set_collection(args_.positional[1]);
+    v1::EncodeResponse response;
     if (args_.Has("vectors")) {
       if (args_.positional.size() > 2 || args_.Has("ids")) {
         return Usage("give ids or --vectors, not both");
       }
-      auto max_rows = IntOption(args_, "max-rows", 1000);
-      if (!max_rows.ok()) return Usage(max_rows.status().message());
-      auto matrix = ReadMatrix(args_.Get("vectors"), *max_rows);
-      if (!matrix.ok()) return matrix.status();
-      request.mutable_vectors()->Assign(matrix->values.begin(), matrix->values.end());
+      auto encoded = EncodeVectors(args_.Get("vectors"));
+      if (!encoded.ok()) return encoded.status();
+      response = std::move(*encoded);
     } else {
+      if (args_.Has("max-rows") || args_.Has("batch-rows")) {
+        return Usage("--max-rows and --batch-rows go with --vectors");
+      }
       auto ids = IdsArgument();
       if (!ids.ok()) return ids.status();
+      v1::EncodeRequest request;
+      request.set_collection(args_.positional[1]);
       request.mutable_ids()->Add(ids->begin(), ids->end());
-    }
-    v1::EncodeResponse response;
-    auto context = Context();
-    if (auto s = FromGrpcStatus(stub().Encode(context.get(), request, &response)); !s.ok()) {
-      return s;
+      auto context = Context();
+      if (auto s = FromGrpcStatus(stub().Encode(context.get(), request, &response)); !s.ok()) {
+        return s;
+      }
     }
     if (json_) {
-      std::vector<std::string> items;
-      for (int i = 0; i < response.ids_size(); ++i) {
-        items.push_back(
-            absl::StrFormat("{\"id\":%d,\"codes\":[%s],\"suffix\":%d,\"tokens\":%s}",
-                            response.ids(i), absl::StrJoin(response.sids(i).codes(), ","),
-                            response.sids(i).suffix(), JsonString(response.sids(i).tokens())));
-      }
-      std::vector<std::string> encoded;
-      for (const v1::EncodedVector& e : response.encoded()) {
-        encoded.push_back(absl::StrFormat("{\"codes\":[%s],\"tokens\":%s,\"items_with_codes\":%d}",
-                                          absl::StrJoin(e.codes(), ","), JsonString(e.tokens()),
-                                          e.items_with_codes()));
-      }
-      std::printf(
-          "{\"tokenizer_version\":%d,\"sids\":[%s],\"missing_ids\":[%s],\"encoded\":[%s]}\n",
-          response.tokenizer_version(), absl::StrJoin(items, ",").c_str(),
-          absl::StrJoin(response.missing_ids(), ",").c_str(), absl::StrJoin(encoded, ",").c_str());
+      PrintJson(response);
       return absl::OkStatus();
     }
     for (int i = 0; i < response.ids_size(); ++i) {
@@ -1160,13 +968,60 @@ class Cli {
       std::printf("row %d\t%s\t%s\n", i, e.tokens().c_str(),
                   e.items_with_codes() == 0
                       ? "free"
-                      : absl::StrFormat("taken by %d items", e.items_with_codes()).c_str());
+                      : absl::StrCat("taken by ", Items(e.items_with_codes())).c_str());
     }
     return absl::OkStatus();
   }
 
+  // The codes of every row of vector file `path` (or its first --max-rows rows), sent in
+  // requests of --batch-rows rows (default: about 1 MiB each, at most the server's 100000), one
+  // response with the rows in file order. An error names the file rows of the failed request.
+  absl::StatusOr<v1::EncodeResponse> EncodeVectors(const std::string& path) {
+    constexpr int64_t kMaxEncodeRows = 100000;  // the server's Encode limit per request
+    auto max_rows = IntOption(args_, "max-rows", -1);
+    auto batch_rows = IntOption(args_, "batch-rows", 0);
+    for (const auto* v : {&max_rows, &batch_rows}) {
+      if (!v->ok()) return Usage(v->status().message());
+    }
+    if (*batch_rows < 0 || *batch_rows > kMaxEncodeRows) {
+      return Usage(
+          absl::StrFormat("--batch-rows %d is outside 1..%d", *batch_rows, kMaxEncodeRows));
+    }
+    auto reader = VectorReader::Open(path);
+    if (!reader.ok()) return reader.status();
+    const int64_t dim = (*reader)->dim();
+    const int64_t total =
+        *max_rows < 0 ? (*reader)->rows() : std::min(*max_rows, (*reader)->rows());
+    const int64_t batch =
+        *batch_rows > 0 ? *batch_rows : std::min(kMaxEncodeRows, BatchRowsFor(dim));
+    v1::EncodeResponse all;
+    std::vector<float> buffer;
+    for (int64_t first = 0; first < total; first += batch) {
+      const int64_t n = std::min(batch, total - first);
+      buffer.resize(static_cast<size_t>(n * dim));
+      auto got = (*reader)->Read(n, buffer.data());
+      if (!got.ok()) return got.status();
+      if (*got != n) {
+        return absl::DataLossError(absl::StrFormat("%s ended after %d rows", path, first + *got));
+      }
+      v1::EncodeRequest request;
+      request.set_collection(args_.positional[1]);
+      request.mutable_vectors()->Assign(buffer.begin(), buffer.end());
+      v1::EncodeResponse response;
+      auto context = Context();
+      if (auto s = FromGrpcStatus(stub().Encode(context.get(), request, &response)); !s.ok()) {
+        return absl::Status(s.code(), absl::StrFormat("%s rows %d..%d: %s", path, first,
+                                                      first + n - 1, s.message()));
+      }
+      all.set_tokenizer_version(response.tokenizer_version());
+      for (v1::EncodedVector& e : *response.mutable_encoded()) {
+        *all.add_encoded() = std::move(e);
+      }
+    }
+    return all;
+  }
+
   absl::Status Lookup() {
-    if (auto s = CheckOptions(args_, {"limit"}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(2, "a collection NAME and a SID or prefix"); !s.ok()) return s;
     v1::LookupRequest request;
     request.set_collection(args_.positional[1]);
@@ -1191,13 +1046,7 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::vector<std::string> items;
-      for (int i = 0; i < response.ids_size(); ++i) {
-        items.push_back(absl::StrFormat("{\"id\":%d,\"tokens\":%s}", response.ids(i),
-                                        JsonString(response.sids(i).tokens())));
-      }
-      std::printf("{\"items\":[%s],\"truncated\":%s}\n", absl::StrJoin(items, ",").c_str(),
-                  response.truncated() ? "true" : "false");
+      PrintJson(response);
       return absl::OkStatus();
     }
     for (int i = 0; i < response.ids_size(); ++i) {
@@ -1209,7 +1058,6 @@ class Cli {
   }
 
   absl::Status Stats() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     v1::GetStatsRequest request;
     request.set_collection(args_.positional[1]);
@@ -1221,45 +1069,7 @@ class Cli {
     const v1::Collection& c = response.collection();
     const v1::TokenizerStats& t = response.tokenizer();
     if (json_) {
-      std::string out = absl::StrFormat("{\"collection\":%s", CollectionJson(c));
-      if (response.has_tokenizer()) {
-        std::vector<std::string> levels;
-        for (const v1::LevelStats& l : t.level_stats()) {
-          levels.push_back(absl::StrFormat(
-              "{\"codebook_size\":%d,\"codes_used\":%d,\"perplexity\":%.4f,\"size_min\":%d,"
-              "\"size_max\":%d,\"size_mean\":%.4f,\"size_std\":%.4f,"
-              "\"reconstruction_mse\":%.9g,\"balanced\":%s,\"bound_min\":%d,\"bound_max\":%d,"
-              "\"iterations\":%d}",
-              l.codebook_size(), l.codes_used(), l.perplexity(), l.size_min(), l.size_max(),
-              l.size_mean(), l.size_std(), l.reconstruction_mse(), l.balanced() ? "true" : "false",
-              l.bounds().size_min(), l.bounds().size_max(), l.iterations()));
-        }
-        absl::StrAppendFormat(
-            &out,
-            ",\"tokenizer\":{\"version\":%d,\"levels\":%d,\"balanced\":%s,\"seed\":%d,"
-            "\"max_iterations\":%d,\"trained_items\":%d,\"train_seconds\":%.3f,\"job_id\":%s,"
-            "\"items\":%d,\"unique_tuples\":%d,\"collision_rate\":%.6f,"
-            "\"collision_groups\":%d,\"largest_group\":%d,\"level_stats\":[%s]}",
-            t.version(), t.levels(), t.balanced() ? "true" : "false", t.seed(), t.max_iterations(),
-            t.trained_items(), t.train_seconds(), JsonString(t.job_id()), t.items(),
-            t.unique_tuples(), t.collision_rate(), t.collision_groups(), t.largest_group(),
-            absl::StrJoin(levels, ","));
-      }
-      if (response.has_index()) {
-        const v1::IndexStats& x = response.index();
-        absl::StrAppendFormat(
-            &out,
-            ",\"index\":{\"version\":%d,\"nlist\":%d,\"m\":%d,\"nbits\":%d,\"items\":%d,"
-            "\"list_size_min\":%d,\"list_size_max\":%d,\"list_size_mean\":%.4f,"
-            "\"imbalance_factor\":%.6f,\"bytes_per_vector\":%d,\"code_size\":%d,"
-            "\"memory_bytes\":%d,\"trained_items\":%d,\"train_seconds\":%.3f,"
-            "\"create_time_ms\":%d,\"job_id\":%s,\"seed\":%d}",
-            x.version(), x.nlist(), x.m(), x.nbits(), x.items(), x.list_size_min(),
-            x.list_size_max(), x.list_size_mean(), x.imbalance_factor(), x.bytes_per_vector(),
-            x.code_size(), x.memory_bytes(), x.trained_items(), x.train_seconds(),
-            x.create_time_ms(), JsonString(x.job_id()), x.seed());
-      }
-      std::printf("%s}\n", out.c_str());
+      PrintJson(response);
       return absl::OkStatus();
     }
     std::printf("collection %s: %llu items, dimension %u, metric %s\n", c.name().c_str(),
@@ -1317,7 +1127,6 @@ class Cli {
   }
 
   absl::Status ExportSids() {
-    if (auto s = CheckOptions(args_, {"index", "codes"}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a collection NAME"); !s.ok()) return s;
     const std::string json_path = args_.Get("index");
     const std::string npy_path = args_.Get("codes");
@@ -1372,7 +1181,6 @@ class Cli {
   }
 
   absl::Status Backup() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a backup NAME"); !s.ok()) return s;
     v1::BackupRequest request;
     request.set_name(args_.positional[1]);
@@ -1382,11 +1190,7 @@ class Cli {
       return s;
     }
     if (json_) {
-      std::printf(
-          "{\"path\":%s,\"bytes\":%llu,\"files\":%llu,\"seconds\":%.6f,\"sequence\":%llu}\n",
-          JsonString(response.path()).c_str(), static_cast<unsigned long long>(response.bytes()),
-          static_cast<unsigned long long>(response.files()), response.seconds(),
-          static_cast<unsigned long long>(response.sequence()));
+      PrintJson(response);
     } else {
       std::printf("backup '%s' written to %s: %s in %llu files, %.2f s (sequence %llu)\n",
                   request.name().c_str(), response.path().c_str(),
@@ -1397,8 +1201,33 @@ class Cli {
     return absl::OkStatus();
   }
 
+  // grpc.health.v1.Health/Check: exit code 0 when SERVING, 1 otherwise (NOT_SERVING, an
+  // unknown service, no answer), for container health checks and scripts.
+  absl::Status Health() {
+    if (auto s = NeedPositional(0, "no arguments"); !s.ok()) return s;
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(args_.Get("service"));
+    grpc::health::v1::HealthCheckResponse response;
+    auto context = Context(/*fallback_seconds=*/5);
+    const auto health = grpc::health::v1::Health::NewStub(channel());
+    if (auto s = FromGrpcStatus(health->Check(context.get(), request, &response)); !s.ok()) {
+      return s;
+    }
+    const std::string status =
+        grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+    const std::string service = request.service().empty() ? "server" : request.service();
+    if (json_) {
+      PrintJson(response);
+    } else {
+      std::printf("%s: %s\n", service.c_str(), status.c_str());
+    }
+    if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+      return absl::UnavailableError(absl::StrFormat("%s is %s", service, status));
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Inspect() {
-    if (auto s = CheckOptions(args_, {}); !s.ok()) return Usage(s.message());
     if (auto s = NeedPositional(1, "a FILE"); !s.ok()) return s;
     auto reader = VectorReader::Open(args_.positional[1]);
     if (!reader.ok()) return reader.status();
@@ -1407,11 +1236,13 @@ class Cli {
     const char* type = kTypes[static_cast<int>((*reader)->element_type())];
     const std::string format(VectorFileFormatName((*reader)->format()));
     if (json_) {
-      std::printf(
-          "{\"path\":%s,\"format\":\"%s\",\"element_type\":\"%s\",\"rows\":%lld,"
-          "\"dimension\":%lld}\n",
-          JsonString(args_.positional[1]).c_str(), format.c_str(), type,
-          static_cast<long long>((*reader)->rows()), static_cast<long long>((*reader)->dim()));
+      JsonObject()
+          .Set("path", args_.positional[1])
+          .Set("format", format)
+          .Set("element_type", type)
+          .Set("rows", static_cast<double>((*reader)->rows()))
+          .Set("dimension", static_cast<double>((*reader)->dim()))
+          .Print();
     } else {
       std::printf("%s: %s, %s, %lld rows x %lld dimensions\n", args_.positional[1].c_str(),
                   format.c_str(), type, static_cast<long long>((*reader)->rows()),
@@ -1423,8 +1254,199 @@ class Cli {
   const Args& args_;
   bool json_;
   bool usage_error_ = false;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Quantd::Stub> stub_;
 };
+
+const std::vector<Cli::Command>& Cli::Commands() {
+  static const auto* commands = new std::vector<Command>{
+      {"create",
+       R"(Usage: quantctl create NAME --dim D [--metric l2|ip|cosine]
+
+Creates a collection. NAME: 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit.
+  --dim D        vector dimension, 1..65536 (required)
+  --metric M     l2 (default), ip (inner product) or cosine
+)",
+       {"dim", "metric"},
+       &Cli::Create},
+      {"list",
+       "Usage: quantctl list\n\nLists collections with dimension, metric and item count.\n",
+       {},
+       &Cli::List},
+      {"describe",
+       "Usage: quantctl describe NAME\n\nShows one collection and its item count.\n",
+       {},
+       &Cli::Describe},
+      {"drop",
+       "Usage: quantctl drop NAME\n\nDeletes a collection and all of its items.\n",
+       {},
+       &Cli::Drop},
+      {"upsert",
+       R"(Usage: quantctl upsert NAME FILE [OPTIONS]
+
+Streams the rows of FILE into collection NAME, in batches of about 1 MiB, each acknowledged by
+the server once durable. Shows a progress bar on a terminal.
+  --id-offset N    item id of row r is N + r (default 0)
+  --ids FILE       item ids, one per row: .npy/.ivecs of integers or text, one id per line
+  --max-rows N     upload only the first N rows
+  --batch-rows N   rows per batch (default: about 1 MiB per batch)
+  --no-progress    no progress bar
+)",
+       {"id-offset", "ids", "max-rows", "batch-rows", "no-progress"},
+       &Cli::Upsert},
+      {"get",
+       R"(Usage: quantctl get NAME ID... | --ids FILE
+
+Reads stored vectors. Prints one line per item (first values only) or, with --json, every value.
+  --ids FILE     ids to read (as for upsert)
+)",
+       {"ids"},
+       &Cli::Get},
+      {"delete",
+       R"(Usage: quantctl delete NAME ID... | --ids FILE
+
+Deletes items atomically; reports how many were deleted and how many did not exist.
+  --ids FILE     ids to delete (as for upsert)
+)",
+       {"ids"},
+       &Cli::Delete},
+      {"train",
+       R"(Usage: quantctl train NAME [OPTIONS]
+
+Trains a semantic-ID tokenizer (residual k-means) on the collection's items, then encodes every
+item and commits the new version atomically. Follows the job with a progress bar (Ctrl-C
+leaves it running; `quantctl cancel ID` stops it).
+  --levels K1,K2,..   codes per level; the count is the number of levels (default 256,256,256)
+  --balanced          balanced k-means: every code's item count within bounds (hard)
+  --slack S           balanced bounds floor(n/K*(1-S)) .. ceil(n/K*(1+S)) (default 0.1)
+  --size-min A,B,..   explicit per-level bounds instead of --slack (with --size-max)
+  --size-max A,B,..
+  --iterations N      k-means iterations per level (default 25)
+  --seed N            random seed (default 0)
+  --sample N          train on a seeded sample of N items (default: all); all get SIDs
+    --detach            print the job id and return at once
+  --no-progress       no progress bar
+)",
+       {"levels", "balanced", "slack", "size-min", "size-max", "iterations", "seed", "sample",
+        "detach", "no-progress"},
+       &Cli::Train},
+      {"train-index",
+       R"(Usage: quantctl train-index NAME [OPTIONS]
+
+Trains an IVF-PQ index (coarse k-means, then a product quantizer on the residuals) on the
+collection's items, then encodes every item and commits the new version atomically; searches
+use the previous version until then. Follows the job with a progress bar (Ctrl-C leaves it
+running; `quantctl cancel ID` stops it).
+  --nlist N           inverted lists (default round(4 sqrt(n)) clamped to [1, n/39])
+  --m M               PQ sub-quantizers, dividing the dimension (default: largest divisor
+                      <= min(64, d/4))
+  --nbits 4|8         bits per sub-code (default 8; 4 under 256 training items)
+  --coarse-iterations N   coarse k-means iterations (default 10)
+  --pq-iterations N   PQ k-means iterations (default 25)
+  --seed N            random seed (default 0)
+  --sample N          train on a seeded sample of N items (default: all); all are indexed
+  --detach            print the job id and return at once
+  --no-progress       no progress bar
+)",
+       {"nlist", "m", "nbits", "coarse-iterations", "pq-iterations", "seed", "sample", "detach",
+        "no-progress"},
+       &Cli::TrainIndex},
+      {"search",
+       R"(Usage: quantctl search NAME --queries FILE [OPTIONS]
+
+Searches the collection's index with every row of a vector file (.npy, .fvecs, ...) and prints,
+per query, the ids and distances of its nearest items, nearest first (L2: squared distance;
+ip / cosine: similarity).
+  --k N               neighbours per query, 1..1024 (default 10)
+  --nprobe N          lists scanned per query (default nlist/8; above nlist scans all)
+  --refine R          re-rank R x k candidates by exact distance to the stored vectors
+  --max-rows N        use the first N queries only
+  --output FILE       write the ids as .ivecs (a row per query, shorter when fewer than k
+                      items were found) instead of printing them
+)",
+       {"queries", "k", "nprobe", "refine", "max-rows", "output"},
+       &Cli::Search},
+      {"encode",
+       R"(Usage: quantctl encode NAME ID... | --ids FILE | --vectors FILE [OPTIONS]
+
+Prints the semantic IDs of stored items, or the codes a tokenizer gives to new vectors (with
+how many stored items already have those codes). --vectors encodes every row of the file,
+sent in batches.
+  --ids FILE          ids of stored items (as for upsert)
+  --vectors FILE      a vector file (.npy, .fvecs, ...): one line of codes per row
+  --max-rows N        encode only the first N rows of --vectors (default: all)
+  --batch-rows N      rows per Encode request, 1..100000 (default: about 1 MiB per request)
+)",
+       {"ids", "vectors", "max-rows", "batch-rows"},
+       &Cli::Encode},
+      {"lookup",
+       R"(Usage: quantctl lookup NAME SID [--limit N]
+
+Lists the items under a semantic ID or a prefix of one, written as tokens ("<a_12><b_201>")
+or as comma-separated integers ("12,201"). --limit caps the answer (default 1000).
+)",
+       {"limit"},
+       &Cli::Lookup},
+      {"stats",
+       "Usage: quantctl stats NAME\n\nShows item count, tokenizer parameters, per-level "
+       "codebook usage, perplexity, cluster sizes and reconstruction MSE, and collisions; index "
+       "shape, list sizes and imbalance, bytes per vector and memory.\n",
+       {},
+       &Cli::Stats},
+      {"export-sids",
+       R"(Usage: quantctl export-sids NAME --index FILE [--codes FILE]
+
+Writes every item's semantic ID as LC-Rec / LETTER index JSON to --index,
+{"<item id>": ["<a_12>", "<b_201>", ..., "<d_0>"]}, and with --codes an .npy of int64 codes of
+shape (items, levels + 1), rows in item-id order (the last column is the dedup suffix).
+)",
+       {"index", "codes"},
+       &Cli::ExportSids},
+      {"jobs",
+       "Usage: quantctl jobs [NAME]\n\nLists training jobs, newest first.\n",
+       {},
+       &Cli::Jobs},
+      {"job",
+       "Usage: quantctl job ID\n\nShows one job: state, phase, progress, elapsed time.\n",
+       {},
+       &Cli::Job},
+      {"cancel",
+       "Usage: quantctl cancel ID\n\nCancels a pending or running job; the "
+       "previous tokenizer keeps serving.\n",
+       {},
+       &Cli::Cancel},
+      {"backup",
+       R"(Usage: quantctl backup NAME
+
+Asks the server for a consistent backup of its whole database (every collection, item,
+tokenizer, index and job, as of one instant) in <backup_dir>/NAME on the server's filesystem
+(quantd --backup_dir, default ./var/backups). The server keeps serving meanwhile. NAME is one
+path component of [A-Za-z0-9._-]. Prints the path, size, number of files and duration. Restore by
+starting quantd with --data_dir on a copy of that directory. The call's deadline is --timeout
+(default 3600 s here).
+)",
+       {},
+       &Cli::Backup},
+      {"health",
+       R"(Usage: quantctl health [--service NAME]
+
+Asks the server's grpc.health.v1 service (the main port, or quantd's plaintext --health_listen
+port) whether it serves, and prints SERVING or NOT_SERVING. Exit code 0 when SERVING, 1
+otherwise (NOT_SERVING while starting or draining, an unknown service, no answer): a container
+health check. TLS and token options apply as for every command; the health port needs none.
+The deadline is --timeout (default 5 s here).
+  --service NAME   a service instead of the whole server, e.g. quantd.v1.Quantd
+)",
+       {"service"},
+       &Cli::Health},
+      {"inspect",
+       "Usage: quantctl inspect FILE\n\nShows the format, element type and shape of "
+       "a local vector file without contacting a server.\n",
+       {},
+       &Cli::Inspect},
+  };
+  return *commands;
+}
 
 }  // namespace
 }  // namespace quantd
@@ -1439,11 +1461,15 @@ int main(int argc, char** argv) {
     std::fputs(quantd::kUsage, args->Has("help") ? stdout : stderr);
     return args->Has("help") ? 0 : 2;
   }
-  if (args->Has("help")) {
-    const auto& help = quantd::CommandHelp();
-    auto it = help.find(args->positional[0]);
-    std::fputs(it != help.end() ? it->second.c_str() : quantd::kUsage, stdout);
-    return it != help.end() ? 0 : 2;
+  const auto* command = quantd::Cli::Find(args->positional[0]);
+  if (command == nullptr) {
+    std::fprintf(stderr, "quantctl: unknown command '%s'\n\n%s", args->positional[0].c_str(),
+                 quantd::kUsage);
+    return 2;
   }
-  return quantd::Cli(*args).Run();
+  if (args->Has("help")) {
+    std::fputs(command->help.c_str(), stdout);
+    return 0;
+  }
+  return quantd::Cli(*args).Run(*command);
 }

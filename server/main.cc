@@ -15,16 +15,23 @@
 //   --backup_dir     QUANTD_BACKUP_DIR     where Backup writes, default ./var/backups
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "server/heap.h"
 #include "server/log.h"
 #include "server/server.h"
@@ -62,33 +69,38 @@ ABSL_FLAG(std::string, tokens_file, "",
 
 namespace {
 
-// Applies QUANTD_<FLAG> environment variables as flag defaults; returns false on a bad value.
+// quantd's own flags are the ones defined in this file; Abseil's built-in flags (--flagfile,
+// --fromenv, ...) live in Abseil's files. Abseil passes the file name through
+// normalize_filename below first.
+constexpr absl::string_view kFlagFile = "server/main.cc";
+bool IsQuantdFlagFile(absl::string_view filename) {
+  return filename == kFlagFile || absl::EndsWith(filename, absl::StrCat("/", kFlagFile));
+}
+
+std::string EnvironmentName(absl::string_view flag_name) {
+  return absl::StrCat("QUANTD_", absl::AsciiStrToUpper(flag_name));
+}
+
+// quantd's flags, sorted by name.
+std::vector<absl::CommandLineFlag*> QuantdFlags() {
+  std::vector<absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (IsQuantdFlagFile(flag->Filename())) flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(),
+            [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
+  return flags;
+}
+
+// Applies QUANTD_<FLAG> environment variables as flag values (the command line, parsed after,
+// wins); returns false on a bad value.
 bool ApplyEnvironment() {
-  const std::pair<const char*, const char*> kEnv[] = {
-      {"listen", "QUANTD_LISTEN"},
-      {"data_dir", "QUANTD_DATA_DIR"},
-      {"metrics_addr", "QUANTD_METRICS_ADDR"},
-      {"sync", "QUANTD_SYNC"},
-      {"shutdown_grace", "QUANTD_SHUTDOWN_GRACE"},
-      {"health_listen", "QUANTD_HEALTH_LISTEN"},
-      {"max_message_mb", "QUANTD_MAX_MESSAGE_MB"},
-      {"search_threads", "QUANTD_SEARCH_THREADS"},
-      {"search_queue", "QUANTD_SEARCH_QUEUE"},
-      {"max_collections", "QUANTD_MAX_COLLECTIONS"},
-      {"default_deadline_ms", "QUANTD_DEFAULT_DEADLINE_MS"},
-      {"max_deadline_ms", "QUANTD_MAX_DEADLINE_MS"},
-      {"tls_cert", "QUANTD_TLS_CERT"},
-      {"tls_key", "QUANTD_TLS_KEY"},
-      {"tls_client_ca", "QUANTD_TLS_CLIENT_CA"},
-      {"tokens_file", "QUANTD_TOKENS_FILE"},
-      {"backup_dir", "QUANTD_BACKUP_DIR"},
-  };
-  for (const auto& [flag_name, env_name] : kEnv) {
-    const char* value = std::getenv(env_name);
+  for (absl::CommandLineFlag* flag : QuantdFlags()) {
+    const std::string env_name = EnvironmentName(flag->Name());
+    const char* value = std::getenv(env_name.c_str());
     if (value == nullptr) continue;
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(flag_name);
     std::string error;
-    if (flag == nullptr || !flag->ParseFrom(value, &error)) {
+    if (!flag->ParseFrom(value, &error)) {
       quantd::LogError("environment %s='%s' is invalid: %s", env_name, value, error);
       return false;
     }
@@ -96,13 +108,118 @@ bool ApplyEnvironment() {
   return true;
 }
 
+void PrintHelp() {
+  std::string out = absl::StrCat("quantd ", QUANTD_VERSION, ": ", absl::ProgramUsageMessage(),
+                                 "\n\nUsage: quantd [--flag=value ...]\n\nFlags (each also read "
+                                 "from the environment variable shown; the command line wins):\n");
+  for (const absl::CommandLineFlag* flag : QuantdFlags()) {
+    const std::string default_value = flag->DefaultValue();
+    absl::StrAppend(&out, "  --", flag->Name(), "  (", EnvironmentName(flag->Name()), ", default ",
+                    default_value.empty() ? "\"\"" : default_value, ")\n      ", flag->Help(),
+                    "\n");
+  }
+  absl::StrAppend(&out,
+                  "  --help, -h  this help\n  --version  the version\n\nExit codes: 0 after a "
+                  "clean stop, 1 when start-up fails, 2 for a bad flag or environment value.\n");
+  std::fputs(out.c_str(), stdout);
+}
+
+enum class Action { kRun, kHelp, kVersion };
+
+// Checks and applies the command line before absl::ParseCommandLine sees it, because Abseil
+// 20220623 ends the process with exit code 1 both for --help and for a bad flag: here --help
+// and --version are answered (exit 0) and a mistake is an INVALID_ARGUMENT naming the argument
+// (exit 2). Arguments for Abseil's own flags (--flagfile, --helpfull, ...) are left to it.
+absl::StatusOr<Action> CheckCommandLine(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    absl::string_view body = arg;
+    if (arg == "-" || !absl::ConsumePrefix(&body, "-")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unexpected argument '", arg, "': quantd takes only flags"));
+    }
+    absl::ConsumePrefix(&body, "-");
+    if (body.empty()) {
+      if (i + 1 < argc) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("unexpected argument '", argv[i + 1], "': quantd takes only flags"));
+      }
+      break;
+    }
+    const size_t eq = body.find('=');
+    const absl::string_view name = body.substr(0, eq);
+    const bool has_value = eq != absl::string_view::npos;
+    if (name == "help" || name == "h" || name == "helpshort" || name == "helpfull") {
+      return Action::kHelp;
+    }
+    if (name == "version") return Action::kVersion;
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    bool negated = false;
+    if (flag == nullptr && absl::StartsWith(name, "no")) {
+      flag = absl::FindCommandLineFlag(name.substr(2));
+      negated = flag != nullptr && flag->IsOfType<bool>();
+      if (!negated) flag = nullptr;
+    }
+    if (flag == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag '", arg, "' (quantd --help lists the flags)"));
+    }
+    const bool is_bool = flag->IsOfType<bool>();
+    std::string value;
+    if (has_value) {
+      if (negated) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("'", arg, "': --no", flag->Name(), " takes no value"));
+      }
+      value = std::string(body.substr(eq + 1));
+    } else if (is_bool) {
+      value = negated ? "false" : "true";
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+    }
+    if (!IsQuantdFlagFile(flag->Filename())) continue;  // Abseil's own, parsed by Abseil
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("flag --", flag->Name(), "='", value, "' is invalid: ", error));
+    }
+  }
+  return Action::kRun;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "quantd: vector search and semantic-ID service (gRPC). Flags also read QUANTD_<FLAG> "
-      "environment variables, e.g. QUANTD_DATA_DIR.");
+      "vector search and semantic-ID service (gRPC). Every flag can also be set by the "
+      "environment variable QUANTD_<FLAG>, e.g. QUANTD_DATA_DIR.");
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = IsQuantdFlagFile;
+  usage.contains_helpshort_flags = IsQuantdFlagFile;
+  usage.contains_helppackage_flags = IsQuantdFlagFile;
+  usage.version_string = [] { return absl::StrCat("quantd ", QUANTD_VERSION, "\n"); };
+  // "server/main.cc" rather than the build machine's path of it.
+  usage.normalize_filename = [](absl::string_view filename) -> std::string {
+    return IsQuantdFlagFile(filename) ? std::string(kFlagFile) : std::string(filename);
+  };
+  absl::SetFlagsUsageConfig(usage);
+
   if (!ApplyEnvironment()) return 2;
+  auto action = CheckCommandLine(argc, argv);
+  if (!action.ok()) {
+    quantd::LogError("%s", action.status().message());
+    return 2;
+  }
+  if (*action == Action::kHelp) {
+    PrintHelp();
+    return 0;
+  }
+  if (*action == Action::kVersion) {
+    std::fputs(usage.version_string().c_str(), stdout);
+    return 0;
+  }
   absl::ParseCommandLine(argc, argv);
   quantd::KeepFreedHeapForReuse();
 
@@ -142,6 +259,12 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Flag values the server would refuse (a port above 65535, limits out of range) are bad
+  // flags: exit code 2, like the checks above; failures of start-up itself are 1.
+  if (auto status = quantd::ValidateServerOptions(options); !status.ok()) {
+    quantd::LogError("%s", status.message());
+    return 2;
+  }
   auto server = quantd::QuantdServer::Start(options);
   if (!server.ok()) {
     quantd::LogError("quantd cannot start: %s", server.status().ToString());

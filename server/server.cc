@@ -1,9 +1,18 @@
 #include "server/server.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 #include <thread>
+#include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -11,6 +20,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/exposer.h"
 #include "server/auth.h"
+#include "server/health.h"
 #include "server/jobs.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -25,9 +35,44 @@ QuantdServer::QuantdServer() = default;
 
 QuantdServer::~QuantdServer() { Shutdown(std::chrono::milliseconds(0)); }
 
-absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOptions& options) {
-  auto server = std::unique_ptr<QuantdServer>(new QuantdServer());
-  server->options_ = options;
+namespace {
+
+// The port of a listen address ("host:port", "[::]:port"), checked to be 0..65535; `flag`
+// names the setting in the error. Unix-domain addresses ("unix:...") have no port.
+absl::Status CheckListenPort(absl::string_view flag, const std::string& address) {
+  if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
+    return absl::OkStatus();
+  }
+  const size_t colon = address.rfind(':');
+  const std::string port = colon == std::string::npos ? std::string() : address.substr(colon + 1);
+  uint32_t value = 0;
+  if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), ::isdigit) ||
+      !absl::SimpleAtoi(port, &value) || value > 65535) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--%s '%s': the port must be a number in 0..65535 (host:port; 0 picks a free port)", flag,
+        address));
+  }
+  return absl::OkStatus();
+}
+
+// What to do about a directory quantd cannot create or write, as whichever user it runs as (in
+// the Docker image uid 10001, and a bind-mounted host directory is often root's).
+std::string OwnershipHint(const std::string& dir) {
+  std::error_code error;
+  std::filesystem::path existing = std::filesystem::absolute(dir, error);
+  while (!existing.empty() && !std::filesystem::exists(existing, error) &&
+         existing != existing.parent_path()) {
+    existing = existing.parent_path();
+  }
+  return absl::StrFormat(
+      "quantd runs as uid %d gid %d: give it the directory, e.g. `chown -R %d:%d %s` (as root; "
+      "in Docker on the host directory mounted there), or choose another directory",
+      geteuid(), getegid(), geteuid(), getegid(), existing.string());
+}
+
+}  // namespace
+
+absl::Status ValidateServerOptions(const ServerOptions& options) {
   if (options.max_message_bytes < 1 << 20) {
     return absl::InvalidArgumentError(
         absl::StrFormat("max_message_bytes %d is below 1 MiB", options.max_message_bytes));
@@ -40,22 +85,47 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
         options.search_threads, options.search_queue, options.max_collections,
         options.default_deadline.count(), options.max_deadline.count()));
   }
+  if (auto status = CheckListenPort("listen", options.listen_address); !status.ok()) {
+    return status;
+  }
+  if (!options.health_listen_address.empty()) {
+    if (auto status = CheckListenPort("health_listen", options.health_listen_address);
+        !status.ok()) {
+      return status;
+    }
+  }
+  if (!options.metrics_address.empty()) {
+    if (auto status = CheckListenPort("metrics_addr", options.metrics_address); !status.ok()) {
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOptions& options) {
+  auto server = std::unique_ptr<QuantdServer>(new QuantdServer());
+  server->options_ = options;
+  if (auto status = ValidateServerOptions(options); !status.ok()) return status;
 
   auto security = LoadSecurity(options);  // checks the TLS and token files before the data
   if (!security.ok()) return security.status();
 
-  grpc::EnableDefaultHealthCheckService(true);
+  // quantd's own grpc.health.v1 (server/health.h), which ends Watch streams on a drain.
+  grpc::EnableDefaultHealthCheckService(false);
+  server->health_ = std::make_unique<HealthStatus>(
+      std::vector<std::string>{std::string(v1::Quantd::service_full_name())});
   if (!options.health_listen_address.empty()) {
     // Up before the database opens, so probes see NOT_SERVING rather than a refused connection.
     grpc::ServerBuilder builder;
     builder.AddListeningPort(options.health_listen_address, grpc::InsecureServerCredentials(),
                              &server->health_port_);
+    server->health_port_service_ = server->health_->NewService();
+    builder.RegisterService(server->health_port_service_.get());
     server->health_server_ = builder.BuildAndStart();
     if (server->health_server_ == nullptr || server->health_port_ == 0) {
       return absl::FailedPreconditionError(
           absl::StrFormat("health_listen '%s' cannot be bound", options.health_listen_address));
     }
-    server->SetServing(false);
   }
 
   // Creates `dir` (and its parents) if missing; the error names `flag`.
@@ -68,7 +138,12 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
     std::filesystem::create_directories(dir, error);
     if (error) {
       return absl::FailedPreconditionError(
-          absl::StrFormat("%s '%s' cannot be created: %s", flag, dir, error.message()));
+          absl::StrFormat("%s '%s' cannot be created: %s%s", flag, dir, error.message(),
+                          error == std::errc::permission_denied ? "; " + OwnershipHint(dir) : ""));
+    }
+    if (access(dir.c_str(), W_OK | X_OK) != 0) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s '%s' is not writable: %s; %s", flag, dir, std::strerror(errno), OwnershipHint(dir)));
     }
     return absl::OkStatus();
   };
@@ -120,6 +195,8 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
   builder.SetMaxReceiveMessageSize(TransportReceiveLimit(options.max_message_bytes));
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(server->service_.get());
+  server->health_service_ = server->health_->NewService();
+  builder.RegisterService(server->health_service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(CallInterceptors(server->metrics_.get()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
@@ -128,16 +205,8 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
     return absl::FailedPreconditionError(
         absl::StrFormat("listen_address '%s' cannot be bound", options.listen_address));
   }
-  server->SetServing(true);
+  server->health_->SetServing(true);
   return server;
-}
-
-void QuantdServer::SetServing(bool serving) {
-  for (grpc::Server* s : {server_.get(), health_server_.get()}) {
-    if (s == nullptr) continue;
-    s->GetHealthCheckService()->SetServingStatus(serving);  // "" and every service
-    s->GetHealthCheckService()->SetServingStatus(v1::Quantd::service_full_name(), serving);
-  }
 }
 
 std::string QuantdServer::address() const {
@@ -159,7 +228,9 @@ void QuantdServer::Shutdown(std::chrono::milliseconds grace) {
   // The metrics HTTP server (civetweb) takes up to two seconds to stop its poll loop; stop it
   // while gRPC drains rather than after.
   std::thread exposer_stop([exposer = std::move(exposer_)]() mutable { exposer.reset(); });
-  SetServing(false);  // probes and load balancers stop sending new calls first
+  // Probes and load balancers stop sending new calls first; their Watch streams end now rather
+  // than hold the drain below for its whole grace.
+  if (health_ != nullptr) health_->Drain();
   if (server_ != nullptr) {
     server_->Shutdown(std::chrono::system_clock::now() + grace);
     server_->Wait();

@@ -10,17 +10,20 @@
 #include <string>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace grpc {
 class Server;
-}
+class Service;
+}  // namespace grpc
 namespace prometheus {
 class Exposer;
 }
 
 namespace quantd {
 
+class HealthStatus;
 class Storage;
 class JobManager;
 class Metrics;
@@ -73,6 +76,11 @@ struct ServerOptions {
   }
 };
 
+// Checks the options that are caller settings, before anything starts: the limits, and the
+// ports of the listen addresses (0..65535; gRPC would silently wrap 99999 to 34463). An
+// INVALID_ARGUMENT names the flag and the value. Start() calls it too.
+absl::Status ValidateServerOptions(const ServerOptions& options);
+
 class QuantdServer {
  public:
   static absl::StatusOr<std::unique_ptr<QuantdServer>> Start(const ServerOptions& options);
@@ -84,14 +92,18 @@ class QuantdServer {
   std::string metrics_address() const;
   int health_port() const { return health_port_; }  // 0 without a health server
 
-  // Stops accepting calls, lets in-flight calls finish for up to `grace`, cancels the rest,
-  // then flushes and closes the database. Idempotent.
+  // Reports NOT_SERVING and ends every grpc.health.v1 Watch stream, stops accepting calls, lets
+  // in-flight calls finish for up to `grace`, cancels the rest, then flushes and closes the
+  // database. Idempotent.
   void Shutdown(std::chrono::milliseconds grace);
 
  private:
   QuantdServer();
-  void SetServing(bool serving);  // grpc.health.v1 status on both servers
   ServerOptions options_;
+  // grpc.health.v1 status of both servers; declared first so that it outlives their calls.
+  std::unique_ptr<HealthStatus> health_;
+  std::unique_ptr<grpc::Service> health_service_;       // on server_
+  std::unique_ptr<grpc::Service> health_port_service_;  // on health_server_
   int port_ = 0;
   std::unique_ptr<Storage> storage_;
   std::unique_ptr<JobManager> jobs_;

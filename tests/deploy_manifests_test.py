@@ -8,6 +8,7 @@ Run by ctest as DeployManifestsTest. Needs python3-yaml and openssl (deploy/inst
 `kubectl kustomize` is also run when kubectl is on PATH, and skipped otherwise.
 """
 import argparse
+import json
 import os
 import posixpath
 import re
@@ -109,6 +110,18 @@ def dockerfile():
         elif word == "USER":
             user = rest.strip()
     return expose, env, user
+
+
+def dockerfile_lines(instruction):
+    """The arguments of every `instruction` line (continuations joined) of the Dockerfile."""
+    with open(os.path.join(SOURCE_DIR, "Dockerfile"), encoding="utf-8") as f:
+        text = f.read()
+    found = []
+    for line in text.replace("\\\n", " ").splitlines():
+        word, _, rest = line.strip().partition(" ")
+        if word.upper() == instruction:
+            found.append(rest.strip())
+    return found
 
 
 class Deploy:
@@ -488,6 +501,42 @@ class ConfigTest(unittest.TestCase):
                      "QUANTD_DATA_DIR", "QUANTD_BACKUP_DIR"):
             self.assertEqual(env.get(name), self.setting(name), f"Dockerfile ENV {name}")
 
+    def test_dockerfile_healthcheck_asks_the_health_port_with_quantctl(self):
+        (healthcheck,) = dockerfile_lines("HEALTHCHECK")
+        m = re.search(r"\bCMD\s+(\[.*\])", healthcheck)
+        self.assertIsNotNone(m, f"HEALTHCHECK has no exec-form CMD: {healthcheck}")
+        command = json.loads(m.group(1))
+        self.assertEqual(posixpath.basename(command[0]), "quantctl")
+        self.assertIn("health", command)
+        self.assertTrue(any("quantctl" in c and command[0].startswith("/usr/local/bin/")
+                            for c in dockerfile_lines("COPY")),
+                        "quantctl is not copied into the image")
+        address = command[command.index("--addr") + 1]
+        _, env, _ = dockerfile()
+        self.assertEqual(port_of(address), port_of(env["QUANTD_HEALTH_LISTEN"]),
+                         "the HEALTHCHECK does not ask the health port")
+        self.assertIn("--timeout", command)
+        timeout = re.search(r"--timeout=(\d+)s", healthcheck)
+        self.assertIsNotNone(timeout, "HEALTHCHECK without --timeout")
+        self.assertLess(float(command[command.index("--timeout") + 1]), int(timeout.group(1)),
+                        "quantctl's deadline must end before Docker's health-check timeout")
+
+    def test_dockerfile_copies_every_directory_the_build_needs(self):
+        # The image builds without tests and benchmarks: every other add_subdirectory of the
+        # top-level CMakeLists.txt must be in the build stage.
+        with open(os.path.join(SOURCE_DIR, "CMakeLists.txt"), encoding="utf-8") as f:
+            needed = set(re.findall(r"^add_subdirectory\((\w+)\)", f.read(), re.M))
+        needed -= {"tests", "bench"}
+        copied = {c.split()[0] for c in dockerfile_lines("COPY") if not c.startswith("--")}
+        self.assertTrue(needed, "no add_subdirectory found in CMakeLists.txt")
+        self.assertEqual(needed - copied, set(), "directories the image build needs but lacks")
+
+    def test_dockerfile_grace_fits_docker_stop(self):
+        # `docker stop` kills after 10 s unless given --stop-timeout / -t; the image's drain
+        # must end before, leaving time to close the database.
+        _, env, _ = dockerfile()
+        self.assertLessEqual(int(env["QUANTD_SHUTDOWN_GRACE"]), 8)
+
     def test_no_service_links_into_the_flag_namespace(self):
         # Service links name variables after Services: "quantd" gives QUANTD_PORT=tcp://...,
         # which the server would read as the flag --port.
@@ -542,12 +591,14 @@ class FlagsTest(unittest.TestCase):
         if not QUANTD_BINARY or not os.access(QUANTD_BINARY, os.X_OK):
             raise AssertionError(f"quantd binary {QUANTD_BINARY!r} is not executable; build it")
         env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTD_")}
-        result = subprocess.run([QUANTD_BINARY, "--helpfull"], capture_output=True, text=True,
+        result = subprocess.run([QUANTD_BINARY, "--help"], capture_output=True, text=True,
                                 env=env, timeout=30)
+        if result.returncode != 0:
+            raise AssertionError(f"`quantd --help` exited {result.returncode}")
         cls.flags = set(re.findall(r"^\s*--([a-z0-9_]+)", result.stdout + result.stderr,
                                    re.MULTILINE))
         if "data_dir" not in cls.flags:
-            raise AssertionError(f"cannot read flags from `quantd --helpfull`:\n{result.stdout}")
+            raise AssertionError(f"cannot read flags from `quantd --help`:\n{result.stdout}")
 
     def settings(self):
         names = set(D.env) | set(D.commented_env)

@@ -467,6 +467,9 @@ TEST(FaultTest, ReadOnlyDataDirStopsStartupReadOnlyBackupDirFailsBackupsOnly) {
   const std::string log = ReadText(dir.File("server.log"));
   EXPECT_NE(log.find("data_dir '" + locked + "/data' cannot be created"), std::string::npos) << log;
   EXPECT_NE(log.find("Permission denied"), std::string::npos) << log;
+  // ... and what to do about it: give the directory to the user quantd runs as.
+  EXPECT_NE(log.find("chown -R "), std::string::npos) << log;
+  EXPECT_NE(log.find(" " + locked + "`"), std::string::npos) << log;
 
   // An unwritable backup_dir does not stop the server: a warning at start-up, and each Backup
   // call fails naming it, while everything else serves.

@@ -16,6 +16,8 @@
 
 #include "absl/strings/str_format.h"
 #include "client/client.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "io/vector_file.h"
 #include "tests/grpc_raw.h"
@@ -30,6 +32,7 @@ using ::quantd::testing::DataFile;
 using ::quantd::testing::ItemCount;
 using ::quantd::testing::ReadText;
 using ::quantd::testing::RunQuantctl;
+using ::quantd::testing::RunShell;
 using ::quantd::testing::ServerProcess;
 using ::quantd::testing::TempDir;
 
@@ -172,6 +175,124 @@ TEST(ProcessTest, StartupFailsClearlyOnBadConfiguration) {
   EXPECT_NE(ReadText(dir.File("bad_env.log")).find("QUANTD_SYNC='maybe'"), std::string::npos);
 }
 
+TEST(ProcessTest, HelpAndVersionExitZeroAndBadFlagsExitTwoNamingThem) {
+  const std::string quantd = QUANTD_BINARY;
+  std::string out;
+  for (const char* help : {" --help", " -h", " --helpfull"}) {
+    EXPECT_EQ(RunShell(quantd + help, &out), 0) << help << ": " << out;
+    // Every flag of quantd with its help and its environment variable, and no build paths.
+    EXPECT_NE(out.find("--data_dir"), std::string::npos) << out;
+    EXPECT_NE(out.find("QUANTD_DATA_DIR"), std::string::npos) << out;
+    EXPECT_NE(out.find("RocksDB data directory"), std::string::npos) << out;
+    EXPECT_NE(out.find("--shutdown_grace"), std::string::npos) << out;
+    EXPECT_NE(out.find("Usage: quantd"), std::string::npos) << out;
+    EXPECT_EQ(out.find("quantd: quantd:"), std::string::npos) << out;
+    EXPECT_EQ(out.find("No flags matched"), std::string::npos) << out;
+    EXPECT_EQ(out.find(".cc"), std::string::npos) << out;
+  }
+  EXPECT_EQ(RunShell(quantd + " --version", &out), 0) << out;
+  EXPECT_TRUE(std::regex_match(out, std::regex("quantd \\d+\\.\\d+\\.\\d+\n"))) << out;
+
+  // Mistakes: exit code 2 and a message naming the argument.
+  const std::pair<std::string, std::string> mistakes[] = {
+      {"--frobnicate", "--frobnicate"},
+      {"--max_message_mb=abc", "max_message_mb"},
+      {"--shutdown_grace", "shutdown_grace"},  // needs a value
+      {"--sync=maybe", "sync"},
+      {"stray-argument", "stray-argument"},
+  };
+  for (const auto& [args, named] : mistakes) {
+    EXPECT_EQ(RunShell(quantd + " " + args, &out), 2) << args << ": " << out;
+    EXPECT_NE(out.find(named), std::string::npos) << args << ": " << out;
+  }
+}
+
+TEST(ProcessTest, ListenPortsAbove65535StopStartupNamingTheFlag) {
+  TempDir dir;
+  const std::pair<std::string, std::string> bad[] = {
+      {"--listen=127.0.0.1:99999", "--listen '127.0.0.1:99999'"},
+      {"--listen=127.0.0.1:65536", "--listen '127.0.0.1:65536'"},
+      {"--health_listen=127.0.0.1:65536", "--health_listen '127.0.0.1:65536'"},
+      {"--metrics_addr=127.0.0.1:70000", "--metrics_addr '127.0.0.1:70000'"},
+      {"--listen=127.0.0.1:", "--listen '127.0.0.1:'"},
+  };
+  for (const auto& [flag, message] : bad) {
+    // ServerProcess puts its own --listen first; the later flag wins.
+    ServerProcess server(dir.path() + "/data", dir.File("server.log"), {flag});
+    const int status = server.Wait(std::chrono::seconds(20));
+    const std::string log = ReadText(dir.File("server.log"));
+    ASSERT_TRUE(WIFEXITED(status)) << flag << " was served: " << log;
+    EXPECT_EQ(WEXITSTATUS(status), 2) << flag << ": " << log;
+    EXPECT_NE(log.find(message), std::string::npos) << log;
+    EXPECT_NE(log.find("0..65535"), std::string::npos) << log;
+  }
+}
+
+// A grpc.health.v1 Watch stream open on the main port and one on the plaintext health port
+// get NOT_SERVING and then end as soon as SIGTERM arrives, so they do not hold the drain for
+// the whole --shutdown_grace.
+TEST(ProcessTest, SigtermEndsHealthWatchStreamsAtOnce) {
+  using grpc::health::v1::Health;
+  using grpc::health::v1::HealthCheckRequest;
+  using grpc::health::v1::HealthCheckResponse;
+  TempDir dir;
+  ServerProcess server(dir.path() + "/data", dir.File("server.log"),
+                       {"--shutdown_grace=20", "--health_listen=127.0.0.1:0"});
+  const std::string address = server.WaitReady();
+  ASSERT_FALSE(address.empty());
+  std::smatch match;
+  const std::string log = ReadText(dir.File("server.log"));
+  ASSERT_TRUE(std::regex_search(log, match, std::regex(R"(health on \S+ \(port (\d+)\))"))) << log;
+  const std::string health_address = "127.0.0.1:" + match[1].str();
+
+  struct Watch {
+    std::unique_ptr<Health::Stub> stub;
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> reader;
+  };
+  std::unique_ptr<Watch> watches[3];
+  const std::string targets[3] = {address, health_address, address};
+  const std::string services[3] = {"", "", "quantd.v1.Quantd"};
+  for (int i = 0; i < 3; ++i) {
+    watches[i] = std::make_unique<Watch>();
+    Watch& watch = *watches[i];
+    watch.stub = Health::NewStub(Connect(targets[i]));
+    watch.context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
+    HealthCheckRequest request;
+    request.set_service(services[i]);
+    watch.reader = watch.stub->Watch(&watch.context, request);
+    HealthCheckResponse response;
+    ASSERT_TRUE(watch.reader->Read(&response)) << i;
+    EXPECT_EQ(response.status(), HealthCheckResponse::SERVING) << i;
+  }
+
+  const auto start = std::chrono::steady_clock::now();
+  server.Signal(SIGTERM);
+  for (int i = 0; i < 3; ++i) {
+    HealthCheckResponse response;
+    ASSERT_TRUE(watches[i]->reader->Read(&response)) << i;
+    EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING) << i;
+    EXPECT_FALSE(watches[i]->reader->Read(&response)) << "stream " << i << " still open";
+    const grpc::Status status = watches[i]->reader->Finish();
+    EXPECT_NE(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << i;
+    // Released as a client does once its call ended, so the server sees the connection close
+    // (a gRPC server's drain also waits for its connections to go).
+    watches[i].reset();
+  }
+  const double streams_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(streams_seconds, 2.0) << "the Watch streams ended " << streams_seconds
+                                  << " s after SIGTERM";
+  const int status = server.Wait(std::chrono::seconds(30));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(WIFEXITED(status)) << ReadText(dir.File("server.log"));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_LT(seconds, 3.0) << "SIGTERM with Watch streams open took " << seconds << " s\n"
+                          << ReadText(dir.File("server.log"));
+  EXPECT_NE(ReadText(dir.File("server.log")).find("stopped cleanly"), std::string::npos);
+}
+
 TEST(ProcessTest, QuantctlWalkThrough) {
   TempDir dir;
   ServerProcess server(dir.path() + "/data", dir.File("server.log"));
@@ -185,7 +306,8 @@ TEST(ProcessTest, QuantctlWalkThrough) {
   EXPECT_EQ(RunQuantctl(address, "upsert sift " + sift + " --id-offset 1000", &out), 0) << out;
   EXPECT_NE(out.find("upserted 5000 rows (5000 new)"), std::string::npos) << out;
   EXPECT_EQ(RunQuantctl(address, "describe sift --json", &out), 0) << out;
-  EXPECT_NE(out.find("\"item_count\":5000"), std::string::npos) << out;
+  // --json prints the response in proto3 JSON form: uint64 values are strings.
+  EXPECT_NE(out.find("\"item_count\":\"5000\""), std::string::npos) << out;
 
   // Ids from a text file for the 100 query vectors.
   std::string ids;
@@ -200,12 +322,15 @@ TEST(ProcessTest, QuantctlWalkThrough) {
   auto base = ReadMatrix(sift, 1);
   ASSERT_TRUE(base.ok());
   EXPECT_EQ(RunQuantctl(address, "get sift 1000 77 --json", &out), 0) << out;
-  std::string expected = "{\"id\":1000,\"vector\":[";
-  for (int j = 0; j < 128; ++j) {
-    absl::StrAppendFormat(&expected, "%s%.9g", j ? "," : "", base->values[j]);
-  }
-  EXPECT_NE(out.find(expected), std::string::npos) << out;
-  EXPECT_NE(out.find("\"missing_ids\":[77]"), std::string::npos) << out;
+  v1::GetItemsResponse items;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out, &items).ok()) << out;
+  ASSERT_EQ(items.ids_size(), 1) << out;
+  EXPECT_EQ(items.ids(0), 1000u);
+  EXPECT_EQ(items.dimension(), 128u);
+  ASSERT_EQ(items.vectors_size(), 128) << out;
+  EXPECT_EQ(std::memcmp(items.vectors().data(), base->values.data(), 128 * sizeof(float)), 0)
+      << out;
+  EXPECT_NE(out.find("\"missing_ids\":[\"77\"]"), std::string::npos) << out;
 
   // Semantic IDs: train (following the job), stats, encode, lookup, export, jobs.
   EXPECT_EQ(RunQuantctl(address, "train sift --levels 16,16 --balanced --seed 3", &out), 0) << out;
@@ -214,12 +339,14 @@ TEST(ProcessTest, QuantctlWalkThrough) {
   EXPECT_NE(out.find("tokenizer version 1 (balanced): 2 levels [16 16]"), std::string::npos) << out;
   EXPECT_NE(out.find("collisions: rate"), std::string::npos) << out;
   EXPECT_EQ(RunQuantctl(address, "stats sift --json", &out), 0) << out;
-  EXPECT_NE(out.find("\"items\":5100"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"items\":\"5100\""), std::string::npos) << out;
   EXPECT_EQ(RunQuantctl(address, "encode sift 1000 --json", &out), 0) << out;
-  const size_t tokens_at = out.find("\"tokens\":\"<a_");
-  ASSERT_NE(tokens_at, std::string::npos) << out;
-  const std::string sid =
-      out.substr(tokens_at + 10, out.find('"', tokens_at + 10) - tokens_at - 10);
+  // Parsed as any script would (the printer writes '<' as \u003c).
+  v1::EncodeResponse encoded;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out, &encoded).ok()) << out;
+  ASSERT_EQ(encoded.sids_size(), 1) << out;
+  const std::string sid = encoded.sids(0).tokens();
+  ASSERT_EQ(sid.rfind("<a_", 0), 0u) << out;
   EXPECT_EQ(RunQuantctl(address, "lookup sift '" + sid + "'", &out), 0) << out;
   EXPECT_NE(out.find("1000\t" + sid), std::string::npos) << out;
   EXPECT_EQ(RunQuantctl(address, "encode sift --vectors " + query + " --max-rows 3", &out), 0)
@@ -297,7 +424,7 @@ TEST(ProcessTest, QuantctlIndexWalkThrough) {
             std::string::npos)
       << out;
   EXPECT_EQ(RunQuantctl(address, "stats sift --json", &out), 0) << out;
-  EXPECT_NE(out.find("\"index\":{\"version\":1,\"nlist\":128,\"m\":32,\"nbits\":8"),
+  EXPECT_NE(out.find("\"index\":{\"version\":1,\"nlist\":\"128\",\"m\":32,\"nbits\":8"),
             std::string::npos)
       << out;
 
@@ -310,9 +437,8 @@ TEST(ProcessTest, QuantctlIndexWalkThrough) {
       RunQuantctl(address, "search sift --queries " + query + " --k 2 --max-rows 1 --json", &out),
       0)
       << out;
-  EXPECT_NE(out.find("{\"index_version\":1,\"nprobe\":16,\"results\":[{\"ids\":["),
-            std::string::npos)
-      << out;
+  EXPECT_NE(out.find("{\"results\":[{\"ids\":[\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"index_version\":1,\"nprobe\":16}"), std::string::npos) << out;
   EXPECT_EQ(RunQuantctl(address,
                         "search sift --queries " + query + " --k 10 --nprobe 32 --refine 10 " +
                             "--output " + dir.File("ids.ivecs"),

@@ -461,8 +461,8 @@ class Pki {
         signed_by("server", "ca",
                   "subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n"),
         signed_by("client", "ca", "extendedKeyUsage=clientAuth\\n"),
-        signed_by("other-client", "other-ca", "extendedKeyUsage=clientAuth\\n"),
-        "true) > openssl.log 2>&1");
+        signed_by("other-client", "other-ca", "extendedKeyUsage=clientAuth\\n"), "true) > ",
+        dir_.File("openssl.log"), " 2>&1");
     ok_ = std::system(("(" + command).c_str()) == 0;
     if (!ok_) log_ = ReadText(dir_.File("openssl.log"));
   }
@@ -475,6 +475,23 @@ class Pki {
   bool ok_ = false;
   std::string log_;
 };
+
+// The certificates and openssl's output stay in the Pki's temporary directory: nothing lands in
+// the working directory (an openssl.log there once got committed).
+TEST(PkiTest, WritesNothingIntoTheWorkingDirectory) {
+  TempDir cwd;
+  char* previous = getcwd(nullptr, 0);
+  ASSERT_NE(previous, nullptr);
+  ASSERT_EQ(chdir(cwd.path().c_str()), 0);
+  {
+    Pki pki;
+    EXPECT_TRUE(pki.ok()) << pki.log();
+  }
+  EXPECT_TRUE(testing::Entries(cwd.path()).empty())
+      << "left in the working directory: " << testing::Entries(cwd.path()).front();
+  EXPECT_EQ(chdir(previous), 0);
+  free(previous);
+}
 
 class TlsTest : public ::testing::Test {
  protected:

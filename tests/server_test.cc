@@ -380,10 +380,16 @@ TEST(ServerStartTest, ClearErrorsForBadAddressesAndDirectories) {
   ServerOptions options;
   options.data_dir = dir.path() + "/data";
   options.metrics_address = "";
-  options.listen_address = "not-an-address:99999";
+  options.listen_address = "not-an-address:50051";
   auto bad_listen = QuantdServer::Start(options);
   EXPECT_EQ(bad_listen.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(bad_listen.status().message().find("not-an-address"), absl::string_view::npos);
+  // A port above 65535 is a bad setting, refused before anything starts (gRPC would wrap it).
+  options.listen_address = "127.0.0.1:99999";
+  auto bad_port = QuantdServer::Start(options);
+  EXPECT_EQ(bad_port.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_port.status().message().find("--listen '127.0.0.1:99999'"), absl::string_view::npos)
+      << bad_port.status();
 
   options.listen_address = "127.0.0.1:0";
   testing::WriteFile(dir.path() + "/file", "x");

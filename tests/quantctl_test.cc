@@ -1,0 +1,132 @@
+// quantctl against a real quantd: the health command, whole-file encoding, readable times and
+// counts, and errors that name the file row or the bad option.
+#include <sys/wait.h>
+
+#include <cmath>
+#include <limits>
+#include <regex>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "tests/process_support.h"
+#include "tests/test_support.h"
+
+namespace quantd {
+namespace {
+
+using ::quantd::testing::DataFile;
+using ::quantd::testing::Raw;
+using ::quantd::testing::RunQuantctl;
+using ::quantd::testing::RunShell;
+using ::quantd::testing::ServerProcess;
+using ::quantd::testing::TempDir;
+
+// An .fvecs file of `rows` x `dim` from `value(row, component)`.
+template <typename F>
+void WriteFvecs(const std::string& path, int rows, int dim, F value) {
+  std::string bytes;
+  for (int r = 0; r < rows; ++r) {
+    bytes += Raw<int32_t>(dim);
+    for (int j = 0; j < dim; ++j) bytes += Raw<float>(value(r, j));
+  }
+  testing::WriteFile(path, bytes);
+}
+
+class QuantctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ =
+        std::make_unique<ServerProcess>(dir_.path() + "/data", dir_.File("server.log"),
+                                        std::vector<std::string>{"--health_listen=127.0.0.1:0"});
+    address_ = server_->WaitReady();
+    ASSERT_FALSE(address_.empty());
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+  std::string address_;
+};
+
+TEST_F(QuantctlTest, HealthExitsZeroOnlyWhenServing) {
+  std::string out;
+  EXPECT_EQ(RunQuantctl(address_, "health", &out), 0) << out;
+  EXPECT_NE(out.find("SERVING"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "health --service quantd.v1.Quantd --json", &out), 0) << out;
+  EXPECT_NE(out.find("\"status\":\"SERVING\""), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "health --service no.such.Service", &out), 1) << out;
+  EXPECT_NE(out.find("NOT_FOUND"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "health --help", &out), 0) << out;
+  EXPECT_NE(out.find("Usage: quantctl health"), std::string::npos) << out;
+  // The plaintext health port answers too (the Docker HEALTHCHECK asks it).
+  std::smatch match;
+  const std::string log = testing::ReadText(dir_.File("server.log"));
+  ASSERT_TRUE(std::regex_search(log, match, std::regex(R"(health on \S+ \(port (\d+)\))"))) << log;
+  EXPECT_EQ(RunQuantctl("127.0.0.1:" + match[1].str(), "health --timeout 3", &out), 0) << out;
+  // No server: not healthy.
+  server_->Signal(SIGKILL);
+  server_->Wait();
+  EXPECT_EQ(RunQuantctl(address_, "health --timeout 2", &out), 1) << out;
+}
+
+TEST_F(QuantctlTest, EncodeVectorsEncodesTheWholeFileInBatches) {
+  const std::string sift = DataFile("sift5k/sift5k_base.fvecs");
+  std::string out;
+  ASSERT_EQ(RunQuantctl(address_, "create sift --dim 128", &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "upsert sift " + sift, &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "train sift --levels 16,16 --seed 1", &out), 0) << out;
+  // 5000 rows: more than one request (about 1 MiB = 2016 rows each), every row answered.
+  ASSERT_EQ(RunQuantctl(address_, "encode sift --vectors " + sift, &out), 0) << out.substr(0, 500);
+  EXPECT_NE(out.find("\nrow 4999\t<a_"), std::string::npos) << out.substr(out.size() - 300);
+  EXPECT_EQ(out.find("row 5000"), std::string::npos);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 5000);
+  ASSERT_EQ(
+      RunQuantctl(address_, "encode sift --vectors " + sift + " --batch-rows 700 --json", &out), 0)
+      << out.substr(0, 500);
+  size_t encoded = 0;
+  for (size_t at = out.find("\"items_with_codes\""); at != std::string::npos;
+       at = out.find("\"items_with_codes\"", at + 1)) {
+    ++encoded;
+  }
+  EXPECT_EQ(encoded, 5000u);
+  EXPECT_EQ(RunQuantctl(address_, "encode sift --vectors " + sift + " --max-rows 3", &out), 0);
+  EXPECT_NE(out.find("row 2\t"), std::string::npos) << out;
+  EXPECT_EQ(out.find("row 3\t"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "encode --help", &out), 0) << out;
+  EXPECT_NE(out.find("--max-rows N"), std::string::npos) << out;
+}
+
+TEST_F(QuantctlTest, ReadableTimesAndCountsAndErrorsNamingTheFileRowAndTheOption) {
+  std::string out;
+  ASSERT_EQ(RunQuantctl(address_, "create tiny --dim 4", &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "describe tiny", &out), 0) << out;
+  EXPECT_TRUE(std::regex_search(out, std::regex(R"(created: +20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ\n)")))
+      << out;
+  EXPECT_EQ(out.find("ms since epoch"), std::string::npos) << out;
+
+  // One item far from two others: after a 2-code tokenizer, its code is held by 1 item.
+  WriteFvecs(dir_.File("three.fvecs"), 3, 4,
+             [](int r, int) { return r == 0 ? 0.0f : 10.0f + 0.1f * static_cast<float>(r); });
+  ASSERT_EQ(RunQuantctl(address_, "upsert tiny " + dir_.File("three.fvecs"), &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "train tiny --levels 2 --seed 1", &out), 0) << out;
+  WriteFvecs(dir_.File("one.fvecs"), 1, 4, [](int, int) { return 0.0f; });
+  ASSERT_EQ(RunQuantctl(address_, "encode tiny --vectors " + dir_.File("one.fvecs"), &out), 0)
+      << out;
+  EXPECT_NE(out.find("taken by 1 item\n"), std::string::npos) << out;
+
+  // A NaN at row 2500 of a 3000-row file sent in batches of 1000: the error names file row 2500.
+  WriteFvecs(dir_.File("nan.fvecs"), 3000, 4, [](int r, int j) {
+    return r == 2500 && j == 2 ? std::numeric_limits<float>::quiet_NaN() : 1.0f;
+  });
+  EXPECT_EQ(
+      RunQuantctl(address_, "upsert tiny " + dir_.File("nan.fvecs") + " --batch-rows 1000", &out),
+      1);
+  EXPECT_NE(out.find("nan.fvecs row 2500: "), std::string::npos) << out;
+  EXPECT_NE(out.find("batch 2: vectors[row 500, component 2]"), std::string::npos) << out;
+
+  // An unknown option before the command is named, not taken for the command's value.
+  EXPECT_EQ(RunShell(std::string(QUANTCTL_BINARY) + " --frobnicate list", &out), 2);
+  EXPECT_NE(out.find("unknown option --frobnicate"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace quantd
