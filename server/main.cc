@@ -49,15 +49,17 @@ ABSL_FLAG(std::string, health_listen, "",
           "(for probes that cannot use TLS); empty disables");
 ABSL_FLAG(int, max_message_mb, 64, "largest gRPC request or response message, in MiB (1..1024)");
 ABSL_FLAG(int, search_threads, 0,
-          "Search and Encode calls running at once (and worker threads for the queued ones); 0 = "
+          "Search, Encode and GetStats calls running at once (and worker threads for the queued "
+          "ones); 0 = "
           "one per core");
-ABSL_FLAG(int64_t, search_queue, 256,
-          "Search/Encode calls that may wait for a worker; beyond that RESOURCE_EXHAUSTED");
+ABSL_FLAG(
+    int64_t, search_queue, 256,
+    "Search/Encode/GetStats calls that may wait for a worker; beyond that RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_collections, 1000, "most collections; beyond that RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, default_deadline_ms, 30000,
-          "budget of a Search/Encode call whose client set no deadline (queued past it: "
+          "budget of a Search/Encode/GetStats call whose client set no deadline (queued past it: "
           "DEADLINE_EXCEEDED)");
-ABSL_FLAG(int64_t, max_deadline_ms, 600000, "the most budget any Search/Encode call gets");
+ABSL_FLAG(int64_t, max_deadline_ms, 600000, "the most budget any Search/Encode/GetStats call gets");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain of the server; with --tls_key turns TLS on (both or neither)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key (unencrypted) of --tls_cert");

@@ -47,9 +47,10 @@ struct ServerOptions {
 
   // Limits.
   int max_message_bytes = 64 << 20;  // largest request or response message
-  int search_threads = 0;            // Search/Encode calls running at once; 0: one per core
-  int64_t search_queue = 256;        // Search/Encode calls waiting beyond that: RESOURCE_EXHAUSTED
-  int64_t max_collections = 1000;    // CreateCollection beyond that: RESOURCE_EXHAUSTED
+  int search_threads = 0;  // Search/Encode/GetStats calls running at once; 0: one per core
+  int64_t search_queue =
+      256;  // Search/Encode/GetStats calls waiting beyond that: RESOURCE_EXHAUSTED
+  int64_t max_collections = 1000;  // CreateCollection beyond that: RESOURCE_EXHAUSTED
   std::chrono::milliseconds default_deadline{30000};  // budget of a call without a deadline
   std::chrono::milliseconds max_deadline{600000};     // the most budget any call gets
   // TLS: PEM certificate chain and private key (both or neither; neither = plaintext), and a
