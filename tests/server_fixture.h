@@ -42,18 +42,25 @@ class InProcessServerTest : public ::testing::Test {
     Start();
   }
 
+  // Creates collection `name`; a failure fails the test.
+  void CreateCollection(const std::string& name, uint32_t dimension,
+                        v1::Metric metric = v1::METRIC_L2) {
+    grpc::ClientContext context;
+    v1::CreateCollectionRequest request;
+    request.set_name(name);
+    request.set_dimension(dimension);
+    request.set_metric(metric);
+    v1::CreateCollectionResponse response;
+    const grpc::Status status = stub_->CreateCollection(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+
   // Creates `name` and uploads the first `rows` rows of `path` with ids row + offset.
   void CreateAndUpload(const std::string& name, const std::string& path, int64_t rows,
                        v1::Metric metric = v1::METRIC_L2, uint64_t offset = 0) {
     auto reader = VectorReader::Open(path);
     ASSERT_TRUE(reader.ok()) << reader.status();
-    grpc::ClientContext context;
-    v1::CreateCollectionRequest request;
-    request.set_name(name);
-    request.set_dimension(static_cast<uint32_t>((*reader)->dim()));
-    request.set_metric(metric);
-    v1::CreateCollectionResponse response;
-    ASSERT_TRUE(stub_->CreateCollection(&context, request, &response).ok());
+    CreateCollection(name, static_cast<uint32_t>((*reader)->dim()), metric);
     UploadOptions options;
     options.max_rows = rows;
     options.id_offset = offset;

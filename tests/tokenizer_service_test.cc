@@ -236,15 +236,7 @@ TEST_F(TokenizerServiceTest, SuffixesAreStableAcrossDeletesReinsertsAndRestarts)
 // unlike its direction's. Its codes must be those of the same direction at normal scale.
 TEST_F(TokenizerServiceTest, TinyCosineVectorsGetTheCodesOfTheirDirection) {
   constexpr int d = 8;
-  {
-    grpc::ClientContext context;
-    v1::CreateCollectionRequest request;
-    request.set_name("tiny");
-    request.set_dimension(d);
-    request.set_metric(v1::METRIC_COSINE);
-    v1::CreateCollectionResponse response;
-    ASSERT_TRUE(stub_->CreateCollection(&context, request, &response).ok());
-  }
+  CreateCollection("tiny", d, v1::METRIC_COSINE);
   // 300 Gaussian items (ids 0..299), then item 1000: eight components of 1e-45 (1.4e-45).
   std::mt19937 rng(11);
   std::normal_distribution<float> normal;
@@ -356,15 +348,7 @@ TEST_F(TokenizerServiceTest, CancelRunningAndPendingJobs) {
 
 TEST_F(TokenizerServiceTest, RepeatedIdInABatchKeepsItsSidWhenItsCodesEndUnchanged) {
   // One dimension, two clear clusters: items 1-3 at 0, items 4-5 at 10.
-  {
-    grpc::ClientContext context;
-    v1::CreateCollectionRequest request;
-    request.set_name("line");
-    request.set_dimension(1);
-    request.set_metric(v1::METRIC_L2);
-    v1::CreateCollectionResponse response;
-    ASSERT_TRUE(stub_->CreateCollection(&context, request, &response).ok());
-  }
+  CreateCollection("line", 1, v1::METRIC_L2);
   ASSERT_TRUE(Upsert("line", {1, 2, 3, 4, 5}, {0, 0, 0, 10, 10}).ok());
   ASSERT_EQ(Train("line", {2}, false).state(), v1::JOB_STATE_SUCCEEDED);
   const auto before = AllSids("line");
