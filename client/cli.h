@@ -81,10 +81,18 @@ class Cli {
   std::unique_ptr<v1::Quantd::Stub> stub_;
 };
 
-// One entry of the command table (command_table.cc): dispatch, `quantctl --help`,
+// The sections of the command overview in `quantctl --help`, in the order they are printed.
+enum class Section { kCollections, kSemanticIds, kOperations, kSearch };
+
+// One entry of the command table (command_table.cc): dispatch, the overview of `quantctl --help`,
 // `quantctl NAME --help` and option checking all read it.
 struct Command {
   std::string name;
+  // The overview's line: its section, the arguments shown after the name, and a summary (a
+  // "\n" in it continues the summary on the next line, under the first).
+  Section section;
+  std::string arguments;
+  std::string summary;
   // The text of `quantctl NAME --help`.
   std::string help;
   // The options it takes besides the global ones.

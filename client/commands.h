@@ -17,8 +17,9 @@ namespace quantd::quantctl {
 const std::vector<Command>& Commands();
 // The command called `name`; nullptr if there is none.
 const Command* FindCommand(const std::string& name);
-// The text of `quantctl --help`: the command overview and the global options.
-const char* UsageText();
+// The text of `quantctl --help`: the command overview, generated from the table, and the global
+// options.
+const std::string& UsageText();
 
 // Collections and items (commands_collections.cc).
 absl::Status CreateCommand(Cli& cli);

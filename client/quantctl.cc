@@ -14,13 +14,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (args->positional.empty()) {
-    std::fputs(UsageText(), args->Has("help") ? stdout : stderr);
+    std::fputs(UsageText().c_str(), args->Has("help") ? stdout : stderr);
     return args->Has("help") ? 0 : 2;
   }
   const auto* command = quantd::quantctl::FindCommand(args->positional[0]);
   if (command == nullptr) {
     std::fprintf(stderr, "quantctl: unknown command '%s'\n\n%s", args->positional[0].c_str(),
-                 UsageText());
+                 UsageText().c_str());
     return 2;
   }
   if (args->Has("help")) {
