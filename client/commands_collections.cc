@@ -20,6 +20,7 @@
 namespace quantd::quantctl {
 namespace {
 
+// The collection `name` as the server describes it.
 absl::StatusOr<v1::Collection> FetchCollection(Cli& cli, const std::string& name) {
   v1::DescribeCollectionRequest request;
   request.set_name(name);

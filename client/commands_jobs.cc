@@ -19,6 +19,7 @@
 namespace quantd::quantctl {
 namespace {
 
+// JOB_STATE_RUNNING -> "running".
 std::string JobStateText(v1::JobState state) {
   std::string name = v1::JobState_Name(state);
   return absl::AsciiStrToLower(absl::StripPrefix(name, "JOB_STATE_"));
