@@ -1,12 +1,17 @@
 // quantctl against a real quantd: the health command, whole-file encoding, readable times and
-// counts, and errors that name the file row or the bad option.
+// counts, and errors that name the file row or the bad option; and `quantctl --help` against the
+// command table.
 #include <sys/wait.h>
 
+#include <cctype>
 #include <cmath>
 #include <limits>
 #include <regex>
+#include <set>
+#include <sstream>
 #include <string>
 
+#include "client/commands.h"
 #include "gtest/gtest.h"
 #include "tests/process_support.h"
 #include "tests/test_support.h"
@@ -126,6 +131,39 @@ TEST_F(QuantctlTest, ReadableTimesAndCountsAndErrorsNamingTheFileRowAndTheOption
   // An unknown option before the command is named, not taken for the command's value.
   EXPECT_EQ(RunShell(std::string(QUANTCTL_BINARY) + " --frobnicate list", &out), 2);
   EXPECT_NE(out.find("unknown option --frobnicate"), std::string::npos) << out;
+}
+
+// The overview of `quantctl --help` is the command table: every command of the table has a line
+// in it, and every command a line names runs (its own --help exits 0 with its usage).
+TEST(QuantctlHelpTest, OverviewNamesEveryCommandOfTheTableAndEachDispatches) {
+  std::string overview;
+  ASSERT_EQ(RunShell(std::string(QUANTCTL_BINARY) + " --help", &overview), 0) << overview;
+  EXPECT_EQ(overview, quantctl::UsageText());
+  // Command lines: two spaces and a lower-case name, from "Commands:" to "Global options:".
+  std::set<std::string> named;
+  std::istringstream lines(overview);
+  bool in_commands = false;
+  for (std::string line; std::getline(lines, line);) {
+    if (line == "Commands:") in_commands = true;
+    if (line == "Global options:") in_commands = false;
+    if (in_commands && line.size() > 2 && line.rfind("  ", 0) == 0 &&
+        std::islower(static_cast<unsigned char>(line[2]))) {
+      EXPECT_TRUE(named.insert(line.substr(2, line.find(' ', 2) - 2)).second) << line;
+    }
+  }
+  std::set<std::string> table;
+  for (const quantctl::Command& command : quantctl::Commands()) {
+    EXPECT_TRUE(table.insert(command.name).second) << "twice in the table: " << command.name;
+    EXPECT_TRUE(named.contains(command.name)) << command.name << " missing from\n" << overview;
+  }
+  for (const std::string& name : named) {
+    EXPECT_TRUE(table.contains(name)) << name << " is in --help but not in the table";
+    std::string help;
+    EXPECT_EQ(RunShell(std::string(QUANTCTL_BINARY) + " " + name + " --help", &help), 0) << help;
+    const std::string usage = "Usage: quantctl " + name;
+    EXPECT_TRUE(help.rfind(usage + " ", 0) == 0 || help.rfind(usage + "\n", 0) == 0) << help;
+  }
+  EXPECT_GE(named.size(), 20u);
 }
 
 }  // namespace

@@ -1,0 +1,355 @@
+// The command table, the one place that lists quantctl's commands (in the order of the overview),
+// and `quantctl --help`, whose command overview is generated from it.
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "client/cli.h"
+#include "client/commands.h"
+
+namespace quantd::quantctl {
+namespace {
+
+// `quantctl --help` is this head, the command overview and the tail.
+constexpr char kUsageHead[] = R"(quantctl: command-line client of the quantd vector service
+
+Usage: quantctl [--addr HOST:PORT] [--timeout SECONDS] [--json] COMMAND [ARGS] [OPTIONS]
+)";
+
+constexpr char kUsageTail[] = R"(
+Global options:
+  --addr HOST:PORT   server address (env QUANTD_ADDR, default 127.0.0.1:50051)
+  --timeout SECONDS  deadline per call (default 30; upsert streams have none)
+  --json             print the response message in proto3 JSON form (field names as in
+                     quantd.proto; 64-bit integers as strings, enums by name), for scripts
+
+Security (a flag wins over its environment variable):
+  --tls_ca FILE          PEM CA verifying the server; turns TLS on (env QUANTCTL_TLS_CA)
+  --tls                  TLS verified against the system's CA roots (env QUANTCTL_TLS=true)
+  --tls_cert FILE        client certificate, for a server with --tls_client_ca
+  --tls_key FILE         its private key (env QUANTCTL_TLS_CERT, QUANTCTL_TLS_KEY)
+  --tls_server_name N    name expected in the server certificate instead of the --addr host
+                         (env QUANTCTL_TLS_SERVER_NAME)
+  --token_file FILE      bearer token for a server with --tokens_file: the file's first line
+                         (env QUANTCTL_TOKEN_FILE; or the token itself in QUANTCTL_TOKEN,
+                         which wins over QUANTCTL_TOKEN_FILE but not over --token_file)
+
+Vector files: .npy (float32/float64/integer types), .fvecs, .bvecs, .ivecs, IDX (MNIST), the
+latter two also gzipped. `quantctl COMMAND --help` explains one command.
+)";
+
+// The overview's sections, in order, with their titles.
+struct SectionTitle {
+  Section section;
+  const char* title;
+};
+constexpr SectionTitle kSections[] = {
+    {Section::kCollections, "Commands"},
+    {Section::kSemanticIds, "Semantic IDs"},
+    {Section::kOperations, "Operations"},
+    {Section::kSearch, "Nearest-neighbour search (IVF-PQ)"},
+};
+
+// Summaries start in this column; a longer synopsis gets two spaces before its summary, or the
+// summary goes on the next line if the line would pass kLineWidth.
+constexpr size_t kSummaryColumn = 48;
+constexpr size_t kLineWidth = 100;
+
+// The overview line(s) of `command`, e.g.
+// "  create NAME --dim D [--metric l2|ip|cosine]   create a collection\n".
+std::string OverviewLines(const Command& command) {
+  std::string lines = absl::StrCat("  ", command.name);
+  if (!command.arguments.empty()) absl::StrAppend(&lines, " ", command.arguments);
+  const std::vector<absl::string_view> summary = absl::StrSplit(command.summary, '\n');
+  const std::string indent(kSummaryColumn, ' ');
+  if (lines.size() < kSummaryColumn) {
+    lines.resize(kSummaryColumn, ' ');
+  } else if (lines.size() + 2 + summary[0].size() <= kLineWidth) {
+    lines += "  ";
+  } else {
+    absl::StrAppend(&lines, "\n", indent);
+  }
+  absl::StrAppend(&lines, summary[0], "\n");
+  for (size_t i = 1; i < summary.size(); ++i) absl::StrAppend(&lines, indent, summary[i], "\n");
+  return lines;
+}
+
+}  // namespace
+
+const std::vector<Command>& Commands() {
+  static const auto* commands = new std::vector<Command>{
+      {"create",
+       Section::kCollections,
+       "NAME --dim D [--metric l2|ip|cosine]",
+       "create a collection",
+       R"(Usage: quantctl create NAME --dim D [--metric l2|ip|cosine]
+
+Creates a collection. NAME: 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit.
+  --dim D        vector dimension, 1..65536 (required)
+  --metric M     l2 (default), ip (inner product) or cosine
+)",
+       {"dim", "metric"},
+       CreateCommand},
+      {"list",
+       Section::kCollections,
+       "",
+       "list collections",
+       "Usage: quantctl list\n\nLists collections with dimension, metric and item count.\n",
+       {},
+       ListCommand},
+      {"describe",
+       Section::kCollections,
+       "NAME",
+       "show a collection and its item count",
+       "Usage: quantctl describe NAME\n\nShows one collection and its item count.\n",
+       {},
+       DescribeCommand},
+      {"drop",
+       Section::kCollections,
+       "NAME",
+       "delete a collection and all its items",
+       "Usage: quantctl drop NAME\n\nDeletes a collection and all of its items.\n",
+       {},
+       DropCommand},
+      {"upsert",
+       Section::kCollections,
+       "NAME FILE [--id-offset N | --ids FILE]",
+       "stream a vector file into a collection",
+       R"(Usage: quantctl upsert NAME FILE [OPTIONS]
+
+Streams the rows of FILE into collection NAME, in batches of about 1 MiB, each acknowledged by
+the server once durable. Shows a progress bar on a terminal.
+  --id-offset N    item id of row r is N + r (default 0)
+  --ids FILE       item ids, one per row: .npy/.ivecs of integers or text, one id per line
+  --max-rows N     upload only the first N rows
+  --batch-rows N   rows per batch (default: about 1 MiB per batch)
+  --no-progress    no progress bar
+)",
+       {"id-offset", "ids", "max-rows", "batch-rows", "no-progress"},
+       UpsertCommand},
+      {"get",
+       Section::kCollections,
+       "NAME ID... | --ids FILE",
+       "read vectors back",
+       R"(Usage: quantctl get NAME ID... | --ids FILE
+
+Reads stored vectors. Prints one line per item (first values only) or, with --json, every value.
+  --ids FILE     ids to read (as for upsert)
+)",
+       {"ids"},
+       GetCommand},
+      {"delete",
+       Section::kCollections,
+       "NAME ID... | --ids FILE",
+       "delete items",
+       R"(Usage: quantctl delete NAME ID... | --ids FILE
+
+Deletes items atomically; reports how many were deleted and how many did not exist.
+  --ids FILE     ids to delete (as for upsert)
+)",
+       {"ids"},
+       DeleteCommand},
+      {"inspect",
+       Section::kCollections,
+       "FILE",
+       "show a local vector file's format and shape",
+       "Usage: quantctl inspect FILE\n\nShows the format, element type and shape of "
+       "a local vector file without contacting a server.\n",
+       {},
+       InspectCommand},
+      {"train",
+       Section::kSemanticIds,
+       "NAME [--levels 256,256,256] [--balanced]",
+       "train a tokenizer; follows the job",
+       R"(Usage: quantctl train NAME [OPTIONS]
+
+Trains a semantic-ID tokenizer (residual k-means) on the collection's items, then encodes every
+item and commits the new version atomically. Follows the job with a progress bar (Ctrl-C
+leaves it running; `quantctl cancel ID` stops it).
+  --levels K1,K2,..   codes per level; the count is the number of levels (default 256,256,256)
+  --balanced          balanced k-means: every code's item count within bounds (hard)
+  --slack S           balanced bounds floor(n/K*(1-S)) .. ceil(n/K*(1+S)) (default 0.1)
+  --size-min A,B,..   explicit per-level bounds instead of --slack (with --size-max)
+  --size-max A,B,..
+  --iterations N      k-means iterations per level (default 25)
+  --seed N            random seed (default 0)
+  --sample N          train on a seeded sample of N items (default: all); all get SIDs
+    --detach            print the job id and return at once
+  --no-progress       no progress bar
+)",
+       {"levels", "balanced", "slack", "size-min", "size-max", "iterations", "seed", "sample",
+        "detach", "no-progress"},
+       TrainCommand},
+      {"encode",
+       Section::kSemanticIds,
+       "NAME ID... | --vectors FILE",
+       "semantic IDs of items, or codes of vectors",
+       R"(Usage: quantctl encode NAME ID... | --ids FILE | --vectors FILE [OPTIONS]
+
+Prints the semantic IDs of stored items, or the codes a tokenizer gives to new vectors (with
+how many stored items already have those codes). --vectors encodes every row of the file,
+sent in batches.
+  --ids FILE          ids of stored items (as for upsert)
+  --vectors FILE      a vector file (.npy, .fvecs, ...): one line of codes per row
+  --max-rows N        encode only the first N rows of --vectors (default: all)
+  --batch-rows N      rows per Encode request, 1..100000 (default: about 1 MiB per request)
+)",
+       {"ids", "vectors", "max-rows", "batch-rows"},
+       EncodeCommand},
+      {"lookup",
+       Section::kSemanticIds,
+       "NAME SID",
+       "items under a SID or prefix: \"<a_3><b_7>\", 3,7",
+       R"(Usage: quantctl lookup NAME SID [--limit N]
+
+Lists the items under a semantic ID or a prefix of one, written as tokens ("<a_12><b_201>")
+or as comma-separated integers ("12,201"). --limit caps the answer (default 1000).
+)",
+       {"limit"},
+       LookupCommand},
+      {"stats",
+       Section::kSemanticIds,
+       "NAME",
+       "tokenizer and index health",
+       "Usage: quantctl stats NAME\n\nShows item count, tokenizer parameters, per-level "
+       "codebook usage, perplexity, cluster sizes and reconstruction MSE, and collisions; index "
+       "shape, list sizes and imbalance, bytes per vector and memory.\n",
+       {},
+       StatsCommand},
+      {"export-sids",
+       Section::kSemanticIds,
+       "NAME --index FILE [--codes FILE]",
+       "LC-Rec / LETTER index JSON, .npy of codes",
+       R"(Usage: quantctl export-sids NAME --index FILE [--codes FILE]
+
+Writes every item's semantic ID as LC-Rec / LETTER index JSON to --index,
+{"<item id>": ["<a_12>", "<b_201>", ..., "<d_0>"]}, and with --codes an .npy of int64 codes of
+shape (items, levels + 1), rows in item-id order (the last column is the dedup suffix).
+)",
+       {"index", "codes"},
+       ExportSidsCommand},
+      {"jobs",
+       Section::kSemanticIds,
+       "[NAME]",
+       "training jobs, newest first",
+       "Usage: quantctl jobs [NAME]\n\nLists training jobs, newest first.\n",
+       {},
+       JobsCommand},
+      {"job",
+       Section::kSemanticIds,
+       "ID",
+       "a job's state, phase, progress and elapsed time",
+       "Usage: quantctl job ID\n\nShows one job: state, phase, progress, elapsed time.\n",
+       {},
+       JobCommand},
+      {"cancel",
+       Section::kSemanticIds,
+       "ID",
+       "cancel a pending or running job",
+       "Usage: quantctl cancel ID\n\nCancels a pending or running job; the "
+       "previous tokenizer keeps serving.\n",
+       {},
+       CancelCommand},
+      {"backup",
+       Section::kOperations,
+       "NAME",
+       "consistent copy of the database on the server,\nin its --backup_dir/NAME",
+       R"(Usage: quantctl backup NAME
+
+Asks the server for a consistent backup of its whole database (every collection, item,
+tokenizer, index and job, as of one instant) in <backup_dir>/NAME on the server's filesystem
+(quantd --backup_dir, default ./var/backups). The server keeps serving meanwhile. NAME is one
+path component of [A-Za-z0-9._-]. Prints the path, size, number of files and duration. Restore by
+starting quantd with --data_dir on a copy of that directory. The call's deadline is --timeout
+(default 3600 s here).
+)",
+       {},
+       BackupCommand},
+      {"health",
+       Section::kOperations,
+       "[--service NAME]",
+       "grpc.health.v1 check: exit 0 when SERVING",
+       R"(Usage: quantctl health [--service NAME]
+
+Asks the server's grpc.health.v1 service (the main port, or quantd's plaintext --health_listen
+port) whether it serves, and prints SERVING or NOT_SERVING. Exit code 0 when SERVING, 1
+otherwise (NOT_SERVING while starting or draining, an unknown service, no answer): a container
+health check. TLS and token options apply as for every command; the health port needs none.
+The deadline is --timeout (default 5 s here).
+  --service NAME   a service instead of the whole server, e.g. quantd.v1.Quantd
+)",
+       {"service"},
+       HealthCommand},
+      {"train-index",
+       Section::kSearch,
+       "NAME [--nlist N] [--m M] [--nbits 4|8]",
+       "train an index; follows the job",
+       R"(Usage: quantctl train-index NAME [OPTIONS]
+
+Trains an IVF-PQ index (coarse k-means, then a product quantizer on the residuals) on the
+collection's items, then encodes every item and commits the new version atomically; searches
+use the previous version until then. Follows the job with a progress bar (Ctrl-C leaves it
+running; `quantctl cancel ID` stops it).
+  --nlist N           inverted lists (default round(4 sqrt(n)) clamped to [1, n/39])
+  --m M               PQ sub-quantizers, dividing the dimension (default: largest divisor
+                      <= min(64, d/4))
+  --nbits 4|8         bits per sub-code (default 8; 4 under 256 training items)
+  --coarse-iterations N   coarse k-means iterations (default 10)
+  --pq-iterations N   PQ k-means iterations (default 25)
+  --seed N            random seed (default 0)
+  --sample N          train on a seeded sample of N items (default: all); all are indexed
+  --detach            print the job id and return at once
+  --no-progress       no progress bar
+)",
+       {"nlist", "m", "nbits", "coarse-iterations", "pq-iterations", "seed", "sample", "detach",
+        "no-progress"},
+       TrainIndexCommand},
+      {"search",
+       Section::kSearch,
+       "NAME --queries FILE [--k 10] [--nprobe N] [--refine R] [--output FILE]",
+       "the k nearest items of each query",
+       R"(Usage: quantctl search NAME --queries FILE [OPTIONS]
+
+Searches the collection's index with every row of a vector file (.npy, .fvecs, ...) and prints,
+per query, the ids and distances of its nearest items, nearest first (L2: squared distance;
+ip / cosine: similarity).
+  --k N               neighbours per query, 1..1024 (default 10)
+  --nprobe N          lists scanned per query (default nlist/8; above nlist scans all)
+  --refine R          re-rank R x k candidates by exact distance to the stored vectors
+  --max-rows N        use the first N queries only
+  --output FILE       write the ids as .ivecs (a row per query, shorter when fewer than k
+                      items were found) instead of printing them
+)",
+       {"queries", "k", "nprobe", "refine", "max-rows", "output"},
+       SearchCommand},
+  };
+  return *commands;
+}
+
+const std::string& UsageText() {
+  static const std::string* text = [] {
+    std::string out = kUsageHead;
+    for (const auto& [section, title] : kSections) {
+      absl::StrAppend(&out, "\n", title, ":\n");
+      for (const Command& command : Commands()) {
+        if (command.section == section) out += OverviewLines(command);
+      }
+    }
+    out += kUsageTail;
+    return new std::string(std::move(out));
+  }();
+  return *text;
+}
+
+const Command* FindCommand(const std::string& name) {
+  for (const Command& command : Commands()) {
+    if (command.name == name) return &command;
+  }
+  return nullptr;
+}
+
+}  // namespace quantd::quantctl

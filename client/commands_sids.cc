@@ -1,0 +1,337 @@
+// Semantic-ID commands: train (a tokenizer), encode, lookup, stats and export-sids.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "client/cli.h"
+#include "client/client.h"
+#include "client/commands.h"
+#include "client/output.h"
+#include "io/vector_file.h"
+
+namespace quantd::quantctl {
+namespace {
+
+// The codes of every row of vector file `path` (or its first --max-rows rows), sent in
+// requests of --batch-rows rows (default: about 1 MiB each, at most the server's 100000), one
+// response with the rows in file order. An error names the file rows of the failed request.
+absl::StatusOr<v1::EncodeResponse> EncodeVectors(Cli& cli, const std::string& path) {
+  const Args& args = cli.args();
+  constexpr int64_t kMaxEncodeRows = 100000;  // the server's Encode limit per request
+  auto max_rows = IntOption(args, "max-rows", -1);
+  auto batch_rows = IntOption(args, "batch-rows", 0);
+  for (const auto* v : {&max_rows, &batch_rows}) {
+    if (!v->ok()) return cli.Usage(v->status().message());
+  }
+  if (*batch_rows < 0 || *batch_rows > kMaxEncodeRows) {
+    return cli.Usage(
+        absl::StrFormat("--batch-rows %d is outside 1..%d", *batch_rows, kMaxEncodeRows));
+  }
+  auto reader = VectorReader::Open(path);
+  if (!reader.ok()) return reader.status();
+  const int64_t dim = (*reader)->dim();
+  const int64_t total = *max_rows < 0 ? (*reader)->rows() : std::min(*max_rows, (*reader)->rows());
+  const int64_t batch = *batch_rows > 0 ? *batch_rows : std::min(kMaxEncodeRows, BatchRowsFor(dim));
+  v1::EncodeResponse all;
+  std::vector<float> buffer;
+  for (int64_t first = 0; first < total; first += batch) {
+    const int64_t n = std::min(batch, total - first);
+    buffer.resize(static_cast<size_t>(n * dim));
+    auto got = (*reader)->Read(n, buffer.data());
+    if (!got.ok()) return got.status();
+    if (*got != n) {
+      return absl::DataLossError(absl::StrFormat("%s ended after %d rows", path, first + *got));
+    }
+    v1::EncodeRequest request;
+    request.set_collection(args.positional[1]);
+    request.mutable_vectors()->Assign(buffer.begin(), buffer.end());
+    v1::EncodeResponse response;
+    auto context = cli.Context();
+    if (auto s = FromGrpcStatus(cli.stub().Encode(context.get(), request, &response)); !s.ok()) {
+      return absl::Status(
+          s.code(), absl::StrFormat("%s rows %d..%d: %s", path, first, first + n - 1, s.message()));
+    }
+    all.set_tokenizer_version(response.tokenizer_version());
+    for (v1::EncodedVector& e : *response.mutable_encoded()) {
+      *all.add_encoded() = std::move(e);
+    }
+  }
+  return all;
+}
+
+}  // namespace
+
+absl::Status TrainCommand(Cli& cli) {
+  const Args& args = cli.args();
+  if (auto s = cli.NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+  v1::TrainTokenizerRequest request;
+  request.set_collection(args.positional[1]);
+  if (args.Has("levels")) {
+    auto levels = cli.ListOption("levels");
+    if (!levels.ok()) return levels.status();
+    for (uint64_t k : *levels)
+      request.add_codebook_sizes(static_cast<uint32_t>(std::min<uint64_t>(k, UINT32_MAX)));
+  }
+  request.set_balanced(args.Has("balanced"));
+  if (args.Has("slack")) {
+    double slack = 0;
+    if (!absl::SimpleAtod(args.Get("slack"), &slack)) {
+      return cli.Usage(absl::StrFormat("--slack '%s' is not a number", args.Get("slack")));
+    }
+    request.set_balance_slack(slack);
+  }
+  if (args.Has("size-min") != args.Has("size-max")) {
+    return cli.Usage("--size-min and --size-max go together");
+  }
+  if (args.Has("size-min")) {
+    auto mins = cli.ListOption("size-min");
+    if (!mins.ok()) return mins.status();
+    auto maxs = cli.ListOption("size-max");
+    if (!maxs.ok()) return maxs.status();
+    if (mins->size() != maxs->size())
+      return cli.Usage("--size-min and --size-max differ in length");
+    for (size_t i = 0; i < mins->size(); ++i) {
+      v1::SizeBounds* bounds = request.add_size_bounds();
+      bounds->set_size_min((*mins)[i]);
+      bounds->set_size_max((*maxs)[i]);
+    }
+  }
+  auto iterations = IntOption(args, "iterations", 0);
+  auto seed = IntOption(args, "seed", 0);
+  auto sample = IntOption(args, "sample", 0);
+  for (const auto* v : {&iterations, &seed, &sample}) {
+    if (!v->ok()) return cli.Usage(v->status().message());
+    if (**v < 0) return cli.Usage("--iterations, --seed and --sample must be non-negative");
+  }
+  request.set_max_iterations(static_cast<uint32_t>(std::min<int64_t>(*iterations, UINT32_MAX)));
+  request.set_seed(static_cast<uint64_t>(*seed));
+  request.set_sample_size(static_cast<uint64_t>(*sample));
+  v1::Job job;
+  {
+    auto context = cli.Context();
+    if (auto s = FromGrpcStatus(cli.stub().TrainTokenizer(context.get(), request, &job)); !s.ok()) {
+      return s;
+    }
+  }
+  return FollowJob(cli, job);
+}
+
+absl::Status EncodeCommand(Cli& cli) {
+  const Args& args = cli.args();
+  if (args.positional.size() < 2) return cli.Usage("expected a collection NAME");
+  v1::EncodeResponse response;
+  if (args.Has("vectors")) {
+    if (args.positional.size() > 2 || args.Has("ids")) {
+      return cli.Usage("give ids or --vectors, not both");
+    }
+    auto encoded = EncodeVectors(cli, args.Get("vectors"));
+    if (!encoded.ok()) return encoded.status();
+    response = std::move(*encoded);
+  } else {
+    if (args.Has("max-rows") || args.Has("batch-rows")) {
+      return cli.Usage("--max-rows and --batch-rows go with --vectors");
+    }
+    auto ids = cli.IdsArgument();
+    if (!ids.ok()) return ids.status();
+    v1::EncodeRequest request;
+    request.set_collection(args.positional[1]);
+    request.mutable_ids()->Add(ids->begin(), ids->end());
+    auto context = cli.Context();
+    if (auto s = FromGrpcStatus(cli.stub().Encode(context.get(), request, &response)); !s.ok()) {
+      return s;
+    }
+  }
+  if (cli.json()) {
+    PrintJson(response);
+    return absl::OkStatus();
+  }
+  for (int i = 0; i < response.ids_size(); ++i) {
+    std::printf("%llu\t%s\n", static_cast<unsigned long long>(response.ids(i)),
+                response.sids(i).tokens().c_str());
+  }
+  if (response.missing_ids_size() > 0) {
+    std::printf("not stored: %s\n", absl::StrJoin(response.missing_ids(), " ").c_str());
+  }
+  for (int i = 0; i < response.encoded_size(); ++i) {
+    const v1::EncodedVector& e = response.encoded(i);
+    std::printf("row %d\t%s\t%s\n", i, e.tokens().c_str(),
+                e.items_with_codes() == 0
+                    ? "free"
+                    : absl::StrCat("taken by ", Items(e.items_with_codes())).c_str());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LookupCommand(Cli& cli) {
+  const Args& args = cli.args();
+  if (auto s = cli.NeedPositional(2, "a collection NAME and a SID or prefix"); !s.ok()) return s;
+  v1::LookupRequest request;
+  request.set_collection(args.positional[1]);
+  const std::string& sid = args.positional[2];
+  if (!sid.empty() && sid[0] == '<') {
+    request.set_tokens(sid);
+  } else {
+    for (absl::string_view part : absl::StrSplit(sid, ',')) {
+      uint32_t code = 0;
+      if (!absl::SimpleAtoi(part, &code)) {
+        return cli.Usage(absl::StrFormat("SID '%s': '%s' is not a code", sid, part));
+      }
+      request.add_codes(code);
+    }
+  }
+  auto limit = IntOption(args, "limit", 0);
+  if (!limit.ok() || *limit < 0 || *limit > UINT32_MAX)
+    return cli.Usage("--limit must be 0..2^32-1");
+  request.set_limit(static_cast<uint32_t>(*limit));
+  v1::LookupResponse response;
+  auto context = cli.Context();
+  if (auto s = FromGrpcStatus(cli.stub().Lookup(context.get(), request, &response)); !s.ok()) {
+    return s;
+  }
+  if (cli.json()) {
+    PrintJson(response);
+    return absl::OkStatus();
+  }
+  for (int i = 0; i < response.ids_size(); ++i) {
+    std::printf("%llu\t%s\n", static_cast<unsigned long long>(response.ids(i)),
+                response.sids(i).tokens().c_str());
+  }
+  std::printf("%d items%s\n", response.ids_size(), response.truncated() ? " (truncated)" : "");
+  return absl::OkStatus();
+}
+
+absl::Status StatsCommand(Cli& cli) {
+  const Args& args = cli.args();
+  if (auto s = cli.NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+  v1::GetStatsRequest request;
+  request.set_collection(args.positional[1]);
+  v1::GetStatsResponse response;
+  auto context = cli.Context();
+  if (auto s = FromGrpcStatus(cli.stub().GetStats(context.get(), request, &response)); !s.ok()) {
+    return s;
+  }
+  const v1::Collection& c = response.collection();
+  const v1::TokenizerStats& t = response.tokenizer();
+  if (cli.json()) {
+    PrintJson(response);
+    return absl::OkStatus();
+  }
+  std::printf("collection %s: %llu items, dimension %u, metric %s\n", c.name().c_str(),
+              static_cast<unsigned long long>(c.item_count()), c.dimension(),
+              MetricText(c.metric()).c_str());
+  if (response.has_index()) {
+    const v1::IndexStats& x = response.index();
+    std::printf(
+        "index version %u: IVF%llu,PQ%ux%u on %llu items (%llu bytes/vector, %.1f MiB in "
+        "memory), trained on %llu items in %.2f s by %s\n"
+        "  lists: min %llu, max %llu, mean %.1f, imbalance factor %.3f\n",
+        x.version(), static_cast<unsigned long long>(x.nlist()), x.m(), x.nbits(),
+        static_cast<unsigned long long>(x.items()),
+        static_cast<unsigned long long>(x.bytes_per_vector()),
+        static_cast<double>(x.memory_bytes()) / (1 << 20),
+        static_cast<unsigned long long>(x.trained_items()), x.train_seconds(), x.job_id().c_str(),
+        static_cast<unsigned long long>(x.list_size_min()),
+        static_cast<unsigned long long>(x.list_size_max()), x.list_size_mean(),
+        x.imbalance_factor());
+  } else {
+    std::printf("no index trained yet (quantctl train-index %s)\n", c.name().c_str());
+  }
+  if (!response.has_tokenizer()) {
+    std::printf("no tokenizer trained yet (quantctl train %s)\n", c.name().c_str());
+    return absl::OkStatus();
+  }
+  std::printf(
+      "tokenizer version %u (%s): %u levels [%s], seed %llu, %u iterations, trained on "
+      "%llu items in %.2f s by %s\n",
+      t.version(), t.balanced() ? "balanced" : "plain", t.levels(),
+      absl::StrJoin(t.codebook_sizes(), " ").c_str(), static_cast<unsigned long long>(t.seed()),
+      t.max_iterations(), static_cast<unsigned long long>(t.trained_items()), t.train_seconds(),
+      t.job_id().c_str());
+  std::printf("%-6s %6s %6s %10s %8s %8s %9s %8s %12s %14s\n", "level", "K", "used", "perplexity",
+              "size min", "max", "mean", "std", "mse after", "bounds");
+  for (int l = 0; l < t.level_stats_size(); ++l) {
+    const v1::LevelStats& s = t.level_stats(l);
+    const std::string bounds =
+        s.balanced() ? absl::StrFormat("[%d, %d]", s.bounds().size_min(), s.bounds().size_max())
+                     : "-";
+    std::printf("%-6c %6u %6u %10.1f %8llu %8llu %9.1f %8.1f %12.6g %14s\n",
+                static_cast<char>('a' + l), s.codebook_size(), s.codes_used(), s.perplexity(),
+                static_cast<unsigned long long>(s.size_min()),
+                static_cast<unsigned long long>(s.size_max()), s.size_mean(), s.size_std(),
+                s.reconstruction_mse(), bounds.c_str());
+  }
+  std::printf(
+      "collisions: rate %.4f (%llu unique code tuples for %llu items), %llu groups, "
+      "largest %llu\n",
+      t.collision_rate(), static_cast<unsigned long long>(t.unique_tuples()),
+      static_cast<unsigned long long>(t.items()),
+      static_cast<unsigned long long>(t.collision_groups()),
+      static_cast<unsigned long long>(t.largest_group()));
+  return absl::OkStatus();
+}
+
+absl::Status ExportSidsCommand(Cli& cli) {
+  const Args& args = cli.args();
+  if (auto s = cli.NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+  const std::string json_path = args.Get("index");
+  const std::string npy_path = args.Get("codes");
+  if (json_path.empty()) return cli.Usage("--index FILE is required");
+  v1::ExportSidsRequest request;
+  request.set_collection(args.positional[1]);
+  grpc::ClientContext context;
+  auto reader = cli.stub().ExportSids(&context, request);
+  v1::ExportSidsResponse batch;
+  std::vector<uint64_t> ids;
+  std::vector<int64_t> rows;  // ids.size() x (levels + 1)
+  uint32_t levels = 0;
+  uint32_t version = 0;
+  while (reader->Read(&batch)) {
+    levels = batch.levels();
+    version = batch.tokenizer_version();
+    for (int i = 0; i < batch.ids_size(); ++i) {
+      ids.push_back(batch.ids(i));
+      for (uint32_t l = 0; l < levels; ++l) rows.push_back(batch.codes(i * levels + l));
+      rows.push_back(batch.suffixes(i));
+    }
+  }
+  if (auto s = FromGrpcStatus(reader->Finish()); !s.ok()) return s;
+  std::FILE* out = std::fopen(json_path.c_str(), "w");
+  if (out == nullptr) {
+    return absl::InvalidArgumentError(absl::StrFormat("--index %s: cannot write", json_path));
+  }
+  std::fputs("{", out);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    std::fprintf(out, "%s\"%llu\": [", i == 0 ? "" : ", ", static_cast<unsigned long long>(ids[i]));
+    for (uint32_t l = 0; l <= levels; ++l) {
+      std::fprintf(out, "%s\"<%c_%lld>\"", l == 0 ? "" : ", ", static_cast<char>('a' + l),
+                   static_cast<long long>(rows[i * (levels + 1) + l]));
+    }
+    std::fputs("]", out);
+  }
+  std::fputs("}\n", out);
+  if (std::fclose(out) != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("--index %s: write failed", json_path));
+  }
+  if (!npy_path.empty()) {
+    if (auto s = WriteNpy(npy_path, rows.data(), static_cast<int64_t>(ids.size()), levels + 1);
+        !s.ok()) {
+      return s;
+    }
+  }
+  std::printf("exported %zu semantic IDs (tokenizer version %u, %u levels + suffix) to %s%s\n",
+              ids.size(), version, levels, json_path.c_str(),
+              npy_path.empty() ? "" : (" and " + npy_path).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace quantd::quantctl

@@ -1,0 +1,93 @@
+#include "client/output.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "core/vectors.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace quantd::quantctl {
+
+std::string HumanBytes(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
+  if (bytes < 1024) return absl::StrFormat("%d B", bytes);
+  double value = static_cast<double>(bytes) / 1024;
+  int unit = 0;
+  while (value >= 1024 && unit < 3) {
+    value /= 1024;
+    ++unit;
+  }
+  return absl::StrFormat("%.1f %s", value, kUnits[unit]);
+}
+
+std::string MetricText(v1::Metric metric) {
+  switch (metric) {
+    case v1::METRIC_L2:
+      return std::string(MetricName(Metric::kL2));
+    case v1::METRIC_INNER_PRODUCT:
+      return std::string(MetricName(Metric::kInnerProduct));
+    case v1::METRIC_COSINE:
+      return std::string(MetricName(Metric::kCosine));
+    default:
+      return "unspecified";
+  }
+}
+
+void PrintJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  const auto status = google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!status.ok()) out = absl::StrCat("{\"error\":\"", status.ToString(), "\"}");
+  std::printf("%s\n", out.c_str());
+}
+
+JsonObject& JsonObject::Set(const std::string& key, const std::string& value) {
+  (*object_.mutable_fields())[key].set_string_value(value);
+  return *this;
+}
+
+JsonObject& JsonObject::Set(const std::string& key, double value) {
+  (*object_.mutable_fields())[key].set_number_value(value);
+  return *this;
+}
+
+std::string Items(uint64_t n) { return absl::StrCat(n, n == 1 ? " item" : " items"); }
+
+std::string UtcTime(int64_t unix_ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
+}
+
+ProgressBar::ProgressBar(int64_t total, int64_t bytes_per_row, bool enabled)
+    : total_(total),
+      bytes_per_row_(bytes_per_row),
+      enabled_(enabled && isatty(STDERR_FILENO)),
+      start_(std::chrono::steady_clock::now()) {}
+
+void ProgressBar::Update(int64_t done) {
+  if (!enabled_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (done < total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+  last_draw_ = now;
+  const double seconds = std::max(1e-9, std::chrono::duration<double>(now - start_).count());
+  const double fraction = total_ > 0 ? static_cast<double>(done) / total_ : 1.0;
+  constexpr int kWidth = 30;
+  const int filled = static_cast<int>(fraction * kWidth);
+  std::fprintf(stderr, "\r[%s%s] %5.1f%%  %lld/%lld rows  %.0f rows/s  %.1f MB/s   ",
+               std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
+               100 * fraction, static_cast<long long>(done), static_cast<long long>(total_),
+               done / seconds, done * static_cast<double>(bytes_per_row_) / seconds / 1e6);
+  std::fflush(stderr);
+}
+
+void ProgressBar::Finish() {
+  if (enabled_) std::fprintf(stderr, "\n");
+}
+
+}  // namespace quantd::quantctl
