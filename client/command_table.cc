@@ -178,7 +178,7 @@ leaves it running; `quantctl cancel ID` stops it).
   --iterations N      k-means iterations per level (default 25)
   --seed N            random seed (default 0)
   --sample N          train on a seeded sample of N items (default: all); all get SIDs
-    --detach            print the job id and return at once
+  --detach            print the job id and return at once
   --no-progress       no progress bar
 )",
        {"levels", "balanced", "slack", "size-min", "size-max", "iterations", "seed", "sample",

@@ -22,6 +22,14 @@
 namespace quantd::quantctl {
 namespace {
 
+// One line per item: its id, a tab, its SID's tokens.
+void PrintItemSids(const google::protobuf::RepeatedField<uint64_t>& ids,
+                   const google::protobuf::RepeatedPtrField<v1::Sid>& sids) {
+  for (int i = 0; i < ids.size(); ++i) {
+    std::printf("%llu\t%s\n", static_cast<unsigned long long>(ids[i]), sids[i].tokens().c_str());
+  }
+}
+
 // The codes of every row of vector file `path` (or its first --max-rows rows), sent in
 // requests of --batch-rows rows (default: about 1 MiB each, at most the server's 100000), one
 // response with the rows in file order. An error names the file rows of the failed request.
@@ -155,10 +163,7 @@ absl::Status EncodeCommand(Cli& cli) {
     PrintJson(response);
     return absl::OkStatus();
   }
-  for (int i = 0; i < response.ids_size(); ++i) {
-    std::printf("%llu\t%s\n", static_cast<unsigned long long>(response.ids(i)),
-                response.sids(i).tokens().c_str());
-  }
+  PrintItemSids(response.ids(), response.sids());
   if (response.missing_ids_size() > 0) {
     std::printf("not stored: %s\n", absl::StrJoin(response.missing_ids(), " ").c_str());
   }
@@ -202,10 +207,7 @@ absl::Status LookupCommand(Cli& cli) {
     PrintJson(response);
     return absl::OkStatus();
   }
-  for (int i = 0; i < response.ids_size(); ++i) {
-    std::printf("%llu\t%s\n", static_cast<unsigned long long>(response.ids(i)),
-                response.sids(i).tokens().c_str());
-  }
+  PrintItemSids(response.ids(), response.sids());
   std::printf("%d items%s\n", response.ids_size(), response.truncated() ? " (truncated)" : "");
   return absl::OkStatus();
 }
