@@ -67,6 +67,15 @@ class Cli {
   v1::Quantd::Stub& stub();
   // A context with the --timeout deadline (`fallback_seconds` without one).
   std::unique_ptr<grpc::ClientContext> Context(double fallback_seconds = 30);
+  // One unary call of `method` (e.g. &v1::Quantd::Stub::GetStats) with Context()'s deadline
+  // and credentials, its status as an absl::Status.
+  template <typename Request, typename Response>
+  absl::Status Call(grpc::Status (v1::Quantd::Stub::*method)(grpc::ClientContext*, const Request&,
+                                                             Response*),
+                    const Request& request, Response* response) {
+    auto context = Context();
+    return FromGrpcStatus((stub().*method)(context.get(), request, response));
+  }
 
  private:
   // --name, else the environment variable `env`, else "".

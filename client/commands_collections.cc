@@ -25,12 +25,23 @@ absl::StatusOr<v1::Collection> FetchCollection(Cli& cli, const std::string& name
   v1::DescribeCollectionRequest request;
   request.set_name(name);
   v1::DescribeCollectionResponse response;
-  auto context = cli.Context();
-  if (auto s = FromGrpcStatus(cli.stub().DescribeCollection(context.get(), request, &response));
-      !s.ok()) {
+  if (auto s = cli.Call(&v1::Quantd::Stub::DescribeCollection, request, &response); !s.ok()) {
     return s;
   }
   return response.collection();
+}
+
+// The request of `quantctl get|delete NAME ID... | --ids FILE`: the collection and the ids.
+template <typename Request>
+absl::StatusOr<Request> ItemsRequest(Cli& cli) {
+  const Args& args = cli.args();
+  if (args.positional.size() < 2) return cli.Usage("expected a collection NAME");
+  auto ids = cli.IdsArgument();
+  if (!ids.ok()) return ids.status();
+  Request request;
+  request.set_collection(args.positional[1]);
+  request.mutable_ids()->Add(ids->begin(), ids->end());
+  return request;
 }
 
 }  // namespace
@@ -54,11 +65,7 @@ absl::Status CreateCommand(Cli& cli) {
                      : *parsed == Metric::kInnerProduct ? v1::METRIC_INNER_PRODUCT
                                                         : v1::METRIC_COSINE);
   v1::CreateCollectionResponse response;
-  auto context = cli.Context();
-  if (auto s = FromGrpcStatus(cli.stub().CreateCollection(context.get(), request, &response));
-      !s.ok()) {
-    return s;
-  }
+  if (auto s = cli.Call(&v1::Quantd::Stub::CreateCollection, request, &response); !s.ok()) return s;
   if (cli.json()) {
     PrintJson(response);
   } else {
@@ -72,9 +79,8 @@ absl::Status CreateCommand(Cli& cli) {
 absl::Status ListCommand(Cli& cli) {
   if (auto s = cli.NeedPositional(0, "no arguments"); !s.ok()) return s;
   v1::ListCollectionsResponse response;
-  auto context = cli.Context();
-  if (auto s = FromGrpcStatus(
-          cli.stub().ListCollections(context.get(), v1::ListCollectionsRequest(), &response));
+  if (auto s =
+          cli.Call(&v1::Quantd::Stub::ListCollections, v1::ListCollectionsRequest(), &response);
       !s.ok()) {
     return s;
   }
@@ -117,11 +123,7 @@ absl::Status DropCommand(Cli& cli) {
   v1::DropCollectionRequest request;
   request.set_name(args.positional[1]);
   v1::DropCollectionResponse response;
-  auto context = cli.Context();
-  if (auto s = FromGrpcStatus(cli.stub().DropCollection(context.get(), request, &response));
-      !s.ok()) {
-    return s;
-  }
+  if (auto s = cli.Call(&v1::Quantd::Stub::DropCollection, request, &response); !s.ok()) return s;
   if (cli.json()) {
     PrintJson(response);
   } else {
@@ -208,18 +210,10 @@ absl::Status UpsertCommand(Cli& cli) {
 }
 
 absl::Status GetCommand(Cli& cli) {
-  const Args& args = cli.args();
-  if (args.positional.size() < 2) return cli.Usage("expected a collection NAME");
-  auto ids = cli.IdsArgument();
-  if (!ids.ok()) return ids.status();
-  v1::GetItemsRequest request;
-  request.set_collection(args.positional[1]);
-  request.mutable_ids()->Add(ids->begin(), ids->end());
+  auto request = ItemsRequest<v1::GetItemsRequest>(cli);
+  if (!request.ok()) return request.status();
   v1::GetItemsResponse response;
-  auto context = cli.Context();
-  if (auto s = FromGrpcStatus(cli.stub().GetItems(context.get(), request, &response)); !s.ok()) {
-    return s;
-  }
+  if (auto s = cli.Call(&v1::Quantd::Stub::GetItems, *request, &response); !s.ok()) return s;
   const int d = static_cast<int>(response.dimension());
   if (cli.json()) {
     PrintJson(response);
@@ -240,18 +234,10 @@ absl::Status GetCommand(Cli& cli) {
 }
 
 absl::Status DeleteCommand(Cli& cli) {
-  const Args& args = cli.args();
-  if (args.positional.size() < 2) return cli.Usage("expected a collection NAME");
-  auto ids = cli.IdsArgument();
-  if (!ids.ok()) return ids.status();
-  v1::DeleteItemsRequest request;
-  request.set_collection(args.positional[1]);
-  request.mutable_ids()->Add(ids->begin(), ids->end());
+  auto request = ItemsRequest<v1::DeleteItemsRequest>(cli);
+  if (!request.ok()) return request.status();
   v1::DeleteItemsResponse response;
-  auto context = cli.Context();
-  if (auto s = FromGrpcStatus(cli.stub().DeleteItems(context.get(), request, &response)); !s.ok()) {
-    return s;
-  }
+  if (auto s = cli.Call(&v1::Quantd::Stub::DeleteItems, *request, &response); !s.ok()) return s;
   if (cli.json()) {
     PrintJson(response);
   } else {

@@ -30,18 +30,17 @@ absl::Status ShowOrCancelJob(Cli& cli, bool cancel) {
   const Args& args = cli.args();
   if (auto s = cli.NeedPositional(1, "a job ID"); !s.ok()) return s;
   v1::Job job;
-  auto context = cli.Context();
-  grpc::Status status;
+  absl::Status status;
   if (cancel) {
     v1::CancelJobRequest request;
     request.set_id(args.positional[1]);
-    status = cli.stub().CancelJob(context.get(), request, &job);
+    status = cli.Call(&v1::Quantd::Stub::CancelJob, request, &job);
   } else {
     v1::GetJobRequest request;
     request.set_id(args.positional[1]);
-    status = cli.stub().GetJob(context.get(), request, &job);
+    status = cli.Call(&v1::Quantd::Stub::GetJob, request, &job);
   }
-  if (auto s = FromGrpcStatus(status); !s.ok()) return s;
+  if (!status.ok()) return status;
   PrintJob(cli, job);
   return absl::OkStatus();
 }
@@ -76,8 +75,7 @@ absl::Status FollowJob(Cli& cli, v1::Job job) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     v1::GetJobRequest get;
     get.set_id(job.id());
-    auto context = cli.Context();
-    if (auto s = FromGrpcStatus(cli.stub().GetJob(context.get(), get, &job)); !s.ok()) return s;
+    if (auto s = cli.Call(&v1::Quantd::Stub::GetJob, get, &job); !s.ok()) return s;
     if (bar) {
       constexpr int kWidth = 30;
       const int filled = static_cast<int>(job.progress() * kWidth);
@@ -102,10 +100,7 @@ absl::Status JobsCommand(Cli& cli) {
   v1::ListJobsRequest request;
   if (args.positional.size() == 2) request.set_collection(args.positional[1]);
   v1::ListJobsResponse response;
-  auto context = cli.Context();
-  if (auto s = FromGrpcStatus(cli.stub().ListJobs(context.get(), request, &response)); !s.ok()) {
-    return s;
-  }
+  if (auto s = cli.Call(&v1::Quantd::Stub::ListJobs, request, &response); !s.ok()) return s;
   if (cli.json()) {
     PrintJson(response);
     return absl::OkStatus();

@@ -80,12 +80,7 @@ absl::Status TrainIndexCommand(Cli& cli) {
   request.set_seed(static_cast<uint64_t>(*seed));
   request.set_sample_size(static_cast<uint64_t>(*sample));
   v1::Job job;
-  {
-    auto context = cli.Context();
-    if (auto s = FromGrpcStatus(cli.stub().TrainIndex(context.get(), request, &job)); !s.ok()) {
-      return s;
-    }
-  }
+  if (auto s = cli.Call(&v1::Quantd::Stub::TrainIndex, request, &job); !s.ok()) return s;
   return FollowJob(cli, job);
 }
 
@@ -122,8 +117,7 @@ absl::Status SearchCommand(Cli& cli) {
     request.set_nprobe(static_cast<uint32_t>(*nprobe));
     request.set_refine(static_cast<uint32_t>(*refine));
     v1::SearchResponse response;
-    auto context = cli.Context();
-    if (auto s = FromGrpcStatus(cli.stub().Search(context.get(), request, &response)); !s.ok()) {
+    if (auto s = cli.Call(&v1::Quantd::Stub::Search, request, &response); !s.ok()) {
       return first == 0 ? s
                         : absl::Status(s.code(), absl::StrFormat("queries from row %d: %s", first,
                                                                  s.message()));

@@ -64,8 +64,7 @@ absl::StatusOr<v1::EncodeResponse> EncodeVectors(Cli& cli, const std::string& pa
     request.set_collection(args.positional[1]);
     request.mutable_vectors()->Assign(buffer.begin(), buffer.end());
     v1::EncodeResponse response;
-    auto context = cli.Context();
-    if (auto s = FromGrpcStatus(cli.stub().Encode(context.get(), request, &response)); !s.ok()) {
+    if (auto s = cli.Call(&v1::Quantd::Stub::Encode, request, &response); !s.ok()) {
       return absl::Status(
           s.code(), absl::StrFormat("%s rows %d..%d: %s", path, first, first + n - 1, s.message()));
     }
@@ -125,12 +124,7 @@ absl::Status TrainCommand(Cli& cli) {
   request.set_seed(static_cast<uint64_t>(*seed));
   request.set_sample_size(static_cast<uint64_t>(*sample));
   v1::Job job;
-  {
-    auto context = cli.Context();
-    if (auto s = FromGrpcStatus(cli.stub().TrainTokenizer(context.get(), request, &job)); !s.ok()) {
-      return s;
-    }
-  }
+  if (auto s = cli.Call(&v1::Quantd::Stub::TrainTokenizer, request, &job); !s.ok()) return s;
   return FollowJob(cli, job);
 }
 
@@ -154,10 +148,7 @@ absl::Status EncodeCommand(Cli& cli) {
     v1::EncodeRequest request;
     request.set_collection(args.positional[1]);
     request.mutable_ids()->Add(ids->begin(), ids->end());
-    auto context = cli.Context();
-    if (auto s = FromGrpcStatus(cli.stub().Encode(context.get(), request, &response)); !s.ok()) {
-      return s;
-    }
+    if (auto s = cli.Call(&v1::Quantd::Stub::Encode, request, &response); !s.ok()) return s;
   }
   if (cli.json()) {
     PrintJson(response);
@@ -199,10 +190,7 @@ absl::Status LookupCommand(Cli& cli) {
     return cli.Usage("--limit must be 0..2^32-1");
   request.set_limit(static_cast<uint32_t>(*limit));
   v1::LookupResponse response;
-  auto context = cli.Context();
-  if (auto s = FromGrpcStatus(cli.stub().Lookup(context.get(), request, &response)); !s.ok()) {
-    return s;
-  }
+  if (auto s = cli.Call(&v1::Quantd::Stub::Lookup, request, &response); !s.ok()) return s;
   if (cli.json()) {
     PrintJson(response);
     return absl::OkStatus();
@@ -218,10 +206,7 @@ absl::Status StatsCommand(Cli& cli) {
   v1::GetStatsRequest request;
   request.set_collection(args.positional[1]);
   v1::GetStatsResponse response;
-  auto context = cli.Context();
-  if (auto s = FromGrpcStatus(cli.stub().GetStats(context.get(), request, &response)); !s.ok()) {
-    return s;
-  }
+  if (auto s = cli.Call(&v1::Quantd::Stub::GetStats, request, &response); !s.ok()) return s;
   const v1::Collection& c = response.collection();
   const v1::TokenizerStats& t = response.tokenizer();
   if (cli.json()) {

@@ -1,22 +1,15 @@
 #include "server/collections.h"
 
-#include <chrono>
-
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "quantd/storage/records.pb.h"
+#include "server/clock.h"
 #include "server/keys.h"
 #include "server/metric_proto.h"
 
 namespace quantd {
 namespace {
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 absl::Status NotFound(absl::string_view name) {
   return absl::NotFoundError(absl::StrFormat("collection '%s' does not exist", name));

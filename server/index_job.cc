@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "core/kmeans.h"
+#include "server/clock.h"
 #include "server/index.h"
 
 namespace quantd {
@@ -18,12 +19,6 @@ constexpr uint32_t kMaxIterations = 1000;
 // FAISS warns below 39 training points per coarse centroid.
 constexpr int64_t kMinPointsPerList = 39;
 constexpr int64_t kMaxDefaultM = 64;
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "server/clock.h"
 #include "server/heap.h"
 #include "server/index_job.h"
 #include "server/log.h"
@@ -19,12 +20,6 @@ namespace {
 // A running job's record is written at least this often while its phase stays the same, so a
 // crash leaves a recent progress.
 constexpr std::chrono::seconds kProgressWriteInterval(1);
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 bool Active(const storage::JobRecord& record) {
   return record.state() == v1::JOB_STATE_PENDING || record.state() == v1::JOB_STATE_RUNNING;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "core/kmeans.h"
 #include "core/vectors.h"
+#include "server/clock.h"
 #include "server/tokenizer.h"
 
 namespace quantd {
@@ -16,12 +17,6 @@ constexpr uint32_t kDefaultIterations = 25;
 constexpr uint32_t kMaxIterations = 1000;
 constexpr int64_t kMaxCodebookSize = 65536;
 constexpr double kDefaultSlack = 0.1;
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 }  // namespace
 
