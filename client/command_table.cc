@@ -172,16 +172,26 @@ item and commits the new version atomically. Follows the job with a progress bar
 leaves it running; `quantctl cancel ID` stops it).
   --levels K1,K2,..   codes per level; the count is the number of levels (default 256,256,256)
   --balanced          balanced k-means: every code's item count within bounds (hard)
+  --balanced-levels B1,B2,..
+                      per level 1 (balanced) or 0 (plain), e.g. 0,0,1 balances the last level
   --slack S           balanced bounds floor(n/K*(1-S)) .. ceil(n/K*(1+S)) (default 0.1)
   --size-min A,B,..   explicit per-level bounds instead of --slack (with --size-max)
   --size-max A,B,..
   --iterations N      k-means iterations per level (default 25)
+  --tolerance T       stop a level when k-means improves by less than T (default 1e-4; 0: never)
+  --restarts N        k-means runs per level, keeping the best (default 1; max 10)
+  --assignment MODE   how new items get codes: nearest or capacity (default: capacity when a
+                      level is balanced, else nearest)
+  --beam-width N      capacity: tuples kept per level by the beam search (default 4; max 64)
+  --suffix-cap N      capacity: most items per code tuple (default: the largest suffix of the
+                      training assignment, at least 1); training items beyond it move
   --seed N            random seed (default 0)
   --sample N          train on a seeded sample of N items (default: all); all get SIDs
   --detach            print the job id and return at once
   --no-progress       no progress bar
 )",
-       {"levels", "balanced", "slack", "size-min", "size-max", "iterations", "seed", "sample",
+       {"levels", "balanced", "balanced-levels", "slack", "size-min", "size-max", "iterations",
+        "tolerance", "restarts", "assignment", "beam-width", "suffix-cap", "seed", "sample",
         "detach", "no-progress"},
        TrainCommand},
       {"encode",
@@ -190,9 +200,10 @@ leaves it running; `quantctl cancel ID` stops it).
        "semantic IDs of items, or codes of vectors",
        R"(Usage: quantctl encode NAME ID... | --ids FILE | --vectors FILE [OPTIONS]
 
-Prints the semantic IDs of stored items, or the codes a tokenizer gives to new vectors (with
-how many stored items already have those codes). --vectors encodes every row of the file,
-sent in batches.
+Prints the stored semantic IDs of items, or the codes a new item with each vector would get
+now: the assigned codes, the nearest codes when capacity moved it (displaced) or none had room
+(overflow), the squared quantization error of each, and how many stored items already have
+the assigned codes. --vectors encodes every row of the file, sent in batches.
   --ids FILE          ids of stored items (as for upsert)
   --vectors FILE      a vector file (.npy, .fvecs, ...): one line of codes per row
   --max-rows N        encode only the first N rows of --vectors (default: all)

@@ -17,6 +17,7 @@
 #include "client/client.h"
 #include "client/commands.h"
 #include "client/output.h"
+#include "core/semantic_id.h"
 #include "io/vector_file.h"
 
 namespace quantd::quantctl {
@@ -113,12 +114,52 @@ absl::Status TrainCommand(Cli& cli) {
       bounds->set_size_max((*maxs)[i]);
     }
   }
+  if (args.Has("balanced-levels")) {
+    auto levels = cli.ListOption("balanced-levels");
+    if (!levels.ok()) return levels.status();
+    for (uint64_t b : *levels) {
+      if (b > 1) return cli.Usage("--balanced-levels takes 0 or 1 per level");
+      request.add_level_balanced(b == 1);
+    }
+  }
+  if (args.Has("tolerance")) {
+    double tolerance = 0;
+    if (!absl::SimpleAtod(args.Get("tolerance"), &tolerance)) {
+      return cli.Usage(absl::StrFormat("--tolerance '%s' is not a number", args.Get("tolerance")));
+    }
+    request.set_tolerance(tolerance);
+  }
+  if (args.Has("assignment")) {
+    const std::string mode = args.Get("assignment");
+    if (mode == "nearest") {
+      request.set_assignment(v1::ASSIGNMENT_NEAREST);
+    } else if (mode == "capacity") {
+      request.set_assignment(v1::ASSIGNMENT_CAPACITY);
+    } else {
+      return cli.Usage(absl::StrFormat("--assignment '%s': expected nearest or capacity", mode));
+    }
+  }
   auto iterations = IntOption(args, "iterations", 0);
   auto seed = IntOption(args, "seed", 0);
   auto sample = IntOption(args, "sample", 0);
-  for (const auto* v : {&iterations, &seed, &sample}) {
+  auto restarts = IntOption(args, "restarts", 0);
+  auto beam_width = IntOption(args, "beam-width", 0);
+  auto suffix_cap = IntOption(args, "suffix-cap", 0);
+  for (const auto* v : {&iterations, &seed, &sample, &restarts, &beam_width, &suffix_cap}) {
     if (!v->ok()) return cli.Usage(v->status().message());
-    if (**v < 0) return cli.Usage("--iterations, --seed and --sample must be non-negative");
+    if (**v < 0) {
+      return cli.Usage(
+          "--iterations, --seed, --sample, --restarts, --beam-width and --suffix-cap must be "
+          "non-negative");
+    }
+  }
+  // Out-of-range values go to the server, whose error names the field.
+  request.set_restarts(static_cast<uint32_t>(std::min<int64_t>(*restarts, UINT32_MAX)));
+  if (args.Has("beam-width")) {
+    request.set_beam_width(static_cast<uint32_t>(std::min<int64_t>(*beam_width, UINT32_MAX)));
+  }
+  if (args.Has("suffix-cap")) {
+    request.set_suffix_cap(static_cast<uint32_t>(std::min<int64_t>(*suffix_cap, UINT32_MAX)));
   }
   request.set_max_iterations(static_cast<uint32_t>(std::min<int64_t>(*iterations, UINT32_MAX)));
   request.set_seed(static_cast<uint64_t>(*seed));
@@ -160,10 +201,18 @@ absl::Status EncodeCommand(Cli& cli) {
   }
   for (int i = 0; i < response.encoded_size(); ++i) {
     const v1::EncodedVector& e = response.encoded(i);
-    std::printf("row %d\t%s\t%s\n", i, e.tokens().c_str(),
+    std::string note;
+    if (e.displaced() || e.overflow()) {
+      std::vector<int32_t> nearest(e.nearest_codes().begin(), e.nearest_codes().end());
+      note = absl::StrFormat("\t%s from nearest %s (error %.6g)",
+                             e.overflow() ? "overflow" : "displaced", RenderSidTokens(nearest),
+                             e.nearest_error());
+    }
+    std::printf("row %d\t%s\terror %.6g\t%s%s\n", i, e.tokens().c_str(), e.error(),
                 e.items_with_codes() == 0
                     ? "free"
-                    : absl::StrCat("taken by ", Items(e.items_with_codes())).c_str());
+                    : absl::StrCat("taken by ", Items(e.items_with_codes())).c_str(),
+                note.c_str());
   }
   return absl::OkStatus();
 }
@@ -237,25 +286,39 @@ absl::Status StatsCommand(Cli& cli) {
     std::printf("no tokenizer trained yet (quantctl train %s)\n", c.name().c_str());
     return absl::OkStatus();
   }
+  const bool capacity = t.assignment() == v1::ASSIGNMENT_CAPACITY;
   std::printf(
-      "tokenizer version %u (%s): %u levels [%s], seed %llu, %u iterations, trained on "
-      "%llu items in %.2f s by %s\n",
+      "tokenizer version %u (%s): %u levels [%s], seed %llu, %u iterations (tolerance %g, "
+      "%u restarts), trained on %llu items in %.2f s by %s\n",
       t.version(), t.balanced() ? "balanced" : "plain", t.levels(),
       absl::StrJoin(t.codebook_sizes(), " ").c_str(), static_cast<unsigned long long>(t.seed()),
-      t.max_iterations(), static_cast<unsigned long long>(t.trained_items()), t.train_seconds(),
-      t.job_id().c_str());
-  std::printf("%-6s %6s %6s %10s %8s %8s %9s %8s %12s %14s\n", "level", "K", "used", "perplexity",
-              "size min", "max", "mean", "std", "mse after", "bounds");
+      t.max_iterations(), t.tolerance(), t.restarts(),
+      static_cast<unsigned long long>(t.trained_items()), t.train_seconds(), t.job_id().c_str());
+  if (capacity) {
+    std::printf(
+        "assignment: capacity, beam width %u, suffix cap %u; training collisions %llu -> %llu "
+        "(%llu items moved, mse %.6g -> %.6g)\n",
+        t.beam_width(), t.suffix_cap(),
+        static_cast<unsigned long long>(t.collisions_before_resolution()),
+        static_cast<unsigned long long>(t.collisions_after_resolution()),
+        static_cast<unsigned long long>(t.resolution_moved()), t.mse_before_resolution(),
+        t.mse_after_resolution());
+  } else {
+    std::printf("assignment: nearest\n");
+  }
+  std::printf("%-6s %6s %6s %10s %8s %8s %9s %8s %12s %14s %9s\n", "level", "K", "used",
+              "perplexity", "size min", "max", "mean", "std", "mse after", "bounds now", "over");
   for (int l = 0; l < t.level_stats_size(); ++l) {
     const v1::LevelStats& s = t.level_stats(l);
     const std::string bounds =
         s.balanced() ? absl::StrFormat("[%d, %d]", s.bounds().size_min(), s.bounds().size_max())
                      : "-";
-    std::printf("%-6c %6u %6u %10.1f %8llu %8llu %9.1f %8.1f %12.6g %14s\n",
+    const std::string over = s.balanced() ? absl::StrCat(s.clusters_over_bound()) : "-";
+    std::printf("%-6c %6u %6u %10.1f %8llu %8llu %9.1f %8.1f %12.6g %14s %9s\n",
                 static_cast<char>('a' + l), s.codebook_size(), s.codes_used(), s.perplexity(),
                 static_cast<unsigned long long>(s.size_min()),
                 static_cast<unsigned long long>(s.size_max()), s.size_mean(), s.size_std(),
-                s.reconstruction_mse(), bounds.c_str());
+                s.reconstruction_mse(), bounds.c_str(), over.c_str());
   }
   std::printf(
       "collisions: rate %.4f (%llu unique code tuples for %llu items), %llu groups, "
@@ -264,6 +327,18 @@ absl::Status StatsCommand(Cli& cli) {
       static_cast<unsigned long long>(t.items()),
       static_cast<unsigned long long>(t.collision_groups()),
       static_cast<unsigned long long>(t.largest_group()));
+  const v1::TokenizerDrift& drift = t.drift();
+  std::printf(
+      "drift: %llu items assigned since training (%.1f%% displaced, %.1f%% overflow), their "
+      "mse %.6g vs %.6g at training; largest suffix %u; %.2fx the items at training\n",
+      static_cast<unsigned long long>(drift.assigned_since_training()),
+      100 * drift.displaced_fraction(), 100 * drift.overflow_fraction(), drift.assigned_mse(),
+      drift.training_mse(), drift.largest_suffix(), drift.growth());
+  if (drift.retrain_recommended()) {
+    std::printf("retrain recommended: %s\n", absl::StrJoin(drift.reasons(), "; ").c_str());
+  } else {
+    std::printf("retrain not needed\n");
+  }
   return absl::OkStatus();
 }
 

@@ -35,6 +35,25 @@ absl::StatusOr<std::vector<bool>> ItemStore::Contains(uint32_t cid,
   return stored;
 }
 
+absl::StatusOr<std::vector<ItemStore::Stored>> ItemStore::CompareStored(
+    uint32_t cid, int64_t d, absl::Span<const uint64_t> ids,
+    absl::Span<const float> vectors) const {
+  std::vector<std::string> item_keys;
+  item_keys.reserve(ids.size());
+  for (uint64_t id : ids) item_keys.push_back(keys::ItemKey(cid, id));
+  auto [values, statuses] = db_->MultiGet(ColumnFamily::kVectors, item_keys);
+  const size_t row_bytes = RowBytes(d);
+  std::vector<Stored> stored(ids.size(), Stored::kAbsent);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    if (!statuses[i].ok()) return FromRocks(statuses[i], "read items");
+    const bool same = values[i].size() == row_bytes &&
+                      std::memcmp(values[i].data(), vectors.data() + i * d, row_bytes) == 0;
+    stored[i] = same ? Stored::kSame : Stored::kDifferent;
+  }
+  return stored;
+}
+
 void ItemStore::AddPuts(uint32_t cid, int64_t d, absl::Span<const uint64_t> ids,
                         absl::Span<const float> vectors, rocksdb::WriteBatch* batch) const {
   const size_t row_bytes = RowBytes(d);

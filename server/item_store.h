@@ -29,6 +29,12 @@ class ItemStore {
 
   // Whether each of `ids` is stored (one MultiGet).
   absl::StatusOr<std::vector<bool>> Contains(uint32_t cid, absl::Span<const uint64_t> ids) const;
+  // How each of `ids` (n) stands against vectors (n x d): not stored, stored bit for bit as
+  // given, or stored with another vector (one MultiGet).
+  enum class Stored { kAbsent, kSame, kDifferent };
+  absl::StatusOr<std::vector<Stored>> CompareStored(uint32_t cid, int64_t d,
+                                                    absl::Span<const uint64_t> ids,
+                                                    absl::Span<const float> vectors) const;
 
   // Puts rows ids (n) with vectors (n x d); a later row of the same id wins.
   void AddPuts(uint32_t cid, int64_t d, absl::Span<const uint64_t> ids,

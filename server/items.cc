@@ -2,6 +2,7 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <unordered_set>
 
@@ -9,6 +10,7 @@
 #include "server/index.h"
 #include "server/keys.h"
 #include "server/tokenizer.h"
+#include "server/tokenizers.h"
 
 namespace quantd {
 namespace {
@@ -25,27 +27,52 @@ absl::Status CheckIdCount(size_t n, absl::string_view collection) {
   return absl::OkStatus();
 }
 
-// The index entries of upserting rows ids (n) with vectors (n x d): one per distinct id, from
-// its last row (the vector that stays). INVALID_ARGUMENT if the index rejects a vector.
-struct IndexUpdate {
-  std::vector<uint64_t> ids;  // distinct
+// The index entries of items ids (n, distinct) with vectors (n x d). INVALID_ARGUMENT if the
+// index rejects a vector.
+absl::StatusOr<std::vector<IvfPqEncoded>> EncodeIndexEntries(const IvfPqIndex& index, int64_t d,
+                                                             absl::Span<const uint64_t> ids,
+                                                             absl::Span<const float> vectors) {
   std::vector<IvfPqEncoded> entries;
+  entries.reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto encoded = index.EncodeForList(vectors.subspan(i * d, static_cast<size_t>(d)));
+    if (!encoded.ok()) return encoded.status();
+    entries.push_back(std::move(*encoded));
+  }
+  return entries;
+}
+
+// The rows an upsert writes: one per distinct id whose vector differs from the stored one (an
+// item upserted bit for bit as stored keeps everything: vector, SID, index entry), from the
+// id's last row in the batch (the vector that stays), in id order.
+struct ChangedRows {
+  std::vector<uint64_t> ids;
+  std::vector<float> vectors;  // ids.size() x d
+  uint64_t inserted = 0;       // of them, ids not stored before
 };
-absl::StatusOr<IndexUpdate> EncodeIndexEntries(const IvfPqIndex& index, int64_t d,
-                                               absl::Span<const uint64_t> ids,
-                                               absl::Span<const float> vectors) {
+absl::StatusOr<ChangedRows> ChangedRowsOf(const ItemStore& items, uint32_t cid, int64_t d,
+                                          absl::Span<const uint64_t> ids,
+                                          absl::Span<const float> vectors) {
   std::map<uint64_t, size_t> last_row;
   for (size_t i = 0; i < ids.size(); ++i) last_row[ids[i]] = i;
-  IndexUpdate update;
-  update.ids.reserve(last_row.size());
-  update.entries.reserve(last_row.size());
+  std::vector<uint64_t> distinct;
+  std::vector<float> rows;
+  distinct.reserve(last_row.size());
+  rows.reserve(last_row.size() * static_cast<size_t>(d));
   for (const auto& [id, row] : last_row) {
-    auto encoded = index.EncodeForList(vectors.subspan(row * d, static_cast<size_t>(d)));
-    if (!encoded.ok()) return encoded.status();
-    update.ids.push_back(id);
-    update.entries.push_back(std::move(*encoded));
+    distinct.push_back(id);
+    rows.insert(rows.end(), vectors.begin() + row * d, vectors.begin() + (row + 1) * d);
   }
-  return update;
+  auto stored = items.CompareStored(cid, d, distinct, rows);
+  if (!stored.ok()) return stored.status();
+  ChangedRows changed;
+  for (size_t i = 0; i < distinct.size(); ++i) {
+    if ((*stored)[i] == ItemStore::Stored::kSame) continue;
+    if ((*stored)[i] == ItemStore::Stored::kAbsent) ++changed.inserted;
+    changed.ids.push_back(distinct[i]);
+    changed.vectors.insert(changed.vectors.end(), rows.begin() + i * d, rows.begin() + (i + 1) * d);
+  }
+  return changed;
 }
 
 }  // namespace
@@ -61,14 +88,20 @@ std::vector<uint64_t> DistinctIds(absl::Span<const uint64_t> ids) {
   return out;
 }
 
-absl::StatusOr<ItemService::ItemWrite> ItemService::BeginItemWrite(
-    absl::string_view name, absl::Span<const uint64_t> ids) const {
+absl::StatusOr<WriteGuard> ItemService::LockForItemWrite(absl::string_view name) const {
   auto guard = registry_->LockForWrite(name);
   if (!guard.ok()) return guard.status();
   for (const absl::Status& error :
        {guard->collection().tokenizer.error(), guard->collection().index.error()}) {
     if (!error.ok()) return error;
   }
+  return guard;
+}
+
+absl::StatusOr<ItemService::ItemWrite> ItemService::BeginItemWrite(
+    absl::string_view name, absl::Span<const uint64_t> ids) const {
+  auto guard = LockForItemWrite(name);
+  if (!guard.ok()) return guard.status();
   std::vector<uint64_t> distinct = DistinctIds(ids);
   auto stored = items_->Contains(guard->info().id, distinct);
   if (!stored.ok()) return stored.status();
@@ -97,22 +130,25 @@ absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(absl::string_view 
   }
   if (auto status = CheckVectors(vectors.data(), n, d, info->metric); !status.ok()) return status;
 
-  auto write = BeginItemWrite(name, ids);
-  if (!write.ok()) return write.status();
-  Collection& collection = write->guard.collection();
+  auto guard = LockForItemWrite(name);
+  if (!guard.ok()) return guard.status();
+  Collection& collection = guard->collection();
   const uint32_t cid = collection.info.id;
-  // Which ids are new decides the item count written in the same batch.
-  const auto inserted =
-      static_cast<uint64_t>(std::count(write->stored.begin(), write->stored.end(), false));
-  const uint64_t new_count = collection.item_count.load() + inserted;
+  auto changed = ChangedRowsOf(*items_, cid, d, ids, vectors);
+  if (!changed.ok()) return changed.status();
+  const uint64_t new_count = collection.item_count.load() + changed->inserted;
+  if (changed->ids.empty()) return UpsertResult{0, new_count};  // nothing differs: no write
 
   rocksdb::WriteBatch batch;
-  items_->AddPuts(cid, d, ids, vectors, &batch);
+  items_->AddPuts(cid, d, changed->ids, changed->vectors, &batch);
   items_->AddCount(cid, new_count, &batch);
+  std::optional<LedgerChange> sid_change;
   if (std::shared_ptr<const Tokenizer> tokenizer = collection.tokenizer.get()) {
-    std::vector<int32_t> codes(static_cast<size_t>(n * tokenizer->levels()));
-    tokenizer->Encode(vectors.data(), n, codes.data());
-    if (auto status = sids_->AddUpserts(cid, *tokenizer, ids, codes, &batch); !status.ok()) {
+    sid_change.emplace(&tokenizer->ledger());
+    if (auto status =
+            tokenizers_->AddItemUpserts(cid, *tokenizer, changed->ids, changed->vectors,
+                                        static_cast<int64_t>(new_count), &*sid_change, &batch);
+        !status.ok()) {
       return status;
     }
   }
@@ -120,30 +156,29 @@ absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(absl::string_view 
   // write, so a search after the acknowledgement sees the new vectors. The lists change only
   // under the write guard, so reading the index here needs no lock of its own.
   std::shared_ptr<ServingIndex> index = collection.index.get();
-  IndexUpdate index_update;
+  std::vector<IvfPqEncoded> entries;
   if (index != nullptr) {
-    auto update = EncodeIndexEntries(index->index, d, ids, vectors);
-    if (!update.ok()) return update.status();
-    index_update = std::move(*update);
-    for (size_t i = 0; i < index_update.ids.size(); ++i) {
-      ivf_->AddEntry(cid, index->record.version(), index_update.ids[i], index_update.entries[i],
-                     &batch);
+    auto encoded = EncodeIndexEntries(index->index, d, changed->ids, changed->vectors);
+    if (!encoded.ok()) return encoded.status();
+    entries = std::move(*encoded);
+    for (size_t i = 0; i < entries.size(); ++i) {
+      ivf_->AddEntry(cid, index->record.version(), changed->ids[i], entries[i], &batch);
     }
   }
   if (auto status = db_->Write(batch, "write items"); !status.ok()) return status;
-  write->guard.MarkWritten();
+  if (sid_change) sid_change->Keep();
+  guard->MarkWritten();
 
   collection.item_count = new_count;
   if (index != nullptr) {
     std::unique_lock lock(index->mu);
-    index->index.Remove(index_update.ids);
-    for (size_t i = 0; i < index_update.ids.size(); ++i) {
-      const IvfPqEncoded& entry = index_update.entries[i];
+    index->index.Remove(changed->ids);
+    for (size_t i = 0; i < entries.size(); ++i) {
       // Cannot fail: the entry was made by this index and its id was just removed.
-      index->index.AddEncoded(index_update.ids[i], entry.list, entry.code).IgnoreError();
+      index->index.AddEncoded(changed->ids[i], entries[i].list, entries[i].code).IgnoreError();
     }
   }
-  return UpsertResult{inserted, new_count};
+  return UpsertResult{changed->inserted, new_count};
 }
 
 absl::StatusOr<ItemService::DeleteResult> ItemService::Delete(absl::string_view name,
@@ -170,12 +205,16 @@ absl::StatusOr<ItemService::DeleteResult> ItemService::Delete(absl::string_view 
     ivf_->AddDelete(cid, id, &batch);  // the item's index entry, if any
   }
   items_->AddCount(cid, result.item_count, &batch);
+  std::optional<LedgerChange> sid_change;
   if (std::shared_ptr<const Tokenizer> tokenizer = collection.tokenizer.get()) {
-    if (auto status = sids_->AddDeletes(cid, tokenizer->levels(), deleted, &batch); !status.ok()) {
+    sid_change.emplace(&tokenizer->ledger());
+    if (auto status = tokenizers_->AddItemDeletes(cid, *tokenizer, deleted, &*sid_change, &batch);
+        !status.ok()) {
       return status;
     }
   }
   if (auto status = db_->Write(batch, "delete items"); !status.ok()) return status;
+  if (sid_change) sid_change->Keep();
   write->guard.MarkWritten();
 
   collection.item_count = result.item_count;

@@ -17,6 +17,7 @@
 #include "server/item_store.h"
 #include "server/ivf_store.h"
 #include "server/sid_store.h"
+#include "server/tokenizers.h"
 
 namespace quantd {
 
@@ -30,15 +31,22 @@ class ItemService {
  public:
   // Every pointer outlives the service.
   ItemService(Db* db, CollectionRegistry* registry, const ItemStore* items, const SidStore* sids,
-              const IvfStore* ivf)
-      : db_(db), registry_(registry), items_(items), sids_(sids), ivf_(ivf) {}
+              const Tokenizers* tokenizers, const IvfStore* ivf)
+      : db_(db),
+        registry_(registry),
+        items_(items),
+        sids_(sids),
+        tokenizers_(tokenizers),
+        ivf_(ivf) {}
 
   struct UpsertResult {
     uint64_t inserted = 0;    // ids that were not stored before
     uint64_t item_count = 0;  // after the write
   };
   // Writes n = ids.size() vectors; `vectors` is n x dimension, row-major. A later occurrence of
-  // an id in the batch wins. Validates everything before writing anything.
+  // an id in the batch wins. Validates everything before writing anything. An item whose
+  // vector is stored bit for bit as given is left as it is (vector, SID and index entry); the
+  // others get their SID under the tokenizer's assignment rule and their index entry.
   absl::StatusOr<UpsertResult> Upsert(absl::string_view collection, absl::Span<const uint64_t> ids,
                                       absl::Span<const float> vectors);
 
@@ -65,6 +73,9 @@ class ItemService {
   absl::StatusOr<uint64_t> DropCollection(absl::string_view collection);
 
  private:
+  // The collection's write guard for an item write; its models must be readable, else the
+  // write would leave their SIDs or entries inconsistent (DATA_LOSS for this collection only).
+  absl::StatusOr<WriteGuard> LockForItemWrite(absl::string_view collection) const;
   // The start of an item write: the collection's write guard (its models must be readable,
   // else the write would leave their SIDs or entries inconsistent: DATA_LOSS for this
   // collection only), the distinct ids of the request, and which of them are stored.
@@ -80,6 +91,7 @@ class ItemService {
   CollectionRegistry* registry_;
   const ItemStore* items_;
   const SidStore* sids_;
+  const Tokenizers* tokenizers_;
   const IvfStore* ivf_;
 };
 

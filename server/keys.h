@@ -7,6 +7,7 @@
 //            "collection/<name>"       -> quantd.storage.CollectionRecord
 //            "count/<cid:be32>"        -> item count, uint64 LE
 //            "tokenizer/<cid:be32>"    -> current tokenizer version, uint32 LE
+//            "sid_drift/<cid:be32>"    -> quantd.storage.SidDriftRecord (current version's)
 //            "index/<cid:be32>"        -> current IVF-PQ index version, uint32 LE
 //            "job/<id>"                -> quantd.storage.JobRecord
 //   vectors  <cid:be32><item id:be64>  -> dimension float32 values, LE
@@ -95,6 +96,7 @@ inline std::string WithCollectionId(absl::string_view prefix, uint32_t cid) {
 }
 inline std::string CountKey(uint32_t cid) { return WithCollectionId("count/", cid); }
 inline std::string TokenizerVersionKey(uint32_t cid) { return WithCollectionId("tokenizer/", cid); }
+inline std::string SidDriftKey(uint32_t cid) { return WithCollectionId("sid_drift/", cid); }
 inline std::string IndexVersionKey(uint32_t cid) { return WithCollectionId("index/", cid); }
 inline std::string JobKey(absl::string_view id) { return absl::StrCat(kJobPrefix, id); }
 

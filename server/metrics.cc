@@ -259,6 +259,39 @@ std::vector<MetricFamily> StateCollector::Collect() const {
   MetricFamily usage =
       Family("quantd_codebook_usage_ratio", "Codes used / codebook size, per collection and level",
              MetricType::Gauge);
+  MetricFamily perplexity =
+      Family("quantd_codebook_perplexity",
+             "exp(entropy) of the code distribution, per collection and level (K when uniform)",
+             MetricType::Gauge);
+  MetricFamily assigned = Family(
+      "quantd_sid_assigned_since_training",
+      "Items given codes since the tokenizer was trained (upserts of new or changed vectors)",
+      MetricType::Gauge);
+  MetricFamily displaced = Family(
+      "quantd_sid_displaced_ratio",
+      "Share of the items assigned since training that capacity moved off their nearest codes",
+      MetricType::Gauge);
+  MetricFamily overflow = Family(
+      "quantd_sid_overflow_ratio",
+      "Share of the items assigned since training that found no tuple with room (over capacity)",
+      MetricType::Gauge);
+  MetricFamily mse_ratio =
+      Family("quantd_sid_assigned_mse_ratio",
+             "Mean quantization error of the items assigned since training / the training MSE",
+             MetricType::Gauge);
+  MetricFamily growth =
+      Family("quantd_sid_growth_ratio", "Items now / items when the tokenizer was trained",
+             MetricType::Gauge);
+  MetricFamily over_bound =
+      Family("quantd_sid_clusters_over_bound",
+             "Codes holding more items than their size bound in force, per collection and level",
+             MetricType::Gauge);
+  MetricFamily largest_suffix = Family(
+      "quantd_sid_largest_suffix", "Largest dedup suffix held, per collection", MetricType::Gauge);
+  MetricFamily retrain = Family(
+      "quantd_tokenizer_retrain_recommended",
+      "1 when the retraining rule holds (see TokenizerDrift in quantd.proto), per collection",
+      MetricType::Gauge);
 
   for (const CollectionInfo& info : collections) {
     AddGauge(items, {{"collection", info.name}}, static_cast<double>(info.item_count));
@@ -273,11 +306,25 @@ std::vector<MetricFamily> StateCollector::Collect() const {
     auto figures = sids_->GetFigures(info, **tokenizer, SidService::Freshness::kWithinAMinute);
     if (!figures.ok()) continue;  // e.g. ABORTED by a retraining: next scrape
     AddGauge(collision, {{"collection", info.name}}, (*figures)->collisions.collision_rate);
+    const SidService::Drift drift = SidService::DriftOf(**tokenizer);
     for (size_t l = 0; l < (*figures)->levels.size(); ++l) {
       const LevelUsage& level = (*figures)->levels[l];
-      AddGauge(usage, {{"collection", info.name}, {"level", std::to_string(l)}},
+      const std::vector<ClientMetric::Label> labels = {{"collection", info.name},
+                                                       {"level", std::to_string(l)}};
+      AddGauge(usage, labels,
                static_cast<double>(level.codes_used) / static_cast<double>(level.codebook_size));
+      AddGauge(perplexity, labels, level.perplexity);
+      AddGauge(over_bound, labels, static_cast<double>(drift.clusters_over_bound[l]));
     }
+    const std::vector<ClientMetric::Label> labels = {{"collection", info.name}};
+    AddGauge(assigned, labels, static_cast<double>(drift.assigned));
+    AddGauge(displaced, labels, drift.displaced_fraction);
+    AddGauge(overflow, labels, drift.overflow_fraction);
+    AddGauge(mse_ratio, labels,
+             drift.training_mse > 0 ? drift.assigned_mse / drift.training_mse : 0);
+    AddGauge(growth, labels, drift.growth);
+    AddGauge(largest_suffix, labels, static_cast<double>((*figures)->largest_suffix));
+    AddGauge(retrain, labels, drift.retrain_recommended ? 1 : 0);
   }
   sids_->KeepFiguresOf(collections);  // dropped collections leave the cache
   out.push_back(std::move(items));
@@ -285,6 +332,10 @@ std::vector<MetricFamily> StateCollector::Collect() const {
   out.push_back(std::move(index_bytes));
   out.push_back(std::move(collision));
   out.push_back(std::move(usage));
+  for (MetricFamily* family : {&perplexity, &assigned, &displaced, &overflow, &mse_ratio, &growth,
+                               &over_bound, &largest_suffix, &retrain}) {
+    out.push_back(std::move(*family));
+  }
 
   // Jobs.
   MetricFamily by_state =

@@ -314,12 +314,21 @@ absl::Status QuantdService::HandleEncode(const v1::EncodeRequest& request,
     FillSid(by_id.codes.data() + i * levels, levels, by_id.suffixes[i], response->add_sids());
   }
   response->mutable_missing_ids()->Add(by_id.missing.begin(), by_id.missing.end());
+  const SidAssignment& proposed = encoded->vectors;
   for (size_t i = 0; i < encoded->items_with_codes.size(); ++i) {
     v1::EncodedVector* out = response->add_encoded();
-    const int32_t* row = encoded->vector_codes.data() + i * levels;
-    for (int64_t l = 0; l < levels; ++l) out->add_codes(static_cast<uint32_t>(row[l]));
+    const int32_t* row = proposed.codes.data() + i * levels;
+    const int32_t* nearest = proposed.nearest_codes.data() + i * levels;
+    for (int64_t l = 0; l < levels; ++l) {
+      out->add_codes(static_cast<uint32_t>(row[l]));
+      out->add_nearest_codes(static_cast<uint32_t>(nearest[l]));
+    }
     out->set_tokens(RenderSidTokens(absl::MakeConstSpan(row, static_cast<size_t>(levels))));
     out->set_items_with_codes(encoded->items_with_codes[i]);
+    out->set_error(proposed.error[i]);
+    out->set_nearest_error(proposed.nearest_error[i]);
+    out->set_displaced(proposed.displaced[i] != 0);
+    out->set_overflow(proposed.overflow[i] != 0);
   }
   return absl::OkStatus();
 }
@@ -396,6 +405,16 @@ absl::Status QuantdService::HandleGetStats(const v1::GetStatsRequest& request,
   stats->set_balanced(record.balanced());
   stats->set_seed(record.seed());
   stats->set_max_iterations(record.max_iterations());
+  stats->set_tolerance(record.tolerance());
+  stats->set_restarts(std::max<uint32_t>(1, record.restarts()));
+  stats->set_assignment((*tokenizer)->assignment());
+  stats->set_beam_width(record.beam_width());
+  stats->set_suffix_cap(record.suffix_cap());
+  stats->set_collisions_before_resolution(record.collisions_before_resolution());
+  stats->set_collisions_after_resolution(record.collisions_after_resolution());
+  stats->set_mse_before_resolution(record.mse_before_resolution());
+  stats->set_mse_after_resolution(record.mse_after_resolution());
+  stats->set_resolution_moved(record.resolution_moved());
   stats->set_trained_items(record.trained_items());
   stats->set_train_seconds(record.train_seconds());
   stats->set_create_time_ms(record.create_time_ms());
@@ -406,6 +425,7 @@ absl::Status QuantdService::HandleGetStats(const v1::GetStatsRequest& request,
   stats->set_collision_rate(collisions.collision_rate);
   stats->set_collision_groups(static_cast<uint64_t>(collisions.collision_groups));
   stats->set_largest_group(static_cast<uint64_t>(collisions.largest_group));
+  const SidService::Drift drift = SidService::DriftOf(**tokenizer);
   for (int64_t l = 0; l < levels; ++l) {
     const LevelUsage& usage = (*figures)->levels[static_cast<size_t>(l)];
     v1::LevelStats* level = stats->add_level_stats();
@@ -420,11 +440,26 @@ absl::Status QuantdService::HandleGetStats(const v1::GetStatsRequest& request,
       const auto& trained = record.levels(static_cast<int>(l));
       level->set_reconstruction_mse(trained.mse_after());
       level->set_balanced(trained.balanced());
-      level->mutable_bounds()->set_size_min(trained.size_min());
-      level->mutable_bounds()->set_size_max(trained.size_max());
+      level->mutable_trained_bounds()->set_size_min(trained.size_min());
+      level->mutable_trained_bounds()->set_size_max(trained.size_max());
       level->set_iterations(trained.iterations());
+      level->set_objective(trained.objective());
     }
+    level->mutable_bounds()->set_size_min(static_cast<uint64_t>(drift.bounds[l].size_min));
+    level->mutable_bounds()->set_size_max(static_cast<uint64_t>(drift.bounds[l].size_max));
+    level->set_clusters_at_bound(static_cast<uint32_t>(drift.clusters_at_bound[l]));
+    level->set_clusters_over_bound(static_cast<uint32_t>(drift.clusters_over_bound[l]));
   }
+  v1::TokenizerDrift* out = stats->mutable_drift();
+  out->set_assigned_since_training(drift.assigned);
+  out->set_displaced_fraction(drift.displaced_fraction);
+  out->set_overflow_fraction(drift.overflow_fraction);
+  out->set_assigned_mse(drift.assigned_mse);
+  out->set_training_mse(drift.training_mse);
+  out->set_largest_suffix((*figures)->largest_suffix);
+  out->set_growth(drift.growth);
+  out->set_retrain_recommended(drift.retrain_recommended);
+  for (const std::string& reason : drift.reasons) out->add_reasons(reason);
   return absl::OkStatus();
 }
 

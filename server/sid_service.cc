@@ -43,14 +43,86 @@ absl::StatusOr<SidService::Encoded> SidService::Encode(absl::string_view collect
           absl::StrFormat("vectors holds %d rows, at most %d per request", n, kMaxEncodeRows));
     }
     if (auto s = CheckVectors(vectors.data(), n, d, info->metric); !s.ok()) return s;
-    encoded.vector_codes.resize(static_cast<size_t>(n * encoded.levels));
-    (*tokenizer)->Encode(vectors.data(), n, encoded.vector_codes.data());
-    auto counts =
-        storage_->tokenizers().CountTuples(collection, **tokenizer, encoded.vector_codes.data(), n);
-    if (!counts.ok()) return counts.status();
-    encoded.items_with_codes = std::move(*counts);
+    const SidLedger::Reader ledger((*tokenizer)->ledger());
+    const SidOccupancy& occupancy = ledger.occupancy();
+    // As the next new item: the collection would then hold one item more.
+    auto proposed = (*tokenizer)->Propose(vectors.data(), n, occupancy.items() + 1, occupancy);
+    if (!proposed.ok()) return proposed.status();
+    encoded.vectors = std::move(*proposed);
+    encoded.items_with_codes.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      encoded.items_with_codes[i] = static_cast<uint64_t>(
+          occupancy.tuple_count(encoded.vectors.codes.data() + i * encoded.levels));
+    }
   }
   return encoded;
+}
+
+SidService::Drift SidService::DriftOf(const Tokenizer& tokenizer) {
+  const storage::TokenizerRecord& record = tokenizer.record();
+  const SidLedger::Reader ledger(tokenizer.ledger());
+  const SidOccupancy& occupancy = ledger.occupancy();
+  const storage::SidDriftRecord& counters = ledger.drift();
+  Drift drift;
+  drift.assigned = counters.assigned();
+  if (drift.assigned > 0) {
+    const auto assigned = static_cast<double>(drift.assigned);
+    drift.displaced_fraction = static_cast<double>(counters.displaced()) / assigned;
+    drift.overflow_fraction = static_cast<double>(counters.overflow()) / assigned;
+    drift.assigned_mse =
+        counters.error_sum() / (assigned * static_cast<double>(tokenizer.dimension()));
+  }
+  // Tokenizers of earlier releases recorded no committed figures: the training rows' MSE.
+  drift.training_mse = record.committed_items() > 0 ? record.committed_mse()
+                       : record.levels_size() > 0
+                           ? record.levels(record.levels_size() - 1).mse_after()
+                           : 0;
+  const double trained = static_cast<double>(record.committed_items() > 0 ? record.committed_items()
+                                                                          : record.trained_items());
+  drift.growth = trained > 0 ? static_cast<double>(occupancy.items()) / trained : 0;
+  drift.bounds = tokenizer.BoundsFor(occupancy.items());
+  for (int64_t l = 0; l < tokenizer.levels(); ++l) {
+    int64_t at = 0;
+    int64_t over = 0;
+    const int64_t size_max = drift.bounds[l].size_max;
+    if (size_max > 0) {
+      for (int64_t count : occupancy.level_counts(l)) {
+        at += count >= size_max;
+        over += count > size_max;
+      }
+    }
+    drift.clusters_at_bound.push_back(at);
+    drift.clusters_over_bound.push_back(over);
+  }
+  // The rule documented in quantd.proto (TokenizerDrift.retrain_recommended).
+  if (drift.growth >= kRetrainGrowth) {
+    drift.reasons.push_back(absl::StrFormat(
+        "the collection grew %.2fx since training (rule: >= %.1fx)", drift.growth, kRetrainGrowth));
+  } else if (trained > 0 && drift.growth <= kRetrainShrink) {
+    drift.reasons.push_back(
+        absl::StrFormat("the collection shrank to %.2fx of its size at training (rule: <= %.1fx)",
+                        drift.growth, kRetrainShrink));
+  }
+  if (drift.assigned >= kRetrainMinAssigned) {
+    if (drift.overflow_fraction > kRetrainOverflow) {
+      drift.reasons.push_back(absl::StrFormat(
+          "%.1f%% of the items assigned since training overflowed capacity (rule: > %.0f%%)",
+          100 * drift.overflow_fraction, 100 * kRetrainOverflow));
+    }
+    if (drift.training_mse > 0 && drift.assigned_mse > kRetrainMseRatio * drift.training_mse) {
+      drift.reasons.push_back(absl::StrFormat(
+          "items assigned since training have %.2fx the training MSE (rule: > %.2fx)",
+          drift.assigned_mse / drift.training_mse, kRetrainMseRatio));
+    }
+    if (drift.displaced_fraction > kRetrainDisplaced) {
+      drift.reasons.push_back(absl::StrFormat(
+          "%.0f%% of the items assigned since training were displaced from their nearest codes "
+          "(rule: > %.0f%%)",
+          100 * drift.displaced_fraction, 100 * kRetrainDisplaced));
+    }
+  }
+  drift.retrain_recommended = !drift.reasons.empty();
+  return drift;
 }
 
 absl::StatusOr<SidList> SidService::Lookup(absl::string_view collection,
@@ -108,6 +180,7 @@ absl::StatusOr<std::shared_ptr<const SidService::Figures>> SidService::GetFigure
   const int64_t levels = tokenizer.levels();
   figures->items = n;
   figures->collisions = ComputeCollisions(sids->codes.data(), n, levels);
+  figures->largest_suffix = sids->largest_suffix;
   for (int64_t l = 0; l < levels; ++l) {
     figures->levels.push_back(ComputeLevelUsage(sids->codes.data() + l, n, levels,
                                                 tokenizer.quantizer().codebook_size(l)));

@@ -27,6 +27,14 @@ inline constexpr int64_t kMaxEncodeRows = 100000;
 inline constexpr int64_t kMaxLookupLimit = 100000;
 inline constexpr int64_t kDefaultLookupLimit = 1000;
 
+// The retraining rule (documented in quantd.proto, TokenizerDrift.retrain_recommended).
+inline constexpr double kRetrainGrowth = 1.5;
+inline constexpr double kRetrainShrink = 0.5;
+inline constexpr uint64_t kRetrainMinAssigned = 100;
+inline constexpr double kRetrainOverflow = 0.01;
+inline constexpr double kRetrainMseRatio = 1.25;
+inline constexpr double kRetrainDisplaced = 0.5;
+
 class SidService {
  public:
   // `storage` outlives the service.
@@ -35,14 +43,16 @@ class SidService {
   struct Encoded {
     uint32_t tokenizer_version = 0;
     int64_t levels = 0;
-    SidList by_id;                           // SIDs of the requested ids, and the missing ids
-    std::vector<int32_t> vector_codes;       // codes of the vectors, n x levels
+    SidList by_id;  // stored SIDs of the requested ids, and the missing ids
+    // Per vector, what a new item with it would get now under the tokenizer's assignment
+    // rule: codes (n x levels), nearest codes, errors, displaced and overflow flags.
+    SidAssignment vectors;
     std::vector<uint64_t> items_with_codes;  // per vector: stored items having exactly its codes
   };
-  // SIDs of `ids` and codes of `vectors` (n x the collection's dimension, row-major) under the
-  // collection's current tokenizer; at least one of the two is non-empty, each at most
-  // kMaxEncodeRows rows. INVALID_ARGUMENT naming the field otherwise; FAILED_PRECONDITION
-  // without a tokenizer.
+  // Stored SIDs of `ids` and proposed codes of `vectors` (n x the collection's dimension,
+  // row-major) under the collection's current tokenizer; at least one of the two is non-empty,
+  // each at most kMaxEncodeRows rows. INVALID_ARGUMENT naming the field otherwise;
+  // FAILED_PRECONDITION without a tokenizer.
   absl::StatusOr<Encoded> Encode(absl::string_view collection, absl::Span<const uint64_t> ids,
                                  absl::Span<const float> vectors) const;
 
@@ -63,6 +73,7 @@ class SidService {
     int64_t items = 0;  // items with a SID
     CollisionStats collisions;
     std::vector<LevelUsage> levels;
+    uint32_t largest_suffix = 0;
   };
   // How current cached figures must be. A scan of every SID recomputes them.
   enum class Freshness {
@@ -77,6 +88,22 @@ class SidService {
   absl::StatusOr<std::shared_ptr<const Figures>> GetFigures(const CollectionInfo& info,
                                                             const Tokenizer& tokenizer,
                                                             Freshness freshness) const;
+  // How a tokenizer fits its collection now (live, from its ledger; see v1::TokenizerDrift).
+  struct Drift {
+    uint64_t assigned = 0;  // items given codes since training
+    double displaced_fraction = 0;
+    double overflow_fraction = 0;
+    double assigned_mse = 0;  // per component
+    double training_mse = 0;
+    double growth = 0;                         // items now / items at training
+    std::vector<SizeBounds> bounds;            // per level, in force now (balanced levels)
+    std::vector<int64_t> clusters_at_bound;    // per level: codes holding >= size_max items
+    std::vector<int64_t> clusters_over_bound;  // per level: codes holding > size_max items
+    bool retrain_recommended = false;
+    std::vector<std::string> reasons;
+  };
+  static Drift DriftOf(const Tokenizer& tokenizer);
+
   // Forgets the cached figures of every collection not in `collections` (dropped ones).
   void KeepFiguresOf(const std::vector<CollectionInfo>& collections) const;
 

@@ -14,11 +14,7 @@ namespace quantd {
 namespace {
 
 // An item's SID as stored in the codes family: uint32 LE version, L codes, suffix.
-struct SidValue {
-  uint32_t version = 0;
-  std::vector<int32_t> codes;
-  uint32_t suffix = 0;
-};
+using SidValue = StoredSid;
 
 std::string EncodeSidValue(uint32_t version, const int32_t* codes, int64_t levels,
                            uint32_t suffix) {
@@ -65,6 +61,7 @@ std::string SidKey(uint32_t cid, uint32_t version, const int32_t* codes, int64_t
 }
 
 void AppendSid(const SidValue& sid, uint64_t id, SidList* list) {
+  list->largest_suffix = std::max(list->largest_suffix, sid.suffix);
   list->ids.push_back(id);
   list->codes.insert(list->codes.end(), sid.codes.begin(), sid.codes.end());
   list->suffixes.push_back(sid.suffix);
@@ -99,20 +96,29 @@ absl::StatusOr<std::shared_ptr<const Tokenizer>> SidStore::LoadCurrent(
                                              collection, tokenizer.status().message()));
 }
 
+absl::StatusOr<std::vector<std::optional<StoredSid>>> SidStore::ReadStored(
+    uint32_t cid, int64_t levels, absl::Span<const uint64_t> ids) const {
+  std::vector<std::string> item_keys;
+  item_keys.reserve(ids.size());
+  for (uint64_t id : ids) item_keys.push_back(keys::ItemKey(cid, id));
+  auto [values, statuses] = db_->MultiGet(ColumnFamily::kCodes, item_keys);
+  std::vector<std::optional<StoredSid>> stored(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    if (!statuses[i].ok()) return FromRocks(statuses[i], "read SIDs");
+    auto sid = DecodeSidValue(View(values[i]), levels, ids[i]);
+    if (!sid.ok()) return sid.status();
+    stored[i] = std::move(*sid);
+  }
+  return stored;
+}
+
 absl::Status SidStore::AddUpserts(uint32_t cid, const Tokenizer& tokenizer,
                                   absl::Span<const uint64_t> ids, absl::Span<const int32_t> codes,
+                                  absl::Span<const std::optional<StoredSid>> stored,
                                   rocksdb::WriteBatch* batch) const {
   const uint32_t version = tokenizer.version();
   const int64_t levels = tokenizer.levels();
-
-  // Only the last row of an id counts (it is the vector that stays), so an id's SID is decided
-  // once per batch. Ordered by id, so the reads below are one sorted MultiGet.
-  std::map<uint64_t, size_t> last_row;
-  for (size_t i = 0; i < ids.size(); ++i) last_row[ids[i]] = i;
-  std::vector<std::string> item_keys;
-  item_keys.reserve(last_row.size());
-  for (const auto& [id, row] : last_row) item_keys.push_back(keys::ItemKey(cid, id));
-  auto [values, statuses] = db_->MultiGet(ColumnFamily::kCodes, item_keys);
 
   // Suffixes in use per tuple key, read from the database once per tuple and kept up to date
   // as this batch frees and takes them. `lowest_free` never exceeds the lowest free suffix.
@@ -134,19 +140,10 @@ absl::Status SidStore::AddUpserts(uint32_t cid, const Tokenizer& tokenizer,
     return &it->second;
   };
 
-  size_t index = 0;
-  for (const auto& [id, row_index] : last_row) {
-    const rocksdb::Status& read = statuses[index];
-    std::optional<SidValue> sid;
-    if (read.ok()) {
-      auto decoded = DecodeSidValue(View(values[index]), levels, id);
-      if (!decoded.ok()) return decoded.status();
-      sid = std::move(*decoded);
-    } else if (!read.IsNotFound()) {
-      return FromRocks(read, "read SIDs");
-    }
-    ++index;
-    const int32_t* row = codes.data() + row_index * levels;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const uint64_t id = ids[i];
+    const std::optional<SidValue>& sid = stored[i];
+    const int32_t* row = codes.data() + i * levels;
     if (sid && sid->version == version && std::equal(row, row + levels, sid->codes.begin())) {
       continue;  // same codes: the item keeps its SID, suffix included
     }
@@ -177,22 +174,36 @@ absl::Status SidStore::AddUpserts(uint32_t cid, const Tokenizer& tokenizer,
   return absl::OkStatus();
 }
 
-absl::Status SidStore::AddDeletes(uint32_t cid, int64_t levels, absl::Span<const uint64_t> ids,
-                                  rocksdb::WriteBatch* batch) const {
-  std::vector<std::string> item_keys;
-  item_keys.reserve(ids.size());
-  for (uint64_t id : ids) item_keys.push_back(keys::ItemKey(cid, id));
-  auto [values, statuses] = db_->MultiGet(ColumnFamily::kCodes, item_keys);
+void SidStore::AddDeletes(uint32_t cid, absl::Span<const uint64_t> ids,
+                          absl::Span<const std::optional<StoredSid>> stored,
+                          rocksdb::WriteBatch* batch) const {
   for (size_t i = 0; i < ids.size(); ++i) {
-    if (statuses[i].IsNotFound()) continue;
-    if (!statuses[i].ok()) return FromRocks(statuses[i], "read SIDs");
-    auto sid = DecodeSidValue(View(values[i]), levels, ids[i]);
-    if (!sid.ok()) return sid.status();
+    if (!stored[i]) continue;
+    const StoredSid& sid = *stored[i];
     batch->Delete(db_->handle(ColumnFamily::kSids),
-                  SidKey(cid, sid->version, sid->codes.data(), levels, sid->suffix));
-    batch->Delete(db_->handle(ColumnFamily::kCodes), item_keys[i]);
+                  SidKey(cid, sid.version, sid.codes.data(), static_cast<int64_t>(sid.codes.size()),
+                         sid.suffix));
+    batch->Delete(db_->handle(ColumnFamily::kCodes), keys::ItemKey(cid, ids[i]));
   }
-  return absl::OkStatus();
+}
+
+absl::StatusOr<storage::SidDriftRecord> SidStore::ReadDrift(uint32_t cid, uint32_t version) const {
+  storage::SidDriftRecord drift;
+  auto bytes = db_->Get(ColumnFamily::kMeta, keys::SidDriftKey(cid), "read SID drift");
+  if (!bytes.ok()) return bytes.status();
+  if (bytes->has_value() && !drift.ParseFromString(**bytes)) {
+    return absl::DataLossError("SID drift record is corrupt");
+  }
+  if (drift.version() != version) {
+    drift.Clear();
+    drift.set_version(version);
+  }
+  return drift;
+}
+
+void SidStore::AddDrift(uint32_t cid, const storage::SidDriftRecord& drift,
+                        rocksdb::WriteBatch* batch) const {
+  batch->Put(db_->handle(ColumnFamily::kMeta), keys::SidDriftKey(cid), drift.SerializeAsString());
 }
 
 void SidStore::AddCommit(uint32_t cid, uint32_t old_version, const Tokenizer& tokenizer,
@@ -209,6 +220,9 @@ void SidStore::AddCommit(uint32_t cid, uint32_t old_version, const Tokenizer& to
   }
   batch->Put(db_->handle(ColumnFamily::kMeta), keys::TokenizerVersionKey(cid),
              keys::EncodeU32(version));
+  storage::SidDriftRecord drift;
+  drift.set_version(version);
+  AddDrift(cid, drift, batch);
   // Every item's SID is written anew below; clear the family first so nothing of the previous
   // version can outlive it.
   batch->DeleteRange(db_->handle(ColumnFamily::kCodes), keys::CollectionBegin(cid),
@@ -224,6 +238,7 @@ void SidStore::AddCommit(uint32_t cid, uint32_t old_version, const Tokenizer& to
 
 void SidStore::AddDropCollection(uint32_t cid, rocksdb::WriteBatch* batch) const {
   batch->Delete(db_->handle(ColumnFamily::kMeta), keys::TokenizerVersionKey(cid));
+  batch->Delete(db_->handle(ColumnFamily::kMeta), keys::SidDriftKey(cid));
 }
 
 absl::StatusOr<SidList> SidStore::Get(uint32_t cid, absl::string_view collection,
@@ -292,23 +307,6 @@ absl::StatusOr<SidList> SidStore::Export(uint32_t cid, absl::string_view collect
                       });
   if (!status.ok()) return status;
   return list;
-}
-
-absl::StatusOr<std::vector<uint64_t>> SidStore::CountTuples(uint32_t cid,
-                                                            const Tokenizer& tokenizer,
-                                                            const int32_t* codes, int64_t n) const {
-  const int64_t levels = tokenizer.levels();
-  std::vector<uint64_t> counts(static_cast<size_t>(n), 0);
-  for (int64_t i = 0; i < n; ++i) {
-    absl::Status status = db_->ScanPrefix(
-        ColumnFamily::kSids, keys::SidPrefix(cid, tokenizer.version(), codes + i * levels, levels),
-        [&](absl::string_view, absl::string_view) {
-          ++counts[i];
-          return absl::OkStatus();
-        });
-    if (!status.ok()) return status;
-  }
-  return counts;
 }
 
 }  // namespace quantd

@@ -11,16 +11,25 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "quantd/storage/records.pb.h"
 #include "rocksdb/write_batch.h"
 #include "server/db.h"
 
 namespace quantd {
 
 class Tokenizer;
+
+// One item's SID as stored.
+struct StoredSid {
+  uint32_t version = 0;
+  std::vector<int32_t> codes;  // L
+  uint32_t suffix = 0;
+};
 
 // SIDs read for one tokenizer version.
 struct SidList {
@@ -29,6 +38,7 @@ struct SidList {
   std::vector<uint64_t> ids;
   std::vector<int32_t> codes;      // ids.size() x levels
   std::vector<uint32_t> suffixes;  // ids.size()
+  uint32_t largest_suffix = 0;     // Export: the largest of `suffixes`
   std::vector<uint64_t> missing;   // Get: requested ids without a SID
   bool truncated = false;          // Lookup: more matched than the limit
 };
@@ -44,20 +54,32 @@ class SidStore {
   // The current version, 0 if none.
   absl::StatusOr<uint32_t> CurrentVersion(uint32_t cid) const;
 
-  // The SID changes of upserting rows ids (n) with codes (n x L) under `tokenizer` (current):
-  // rows in order, a later row of the same id wins; an item whose codes did not change keeps
-  // its SID (suffix included), else it takes the lowest free suffix of its new tuple.
+  // The stored SIDs of `ids` (any version), nullopt for ids without one. DATA_LOSS for a
+  // malformed row.
+  absl::StatusOr<std::vector<std::optional<StoredSid>>> ReadStored(
+      uint32_t cid, int64_t levels, absl::Span<const uint64_t> ids) const;
+  // The SID changes of giving items ids (n, distinct) the codes (n x L) under `tokenizer`
+  // (current), whose stored SIDs are `stored` (ReadStored): an item whose codes did not change
+  // keeps its SID (suffix included), else it takes the lowest free suffix of its new tuple.
   absl::Status AddUpserts(uint32_t cid, const Tokenizer& tokenizer, absl::Span<const uint64_t> ids,
-                          absl::Span<const int32_t> codes, rocksdb::WriteBatch* batch) const;
-  // The removal of the SIDs of `ids` (distinct; ids without one are skipped).
-  absl::Status AddDeletes(uint32_t cid, int64_t levels, absl::Span<const uint64_t> ids,
+                          absl::Span<const int32_t> codes,
+                          absl::Span<const std::optional<StoredSid>> stored,
                           rocksdb::WriteBatch* batch) const;
-  // A new version replacing `old_version` (0: none): its blob, the version key, and the SIDs of
-  // every item, ids (n, the collection's every item) with codes (n x L) and suffixes (n); all
-  // SIDs of the old version go.
+  // The removal of the SIDs `stored` (ReadStored) of `ids`; ids without one are skipped.
+  void AddDeletes(uint32_t cid, absl::Span<const uint64_t> ids,
+                  absl::Span<const std::optional<StoredSid>> stored,
+                  rocksdb::WriteBatch* batch) const;
+  // A new version replacing `old_version` (0: none): its blob, the version key, zeroed drift
+  // counters, and the SIDs of every item, ids (n, the collection's every item) with codes
+  // (n x L) and suffixes (n); all SIDs of the old version go.
   void AddCommit(uint32_t cid, uint32_t old_version, const Tokenizer& tokenizer,
                  absl::Span<const uint64_t> ids, absl::Span<const int32_t> codes,
                  absl::Span<const uint32_t> suffixes, rocksdb::WriteBatch* batch) const;
+  // The drift counters of the current version (meta "sid_drift/<cid>"); zero for `version`
+  // when none are stored (databases of earlier releases) or they belong to another version.
+  absl::StatusOr<storage::SidDriftRecord> ReadDrift(uint32_t cid, uint32_t version) const;
+  void AddDrift(uint32_t cid, const storage::SidDriftRecord& drift,
+                rocksdb::WriteBatch* batch) const;
   // The collection's meta row (its rows in the other families go with Db::AddDeleteRows).
   void AddDropCollection(uint32_t cid, rocksdb::WriteBatch* batch) const;
 
@@ -74,9 +96,6 @@ class SidStore {
   // Every SID, in item-id order.
   absl::StatusOr<SidList> Export(uint32_t cid, absl::string_view collection,
                                  const Tokenizer& tokenizer) const;
-  // Number of stored items having exactly each code tuple of `codes` (n x L).
-  absl::StatusOr<std::vector<uint64_t>> CountTuples(uint32_t cid, const Tokenizer& tokenizer,
-                                                    const int32_t* codes, int64_t n) const;
 
  private:
   Db* db_;

@@ -1,6 +1,8 @@
 #include "server/tokenizer.h"
 
+#include <algorithm>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -37,18 +39,113 @@ absl::StatusOr<ResidualQuantizer> FromRecordCodebooks(const storage::TokenizerRe
 }  // namespace
 
 Tokenizer::Tokenizer(ResidualQuantizer quantizer, storage::TokenizerRecord record)
-    : quantizer_(std::move(quantizer)), record_(std::move(record)) {
+    : quantizer_(std::move(quantizer)),
+      record_(std::move(record)),
+      assigner_(&quantizer_),
+      ledger_(std::make_unique<SidLedger>(quantizer_.codebook_sizes())) {
   record_.clear_codebooks();
   record_.clear_model();
 }
 
+const float* Tokenizer::Prepared(const float* x, int64_t n, std::vector<float>* buffer) const {
+  if (!record_.normalize()) return x;
+  *buffer = NormalizedRows(x, n, dimension());
+  return buffer->data();
+}
+
 void Tokenizer::Encode(const float* x, int64_t n, int32_t* codes) const {
-  if (record_.normalize()) {
-    const std::vector<float> normalized = NormalizedRows(x, n, dimension());
-    quantizer_.Encode(normalized.data(), n, codes, /*num_threads=*/1);
-  } else {
-    quantizer_.Encode(x, n, codes, /*num_threads=*/1);
+  std::vector<float> buffer;
+  quantizer_.Encode(Prepared(x, n, &buffer), n, codes, /*num_threads=*/1);
+}
+
+v1::Assignment Tokenizer::assignment() const {
+  return record_.assignment() == v1::ASSIGNMENT_CAPACITY ? v1::ASSIGNMENT_CAPACITY
+                                                         : v1::ASSIGNMENT_NEAREST;
+}
+
+std::vector<SizeBounds> BoundsInForceOf(const storage::TokenizerRecord& record,
+                                        absl::Span<const int64_t> codebook_sizes, int64_t items) {
+  std::vector<SizeBounds> bounds(codebook_sizes.size());
+  const auto trained = static_cast<int64_t>(record.trained_items());
+  for (size_t l = 0; l < codebook_sizes.size() && l < static_cast<size_t>(record.levels_size());
+       ++l) {
+    const storage::TokenizerRecord::Level& level = record.levels(static_cast<int>(l));
+    if (!level.balanced()) continue;
+    const SizeBounds at_training{static_cast<int64_t>(level.size_min()),
+                                 static_cast<int64_t>(level.size_max())};
+    std::optional<double> slack;
+    if (record.has_balance_slack()) slack = record.balance_slack();
+    bounds[l] = BoundsInForce(at_training, std::max<int64_t>(trained, 1),
+                              std::max<int64_t>(items, 1), codebook_sizes[l], slack);
   }
+  return bounds;
+}
+
+CapacityLimits CapacityLimitsOf(const storage::TokenizerRecord& record,
+                                absl::Span<const int64_t> codebook_sizes, int64_t items) {
+  CapacityLimits limits;
+  limits.size_max.assign(codebook_sizes.size(), kUnbounded);
+  limits.suffix_cap = kUnbounded;
+  if (record.assignment() != v1::ASSIGNMENT_CAPACITY) return limits;
+  const std::vector<SizeBounds> bounds = BoundsInForceOf(record, codebook_sizes, items);
+  for (size_t l = 0; l < bounds.size(); ++l) {
+    if (bounds[l].size_max > 0) limits.size_max[l] = bounds[l].size_max;
+  }
+  limits.suffix_cap = std::max<int64_t>(1, record.suffix_cap());
+  return limits;
+}
+
+std::vector<SizeBounds> Tokenizer::BoundsFor(int64_t items) const {
+  return BoundsInForceOf(record_, quantizer_.codebook_sizes(), items);
+}
+
+CapacityLimits Tokenizer::LimitsFor(int64_t items) const {
+  return CapacityLimitsOf(record_, quantizer_.codebook_sizes(), items);
+}
+
+SidAssignOptions Tokenizer::AssignOptions() const {
+  SidAssignOptions options;
+  options.beam_width =
+      record_.beam_width() > 0 ? static_cast<int>(record_.beam_width()) : kDefaultBeamWidth;
+  return options;
+}
+
+SidAssignment Tokenizer::Nearest(const float* x, int64_t n) const {
+  SidAssignment out;
+  out.levels = levels();
+  out.codes.resize(static_cast<size_t>(n * levels()));
+  quantizer_.Encode(x, n, out.codes.data(), /*num_threads=*/1);
+  out.nearest_codes = out.codes;
+  out.error.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    out.error[i] = assigner_.Error(x + i * dimension(), out.codes.data() + i * levels());
+  }
+  out.nearest_error = out.error;
+  out.displaced.assign(static_cast<size_t>(n), 0);
+  out.overflow.assign(static_cast<size_t>(n), 0);
+  return out;
+}
+
+absl::StatusOr<SidAssignment> Tokenizer::AssignNew(const float* x, int64_t n, int64_t items,
+                                                   SidOccupancy* occupancy) const {
+  std::vector<float> buffer;
+  const float* rows = Prepared(x, n, &buffer);
+  if (assignment() == v1::ASSIGNMENT_CAPACITY) {
+    return assigner_.Assign(rows, n, LimitsFor(items), AssignOptions(), occupancy);
+  }
+  SidAssignment nearest = Nearest(rows, n);
+  for (int64_t i = 0; i < n; ++i) occupancy->Add(nearest.codes.data() + i * levels());
+  return nearest;
+}
+
+absl::StatusOr<SidAssignment> Tokenizer::Propose(const float* x, int64_t n, int64_t items,
+                                                 const SidOccupancy& occupancy) const {
+  std::vector<float> buffer;
+  const float* rows = Prepared(x, n, &buffer);
+  if (assignment() == v1::ASSIGNMENT_CAPACITY) {
+    return assigner_.Propose(rows, n, LimitsFor(items), AssignOptions(), occupancy);
+  }
+  return Nearest(rows, n);
 }
 
 std::string Tokenizer::Serialize() const {

@@ -12,10 +12,25 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "core/residual_quantizer.h"
+#include "core/sid_assignment.h"
 #include "quantd/storage/records.pb.h"
+#include "quantd/v1/quantd.pb.h"
+#include "server/sid_ledger.h"
 
 namespace quantd {
+
+// The cluster-size bounds in force per level of a tokenizer with `record` and codebook_sizes
+// for a collection of `items` items: balanced levels keep the training slack around
+// items / K (record.balance_slack set) or scale the trained bounds by items / trained_items;
+// plain levels {0, 0}.
+std::vector<SizeBounds> BoundsInForceOf(const storage::TokenizerRecord& record,
+                                        absl::Span<const int64_t> codebook_sizes, int64_t items);
+// The capacity limits of capacity assignment for `items` items (the size_max of
+// BoundsInForceOf per balanced level, the suffix cap); unbounded for nearest assignment.
+CapacityLimits CapacityLimitsOf(const storage::TokenizerRecord& record,
+                                absl::Span<const int64_t> codebook_sizes, int64_t items);
 
 class Tokenizer {
  public:
@@ -32,12 +47,39 @@ class Tokenizer {
   // Codes (n x L) of raw vectors x (n x d); normalises them first for cosine collections.
   void Encode(const float* x, int64_t n, int32_t* codes) const;
 
+  // How items that were not in the training get their codes (v1::Assignment; records of
+  // earlier releases: nearest).
+  v1::Assignment assignment() const;
+  // CapacityLimitsOf and BoundsInForceOf for this tokenizer.
+  CapacityLimits LimitsFor(int64_t items) const;
+  std::vector<SizeBounds> BoundsFor(int64_t items) const;
+
+  // Codes for raw vectors x (n x d) as new items of a collection that will hold `items` items:
+  // each row in order takes capacity in `occupancy` (its tuple is added) under the assignment
+  // rule. INVALID_ARGUMENT for bad rows.
+  absl::StatusOr<SidAssignment> AssignNew(const float* x, int64_t n, int64_t items,
+                                          SidOccupancy* occupancy) const;
+  // What each row of x would get as the next new item; `occupancy` is only read.
+  absl::StatusOr<SidAssignment> Propose(const float* x, int64_t n, int64_t items,
+                                        const SidOccupancy& occupancy) const;
+
+  // The live occupancy and drift of this version's SIDs (see server/sid_ledger.h).
+  SidLedger& ledger() const { return *ledger_; }
+
   std::string Serialize() const;
   static absl::StatusOr<std::shared_ptr<const Tokenizer>> Parse(const std::string& blob);
 
  private:
+  // Raw rows, normalised for cosine collections: x itself or a normalised copy in `buffer`.
+  const float* Prepared(const float* x, int64_t n, std::vector<float>* buffer) const;
+  SidAssignOptions AssignOptions() const;
+  // Nearest assignment of prepared rows: ResidualQuantizer::Encode's greedy codes.
+  SidAssignment Nearest(const float* x, int64_t n) const;
+
   ResidualQuantizer quantizer_;
   storage::TokenizerRecord record_;
+  SidAssigner assigner_;  // over quantizer_
+  std::unique_ptr<SidLedger> ledger_;
 };
 
 }  // namespace quantd

@@ -1,9 +1,11 @@
-// The "train_tokenizer" job: RQ-KMeans (plain or balanced) over a collection, committing a new
-// tokenizer version and every item's SID at once.
+// The "train_tokenizer" job: RQ-KMeans (plain or balanced per level) over a collection, then,
+// for capacity assignment, training-time collision resolution; commits a new tokenizer version
+// and every item's SID at once.
 #ifndef QUANTD_SERVER_TOKENIZER_JOB_H_
 #define QUANTD_SERVER_TOKENIZER_JOB_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -13,10 +15,22 @@
 
 namespace quantd {
 
-// Checks a TrainTokenizer request against a collection of `items` items and turns it into
-// residual-quantizer options (defaults filled in). INVALID_ARGUMENT naming the field and value.
-absl::StatusOr<RqOptions> TrainOptionsFromRequest(const v1::TrainTokenizerRequest& request,
-                                                  int64_t items);
+// What a TrainTokenizer request asks for, defaults filled in.
+struct TokenizerTrainPlan {
+  RqOptions rq;
+  v1::Assignment assignment = v1::ASSIGNMENT_NEAREST;
+  int beam_width = 1;
+  // Capacity assignment: the suffix cap asked for; 0 takes the default (the largest suffix of
+  // the training assignment, at least 1).
+  int64_t suffix_cap = 0;
+  // Balanced levels take their bounds from this slack (unset: explicit size_bounds).
+  std::optional<double> balance_slack;
+};
+
+// Checks a TrainTokenizer request against a collection of `items` items and turns it into a
+// plan. INVALID_ARGUMENT naming the field and value.
+absl::StatusOr<TokenizerTrainPlan> TrainPlanFromRequest(const v1::TrainTokenizerRequest& request,
+                                                        int64_t items);
 
 class TokenizerJob final : public JobWithRequest<v1::TrainTokenizerRequest> {
  public:

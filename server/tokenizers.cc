@@ -15,7 +15,75 @@ absl::Status Tokenizers::LoadAll() {
     absl::Status status = collection->tokenizer.TakeLoaded(
         sids_->LoadCurrent(collection->info.id, collection->info.name));
     if (!status.ok()) return status;
+    if (std::shared_ptr<const Tokenizer> tokenizer = collection->tokenizer.get()) {
+      status = LoadLedger(collection->info, *tokenizer);
+      // Unreadable SIDs fail this collection's calls only, as an unreadable model does.
+      if (absl::IsDataLoss(status)) {
+        collection->tokenizer.Fail(status);
+      } else if (!status.ok()) {
+        return status;
+      }
+    }
   }
+  return absl::OkStatus();
+}
+
+absl::Status Tokenizers::LoadLedger(const CollectionInfo& info, const Tokenizer& tokenizer) const {
+  auto sids = sids_->Export(info.id, info.name, tokenizer);
+  if (!sids.ok()) {
+    return absl::DataLossError(absl::StrFormat("SIDs of collection '%s' are unreadable: %s",
+                                               info.name, sids.status().message()));
+  }
+  SidOccupancy occupancy(tokenizer.quantizer().codebook_sizes());
+  const int64_t levels = tokenizer.levels();
+  for (size_t i = 0; i < sids->ids.size(); ++i) {
+    occupancy.Add(sids->codes.data() + i * levels);
+  }
+  auto drift = sids_->ReadDrift(info.id, tokenizer.version());
+  if (!drift.ok()) return drift.status();
+  tokenizer.ledger().Load(std::move(occupancy), std::move(*drift));
+  return absl::OkStatus();
+}
+
+absl::Status Tokenizers::AddItemUpserts(uint32_t cid, const Tokenizer& tokenizer,
+                                        absl::Span<const uint64_t> ids,
+                                        absl::Span<const float> vectors, int64_t items_after,
+                                        LedgerChange* change, rocksdb::WriteBatch* batch) const {
+  const int64_t levels = tokenizer.levels();
+  const auto n = static_cast<int64_t>(ids.size());
+  auto stored = sids_->ReadStored(cid, levels, ids);
+  if (!stored.ok()) return stored.status();
+  for (const std::optional<StoredSid>& sid : *stored) {
+    if (sid && sid->version == tokenizer.version()) change->Remove(sid->codes.data());
+  }
+  auto assigned = tokenizer.AssignNew(vectors.data(), n, items_after, change->occupancy());
+  if (!assigned.ok()) return assigned.status();
+  storage::SidDriftRecord* drift = change->drift();
+  for (int64_t i = 0; i < n; ++i) {
+    change->Added(assigned->codes.data() + i * levels);
+    drift->set_displaced(drift->displaced() + assigned->displaced[i]);
+    drift->set_overflow(drift->overflow() + assigned->overflow[i]);
+    drift->set_error_sum(drift->error_sum() + assigned->error[i]);
+  }
+  drift->set_assigned(drift->assigned() + static_cast<uint64_t>(n));
+  drift->set_version(tokenizer.version());
+  if (auto status = sids_->AddUpserts(cid, tokenizer, ids, assigned->codes, *stored, batch);
+      !status.ok()) {
+    return status;
+  }
+  sids_->AddDrift(cid, *drift, batch);
+  return absl::OkStatus();
+}
+
+absl::Status Tokenizers::AddItemDeletes(uint32_t cid, const Tokenizer& tokenizer,
+                                        absl::Span<const uint64_t> ids, LedgerChange* change,
+                                        rocksdb::WriteBatch* batch) const {
+  auto stored = sids_->ReadStored(cid, tokenizer.levels(), ids);
+  if (!stored.ok()) return stored.status();
+  for (const std::optional<StoredSid>& sid : *stored) {
+    if (sid && sid->version == tokenizer.version()) change->Remove(sid->codes.data());
+  }
+  sids_->AddDeletes(cid, ids, *stored, batch);
   return absl::OkStatus();
 }
 
@@ -68,11 +136,20 @@ absl::StatusOr<uint32_t> Tokenizers::CommitTokenizer(absl::string_view name,
         return absl::OkStatus();
       });
   if (!status.ok()) return status;
+  // The snapshot items hold their places; the items written since take theirs under the rule.
+  SidOccupancy occupancy(tokenizer->quantizer().codebook_sizes());
+  std::vector<bool> is_stale(ids.size(), false);
+  for (int64_t row : stale_rows) is_stale[row] = true;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!is_stale[i]) occupancy.Add(all_codes.data() + i * levels);
+  }
   if (!stale_rows.empty()) {
-    std::vector<int32_t> fresh(stale_rows.size() * static_cast<size_t>(levels));
-    tokenizer->Encode(stale_vectors.data(), static_cast<int64_t>(stale_rows.size()), fresh.data());
+    auto fresh = tokenizer->AssignNew(stale_vectors.data(), static_cast<int64_t>(stale_rows.size()),
+                                      static_cast<int64_t>(ids.size()), &occupancy);
+    if (!fresh.ok()) return fresh.status();
     for (size_t i = 0; i < stale_rows.size(); ++i) {
-      std::copy_n(fresh.data() + i * levels, levels, all_codes.data() + stale_rows[i] * levels);
+      std::copy_n(fresh->codes.data() + i * levels, levels,
+                  all_codes.data() + stale_rows[i] * levels);
     }
   }
   const std::vector<uint32_t> suffixes =
@@ -81,6 +158,9 @@ absl::StatusOr<uint32_t> Tokenizers::CommitTokenizer(absl::string_view name,
   rocksdb::WriteBatch batch;
   sids_->AddCommit(cid, *old_version, *tokenizer, ids, all_codes, suffixes, &batch);
   if (auto s = db_->Write(batch, "commit tokenizer"); !s.ok()) return s;
+  storage::SidDriftRecord drift;
+  drift.set_version(tokenizer->version());
+  tokenizer->ledger().Load(std::move(occupancy), std::move(drift));
   guard->MarkWritten();
   const uint32_t version = tokenizer->version();
   guard->collection().tokenizer.Set(std::move(tokenizer));
@@ -126,15 +206,6 @@ absl::StatusOr<SidList> Tokenizers::ExportSids(absl::string_view name,
   auto collection = registry_->Find(name);
   if (!collection.ok()) return collection.status();
   return sids_->Export((*collection)->info.id, name, tokenizer);
-}
-
-absl::StatusOr<std::vector<uint64_t>> Tokenizers::CountTuples(absl::string_view name,
-                                                              const Tokenizer& tokenizer,
-                                                              const int32_t* codes,
-                                                              int64_t n) const {
-  auto collection = registry_->Find(name);
-  if (!collection.ok()) return collection.status();
-  return sids_->CountTuples((*collection)->info.id, tokenizer, codes, n);
 }
 
 }  // namespace quantd

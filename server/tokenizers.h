@@ -15,6 +15,7 @@
 #include "server/collections.h"
 #include "server/db.h"
 #include "server/item_store.h"
+#include "server/sid_ledger.h"
 #include "server/sid_store.h"
 
 namespace quantd {
@@ -37,13 +38,31 @@ class Tokenizers {
 
   // Commits a new tokenizer version: `record` (metadata; version is assigned here), the trained
   // `quantizer`, and codes (snapshot.ids.size() x L) computed for `snapshot`. Under the
-  // collection's write guard, items upserted or changed since the snapshot are encoded anew
-  // and deleted ones skipped; suffixes are assigned fresh in id order; the old version's SIDs
+  // collection's write guard, items upserted or changed since the snapshot get codes anew
+  // under the new tokenizer's assignment rule (after every snapshot item took its place) and
+  // deleted ones are skipped; suffixes are assigned fresh in id order; the old version's SIDs
   // are replaced. One WriteBatch. Returns the new version.
   absl::StatusOr<uint32_t> CommitTokenizer(absl::string_view collection,
                                            storage::TokenizerRecord record,
                                            ResidualQuantizer quantizer, const ItemSet& snapshot,
                                            const std::vector<int32_t>& codes);
+
+  // The SID side of item writes, under the collection's write guard (cid) and with the
+  // tokenizer's ledger held by `change` (server/sid_ledger.h), rows added to `batch`.
+  //
+  // Items ids (n, distinct) get codes for their new vectors (n x d, each differing from the
+  // stored one) under the tokenizer's assignment rule for a collection of `items_after` items:
+  // their previous tuples free their capacity first, then each row in order takes the tuple
+  // the rule gives (capacity: the best with room within the beam). The drift counters count
+  // them. An item whose codes come out unchanged keeps its suffix.
+  absl::Status AddItemUpserts(uint32_t cid, const Tokenizer& tokenizer,
+                              absl::Span<const uint64_t> ids, absl::Span<const float> vectors,
+                              int64_t items_after, LedgerChange* change,
+                              rocksdb::WriteBatch* batch) const;
+  // The removal of the SIDs of `ids` (distinct; ids without one are skipped), freeing capacity.
+  absl::Status AddItemDeletes(uint32_t cid, const Tokenizer& tokenizer,
+                              absl::Span<const uint64_t> ids, LedgerChange* change,
+                              rocksdb::WriteBatch* batch) const;
 
   // Readers of SIDs under `tokenizer` (the caller's one snapshot of GetTokenizer). If a
   // retraining commits meanwhile they return ABORTED (retry) rather than mix versions.
@@ -57,12 +76,12 @@ class Tokenizers {
   // Every SID of the collection, in item-id order.
   absl::StatusOr<SidList> ExportSids(absl::string_view collection,
                                      const Tokenizer& tokenizer) const;
-  // Number of stored items having exactly each code tuple of `codes` (n x L of `tokenizer`).
-  absl::StatusOr<std::vector<uint64_t>> CountTuples(absl::string_view collection,
-                                                    const Tokenizer& tokenizer,
-                                                    const int32_t* codes, int64_t n) const;
 
  private:
+  // Fills the ledger of `tokenizer` (collection cid's current one) from the stored SIDs and
+  // drift counters.
+  absl::Status LoadLedger(const CollectionInfo& info, const Tokenizer& tokenizer) const;
+
   Db* db_;
   CollectionRegistry* registry_;
   const ItemStore* items_;

@@ -3,6 +3,10 @@
 // series go away, and clients cannot mint method labels.
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <regex>
+#include <set>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -121,6 +125,31 @@ TEST_F(MetricsTest, ExpositionAfterTrafficPassesPromtool) {
   EXPECT_GE(collisions, 0);
   EXPECT_LT(collisions, 1);
   EXPECT_GT(Sample(text, "quantd_codebook_usage_ratio{collection=\"m\",level=\"1\"}"), 0.5);
+  EXPECT_GT(Sample(text, "quantd_codebook_perplexity{collection=\"m\",level=\"0\"}"), 8);
+  // Drift gauges: nothing assigned since training, no growth, no retrain advised.
+  EXPECT_EQ(Sample(text, "quantd_sid_assigned_since_training{collection=\"m\"}"), 0);
+  EXPECT_EQ(Sample(text, "quantd_sid_growth_ratio{collection=\"m\"}"), 1);
+  EXPECT_EQ(Sample(text, "quantd_tokenizer_retrain_recommended{collection=\"m\"}"), 0);
+  EXPECT_EQ(Sample(text, "quantd_sid_clusters_over_bound{collection=\"m\",level=\"0\"}"), 0);
+  EXPECT_GE(Sample(text, "quantd_sid_largest_suffix{collection=\"m\"}"), 0);
+  // Every series the shipped alert rules read is exported.
+  {
+    std::ifstream rules(std::string(QUANTD_SOURCE_DIR) + "/deploy/prometheus/quantd-alerts.yml");
+    ASSERT_TRUE(rules.good());
+    const std::string yaml((std::istreambuf_iterator<char>(rules)), {});
+    const std::regex series("quantd_[a-z_]+");
+    std::set<std::string> names;
+    for (auto it = std::sregex_iterator(yaml.begin(), yaml.end(), series);
+         it != std::sregex_iterator(); ++it) {
+      if (it->str().rfind("quantd_sid_", 0) == 0 || it->str().rfind("quantd_tokenizer_", 0) == 0) {
+        names.insert(it->str());
+      }
+    }
+    EXPECT_GE(names.size(), 5u);
+    for (const std::string& name : names) {
+      EXPECT_NE(text.find("\n" + name + "{"), std::string::npos) << name;
+    }
+  }
   EXPECT_EQ(Sample(text, "quantd_jobs{state=\"succeeded\"}"), 2);
   EXPECT_EQ(Sample(text, "quantd_jobs{state=\"running\"}"), 0);
   EXPECT_EQ(Sample(text, "quantd_job_duration_seconds_count{kind=\"train_index\"}"), 1);

@@ -6,10 +6,12 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "server/jobs.h"
+#include "server/sid_ledger.h"
 #include "server/storage.h"
 #include "server/tokenizer_job.h"
 #include "tests/test_support.h"
@@ -67,7 +69,8 @@ TEST_F(SidServiceTest, EncodeAndLookupRules) {
   EXPECT_EQ(encoded->levels, 2);
   EXPECT_EQ(encoded->by_id.ids, (std::vector<uint64_t>{1, 2}));
   EXPECT_EQ(encoded->by_id.missing, (std::vector<uint64_t>{999}));
-  EXPECT_EQ(encoded->vector_codes.size(), 4u);
+  EXPECT_EQ(encoded->vectors.codes.size(), 4u);
+  EXPECT_EQ(encoded->vectors.nearest_codes.size(), 4u);
   EXPECT_EQ(encoded->items_with_codes.size(), 2u);
 
   EXPECT_EQ(sids.Encode("c", {}, {}).status().message(),
@@ -118,6 +121,50 @@ TEST_F(SidServiceTest, FiguresAreScannedOnceAndRecomputedAfterEveryWrite) {
 
   sids_->KeepFiguresOf({});  // the collection is gone: its figures are forgotten
   EXPECT_NE(Figures(SidService::Freshness::kWithinAMinute), third);
+}
+
+// A write that fails leaves the ledger as the database is: a LedgerChange destroyed without
+// Keep() undoes its removals, additions and drift; one kept stays.
+TEST(SidLedgerTest, ChangesAreUndoneUnlessKept) {
+  SidLedger ledger({4, 3});
+  SidOccupancy start({4, 3});
+  const std::vector<int32_t> a = {1, 2};
+  const std::vector<int32_t> b = {3, 0};
+  start.Add(a.data());
+  start.Add(a.data());
+  storage::SidDriftRecord drift;
+  drift.set_version(1);
+  drift.set_assigned(5);
+  ledger.Load(start, drift);
+  const auto snapshot = [&] {
+    const SidLedger::Reader reader(ledger);
+    return std::make_tuple(reader.occupancy().tuple_count(a.data()),
+                           reader.occupancy().tuple_count(b.data()),
+                           reader.occupancy().level_counts(0), reader.occupancy().level_counts(1),
+                           reader.occupancy().items(), reader.drift().assigned());
+  };
+  const auto before = snapshot();
+  EXPECT_EQ(std::get<0>(before), 2);
+  {
+    LedgerChange change(&ledger);
+    change.Remove(a.data());
+    change.Add(b.data());
+    change.drift()->set_assigned(6);
+    EXPECT_EQ(change.occupancy()->tuple_count(b.data()), 1);
+  }  // not kept: a failed write
+  EXPECT_EQ(snapshot(), before);
+  {
+    LedgerChange change(&ledger);
+    change.Remove(a.data());
+    change.Add(b.data());
+    change.drift()->set_assigned(6);
+    change.Keep();
+  }
+  const auto after = snapshot();
+  EXPECT_EQ(std::get<0>(after), 1);
+  EXPECT_EQ(std::get<1>(after), 1);
+  EXPECT_EQ(std::get<3>(after), (std::vector<int64_t>{1, 0, 1}));
+  EXPECT_EQ(std::get<5>(after), 6u);
 }
 
 }  // namespace
