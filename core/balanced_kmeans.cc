@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "core/gemm.h"
 #include "core/vectors.h"
 
@@ -37,37 +38,22 @@ CostColumnsFn ColumnsOf(const float* data, int64_t n, const float* centroids, in
   };
 }
 
-}  // namespace
-
-absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, int64_t d,
-                                                 const SizeBounds& bounds,
-                                                 const KMeansOptions& options) {
+// One balanced run from seed `seed` on the training rows train (m x d, under train_bounds);
+// iterations are reported to on_iteration as first_reported + i. The final assignment of all n
+// rows of data follows.
+absl::StatusOr<KMeansResult> RunBalanced(const float* data, int64_t n, const float* train,
+                                         int64_t m, int64_t d, const SizeBounds& bounds,
+                                         const SizeBounds& train_bounds,
+                                         const KMeansOptions& options, uint64_t seed,
+                                         int first_reported) {
   const int64_t k = options.k;
-  if (auto status = ValidateKMeansInput(data, n, d, k); !status.ok()) return status;
-  if (auto status = CheckBoundsFeasible(n, k, bounds); !status.ok()) return status;
-
-  // Training rows: all of them, or a sample as plain k-means would take.
-  std::vector<float> sample;
-  const float* train = data;
-  int64_t m = n;
-  if (options.max_points_per_centroid > 0 && n > k * options.max_points_per_centroid) {
-    m = k * options.max_points_per_centroid;
-    sample.resize(static_cast<size_t>(m * d));
-    const std::vector<int64_t> rows = SampleRows(n, m, options.seed ^ 0x9e3779b97f4a7c15ull);
-    for (int64_t i = 0; i < m; ++i) {
-      std::copy_n(data + rows[i] * d, d, sample.data() + i * d);
-    }
-    train = sample.data();
-  }
-  const SizeBounds train_bounds = ScaleBounds(bounds, n, m, k);
-
   KMeansResult result;
   result.k = k;
   result.d = d;
   result.training_rows = m;
   result.centroids.resize(static_cast<size_t>(k * d));
-  InitCentroids(train, m, d, k, options.init, options.seed, result.centroids.data(),
-                options.num_threads);
+  InitCentroids(train, m, d, k, options.init, seed, result.centroids.data(), options.num_threads);
+  if (options.spherical) NormalizeRows(result.centroids.data(), k, d);
 
   std::vector<int32_t> labels;
   // Cluster prices carried from one assignment to the next: the centroids move little between
@@ -83,7 +69,7 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
   assign.polish = false;  // the centroids move again anyway
   assign.num_threads = options.num_threads;
   double previous = std::numeric_limits<double>::infinity();
-  for (int iteration = 1; iteration <= options.max_iterations; ++iteration) {
+  for (int iteration = 0; iteration < options.max_iterations; ++iteration) {
     // Cost rows are made in small tiles while the top candidates are picked from them, so the
     // m x k matrix is never written out.
     const float* centroids = result.centroids.data();
@@ -96,15 +82,16 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
     auto assigned = BalancedAssignRows(rows, m, k, train_bounds, assign, columns);
     if (!assigned.ok()) return assigned.status();
     labels = std::move(*assigned);
-    UpdateCentroids(train, m, d, labels.data(), k, options.seed + iteration,
-                    result.centroids.data(), options.num_threads);
+    UpdateCentroids(train, m, d, labels.data(), k, seed + iteration + 1, result.centroids.data(),
+                    options.num_threads);
     if (options.spherical) NormalizeRows(result.centroids.data(), k, d);
-    result.iterations = iteration;
-    // Iterations count from 0 in the callback, as in TrainKMeans.
-    if (options.on_iteration && !options.on_iteration(iteration - 1, objective)) {
-      return absl::CancelledError("balanced k-means cancelled");
+    result.iterations = iteration + 1;
+    if (options.on_iteration && !options.on_iteration(first_reported + iteration, objective)) {
+      return absl::CancelledError(absl::StrFormat(
+          "balanced k-means cancelled by on_iteration after iteration %d (objective %g)",
+          first_reported + iteration, objective));
     }
-    if (previous - objective <= options.tolerance * previous) break;
+    if (KMeansConverged(previous, objective, options.tolerance)) break;
     previous = objective;
   }
 
@@ -161,6 +148,41 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
   result.objective = 0;
   for (float cost : here) result.objective += cost;
   return result;
+}
+
+}  // namespace
+
+absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, int64_t d,
+                                                 const SizeBounds& bounds,
+                                                 const KMeansOptions& options) {
+  const int64_t k = options.k;
+  if (auto status = ValidateKMeansInput(data, n, d, k); !status.ok()) return status;
+  if (auto status = ValidateKMeansOptions(options); !status.ok()) return status;
+  if (auto status = CheckBoundsFeasible(n, k, bounds); !status.ok()) return status;
+
+  // Training rows: all of them, or the sample plain k-means takes (the same rows for the same
+  // seed), the same for every restart.
+  std::vector<float> sample;
+  int64_t m = n;
+  const float* train =
+      KMeansTrainingRows(data, n, d, k, options.max_points_per_centroid, options.seed, &sample, &m);
+  const SizeBounds train_bounds = ScaleBounds(bounds, n, m, k);
+
+  KMeansResult best;
+  int total_iterations = 0;
+  for (int restart = 0; restart < options.restarts; ++restart) {
+    absl::StatusOr<KMeansResult> run =
+        RunBalanced(data, n, train, m, d, bounds, train_bounds, options,
+                    RestartSeed(options.seed, restart), restart * options.max_iterations);
+    if (!run.ok()) return run.status();
+    total_iterations += run->iterations;
+    if (restart == 0 || run->objective < best.objective) {
+      best = *std::move(run);
+      best.restart = restart;
+    }
+  }
+  best.total_iterations = total_iterations;
+  return best;
 }
 
 }  // namespace quantd

@@ -16,10 +16,14 @@
 namespace quantd {
 
 // Balanced k-means: Lloyd iterations whose assignment step is BalancedAssign (fast mode, not
-// polished: the centroids move again) under `bounds` (over n). Trains on a subsample when
-// options.max_points_per_centroid asks for it (bounds scaled to the sample), then assigns all n
-// rows under the full bounds, polished when there was no subsample. The result's assignments
-// meet the bounds exactly.
+// polished: the centroids move again) under `bounds` (over n). Trains on the rows plain k-means
+// would train on (KMeansTrainingRows: a subsample when options.max_points_per_centroid asks for
+// it, with the bounds scaled to it), then assigns all n rows under the full bounds, polished when
+// there was no subsample. The result's assignments meet the bounds exactly. Options as
+// TrainKMeans (validated by ValidateKMeansOptions): tolerance, restarts (the run with the lowest
+// final objective wins), seeds per restart and on_iteration's numbering are the same. The
+// objective passed to on_iteration is that of the iteration's balanced assignment over the
+// training rows.
 absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, int64_t d,
                                                  const SizeBounds& bounds,
                                                  const KMeansOptions& options);

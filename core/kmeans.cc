@@ -373,17 +373,25 @@ void InitCentroids(const float* x, int64_t n, int64_t d, int64_t k, KMeansOption
   }
 }
 
-absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d,
-                                         const KMeansOptions& options) {
-  const int64_t k = options.k;
-  if (absl::Status status = ValidateKMeansInput(data, n, d, k); !status.ok()) return status;
+absl::Status ValidateKMeansOptions(const KMeansOptions& options) {
   if (options.max_iterations < 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("max_iterations %d: must be at least 0", options.max_iterations));
   }
-  if (!(options.tolerance >= 0) || !std::isfinite(options.tolerance)) {
+  if (!(options.tolerance >= 0 && options.tolerance < 1)) {  // also NaN
     return absl::InvalidArgumentError(
-        absl::StrFormat("tolerance %g: must be finite and at least 0", options.tolerance));
+        absl::StrFormat("tolerance %g: must be finite and in [0, 1) (a fraction of the objective)",
+                        options.tolerance));
+  }
+  if (options.restarts < 1 || options.restarts > kMaxKMeansRestarts) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("restarts %d: must be in [1, %d]", options.restarts, kMaxKMeansRestarts));
+  }
+  // Iteration numbers reported to on_iteration (r * max_iterations + i) must fit an int.
+  if (int64_t{options.restarts} * options.max_iterations > std::numeric_limits<int>::max()) {
+    return absl::InvalidArgumentError(absl::StrFormat("restarts %d x max_iterations %d exceeds %d",
+                                                      options.restarts, options.max_iterations,
+                                                      std::numeric_limits<int>::max()));
   }
   if (options.max_points_per_centroid < 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -393,31 +401,55 @@ absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d
     return absl::InvalidArgumentError(
         absl::StrFormat("num_threads %d: must be at least 0", options.num_threads));
   }
-  const int threads = ResolveThreads(options.num_threads);
+  return absl::OkStatus();
+}
 
-  // Training rows: all n, or k * max_points_per_centroid of them drawn uniformly without
-  // replacement and kept in row order (sample: n_train x d).
-  const float* train = data;
-  int64_t n_train = n;
-  std::vector<float> sample;
-  const int64_t per_centroid = options.max_points_per_centroid;
-  if (per_centroid > 0 && per_centroid <= n / k && k * per_centroid < n) {
-    n_train = k * per_centroid;
-    const std::vector<int64_t> rows = SampleRows(n, n_train, options.seed ^ 0x5a4d504c45ULL);
-    sample.resize(n_train * d);
-    for (int64_t i = 0; i < n_train; ++i) {
-      std::memcpy(sample.data() + i * d, data + rows[i] * d, sizeof(float) * d);
-    }
-    train = sample.data();
+uint64_t RestartSeed(uint64_t seed, int restart) {
+  if (restart == 0) return seed;
+  return SplitMix64(seed ^ (0xd1b54a32d192ed03ULL * static_cast<uint64_t>(restart)));
+}
+
+bool KMeansConverged(double previous, double objective, double tolerance) {
+  // Before the first iteration previous is +inf, and inf - x <= tolerance * inf would hold.
+  if (!std::isfinite(previous)) return false;
+  return previous - objective <= tolerance * previous;
+}
+
+const float* KMeansTrainingRows(const float* data, int64_t n, int64_t d, int64_t k,
+                                int64_t max_points_per_centroid, uint64_t seed,
+                                std::vector<float>* sample, int64_t* rows) {
+  *rows = n;
+  // n > k * max_points_per_centroid, without overflow.
+  if (max_points_per_centroid <= 0 || k <= 0 || max_points_per_centroid > n / k ||
+      k * max_points_per_centroid >= n) {
+    return data;
   }
+  const int64_t m = k * max_points_per_centroid;
+  const std::vector<int64_t> picked = SampleRows(n, m, seed ^ 0x5a4d504c45ULL);
+  sample->resize(static_cast<size_t>(m * d));
+  for (int64_t i = 0; i < m; ++i) {
+    std::memcpy(sample->data() + i * d, data + picked[i] * d, sizeof(float) * d);
+  }
+  *rows = m;
+  return sample->data();
+}
 
+namespace {
+
+// One run of Lloyd from seed `seed` on the training rows train (n_train x d); the final
+// assignment covers all n rows of data. Iterations are reported to on_iteration as
+// first_reported + i.
+absl::StatusOr<KMeansResult> RunLloyd(const float* data, int64_t n, const float* train,
+                                      int64_t n_train, int64_t d, const KMeansOptions& options,
+                                      uint64_t seed, int first_reported, int threads) {
+  const int64_t k = options.k;
   KMeansResult result;
   result.k = k;
   result.d = d;
   result.training_rows = n_train;
   result.centroids.resize(k * d);
   float* centroids = result.centroids.data();
-  InitCentroids(train, n_train, d, k, options.init, options.seed, centroids, threads);
+  InitCentroids(train, n_train, d, k, options.init, seed, centroids, threads);
   if (options.spherical) NormalizeRows(centroids, k, d);
 
   std::vector<int32_t> labels(n_train);
@@ -427,16 +459,16 @@ absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d
     AssignNearest(train, n_train, centroids, k, d, labels.data(), distances.data(), threads);
     double objective = 0;
     for (float v : distances) objective += v;
-    const uint64_t split_seed = SplitMix64(options.seed + 0x9e3779b97f4a7c15ULL * (iteration + 1));
+    const uint64_t split_seed = SplitMix64(seed + 0x9e3779b97f4a7c15ULL * (iteration + 1));
     UpdateCentroids(train, n_train, d, labels.data(), k, split_seed, centroids, threads);
     if (options.spherical) NormalizeRows(centroids, k, d);
     result.iterations = iteration + 1;
-    if (options.on_iteration && !options.on_iteration(iteration, objective)) {
+    if (options.on_iteration && !options.on_iteration(first_reported + iteration, objective)) {
       return absl::CancelledError(
           absl::StrFormat("k-means cancelled by on_iteration after iteration %d (objective %g)",
-                          iteration, objective));
+                          first_reported + iteration, objective));
     }
-    if (iteration > 0 && previous - objective <= options.tolerance * previous) break;
+    if (KMeansConverged(previous, objective, options.tolerance)) break;
     previous = objective;
   }
 
@@ -447,6 +479,38 @@ absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d
   AssignNearest(data, n, centroids, k, d, result.assignments.data(), distances.data(), threads);
   for (float v : distances) result.objective += v;
   return result;
+}
+
+}  // namespace
+
+absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d,
+                                         const KMeansOptions& options) {
+  const int64_t k = options.k;
+  if (absl::Status status = ValidateKMeansInput(data, n, d, k); !status.ok()) return status;
+  if (absl::Status status = ValidateKMeansOptions(options); !status.ok()) return status;
+  const int threads = ResolveThreads(options.num_threads);
+
+  // Training rows: all n, or k * max_points_per_centroid of them (the same for every restart).
+  std::vector<float> sample;
+  int64_t n_train = n;
+  const float* train = KMeansTrainingRows(data, n, d, k, options.max_points_per_centroid,
+                                          options.seed, &sample, &n_train);
+
+  KMeansResult best;
+  int total_iterations = 0;
+  for (int restart = 0; restart < options.restarts; ++restart) {
+    absl::StatusOr<KMeansResult> run =
+        RunLloyd(data, n, train, n_train, d, options, RestartSeed(options.seed, restart),
+                 restart * options.max_iterations, threads);
+    if (!run.ok()) return run.status();
+    total_iterations += run->iterations;
+    if (restart == 0 || run->objective < best.objective) {
+      best = *std::move(run);
+      best.restart = restart;
+    }
+  }
+  best.total_iterations = total_iterations;
+  return best;
 }
 
 std::vector<int64_t> SampleRows(int64_t n, int64_t m, uint64_t seed) {

@@ -17,11 +17,23 @@
 
 namespace quantd {
 
+// Largest KMeansOptions::restarts accepted (k-means-constrained's n_init; seed 000 uses 3).
+inline constexpr int kMaxKMeansRestarts = 100;
+
 struct KMeansOptions {
   int64_t k = 256;
+  // Lloyd iterations per restart, at least 0.
   int max_iterations = 25;
-  // Stop when the objective improves by less than this fraction between iterations.
+  // Stop a restart once an iteration's objective improves on the previous iteration's by no more
+  // than this fraction of it: (previous - objective) <= tolerance * previous. Never tested after
+  // the first iteration (there is no previous one). In [0, 1); 0 runs until the objective stops
+  // decreasing or max_iterations.
   double tolerance = 1e-4;
+  // Independent runs (k-means-constrained's n_init), in [1, kMaxKMeansRestarts]. Restart r
+  // initialises from seed RestartSeed(seed, r) (restart 0 from `seed` itself) on the same
+  // training rows; the run whose final objective (over all n rows) is lowest is returned, the
+  // earliest on ties. Costs `restarts` times one run.
+  int restarts = 1;
   enum class Init { kKMeansPlusPlus, kRandom };
   Init init = Init::kKMeansPlusPlus;
   uint64_t seed = 1234;
@@ -32,9 +44,11 @@ struct KMeansOptions {
   bool spherical = false;
   // Worker threads; 0 uses std::thread::hardware_concurrency().
   int num_threads = 0;
-  // Called after every iteration with (iteration, objective): iteration counts from 0, and
-  // objective is that of the iteration's assignment step over the training rows (before its
-  // centroid update). Returning false cancels the run (TrainKMeans then returns CANCELLED).
+  // Called after every iteration with (iteration, objective): objective is that of the
+  // iteration's assignment step over the training rows (before its centroid update), and
+  // iteration is r * max_iterations + i for iteration i (from 0) of restart r, so it increases
+  // across restarts (iteration / max_iterations is the restart; a restart that stops early skips
+  // the rest of its numbers). Returning false cancels training (CANCELLED).
   std::function<bool(int, double)> on_iteration;
 };
 
@@ -44,14 +58,16 @@ struct KMeansResult {
   std::vector<float> centroids;      // k x d
   std::vector<int32_t> assignments;  // n: nearest centroid of every input row
   double objective = 0;              // sum over the n rows of the squared distance to it
-  int iterations = 0;                // Lloyd iterations run
+  int iterations = 0;                // Lloyd iterations run by the returned (winning) restart
+  int total_iterations = 0;          // Lloyd iterations run by all restarts together
+  int restart = 0;                   // the winning restart, in [0, restarts)
   int64_t training_rows = 0;         // rows used for training (n, or the subsample size)
 };
 
 // Clusters `data` (n x d). INVALID_ARGUMENT for d == 0, k < 1, k > n, or NaN/Inf components,
-// and for negative max_iterations, max_points_per_centroid or num_threads, or a tolerance that is
-// negative or not finite. The initial centroids are InitCentroids(training rows, ...,
-// options.seed); the result is the same for every thread count.
+// and for options ValidateKMeansOptions rejects. The initial centroids of restart r are
+// InitCentroids(training rows, ..., RestartSeed(options.seed, r)); the result is the same for a
+// given seed and thread count (and does not depend on the thread count either).
 absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d,
                                          const KMeansOptions& options);
 
@@ -100,6 +116,28 @@ std::vector<int64_t> SampleRows(int64_t n, int64_t m, uint64_t seed);
 
 // Checks data and parameters as TrainKMeans does.
 absl::Status ValidateKMeansInput(const float* data, int64_t n, int64_t d, int64_t k);
+
+// Checks the options other than k (TrainKMeans and TrainBalancedKMeans): INVALID_ARGUMENT naming
+// the field and its value for max_iterations < 0, a tolerance outside [0, 1) or not finite,
+// restarts outside [1, kMaxKMeansRestarts], or a negative max_points_per_centroid or num_threads.
+absl::Status ValidateKMeansOptions(const KMeansOptions& options);
+
+// The seed of restart r (0 <= r < restarts): options.seed itself for r = 0, so one restart is the
+// run it always was; a SplitMix64 mix of (seed, r) otherwise.
+uint64_t RestartSeed(uint64_t seed, int restart);
+
+// Whether a run has converged: `previous` is the objective of the iteration before (+inf before
+// the first, which never converges), `objective` this iteration's, both over the same rows.
+// True when (previous - objective) <= tolerance * previous.
+bool KMeansConverged(double previous, double objective, double tolerance);
+
+// Training rows of k-means (plain or balanced, so that both train on the same rows): all n rows
+// of data (n x d), or when max_points_per_centroid > 0 and n > k * max_points_per_centroid, k *
+// max_points_per_centroid of them drawn uniformly without replacement from `seed`, in row order,
+// copied to *sample. Returns the rows (*rows of them, rows x d).
+const float* KMeansTrainingRows(const float* data, int64_t n, int64_t d, int64_t k,
+                                int64_t max_points_per_centroid, uint64_t seed,
+                                std::vector<float>* sample, int64_t* rows);
 
 }  // namespace quantd
 

@@ -185,6 +185,10 @@ absl::StatusOr<RqTrainResult> TrainResidualQuantizer(const float* x, int64_t n, 
     return absl::InvalidArgumentError(
         absl::StrFormat("levels %d is outside 1..%d", levels, kMaxSidLevels));
   }
+  // Checked once before any level trains (every level runs with them).
+  if (auto status = ValidateKMeansOptions(options.kmeans); !status.ok()) {
+    return absl::Status(status.code(), absl::StrFormat("kmeans.%s", status.message()));
+  }
   std::vector<SizeBounds> bounds(static_cast<size_t>(levels));
   for (int64_t l = 0; l < levels; ++l) {
     const RqLevelOptions& level = options.levels[l];
@@ -209,6 +213,7 @@ absl::StatusOr<RqTrainResult> TrainResidualQuantizer(const float* x, int64_t n, 
     KMeansOptions kmeans = options.kmeans;
     kmeans.k = level.k;
     kmeans.seed = options.kmeans.seed + static_cast<uint64_t>(l);
+    kmeans.on_iteration = nullptr;
     if (options.on_progress) {
       kmeans.on_iteration = [&options, l](int iteration, double objective) {
         return options.on_progress(static_cast<int>(l), iteration, objective);
@@ -222,6 +227,9 @@ absl::StatusOr<RqTrainResult> TrainResidualQuantizer(const float* x, int64_t n, 
     report.balanced = level.balanced;
     report.bounds = bounds[l];
     report.iterations = trained->iterations;
+    report.total_iterations = trained->total_iterations;
+    report.restart = trained->restart;
+    report.objective = trained->objective;
     double squared = 0;
     for (int64_t i = 0; i < n; ++i) {
       const int32_t code = trained->assignments[i];

@@ -33,18 +33,27 @@ struct RqOptions {
   std::vector<RqLevelOptions> levels;
   // Slack of balanced levels without explicit bounds (see BoundsFromSlack).
   double balance_slack = 0.1;
-  // k is ignored (it comes from the level); level l uses seed kmeans.seed + l.
+  // Every level's k-means, plain or balanced, runs with these options (max_iterations,
+  // tolerance, restarts, init, max_points_per_centroid, threads, ...), except that k comes from
+  // the level and level l uses seed kmeans.seed + l. kmeans.on_iteration is ignored: use
+  // on_progress.
   KMeansOptions kmeans;
-  // Called after every k-means iteration with (level, iteration, objective); false cancels.
+  // Called after every k-means iteration with (level, iteration, objective), the iteration
+  // numbered as KMeansOptions::on_iteration does (across restarts); false cancels.
   std::function<bool(int, int, double)> on_progress;
 };
 
 struct RqLevelReport {
   int64_t k = 0;
   bool balanced = false;
-  SizeBounds bounds;  // enforced bounds (balanced levels only)
-  int iterations = 0;
-  double mse_after = 0;  // mean squared residual per component after this level
+  SizeBounds bounds;         // enforced bounds (balanced levels only)
+  int iterations = 0;        // Lloyd iterations run by the level's winning restart
+  int total_iterations = 0;  // over all of the level's restarts
+  int restart = 0;           // the winning restart
+  // Final objective of the level: sum over the n rows of the squared distance from the level's
+  // input (the residual of the levels before) to the assigned codeword.
+  double objective = 0;
+  double mse_after = 0;  // mean squared residual per component after this level (objective / nd)
 };
 
 class ResidualQuantizer {

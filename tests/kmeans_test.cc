@@ -15,6 +15,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/balanced_assignment.h"
+#include "core/balanced_kmeans.h"
 #include "gtest/gtest.h"
 #include "io/vector_file.h"
 #include "tests/test_support.h"
@@ -558,6 +562,184 @@ TEST(TrainKMeansTest, OnIterationCancels) {
       TrainKMeans(sift.values.data(), sift.rows, sift.dim, options);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled) << result.status();
   EXPECT_EQ(calls, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convergence, restarts and options shared by plain and balanced k-means.
+
+// SASRec item embeddings of Amazon Beauty (12101 x 32); an empty matrix and a failure if missing.
+Matrix Beauty() {
+  const std::string path = DataFile("sasrec/Beauty-32d-sasrec.npy");
+  if (path.empty()) return {};
+  absl::StatusOr<Matrix> m = ReadMatrix(path);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? *std::move(m) : Matrix{};
+}
+
+std::vector<int64_t> Sizes(const std::vector<int32_t>& labels, int64_t k) {
+  std::vector<int64_t> sizes(static_cast<size_t>(k), 0);
+  for (int32_t c : labels) ++sizes[c];
+  return sizes;
+}
+
+// Balanced k-means runs Lloyd to convergence, not one step: with a small tolerance it keeps going
+// while the objective decreases by more. (Before the fix its convergence test ran on the first
+// iteration against a previous objective of +inf: inf - x <= tolerance * inf held for every
+// tolerance > 0, so every run stopped after one iteration. With tolerance 0 it did not, as
+// 0 * inf is NaN: hence a positive tolerance here.)
+TEST(TrainBalancedKMeansTest, RunsSeveralIterationsWithoutRaisingTheObjectiveOnSasrecBeauty) {
+  const Matrix beauty = Beauty();
+  ASSERT_EQ(beauty.rows, 12101);
+  const int64_t n = beauty.rows, k = 64;
+  const SizeBounds bounds = BoundsFromSlack(n, k, 0.1);
+  KMeansOptions options;
+  options.k = k;
+  options.max_iterations = 12;
+  options.tolerance = 1e-5;
+  options.seed = 5;
+  options.num_threads = 2;
+  std::vector<double> objectives;
+  options.on_iteration = [&](int iteration, double objective) {
+    EXPECT_EQ(iteration, static_cast<int>(objectives.size()));
+    objectives.push_back(objective);
+    return true;
+  };
+  absl::StatusOr<KMeansResult> result =
+      TrainBalancedKMeans(beauty.values.data(), n, beauty.dim, bounds, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(static_cast<int>(objectives.size()), result->iterations);
+  EXPECT_GE(result->iterations, 5);
+  EXPECT_EQ(result->total_iterations, result->iterations);
+  // Each iteration's assignment is feasible for the next one, so with an exact balanced
+  // assignment the objective could not rise. The unpolished fast assignment of the inner
+  // iterations stops at the first assignment within bounds (optimal for its sizes, not
+  // necessarily for the bounds), so it may come out a hair above: 0.1% allowed, far below the
+  // first iterations' gains (several % each).
+  for (size_t i = 1; i < objectives.size(); ++i) {
+    EXPECT_LE(objectives[i], objectives[i - 1] * 1.001) << "iteration " << i;
+  }
+  EXPECT_LT(objectives.back(), 0.95 * objectives.front());
+  // The final (polished) assignment to the last centroids is no worse than the last iteration's.
+  EXPECT_LE(result->objective, objectives.back() * 1.001);
+  for (int64_t size : Sizes(result->assignments, k)) {
+    EXPECT_GE(size, bounds.size_min);
+    EXPECT_LE(size, bounds.size_max);
+  }
+}
+
+// Plain k-means's early stop: a positive tolerance stops before max_iterations on real data, and
+// never after the first iteration alone.
+TEST(TrainKMeansTest, ToleranceStopsAfterSeveralIterations) {
+  const Matrix beauty = Beauty();
+  ASSERT_EQ(beauty.rows, 12101);
+  KMeansOptions options;
+  options.k = 64;
+  options.max_iterations = 100;
+  options.tolerance = 1e-3;
+  options.seed = 5;
+  options.num_threads = 2;
+  absl::StatusOr<KMeansResult> result =
+      TrainKMeans(beauty.values.data(), beauty.rows, beauty.dim, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_GE(result->iterations, 5);
+  EXPECT_LT(result->iterations, 100);
+  EXPECT_FALSE(KMeansConverged(std::numeric_limits<double>::infinity(), 1.0, 0.5));
+  EXPECT_TRUE(KMeansConverged(100.0, 99.95, 1e-3));
+  EXPECT_FALSE(KMeansConverged(100.0, 99.0, 1e-3));
+}
+
+// restarts: restart 0 is the one-restart run; the winner has the lowest final objective of all;
+// the callback sees every restart's iterations numbered r * max_iterations + i; deterministic.
+TEST(KMeansRestartsTest, BestOfRestartsPlainAndBalancedOnSift) {
+  const Matrix sift = Sift(3000);
+  ASSERT_EQ(sift.rows, 3000);
+  const int64_t n = sift.rows, d = sift.dim, k = 32;
+  const SizeBounds bounds = BoundsFromSlack(n, k, 0.1);
+  for (bool balanced : {false, true}) {
+    SCOPED_TRACE(balanced ? "balanced" : "plain");
+    auto train = [&](int restarts, std::vector<int>* reported, uint64_t seed = 11) {
+      KMeansOptions options;
+      options.k = k;
+      options.max_iterations = 6;
+      options.tolerance = 0;
+      options.seed = seed;
+      options.restarts = restarts;
+      options.num_threads = 2;
+      if (reported != nullptr) {
+        options.on_iteration = [reported](int iteration, double) {
+          reported->push_back(iteration);
+          return true;
+        };
+      }
+      absl::StatusOr<KMeansResult> result =
+          balanced ? TrainBalancedKMeans(sift.values.data(), n, d, bounds, options)
+                   : TrainKMeans(sift.values.data(), n, d, options);
+      EXPECT_TRUE(result.ok()) << result.status();
+      return result.ok() ? *std::move(result) : KMeansResult{};
+    };
+    const KMeansResult one = train(1, nullptr);
+    std::vector<int> reported;
+    const KMeansResult best = train(4, &reported);
+    EXPECT_EQ(one.restart, 0);
+    EXPECT_GE(best.restart, 0);
+    EXPECT_LT(best.restart, 4);
+    EXPECT_LE(best.objective, one.objective);
+    if (best.restart == 0) EXPECT_EQ(best.assignments, one.assignments);
+    // Every iteration of every restart was reported, in increasing order, restart r's from 6r.
+    EXPECT_EQ(static_cast<int>(reported.size()), best.total_iterations);
+    EXPECT_GT(best.total_iterations, best.iterations);
+    for (size_t i = 1; i < reported.size(); ++i) EXPECT_LT(reported[i - 1], reported[i]);
+    for (int r = 0; r < 4; ++r) {
+      EXPECT_NE(std::find(reported.begin(), reported.end(), 6 * r), reported.end()) << r;
+    }
+    // Restart 1 is the one-restart run from RestartSeed(11, 1) (n < k * max_points_per_centroid:
+    // all rows train, whatever the seed); it differs from restart 0, and the winner is no worse.
+    const KMeansResult second = train(1, nullptr, RestartSeed(11, 1));
+    EXPECT_NE(second.objective, one.objective);
+    EXPECT_LE(best.objective, second.objective);
+    const KMeansResult again = train(4, nullptr);
+    EXPECT_EQ(again.assignments, best.assignments);
+    EXPECT_EQ(again.objective, best.objective);
+    EXPECT_EQ(again.restart, best.restart);
+    if (balanced) {
+      for (int64_t size : Sizes(best.assignments, k)) {
+        EXPECT_GE(size, bounds.size_min);
+        EXPECT_LE(size, bounds.size_max);
+      }
+    }
+  }
+}
+
+TEST(KMeansOptionsTest, RejectsBadToleranceAndRestartsNamingThem) {
+  std::vector<float> x(200 * 4);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 37) % 101);
+  const SizeBounds bounds = BoundsFromSlack(200, 10, 0.1);
+  auto expect_both = [&](const KMeansOptions& options, const std::string& needle) {
+    ExpectInvalid(TrainKMeans(x.data(), 200, 4, options).status(), needle);
+    ExpectInvalid(TrainBalancedKMeans(x.data(), 200, 4, bounds, options).status(), needle);
+    ExpectInvalid(ValidateKMeansOptions(options), needle);
+  };
+  KMeansOptions options;
+  options.k = 10;
+  for (double bad : {1.0, 1.5, -0.1, std::numeric_limits<double>::infinity(),
+                     std::numeric_limits<double>::quiet_NaN()}) {
+    options.tolerance = bad;
+    expect_both(options, "tolerance " + absl::StrFormat("%g", bad));
+  }
+  options.tolerance = 0.999;
+  EXPECT_TRUE(ValidateKMeansOptions(options).ok());
+  for (int bad : {0, -1, kMaxKMeansRestarts + 1}) {
+    options.restarts = bad;
+    expect_both(options, absl::StrCat("restarts ", bad));
+  }
+  options.restarts = kMaxKMeansRestarts;
+  EXPECT_TRUE(ValidateKMeansOptions(options).ok());
+  options.max_iterations = std::numeric_limits<int>::max();
+  expect_both(options, "restarts 100 x max_iterations");
+  options.restarts = 1;
+  EXPECT_TRUE(ValidateKMeansOptions(options).ok());
+  options.max_iterations = -2;
+  expect_both(options, "max_iterations -2");
 }
 
 }  // namespace

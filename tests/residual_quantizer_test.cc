@@ -2,6 +2,7 @@
 // recommender embeddings balanced RQ-KMeans collides no more than plain RQ-KMeans.
 #include "core/residual_quantizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -132,6 +133,76 @@ TEST(ResidualQuantizerTest, BalancedKMeansOnSampleMeetsBoundsOverAllRows) {
   const double best = AssignmentCost(costs.data(), n, k, *exact);
   EXPECT_GE(objective, best * (1 - 1e-9));
   EXPECT_LE(objective, best * 1.04);  // measured 1.0% above
+}
+
+// Seed 001's layout: plain levels, only the last one balanced. The plain levels are exactly what
+// an all-plain quantizer trains, the last level meets its bounds, and the options of
+// RqOptions::kmeans (tolerance, restarts, max_iterations) reach every level, whose report gives
+// the iterations run and the final objective.
+TEST(ResidualQuantizerTest, MixedLevelsOnlyTheLastBalancedOnSasrecBeauty) {
+  auto data = ReadMatrix(DataFile("sasrec/Beauty-32d-sasrec.npy"));
+  ASSERT_TRUE(data.ok());
+  const int64_t n = data->rows, d = data->dim, k = 64;
+  RqOptions mixed = Levels({k, k, k}, false, 9);
+  mixed.levels[2].balanced = true;
+  mixed.kmeans.max_iterations = 8;
+  mixed.kmeans.tolerance = 0.5;  // stops at the second iteration: proves tolerance arrives
+  mixed.kmeans.restarts = 2;
+  mixed.kmeans.num_threads = 2;
+  std::vector<std::vector<int>> reported(3);
+  mixed.on_progress = [&](int level, int iteration, double) {
+    reported[level].push_back(iteration);
+    return true;
+  };
+  auto trained = TrainResidualQuantizer(data->values.data(), n, d, mixed);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  RqOptions plain = mixed;
+  plain.levels[2].balanced = false;
+  plain.on_progress = nullptr;
+  auto all_plain = TrainResidualQuantizer(data->values.data(), n, d, plain);
+  ASSERT_TRUE(all_plain.ok()) << all_plain.status();
+
+  const SizeBounds bounds = BoundsFromSlack(n, k, 0.1);
+  for (int64_t l = 0; l < 3; ++l) {
+    SCOPED_TRACE(l);
+    const RqLevelReport& report = trained->levels[l];
+    EXPECT_EQ(report.balanced, l == 2);
+    // Tolerance 0.5: the second iteration never improves by half, so each restart runs 2.
+    EXPECT_EQ(report.iterations, 2);
+    EXPECT_EQ(report.total_iterations, 4);  // restarts arrive: 2 restarts x 2 iterations
+    EXPECT_EQ(reported[l], (std::vector<int>{0, 1, 8, 9}));
+    EXPECT_GE(report.restart, 0);
+    EXPECT_LT(report.restart, 2);
+    EXPECT_NEAR(report.objective, report.mse_after * static_cast<double>(n * d),
+                1e-4 * report.objective);
+    const std::vector<int64_t> sizes = ClusterSizes(trained->codes, n, 3, l, k);
+    const auto [smallest, largest] = std::minmax_element(sizes.begin(), sizes.end());
+    if (l == 2) {
+      EXPECT_EQ(report.bounds.size_min, bounds.size_min);
+      EXPECT_EQ(report.bounds.size_max, bounds.size_max);
+      EXPECT_GE(*smallest, bounds.size_min);
+      EXPECT_LE(*largest, bounds.size_max);
+    } else {
+      // Plain levels: the same codes as the all-plain quantizer, and not balanced.
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(trained->codes[i * 3 + l], all_plain->codes[i * 3 + l]) << "row " << i;
+      }
+      EXPECT_GT(*largest, bounds.size_max);
+    }
+  }
+  // The plain last level would break the bounds; balancing it costs little reconstruction error
+  // (after two iterations either may come out lower, so only an upper bound).
+  const std::vector<int64_t> plain_sizes = ClusterSizes(all_plain->codes, n, 3, 2, k);
+  EXPECT_GT(*std::max_element(plain_sizes.begin(), plain_sizes.end()), bounds.size_max);
+  EXPECT_LT(trained->levels[2].objective, all_plain->levels[2].objective * 1.25);
+
+  // Bad k-means options are refused before any level trains, naming the field.
+  RqOptions bad = mixed;
+  bad.kmeans.tolerance = 1;
+  auto refused = TrainResidualQuantizer(data->values.data(), n, d, bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "kmeans.tolerance 1"))
+      << refused.status();
 }
 
 TEST(ResidualQuantizerTest, RejectsBadOptions) {
