@@ -87,6 +87,7 @@ SidAssigner::SidAssigner(const ResidualQuantizer* quantizer)
       table_bytes += quantizer->codebook_size(j) * k * static_cast<int64_t>(sizeof(float));
     }
   }
+  table_bytes_ = table_bytes;
   use_tables_ = table_bytes <= kMaxTableBytes;
   if (!use_tables_) return;
   cross_.resize(static_cast<size_t>(levels));

@@ -108,6 +108,8 @@ class SidAssigner {
 
   // Total squared error ||x - decode(codes)||^2 of one row.
   float Error(const float* x, const int32_t* codes) const;
+  // Bytes of the inter-level tables (0 when they would not fit and are not kept).
+  int64_t table_bytes() const { return use_tables_ ? table_bytes_ : 0; }
 
  private:
   struct Entry;
@@ -130,6 +132,7 @@ class SidAssigner {
   // cross_[j][l] (j < l): C_j C_l^T, k_j x k_l; empty when the tables would not fit.
   std::vector<std::vector<std::vector<float>>> cross_;
   bool use_tables_ = false;
+  int64_t table_bytes_ = 0;
 };
 
 // SidAssigner(&quantizer).Assign / .Propose, for one-off calls (the tables are built per call).

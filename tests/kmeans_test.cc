@@ -684,7 +684,9 @@ TEST(KMeansRestartsTest, BestOfRestartsPlainAndBalancedOnSift) {
     EXPECT_GE(best.restart, 0);
     EXPECT_LT(best.restart, 4);
     EXPECT_LE(best.objective, one.objective);
-    if (best.restart == 0) EXPECT_EQ(best.assignments, one.assignments);
+    if (best.restart == 0) {
+      EXPECT_EQ(best.assignments, one.assignments);
+    }
     // Every iteration of every restart was reported, in increasing order, restart r's from 6r.
     EXPECT_EQ(static_cast<int>(reported.size()), best.total_iterations);
     EXPECT_GT(best.total_iterations, best.iterations);

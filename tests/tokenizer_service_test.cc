@@ -143,9 +143,8 @@ TEST_F(TokenizerServiceTest, TrainEncodeLookupExportStats) {
   const auto all = AllSids("beauty");
   EXPECT_EQ(all.size(), 12101u);
 
-  // A stored vector encoded as a new item: its tuple is taken by the item itself, so capacity
-  // assignment (the default for balanced tokenizers) either places it in a free tuple
-  // (displaced) or says how many items hold its codes.
+  // A stored vector encoded as a new item (capacity assignment, the default for balanced
+  // tokenizers) gets a tuple with room: fewer items than the suffix cap hold it.
   {
     auto matrix = ReadMatrix(DataFile("sasrec/Beauty-32d-sasrec.npy"), 6);
     ASSERT_TRUE(matrix.ok());
@@ -157,7 +156,9 @@ TEST_F(TokenizerServiceTest, TrainEncodeLookupExportStats) {
     ASSERT_TRUE(stub_->Encode(&context, request, &response).ok());
     ASSERT_EQ(response.encoded_size(), 1);
     const v1::EncodedVector& e = response.encoded(0);
-    EXPECT_TRUE(e.displaced() || e.items_with_codes() >= 1);
+    EXPECT_EQ(t.assignment(), v1::ASSIGNMENT_CAPACITY);
+    EXPECT_FALSE(e.overflow());
+    EXPECT_LT(e.items_with_codes(), t.suffix_cap());
     EXPECT_EQ(e.codes_size(), 3);
     EXPECT_EQ(e.nearest_codes_size(), 3);
   }
