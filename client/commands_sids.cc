@@ -289,7 +289,7 @@ absl::Status StatsCommand(Cli& cli) {
   const bool capacity = t.assignment() == v1::ASSIGNMENT_CAPACITY;
   std::printf(
       "tokenizer version %u (%s): %u levels [%s], seed %llu, %u iterations (tolerance %g, "
-      "%u restarts), trained on %llu items in %.2f s by %s\n",
+      "restarts %u), trained on %llu items in %.2f s by %s\n",
       t.version(), t.balanced() ? "balanced" : "plain", t.levels(),
       absl::StrJoin(t.codebook_sizes(), " ").c_str(), static_cast<unsigned long long>(t.seed()),
       t.max_iterations(), t.tolerance(), t.restarts(),

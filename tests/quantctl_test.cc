@@ -100,6 +100,51 @@ TEST_F(QuantctlTest, EncodeVectorsEncodesTheWholeFileInBatches) {
   EXPECT_NE(out.find("--max-rows N"), std::string::npos) << out;
 }
 
+TEST_F(QuantctlTest, TrainOptionsCapacityAssignmentAndDriftInStats) {
+  const std::string sift = DataFile("sift5k/sift5k_base.fvecs");
+  std::string out;
+  ASSERT_EQ(RunQuantctl(address_, "create sift --dim 128", &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "upsert sift " + sift, &out), 0) << out;
+  // Bad options: named by quantctl (usage, exit 2) or by the server (exit 1), nothing started.
+  EXPECT_EQ(RunQuantctl(address_, "train sift --assignment fastest", &out), 2) << out;
+  EXPECT_NE(out.find("--assignment 'fastest': expected nearest or capacity"), std::string::npos)
+      << out;
+  EXPECT_EQ(RunQuantctl(address_, "train sift --balanced-levels 0,2", &out), 2) << out;
+  EXPECT_EQ(RunQuantctl(address_, "train sift --balanced --beam-width 0", &out), 1) << out;
+  EXPECT_NE(out.find("beam_width 0 is outside 1..64"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "jobs sift", &out), 0) << out;
+  EXPECT_EQ(out.find("job-"), std::string::npos) << out;
+
+  // 16 x 16 tuples for 5000 items with a cap of 1: most tuples are full, so new vectors
+  // overflow and the output names their nearest codes.
+  ASSERT_EQ(RunQuantctl(address_,
+                        "train sift --levels 16,16 --balanced --suffix-cap 1 --beam-width 8 "
+                        "--restarts 2 --tolerance 0 --iterations 5 --seed 1 --no-progress",
+                        &out),
+            0)
+      << out;
+  ASSERT_EQ(RunQuantctl(address_, "stats sift", &out), 0) << out;
+  EXPECT_NE(out.find("(tolerance 0, restarts 2)"), std::string::npos) << out;
+  EXPECT_NE(out.find("assignment: capacity, beam width 8, suffix cap 1;"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("drift: 0 items assigned since training"), std::string::npos) << out;
+  EXPECT_NE(out.find("retrain not needed"), std::string::npos) << out;
+  ASSERT_EQ(RunQuantctl(address_, "encode sift --vectors " + sift + " --max-rows 5", &out), 0)
+      << out;
+  EXPECT_NE(out.find("\terror "), std::string::npos) << out;
+  EXPECT_NE(out.find("\toverflow from nearest <a_"), std::string::npos) << out;
+
+  // 5000 new items (twice the items at training): retraining is advised.
+  ASSERT_EQ(RunQuantctl(address_, "upsert sift " + sift + " --id-offset 100000 --no-progress",
+                        &out),
+            0)
+      << out;
+  ASSERT_EQ(RunQuantctl(address_, "stats sift", &out), 0) << out;
+  EXPECT_NE(out.find("drift: 5000 items assigned since training"), std::string::npos) << out;
+  EXPECT_NE(out.find("retrain recommended: "), std::string::npos) << out;
+  EXPECT_NE(out.find("grew 2.00x since training"), std::string::npos) << out;
+}
+
 TEST_F(QuantctlTest, ReadableTimesAndCountsAndErrorsNamingTheFileRowAndTheOption) {
   std::string out;
   ASSERT_EQ(RunQuantctl(address_, "create tiny --dim 4", &out), 0) << out;
