@@ -255,6 +255,7 @@ void GrpcLatencyTable(const std::string& name, const Matrix& m) {
     v1::CreateCollectionRequest request;
     request.set_name(name);
     request.set_dimension(static_cast<uint32_t>(m.dim));
+    request.set_metric(v1::METRIC_L2);
     v1::CreateCollectionResponse response;
     Check(stub->CreateCollection(&context, request, &response), "CreateCollection");
   }
