@@ -67,12 +67,15 @@ int64_t SidOccupancy::largest_tuple() const {
   return largest;
 }
 
-// One partial tuple of the beam: its codes so far, the squared norm of its residual, and (when
-// the inter-level tables are not kept) the residual itself.
-struct SidAssigner::Entry {
-  std::vector<int32_t> codes;
-  float error = 0;
-  std::vector<float> residual;
+// Buffers of one row's beam search, reused from row to row: the beam's partial tuples (codes,
+// squared residual norms and, without the tables, residuals), the next level's, one entry's
+// products with a codebook, and the candidates of a level.
+struct SidAssigner::Scratch {
+  std::vector<int32_t> codes, next_codes;        // beam x L
+  std::vector<float> errors, next_errors;        // beam
+  std::vector<float> residuals, next_residuals;  // beam x d (explicit path only)
+  std::vector<float> dots;                       // k_l
+  std::vector<Candidate> candidates;
 };
 
 SidAssigner::SidAssigner(const ResidualQuantizer* quantizer)
@@ -116,77 +119,96 @@ float SidAssigner::Error(const float* x, const int32_t* codes) const {
 
 float SidAssigner::Search(const float* x, float squared_norm,
                           const std::vector<const float*>& products, int beam_width,
-                          const CapacityLimits* limits, const SidOccupancy& occupancy,
+                          const CapacityLimits* limits, const SidOccupancy& occupancy, Scratch* s,
                           int32_t* codes) const {
   const int64_t levels = quantizer_->levels();
   const auto allowed = [&](int64_t level, int32_t code) {
     return limits == nullptr || occupancy.level_count(level, code) < limits->size_max[level];
   };
-  std::vector<Entry> beam(1);
-  beam[0].error = squared_norm;
-  if (!use_tables_) beam[0].residual.assign(x, x + d_);
-  std::vector<float> dots;
-  std::vector<Candidate> candidates;
+  // The beam: `width` partial tuples, entry b's codes at s->codes[b * levels ...].
+  size_t width = 1;
+  s->codes.assign(static_cast<size_t>(levels), 0);
+  s->errors.assign(1, squared_norm);
+  if (!use_tables_) s->residuals.assign(x, x + d_);
   for (int64_t l = 0; l < levels; ++l) {
     const int64_t k = quantizer_->codebook_size(l);
     const float* norms = norms_[l].data();
-    dots.resize(static_cast<size_t>(k));
-    candidates.clear();
-    for (size_t b = 0; b < beam.size(); ++b) {
-      const Entry& entry = beam[b];
+    s->dots.resize(static_cast<size_t>(k));
+    float* dots = s->dots.data();
+    s->candidates.clear();
+    for (size_t b = 0; b < width; ++b) {
+      const int32_t* entry_codes = s->codes.data() + b * levels;
       // dots = r_b . C_l^T, with r_b = x - sum_{j<l} C_j[c_j].
       if (use_tables_) {
-        std::copy_n(products[l], k, dots.data());
+        std::copy_n(products[l], k, dots);
         for (int64_t j = 0; j < l; ++j) {
-          const float* row = cross_[j][l].data() + static_cast<int64_t>(entry.codes[j]) * k;
+          const float* row = cross_[j][l].data() + static_cast<int64_t>(entry_codes[j]) * k;
           for (int64_t c = 0; c < k; ++c) dots[c] -= row[c];
         }
       } else {
-        packed_[l].Multiply(entry.residual.data(), 1, dots.data(), k);
+        packed_[l].Multiply(s->residuals.data() + b * d_, 1, dots, k);
       }
+      const float error = s->errors[b];
       for (int64_t c = 0; c < k; ++c) {
         if (!allowed(l, static_cast<int32_t>(c))) continue;
-        const float error = std::max(0.0f, entry.error - 2 * dots[c] + norms[c]);
-        candidates.push_back({error, static_cast<int32_t>(b), static_cast<int32_t>(c)});
+        s->candidates.push_back({std::max(0.0f, error - 2 * dots[c] + norms[c]),
+                                 static_cast<int32_t>(b), static_cast<int32_t>(c)});
       }
     }
+    std::vector<Candidate>& candidates = s->candidates;
     if (candidates.empty()) return -1;
+    const auto less = [](const Candidate& a, const Candidate& b) { return b > a; };
     if (l + 1 == levels) {
-      // The last level: the best candidate whose tuple has room, walking in increasing error.
-      std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap(
-          std::greater<>(), std::move(candidates));
-      std::vector<int32_t> tuple(static_cast<size_t>(levels));
-      while (!heap.empty()) {
-        const Candidate best = heap.top();
-        heap.pop();
-        const Entry& entry = beam[best.entry];
-        std::copy(entry.codes.begin(), entry.codes.end(), tuple.begin());
-        tuple[l] = best.code;
-        if (limits == nullptr || occupancy.tuple_count(tuple.data()) < limits->suffix_cap) {
-          std::copy(tuple.begin(), tuple.end(), codes);
-          return best.error;
+      // The last level: the best candidate whose tuple has room, in increasing error. Without
+      // limits that is the smallest; with them, usually one of the first few.
+      const auto write = [&](const Candidate& best) {
+        std::copy_n(s->codes.data() + best.entry * levels, l, codes);
+        codes[l] = best.code;
+      };
+      if (limits == nullptr) {
+        const Candidate best = *std::min_element(candidates.begin(), candidates.end(), less);
+        write(best);
+        return best.error;
+      }
+      size_t sorted = 0;
+      while (sorted < candidates.size()) {
+        const size_t next = std::min(candidates.size(), std::max<size_t>(8, 4 * sorted));
+        std::partial_sort(candidates.begin() + sorted, candidates.begin() + next, candidates.end(),
+                          less);
+        for (size_t i = sorted; i < next; ++i) {
+          write(candidates[i]);
+          if (occupancy.tuple_count(codes) < limits->suffix_cap) return candidates[i].error;
         }
+        sorted = next;
       }
       return -1;
     }
     // Keep the beam_width best partial tuples (ties by entry and code: deterministic).
     const size_t keep = std::min(candidates.size(), static_cast<size_t>(beam_width));
-    std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(),
-                      [](const Candidate& a, const Candidate& b) { return b > a; });
-    std::vector<Entry> next(keep);
+    if (keep < candidates.size()) {
+      std::nth_element(candidates.begin(), candidates.begin() + keep, candidates.end(), less);
+    }
+    std::sort(candidates.begin(), candidates.begin() + keep, less);
+    s->next_codes.resize(keep * levels);
+    s->next_errors.resize(keep);
+    if (!use_tables_) s->next_residuals.resize(keep * d_);
     for (size_t i = 0; i < keep; ++i) {
-      const Entry& parent = beam[candidates[i].entry];
-      next[i].codes = parent.codes;
-      next[i].codes.push_back(candidates[i].code);
-      next[i].error = candidates[i].error;
+      const Candidate& chosen = candidates[i];
+      std::copy_n(s->codes.data() + chosen.entry * levels, l, s->next_codes.data() + i * levels);
+      s->next_codes[i * levels + l] = chosen.code;
+      s->next_errors[i] = chosen.error;
       if (!use_tables_) {
-        next[i].residual = parent.residual;
+        const float* parent = s->residuals.data() + chosen.entry * d_;
         const float* codeword =
-            quantizer_->codebook(l).data() + static_cast<int64_t>(candidates[i].code) * d_;
-        for (int64_t j = 0; j < d_; ++j) next[i].residual[j] -= codeword[j];
+            quantizer_->codebook(l).data() + static_cast<int64_t>(chosen.code) * d_;
+        float* residual = s->next_residuals.data() + i * d_;
+        for (int64_t j = 0; j < d_; ++j) residual[j] = parent[j] - codeword[j];
       }
     }
-    beam = std::move(next);
+    s->codes.swap(s->next_codes);
+    s->errors.swap(s->next_errors);
+    if (!use_tables_) s->residuals.swap(s->next_residuals);
+    width = keep;
   }
   return -1;  // not reached: the last level returns
 }
@@ -250,6 +272,7 @@ absl::StatusOr<SidAssignment> SidAssigner::Run(const float* x, int64_t n,
   // multiplies each entry's residual itself).
   std::vector<std::vector<float>> products(static_cast<size_t>(levels));
   std::vector<const float*> row_products(static_cast<size_t>(levels), nullptr);
+  Scratch scratch;
   for (int64_t begin = 0; begin < n; begin += kBlockRows) {
     const int64_t rows = std::min(kBlockRows, n - begin);
     if (use_tables_) {
@@ -270,8 +293,8 @@ absl::StatusOr<SidAssignment> SidAssigner::Run(const float* x, int64_t n,
       const float norm = SquaredNorm(row, d_);
       int32_t* nearest = out.nearest_codes.data() + i * levels;
       int32_t* codes = out.codes.data() + i * levels;
-      out.nearest_error[i] =
-          Search(row, norm, row_products, options.beam_width, nullptr, *occupancy, nearest);
+      out.nearest_error[i] = Search(row, norm, row_products, options.beam_width, nullptr,
+                                    *occupancy, &scratch, nearest);
       // The nearest tuple when it has room; else the best with room the beam finds.
       bool room = occupancy->tuple_count(nearest) < limits.suffix_cap;
       for (int64_t l = 0; room && l < levels; ++l) {
@@ -281,7 +304,8 @@ absl::StatusOr<SidAssignment> SidAssigner::Run(const float* x, int64_t n,
       if (room) {
         std::copy_n(nearest, levels, codes);
       } else {
-        error = Search(row, norm, row_products, options.beam_width, &limits, *occupancy, codes);
+        error = Search(row, norm, row_products, options.beam_width, &limits, *occupancy, &scratch,
+                       codes);
       }
       if (error < 0) {  // nothing with room within the beam
         std::copy_n(nearest, levels, codes);

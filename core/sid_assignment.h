@@ -112,7 +112,7 @@ class SidAssigner {
   int64_t table_bytes() const { return use_tables_ ? table_bytes_ : 0; }
 
  private:
-  struct Entry;
+  struct Scratch;
   absl::Status Check(const float* x, int64_t n, const CapacityLimits& limits,
                      const SidAssignOptions& options, const SidOccupancy& occupancy) const;
   absl::StatusOr<SidAssignment> Run(const float* x, int64_t n, const CapacityLimits& limits,
@@ -123,7 +123,7 @@ class SidAssigner {
   // when no tuple in the beam has room.
   float Search(const float* x, float squared_norm, const std::vector<const float*>& products,
                int beam_width, const CapacityLimits* limits, const SidOccupancy& occupancy,
-               int32_t* codes) const;
+               Scratch* scratch, int32_t* codes) const;
 
   const ResidualQuantizer* quantizer_;
   int64_t d_ = 0;
