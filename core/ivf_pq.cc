@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "core/blob_codec.h"
 #include "core/parallel.h"
+#include "core/top_k.h"
 
 namespace quantd {
 namespace {
@@ -33,64 +34,6 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void AddTables(
     const float* __restrict a, const float* __restrict b, int64_t n, float* __restrict out) {
   for (int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
 }
-
-// A candidate: internal distance (smaller is nearer) and id. Ordered by (distance, id), so the
-// k best of any set are unique whatever order they are seen in.
-struct Candidate {
-  float distance;
-  uint64_t id;
-};
-inline bool Before(const Candidate& a, const Candidate& b) {
-  return a.distance < b.distance || (a.distance == b.distance && a.id < b.id);
-}
-
-// The k best candidates seen: a binary max-heap under Before (worst at the root).
-class TopK {
- public:
-  // reserve: the most candidates expected (k, or fewer when fewer vectors are stored).
-  TopK(int64_t k, int64_t reserve) : k_(static_cast<size_t>(k)) {
-    heap_.reserve(static_cast<size_t>(std::min(k, reserve)));
-  }
-
-  // Distances above this cannot enter (+inf until k candidates are held).
-  float threshold() const { return threshold_; }
-
-  void Push(float distance, uint64_t id) {
-    const Candidate c{distance, id};
-    if (heap_.size() < k_) {
-      heap_.push_back(c);
-      std::push_heap(heap_.begin(), heap_.end(), Before);
-      if (heap_.size() == k_) threshold_ = heap_.front().distance;
-      return;
-    }
-    if (!Before(c, heap_.front())) return;
-    // Replace the root and sift it down.
-    const size_t n = heap_.size();
-    size_t i = 0;
-    while (true) {
-      size_t child = 2 * i + 1;
-      if (child >= n) break;
-      if (child + 1 < n && Before(heap_[child], heap_[child + 1])) ++child;
-      if (!Before(c, heap_[child])) break;
-      heap_[i] = heap_[child];
-      i = child;
-    }
-    heap_[i] = c;
-    threshold_ = heap_.front().distance;
-  }
-
-  // The candidates, best first.
-  std::vector<Candidate> Sorted() {
-    std::vector<Candidate> out = std::move(heap_);
-    std::sort(out.begin(), out.end(), Before);
-    return out;
-  }
-
- private:
-  size_t k_;
-  std::vector<Candidate> heap_;
-  float threshold_ = std::numeric_limits<float>::infinity();
-};
 
 // Scans n codes of 8-bit sub-codes (kM bytes each): distance = base + sum_m sim[m][code_m].
 // The sum is split over four accumulators so the table loads pipeline.
