@@ -46,34 +46,52 @@ void ClearCode(uint8_t* blocks, int64_t m, int64_t i) {
   for (int64_t s = 0; s < m; ++s) block[SlotByte(v, s)] &= keep;
 }
 
-void QuantizeLut(const float* table, int64_t m, float base, uint8_t* lut, float* bias,
-                 float* inv_scale) {
+void QuantizeLutWith(Kernel kernel, const float* table, const float* add, int64_t m, float base,
+                     uint8_t* lut, float* bias, float* inv_scale) {
+  float rows[kMaxM * 16];  // T, m x 16
   float mins[kMaxM];
   float range = 0;
-  float sum_min = base;
-  for (int64_t s = 0; s < m; ++s) {
-    const float* t = table + s * 16;
-    float lo = t[0], hi = t[0];
-    for (int j = 1; j < 16; ++j) {
-      lo = std::min(lo, t[j]);
-      hi = std::max(hi, t[j]);
+  if (kernel == Kernel::kAvx512) {
+    range = internal::TableRowsAvx512(table, add, m, rows, mins);
+  } else if (kernel == Kernel::kAvx2) {
+    range = internal::TableRowsAvx2(table, add, m, rows, mins);
+  } else {
+    for (int64_t s = 0; s < m; ++s) {
+      float* t = rows + s * 16;
+      for (int j = 0; j < 16; ++j)
+        t[j] = add == nullptr ? table[s * 16 + j] : table[s * 16 + j] + add[s * 16 + j];
+      float lo = t[0], hi = t[0];
+      for (int j = 1; j < 16; ++j) {
+        lo = std::min(lo, t[j]);
+        hi = std::max(hi, t[j]);
+      }
+      mins[s] = lo;
+      range = std::max(range, hi - lo);
     }
-    mins[s] = lo;
-    range = std::max(range, hi - lo);
-    sum_min += lo;
   }
+  float sum_min = base;
+  for (int64_t s = 0; s < m; ++s) sum_min += mins[s];
   const float scale = range > 0 ? 255.0f / range : 0.0f;
-  for (int64_t s = 0; s < m; ++s) {
-    const float* t = table + s * 16;
-    uint8_t* out = lut + s * 16;
-    for (int j = 0; j < 16; ++j) {
-      const float q = (t[j] - mins[s]) * scale + 0.5f;
-      out[j] = static_cast<uint8_t>(std::min(255.0f, q));  // q >= 0.5: truncation rounds
+  if (kernel == Kernel::kAvx512) {
+    internal::QuantizeRowsAvx512(rows, mins, m, scale, lut);
+  } else if (kernel == Kernel::kAvx2) {
+    internal::QuantizeRowsAvx2(rows, mins, m, scale, lut);
+  } else {
+    for (int64_t s = 0; s < m; ++s) {
+      for (int j = 0; j < 16; ++j) {
+        const float q = (rows[s * 16 + j] - mins[s]) * scale + 0.5f;
+        lut[s * 16 + j] = static_cast<uint8_t>(std::min(q, 255.0f));  // q >= 0.5: truncation rounds
+      }
     }
   }
   std::fill(lut + m * 16, lut + LutBytes(m), uint8_t{0});
   *bias = sum_min;
   *inv_scale = range > 0 ? 1.0f / scale : 0.0f;
+}
+
+void QuantizeLut(const float* table, const float* add, int64_t m, float base, uint8_t* lut,
+                 float* bias, float* inv_scale) {
+  QuantizeLutWith(ActiveKernel(), table, add, m, base, lut, bias, inv_scale);
 }
 
 const char* KernelName(Kernel kernel) {

@@ -55,13 +55,17 @@ inline int GetSubCode(const uint8_t* blocks, int64_t m, int64_t i, int64_t s) {
   return v < 16 ? (byte & 15) : (byte >> 4);
 }
 
-// Quantises the float table `table` (M x 16) with `base` into lut (LutBytes(M) bytes; rows M..Mp
-// are zero), and returns bias and inv_scale (see the header comment). A table with no spread
-// gives an all-zero lut and inv_scale 0. Table entries must be finite.
-void QuantizeLut(const float* table, int64_t m, float base, uint8_t* lut, float* bias,
-                 float* inv_scale);
-
 enum class Kernel { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// Quantises the float table T = table + add (M x 16 each; add may be null: T = table) with
+// `base` into lut (LutBytes(M) bytes; rows M..Mp are zero), and returns bias and inv_scale (see
+// the header comment). A table with no spread gives an all-zero lut and inv_scale 0. Entries
+// must be finite; m <= kMaxM. Every kernel computes the same bytes, bias and scale (the same
+// float operations, no fused multiply-add); QuantizeLut uses ActiveKernel().
+void QuantizeLut(const float* table, const float* add, int64_t m, float base, uint8_t* lut,
+                 float* bias, float* inv_scale);
+void QuantizeLutWith(Kernel kernel, const float* table, const float* add, int64_t m, float base,
+                     uint8_t* lut, float* bias, float* inv_scale);
 // "scalar", "AVX2" or "AVX-512BW".
 const char* KernelName(Kernel kernel);
 // Whether this CPU (and OS) can run the kernel; kScalar always.
@@ -110,6 +114,13 @@ inline uint32_t ValidMask(int64_t b, int64_t n) {
   const int64_t left = n - b * kBlockSize;
   return left >= kBlockSize ? 0xffffffffu : ((uint32_t{1} << left) - 1);
 }
+
+// Table kernels (fastscan_kernels.cc): T = table + add (add may be null) into rows (m x 16
+// floats), per-row minimum into mins (m), and the largest row range; then the bytes.
+float TableRowsAvx2(const float* table, const float* add, int64_t m, float* rows, float* mins);
+float TableRowsAvx512(const float* table, const float* add, int64_t m, float* rows, float* mins);
+void QuantizeRowsAvx2(const float* rows, const float* mins, int64_t m, float scale, uint8_t* lut);
+void QuantizeRowsAvx512(const float* rows, const float* mins, int64_t m, float scale, uint8_t* lut);
 
 // Kernels (fastscan_kernels.cc); m is padded (a multiple of 4).
 void ScanScalar(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* lut, Sink& sink);

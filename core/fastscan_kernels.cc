@@ -7,6 +7,7 @@
 //   B = sum r[2w + 1]                 (slots 8..15 of the group)
 //   A - (B << 8) = sum r[2w]          (slots 0..7)
 // which are exact because every true sum is below 2^16 (Mp x 255 < 65536).
+#include <algorithm>
 #include <cstring>
 
 #include "core/fastscan.h"
@@ -77,10 +78,109 @@ __attribute__((target("avx2,avx512f,avx512bw"))) inline __m256i Fold(__m512i x) 
   return _mm256_add_epi16(_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64(x, 1));
 }
 
+// Smallest / largest of the 8 lanes (exact: min and max do not round).
+__attribute__((target("avx2"))) inline float HorizontalMin(__m256 v) {
+  __m128 x = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_min_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_min_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+}
+__attribute__((target("avx2"))) inline float HorizontalMax(__m256 v) {
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+}
+
 }  // namespace
 
-__attribute__((target("avx2"))) void ScanAvx2(const uint8_t* blocks, int64_t n, int64_t mp,
-                                              const uint8_t* lut, Sink& sink) {
+__attribute__((target("avx2"))) float TableRowsAvx2(const float* table, const float* add, int64_t m,
+                                                    float* rows, float* mins) {
+  float range = 0;
+  for (int64_t s = 0; s < m; ++s) {
+    __m256 a = _mm256_loadu_ps(table + s * 16);
+    __m256 b = _mm256_loadu_ps(table + s * 16 + 8);
+    if (add != nullptr) {
+      a = _mm256_add_ps(a, _mm256_loadu_ps(add + s * 16));
+      b = _mm256_add_ps(b, _mm256_loadu_ps(add + s * 16 + 8));
+    }
+    _mm256_storeu_ps(rows + s * 16, a);
+    _mm256_storeu_ps(rows + s * 16 + 8, b);
+    const float lo = HorizontalMin(_mm256_min_ps(a, b));
+    const float hi = HorizontalMax(_mm256_max_ps(a, b));
+    mins[s] = lo;
+    range = std::max(range, hi - lo);
+  }
+  return range;
+}
+
+__attribute__((target("avx2"))) void QuantizeRowsAvx2(const float* rows, const float* mins,
+                                                      int64_t m, float scale, uint8_t* lut) {
+  const __m256 scale8 = _mm256_set1_ps(scale);
+  const __m256 half = _mm256_set1_ps(0.5f);
+  const __m256 top = _mm256_set1_ps(255.0f);
+  for (int64_t s = 0; s < m; ++s) {
+    const __m256 lo = _mm256_set1_ps(mins[s]);
+    // Same operations as the scalar path: ((t - min) * scale + 0.5) capped at 255, truncated.
+    const __m256 qa = _mm256_min_ps(
+        _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(rows + s * 16), lo), scale8),
+                      half),
+        top);
+    const __m256 qb = _mm256_min_ps(
+        _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(rows + s * 16 + 8), lo), scale8),
+                      half),
+        top);
+    const __m256i ia = _mm256_cvttps_epi32(qa);
+    const __m256i ib = _mm256_cvttps_epi32(qb);
+    // 16 int32 in [0, 255] to 16 bytes: pack to int16 (lanes interleave), then to bytes.
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(ia, ib), 0xd8);
+    const __m128i bytes =
+        _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(lut + s * 16), bytes);
+  }
+}
+
+__attribute__((target("avx2,avx512f,avx512bw"))) float TableRowsAvx512(const float* table,
+                                                                       const float* add, int64_t m,
+                                                                       float* rows, float* mins) {
+  float range = 0;
+  for (int64_t s = 0; s < m; ++s) {
+    __m512 t = _mm512_loadu_ps(table + s * 16);
+    if (add != nullptr) t = _mm512_add_ps(t, _mm512_loadu_ps(add + s * 16));
+    _mm512_storeu_ps(rows + s * 16, t);
+    const float lo = _mm512_reduce_min_ps(t);
+    const float hi = _mm512_reduce_max_ps(t);
+    mins[s] = lo;
+    range = std::max(range, hi - lo);
+  }
+  return range;
+}
+
+__attribute__((target("avx2,avx512f,avx512bw"))) void QuantizeRowsAvx512(const float* rows,
+                                                                         const float* mins,
+                                                                         int64_t m, float scale,
+                                                                         uint8_t* lut) {
+  const __m512 scale16 = _mm512_set1_ps(scale);
+  const __m512 half = _mm512_set1_ps(0.5f);
+  const __m512 top = _mm512_set1_ps(255.0f);
+  for (int64_t s = 0; s < m; ++s) {
+    const __m512 q = _mm512_min_ps(
+        _mm512_add_ps(
+            _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(rows + s * 16), _mm512_set1_ps(mins[s])),
+                          scale16),
+            half),
+        top);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(lut + s * 16),
+                     _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(q)));
+  }
+}
+
+// kMp > 0: the sub-quantizer count is known at compile time (loops unrolled, the AVX-512 tables
+// held in registers); kMp == 0: mp at run time.
+template <int kMp>
+__attribute__((target("avx2"))) void ScanAvx2Impl(const uint8_t* blocks, int64_t n, int64_t mp,
+                                                  const uint8_t* lut, Sink& sink) {
+  if constexpr (kMp > 0) mp = kMp;
   const int64_t block_bytes = mp * 16;
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   alignas(32) uint16_t sums[kBlockSize];
@@ -105,19 +205,49 @@ __attribute__((target("avx2"))) void ScanAvx2(const uint8_t* blocks, int64_t n, 
   }
 }
 
-__attribute__((target("avx2,avx512f,avx512bw"))) void ScanAvx512(const uint8_t* blocks, int64_t n,
-                                                                 int64_t mp, const uint8_t* lut,
-                                                                 Sink& sink) {
+__attribute__((target("avx2"))) void ScanAvx2(const uint8_t* blocks, int64_t n, int64_t mp,
+                                              const uint8_t* lut, Sink& sink) {
+  switch (mp) {
+    case 8:
+      return ScanAvx2Impl<8>(blocks, n, mp, lut, sink);
+    case 16:
+      return ScanAvx2Impl<16>(blocks, n, mp, lut, sink);
+    case 32:
+      return ScanAvx2Impl<32>(blocks, n, mp, lut, sink);
+    case 64:
+      return ScanAvx2Impl<64>(blocks, n, mp, lut, sink);
+    default:
+      return ScanAvx2Impl<0>(blocks, n, mp, lut, sink);
+  }
+}
+
+template <int kMp>
+__attribute__((target("avx2,avx512f,avx512bw"))) void ScanAvx512Impl(const uint8_t* blocks,
+                                                                     int64_t n, int64_t mp,
+                                                                     const uint8_t* lut,
+                                                                     Sink& sink) {
+  if constexpr (kMp > 0) mp = kMp;
   const int64_t block_bytes = mp * 16;
   const __m512i low4 = _mm512_set1_epi8(0x0f);
   alignas(32) uint16_t sums[kBlockSize];
+  // Up to 64 sub-quantizers: the 16 tables of 64 bytes stay in registers across blocks.
+  constexpr int kHeld = kMp > 0 && kMp <= 64 ? kMp / 4 : 1;
+  __m512i held[kHeld];
+  if constexpr (kMp > 0 && kMp <= 64) {
+    for (int t = 0; t < kHeld; ++t) held[t] = _mm512_loadu_si512(lut + t * 64);
+  }
   for (int64_t b = 0; b < NumBlocks(n); ++b) {
     const uint8_t* block = blocks + b * block_bytes;
     __m512i a_lo = _mm512_setzero_si512(), b_lo = a_lo, a_hi = a_lo, b_hi = a_lo;
     // Four sub-quantizers a step (mp is a multiple of 4), one per 128-bit lane.
     for (int64_t s = 0; s < mp; s += 4) {
       const __m512i codes = _mm512_loadu_si512(block + s * 16);
-      const __m512i table = _mm512_loadu_si512(lut + s * 16);
+      __m512i table;
+      if constexpr (kMp > 0 && kMp <= 64) {
+        table = held[s / 4];
+      } else {
+        table = _mm512_loadu_si512(lut + s * 16);
+      }
       const __m512i lo = _mm512_shuffle_epi8(table, _mm512_and_si512(codes, low4));
       const __m512i hi =
           _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(codes, 4), low4));
@@ -133,7 +263,29 @@ __attribute__((target("avx2,avx512f,avx512bw"))) void ScanAvx512(const uint8_t* 
   }
 }
 
-#else  // not x86: only the reference kernel exists (KernelSupported says so).
+__attribute__((target("avx2,avx512f,avx512bw"))) void ScanAvx512(const uint8_t* blocks, int64_t n,
+                                                                 int64_t mp, const uint8_t* lut,
+                                                                 Sink& sink) {
+  switch (mp) {
+    case 8:
+      return ScanAvx512Impl<8>(blocks, n, mp, lut, sink);
+    case 16:
+      return ScanAvx512Impl<16>(blocks, n, mp, lut, sink);
+    case 32:
+      return ScanAvx512Impl<32>(blocks, n, mp, lut, sink);
+    case 64:
+      return ScanAvx512Impl<64>(blocks, n, mp, lut, sink);
+    default:
+      return ScanAvx512Impl<0>(blocks, n, mp, lut, sink);
+  }
+}
+
+#else  // not x86: only the reference kernels exist (KernelSupported says so).
+
+float TableRowsAvx2(const float*, const float*, int64_t, float*, float*) { return 0; }
+float TableRowsAvx512(const float*, const float*, int64_t, float*, float*) { return 0; }
+void QuantizeRowsAvx2(const float*, const float*, int64_t, float, uint8_t*) {}
+void QuantizeRowsAvx512(const float*, const float*, int64_t, float, uint8_t*) {}
 
 void ScanAvx2(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* lut, Sink& sink) {
   ScanScalar(blocks, n, mp, lut, sink);

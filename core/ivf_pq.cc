@@ -573,7 +573,8 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
     const float* ip_q = ip.empty() ? nullptr : ip.data() + q * table;
     float query_bias = 0, query_inv_scale = 0;
     if (!lut_query.empty()) {
-      fastscan::QuantizeLut(ip_q, m_count, 0.0f, lut_query.data(), &query_bias, &query_inv_scale);
+      fastscan::QuantizeLut(ip_q, nullptr, m_count, 0.0f, lut_query.data(), &query_bias,
+                            &query_inv_scale);
     }
     for (int64_t p = 0; p < nprobe; ++p) {
       const int32_t list = order[p].second;
@@ -582,6 +583,14 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
       if (size == 0) continue;
       const float* s = sim.data();
       float base = order[p].first;
+      if (fast_scan_ && use_precomputed) {  // the list's term plus the query's, fused
+        float bias = 0, inv_scale = 0;
+        fastscan::QuantizeLut(precomputed_.data() + list * table, ip_q, m_count, base, lut.data(),
+                              &bias, &inv_scale);
+        fastscan::Scan(inv.codes.data(), size, m_count, lut.data(), bias, inv_scale, inv.ids.data(),
+                       top);
+        continue;
+      }
       if (use_precomputed) {
         const float* t = precomputed_.data() + list * table;
         AddTables(t, ip_q, table, sim.data());
@@ -602,7 +611,7 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
                          ids, top);
         } else {
           float bias = 0, inv_scale = 0;
-          fastscan::QuantizeLut(s, m_count, base, lut.data(), &bias, &inv_scale);
+          fastscan::QuantizeLut(s, nullptr, m_count, base, lut.data(), &bias, &inv_scale);
           fastscan::Scan(codes, size, m_count, lut.data(), bias, inv_scale, ids, top);
         }
         continue;

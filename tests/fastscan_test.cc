@@ -100,7 +100,7 @@ TEST(FastScanTest, QuantizedTableWithinRoundingBound) {
   for (float& v : table) v = normal(rng);
   std::vector<uint8_t> lut(static_cast<size_t>(LutBytes(m)), 0xaa);
   float bias = 0, inv_scale = 0;
-  QuantizeLut(table.data(), m, 5.0f, lut.data(), &bias, &inv_scale);
+  QuantizeLut(table.data(), nullptr, m, 5.0f, lut.data(), &bias, &inv_scale);
   EXPECT_GT(inv_scale, 0);
   for (int64_t i = m * 16; i < LutBytes(m); ++i) EXPECT_EQ(lut[i], 0);
   // Each entry decodes to within half a step of the float (its row's minimum goes to the bias).
@@ -118,7 +118,7 @@ TEST(FastScanTest, QuantizedTableWithinRoundingBound) {
 
   // A constant table: no spread, all zero, distances are the bias.
   std::fill(table.begin(), table.end(), 2.0f);
-  QuantizeLut(table.data(), m, 1.0f, lut.data(), &bias, &inv_scale);
+  QuantizeLut(table.data(), nullptr, m, 1.0f, lut.data(), &bias, &inv_scale);
   EXPECT_EQ(inv_scale, 0);
   EXPECT_TRUE(std::all_of(lut.begin(), lut.end(), [](uint8_t b) { return b == 0; }));
   EXPECT_FLOAT_EQ(bias, 1.0f + 2.0f * m);
@@ -137,7 +137,7 @@ TEST(FastScanTest, EveryKernelMatchesTheReference) {
       for (float& v : table) v = normal(rng);
       std::vector<uint8_t> lut(static_cast<size_t>(LutBytes(m)));
       float bias = 0, inv_scale = 0;
-      QuantizeLut(table.data(), m, 10.0f, lut.data(), &bias, &inv_scale);
+      QuantizeLut(table.data(), nullptr, m, 10.0f, lut.data(), &bias, &inv_scale);
       for (int64_t k : {int64_t{1}, int64_t{10}, int64_t{100}, n + 7}) {
         const auto want = Reference(blocks, n, m, lut, bias, inv_scale, ids, k);
         for (Kernel kernel : kernels) {
@@ -163,7 +163,7 @@ TEST(FastScanTest, TiesAndAThresholdFromAnotherList) {
   for (size_t i = 0; i < table.size(); ++i) table[i] = (i % 16) < 8 ? 0.0f : 1.0f;
   std::vector<uint8_t> lut(static_cast<size_t>(LutBytes(m)));
   float bias = 0, inv_scale = 0;
-  QuantizeLut(table.data(), m, 0.0f, lut.data(), &bias, &inv_scale);
+  QuantizeLut(table.data(), nullptr, m, 0.0f, lut.data(), &bias, &inv_scale);
   for (Kernel kernel : SupportedKernels()) {
     SCOPED_TRACE(KernelName(kernel));
     // Seeded heap: 5 candidates at distance 3.0 from "another list".
@@ -198,7 +198,7 @@ TEST(FastScanTest, LargestSumsAndLargeBias) {
   for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<float>(i % 16);
   std::vector<uint8_t> lut(static_cast<size_t>(LutBytes(m)));
   float bias = 0, inv_scale = 0;
-  QuantizeLut(table.data(), m, 1e6f, lut.data(), &bias, &inv_scale);
+  QuantizeLut(table.data(), nullptr, m, 1e6f, lut.data(), &bias, &inv_scale);
   EXPECT_EQ(lut[15], 255);
   for (int64_t k : {1, 10, 69, 70}) {
     const auto want = Reference(blocks, n, m, lut, bias, inv_scale, ids, k);
@@ -210,6 +210,36 @@ TEST(FastScanTest, LargestSumsAndLargeBias) {
   // The all-15 codes decode to the largest distance: with k = 70 they are last.
   const auto all = RunKernel(Kernel::kScalar, blocks, n, m, lut, bias, inv_scale, ids, n);
   EXPECT_FLOAT_EQ(all.back().distance, bias + 65280.0f * inv_scale);
+}
+
+// The SIMD table builders give the same bytes, bias and scale as the scalar one, with and without
+// the added term, on wide and narrow value ranges.
+TEST(FastScanTest, TableKernelsMatchTheScalarOne) {
+  std::mt19937_64 rng(13);
+  for (int64_t m : {int64_t{1}, int64_t{4}, int64_t{7}, int64_t{32}, int64_t{64}, kMaxM}) {
+    for (float spread : {1e-3f, 1.0f, 1e4f}) {
+      std::normal_distribution<float> normal(0, spread);
+      std::vector<float> table(static_cast<size_t>(m * 16)), add(table.size());
+      for (float& v : table) v = normal(rng);
+      for (float& v : add) v = normal(rng) + 3.0f;
+      for (const float* extra : std::vector<const float*>{nullptr, add.data()}) {
+        std::vector<uint8_t> want(static_cast<size_t>(LutBytes(m)));
+        float want_bias = 0, want_inv = 0;
+        QuantizeLutWith(Kernel::kScalar, table.data(), extra, m, 7.0f, want.data(), &want_bias,
+                        &want_inv);
+        for (Kernel kernel : SupportedKernels()) {
+          SCOPED_TRACE(::testing::Message() << KernelName(kernel) << " m " << m << " spread "
+                                            << spread << " add " << (extra != nullptr));
+          std::vector<uint8_t> got(want.size(), 0xcc);
+          float bias = 0, inv = 0;
+          QuantizeLutWith(kernel, table.data(), extra, m, 7.0f, got.data(), &bias, &inv);
+          EXPECT_EQ(got, want);
+          EXPECT_EQ(bias, want_bias);
+          EXPECT_EQ(inv, want_inv);
+        }
+      }
+    }
+  }
 }
 
 TEST(FastScanTest, KernelSelection) {
