@@ -37,6 +37,7 @@
 #include <limits>
 #include <numbers>
 #include <numeric>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -49,6 +50,7 @@
 #include "core/fastscan.h"
 #include "core/ivf_pq.h"
 #include "core/kmeans.h"
+#include "core/top_k.h"
 #include "faiss/IndexFlat.h"
 #include "faiss/IndexIVFPQ.h"
 #include "faiss/IndexIVFPQFastScan.h"
@@ -240,6 +242,40 @@ std::string CpuModel() {
   return model;
 }
 
+// The scan kernels alone: ns per code over a list of 2^20 random M-subquantizer codes (16 MB at
+// M 32, beyond most L2 caches, like the lists of a real index) with one random quantised table
+// and k = 10, best of 5 passes.
+void KernelOnly(int64_t m) {
+  const int64_t n = int64_t{1} << 20;
+  std::mt19937_64 rng(kSeed);
+  std::vector<uint8_t> blocks(
+      static_cast<size_t>(fastscan::NumBlocks(n) * fastscan::BlockBytes(m)));
+  for (uint8_t& b : blocks) b = static_cast<uint8_t>(rng());
+  std::vector<uint64_t> ids(static_cast<size_t>(n));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::vector<float> table(static_cast<size_t>(m * 16));
+  std::normal_distribution<float> normal(0, 1);
+  for (float& v : table) v = normal(rng);
+  std::vector<uint8_t> lut(static_cast<size_t>(fastscan::LutBytes(m)));
+  float bias = 0, inv_scale = 0;
+  fastscan::QuantizeLut(table.data(), nullptr, m, 0.0f, lut.data(), &bias, &inv_scale);
+  for (fastscan::Kernel k :
+       {fastscan::Kernel::kAvx512, fastscan::Kernel::kAvx2, fastscan::Kernel::kScalar}) {
+    if (!fastscan::KernelSupported(k)) continue;
+    double best = std::numeric_limits<double>::infinity();
+    for (int pass = 0; pass < 5; ++pass) {
+      TopK top(10, n);
+      const auto start = Clock::now();
+      fastscan::ScanWith(k, blocks.data(), n, m, lut.data(), bias, inv_scale, ids.data(), top);
+      best = std::min(best, SecondsSince(start));
+    }
+    std::printf("kernel only  M%lld x 4 bit, %lld codes in one list, k 10: %-10s %.3f ns/code\n",
+                static_cast<long long>(m), static_cast<long long>(n), fastscan::KernelName(k),
+                best * 1e9 / static_cast<double>(n));
+  }
+  std::fflush(stdout);
+}
+
 // Fast-scan comparison (--fastscan); the models are trained once, searched with each thread
 // count.
 void RunFastScan(const Dataset& data, const std::vector<int>& thread_counts) {
@@ -386,6 +422,32 @@ void RunFastScan(const Dataset& data, const std::vector<int>& thread_counts) {
       std::fflush(stdout);
     }
   }
+
+  // Churn: delete 20% of the vectors (every fifth id), add them back under new ids, and compare
+  // the lists' code bytes (whole blocks of 32) and their vectors' capacity with before.
+  const IvfPqStats before = fast.Stats();
+  std::vector<uint64_t> gone, again;
+  std::vector<float> again_vectors;
+  for (int64_t i = 0; i < n; i += 5) {
+    gone.push_back(static_cast<uint64_t>(i));
+    again.push_back(static_cast<uint64_t>(n + i));
+    again_vectors.insert(again_vectors.end(), data.base.values.begin() + i * d,
+                         data.base.values.begin() + (i + 1) * d);
+  }
+  start = Clock::now();
+  const int64_t removed = fast.Remove(gone);
+  const double remove_s = SecondsSince(start);
+  if (auto st = fast.Add(again, again_vectors); !st.ok()) Die(st.ToString());
+  const IvfPqStats after = fast.Stats();
+  std::printf(
+      "%-8s fast-scan churn: removed %lld (%.3f s) and re-added them under new ids: list codes "
+      "%.2f MB -> %.2f MB (capacity %.2f -> %.2f MB; dense minimum %.2f MB), index memory %.1f "
+      "-> %.1f MB\n",
+      data.name.c_str(), static_cast<long long>(removed), remove_s, before.list_code_bytes / 1e6,
+      after.list_code_bytes / 1e6, before.list_code_capacity_bytes / 1e6,
+      after.list_code_capacity_bytes / 1e6,
+      static_cast<double>(n * (after.bytes_per_vector - 8)) / 1e6, before.memory_bytes / 1e6,
+      after.memory_bytes / 1e6);
 }
 
 }  // namespace
@@ -492,6 +554,7 @@ int main(int argc, char** argv) {
     s.truth = bench::ExactNeighbors(s.base, s.queries, kK, max_threads);
     sets.push_back(std::move(s));
   }
+  if (fast_scan) KernelOnly(32);
   for (const Dataset& data : sets) {
     if (fast_scan) {
       RunFastScan(data, thread_counts);
