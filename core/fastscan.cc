@@ -80,7 +80,9 @@ void QuantizeLutWith(Kernel kernel, const float* table, const float* add, int64_
     for (int64_t s = 0; s < m; ++s) {
       for (int j = 0; j < 16; ++j) {
         const float q = (rows[s * 16 + j] - mins[s]) * scale + 0.5f;
-        lut[s * 16 + j] = static_cast<uint8_t>(std::min(q, 255.0f));  // q >= 0.5: truncation rounds
+        // As the SIMD min(q, 255): q when q < 255, else 255 (also for a NaN from an overflowed
+        // table); q >= 0.5, so truncation rounds.
+        lut[s * 16 + j] = static_cast<uint8_t>(q < 255.0f ? q : 255.0f);
       }
     }
   }
