@@ -9,7 +9,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "core/blob_codec.h"
+#include "core/fastscan.h"
 #include "core/parallel.h"
+#include "core/top_k.h"
 
 namespace quantd {
 namespace {
@@ -25,7 +27,8 @@ constexpr int64_t kAddBlock = 8192;
 constexpr double kCoarseShare = 0.6;
 
 constexpr char kMagic[8] = {'Q', 'D', 'I', 'V', 'F', 'P', 'Q', '\0'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 1;          // plain layout
+constexpr uint32_t kFastScanVersion = 2;  // adds the fast-scan flag
 
 // out[j] = a[j] + b[j]: the fused per-list table (M x ksub floats, once per probed list, which
 // on short lists costs as much as the scan). Cloned for AVX-512 / AVX2 and chosen at load time.
@@ -33,64 +36,6 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void AddTables(
     const float* __restrict a, const float* __restrict b, int64_t n, float* __restrict out) {
   for (int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
 }
-
-// A candidate: internal distance (smaller is nearer) and id. Ordered by (distance, id), so the
-// k best of any set are unique whatever order they are seen in.
-struct Candidate {
-  float distance;
-  uint64_t id;
-};
-inline bool Before(const Candidate& a, const Candidate& b) {
-  return a.distance < b.distance || (a.distance == b.distance && a.id < b.id);
-}
-
-// The k best candidates seen: a binary max-heap under Before (worst at the root).
-class TopK {
- public:
-  // reserve: the most candidates expected (k, or fewer when fewer vectors are stored).
-  TopK(int64_t k, int64_t reserve) : k_(static_cast<size_t>(k)) {
-    heap_.reserve(static_cast<size_t>(std::min(k, reserve)));
-  }
-
-  // Distances above this cannot enter (+inf until k candidates are held).
-  float threshold() const { return threshold_; }
-
-  void Push(float distance, uint64_t id) {
-    const Candidate c{distance, id};
-    if (heap_.size() < k_) {
-      heap_.push_back(c);
-      std::push_heap(heap_.begin(), heap_.end(), Before);
-      if (heap_.size() == k_) threshold_ = heap_.front().distance;
-      return;
-    }
-    if (!Before(c, heap_.front())) return;
-    // Replace the root and sift it down.
-    const size_t n = heap_.size();
-    size_t i = 0;
-    while (true) {
-      size_t child = 2 * i + 1;
-      if (child >= n) break;
-      if (child + 1 < n && Before(heap_[child], heap_[child + 1])) ++child;
-      if (!Before(c, heap_[child])) break;
-      heap_[i] = heap_[child];
-      i = child;
-    }
-    heap_[i] = c;
-    threshold_ = heap_.front().distance;
-  }
-
-  // The candidates, best first.
-  std::vector<Candidate> Sorted() {
-    std::vector<Candidate> out = std::move(heap_);
-    std::sort(out.begin(), out.end(), Before);
-    return out;
-  }
-
- private:
-  size_t k_;
-  std::vector<Candidate> heap_;
-  float threshold_ = std::numeric_limits<float>::infinity();
-};
 
 // Scans n codes of 8-bit sub-codes (kM bytes each): distance = base + sum_m sim[m][code_m].
 // The sum is split over four accumulators so the table loads pipeline.
@@ -174,6 +119,11 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Train(const float* data, int64_t n, int64
     return absl::InvalidArgumentError(
         absl::StrFormat("pq_training_rows %d < 2^nbits %d", options.pq_training_rows, ksub));
   }
+  if (options.fast_scan && (options.nbits != 4 || options.m > fastscan::kMaxM)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("fast_scan needs nbits 4 (got %d) and M <= %d (got %d)", options.nbits,
+                        fastscan::kMaxM, options.m));
+  }
   if (options.coarse_iterations < 0 || options.pq_iterations < 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("iterations (coarse %d, pq %d) must be at least 0",
@@ -195,6 +145,7 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Train(const float* data, int64_t n, int64
   index.d_ = d;
   index.nlist_ = options.nlist;
   index.num_threads_ = options.num_threads;
+  index.fast_scan_ = options.fast_scan;
   const bool cosine = options.metric == Metric::kCosine;
   const int threads = ResolveThreads(options.num_threads);
   if (n < 39 * options.nlist) {
@@ -342,9 +293,26 @@ void IvfPqIndex::EncodeResiduals(const float* x, int64_t n, const int32_t* lists
 
 void IvfPqIndex::Append(uint64_t id, int32_t list, const uint8_t* code) {
   InvertedList& l = lists_[list];
-  where_[id] = Location{list, static_cast<int64_t>(l.ids.size())};
+  const int64_t i = static_cast<int64_t>(l.ids.size());
+  where_[id] = Location{list, i};
   l.ids.push_back(id);
-  l.codes.insert(l.codes.end(), code, code + pq_.code_size());
+  if (!fast_scan_) {
+    l.codes.insert(l.codes.end(), code, code + pq_.code_size());
+    return;
+  }
+  if (i % fastscan::kBlockSize == 0) {  // a fresh block of code-0 slots
+    l.codes.resize(l.codes.size() + static_cast<size_t>(fastscan::BlockBytes(pq_.m())), 0);
+  }
+  fastscan::SetCode(l.codes.data(), pq_.m(), i, code);
+}
+
+void IvfPqIndex::ListCode(const InvertedList& l, int64_t offset, uint8_t* code) const {
+  if (fast_scan_) {
+    fastscan::GetCode(l.codes.data(), pq_.m(), offset, code);
+  } else {
+    std::memcpy(code, l.codes.data() + offset * pq_.code_size(),
+                static_cast<size_t>(pq_.code_size()));
+  }
 }
 
 absl::Status IvfPqIndex::Add(absl::Span<const uint64_t> ids, absl::Span<const float> vectors) {
@@ -390,6 +358,7 @@ absl::Status IvfPqIndex::Add(absl::Span<const uint64_t> ids, absl::Span<const fl
 int64_t IvfPqIndex::Remove(absl::Span<const uint64_t> ids) {
   int64_t removed = 0;
   const int64_t cs = pq_.code_size();
+  std::vector<uint8_t> code(static_cast<size_t>(cs));
   for (uint64_t id : ids) {
     auto it = where_.find(id);
     if (it == where_.end()) continue;
@@ -397,14 +366,27 @@ int64_t IvfPqIndex::Remove(absl::Span<const uint64_t> ids) {
     where_.erase(it);
     InvertedList& l = lists_[at.list];
     const int64_t last = static_cast<int64_t>(l.ids.size()) - 1;
-    if (at.offset != last) {  // the last entry fills the hole
+    // The last entry fills the hole, so a list stays dense: fast-scan lists keep exactly
+    // NumBlocks(size) blocks, the last one partly filled, and never leak holes.
+    if (at.offset != last) {
       l.ids[at.offset] = l.ids[last];
-      std::memcpy(l.codes.data() + at.offset * cs, l.codes.data() + last * cs,
-                  static_cast<size_t>(cs));
+      if (fast_scan_) {
+        ListCode(l, last, code.data());
+        fastscan::SetCode(l.codes.data(), pq_.m(), at.offset, code.data());
+      } else {
+        std::memcpy(l.codes.data() + at.offset * cs, l.codes.data() + last * cs,
+                    static_cast<size_t>(cs));
+      }
       where_[l.ids[at.offset]].offset = at.offset;
     }
     l.ids.pop_back();
-    l.codes.resize(static_cast<size_t>(last * cs));
+    if (fast_scan_) {
+      fastscan::ClearCode(l.codes.data(), pq_.m(), last);
+      l.codes.resize(
+          static_cast<size_t>(fastscan::NumBlocks(last) * fastscan::BlockBytes(pq_.m())));
+    } else {
+      l.codes.resize(static_cast<size_t>(last * cs));
+    }
     ++removed;
   }
   return removed;
@@ -417,7 +399,9 @@ absl::StatusOr<std::vector<float>> IvfPqIndex::Reconstruct(uint64_t id) const {
   }
   const Location at = it->second;
   std::vector<float> out(static_cast<size_t>(d_));
-  pq_.Decode(lists_[at.list].codes.data() + at.offset * pq_.code_size(), 1, out.data());
+  std::vector<uint8_t> code(static_cast<size_t>(pq_.code_size()));
+  ListCode(lists_[at.list], at.offset, code.data());
+  pq_.Decode(code.data(), 1, out.data());
   const float* c = coarse_.data() + static_cast<int64_t>(at.list) * d_;
   for (int64_t j = 0; j < d_; ++j) out[j] += c[j];
   return out;
@@ -569,6 +553,11 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
   std::vector<float> fetched(static_cast<size_t>(d_));
   const int64_t m_count = pq_.m();
   const int64_t cs = pq_.code_size();
+  // Fast-scan: the quantised table of the (query, list) pair being scanned; for IP the table is
+  // per query (lut_query, quantised once) and only the bias changes per list.
+  std::vector<uint8_t> lut(fast_scan_ ? static_cast<size_t>(fastscan::LutBytes(m_count)) : 0);
+  std::vector<uint8_t> lut_query(fast_scan_ && !l2 ? lut.size() : 0);
+  int64_t scanned = 0;
   for (int64_t q = 0; q < nb; ++q) {
     // The nprobe nearest lists, nearest first (ties by list number).
     const float* row = coarse.data() + q * nlist_;
@@ -579,8 +568,14 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
     for (int64_t p = 0; p < nprobe; ++p) {
       probed += static_cast<int64_t>(lists_[order[p].second].ids.size());
     }
+    scanned += probed;
     TopK top(depth, probed);
     const float* ip_q = ip.empty() ? nullptr : ip.data() + q * table;
+    float query_bias = 0, query_inv_scale = 0;
+    if (!lut_query.empty()) {
+      fastscan::QuantizeLut(ip_q, nullptr, m_count, 0.0f, lut_query.data(), &query_bias,
+                            &query_inv_scale);
+    }
     for (int64_t p = 0; p < nprobe; ++p) {
       const int32_t list = order[p].second;
       const InvertedList& inv = lists_[list];
@@ -588,6 +583,14 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
       if (size == 0) continue;
       const float* s = sim.data();
       float base = order[p].first;
+      if (fast_scan_ && use_precomputed) {  // the list's term plus the query's, fused
+        float bias = 0, inv_scale = 0;
+        fastscan::QuantizeLut(precomputed_.data() + list * table, ip_q, m_count, base, lut.data(),
+                              &bias, &inv_scale);
+        fastscan::Scan(inv.codes.data(), size, m_count, lut.data(), bias, inv_scale, inv.ids.data(),
+                       top);
+        continue;
+      }
       if (use_precomputed) {
         const float* t = precomputed_.data() + list * table;
         AddTables(t, ip_q, table, sim.data());
@@ -602,6 +605,17 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
       }
       const uint8_t* codes = inv.codes.data();
       const uint64_t* ids = inv.ids.data();
+      if (fast_scan_) {
+        if (!lut_query.empty()) {
+          fastscan::Scan(codes, size, m_count, lut_query.data(), base + query_bias, query_inv_scale,
+                         ids, top);
+        } else {
+          float bias = 0, inv_scale = 0;
+          fastscan::QuantizeLut(s, nullptr, m_count, base, lut.data(), &bias, &inv_scale);
+          fastscan::Scan(codes, size, m_count, lut.data(), bias, inv_scale, ids, top);
+        }
+        continue;
+      }
       if (pq_.nbits() == 4) {
         Scan4(codes, ids, size, m_count, cs, s, base, top);
       } else {
@@ -680,6 +694,9 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
       out.push_back({c.id, distance});
     }
   }
+  if (params.codes_scanned != nullptr) {
+    params.codes_scanned->fetch_add(scanned, std::memory_order_relaxed);
+  }
 }
 
 IvfPqStats IvfPqIndex::Stats() const {
@@ -690,7 +707,9 @@ IvfPqStats IvfPqIndex::Stats() const {
   s.d = d_;
   s.ntotal = size();
   s.code_size = pq_.code_size();
-  s.bytes_per_vector = pq_.code_size() + static_cast<int64_t>(sizeof(uint64_t));
+  s.fast_scan = fast_scan_;
+  s.bytes_per_vector = (fast_scan_ ? fastscan::PaddedM(pq_.m()) / 2 : pq_.code_size()) +
+                       static_cast<int64_t>(sizeof(uint64_t));
   s.precomputed_table = !precomputed_.empty();
   double sum_squares = 0;
   int64_t memory = 0;
@@ -702,6 +721,8 @@ IvfPqStats IvfPqIndex::Stats() const {
       s.list_size_max = std::max(s.list_size_max, size);
       sum_squares += static_cast<double>(size) * size;
       memory += static_cast<int64_t>(l.ids.capacity() * sizeof(uint64_t) + l.codes.capacity());
+      s.list_code_bytes += static_cast<int64_t>(l.codes.size());
+      s.list_code_capacity_bytes += static_cast<int64_t>(l.codes.capacity());
     }
     s.list_size_mean = static_cast<double>(s.ntotal) / static_cast<double>(nlist_);
   }
@@ -723,21 +744,30 @@ IvfPqStats IvfPqIndex::Stats() const {
 std::string IvfPqIndex::Serialize(bool include_lists) const {
   BlobWriter w;
   w.PutArray(kMagic, sizeof(kMagic));
-  w.Put(kVersion);
+  w.Put(fast_scan_ ? kFastScanVersion : kVersion);
   w.Put(static_cast<uint32_t>(metric_));
   w.Put(d_);
   w.Put(nlist_);
   w.Put(pq_.m());
   w.Put(static_cast<int32_t>(pq_.nbits()));
   w.Put(max_precomputed_table_bytes_);
+  if (fast_scan_) w.Put(uint8_t{1});
   w.PutArray(coarse_.data(), coarse_.size());
   w.PutArray(pq_.centroids().data(), pq_.centroids().size());
   w.Put(static_cast<uint8_t>(include_lists ? 1 : 0));
   if (include_lists) {
+    std::vector<uint8_t> plain;
     for (const InvertedList& l : lists_) {
-      w.Put(static_cast<int64_t>(l.ids.size()));
+      const int64_t size = static_cast<int64_t>(l.ids.size());
+      w.Put(size);
       w.PutArray(l.ids.data(), l.ids.size());
-      w.PutArray(l.codes.data(), l.codes.size());
+      if (!fast_scan_) {
+        w.PutArray(l.codes.data(), l.codes.size());
+        continue;
+      }
+      plain.resize(static_cast<size_t>(size * pq_.code_size()));
+      for (int64_t i = 0; i < size; ++i) ListCode(l, i, plain.data() + i * pq_.code_size());
+      w.PutArray(plain.data(), plain.size());
     }
   }
   return w.Take();
@@ -755,9 +785,9 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
   int64_t d = 0, nlist = 0, m = 0, max_table_bytes = 0;
   int32_t nbits = 0;
   absl::Status s = r.Get(&version, "version");
-  if (s.ok() && version != kVersion) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("IVF-PQ blob version %d, expected %d", version, kVersion));
+  if (s.ok() && version != kVersion && version != kFastScanVersion) {
+    return absl::InvalidArgumentError(absl::StrFormat("IVF-PQ blob version %d, expected %d or %d",
+                                                      version, kVersion, kFastScanVersion));
   }
   if (s.ok()) s = r.Get(&metric, "metric");
   if (s.ok()) s = r.Get(&d, "d");
@@ -765,6 +795,8 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
   if (s.ok()) s = r.Get(&m, "M");
   if (s.ok()) s = r.Get(&nbits, "nbits");
   if (s.ok()) s = r.Get(&max_table_bytes, "max_precomputed_table_bytes");
+  uint8_t fast_scan = 0;
+  if (s.ok() && version == kFastScanVersion) s = r.Get(&fast_scan, "fast-scan flag");
   if (!s.ok()) return s;
   if (metric > static_cast<uint32_t>(Metric::kCosine)) {
     return absl::InvalidArgumentError(absl::StrFormat("metric %d is unknown", metric));
@@ -773,6 +805,10 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
     return absl::InvalidArgumentError(absl::StrFormat("d %d is outside [1, %d]", d, kMaxDimension));
   }
   if (auto shape = ProductQuantizer::ValidateShape(d, m, nbits); !shape.ok()) return shape;
+  if (fast_scan > 1 || (fast_scan == 1 && (nbits != 4 || m > fastscan::kMaxM))) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "fast-scan flag %d with nbits %d and M %d is not valid", fast_scan, nbits, m));
+  }
   if (nlist < 1 || nlist > std::numeric_limits<int32_t>::max() || max_table_bytes < 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "nlist %d or max_precomputed_table_bytes %d out of range", nlist, max_table_bytes));
@@ -786,6 +822,7 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
   index.metric_ = static_cast<Metric>(metric);
   index.d_ = d;
   index.nlist_ = nlist;
+  index.fast_scan_ = fast_scan == 1;
   index.coarse_.resize(static_cast<size_t>(nlist * d));
   if (s = r.GetArray(index.coarse_.data(), index.coarse_.size(), "coarse centroids"); !s.ok()) {
     return s;
@@ -822,6 +859,14 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
     inv.codes.resize(static_cast<size_t>(size * cs));
     if (s = r.GetArray(inv.ids.data(), inv.ids.size(), "ids"); !s.ok()) return s;
     if (s = r.GetArray(inv.codes.data(), inv.codes.size(), "codes"); !s.ok()) return s;
+    if (index.fast_scan_) {  // plain codes in the blob; blocks in memory
+      std::vector<uint8_t> blocks(
+          static_cast<size_t>(fastscan::NumBlocks(size) * fastscan::BlockBytes(m)));
+      for (int64_t i = 0; i < size; ++i) {
+        fastscan::SetCode(blocks.data(), m, i, inv.codes.data() + i * cs);
+      }
+      inv.codes = std::move(blocks);
+    }
     for (int64_t i = 0; i < size; ++i) {
       if (!index.where_.emplace(inv.ids[i], Location{static_cast<int32_t>(l), i}).second) {
         return absl::InvalidArgumentError(

@@ -1,0 +1,75 @@
+// The k best (distance, id) candidates of a scan, shared by the IVF-PQ scans (float tables and
+// the fast-scan kernels), so every scan ranks and breaks ties the same way.
+#ifndef QUANTD_CORE_TOP_K_H_
+#define QUANTD_CORE_TOP_K_H_
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <utility>
+#include <vector>
+
+namespace quantd {
+
+// A candidate: internal distance (smaller is nearer) and id. Ordered by (distance, id), so the
+// k best of any set are unique whatever order they are seen in.
+struct Candidate {
+  float distance;
+  uint64_t id;
+};
+inline bool Before(const Candidate& a, const Candidate& b) {
+  return a.distance < b.distance || (a.distance == b.distance && a.id < b.id);
+}
+
+// The k best candidates seen: a binary max-heap under Before (worst at the root).
+class TopK {
+ public:
+  // reserve: the most candidates expected (k, or fewer when fewer vectors are stored).
+  TopK(int64_t k, int64_t reserve) : k_(static_cast<size_t>(k)) {
+    heap_.reserve(static_cast<size_t>(std::min(k, reserve)));
+  }
+
+  // Distances above this cannot enter (+inf until k candidates are held).
+  float threshold() const { return threshold_; }
+
+  void Push(float distance, uint64_t id) {
+    const Candidate c{distance, id};
+    if (heap_.size() < k_) {
+      heap_.push_back(c);
+      std::push_heap(heap_.begin(), heap_.end(), Before);
+      if (heap_.size() == k_) threshold_ = heap_.front().distance;
+      return;
+    }
+    if (!Before(c, heap_.front())) return;
+    // Replace the root and sift it down.
+    const size_t n = heap_.size();
+    size_t i = 0;
+    while (true) {
+      size_t child = 2 * i + 1;
+      if (child >= n) break;
+      if (child + 1 < n && Before(heap_[child], heap_[child + 1])) ++child;
+      if (!Before(c, heap_[child])) break;
+      heap_[i] = heap_[child];
+      i = child;
+    }
+    heap_[i] = c;
+    threshold_ = heap_.front().distance;
+  }
+
+  // The candidates, best first.
+  std::vector<Candidate> Sorted() {
+    std::vector<Candidate> out = std::move(heap_);
+    std::sort(out.begin(), out.end(), Before);
+    return out;
+  }
+
+ private:
+  size_t k_;
+  std::vector<Candidate> heap_;
+  float threshold_ = std::numeric_limits<float>::infinity();
+};
+
+}  // namespace quantd
+
+#endif  // QUANTD_CORE_TOP_K_H_
