@@ -548,8 +548,9 @@ ExactComparison CompareWithExact(const Matrix& m, const std::vector<float>& cent
 
 void SameIterationsSection(const std::vector<std::pair<std::string, const Matrix*>>& sets, int hw) {
   std::printf(
-      "== 5. Balanced vs plain at the same iteration count (k 256, %d iterations forced: "
-      "tolerance 0; seed 42; k-means++; 256 points/centroid for both; %d threads) ==\n",
+      "== 5. Balanced vs plain at the same iteration count (k 256, max %d iterations, "
+      "tolerance 0, the longer run re-run to the shorter one's count; seed 42; k-means++; 256 "
+      "points/centroid for both; %d threads) ==\n",
       kIterations, hw);
   std::printf(
       "   it = iterations actually run (counted from the callbacks; RQ: per level); s = whole "
