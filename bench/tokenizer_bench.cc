@@ -9,8 +9,12 @@
 //      stop) against faiss::Clustering, 1 and 2 threads: seconds, objectives, ratio ours / FAISS.
 //   4. Encode throughput: ResidualQuantizer::Encode in-process, and Encode RPCs on loopback
 //      against an in-process QuantdServer (vectors/s; p50 / p99 latency per request).
+//   5. Balanced vs plain at the same iteration count (25, tolerance 0), one level of 256 codes
+//      and RQ 3 x 256, on Fashion-MNIST and the 1M x 128 mixture: iterations counted, seconds,
+//      ratio (target <= 2), MSE; and the kFast balanced assignment's objective against the exact
+//      one (min-cost flow) on 3000 rows x 256 clusters (target within 1%).
 //
-//   build-bench/bench/tokenizer_bench [--quick] [--only=quality,balance,faiss,encode]
+//   build-bench/bench/tokenizer_bench [--quick] [--only=quality,balance,faiss,encode,iterations]
 //
 // --quick skips the 1M x 128 synthetic Gaussian mixture (tables 2 and 3 then cover
 // Fashion-MNIST only; the d = 128 encode rows use a 50k-row mixture). All RQ / k-means runs use
@@ -47,6 +51,9 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
 #include "client/client.h"
+#include "core/balanced_assignment.h"
+#include "core/balanced_kmeans.h"
+#include "core/gemm.h"
 #include "core/kmeans.h"
 #include "core/residual_quantizer.h"
 #include "core/semantic_id.h"
@@ -287,7 +294,8 @@ struct RqRun {
   double lloyd_seconds = 0;
 };
 
-RqRun TrainRq(const std::string& dataset, const Matrix& m, int levels, bool balanced) {
+RqRun TrainRq(const std::string& dataset, const Matrix& m, int levels, bool balanced,
+              int max_iterations = kIterations) {
   RqOptions options;
   for (int l = 0; l < levels; ++l) {
     RqLevelOptions level;
@@ -297,7 +305,7 @@ RqRun TrainRq(const std::string& dataset, const Matrix& m, int levels, bool bala
   }
   options.balance_slack = 0.1;
   options.kmeans.seed = kSeed;
-  options.kmeans.max_iterations = kIterations;
+  options.kmeans.max_iterations = max_iterations;
   options.kmeans.tolerance = 0;
   options.kmeans.num_threads = 0;  // all cores
   std::fprintf(stderr, "  training %s %dx%lld %s ...\n", dataset.c_str(), levels,
@@ -450,6 +458,177 @@ void PrintKMeansRow(const KMeansComparison& c) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Table 5: balanced vs plain at the same iteration count.
+
+// One k-means level (k 256, seed 42, 25 iterations, tolerance 0, k-means++ init, default 256
+// points per centroid for both), plain or balanced (slack 0.1). Iterations are counted from the
+// callbacks, never assumed.
+struct LevelRun {
+  int iterations = 0;        // callbacks seen
+  double seconds = 0;        // the whole call (init, iterations, final assignment of all n)
+  double lloyd_seconds = 0;  // first to last callback, scaled to all iterations
+  double objective = 0;      // final, over all n rows
+  int64_t training_rows = 0;
+  KMeansResult result;
+};
+
+LevelRun TrainLevel(const Matrix& m, bool balanced, int max_iterations) {
+  KMeansOptions options;
+  options.k = kCodes;
+  options.max_iterations = max_iterations;
+  options.tolerance = 0;
+  options.seed = kSeed;
+  options.num_threads = 0;
+  LevelRun run;
+  Clock::time_point first, last;
+  options.on_iteration = [&](int, double) {
+    const auto now = Clock::now();
+    if (run.iterations++ == 0) first = now;
+    last = now;
+    return true;
+  };
+  std::fprintf(stderr, "  one level %s ...\n", balanced ? "balanced" : "plain");
+  const auto start = Clock::now();
+  auto trained = balanced ? TrainBalancedKMeans(m.values.data(), m.rows, m.dim,
+                                                BoundsFromSlack(m.rows, kCodes, 0.1), options)
+                          : TrainKMeans(m.values.data(), m.rows, m.dim, options);
+  run.seconds = SecondsSince(start);
+  if (!trained.ok()) Die(trained.status().ToString());
+  if (run.iterations > 1) {
+    run.lloyd_seconds =
+        std::chrono::duration<double>(last - first).count() * run.iterations / (run.iterations - 1);
+  }
+  run.objective = trained->objective;
+  run.training_rows = trained->training_rows;
+  run.result = std::move(*trained);
+  return run;
+}
+
+// kFast (polished, and unpolished as inside the Lloyd iterations) against kExact (min-cost flow)
+// on `rows` rows of m (the first ones) x the k centroids given, bounds of slack 0.1 over them.
+struct ExactComparison {
+  int64_t rows = 0;
+  SizeBounds bounds;
+  double exact = 0, fast = 0, unpolished = 0;
+  double exact_seconds = 0, fast_seconds = 0;
+};
+
+ExactComparison CompareWithExact(const Matrix& m, const std::vector<float>& centroids,
+                                 int64_t rows) {
+  ExactComparison c;
+  c.rows = std::min(rows, m.rows);
+  // Rows spread over the whole set (every stride-th), not just its start.
+  const int64_t stride = m.rows / c.rows;
+  std::vector<float> x(static_cast<size_t>(c.rows * m.dim));
+  for (int64_t i = 0; i < c.rows; ++i) {
+    std::copy_n(m.values.data() + i * stride * m.dim, m.dim, x.data() + i * m.dim);
+  }
+  std::vector<float> costs(static_cast<size_t>(c.rows * kCodes));
+  SquaredDistances(x.data(), c.rows, centroids.data(), kCodes, m.dim, costs.data(), 0);
+  c.bounds = BoundsFromSlack(c.rows, kCodes, 0.1);
+  auto solve = [&](BalancedMode mode, bool polish, double* seconds) {
+    BalancedOptions options;
+    options.mode = mode;
+    options.polish = polish;
+    double objective = 0;
+    options.objective = &objective;
+    const auto start = Clock::now();
+    auto labels = BalancedAssign(costs.data(), c.rows, kCodes, c.bounds, options);
+    if (seconds != nullptr) *seconds = SecondsSince(start);
+    if (!labels.ok()) Die(labels.status().ToString());
+    return objective;
+  };
+  std::fprintf(stderr, "  exact balanced assignment %lld x %lld ...\n",
+               static_cast<long long>(c.rows), static_cast<long long>(kCodes));
+  c.exact = solve(BalancedMode::kExact, true, &c.exact_seconds);
+  c.fast = solve(BalancedMode::kFast, true, &c.fast_seconds);
+  c.unpolished = solve(BalancedMode::kFast, false, nullptr);
+  return c;
+}
+
+void SameIterationsSection(const std::vector<std::pair<std::string, const Matrix*>>& sets, int hw) {
+  std::printf(
+      "== 5. Balanced vs plain at the same iteration count (k 256, max %d iterations, "
+      "tolerance 0, the longer run re-run to the shorter one's count; seed 42; k-means++; 256 "
+      "points/centroid for both; %d threads) ==\n",
+      kIterations, hw);
+  std::printf(
+      "   it = iterations actually run (counted from the callbacks; RQ: per level); s = whole "
+      "call; lloyd s = inside the iterations; obj = final objective over all n rows; MSE = obj / "
+      "(n d)\n");
+  std::printf("%-14s %-8s %8s | %5s %8s %8s %12s | %5s %8s %8s %12s | %7s %7s %9s\n", "dataset",
+              "config", "train n", "it", "plain s", "lloyd s", "plain MSE", "it", "bal s",
+              "lloyd s", "bal MSE", "bal/pl", "lloyd", "target");
+  // Tolerance 0 still stops a run whose objective does not decrease: plain Lloyd once no label
+  // changes, balanced k-means also when its (unpolished, hence not exactly optimal) assignment
+  // comes out a hair above the previous one. So the run that went further is run again with
+  // max_iterations = the other's count (the runs are deterministic: it follows the same path and
+  // stops there), until both ran the same number.
+  for (const auto& [name, m] : sets) {
+    LevelRun plain = TrainLevel(*m, false, kIterations);
+    LevelRun balanced = TrainLevel(*m, true, kIterations);
+    while (plain.iterations != balanced.iterations) {
+      if (plain.iterations > balanced.iterations) {
+        plain = TrainLevel(*m, false, balanced.iterations);
+      } else {
+        balanced = TrainLevel(*m, true, plain.iterations);
+      }
+    }
+    const double nd = static_cast<double>(m->rows * m->dim);
+    const double ratio = balanced.seconds / plain.seconds;
+    std::printf(
+        "%-14s %-8s %8lld | %5d %8.2f %8.2f %12.6g | %5d %8.2f %8.2f %12.6g | %6.2fx %6.2fx "
+        "%9s\n",
+        name.c_str(), "1x256", static_cast<long long>(plain.training_rows), plain.iterations,
+        plain.seconds, plain.lloyd_seconds, plain.objective / nd, balanced.iterations,
+        balanced.seconds, balanced.lloyd_seconds, balanced.objective / nd, ratio,
+        balanced.lloyd_seconds / plain.lloyd_seconds, ratio <= 2.0 ? "met" : "MISSED");
+    std::fflush(stdout);
+    // RQ: the same, level by level; a level's input depends on the levels before, so both run
+    // again at the least count seen (at most twice: the per-level counts are printed, so any
+    // difference left shows).
+    int budget = kIterations;
+    RqRun rq_plain = TrainRq(name, *m, 3, false, budget);
+    RqRun rq_balanced = TrainRq(name, *m, 3, true, budget);
+    for (int round = 0; round < 2; ++round) {
+      int least = budget;
+      for (const RqRun* run : {&rq_plain, &rq_balanced}) {
+        for (const RqLevelReport& level : run->result.levels) {
+          least = std::min(least, level.iterations);
+        }
+      }
+      if (least == budget) break;
+      budget = least;
+      rq_plain = TrainRq(name, *m, 3, false, budget);
+      rq_balanced = TrainRq(name, *m, 3, true, budget);
+    }
+    const double rq_ratio = *rq_balanced.row.seconds / *rq_plain.row.seconds;
+    std::printf(
+        "%-14s %-8s %8lld | %5s %8.2f %8.2f %12.6g | %5s %8.2f %8.2f %12.6g | %6.2fx %6.2fx "
+        "%9s\n",
+        name.c_str(), "3x256", static_cast<long long>(plain.training_rows),
+        rq_plain.row.iterations.c_str(), *rq_plain.row.seconds, rq_plain.lloyd_seconds,
+        *rq_plain.row.mse, rq_balanced.row.iterations.c_str(), *rq_balanced.row.seconds,
+        rq_balanced.lloyd_seconds, *rq_balanced.row.mse, rq_ratio,
+        rq_balanced.lloyd_seconds / rq_plain.lloyd_seconds, rq_ratio <= 2.0 ? "met" : "MISSED");
+    std::fflush(stdout);
+    const ExactComparison exact = CompareWithExact(*m, balanced.result.centroids, 3000);
+    std::printf(
+        "%-14s kFast vs kExact (min-cost flow) on %lld rows x %lld clusters (the balanced "
+        "level's centroids), sizes %lld..%lld: exact %.6g (%.2f s); fast polished %.6g (%+.3f%%, "
+        "%.3f s, target within 1%%: %s); unpolished (inner iterations) %.6g (%+.3f%%)\n",
+        name.c_str(), static_cast<long long>(exact.rows), static_cast<long long>(kCodes),
+        static_cast<long long>(exact.bounds.size_min),
+        static_cast<long long>(exact.bounds.size_max), exact.exact, exact.exact_seconds, exact.fast,
+        100 * (exact.fast / exact.exact - 1), exact.fast_seconds,
+        exact.fast <= 1.01 * exact.exact ? "met" : "MISSED", exact.unpolished,
+        100 * (exact.unpolished / exact.exact - 1));
+    std::fflush(stdout);
+  }
+  std::printf("\n");
+}
+
+// ------------------------------------------------------------------------------------------
 // Table 4: Encode.
 
 void EncodeInProcess(const std::string& dataset, const Matrix& m, const ResidualQuantizer& rq) {
@@ -581,7 +760,8 @@ int main(int argc, char** argv) {
       for (const auto& part : absl::StrSplit(arg.substr(7), ',')) flags.only.emplace(part);
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--quick] [--no-peer-tuning] [--only=quality,balance,faiss,encode]\n"
+                   "usage: %s [--quick] [--no-peer-tuning] "
+                   "[--only=quality,balance,faiss,encode,iterations]\n"
                    "  --quick           skip the 1M x 128 synthetic mixture\n"
                    "  --no-peer-tuning  leave OPENBLAS_CORETYPE / OMP_WAIT_POLICY as they are\n",
                    argv[0]);
@@ -616,6 +796,8 @@ int main(int argc, char** argv) {
   const int hw = static_cast<int>(std::thread::hardware_concurrency());
   std::printf("quantd tokenizer_bench\n");
   std::printf("machine: %d hardware threads, %s\n", hw, CpuModel().c_str());
+  std::printf("quantd GEMM kernel: %s (run-time dispatch)\n",
+              std::string(GemmKernelName(BestGemmKernel())).c_str());
   std::printf("FAISS peer BLAS: %s\n", BlasDescription().c_str());
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
@@ -775,6 +957,13 @@ int main(int argc, char** argv) {
     (*server)->Shutdown(std::chrono::milliseconds(1000));
     std::filesystem::remove_all(data_dir);
     std::printf("\n");
+  }
+
+  // 5. Balanced vs plain at the same iteration count.
+  if (flags.Run("iterations")) {
+    std::vector<std::pair<std::string, const Matrix*>> sets = {{"FashionMNIST", &fmnist}};
+    if (!flags.quick) sets.emplace_back(mixture_name, &mixture);
+    SameIterationsSection(sets, hw);
   }
 
   std::printf("total run time %.1f s\n", SecondsSince(run_start));
