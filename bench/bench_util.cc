@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <numbers>
 #include <numeric>
 #include <vector>
@@ -90,6 +91,18 @@ Matrix GaussianMixture(int64_t n, int64_t d, int64_t centers, uint64_t center_se
     for (int64_t j = 0; j < d; ++j) row[j] += center[j];
   }
   return m;
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "unknown";
 }
 
 }  // namespace quantd::bench

@@ -41,6 +41,9 @@ std::string FreshDir(const std::string& name);
 std::vector<int64_t> ExactNeighbors(const Matrix& base, const Matrix& queries, int64_t k,
                                     int threads = 0);
 
+// The CPU's model name from /proc/cpuinfo ("unknown" where it has none).
+std::string CpuModel();
+
 // Prints "<program>: <message>" to stderr and exits with status 1.
 [[noreturn]] void Die(const std::string& message);
 

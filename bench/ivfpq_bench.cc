@@ -225,23 +225,6 @@ void RunDataset(const Dataset& data, int threads) {
   }
 }
 
-std::string CpuModel() {
-  FILE* f = std::fopen("/proc/cpuinfo", "r");
-  if (f == nullptr) return "unknown";
-  char line[512];
-  std::string model = "unknown";
-  while (std::fgets(line, sizeof(line), f) != nullptr) {
-    if (std::strncmp(line, "model name", 10) == 0) {
-      const char* colon = std::strchr(line, ':');
-      if (colon != nullptr) model = std::string(colon + 2);
-      if (!model.empty() && model.back() == '\n') model.pop_back();
-      break;
-    }
-  }
-  std::fclose(f);
-  return model;
-}
-
 // The scan kernels alone: ns per code over a list of 2^20 random M-subquantizer codes (16 MB at
 // M 32, beyond most L2 caches, like the lists of a real index) with one random quantised table
 // and k = 10, best of 5 passes.
@@ -504,7 +487,7 @@ int main(int argc, char** argv) {
       static_cast<long long>(kK), static_cast<unsigned long long>(kSeed));
   std::printf(
       "CPU: %s; fast-scan kernel chosen at run time: %s (hand-written, target attributes)\n\n",
-      CpuModel().c_str(), fastscan::KernelName(fastscan::ActiveKernel()));
+      bench::CpuModel().c_str(), fastscan::KernelName(fastscan::ActiveKernel()));
   std::fflush(stdout);
 
   const int max_threads = *std::max_element(thread_counts.begin(), thread_counts.end());

@@ -64,18 +64,6 @@ constexpr uint64_t kSeed = 42;
 constexpr int kIterations = 20;
 constexpr double kSlack = 0.1;
 
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(colon + 2);
-    }
-  }
-  return "unknown";
-}
-
 std::string DataDir() {
   const char* env = std::getenv("QUANTD_TEST_DATA_DIR");
   return env != nullptr ? env : QUANTD_DATA_DIR;
@@ -532,7 +520,7 @@ int main(int argc, char** argv) {
   };
   const auto start = Clock::now();
   std::printf("quantd sid_bench\nmachine: %u hardware threads, %s; GEMM kernel %s\n",
-              std::thread::hardware_concurrency(), CpuModel().c_str(),
+              std::thread::hardware_concurrency(), bench::CpuModel().c_str(),
               std::string(GemmKernelName(BestGemmKernel())).c_str());
   std::printf("settings: balanced RQ-KMeans slack %.1f, seed %llu, %d iterations, tolerance 0\n\n",
               kSlack, static_cast<unsigned long long>(kSeed), kIterations);

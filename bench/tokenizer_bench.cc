@@ -86,18 +86,6 @@ struct Flags {
 // ------------------------------------------------------------------------------------------
 // Environment: threads, CPU, BLAS.
 
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(colon + 2);
-    }
-  }
-  return "unknown";
-}
-
 // Shared objects with "blas" or "lapack" in their name, resolved through symlinks (that is how
 // the Debian alternative libblas.so.3 shows which implementation it is).
 std::vector<std::string> LoadedBlasLibraries() {
@@ -795,7 +783,7 @@ int main(int argc, char** argv) {
   const auto run_start = Clock::now();
   const int hw = static_cast<int>(std::thread::hardware_concurrency());
   std::printf("quantd tokenizer_bench\n");
-  std::printf("machine: %d hardware threads, %s\n", hw, CpuModel().c_str());
+  std::printf("machine: %d hardware threads, %s\n", hw, bench::CpuModel().c_str());
   std::printf("quantd GEMM kernel: %s (run-time dispatch)\n",
               std::string(GemmKernelName(BestGemmKernel())).c_str());
   std::printf("FAISS peer BLAS: %s\n", BlasDescription().c_str());

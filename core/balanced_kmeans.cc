@@ -168,21 +168,9 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
       KMeansTrainingRows(data, n, d, k, options.max_points_per_centroid, options.seed, &sample, &m);
   const SizeBounds train_bounds = ScaleBounds(bounds, n, m, k);
 
-  KMeansResult best;
-  int total_iterations = 0;
-  for (int restart = 0; restart < options.restarts; ++restart) {
-    absl::StatusOr<KMeansResult> run =
-        RunBalanced(data, n, train, m, d, bounds, train_bounds, options,
-                    RestartSeed(options.seed, restart), restart * options.max_iterations);
-    if (!run.ok()) return run.status();
-    total_iterations += run->iterations;
-    if (restart == 0 || run->objective < best.objective) {
-      best = *std::move(run);
-      best.restart = restart;
-    }
-  }
-  best.total_iterations = total_iterations;
-  return best;
+  return BestOfRestarts(options, [&](uint64_t seed, int first_iteration) {
+    return RunBalanced(data, n, train, m, d, bounds, train_bounds, options, seed, first_iteration);
+  });
 }
 
 }  // namespace quantd

@@ -496,16 +496,23 @@ absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d
   const float* train = KMeansTrainingRows(data, n, d, k, options.max_points_per_centroid,
                                           options.seed, &sample, &n_train);
 
+  return BestOfRestarts(options, [&](uint64_t seed, int first_iteration) {
+    return RunLloyd(data, n, train, n_train, d, options, seed, first_iteration, threads);
+  });
+}
+
+absl::StatusOr<KMeansResult> BestOfRestarts(
+    const KMeansOptions& options,
+    absl::FunctionRef<absl::StatusOr<KMeansResult>(uint64_t seed, int first_iteration)> run) {
   KMeansResult best;
   int total_iterations = 0;
   for (int restart = 0; restart < options.restarts; ++restart) {
-    absl::StatusOr<KMeansResult> run =
-        RunLloyd(data, n, train, n_train, d, options, RestartSeed(options.seed, restart),
-                 restart * options.max_iterations, threads);
-    if (!run.ok()) return run.status();
-    total_iterations += run->iterations;
-    if (restart == 0 || run->objective < best.objective) {
-      best = *std::move(run);
+    absl::StatusOr<KMeansResult> result =
+        run(RestartSeed(options.seed, restart), restart * options.max_iterations);
+    if (!result.ok()) return result.status();
+    total_iterations += result->iterations;
+    if (restart == 0 || result->objective < best.objective) {
+      best = *std::move(result);
       best.restart = restart;
     }
   }

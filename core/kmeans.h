@@ -12,6 +12,7 @@
 #include <functional>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "core/gemm.h"
 
@@ -125,6 +126,14 @@ absl::Status ValidateKMeansOptions(const KMeansOptions& options);
 // The seed of restart r (0 <= r < restarts): options.seed itself for r = 0, so one restart is the
 // run it always was; a SplitMix64 mix of (seed, r) otherwise.
 uint64_t RestartSeed(uint64_t seed, int restart);
+
+// The run of the lowest objective over options.restarts runs (the earliest on ties), with
+// total_iterations summed over all and `restart` set: run(seed, first_iteration) is restart r's
+// run from RestartSeed(options.seed, r), numbering its iterations from r * max_iterations. The
+// first error is returned as it is.
+absl::StatusOr<KMeansResult> BestOfRestarts(
+    const KMeansOptions& options,
+    absl::FunctionRef<absl::StatusOr<KMeansResult>(uint64_t seed, int first_iteration)> run);
 
 // Whether a run has converged: `previous` is the objective of the iteration before (+inf before
 // the first, which never converges), `objective` this iteration's, both over the same rows.

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -103,6 +104,27 @@ class InProcessServerTest : public ::testing::Test {
     while (stream->Read(&ack)) {
     }
     return stream->Finish();
+  }
+
+  // Every SID of the collection by item id, through ExportSids: "c0,c1,...,#suffix".
+  std::map<uint64_t, std::string> AllSids(const std::string& collection) {
+    grpc::ClientContext context;
+    v1::ExportSidsRequest request;
+    request.set_collection(collection);
+    auto reader = stub_->ExportSids(&context, request);
+    v1::ExportSidsResponse batch;
+    std::map<uint64_t, std::string> sids;
+    while (reader->Read(&batch)) {
+      for (int i = 0; i < batch.ids_size(); ++i) {
+        std::string key;
+        for (uint32_t l = 0; l < batch.levels(); ++l) {
+          key += std::to_string(batch.codes(i * batch.levels() + l)) + ",";
+        }
+        sids[batch.ids(i)] = key + "#" + std::to_string(batch.suffixes(i));
+      }
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    return sids;
   }
 
   TempDir dir_;

@@ -87,27 +87,6 @@ class SidServingTest : public ::quantd::testing::InProcessServerTest {
     return response.tokenizer();
   }
 
-  // Every SID by item id ("c0,c1,c2,#suffix").
-  std::map<uint64_t, std::string> AllSids(const std::string& name) {
-    grpc::ClientContext context;
-    v1::ExportSidsRequest request;
-    request.set_collection(name);
-    auto reader = stub_->ExportSids(&context, request);
-    v1::ExportSidsResponse batch;
-    std::map<uint64_t, std::string> sids;
-    while (reader->Read(&batch)) {
-      for (int i = 0; i < batch.ids_size(); ++i) {
-        std::string key;
-        for (uint32_t l = 0; l < batch.levels(); ++l) {
-          key += std::to_string(batch.codes(i * batch.levels() + l)) + ",";
-        }
-        sids[batch.ids(i)] = key + "#" + std::to_string(batch.suffixes(i));
-      }
-    }
-    EXPECT_TRUE(reader->Finish().ok());
-    return sids;
-  }
-
   v1::EncodeResponse Encode(const std::string& name, const std::vector<uint64_t>& ids,
                             const std::vector<float>& vectors) {
     grpc::ClientContext context;

@@ -59,27 +59,6 @@ class TokenizerServiceTest : public ::quantd::testing::InProcessServerTest {
     request.mutable_ids()->Add(ids.begin(), ids.end());
     return stub_->Encode(&context, request, response);
   }
-
-  // Every SID of the collection by item id, through ExportSids.
-  std::map<uint64_t, std::string> AllSids(const std::string& collection) {
-    grpc::ClientContext context;
-    v1::ExportSidsRequest request;
-    request.set_collection(collection);
-    auto reader = stub_->ExportSids(&context, request);
-    v1::ExportSidsResponse batch;
-    std::map<uint64_t, std::string> sids;
-    while (reader->Read(&batch)) {
-      for (int i = 0; i < batch.ids_size(); ++i) {
-        std::string key;
-        for (uint32_t l = 0; l < batch.levels(); ++l) {
-          key += std::to_string(batch.codes(i * batch.levels() + l)) + ",";
-        }
-        sids[batch.ids(i)] = key + "#" + std::to_string(batch.suffixes(i));
-      }
-    }
-    EXPECT_TRUE(reader->Finish().ok());
-    return sids;
-  }
 };
 
 TEST_F(TokenizerServiceTest, TrainEncodeLookupExportStats) {
