@@ -93,6 +93,11 @@ Matrix GaussianMixture(int64_t n, int64_t d, int64_t centers, uint64_t center_se
   return m;
 }
 
+std::string DataDir() {
+  if (const char* dir = std::getenv("QUANTD_TEST_DATA_DIR"); dir != nullptr && *dir) return dir;
+  return QUANTD_DATA_DIR;
+}
+
 std::string CpuModel() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;

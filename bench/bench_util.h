@@ -41,6 +41,10 @@ std::string FreshDir(const std::string& name);
 std::vector<int64_t> ExactNeighbors(const Matrix& base, const Matrix& queries, int64_t k,
                                     int threads = 0);
 
+// The shared real data (sift5k/, movielens/, sasrec/): $QUANTD_TEST_DATA_DIR when set and not
+// empty, else ../shared/data beside the checkout.
+std::string DataDir();
+
 // The CPU's model name from /proc/cpuinfo ("unknown" where it has none).
 std::string CpuModel();
 

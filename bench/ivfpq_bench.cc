@@ -60,6 +60,7 @@ namespace quantd {
 namespace {
 
 using bench::Clock;
+using bench::DataDir;
 using bench::Die;
 using bench::GaussianMixture;
 using bench::SecondsSince;
@@ -67,11 +68,6 @@ using bench::SecondsSince;
 uint64_t kSeed = 42;  // --seed
 constexpr int64_t kK = 10;
 constexpr int64_t kNprobes[] = {1, 4, 16, 64};
-
-std::string DataDir() {
-  if (const char* dir = std::getenv("QUANTD_TEST_DATA_DIR"); dir != nullptr && *dir) return dir;
-  return QUANTD_DATA_DIR;
-}
 
 Matrix Load(const std::string& path) { return bench::LoadMatrix(path); }
 

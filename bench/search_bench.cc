@@ -238,8 +238,7 @@ int main(int argc, char** argv) {
   std::printf("quantd search_bench: %u hardware threads; one client, sequential requests\n",
               std::thread::hardware_concurrency());
   if (quick) {
-    const char* env = std::getenv("QUANTD_TEST_DATA_DIR");
-    const std::string dir = env != nullptr && *env ? env : QUANTD_DATA_DIR;
+    const std::string dir = bench::DataDir();
     Run("sift5k", bench::LoadMatrix(dir + "/sift5k/sift5k_base.fvecs"),
         bench::LoadMatrix(dir + "/sift5k/sift5k_query.fvecs"));
   } else {

@@ -57,17 +57,13 @@ namespace quantd {
 namespace {
 
 using bench::Clock;
+using bench::DataDir;
 using bench::Die;
 using bench::SecondsSince;
 
 constexpr uint64_t kSeed = 42;
 constexpr int kIterations = 20;
 constexpr double kSlack = 0.1;
-
-std::string DataDir() {
-  const char* env = std::getenv("QUANTD_TEST_DATA_DIR");
-  return env != nullptr ? env : QUANTD_DATA_DIR;
-}
 
 // Rows of m in a seeded random order.
 Matrix Shuffled(const Matrix& m, uint64_t seed) {

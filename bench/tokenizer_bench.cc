@@ -134,12 +134,7 @@ void SetPeerThreads(int threads) {
 // ------------------------------------------------------------------------------------------
 // Data.
 
-std::string SasrecDir() {
-  if (const char* dir = std::getenv("QUANTD_TEST_DATA_DIR"); dir != nullptr && *dir) {
-    return std::string(dir) + "/sasrec";
-  }
-  return QUANTD_SASREC_DIR;
-}
+std::string SasrecDir() { return bench::DataDir() + "/sasrec"; }
 
 Matrix Load(const std::string& path) { return bench::LoadMatrix(path); }
 

@@ -74,6 +74,16 @@ bool AllFinite(const std::vector<float>& v) {
 // ---------------------------------------------------------------------------------------------
 // Building blocks against brute force.
 
+// Makes options.on_iteration append every iteration's objective to *objectives, checking that
+// iterations are reported in order from 0.
+void RecordObjectives(KMeansOptions* options, std::vector<double>* objectives) {
+  options->on_iteration = [objectives](int iteration, double objective) {
+    EXPECT_EQ(iteration, static_cast<int>(objectives->size()));
+    objectives->push_back(objective);
+    return true;
+  };
+}
+
 TEST(SquaredDistancesTest, MatchesDoubleReferenceOnSift) {
   // x: rows 0..499 of sift5k; centroids: 37 other rows (37 is not a multiple of the SIMD width).
   const Matrix sift = Sift(600);
@@ -264,11 +274,7 @@ TEST(TrainKMeansTest, ObjectiveDecreasesMonotonically) {
   options.tolerance = 0;
   options.num_threads = 2;
   std::vector<double> objectives;
-  options.on_iteration = [&](int iteration, double objective) {
-    EXPECT_EQ(iteration, static_cast<int>(objectives.size()));
-    objectives.push_back(objective);
-    return true;
-  };
+  RecordObjectives(&options, &objectives);
   absl::StatusOr<KMeansResult> result =
       TrainKMeans(sift.values.data(), sift.rows, sift.dim, options);
   ASSERT_TRUE(result.ok()) << result.status();
@@ -599,11 +605,7 @@ TEST(TrainBalancedKMeansTest, RunsSeveralIterationsWithoutRaisingTheObjectiveOnS
   options.seed = 5;
   options.num_threads = 2;
   std::vector<double> objectives;
-  options.on_iteration = [&](int iteration, double objective) {
-    EXPECT_EQ(iteration, static_cast<int>(objectives.size()));
-    objectives.push_back(objective);
-    return true;
-  };
+  RecordObjectives(&options, &objectives);
   absl::StatusOr<KMeansResult> result =
       TrainBalancedKMeans(beauty.values.data(), n, beauty.dim, bounds, options);
   ASSERT_TRUE(result.ok()) << result.status();

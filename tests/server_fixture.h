@@ -106,6 +106,28 @@ class InProcessServerTest : public ::testing::Test {
     return stream->Finish();
   }
 
+  grpc::Status StartTraining(const v1::TrainTokenizerRequest& request, v1::Job* job) {
+    grpc::ClientContext context;
+    return stub_->TrainTokenizer(&context, request, job);
+  }
+  // Starts a tokenizer job (a failure to start fails the test) and waits for its end.
+  v1::Job TrainAndWait(const v1::TrainTokenizerRequest& request) {
+    v1::Job job;
+    const grpc::Status status = StartTraining(request, &job);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return WaitJob(job.id());
+  }
+
+  v1::GetStatsResponse Stats(const std::string& collection) {
+    grpc::ClientContext context;
+    v1::GetStatsRequest request;
+    request.set_collection(collection);
+    v1::GetStatsResponse response;
+    const grpc::Status status = stub_->GetStats(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response;
+  }
+
   // Every SID of the collection by item id, through ExportSids: "c0,c1,...,#suffix".
   std::map<uint64_t, std::string> AllSids(const std::string& collection) {
     grpc::ClientContext context;

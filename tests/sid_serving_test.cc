@@ -56,16 +56,6 @@ class SidServingTest : public ::quantd::testing::InProcessServerTest {
     }
   }
 
-  grpc::Status StartTraining(v1::TrainTokenizerRequest request, v1::Job* job) {
-    grpc::ClientContext context;
-    return stub_->TrainTokenizer(&context, request, job);
-  }
-  v1::Job Train(v1::TrainTokenizerRequest request) {
-    v1::Job job;
-    const grpc::Status status = StartTraining(request, &job);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return WaitJob(job.id());
-  }
   // A balanced 3 x 64 tokenizer request (slack 0.1) for `name`.
   static v1::TrainTokenizerRequest Balanced(const std::string& name) {
     v1::TrainTokenizerRequest request;
@@ -77,15 +67,7 @@ class SidServingTest : public ::quantd::testing::InProcessServerTest {
     return request;
   }
 
-  v1::TokenizerStats Stats(const std::string& name) {
-    grpc::ClientContext context;
-    v1::GetStatsRequest request;
-    request.set_collection(name);
-    v1::GetStatsResponse response;
-    const grpc::Status status = stub_->GetStats(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response.tokenizer();
-  }
+  v1::TokenizerStats TokenizerStatsOf(const std::string& name) { return Stats(name).tokenizer(); }
 
   v1::EncodeResponse Encode(const std::string& name, const std::vector<uint64_t>& ids,
                             const std::vector<float>& vectors) {
@@ -121,7 +103,7 @@ TEST_F(SidServingTest, UnchangedUpsertsKeepEverythingAndEncodeByIdAnswersTheStor
   std::vector<uint64_t> all(kBeautyRows);
   std::iota(all.begin(), all.end(), 0);
   Load("beauty", all);
-  ASSERT_EQ(Train(Balanced("beauty")).state(), v1::JOB_STATE_SUCCEEDED);
+  ASSERT_EQ(TrainAndWait(Balanced("beauty")).state(), v1::JOB_STATE_SUCCEEDED);
   const std::map<uint64_t, std::string> before = AllSids("beauty");
   ASSERT_EQ(before.size(), static_cast<size_t>(kBeautyRows));
 
@@ -142,7 +124,7 @@ TEST_F(SidServingTest, UnchangedUpsertsKeepEverythingAndEncodeByIdAnswersTheStor
   again.insert(again.end(), all.begin() + 3000, all.begin() + 3010);
   ASSERT_TRUE(Upsert("beauty", again, Rows(again)).ok());
   EXPECT_EQ(AllSids("beauty"), before);
-  EXPECT_EQ(Stats("beauty").drift().assigned_since_training(), 0u);
+  EXPECT_EQ(TokenizerStatsOf("beauty").drift().assigned_since_training(), 0u);
 
   // A changed vector is a new assignment; the others still keep theirs.
   std::vector<float> moved = Rows({3000});
@@ -156,7 +138,7 @@ TEST_F(SidServingTest, UnchangedUpsertsKeepEverythingAndEncodeByIdAnswersTheStor
                      }())
                   .ok());
   const std::map<uint64_t, std::string> after = AllSids("beauty");
-  EXPECT_EQ(Stats("beauty").drift().assigned_since_training(), 1u);
+  EXPECT_EQ(TokenizerStatsOf("beauty").drift().assigned_since_training(), 1u);
   size_t changed = 0;
   for (const auto& [id, sid] : after) changed += sid != before.at(id);
   EXPECT_LE(changed, 1u);
@@ -175,10 +157,10 @@ TEST_F(SidServingTest, CapacityAssignmentHoldsTheBoundsInForceAsTheCollectionGro
     v1::TrainTokenizerRequest request = Balanced(name);
     request.set_assignment(name == "capacity" ? v1::ASSIGNMENT_CAPACITY : v1::ASSIGNMENT_NEAREST);
     if (name == "capacity") request.set_suffix_cap(2);
-    const v1::Job job = Train(request);
+    const v1::Job job = TrainAndWait(request);
     ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error();
     UpsertRows(name, added);
-    stats[name] = Stats(name);
+    stats[name] = TokenizerStatsOf(name);
   }
 
   const v1::TokenizerStats& capacity = stats["capacity"];
@@ -221,7 +203,7 @@ TEST_F(SidServingTest, CapacityAssignmentHoldsTheBoundsInForceAsTheCollectionGro
   const std::vector<float> probe = Rows({order[0], order[1], added[0], added[1]});
   const v1::EncodeResponse before_restart = Encode("capacity", {}, probe);
   Restart();
-  const v1::TokenizerStats restarted = Stats("capacity");
+  const v1::TokenizerStats restarted = TokenizerStatsOf("capacity");
   EXPECT_EQ(restarted.drift().assigned_since_training(),
             capacity.drift().assigned_since_training());
   EXPECT_EQ(restarted.drift().displaced_fraction(), capacity.drift().displaced_fraction());
@@ -242,9 +224,9 @@ TEST_F(SidServingTest, EncodeByVectorAnswersAssignedAndNearestCodesAndDeletesFre
   Load("beauty", all);
   v1::TrainTokenizerRequest request = Balanced("beauty");
   request.set_suffix_cap(1);  // collision-free where capacity allows
-  const v1::Job job = Train(request);
+  const v1::Job job = TrainAndWait(request);
   ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error();
-  const v1::TokenizerStats stats = Stats("beauty");
+  const v1::TokenizerStats stats = TokenizerStatsOf("beauty");
   // Training-time collision resolution: reported, and it removed collisions.
   EXPECT_GT(stats.collisions_before_resolution(), 0u);
   EXPECT_LT(stats.collisions_after_resolution(), stats.collisions_before_resolution());
@@ -306,9 +288,9 @@ TEST_F(SidServingTest, NearestAssignmentAnswersTheGreedyCodes) {
   Load("plain", all);
   v1::TrainTokenizerRequest request = Balanced("plain");
   request.set_balanced(false);
-  const v1::Job job = Train(request);
+  const v1::Job job = TrainAndWait(request);
   ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error();
-  EXPECT_EQ(Stats("plain").assignment(), v1::ASSIGNMENT_NEAREST);
+  EXPECT_EQ(TokenizerStatsOf("plain").assignment(), v1::ASSIGNMENT_NEAREST);
   const v1::EncodeResponse response = Encode("plain", {}, Rows({5, 6, 7}));
   const std::map<uint64_t, std::string> sids = AllSids("plain");
   for (int i = 0; i < 3; ++i) {
@@ -399,9 +381,9 @@ TEST_F(SidServingTest, BadTrainingOptionsAreRejectedAndStartNothing) {
   mixed.add_level_balanced(true);
   mixed.set_restarts(2);
   mixed.set_tolerance(0);
-  const v1::Job job = Train(mixed);
+  const v1::Job job = TrainAndWait(mixed);
   ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error();
-  const v1::TokenizerStats stats = Stats("c");
+  const v1::TokenizerStats stats = TokenizerStatsOf("c");
   EXPECT_FALSE(stats.level_stats(0).balanced());
   EXPECT_TRUE(stats.level_stats(1).balanced());
   EXPECT_EQ(stats.assignment(), v1::ASSIGNMENT_CAPACITY);

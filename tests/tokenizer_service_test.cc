@@ -22,11 +22,6 @@ using ::quantd::testing::TempDir;
 
 class TokenizerServiceTest : public ::quantd::testing::InProcessServerTest {
  protected:
-  grpc::Status StartTraining(const v1::TrainTokenizerRequest& request, v1::Job* job) {
-    grpc::ClientContext context;
-    return stub_->TrainTokenizer(&context, request, job);
-  }
-
   v1::Job Train(const std::string& collection, std::vector<uint32_t> levels, bool balanced,
                 uint64_t seed = 7) {
     v1::TrainTokenizerRequest request;
@@ -35,20 +30,7 @@ class TokenizerServiceTest : public ::quantd::testing::InProcessServerTest {
     request.set_balanced(balanced);
     request.set_seed(seed);
     request.set_max_iterations(10);
-    v1::Job job;
-    const grpc::Status status = StartTraining(request, &job);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return WaitJob(job.id());
-  }
-
-  v1::GetStatsResponse Stats(const std::string& collection) {
-    grpc::ClientContext context;
-    v1::GetStatsRequest request;
-    request.set_collection(collection);
-    v1::GetStatsResponse response;
-    const grpc::Status status = stub_->GetStats(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response;
+    return TrainAndWait(request);
   }
 
   grpc::Status EncodeIds(const std::string& collection, const std::vector<uint64_t>& ids,
