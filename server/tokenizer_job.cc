@@ -182,6 +182,10 @@ absl::Status ValidateActivation(v1::Activation activation, absl::string_view fie
 
 namespace {
 
+bool ActivatesAlways(v1::Activation activation) {
+  return activation == v1::ACTIVATION_ALWAYS || activation == v1::ACTIVATION_UNSPECIFIED;
+}
+
 // The version a job of `record` committed: a kept version made by that job (0: none).
 uint32_t CommittedBy(const Storage& storage, const storage::JobRecord& record) {
   auto set = storage.tokenizers().GetVersions(record.collection());
@@ -355,8 +359,8 @@ absl::Status TokenizerJob::Validate(const CollectionInfo& info) const {
 absl::StatusOr<JobResult> TokenizerJob::Run(const JobContext& context) {
   const auto start = std::chrono::steady_clock::now();
   // Reserved before the snapshot: every item written after it is re-assigned at the commit.
-  auto pending =
-      context.storage()->tokenizers().BeginVersion(context.collection(), context.collection_id());
+  auto pending = context.storage()->tokenizers().BeginVersion(
+      context.collection(), context.collection_id(), ActivatesAlways(request_.activation()));
   if (!pending.ok()) return pending.status();
   auto items = context.LoadItems();
   if (!items.ok()) return items.status();
@@ -546,8 +550,8 @@ absl::Status ImportTokenizerJob::Validate(const CollectionInfo& info) const {
 
 absl::StatusOr<JobResult> ImportTokenizerJob::Run(const JobContext& context) {
   const auto start = std::chrono::steady_clock::now();
-  auto pending =
-      context.storage()->tokenizers().BeginVersion(context.collection(), context.collection_id());
+  auto pending = context.storage()->tokenizers().BeginVersion(
+      context.collection(), context.collection_id(), ActivatesAlways(request_.activation()));
   if (!pending.ok()) return pending.status();
   auto items = context.LoadItems();
   if (!items.ok()) return items.status();

@@ -272,7 +272,7 @@ absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::SetRetention(
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizers::PendingVersion>> Tokenizers::BeginVersion(
-    absl::string_view name, uint32_t cid) {
+    absl::string_view name, uint32_t cid, bool activates) {
   auto guard = registry_->LockForWrite(name, cid);
   if (!guard.ok()) return guard.status();
   if (absl::Status error = guard->collection().tokenizers.error(); !error.ok()) return error;
@@ -281,6 +281,7 @@ absl::StatusOr<std::unique_ptr<Tokenizers::PendingVersion>> Tokenizers::BeginVer
   const uint32_t version = record->next_version();
   storage::TokenizerVersionsRecord after = *record;
   after.add_kept(version);
+  if (activates) after.set_active(version);
   bool enough = false;
   VersionsToDrop(after, KeepOf(guard->collection().Snapshot()), version, &enough);
   if (!enough) {

@@ -124,9 +124,10 @@ class Tokenizers {
   };
   // Reserves the next version of collection `name` (id `cid`, 0: any) and starts logging item
   // writes. Call before loading the snapshot the version is made from. FAILED_PRECONDITION
-  // when every kept version is pinned or active and no room can be made.
+  // when no room can be made for it: every kept version is pinned or active (the current
+  // active one stays so unless the new version `activates` for sure).
   absl::StatusOr<std::unique_ptr<PendingVersion>> BeginVersion(absl::string_view name,
-                                                               uint32_t cid);
+                                                               uint32_t cid, bool activates);
   // Writes the SIDs of the snapshot items ids (n) under the pending version: codes (n x L),
   // suffixes (n). Bounded batches; no lock. `progress(done, n)` after each batch.
   // Each batch is written under the write guard (writers wait for one batch at most), so no
