@@ -175,9 +175,9 @@ absl::StatusOr<TokenizerTrainPlan> TrainPlanFromRequest(const v1::TrainTokenizer
 
 absl::Status ValidateActivation(v1::Activation activation, absl::string_view field) {
   if (v1::Activation_IsValid(activation)) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrFormat(
-      "%s %d is not an Activation value (1 always, 2 never, 3 if better)", field,
-      static_cast<int>(activation)));
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s %d is not an Activation value (1 always, 2 never, 3 if better)", field,
+                      static_cast<int>(activation)));
 }
 
 namespace {
@@ -263,8 +263,8 @@ absl::StatusOr<JobResult> FinishTokenizerVersion(const JobContext& context,
   // carry-over and ACTIVATION_IF_BETTER.
   std::vector<int64_t> preferred(static_cast<size_t>(n), -1);
   std::shared_ptr<const Tokenizer> parent;
-  std::vector<int64_t> common_rows;      // rows of `items` with a parent SID
-  std::vector<int32_t> parent_codes;     // common_rows.size() x parent levels
+  std::vector<int64_t> common_rows;   // rows of `items` with a parent SID
+  std::vector<int32_t> parent_codes;  // common_rows.size() x parent levels
   if (pending.parent_version() > 0) {
     auto found = tokenizers.GetTokenizer(context.collection(), pending.parent_version());
     if (found.ok()) parent = *found;
@@ -338,8 +338,9 @@ absl::StatusOr<JobResult> FinishTokenizerVersion(const JobContext& context,
   if (auto status = tokenizers.WriteVersionRows(
           pending, levels, items.ids, codes, suffixes,
           [&](int64_t done, int64_t total) {
-            context.SetPhase("writing SIDs", 0.92 + 0.06 * static_cast<double>(done) /
-                                                        static_cast<double>(std::max<int64_t>(total, 1)));
+            context.SetPhase("writing SIDs",
+                             0.92 + 0.06 * static_cast<double>(done) /
+                                        static_cast<double>(std::max<int64_t>(total, 1)));
           });
       !status.ok()) {
     return status;
@@ -589,10 +590,9 @@ absl::StatusOr<JobResult> ImportTokenizerJob::Run(const JobContext& context) {
     all_balanced = all_balanced && options.balanced;
     if (!options.balanced) continue;
     // The bounds in force scale from these with the item count (see BoundsInForceOf).
-    const SizeBounds bounds = plan.balance_slack
-                                  ? BoundsFromSlack(std::max<int64_t>(n, 1), options.k,
-                                                    *plan.balance_slack)
-                                  : options.bounds;
+    const SizeBounds bounds = plan.balance_slack ? BoundsFromSlack(std::max<int64_t>(n, 1),
+                                                                   options.k, *plan.balance_slack)
+                                                 : options.bounds;
     level->set_size_min(static_cast<uint64_t>(bounds.size_min));
     level->set_size_max(static_cast<uint64_t>(bounds.size_max));
   }

@@ -439,7 +439,8 @@ TEST_F(SidVersionsTest, NextCodesAgreesWithLookupAndTheSids) {
     ASSERT_GT(next.codes_size(), 0);
     int64_t sum = 0;
     for (int i = 0; i < next.codes_size(); ++i) {
-      EXPECT_EQ(static_cast<int64_t>(next.items(i)), under[key + std::to_string(next.codes(i)) + ","]);
+      EXPECT_EQ(static_cast<int64_t>(next.items(i)),
+                under[key + std::to_string(next.codes(i)) + ","]);
       if (i > 0) {
         EXPECT_LT(next.codes(i - 1), next.codes(i));
       }

@@ -11,13 +11,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/residual_quantizer.h"
+#include "core/semantic_id.h"
 #include "gtest/gtest.h"
 #include "quantd/storage/records.pb.h"
 #include "quantd/v1/quantd.pb.h"
 #include "server/index.h"
 #include "server/keys.h"
-#include "core/residual_quantizer.h"
-#include "core/semantic_id.h"
 #include "server/tokenizer.h"
 #include "tests/test_support.h"
 
@@ -273,8 +273,8 @@ TokenizerJobView StartTokenizerJob(Storage& storage) {
   RqOptions options;
   options.levels.resize(2);
   for (RqLevelOptions& level : options.levels) level.k = 8;
-  auto trained = TrainResidualQuantizer(view.items.vectors.data(), n, view.items.info.dimension,
-                                        options);
+  auto trained =
+      TrainResidualQuantizer(view.items.vectors.data(), n, view.items.info.dimension, options);
   EXPECT_TRUE(trained.ok()) << trained.status();
   view.quantizer = std::move(trained->quantizer);
   view.codes = std::move(trained->codes);
@@ -322,10 +322,9 @@ TEST_F(StorageTest, TokenizerCommitReassignsOnlyItemsWrittenDuringTraining) {
 
   Tokenizers::Activation activation;
   activation.decision = "activated (test)";
-  auto committed = storage_->tokenizers().CommitVersion(*job.pending,
-                                                        TokenizerRecordFor(job.quantizer),
-                                                        job.quantizer, job.items, job.codes,
-                                                        activation);
+  auto committed =
+      storage_->tokenizers().CommitVersion(*job.pending, TokenizerRecordFor(job.quantizer),
+                                           job.quantizer, job.items, job.codes, activation);
   ASSERT_TRUE(committed.ok()) << committed.status();
   EXPECT_EQ(committed->version, 1u);
   EXPECT_TRUE(committed->activated);
