@@ -316,6 +316,14 @@ TEST_F(StorageTest, TokenizerCommitReassignsOnlyItemsWrittenDuringTraining) {
       storage_->items()
           .Upsert("c", {5}, std::vector<float>(vectors.begin() + 5 * kD, vectors.begin() + 6 * kD))
           .ok());
+  // And items 100..399 move: more than the final round takes, so a catch-up round runs first.
+  std::vector<uint64_t> moved(300);
+  std::iota(moved.begin(), moved.end(), 100);
+  std::vector<float> moved_vectors(static_cast<size_t>(300 * kD));
+  for (size_t i = 0; i < moved_vectors.size(); ++i) {
+    moved_vectors[i] = static_cast<float>(std::cos(0.11 * static_cast<double>(i)) * 30);
+  }
+  ASSERT_TRUE(storage_->items().Upsert("c", moved, moved_vectors).ok());
   // Not visible before the commit.
   EXPECT_EQ(storage_->tokenizers().GetTokenizer("c").status().code(),
             absl::StatusCode::kFailedPrecondition);
@@ -342,6 +350,8 @@ TEST_F(StorageTest, TokenizerCommitReassignsOnlyItemsWrittenDuringTraining) {
       // Encoded anew from its vector now.
       job.quantizer.Encode(id == 3 ? far.data() : std::vector<float>(kD, -500.0f).data(), 1,
                            expected.data());
+    } else if (id >= 100 && id < 400) {
+      job.quantizer.Encode(moved_vectors.data() + (id - 100) * kD, 1, expected.data());
     } else {
       expected = {job.codes[id * 2], job.codes[id * 2 + 1]};
     }
