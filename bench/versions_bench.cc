@@ -4,14 +4,15 @@
 //   1. commit: two tokenizer versions made as the train_tokenizer job makes them (BeginVersion,
 //      snapshot, RQ-KMeans 3 x 256 trained on a sample, every item encoded, suffixes carried
 //      over, WriteVersionRows, CommitVersion) while a writer thread upserts 16 changed items per
-//      batch without pause: how long each phase takes, how long the commit holds the write
-//      lock, and the writer's batch latency (p50 / p99 / max) per phase: what "a commit holds
-//      writes back" means for a client.
+//      batch at a set rate (or without pause): how long each phase takes, how long the commit holds
+//      the write lock, and the writer's batch latency (p50 / p99 / max) per phase: what "a commit
+//      holds writes back" means for a client.
 //   2. bytes: RocksDB's live bytes (SST + memtables) per item with 1 and 2 versions kept.
 //   3. nextcodes: NextCodes latency by prefix length in-process (SidService) and over gRPC on
 //      loopback (a server started on the same database), 20000 random prefixes of stored SIDs.
 //
 //   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE build/bench/versions_bench [--items=N]
+//       [--writer_rate=R]   (changed items per second, default 2000; 0: back to back)
 //
 // Data: the 1M x 128 Gaussian mixture of ivfpq_bench (1000 centres, seed 42).
 #include <algorithm>
@@ -60,7 +61,9 @@ double Percentile(std::vector<double> values, double p) {
 // batch's latency with the time it ended.
 class Writer {
  public:
-  Writer(Storage* storage, const Matrix& data) : storage_(storage), data_(data) {
+  // rate: changed items per second, 0 for batches back to back.
+  Writer(Storage* storage, const Matrix& data, double rate)
+      : storage_(storage), data_(data), rate_(rate) {
     thread_ = std::thread([this] { Run(); });
   }
   ~Writer() { Stop(); }
@@ -85,7 +88,16 @@ class Writer {
     std::vector<uint64_t> ids(kWriterBatch);
     std::vector<float> vectors(static_cast<size_t>(kWriterBatch * kDim));
     std::normal_distribution<float> noise(0.0f, 0.1f);
+    const auto begin = Clock::now();
+    int64_t batches = 0;
     while (!stop_) {
+      if (rate_ > 0) {
+        const auto due =
+            begin + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                        static_cast<double>(batches * kWriterBatch) / rate_));
+        std::this_thread::sleep_until(due);
+      }
+      ++batches;
       for (int64_t i = 0; i < kWriterBatch; ++i) {
         ids[i] = rng() % n;
         for (int64_t j = 0; j < kDim; ++j) {
@@ -103,6 +115,7 @@ class Writer {
 
   Storage* storage_;
   const Matrix& data_;
+  const double rate_;
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::vector<std::pair<Clock::time_point, double>> samples_;
@@ -211,12 +224,17 @@ double SidBytes(Storage& storage) {
 int main(int argc, char** argv) {
   using namespace quantd;
   int64_t items = 1000000;
+  double rate = 2000;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg.rfind("--items=", 0) == 0 && absl::SimpleAtoi(arg.substr(8), &items) && items > 0) {
       continue;
     }
-    Die("unknown argument " + arg + " (usage: versions_bench [--items=N])");
+    if (arg.rfind("--writer_rate=", 0) == 0 && absl::SimpleAtod(arg.substr(14), &rate) &&
+        rate >= 0) {
+      continue;
+    }
+    Die("unknown argument " + arg + " (usage: versions_bench [--items=N] [--writer_rate=R])");
   }
   const auto start = Clock::now();
   std::printf("quantd versions_bench\nmachine: %u hardware threads, %s; GEMM kernel %s\n",
@@ -244,9 +262,11 @@ int main(int argc, char** argv) {
                 static_cast<long long>(kDim), SecondsSince(load));
     const double bytes_none = SidBytes(**storage);
 
-    std::printf("== 1. Making a version while a writer upserts %lld changed items per batch ==\n",
-                static_cast<long long>(kWriterBatch));
-    Writer writer(storage->get(), data);
+    std::printf(
+        "== 1. Making a version while a writer upserts %lld changed items per batch, %s ==\n",
+        static_cast<long long>(kWriterBatch),
+        rate > 0 ? absl::StrCat(rate, " items/s").c_str() : "back to back");
+    Writer writer(storage->get(), data, rate);
     std::this_thread::sleep_for(std::chrono::seconds(2));
     const auto idle = Clock::now();
     std::this_thread::sleep_for(std::chrono::seconds(3));

@@ -15,9 +15,11 @@ namespace {
 // Items per WriteBatch when a new version's SIDs are written (without the write lock; other
 // writers queue behind each batch in RocksDB's write path for a few milliseconds).
 constexpr int64_t kVersionRowsPerBatch = 5000;
-// Catch-up rounds of a commit before its final round under the lock, and the items written
-// meanwhile that the final round takes without another round.
-constexpr int kCatchUpRounds = 4;
+// Catch-up rounds of a commit before its final round under the lock: while more than
+// kFinalRoundItems were written since the last round, at least kMin rounds, then while each
+// round has less to do than the one before, at most kMax.
+constexpr int kMinCatchUpRounds = 3;
+constexpr int kMaxCatchUpRounds = 32;
 constexpr size_t kFinalRoundItems = 256;
 
 bool Contains(const google::protobuf::RepeatedField<uint32_t>& values, uint32_t value) {
@@ -472,7 +474,8 @@ absl::StatusOr<Tokenizers::Committed> Tokenizers::CommitVersion(
   // Catch-up rounds without the lock: the items written since the snapshot take their places
   // under the rule, in id order, after every snapshot item; writes made meanwhile are logged
   // again for the next round. The final round, under the lock, then has little left to do.
-  for (int round = 0; round < kCatchUpRounds; ++round) {
+  size_t previous = SIZE_MAX;
+  for (int round = 0; round < kMaxCatchUpRounds; ++round) {
     std::vector<uint64_t> written;
     CollectionInfo info;
     {
@@ -481,13 +484,16 @@ absl::StatusOr<Tokenizers::Committed> Tokenizers::CommitVersion(
       written = TakeWritten(*guard, pending);
       info = guard->collection().Snapshot();
     }
-    if (written.size() <= kFinalRoundItems) {
-      // Few enough for the final round: back into the log.
+    // Few enough for the final round, or no fewer than the round before (writes outpace the
+    // rounds): back into the log for the final round.
+    if (written.size() <= kFinalRoundItems ||
+        (round >= kMinCatchUpRounds && written.size() >= previous)) {
       auto guard = registry_->LockForWrite(pending.collection_, cid);
       if (!guard.ok()) return guard.status();
       pending.changes_->ids.insert(written.begin(), written.end());
       break;
     }
+    previous = written.size();
     rocksdb::WriteBatch batch;
     if (auto status =
             ReassignWritten(pending, *tokenizer, snapshot, info,
