@@ -235,6 +235,29 @@ Quality QualityOf(const ResidualQuantizer& quantizer, const float* x, int64_t n,
                  MeanSquaredError(quantizer, x, n, codes)};
 }
 
+// Starts every level of `options` from the codebooks of version `parent` (warm_start).
+absl::Status WarmStart(const JobContext& context, uint32_t parent, int64_t d, RqOptions* options) {
+  if (parent == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("warm_start: collection '%s' has no active tokenizer version to start from",
+                        context.collection()));
+  }
+  auto tokenizer = context.storage()->tokenizers().GetTokenizer(context.collection(), parent);
+  if (!tokenizer.ok()) return tokenizer.status();
+  const ResidualQuantizer& quantizer = (*tokenizer)->quantizer();
+  std::vector<int64_t> sizes;
+  for (const RqLevelOptions& level : options->levels) sizes.push_back(level.k);
+  if (quantizer.dimension() != d || quantizer.codebook_sizes() != sizes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "warm_start: codebook_sizes [%s] differ from the active version %d's [%s]",
+        absl::StrJoin(sizes, ", "), parent, absl::StrJoin(quantizer.codebook_sizes(), ", ")));
+  }
+  for (size_t l = 0; l < options->levels.size(); ++l) {
+    options->levels[l].initial_centroids = quantizer.codebook(static_cast<int64_t>(l));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 const JobKind& TokenizerJob::Kind() {
@@ -390,6 +413,11 @@ absl::StatusOr<JobResult> TokenizerJob::Run(const JobContext& context) {
   }
   if (normalize) NormalizeRows(train.data(), m, d);
 
+  if (request_.warm_start()) {
+    if (auto status = WarmStart(context, (*pending)->parent_version(), d, options); !status.ok()) {
+      return status;
+    }
+  }
   const int levels = static_cast<int>(options->levels.size());
   const int max_iterations = options->kmeans.max_iterations;
   const int restarts = options->kmeans.restarts;
