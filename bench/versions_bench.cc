@@ -4,11 +4,10 @@
 //   1. commit: two tokenizer versions made as the train_tokenizer job makes them (BeginVersion,
 //      snapshot, RQ-KMeans 3 x 256 trained on a sample, every item encoded, suffixes carried
 //      over, WriteVersionRows, CommitVersion; the second warm-started from the first) while a
-//      writer thread upserts 16 changed items per
-//      batch at a set rate (or without pause): how long each phase takes, how long the commit holds
-//      the write lock, and the writer's batch latency (p50 / p99 / max) per phase: what "a commit
-//      holds writes back" means for a client.
-//   2. bytes: RocksDB's live bytes (SST + memtables) per item with 1 and 2 versions kept.
+//      writer thread upserts 16 changed items per batch at a set rate (or without pause): how
+//      long each phase takes and the writer's batch latency (p50 / p99 / max) per phase: what
+//      "a commit holds writes back" means for a client.
+//   2. bytes: bytes at rest per item per kept version (the SID families after a compaction).
 //   3. nextcodes: NextCodes latency by prefix length in-process (SidService) and over gRPC on
 //      loopback (a server started on the same database), 20000 random prefixes of stored SIDs.
 //
