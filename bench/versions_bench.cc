@@ -12,6 +12,7 @@
 //      loopback (a server started on the same database), 20000 random prefixes of stored SIDs.
 //
 //   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE build/bench/versions_bench [--items=N]
+//       [--keep_db=DIR]     (leave the database in DIR, e.g. for quantctl export-trie)
 //       [--writer_rate=R]   (changed items per second, default 2000; 0: back to back)
 //
 // Data: the 1M x 128 Gaussian mixture of ivfpq_bench (1000 centres, seed 42).
@@ -234,8 +235,13 @@ int main(int argc, char** argv) {
   using namespace quantd;
   int64_t items = 1000000;
   double rate = 2000;
+  std::string keep_db;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    if (arg.rfind("--keep_db=", 0) == 0 && arg.size() > 10) {
+      keep_db = arg.substr(10);
+      continue;
+    }
     if (arg.rfind("--items=", 0) == 0 && absl::SimpleAtoi(arg.substr(8), &items) && items > 0) {
       continue;
     }
@@ -243,14 +249,17 @@ int main(int argc, char** argv) {
         rate >= 0) {
       continue;
     }
-    Die("unknown argument " + arg + " (usage: versions_bench [--items=N] [--writer_rate=R])");
+    Die("unknown argument " + arg +
+        " (usage: versions_bench [--items=N] [--writer_rate=R] [--keep_db=DIR])");
   }
   const auto start = Clock::now();
   std::printf("quantd versions_bench\nmachine: %u hardware threads, %s; GEMM kernel %s\n",
               std::thread::hardware_concurrency(), bench::CpuModel().c_str(),
               std::string(GemmKernelName(BestGemmKernel())).c_str());
   const Matrix data = bench::GaussianMixture(items, kDim, 1000, kSeed, kSeed + 1);
-  const std::string dir = bench::FreshDir("versions");
+  // --keep_db: the database stays in DIR (a quantd --data_dir=DIR serves collection "c").
+  const std::string dir = keep_db.empty() ? bench::FreshDir("versions") : keep_db;
+  if (!keep_db.empty() && std::filesystem::exists(dir)) Die(dir + " exists");
   {
     auto storage = Storage::Open({.path = dir, .sync = true});
     if (!storage.ok()) Die(storage.status().ToString());
@@ -301,6 +310,18 @@ int main(int argc, char** argv) {
         bytes_none / 1e6, bytes_one / 1e6, bytes_two / 1e6,
         (bytes_one - bytes_none) / static_cast<double>(items),
         (bytes_two - bytes_one) / static_cast<double>(items));
+
+    auto kept = (*storage)->tokenizers().GetVersions("c");
+    if (!kept.ok() || *kept == nullptr) Die("no versions");
+    for (const auto& [version, tokenizer] : (*kept)->versions) {
+      const SidLedger::Reader ledger(tokenizer->ledger());
+      std::printf(
+          "  in memory, version %u: ledger (counts per code, prefix and tuple) %.1f MB, "
+          "%.1f bytes per item; codebooks and assignment tables %.1f MB\n",
+          version, static_cast<double>(ledger.occupancy().memory_bytes()) / 1e6,
+          static_cast<double>(ledger.occupancy().memory_bytes()) / static_cast<double>(items),
+          static_cast<double>(tokenizer->assigner_bytes()) / 1e6);
+    }
 
     std::printf("\n== 3. NextCodes, 20000 random prefixes of stored SIDs per length ==\n");
     SidService sids(storage->get());
@@ -353,7 +374,7 @@ int main(int argc, char** argv) {
     }
     (*server)->Shutdown(std::chrono::seconds(5));
   }
-  std::filesystem::remove_all(dir);
+  if (keep_db.empty()) std::filesystem::remove_all(dir);
   std::printf("\ntotal %.0f s\n", SecondsSince(start));
   return 0;
 }

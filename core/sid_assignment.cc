@@ -69,6 +69,26 @@ void SidOccupancy::Remove(const int32_t* codes) {
   --items_;
 }
 
+namespace {
+int64_t TableBytes(const absl::flat_hash_map<std::string, int64_t>& table) {
+  using Slot = std::pair<const std::string, int64_t>;
+  int64_t bytes = static_cast<int64_t>(table.capacity() * (sizeof(Slot) + 1));  // + control byte
+  for (const auto& [key, count] : table) {
+    if (key.capacity() > 15) bytes += static_cast<int64_t>(key.capacity() + 1);  // beyond SSO
+  }
+  return bytes;
+}
+}  // namespace
+
+int64_t SidOccupancy::memory_bytes() const {
+  int64_t bytes = TableBytes(tuples_);
+  for (const auto& table : prefixes_) bytes += TableBytes(table);
+  for (const auto& counts : level_counts_) {
+    bytes += static_cast<int64_t>(counts.size() * sizeof(int64_t));
+  }
+  return bytes;
+}
+
 int64_t SidOccupancy::prefix_count(const int32_t* prefix, int64_t length) const {
   if (length == 0) return items_;
   if (length == 1) return level_counts_[0][prefix[0]];

@@ -51,6 +51,8 @@ class SidOccupancy {
   int64_t largest_tuple() const;
   // Distinct tuples held.
   int64_t unique_tuples() const { return static_cast<int64_t>(tuples_.size()); }
+  // Heap bytes of the counts (hash tables' slots and key strings), estimated.
+  int64_t memory_bytes() const;
   // Items whose tuple starts with the `length` codes of `prefix` (0 <= length <= L; 0: all).
   int64_t prefix_count(const int32_t* prefix, int64_t length) const;
   // The codes c of level `length` (< L) held under the prefix, increasing, with the items

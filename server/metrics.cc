@@ -185,17 +185,6 @@ void AddProcessFamilies(std::vector<MetricFamily>& out) {
   }
 }
 
-// Heap bytes of a tokenizer's codebooks: each level's K x d floats, kept plain and packed for
-// the product kernels, plus K norms.
-double TokenizerBytes(const Tokenizer& tokenizer) {
-  double bytes = 0;
-  for (int64_t l = 0; l < tokenizer.levels(); ++l) {
-    const double k = static_cast<double>(tokenizer.quantizer().codebook_size(l));
-    bytes += k * static_cast<double>(tokenizer.dimension()) * sizeof(float) * 2 + k * sizeof(float);
-  }
-  return bytes;
-}
-
 }  // namespace
 
 Metrics::Metrics()
@@ -247,7 +236,9 @@ std::vector<MetricFamily> StateCollector::Collect() const {
   MetricFamily items = Family("quantd_collection_items", "Items per collection", MetricType::Gauge);
   MetricFamily tokenizer_bytes = Family(
       "quantd_tokenizer_memory_bytes",
-      "Heap bytes of the kept tokenizer versions' codebooks, per collection", MetricType::Gauge);
+      "Heap bytes of the kept tokenizer versions (codebooks, assignment tables, SID counts), per "
+      "collection",
+      MetricType::Gauge);
   MetricFamily versions_kept = Family("quantd_tokenizer_versions_kept",
                                       "Tokenizer versions kept, per collection", MetricType::Gauge);
   MetricFamily active_version =
@@ -308,7 +299,9 @@ std::vector<MetricFamily> StateCollector::Collect() const {
     auto set = storage_->tokenizers().GetVersions(info.name);
     if (!set.ok() || *set == nullptr) continue;
     double bytes = 0;
-    for (const auto& [version, kept] : (*set)->versions) bytes += TokenizerBytes(*kept);
+    for (const auto& [version, kept] : (*set)->versions) {
+      bytes += static_cast<double>(kept->memory_bytes());
+    }
     AddGauge(tokenizer_bytes, {{"collection", info.name}}, bytes);
     AddGauge(versions_kept, {{"collection", info.name}},
              static_cast<double>((*set)->versions.size()));

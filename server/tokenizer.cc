@@ -95,6 +95,21 @@ CapacityLimits CapacityLimitsOf(const storage::TokenizerRecord& record,
   return limits;
 }
 
+int64_t Tokenizer::assigner_bytes() const {
+  int64_t bytes = assigner_.table_bytes();
+  for (int64_t l = 0; l < levels(); ++l) {
+    // Plain and packed codebooks, and the squared norms.
+    bytes +=
+        quantizer_.codebook_size(l) * (2 * dimension() + 1) * static_cast<int64_t>(sizeof(float));
+  }
+  return bytes;
+}
+
+int64_t Tokenizer::memory_bytes() const {
+  const SidLedger::Reader ledger(*ledger_);
+  return assigner_bytes() + ledger.occupancy().memory_bytes();
+}
+
 std::vector<SizeBounds> Tokenizer::BoundsFor(int64_t items) const {
   return BoundsInForceOf(record_, quantizer_.codebook_sizes(), items);
 }

@@ -63,6 +63,12 @@ class Tokenizer {
   absl::StatusOr<SidAssignment> Propose(const float* x, int64_t n, int64_t items,
                                         const SidOccupancy& occupancy) const;
 
+  // Heap bytes of the codebooks (plain and packed for the product kernel) and the capacity
+  // assignment's inter-level tables, estimated.
+  int64_t assigner_bytes() const;
+  // assigner_bytes() plus the ledger's counts: what this version holds in memory.
+  int64_t memory_bytes() const;
+
   // The live occupancy and drift of this version's SIDs (see server/sid_ledger.h).
   SidLedger& ledger() const { return *ledger_; }
 

@@ -256,6 +256,10 @@ TEST_F(SidVersionsTest, RetentionDropsTheOldestUnpinnedInactiveVersion) {
   EXPECT_NE(status.error_message().find("version 2 of collection 'c' was dropped"),
             std::string::npos)
       << status.error_message();
+  // A dropped version cannot be activated, pinned or dropped again.
+  EXPECT_EQ(Activate("c", 2).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Pin("c", 2, true).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(DropVersion("c", 2).error_code(), grpc::StatusCode::NOT_FOUND);
   // Every kept version pinned: a new one cannot be kept (an active unpinned one would go, as
   // the new version becomes active).
   ASSERT_TRUE(Pin("c", 3, true).ok());
