@@ -26,18 +26,18 @@ struct TupleKey {
 
 }  // namespace
 
+std::string SidToken(size_t position, int64_t value) {
+  return absl::StrCat("<", std::string(1, static_cast<char>('a' + position)), "_", value, ">");
+}
+
 std::string RenderSidTokens(absl::Span<const int32_t> codes) {
   std::string out;
-  for (size_t level = 0; level < codes.size(); ++level) {
-    absl::StrAppend(&out, "<", std::string(1, static_cast<char>('a' + level)), "_", codes[level],
-                    ">");
-  }
+  for (size_t level = 0; level < codes.size(); ++level) out += SidToken(level, codes[level]);
   return out;
 }
 
 std::string RenderSidTokens(absl::Span<const int32_t> codes, uint32_t suffix) {
-  return absl::StrCat(RenderSidTokens(codes), "<",
-                      std::string(1, static_cast<char>('a' + codes.size())), "_", suffix, ">");
+  return absl::StrCat(RenderSidTokens(codes), SidToken(codes.size(), suffix));
 }
 
 absl::StatusOr<std::vector<int64_t>> ParseSidTokens(absl::string_view tokens) {

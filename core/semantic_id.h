@@ -22,6 +22,9 @@ namespace quantd {
 // Most levels a tokenizer may have (the suffix takes the letter after the last level).
 inline constexpr int kMaxSidLevels = 16;
 
+// The token of `value` at `position` (0 = the first level): SidToken(1, 7) is "<b_7>".
+std::string SidToken(size_t position, int64_t value);
+
 // "<a_12><b_201><c_7>" for codes {12, 201, 7}; with a suffix, "<d_0>" is appended.
 std::string RenderSidTokens(absl::Span<const int32_t> codes);
 std::string RenderSidTokens(absl::Span<const int32_t> codes, uint32_t suffix);
