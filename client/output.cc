@@ -3,8 +3,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
@@ -38,14 +41,44 @@ std::string MetricText(v1::Metric metric) {
   }
 }
 
-void PrintJson(const google::protobuf::Message& message) {
+namespace {
+
+// The proto3 JSON form of --json and the files quantctl writes.
+absl::StatusOr<std::string> JsonText(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   options.always_print_primitive_fields = true;
   std::string out;
   const auto status = google::protobuf::util::MessageToJsonString(message, &out, options);
-  if (!status.ok()) out = absl::StrCat("{\"error\":\"", status.ToString(), "\"}");
-  std::printf("%s\n", out.c_str());
+  if (!status.ok()) return absl::InternalError(status.ToString());
+  return out;
+}
+
+}  // namespace
+
+void PrintJson(const google::protobuf::Message& message) {
+  auto text = JsonText(message);
+  std::printf("%s\n", text.ok()
+                          ? text->c_str()
+                          : absl::StrCat("{\"error\":\"", text.status().ToString(), "\"}").c_str());
+}
+
+absl::Status WriteJsonFile(const std::string& path, const google::protobuf::Message& message) {
+  auto text = JsonText(message);
+  if (!text.ok()) {
+    return absl::InternalError(absl::StrFormat("%s: %s", path, text.status().message()));
+  }
+  std::FILE* out = std::fopen(path.c_str(), "w");
+  if (out == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: cannot write: %s", path, std::strerror(errno)));
+  }
+  const bool written = std::fwrite(text->data(), 1, text->size(), out) == text->size() &&
+                       std::fputc('\n', out) != EOF;
+  if (std::fclose(out) != 0 || !written) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: write failed", path));
+  }
+  return absl::OkStatus();
 }
 
 JsonObject& JsonObject::Set(const std::string& key, const std::string& value) {

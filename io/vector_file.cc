@@ -540,11 +540,13 @@ namespace {
 
 // Writes a NumPy 1.0 file of `rows` x `dim` elements of `item_size` bytes described by `descr`.
 absl::Status WriteNpyFile(const std::string& path, absl::string_view descr, const void* values,
-                          int64_t rows, int64_t dim, int64_t item_size) {
-  const std::string prefix = NpyHeaderBytes(descr, {rows, dim});
+                          absl::Span<const int64_t> shape, int64_t item_size) {
+  const std::string prefix = NpyHeaderBytes(descr, shape);
+  int64_t count = 1;
+  for (int64_t extent : shape) count *= extent;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(prefix.data(), static_cast<std::streamsize>(prefix.size()));
-  out.write(static_cast<const char*>(values), static_cast<std::streamsize>(rows * dim * item_size));
+  out.write(static_cast<const char*>(values), static_cast<std::streamsize>(count * item_size));
   out.close();
   if (!out) return absl::InvalidArgumentError(absl::StrFormat("%s: cannot write", path));
   return absl::OkStatus();
@@ -553,11 +555,16 @@ absl::Status WriteNpyFile(const std::string& path, absl::string_view descr, cons
 }  // namespace
 
 absl::Status WriteNpy(const std::string& path, const float* values, int64_t rows, int64_t dim) {
-  return WriteNpyFile(path, "<f4", values, rows, dim, sizeof(float));
+  return WriteNpyFile(path, "<f4", values, {rows, dim}, sizeof(float));
 }
 
 absl::Status WriteNpy(const std::string& path, const int64_t* values, int64_t rows, int64_t dim) {
-  return WriteNpyFile(path, "<i8", values, rows, dim, sizeof(int64_t));
+  return WriteNpyFile(path, "<i8", values, {rows, dim}, sizeof(int64_t));
+}
+
+absl::Status WriteNpy(const std::string& path, const int64_t* values,
+                      absl::Span<const int64_t> shape) {
+  return WriteNpyFile(path, "<i8", values, shape, sizeof(int64_t));
 }
 
 }  // namespace quantd
