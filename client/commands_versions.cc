@@ -111,8 +111,8 @@ absl::StatusOr<int64_t> IdAsInt64(uint64_t id, const std::string& file) {
 // A SID's token string from its codes (levels of them) and suffix.
 std::string SidText(const uint32_t* codes, uint32_t levels, uint32_t suffix) {
   std::string out;
-  for (uint32_t l = 0; l < levels; ++l) out += SidToken(l, codes[l]);
-  return out + SidToken(levels, suffix);
+  for (uint32_t l = 0; l < levels; ++l) out += RenderSidToken(l, codes[l]);
+  return out + RenderSidToken(levels, suffix);
 }
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
@@ -368,7 +368,7 @@ absl::Status NextCodesCommand(Cli& cli) {
   for (int i = 0; i < response.codes_size(); ++i) {
     const std::string token = i < response.tokens_size()
                                   ? response.tokens(i)
-                                  : SidToken(response.level(), response.codes(i));
+                                  : RenderSidToken(response.level(), response.codes(i));
     if (i < response.ids_size()) {
       std::printf("%s\titem %llu\n", token.c_str(),
                   static_cast<unsigned long long>(response.ids(i)));

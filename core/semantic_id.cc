@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -26,18 +27,21 @@ struct TupleKey {
 
 }  // namespace
 
-std::string SidToken(size_t position, int64_t value) {
+std::string RenderSidToken(int64_t position, int64_t value) {
   return absl::StrCat("<", std::string(1, static_cast<char>('a' + position)), "_", value, ">");
 }
 
 std::string RenderSidTokens(absl::Span<const int32_t> codes) {
   std::string out;
-  for (size_t level = 0; level < codes.size(); ++level) out += SidToken(level, codes[level]);
+  for (size_t level = 0; level < codes.size(); ++level) {
+    absl::StrAppend(&out, RenderSidToken(static_cast<int64_t>(level), codes[level]));
+  }
   return out;
 }
 
 std::string RenderSidTokens(absl::Span<const int32_t> codes, uint32_t suffix) {
-  return absl::StrCat(RenderSidTokens(codes), SidToken(codes.size(), suffix));
+  return absl::StrCat(RenderSidTokens(codes),
+                      RenderSidToken(static_cast<int64_t>(codes.size()), suffix));
 }
 
 absl::StatusOr<std::vector<int64_t>> ParseSidTokens(absl::string_view tokens) {
@@ -73,6 +77,40 @@ std::vector<uint32_t> AssignFreshSuffixes(const int32_t* codes, int64_t n, int64
   for (int64_t i = 0; i < n; ++i) {
     suffixes[i] = next[TupleKey{codes + i * levels, levels}]++;
   }
+  return suffixes;
+}
+
+std::vector<uint32_t> AssignSuffixes(const int32_t* codes, int64_t n, int64_t levels,
+                                     absl::Span<const int64_t> preferred, int64_t* carried) {
+  std::vector<uint32_t> suffixes(static_cast<size_t>(n));
+  // Per tuple: the suffixes taken, and a lower bound of the lowest free one.
+  struct Taken {
+    absl::flat_hash_set<uint32_t> suffixes;
+    uint32_t lowest_free = 0;
+  };
+  absl::flat_hash_map<TupleKey, Taken> taken;
+  taken.reserve(static_cast<size_t>(n));
+  std::vector<bool> granted(static_cast<size_t>(n), false);
+  int64_t granted_count = 0;
+  for (int64_t i = 0; i < n && !preferred.empty(); ++i) {
+    if (preferred[i] < 0 || preferred[i] > UINT32_MAX) continue;
+    const auto suffix = static_cast<uint32_t>(preferred[i]);
+    if (taken[TupleKey{codes + i * levels, levels}].suffixes.insert(suffix).second) {
+      suffixes[i] = suffix;
+      granted[i] = true;
+      ++granted_count;
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (granted[i]) continue;
+    Taken& tuple = taken[TupleKey{codes + i * levels, levels}];
+    uint32_t suffix = tuple.lowest_free;
+    while (tuple.suffixes.contains(suffix)) ++suffix;
+    tuple.suffixes.insert(suffix);
+    tuple.lowest_free = suffix + 1;
+    suffixes[i] = suffix;
+  }
+  if (carried != nullptr) *carried = granted_count;
   return suffixes;
 }
 

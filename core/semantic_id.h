@@ -22,11 +22,10 @@ namespace quantd {
 // Most levels a tokenizer may have (the suffix takes the letter after the last level).
 inline constexpr int kMaxSidLevels = 16;
 
-// The token of `value` at `position` (0 = the first level): SidToken(1, 7) is "<b_7>".
-std::string SidToken(size_t position, int64_t value);
-
 // "<a_12><b_201><c_7>" for codes {12, 201, 7}; with a suffix, "<d_0>" is appended.
 std::string RenderSidTokens(absl::Span<const int32_t> codes);
+// One token: the value at `position` (0-based; the suffix sits at position L), e.g. "<b_7>".
+std::string RenderSidToken(int64_t position, int64_t value);
 std::string RenderSidTokens(absl::Span<const int32_t> codes, uint32_t suffix);
 
 // Parses tokens as rendered above into integers (codes, then the suffix if present). Letters
@@ -35,6 +34,13 @@ absl::StatusOr<std::vector<int64_t>> ParseSidTokens(absl::string_view tokens);
 
 // Suffixes for n fresh items in row order: the i-th item with a given code tuple gets i - 1.
 std::vector<uint32_t> AssignFreshSuffixes(const int32_t* codes, int64_t n, int64_t levels);
+// Suffixes for n items (codes n x L) where row i would keep suffix preferred[i] (>= 0; -1: no
+// preference), e.g. its suffix under an earlier version whose tuple it kept: first every
+// preference is granted unless an earlier row of the same tuple was granted that suffix, then
+// the other rows, in row order, take the lowest suffix free in their tuple. Suffixes within a
+// tuple are distinct. `carried` (if not null) counts the granted preferences.
+std::vector<uint32_t> AssignSuffixes(const int32_t* codes, int64_t n, int64_t levels,
+                                     absl::Span<const int64_t> preferred, int64_t* carried);
 
 // Usage of one level's codebook by n items.
 struct LevelUsage {

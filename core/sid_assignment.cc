@@ -41,19 +41,63 @@ struct Candidate {
 SidOccupancy::SidOccupancy(std::vector<int64_t> codebook_sizes) {
   level_counts_.reserve(codebook_sizes.size());
   for (int64_t k : codebook_sizes) level_counts_.emplace_back(static_cast<size_t>(k), 0);
+  prefixes_.resize(static_cast<size_t>(std::max<int64_t>(0, levels() - 2)));
 }
 
 void SidOccupancy::Add(const int32_t* codes) {
   for (int64_t l = 0; l < levels(); ++l) ++level_counts_[l][codes[l]];
+  for (size_t j = 0; j < prefixes_.size(); ++j) {
+    ++prefixes_[j][Key(codes, static_cast<int64_t>(j) + 2)];
+  }
   ++tuples_[Key(codes)];
   ++items_;
 }
 
+namespace {
+void DecrementKey(absl::flat_hash_map<std::string, int64_t>& counts, absl::string_view key) {
+  const auto it = counts.find(key);
+  if (it != counts.end() && --it->second <= 0) counts.erase(it);
+}
+}  // namespace
+
 void SidOccupancy::Remove(const int32_t* codes) {
   for (int64_t l = 0; l < levels(); ++l) --level_counts_[l][codes[l]];
-  const auto it = tuples_.find(Key(codes));
-  if (it != tuples_.end() && --it->second <= 0) tuples_.erase(it);
+  for (size_t j = 0; j < prefixes_.size(); ++j) {
+    DecrementKey(prefixes_[j], Key(codes, static_cast<int64_t>(j) + 2));
+  }
+  DecrementKey(tuples_, Key(codes));
   --items_;
+}
+
+int64_t SidOccupancy::prefix_count(const int32_t* prefix, int64_t length) const {
+  if (length == 0) return items_;
+  if (length == 1) return level_counts_[0][prefix[0]];
+  const auto& counts = length == levels() ? tuples_ : prefixes_[length - 2];
+  const auto it = counts.find(Key(prefix, length));
+  return it == counts.end() ? 0 : it->second;
+}
+
+std::vector<std::pair<int32_t, int64_t>> SidOccupancy::NextCodes(const int32_t* prefix,
+                                                                 int64_t length) const {
+  std::vector<std::pair<int32_t, int64_t>> next;
+  const auto k = static_cast<int32_t>(level_counts_[length].size());
+  if (length == 0) {
+    for (int32_t c = 0; c < k; ++c) {
+      if (level_counts_[0][c] > 0) next.emplace_back(c, level_counts_[0][c]);
+    }
+    return next;
+  }
+  if (prefix_count(prefix, length) == 0) return next;
+  std::vector<int32_t> child(prefix, prefix + length);
+  child.push_back(0);
+  for (int32_t c = 0; c < k; ++c) {
+    if (level_counts_[length][c] == 0) continue;  // no item anywhere holds c at this level
+    child.back() = c;
+    if (const int64_t count = prefix_count(child.data(), length + 1); count > 0) {
+      next.emplace_back(c, count);
+    }
+  }
+  return next;
 }
 
 int64_t SidOccupancy::tuple_count(const int32_t* codes) const {

@@ -49,14 +49,25 @@ class SidOccupancy {
   int64_t tuple_count(const int32_t* codes) const;
   // Items in the most populated tuple (0 when empty). A scan of every tuple.
   int64_t largest_tuple() const;
+  // Distinct tuples held.
+  int64_t unique_tuples() const { return static_cast<int64_t>(tuples_.size()); }
+  // Items whose tuple starts with the `length` codes of `prefix` (0 <= length <= L; 0: all).
+  int64_t prefix_count(const int32_t* prefix, int64_t length) const;
+  // The codes c of level `length` (< L) held under the prefix, increasing, with the items
+  // under prefix + c: the valid next codes of constrained decoding. O(k_length) lookups.
+  std::vector<std::pair<int32_t, int64_t>> NextCodes(const int32_t* prefix, int64_t length) const;
 
  private:
-  absl::string_view Key(const int32_t* codes) const {
+  static absl::string_view Key(const int32_t* codes, int64_t length) {
     return absl::string_view(reinterpret_cast<const char*>(codes),
-                             static_cast<size_t>(levels()) * sizeof(int32_t));
+                             static_cast<size_t>(length) * sizeof(int32_t));
   }
+  absl::string_view Key(const int32_t* codes) const { return Key(codes, levels()); }
   std::vector<std::vector<int64_t>> level_counts_;    // L x k_l
   absl::flat_hash_map<std::string, int64_t> tuples_;  // raw codes -> items (> 0 only)
+  // prefixes_[j]: raw codes of prefixes of length j + 2 (2 <= length < L) -> items (> 0 only);
+  // length 1 is level_counts_[0], length L is tuples_.
+  std::vector<absl::flat_hash_map<std::string, int64_t>> prefixes_;
   int64_t items_ = 0;
 };
 

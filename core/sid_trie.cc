@@ -100,7 +100,7 @@ void ForEachSidTrieNode(
     for (size_t j = 0; j + 1 < offsets.size(); ++j) {
       next.clear();
       for (int64_t c = offsets[j]; c < offsets[j + 1]; ++c) {
-        next.push_back(SidToken(static_cast<size_t>(t), trie.codes[t][c]));
+        next.push_back(RenderSidToken(t, trie.codes[t][c]));
         if (t < trie.levels) children.push_back(prefixes[j] + next.back());
       }
       visit(prefixes[j], next);

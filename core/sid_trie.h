@@ -47,7 +47,7 @@ absl::StatusOr<SidTrie> BuildSidTrie(absl::Span<const uint64_t> ids,
 // Calls `visit` for every node of depths 0..levels (every node that has children), in depth
 // order and trie order within a depth, with its token prefix ("" for the root, "<a_12>",
 // "<a_12><b_7>", ...) and its children's tokens ("<b_7>", ...; the suffix level's letter after
-// the last level, e.g. "<d_0>" with 3 levels). Tokens are core/semantic_id.h's.
+// the last level, e.g. "<d_0>" with 3 levels). Tokens are core/semantic_id.h's (RenderSidToken).
 void ForEachSidTrieNode(
     const SidTrie& trie,
     absl::FunctionRef<void(const std::string& prefix, const std::vector<std::string>& next)> visit);

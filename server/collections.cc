@@ -7,6 +7,7 @@
 #include "server/clock.h"
 #include "server/keys.h"
 #include "server/metric_proto.h"
+#include "server/sid_store.h"
 
 namespace quantd {
 namespace {
@@ -58,6 +59,22 @@ absl::StatusOr<std::unique_ptr<CollectionRegistry>> CollectionRegistry::Load(
   if (auto status = registry->LoadAll(); !status.ok()) return status;
   return registry;
 }
+
+namespace {
+
+// The stored record of a collection.
+storage::CollectionRecord RecordOf(const CollectionInfo& info) {
+  storage::CollectionRecord record;
+  record.set_name(info.name);
+  record.set_id(info.id);
+  record.set_dimension(static_cast<uint32_t>(info.dimension));
+  record.set_metric(MetricToProto(info.metric));
+  record.set_create_time_ms(info.create_time_ms);
+  record.set_keep_tokenizer_versions(info.keep_tokenizer_versions);
+  return record;
+}
+
+}  // namespace
 
 absl::Status CollectionRegistry::LoadAll() {
   auto next_id =
@@ -111,6 +128,11 @@ absl::Status CollectionRegistry::LoadAll() {
         collection->info.dimension = record.dimension();
         collection->info.metric = *metric;
         collection->info.create_time_ms = record.create_time_ms();
+        collection->info.keep_tokenizer_versions = record.keep_tokenizer_versions();
+        collection->keep_tokenizer_versions = record.keep_tokenizer_versions();
+        if (schema_version < 3) {
+          if (auto s = MigrateTokenizerRowsToSchema3(db_, record.id()); !s.ok()) return s;
+        }
         auto count = db_->Get(ColumnFamily::kMeta, keys::CountKey(record.id()), "read item count");
         if (!count.ok()) return count.status();
         if (count->has_value()) {
@@ -134,8 +156,14 @@ absl::Status CollectionRegistry::LoadAll() {
 }
 
 absl::StatusOr<CollectionInfo> CollectionRegistry::Create(absl::string_view name, int64_t dimension,
-                                                          Metric metric) {
+                                                          Metric metric,
+                                                          uint32_t keep_tokenizer_versions) {
   if (auto status = ValidateCollectionName(name); !status.ok()) return status;
+  if (keep_tokenizer_versions > kMaxKeptTokenizerVersions) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("keep_tokenizer_versions %d is outside 1..%d (0: the server's default)",
+                        keep_tokenizer_versions, kMaxKeptTokenizerVersions));
+  }
   if (dimension < 1 || dimension > kMaxDimension) {
     return absl::InvalidArgumentError(
         absl::StrFormat("dimension %d is outside 1..%d", dimension, kMaxDimension));
@@ -157,13 +185,10 @@ absl::StatusOr<CollectionInfo> CollectionRegistry::Create(absl::string_view name
   info.dimension = dimension;
   info.metric = metric;
   info.create_time_ms = NowMs();
+  info.keep_tokenizer_versions = keep_tokenizer_versions;
+  collection->keep_tokenizer_versions = keep_tokenizer_versions;
 
-  storage::CollectionRecord record;
-  record.set_name(info.name);
-  record.set_id(info.id);
-  record.set_dimension(static_cast<uint32_t>(dimension));
-  record.set_metric(MetricToProto(metric));
-  record.set_create_time_ms(info.create_time_ms);
+  const storage::CollectionRecord record = RecordOf(info);
   const uint32_t next_id = next_collection_id_ + 1;
 
   rocksdb::WriteBatch batch;
@@ -218,6 +243,18 @@ absl::StatusOr<WriteGuard> CollectionRegistry::LockForWrite(absl::string_view na
     return absl::NotFoundError(absl::StrFormat("collection '%s' was dropped", name));
   }
   return guard;
+}
+
+absl::Status CollectionRegistry::SetKeepTokenizerVersions(const WriteGuard& guard, uint32_t keep) {
+  const CollectionInfo& info = guard.info();
+  storage::CollectionRecord record = RecordOf(info);
+  record.set_keep_tokenizer_versions(keep);
+  rocksdb::WriteBatch batch;
+  batch.Put(db_->handle(ColumnFamily::kMeta), keys::CollectionRecordKey(info.name),
+            record.SerializeAsString());
+  if (auto status = db_->Write(batch, "set tokenizer retention"); !status.ok()) return status;
+  guard.collection().keep_tokenizer_versions = keep;
+  return absl::OkStatus();
 }
 
 void CollectionRegistry::AddDrop(const CollectionInfo& info, rocksdb::WriteBatch* batch) const {

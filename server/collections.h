@@ -26,8 +26,12 @@
 
 namespace quantd {
 
-class Tokenizer;
+struct TokenizerSet;
+struct ItemChangeLog;
 struct ServingIndex;
+
+// Most tokenizer versions a collection may keep.
+inline constexpr uint32_t kMaxKeptTokenizerVersions = 16;
 
 // Longest accepted collection name.
 inline constexpr size_t kMaxCollectionNameLength = 128;
@@ -42,6 +46,8 @@ struct CollectionInfo {
   int64_t dimension = 0;
   Metric metric = Metric::kL2;
   int64_t create_time_ms = 0;
+  // Tokenizer versions to keep; 0: the server's default.
+  uint32_t keep_tokenizer_versions = 0;
   uint64_t item_count = 0;
   // Changes with every committed write to the collection's items or models: a key for caches
   // of figures computed from them.
@@ -108,13 +114,19 @@ struct Collection {
   bool dropped = false;
   std::atomic<uint64_t> item_count{0};
   std::atomic<uint64_t> generation{0};  // see CollectionInfo::generation
-  ModelSlot<const Tokenizer> tokenizer;
+  std::atomic<uint32_t> keep_tokenizer_versions{0};  // changes under write_mu
+  // The kept tokenizer versions (null until one is trained).
+  ModelSlot<const TokenizerSet> tokenizers;
+  // Item ids written since each running tokenizer job took its snapshot (server/tokenizers.h);
+  // under write_mu.
+  std::vector<std::shared_ptr<ItemChangeLog>> change_logs;
   ModelSlot<ServingIndex> index;
 
   // info with the current item count.
   CollectionInfo Snapshot() const {
     CollectionInfo out = info;
     out.item_count = item_count.load();
+    out.keep_tokenizer_versions = keep_tokenizer_versions.load();
     out.generation = generation.load();
     return out;
   }
@@ -145,7 +157,11 @@ class CollectionRegistry {
 
   // INVALID_ARGUMENT for a bad name or dimension, ALREADY_EXISTS, RESOURCE_EXHAUSTED past
   // max_collections.
-  absl::StatusOr<CollectionInfo> Create(absl::string_view name, int64_t dimension, Metric metric);
+  // keep_tokenizer_versions: 0 (the server's default) or 1..kMaxKeptTokenizerVersions.
+  absl::StatusOr<CollectionInfo> Create(absl::string_view name, int64_t dimension, Metric metric,
+                                        uint32_t keep_tokenizer_versions = 0);
+  // Rewrites the collection's record with a new keep_tokenizer_versions.
+  absl::Status SetKeepTokenizerVersions(const WriteGuard& guard, uint32_t keep);
   std::vector<CollectionInfo> List() const;  // sorted by name
   // INVALID_ARGUMENT for a bad name (errors name `field`), NOT_FOUND.
   absl::StatusOr<CollectionInfo> Describe(absl::string_view name,

@@ -114,7 +114,7 @@ absl::Status IndexJob::Validate(const CollectionInfo& info) const {
       .status();
 }
 
-absl::StatusOr<uint32_t> IndexJob::Run(const JobContext& context) {
+absl::StatusOr<JobResult> IndexJob::Run(const JobContext& context) {
   const auto start = std::chrono::steady_clock::now();
   auto items = context.LoadItems();
   if (!items.ok()) return items.status();
@@ -183,8 +183,10 @@ absl::StatusOr<uint32_t> IndexJob::Run(const JobContext& context) {
   record.set_train_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   context.SetPhase("committing", 0.95);
-  return context.storage()->indexes().CommitIndex(request_.collection(), std::move(record),
-                                                  std::move(*trained), *items, lists, codes);
+  auto version = context.storage()->indexes().CommitIndex(request_.collection(), std::move(record),
+                                                          std::move(*trained), *items, lists, codes);
+  if (!version.ok()) return version.status();
+  return JobResult{*version, /*activated=*/true, ""};
 }
 
 }  // namespace quantd

@@ -30,7 +30,7 @@ class IndexJob final : public JobWithRequest<v1::TrainIndexRequest> {
 
   absl::string_view kind() const override { return Kind().kind; }
   absl::Status Validate(const CollectionInfo& info) const override;
-  absl::StatusOr<uint32_t> Run(const JobContext& context) override;
+  absl::StatusOr<JobResult> Run(const JobContext& context) override;
 };
 
 }  // namespace quantd

@@ -92,7 +92,7 @@ absl::StatusOr<WriteGuard> ItemService::LockForItemWrite(absl::string_view name)
   auto guard = registry_->LockForWrite(name);
   if (!guard.ok()) return guard.status();
   for (const absl::Status& error :
-       {guard->collection().tokenizer.error(), guard->collection().index.error()}) {
+       {guard->collection().tokenizers.error(), guard->collection().index.error()}) {
     if (!error.ok()) return error;
   }
   return guard;
@@ -142,12 +142,11 @@ absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(absl::string_view 
   rocksdb::WriteBatch batch;
   items_->AddPuts(cid, d, changed->ids, changed->vectors, &batch);
   items_->AddCount(cid, new_count, &batch);
-  std::optional<LedgerChange> sid_change;
-  if (std::shared_ptr<const Tokenizer> tokenizer = collection.tokenizer.get()) {
-    sid_change.emplace(&tokenizer->ledger());
+  SidChanges sid_changes;
+  if (std::shared_ptr<const TokenizerSet> tokenizers = collection.tokenizers.get()) {
     if (auto status =
-            tokenizers_->AddItemUpserts(cid, *tokenizer, changed->ids, changed->vectors,
-                                        static_cast<int64_t>(new_count), &*sid_change, &batch);
+            tokenizers_->AddItemUpserts(cid, *tokenizers, changed->ids, changed->vectors,
+                                        static_cast<int64_t>(new_count), &sid_changes, &batch);
         !status.ok()) {
       return status;
     }
@@ -166,7 +165,8 @@ absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(absl::string_view 
     }
   }
   if (auto status = db_->Write(batch, "write items"); !status.ok()) return status;
-  if (sid_change) sid_change->Keep();
+  sid_changes.Keep();
+  Tokenizers::LogItemWrites(collection, changed->ids);
   guard->MarkWritten();
 
   collection.item_count = new_count;
@@ -205,16 +205,17 @@ absl::StatusOr<ItemService::DeleteResult> ItemService::Delete(absl::string_view 
     ivf_->AddDelete(cid, id, &batch);  // the item's index entry, if any
   }
   items_->AddCount(cid, result.item_count, &batch);
-  std::optional<LedgerChange> sid_change;
-  if (std::shared_ptr<const Tokenizer> tokenizer = collection.tokenizer.get()) {
-    sid_change.emplace(&tokenizer->ledger());
-    if (auto status = tokenizers_->AddItemDeletes(cid, *tokenizer, deleted, &*sid_change, &batch);
+  SidChanges sid_changes;
+  if (std::shared_ptr<const TokenizerSet> tokenizers = collection.tokenizers.get()) {
+    if (auto status =
+            tokenizers_->AddItemDeletes(cid, *tokenizers, deleted, &sid_changes, &batch);
         !status.ok()) {
       return status;
     }
   }
   if (auto status = db_->Write(batch, "delete items"); !status.ok()) return status;
-  if (sid_change) sid_change->Keep();
+  sid_changes.Keep();
+  Tokenizers::LogItemWrites(collection, deleted);
   write->guard.MarkWritten();
 
   collection.item_count = result.item_count;

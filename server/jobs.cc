@@ -51,6 +51,7 @@ void MarkInterrupted(storage::JobRecord& record) {
 const std::vector<const JobKind*>& JobKinds() {
   static const auto* kinds = new std::vector<const JobKind*>{
       &TokenizerJob::Kind(),
+      &ImportTokenizerJob::Kind(),
       &IndexJob::Kind(),
   };
   return *kinds;
@@ -218,6 +219,8 @@ v1::Job JobManager::ToProto(const storage::JobRecord& record) const {
   }
   job.set_error(record.error());
   job.set_result_version(record.result_version());
+  job.set_activated(record.activated());
+  job.set_decision(record.decision());
   return job;
 }
 
@@ -262,7 +265,7 @@ void JobManager::SetPhase(Entry& entry, const std::string& phase, double progres
   }
 }
 
-void JobManager::Finish(Entry& entry, const absl::StatusOr<uint32_t>& result) {
+void JobManager::Finish(Entry& entry, const absl::StatusOr<JobResult>& result) {
   std::lock_guard lock(mu_);
   storage::JobRecord& record = entry.record;
   record.set_end_time_ms(NowMs());
@@ -270,10 +273,13 @@ void JobManager::Finish(Entry& entry, const absl::StatusOr<uint32_t>& result) {
     record.set_state(v1::JOB_STATE_SUCCEEDED);
     record.set_phase("done");
     record.set_progress(1.0);
-    record.set_result_version(*result);
+    record.set_result_version(result->version);
+    record.set_activated(result->activated);
+    record.set_decision(result->decision);
     const JobKind* kind = FindKind(record.kind());
-    LogInfo("job %s: committed %s version %d of '%s'", record.id(),
-            kind != nullptr ? kind->model : record.kind(), *result, record.collection());
+    LogInfo("job %s: committed %s version %d of '%s'%s", record.id(),
+            kind != nullptr ? kind->model : record.kind(), result->version, record.collection(),
+            result->decision.empty() ? "" : absl::StrCat(" (", result->decision, ")"));
   } else if (result.status().code() == absl::StatusCode::kCancelled && stopping_) {
     MarkInterrupted(record);
     LogInfo("job %s: %s", record.id(), record.error());

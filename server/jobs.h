@@ -68,7 +68,7 @@ class JobManager {
   // Asks `entry` (active) to stop; a pending one is dequeued and recorded CANCELLED with
   // `reason` at once. Needs mu_.
   absl::Status CancelLocked(const std::shared_ptr<Entry>& entry, absl::string_view reason);
-  void Finish(Entry& entry, const absl::StatusOr<uint32_t>& result);
+  void Finish(Entry& entry, const absl::StatusOr<JobResult>& result);
   v1::Job ToProto(const storage::JobRecord& record) const;
 
   Storage* storage_;

@@ -6,16 +6,20 @@
 //            "next_collection_id"      -> uint32 LE; collection ids are never reused
 //            "collection/<name>"       -> quantd.storage.CollectionRecord
 //            "count/<cid:be32>"        -> item count, uint64 LE
-//            "tokenizer/<cid:be32>"    -> current tokenizer version, uint32 LE
-//            "sid_drift/<cid:be32>"    -> quantd.storage.SidDriftRecord (current version's)
+//            "tokenizer_versions/<cid:be32>" -> quantd.storage.TokenizerVersionsRecord (the
+//                                         active, kept, pinned and pending versions)
+//            "sid_drift/<cid:be32><version:be32>" -> quantd.storage.SidDriftRecord
 //            "index/<cid:be32>"        -> current IVF-PQ index version, uint32 LE
 //            "job/<id>"                -> quantd.storage.JobRecord
 //   vectors  <cid:be32><item id:be64>  -> dimension float32 values, LE
 //   models   <cid:be32><version:be32>  -> tokenizer blob (server/tokenizer.h)
 //            <cid:be32>"ivf"<version:be32> -> IVF-PQ index blob (server/index.h)
-//   codes    <cid:be32><item id:be64>  -> uint32 LE: version, L codes, suffix (the item's SID)
+//   codes    <cid:be32><version:be32><item id:be64> -> uint32 LE: version, L codes, suffix (the
+//            item's SID under that tokenizer version)
 //   sids     <cid:be32><version:be32><code:be32 x L><suffix:be32> -> item id, uint64 LE
 //            (the SID index: prefix scans answer Lookup and find the lowest free suffix)
+//   Every row of tokenizer version v in models, codes and sids starts with <cid><v>, so one
+//   version's rows go with a range delete.
 //   ivf      <cid:be32><item id:be64>  -> the item's index entry: version, list, PQ code
 //            (server/index.h); the in-memory inverted lists are rebuilt from it at start-up
 //
@@ -35,8 +39,10 @@
 namespace quantd::keys {
 
 // Version of the layout above. 1: quantd 0.1.0 (CollectionRecord.metric held core's enum
-// value); 2: CollectionRecord.metric holds the quantd.v1.Metric value, as records.proto says.
-inline constexpr uint32_t kSchemaVersion = 2;
+// value); 2: CollectionRecord.metric holds the quantd.v1.Metric value, as records.proto says;
+// 3: several tokenizer versions (codes keyed by version, "tokenizer_versions/", drift per
+// version; 2 had one version: codes <cid><item id>, "tokenizer/<cid>", "sid_drift/<cid>").
+inline constexpr uint32_t kSchemaVersion = 3;
 
 inline constexpr char kSchemaVersionKey[] = "schema_version";
 inline constexpr char kNextCollectionIdKey[] = "next_collection_id";
@@ -95,8 +101,19 @@ inline std::string WithCollectionId(absl::string_view prefix, uint32_t cid) {
   return key;
 }
 inline std::string CountKey(uint32_t cid) { return WithCollectionId("count/", cid); }
-inline std::string TokenizerVersionKey(uint32_t cid) { return WithCollectionId("tokenizer/", cid); }
-inline std::string SidDriftKey(uint32_t cid) { return WithCollectionId("sid_drift/", cid); }
+inline std::string TokenizerVersionsKey(uint32_t cid) {
+  return WithCollectionId("tokenizer_versions/", cid);
+}
+inline std::string SidDriftKey(uint32_t cid, uint32_t version) {
+  std::string key = WithCollectionId("sid_drift/", cid);
+  AppendBigEndian32(&key, version);
+  return key;
+}
+// Schema 2's keys (read by the migration only): the current version, its drift counters.
+inline std::string LegacyTokenizerVersionKey(uint32_t cid) {
+  return WithCollectionId("tokenizer/", cid);
+}
+inline std::string LegacySidDriftKey(uint32_t cid) { return WithCollectionId("sid_drift/", cid); }
 inline std::string IndexVersionKey(uint32_t cid) { return WithCollectionId("index/", cid); }
 inline std::string JobKey(absl::string_view id) { return absl::StrCat(kJobPrefix, id); }
 
@@ -107,7 +124,7 @@ inline std::string CollectionEnd(uint32_t cid) {
   return cid == UINT32_MAX ? std::string("\xff\xff\xff\xff\xff", 5) : CollectionBegin(cid + 1);
 }
 
-// Key of item `id` in vectors, codes and ivf.
+// Key of item `id` in vectors and ivf (and in schema 2's codes).
 inline std::string ItemKey(uint32_t cid, uint64_t id) {
   std::string key;
   key.reserve(12);
@@ -133,6 +150,20 @@ inline std::string IndexModelKey(uint32_t cid, uint32_t version) {
   key += "ivf";
   AppendBigEndian32(&key, version);
   return key;
+}
+
+// Key of item `id`'s SID under tokenizer `version` in codes.
+inline std::string CodesKey(uint32_t cid, uint32_t version, uint64_t id) {
+  std::string key;
+  key.reserve(16);
+  AppendBigEndian32(&key, cid);
+  AppendBigEndian32(&key, version);
+  AppendBigEndian64(&key, id);
+  return key;
+}
+inline constexpr size_t kCodesKeySize = 16;
+inline uint64_t ItemIdOfCodesKey(absl::string_view codes_key) {
+  return ReadBigEndian64(codes_key.data() + 8);
 }
 
 // Prefix in sids of a code tuple (or of its first `count` codes) under a tokenizer version;

@@ -56,6 +56,9 @@ ABSL_FLAG(
     int64_t, search_queue, 256,
     "Search/Encode/GetStats calls that may wait for a worker; beyond that RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_collections, 1000, "most collections; beyond that RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint32_t, keep_tokenizer_versions, 3,
+          "tokenizer versions a collection keeps (1..16) unless it sets its own; older ones are "
+          "dropped when a new one commits (never the active or a pinned one)");
 ABSL_FLAG(int64_t, default_deadline_ms, 30000,
           "budget of a Search/Encode/GetStats call whose client set no deadline (queued past it: "
           "DEADLINE_EXCEEDED)");
@@ -248,6 +251,7 @@ int main(int argc, char** argv) {
   options.search_threads = absl::GetFlag(FLAGS_search_threads);
   options.search_queue = absl::GetFlag(FLAGS_search_queue);
   options.max_collections = absl::GetFlag(FLAGS_max_collections);
+  options.keep_tokenizer_versions = absl::GetFlag(FLAGS_keep_tokenizer_versions);
   options.default_deadline = std::chrono::milliseconds(absl::GetFlag(FLAGS_default_deadline_ms));
   options.max_deadline = std::chrono::milliseconds(absl::GetFlag(FLAGS_max_deadline_ms));
   options.tls_cert = absl::GetFlag(FLAGS_tls_cert);

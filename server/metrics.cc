@@ -245,9 +245,14 @@ std::vector<MetricFamily> StateCollector::Collect() const {
   AddGauge(count, {}, static_cast<double>(collections.size()));
   out.push_back(std::move(count));
   MetricFamily items = Family("quantd_collection_items", "Items per collection", MetricType::Gauge);
-  MetricFamily tokenizer_bytes =
-      Family("quantd_tokenizer_memory_bytes", "Heap bytes of the serving tokenizer, per collection",
-             MetricType::Gauge);
+  MetricFamily tokenizer_bytes = Family(
+      "quantd_tokenizer_memory_bytes",
+      "Heap bytes of the kept tokenizer versions' codebooks, per collection", MetricType::Gauge);
+  MetricFamily versions_kept = Family(
+      "quantd_tokenizer_versions_kept", "Tokenizer versions kept, per collection", MetricType::Gauge);
+  MetricFamily active_version =
+      Family("quantd_tokenizer_active_version",
+             "The active tokenizer version, per collection (0: none active)", MetricType::Gauge);
   MetricFamily index_bytes =
       Family("quantd_index_memory_bytes", "Heap bytes of the serving IVF-PQ index, per collection",
              MetricType::Gauge);
@@ -300,13 +305,21 @@ std::vector<MetricFamily> StateCollector::Collect() const {
       AddGauge(index_bytes, {{"collection", info.name}},
                static_cast<double>((*index)->index.Stats().memory_bytes));
     }
-    auto tokenizer = storage_->tokenizers().GetTokenizer(info.name);
-    if (!tokenizer.ok()) continue;
-    AddGauge(tokenizer_bytes, {{"collection", info.name}}, TokenizerBytes(**tokenizer));
-    auto figures = sids_->GetFigures(info, **tokenizer, SidService::Freshness::kWithinAMinute);
+    auto set = storage_->tokenizers().GetVersions(info.name);
+    if (!set.ok() || *set == nullptr) continue;
+    double bytes = 0;
+    for (const auto& [version, kept] : (*set)->versions) bytes += TokenizerBytes(*kept);
+    AddGauge(tokenizer_bytes, {{"collection", info.name}}, bytes);
+    AddGauge(versions_kept, {{"collection", info.name}},
+             static_cast<double>((*set)->versions.size()));
+    AddGauge(active_version, {{"collection", info.name}},
+             static_cast<double>((*set)->record.active()));
+    std::shared_ptr<const Tokenizer> tokenizer = (*set)->active();
+    if (tokenizer == nullptr) continue;
+    auto figures = sids_->GetFigures(info, *tokenizer, SidService::Freshness::kWithinAMinute);
     if (!figures.ok()) continue;  // e.g. ABORTED by a retraining: next scrape
     AddGauge(collision, {{"collection", info.name}}, (*figures)->collisions.collision_rate);
-    const SidService::Drift drift = SidService::DriftOf(**tokenizer);
+    const SidService::Drift drift = SidService::DriftOf(*tokenizer);
     for (size_t l = 0; l < (*figures)->levels.size(); ++l) {
       const LevelUsage& level = (*figures)->levels[l];
       const std::vector<ClientMetric::Label> labels = {{"collection", info.name},
@@ -329,6 +342,8 @@ std::vector<MetricFamily> StateCollector::Collect() const {
   sids_->KeepFiguresOf(collections);  // dropped collections leave the cache
   out.push_back(std::move(items));
   out.push_back(std::move(tokenizer_bytes));
+  out.push_back(std::move(versions_kept));
+  out.push_back(std::move(active_version));
   out.push_back(std::move(index_bytes));
   out.push_back(std::move(collision));
   out.push_back(std::move(usage));

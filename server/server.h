@@ -51,6 +51,8 @@ struct ServerOptions {
   int64_t search_queue =
       256;  // Search/Encode/GetStats calls waiting beyond that: RESOURCE_EXHAUSTED
   int64_t max_collections = 1000;  // CreateCollection beyond that: RESOURCE_EXHAUSTED
+  // Tokenizer versions a collection keeps unless it sets its own, 1..16.
+  uint32_t keep_tokenizer_versions = 3;
   std::chrono::milliseconds default_deadline{30000};  // budget of a call without a deadline
   std::chrono::milliseconds max_deadline{600000};     // the most budget any call gets
   // TLS: PEM certificate chain and private key (both or neither; neither = plaintext), and a

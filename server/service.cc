@@ -17,7 +17,8 @@
 namespace quantd {
 namespace {
 
-void ToProto(const CollectionInfo& info, v1::Collection* out) {
+void ToProto(const CollectionInfo& info, const Tokenizers& tokenizers, v1::Collection* out) {
+  out->set_keep_tokenizer_versions(tokenizers.KeepOf(info));
   out->set_name(info.name);
   out->set_dimension(static_cast<uint32_t>(info.dimension));
   out->set_metric(MetricToProto(info.metric));
@@ -25,11 +26,15 @@ void ToProto(const CollectionInfo& info, v1::Collection* out) {
   out->set_create_time_ms(info.create_time_ms);
 }
 
+}  // namespace
+
 void FillSid(const int32_t* codes, int64_t levels, uint32_t suffix, v1::Sid* sid) {
   for (int64_t l = 0; l < levels; ++l) sid->add_codes(static_cast<uint32_t>(codes[l]));
   sid->set_suffix(suffix);
   sid->set_tokens(RenderSidTokens(absl::MakeConstSpan(codes, static_cast<size_t>(levels)), suffix));
 }
+
+namespace {
 
 void FillIndexStats(const ServingIndex& index, v1::IndexStats* out) {
   IvfPqStats stats;
@@ -136,6 +141,7 @@ QuantdService::QuantdService(Storage* storage, JobManager* jobs, Metrics* metric
   // Shutdown waits for it (its call is in flight) before the storage closes.
   Unary<v1::BackupRequest, v1::BackupResponse>(
       "Backup", RunOn::kOwnThread, std::bind(&QuantdService::HandleBackup, this, _1, _2));
+  RegisterVersionMethods();
   SealRegistration();
 }
 
@@ -143,15 +149,16 @@ absl::Status QuantdService::HandleCreateCollection(const v1::CreateCollectionReq
                                                    v1::CreateCollectionResponse* response) {
   auto metric = MetricFromProto(request.metric());
   if (!metric.ok()) return metric.status();
-  auto info = storage_->collections().Create(request.name(), request.dimension(), *metric);
-  if (info.ok()) ToProto(*info, response->mutable_collection());
+  auto info = storage_->collections().Create(request.name(), request.dimension(), *metric,
+                                             request.keep_tokenizer_versions());
+  if (info.ok()) ToProto(*info, storage_->tokenizers(), response->mutable_collection());
   return info.status();
 }
 
 absl::Status QuantdService::HandleListCollections(const v1::ListCollectionsRequest&,
                                                   v1::ListCollectionsResponse* response) {
   for (const CollectionInfo& info : storage_->collections().List()) {
-    ToProto(info, response->add_collections());
+    ToProto(info, storage_->tokenizers(), response->add_collections());
   }
   return absl::OkStatus();
 }
@@ -159,7 +166,7 @@ absl::Status QuantdService::HandleListCollections(const v1::ListCollectionsReque
 absl::Status QuantdService::HandleDescribeCollection(const v1::DescribeCollectionRequest& request,
                                                      v1::DescribeCollectionResponse* response) {
   auto info = storage_->collections().Describe(request.name());
-  if (info.ok()) ToProto(*info, response->mutable_collection());
+  if (info.ok()) ToProto(*info, storage_->tokenizers(), response->mutable_collection());
   return info.status();
 }
 
@@ -304,7 +311,8 @@ absl::Status QuantdService::HandleCancelJob(const v1::CancelJobRequest& request,
 
 absl::Status QuantdService::HandleEncode(const v1::EncodeRequest& request,
                                          v1::EncodeResponse* response) {
-  auto encoded = sids_.Encode(request.collection(), request.ids(), request.vectors());
+  auto encoded = sids_.Encode(request.collection(), request.ids(), request.vectors(),
+                              request.tokenizer_version());
   if (!encoded.ok()) return encoded.status();
   const int64_t levels = encoded->levels;
   response->set_tokenizer_version(encoded->tokenizer_version);
@@ -335,8 +343,8 @@ absl::Status QuantdService::HandleEncode(const v1::EncodeRequest& request,
 
 absl::Status QuantdService::HandleLookup(const v1::LookupRequest& request,
                                          v1::LookupResponse* response) {
-  auto found =
-      sids_.Lookup(request.collection(), request.codes(), request.tokens(), request.limit());
+  auto found = sids_.Lookup(request.collection(), request.codes(), request.tokens(),
+                            request.limit(), request.tokenizer_version());
   if (!found.ok()) return found.status();
   for (size_t i = 0; i < found->ids.size(); ++i) {
     response->add_ids(found->ids[i]);
@@ -352,7 +360,7 @@ absl::Status QuantdService::HandleLookup(const v1::LookupRequest& request,
 absl::StatusOr<MessageSource<v1::ExportSidsResponse>> QuantdService::HandleExportSids(
     const v1::ExportSidsRequest& request) {
   constexpr size_t kExportBatch = 8192;
-  auto list = sids_.Export(request.collection());
+  auto list = sids_.Export(request.collection(), request.tokenizer_version());
   if (!list.ok()) return list.status();
   struct State {
     SidList list;
@@ -381,16 +389,20 @@ absl::Status QuantdService::HandleGetStats(const v1::GetStatsRequest& request,
                                            v1::GetStatsResponse* response) {
   auto info = storage_->collections().Describe(request.collection());
   if (!info.ok()) return info.status();
-  ToProto(*info, response->mutable_collection());
+  ToProto(*info, storage_->tokenizers(), response->mutable_collection());
   auto index = storage_->indexes().GetIndex(request.collection());
   if (index.ok()) {
     FillIndexStats(**index, response->mutable_index());
   } else if (index.status().code() != absl::StatusCode::kFailedPrecondition) {
     return index.status();
   }
-  auto tokenizer = storage_->tokenizers().GetTokenizer(request.collection());
+  auto versions = storage_->tokenizers().GetVersions(request.collection());
+  if (!versions.ok()) return versions.status();
+  FillVersions(request.collection(), versions->get(), response->mutable_tokenizer_versions());
+  auto tokenizer =
+      storage_->tokenizers().GetTokenizer(request.collection(), request.tokenizer_version());
   if (tokenizer.status().code() == absl::StatusCode::kFailedPrecondition) {
-    return absl::OkStatus();  // no tokenizer yet: collection stats only
+    return absl::OkStatus();  // no (active) tokenizer: collection stats only
   }
   if (!tokenizer.ok()) return tokenizer.status();
   auto figures = sids_.GetFigures(*info, **tokenizer, SidService::Freshness::kCurrent);

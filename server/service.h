@@ -19,6 +19,9 @@
 
 namespace quantd {
 
+// A SID as the API shows it: codes (levels), suffix, tokens.
+void FillSid(const int32_t* codes, int64_t levels, uint32_t suffix, v1::Sid* sid);
+
 // Largest GetItems answer, in bytes of vector payload (the default message limit is above it).
 inline constexpr int64_t kMaxResponsePayloadBytes = 48 << 20;
 
@@ -57,6 +60,28 @@ class QuantdService final : public GuardedService<v1::Quantd> {
   absl::Status HandleCancelJob(const v1::CancelJobRequest& request, v1::Job* response);
   absl::Status HandleGetStats(const v1::GetStatsRequest& request, v1::GetStatsResponse* response);
   absl::Status HandleBackup(const v1::BackupRequest& request, v1::BackupResponse* response);
+  // Tokenizer versions (service_versions.cc).
+  absl::Status HandleListTokenizerVersions(const v1::ListTokenizerVersionsRequest& request,
+                                           v1::TokenizerVersions* response);
+  absl::Status HandleActivateTokenizer(const v1::ActivateTokenizerRequest& request,
+                                       v1::TokenizerVersions* response);
+  absl::Status HandleDropTokenizerVersion(const v1::DropTokenizerVersionRequest& request,
+                                          v1::TokenizerVersions* response);
+  absl::Status HandlePinTokenizerVersion(const v1::PinTokenizerVersionRequest& request,
+                                         v1::TokenizerVersions* response);
+  absl::Status HandleSetTokenizerRetention(const v1::SetTokenizerRetentionRequest& request,
+                                           v1::TokenizerVersions* response);
+  absl::StatusOr<MessageSource<v1::MapSidsResponse>> HandleMapSids(
+      const v1::MapSidsRequest& request);
+  absl::Status HandleNextCodes(const v1::NextCodesRequest& request,
+                               v1::NextCodesResponse* response);
+  absl::Status HandleExportTokenizer(const v1::ExportTokenizerRequest& request,
+                                     v1::ExportTokenizerResponse* response);
+  absl::Status HandleImportTokenizer(const v1::ImportTokenizerRequest& request, v1::Job* response);
+  void RegisterVersionMethods();
+  // The kept versions of `collection` (`set` may be null: none) as the API shows them.
+  void FillVersions(absl::string_view collection, const TokenizerSet* set,
+                    v1::TokenizerVersions* out) const;
 
   Storage* storage_;
   JobManager* jobs_;

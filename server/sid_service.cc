@@ -7,16 +7,35 @@
 #include "core/vectors.h"
 
 namespace quantd {
+namespace {
+
+// A SID prefix given as codes or as tokens (`field` names the codes), not both.
+absl::StatusOr<std::vector<int64_t>> PrefixOf(absl::Span<const uint32_t> codes,
+                                              absl::string_view tokens, absl::string_view field) {
+  std::vector<int64_t> prefix(codes.begin(), codes.end());
+  if (!tokens.empty()) {
+    if (!prefix.empty()) {
+      return absl::InvalidArgumentError(absl::StrFormat("give %s or tokens, not both", field));
+    }
+    auto parsed = ParseSidTokens(tokens);
+    if (!parsed.ok()) return parsed.status();
+    prefix = std::move(*parsed);
+  }
+  return prefix;
+}
+
+}  // namespace
 
 absl::StatusOr<SidService::Encoded> SidService::Encode(absl::string_view collection,
                                                        absl::Span<const uint64_t> ids,
-                                                       absl::Span<const float> vectors) const {
+                                                       absl::Span<const float> vectors,
+                                                       uint32_t version) const {
   auto info = storage_->collections().Describe(collection);
   if (!info.ok()) return info.status();
   if (ids.empty() && vectors.empty()) {
     return absl::InvalidArgumentError("ids and vectors are both empty: give either or both");
   }
-  auto tokenizer = storage_->tokenizers().GetTokenizer(collection);
+  auto tokenizer = storage_->tokenizers().GetTokenizer(collection, version);
   if (!tokenizer.ok()) return tokenizer.status();
   Encoded encoded;
   encoded.tokenizer_version = (*tokenizer)->version();
@@ -127,29 +146,91 @@ SidService::Drift SidService::DriftOf(const Tokenizer& tokenizer) {
 
 absl::StatusOr<SidList> SidService::Lookup(absl::string_view collection,
                                            absl::Span<const uint32_t> codes,
-                                           absl::string_view tokens, uint64_t limit) const {
-  std::vector<int64_t> prefix(codes.begin(), codes.end());
-  if (!tokens.empty()) {
-    if (!prefix.empty()) return absl::InvalidArgumentError("give codes or tokens, not both");
-    auto parsed = ParseSidTokens(tokens);
-    if (!parsed.ok()) return parsed.status();
-    prefix = std::move(*parsed);
-  }
-  if (prefix.empty()) return absl::InvalidArgumentError("codes and tokens are both empty");
+                                           absl::string_view tokens, uint64_t limit,
+                                           uint32_t version) const {
+  auto prefix = PrefixOf(codes, tokens, "codes");
+  if (!prefix.ok()) return prefix.status();
+  if (prefix->empty()) return absl::InvalidArgumentError("codes and tokens are both empty");
   if (limit > static_cast<uint64_t>(kMaxLookupLimit)) {
     return absl::InvalidArgumentError(
         absl::StrFormat("limit %d exceeds %d", limit, kMaxLookupLimit));
   }
   const int64_t rows = limit == 0 ? kDefaultLookupLimit : static_cast<int64_t>(limit);
-  auto tokenizer = storage_->tokenizers().GetTokenizer(collection);
+  auto tokenizer = storage_->tokenizers().GetTokenizer(collection, version);
   if (!tokenizer.ok()) return tokenizer.status();
-  return storage_->tokenizers().LookupSids(collection, **tokenizer, prefix, rows);
+  return storage_->tokenizers().LookupSids(collection, **tokenizer, *prefix, rows);
 }
 
-absl::StatusOr<SidList> SidService::Export(absl::string_view collection) const {
-  auto tokenizer = storage_->tokenizers().GetTokenizer(collection);
+absl::StatusOr<SidList> SidService::Export(absl::string_view collection, uint32_t version) const {
+  auto tokenizer = storage_->tokenizers().GetTokenizer(collection, version);
   if (!tokenizer.ok()) return tokenizer.status();
   return storage_->tokenizers().ExportSids(collection, **tokenizer);
+}
+
+absl::StatusOr<SidService::Next> SidService::NextCodes(absl::string_view collection,
+                                                       absl::Span<const uint32_t> codes,
+                                                       absl::string_view tokens,
+                                                       uint32_t version) const {
+  auto prefix = PrefixOf(codes, tokens, "prefix");
+  if (!prefix.ok()) return prefix.status();
+  auto tokenizer = storage_->tokenizers().GetTokenizer(collection, version);
+  if (!tokenizer.ok()) return tokenizer.status();
+  const int64_t levels = (*tokenizer)->levels();
+  const auto length = static_cast<int64_t>(prefix->size());
+  if (length > levels) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "prefix has %d codes; tokenizer version %d has %d levels, so the prefix of a next token "
+        "has 0..%d",
+        length, (*tokenizer)->version(), levels, levels));
+  }
+  for (int64_t l = 0; l < length; ++l) {
+    const int64_t k = (*tokenizer)->quantizer().codebook_size(l);
+    if ((*prefix)[l] >= k) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("prefix[%d] = %d is outside 0..%d", l, (*prefix)[l], k - 1));
+    }
+  }
+  Next next;
+  next.tokenizer_version = (*tokenizer)->version();
+  next.level = length;
+  if (length == levels) {
+    // The suffixes of one tuple, each naming one item.
+    auto sids = storage_->tokenizers().LookupSids(collection, **tokenizer, *prefix, kMaxLookupLimit);
+    if (!sids.ok()) return sids.status();
+    for (size_t i = 0; i < sids->ids.size(); ++i) {
+      next.codes.push_back(sids->suffixes[i]);
+      next.items.push_back(1);
+      next.ids.push_back(sids->ids[i]);
+    }
+    return next;
+  }
+  std::vector<int32_t> narrow(prefix->begin(), prefix->end());
+  const SidLedger::Reader ledger((*tokenizer)->ledger());
+  for (const auto& [code, count] : ledger.occupancy().NextCodes(narrow.data(), length)) {
+    next.codes.push_back(code);
+    next.items.push_back(count);
+  }
+  return next;
+}
+
+absl::StatusOr<SidService::SidMap> SidService::Map(absl::string_view collection,
+                                                   uint32_t from_version,
+                                                   uint32_t to_version) const {
+  SidMap map;
+  auto from = Export(collection, from_version);
+  if (!from.ok()) return from.status();
+  auto to = Export(collection, to_version);
+  if (!to.ok()) return to.status();
+  // Every kept version holds a SID for every item; items written between the two scans make
+  // the lists differ: a retry reads them again.
+  if (from->ids != to->ids) {
+    return absl::AbortedError(absl::StrFormat(
+        "items of collection '%s' changed while versions %d and %d were read; retry", collection,
+        from->version, to->version));
+  }
+  map.from = std::move(*from);
+  map.to = std::move(*to);
+  return map;
 }
 
 absl::StatusOr<std::shared_ptr<const SidService::Figures>> SidService::GetFigures(
@@ -157,7 +238,7 @@ absl::StatusOr<std::shared_ptr<const SidService::Figures>> SidService::GetFigure
   const auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(mu_);
-    const auto cached = figures_.find(info.name);
+    const auto cached = figures_.find({info.name, tokenizer.version()});
     if (cached != figures_.end() && cached->second->collection_id == info.id) {
       const Figures& figures = *cached->second;
       const bool current =
@@ -186,7 +267,7 @@ absl::StatusOr<std::shared_ptr<const SidService::Figures>> SidService::GetFigure
                                                 tokenizer.quantizer().codebook_size(l)));
   }
   std::lock_guard lock(mu_);
-  figures_[info.name] = figures;
+  figures_[{info.name, tokenizer.version()}] = figures;
   return figures;
 }
 
@@ -194,7 +275,7 @@ void SidService::KeepFiguresOf(const std::vector<CollectionInfo>& collections) c
   std::lock_guard lock(mu_);
   std::erase_if(figures_, [&](const auto& entry) {
     return std::none_of(collections.begin(), collections.end(), [&](const CollectionInfo& info) {
-      return info.name == entry.first && info.id == entry.second->collection_id;
+      return info.name == entry.first.first && info.id == entry.second->collection_id;
     });
   });
 }

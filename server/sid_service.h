@@ -53,16 +53,39 @@ class SidService {
   // row-major) under the collection's current tokenizer; at least one of the two is non-empty,
   // each at most kMaxEncodeRows rows. INVALID_ARGUMENT naming the field otherwise;
   // FAILED_PRECONDITION without a tokenizer.
+  // `version`: a kept tokenizer version, 0 the active one (as for every reader below).
   absl::StatusOr<Encoded> Encode(absl::string_view collection, absl::Span<const uint64_t> ids,
-                                 absl::Span<const float> vectors) const;
+                                 absl::Span<const float> vectors, uint32_t version = 0) const;
 
   // Items whose SID starts with a prefix given as `codes` or as `tokens` (one of the two), at
   // most `limit` (0: kDefaultLookupLimit; at most kMaxLookupLimit), in SID order.
   absl::StatusOr<SidList> Lookup(absl::string_view collection, absl::Span<const uint32_t> codes,
-                                 absl::string_view tokens, uint64_t limit) const;
+                                 absl::string_view tokens, uint64_t limit,
+                                 uint32_t version = 0) const;
 
   // Every SID of the collection in item-id order, with the tokenizer's version and levels.
-  absl::StatusOr<SidList> Export(absl::string_view collection) const;
+  absl::StatusOr<SidList> Export(absl::string_view collection, uint32_t version = 0) const;
+
+  // The valid next tokens under a prefix (given as codes or tokens, 0..L codes): at a prefix of
+  // fewer than L codes the next level's codes held under it with their item counts (from the
+  // ledger, no disk read), at L codes the suffixes with their items (at most kMaxLookupLimit).
+  struct Next {
+    uint32_t tokenizer_version = 0;
+    int64_t level = 0;  // of the next token; L for the suffix
+    std::vector<int64_t> codes;
+    std::vector<int64_t> items;
+    std::vector<uint64_t> ids;  // level L only
+  };
+  absl::StatusOr<Next> NextCodes(absl::string_view collection, absl::Span<const uint32_t> codes,
+                                 absl::string_view tokens, uint32_t version = 0) const;
+
+  // Both kept versions' SIDs of every item, in item-id order (MapSids).
+  struct SidMap {
+    SidList from;
+    SidList to;  // the same ids
+  };
+  absl::StatusOr<SidMap> Map(absl::string_view collection, uint32_t from_version,
+                             uint32_t to_version) const;
 
   // Figures of a collection's SIDs under one tokenizer version.
   struct Figures {
@@ -83,8 +106,8 @@ class SidService {
     // scan per collection a minute).
     kWithinAMinute,
   };
-  // The figures of collection `info` under `tokenizer` (its current one), from the cache when
-  // `freshness` allows.
+  // The figures of collection `info` under `tokenizer` (one of its kept versions), from the
+  // cache when `freshness` allows.
   absl::StatusOr<std::shared_ptr<const Figures>> GetFigures(const CollectionInfo& info,
                                                             const Tokenizer& tokenizer,
                                                             Freshness freshness) const;
@@ -110,8 +133,8 @@ class SidService {
  private:
   const Storage* storage_;
   mutable std::mutex mu_;
-  // By collection name; guarded by mu_.
-  mutable std::map<std::string, std::shared_ptr<const Figures>, std::less<>> figures_;
+  // By collection name and tokenizer version; guarded by mu_.
+  mutable std::map<std::pair<std::string, uint32_t>, std::shared_ptr<const Figures>> figures_;
 };
 
 }  // namespace quantd

@@ -38,19 +38,17 @@ absl::StatusOr<SidValue> DecodeSidValue(absl::string_view value, int64_t levels,
   return sid;
 }
 
-// Decodes an item's SID for a reader that holds `tokenizer`: a SID of another version means a
-// retraining committed while the call ran, which is ABORTED (retry), not corruption.
+// Decodes an item's SID read under `tokenizer`'s version: a row holding another version is
+// corrupt.
 absl::StatusOr<SidValue> DecodeCurrent(absl::string_view value, const Tokenizer& tokenizer,
                                        uint64_t id, absl::string_view collection) {
-  uint32_t version = 0;
-  if (value.size() >= 4) std::memcpy(&version, value.data(), 4);
-  if (version != tokenizer.version()) {
-    return absl::AbortedError(absl::StrFormat(
-        "the tokenizer of collection '%s' changed during the call (version %d, item %d has "
-        "version %d); retry",
-        collection, tokenizer.version(), id, version));
+  auto sid = DecodeSidValue(value, tokenizer.levels(), id);
+  if (sid.ok() && sid->version != tokenizer.version()) {
+    return absl::DataLossError(
+        absl::StrFormat("SID of item %d of collection '%s' under version %d holds version %d", id,
+                        collection, tokenizer.version(), sid->version));
   }
-  return DecodeSidValue(value, tokenizer.levels(), id);
+  return sid;
 }
 
 std::string SidKey(uint32_t cid, uint32_t version, const int32_t* codes, int64_t levels,
@@ -69,38 +67,64 @@ void AppendSid(const SidValue& sid, uint64_t id, SidList* list) {
 
 }  // namespace
 
-absl::StatusOr<uint32_t> SidStore::CurrentVersion(uint32_t cid) const {
+absl::StatusOr<storage::TokenizerVersionsRecord> SidStore::ReadVersions(uint32_t cid) const {
+  storage::TokenizerVersionsRecord record;
   auto bytes =
-      db_->Get(ColumnFamily::kMeta, keys::TokenizerVersionKey(cid), "read tokenizer version");
+      db_->Get(ColumnFamily::kMeta, keys::TokenizerVersionsKey(cid), "read tokenizer versions");
   if (!bytes.ok()) return bytes.status();
-  if (!bytes->has_value()) return 0;
-  std::optional<uint32_t> version = keys::DecodeU32(**bytes);
-  if (!version) return absl::DataLossError("tokenizer version key is corrupt");
-  return *version;
+  if (bytes->has_value() && !record.ParseFromString(**bytes)) {
+    return absl::DataLossError("tokenizer versions record is corrupt");
+  }
+  if (record.next_version() == 0) record.set_next_version(1);
+  return record;
 }
 
-absl::StatusOr<std::shared_ptr<const Tokenizer>> SidStore::LoadCurrent(
-    uint32_t cid, absl::string_view collection) const {
-  auto version = CurrentVersion(cid);
-  if (!version.ok()) return version.status();
-  if (*version == 0) return std::shared_ptr<const Tokenizer>();
+void SidStore::AddVersions(uint32_t cid, const storage::TokenizerVersionsRecord& record,
+                           rocksdb::WriteBatch* batch) const {
+  batch->Put(db_->handle(ColumnFamily::kMeta), keys::TokenizerVersionsKey(cid),
+             record.SerializeAsString());
+}
+
+absl::StatusOr<std::shared_ptr<const Tokenizer>> SidStore::LoadVersion(
+    uint32_t cid, uint32_t version, absl::string_view collection) const {
   auto blob =
-      db_->Get(ColumnFamily::kModels, keys::TokenizerModelKey(cid, *version), "read tokenizer");
+      db_->Get(ColumnFamily::kModels, keys::TokenizerModelKey(cid, version), "read tokenizer");
   if (!blob.ok()) return blob.status();
   absl::StatusOr<std::shared_ptr<const Tokenizer>> tokenizer =
       blob->has_value()
           ? Tokenizer::Parse(**blob)
-          : absl::DataLossError(absl::StrFormat("tokenizer version %d is missing", *version));
+          : absl::DataLossError(absl::StrFormat("tokenizer version %d is missing", version));
+  if (tokenizer.ok() && (*tokenizer)->version() != version) {
+    tokenizer = absl::DataLossError(
+        absl::StrFormat("blob of version %d holds version %d", version, (*tokenizer)->version()));
+  }
   if (tokenizer.ok()) return tokenizer;
   return absl::DataLossError(absl::StrFormat("tokenizer of collection '%s' is unreadable: %s",
                                              collection, tokenizer.status().message()));
 }
 
+void SidStore::AddModel(uint32_t cid, const Tokenizer& tokenizer,
+                        rocksdb::WriteBatch* batch) const {
+  batch->Put(db_->handle(ColumnFamily::kModels), keys::TokenizerModelKey(cid, tokenizer.version()),
+             tokenizer.Serialize());
+}
+
+void SidStore::AddDropVersion(uint32_t cid, uint32_t version, rocksdb::WriteBatch* batch) const {
+  // The models family also holds index blobs (<cid>"ivf"...): delete the one key only.
+  batch->Delete(db_->handle(ColumnFamily::kModels), keys::TokenizerModelKey(cid, version));
+  const std::string begin = keys::TokenizerModelKey(cid, version);
+  const std::string end = version == UINT32_MAX ? keys::CollectionEnd(cid)
+                                                : keys::TokenizerModelKey(cid, version + 1);
+  batch->DeleteRange(db_->handle(ColumnFamily::kCodes), begin, end);
+  batch->DeleteRange(db_->handle(ColumnFamily::kSids), begin, end);
+  batch->Delete(db_->handle(ColumnFamily::kMeta), keys::SidDriftKey(cid, version));
+}
+
 absl::StatusOr<std::vector<std::optional<StoredSid>>> SidStore::ReadStored(
-    uint32_t cid, int64_t levels, absl::Span<const uint64_t> ids) const {
+    uint32_t cid, uint32_t version, int64_t levels, absl::Span<const uint64_t> ids) const {
   std::vector<std::string> item_keys;
   item_keys.reserve(ids.size());
-  for (uint64_t id : ids) item_keys.push_back(keys::ItemKey(cid, id));
+  for (uint64_t id : ids) item_keys.push_back(keys::CodesKey(cid, version, id));
   auto [values, statuses] = db_->MultiGet(ColumnFamily::kCodes, item_keys);
   std::vector<std::optional<StoredSid>> stored(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -116,6 +140,7 @@ absl::StatusOr<std::vector<std::optional<StoredSid>>> SidStore::ReadStored(
 absl::Status SidStore::AddUpserts(uint32_t cid, const Tokenizer& tokenizer,
                                   absl::Span<const uint64_t> ids, absl::Span<const int32_t> codes,
                                   absl::Span<const std::optional<StoredSid>> stored,
+                                  absl::Span<const int64_t> preferred,
                                   rocksdb::WriteBatch* batch) const {
   const uint32_t version = tokenizer.version();
   const int64_t levels = tokenizer.levels();
@@ -156,19 +181,25 @@ absl::Status SidStore::AddUpserts(uint32_t cid, const Tokenizer& tokenizer,
       (*old_state)->used.erase(sid->suffix);
       (*old_state)->lowest_free = std::min((*old_state)->lowest_free, sid->suffix);
     }
-    // The lowest suffix of the new tuple that no item holds.
     auto state = state_of(keys::SidPrefix(cid, version, row, levels));
     if (!state.ok()) return state.status();
-    uint32_t suffix = (*state)->lowest_free;
-    for (auto it = (*state)->used.lower_bound(suffix); it != (*state)->used.end() && *it == suffix;
-         ++it) {
-      ++suffix;
+    uint32_t suffix = 0;
+    if (!preferred.empty() && preferred[i] >= 0 && preferred[i] <= UINT32_MAX &&
+        !(*state)->used.contains(static_cast<uint32_t>(preferred[i]))) {
+      suffix = static_cast<uint32_t>(preferred[i]);
+    } else {
+      // The lowest suffix of the new tuple that no item holds.
+      suffix = (*state)->lowest_free;
+      for (auto it = (*state)->used.lower_bound(suffix);
+           it != (*state)->used.end() && *it == suffix; ++it) {
+        ++suffix;
+      }
+      (*state)->lowest_free = suffix + 1;
     }
     (*state)->used.insert(suffix);
-    (*state)->lowest_free = suffix + 1;
     batch->Put(db_->handle(ColumnFamily::kSids), SidKey(cid, version, row, levels, suffix),
                keys::EncodeU64(id));
-    batch->Put(db_->handle(ColumnFamily::kCodes), keys::ItemKey(cid, id),
+    batch->Put(db_->handle(ColumnFamily::kCodes), keys::CodesKey(cid, version, id),
                EncodeSidValue(version, row, levels, suffix));
   }
   return absl::OkStatus();
@@ -183,13 +214,25 @@ void SidStore::AddDeletes(uint32_t cid, absl::Span<const uint64_t> ids,
     batch->Delete(db_->handle(ColumnFamily::kSids),
                   SidKey(cid, sid.version, sid.codes.data(), static_cast<int64_t>(sid.codes.size()),
                          sid.suffix));
-    batch->Delete(db_->handle(ColumnFamily::kCodes), keys::ItemKey(cid, ids[i]));
+    batch->Delete(db_->handle(ColumnFamily::kCodes), keys::CodesKey(cid, sid.version, ids[i]));
+  }
+}
+
+void SidStore::AddSids(uint32_t cid, uint32_t version, int64_t levels,
+                       absl::Span<const uint64_t> ids, absl::Span<const int32_t> codes,
+                       absl::Span<const uint32_t> suffixes, rocksdb::WriteBatch* batch) const {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int32_t* row = codes.data() + i * levels;
+    batch->Put(db_->handle(ColumnFamily::kSids), SidKey(cid, version, row, levels, suffixes[i]),
+               keys::EncodeU64(ids[i]));
+    batch->Put(db_->handle(ColumnFamily::kCodes), keys::CodesKey(cid, version, ids[i]),
+               EncodeSidValue(version, row, levels, suffixes[i]));
   }
 }
 
 absl::StatusOr<storage::SidDriftRecord> SidStore::ReadDrift(uint32_t cid, uint32_t version) const {
   storage::SidDriftRecord drift;
-  auto bytes = db_->Get(ColumnFamily::kMeta, keys::SidDriftKey(cid), "read SID drift");
+  auto bytes = db_->Get(ColumnFamily::kMeta, keys::SidDriftKey(cid, version), "read SID drift");
   if (!bytes.ok()) return bytes.status();
   if (bytes->has_value() && !drift.ParseFromString(**bytes)) {
     return absl::DataLossError("SID drift record is corrupt");
@@ -203,42 +246,15 @@ absl::StatusOr<storage::SidDriftRecord> SidStore::ReadDrift(uint32_t cid, uint32
 
 void SidStore::AddDrift(uint32_t cid, const storage::SidDriftRecord& drift,
                         rocksdb::WriteBatch* batch) const {
-  batch->Put(db_->handle(ColumnFamily::kMeta), keys::SidDriftKey(cid), drift.SerializeAsString());
-}
-
-void SidStore::AddCommit(uint32_t cid, uint32_t old_version, const Tokenizer& tokenizer,
-                         absl::Span<const uint64_t> ids, absl::Span<const int32_t> codes,
-                         absl::Span<const uint32_t> suffixes, rocksdb::WriteBatch* batch) const {
-  const uint32_t version = tokenizer.version();
-  const int64_t levels = tokenizer.levels();
-  batch->Put(db_->handle(ColumnFamily::kModels), keys::TokenizerModelKey(cid, version),
-             tokenizer.Serialize());
-  if (old_version > 0) {
-    batch->Delete(db_->handle(ColumnFamily::kModels), keys::TokenizerModelKey(cid, old_version));
-    batch->DeleteRange(db_->handle(ColumnFamily::kSids), keys::TokenizerModelKey(cid, old_version),
-                       keys::TokenizerModelKey(cid, old_version + 1));
-  }
-  batch->Put(db_->handle(ColumnFamily::kMeta), keys::TokenizerVersionKey(cid),
-             keys::EncodeU32(version));
-  storage::SidDriftRecord drift;
-  drift.set_version(version);
-  AddDrift(cid, drift, batch);
-  // Every item's SID is written anew below; clear the family first so nothing of the previous
-  // version can outlive it.
-  batch->DeleteRange(db_->handle(ColumnFamily::kCodes), keys::CollectionBegin(cid),
-                     keys::CollectionEnd(cid));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const int32_t* row = codes.data() + i * levels;
-    batch->Put(db_->handle(ColumnFamily::kSids), SidKey(cid, version, row, levels, suffixes[i]),
-               keys::EncodeU64(ids[i]));
-    batch->Put(db_->handle(ColumnFamily::kCodes), keys::ItemKey(cid, ids[i]),
-               EncodeSidValue(version, row, levels, suffixes[i]));
-  }
+  batch->Put(db_->handle(ColumnFamily::kMeta), keys::SidDriftKey(cid, drift.version()),
+             drift.SerializeAsString());
 }
 
 void SidStore::AddDropCollection(uint32_t cid, rocksdb::WriteBatch* batch) const {
-  batch->Delete(db_->handle(ColumnFamily::kMeta), keys::TokenizerVersionKey(cid));
-  batch->Delete(db_->handle(ColumnFamily::kMeta), keys::SidDriftKey(cid));
+  rocksdb::ColumnFamilyHandle* meta = db_->handle(ColumnFamily::kMeta);
+  batch->Delete(meta, keys::TokenizerVersionsKey(cid));
+  // Every version's drift counters: "sid_drift/<cid>" and the keys it prefixes.
+  batch->DeleteRange(meta, keys::LegacySidDriftKey(cid), keys::LegacySidDriftKey(cid) + "\xff\xff\xff\xff\xff");
 }
 
 absl::StatusOr<SidList> SidStore::Get(uint32_t cid, absl::string_view collection,
@@ -249,7 +265,7 @@ absl::StatusOr<SidList> SidStore::Get(uint32_t cid, absl::string_view collection
   list.version = tokenizer.version();
   std::vector<std::string> item_keys;
   item_keys.reserve(ids.size());
-  for (uint64_t id : ids) item_keys.push_back(keys::ItemKey(cid, id));
+  for (uint64_t id : ids) item_keys.push_back(keys::CodesKey(cid, list.version, id));
   auto [values, statuses] = db_->MultiGet(ColumnFamily::kCodes, item_keys);
   for (size_t i = 0; i < ids.size(); ++i) {
     if (statuses[i].IsNotFound()) {
@@ -297,9 +313,12 @@ absl::StatusOr<SidList> SidStore::Export(uint32_t cid, absl::string_view collect
   list.levels = tokenizer.levels();
   list.version = tokenizer.version();
   absl::Status status =
-      db_->ScanPrefix(ColumnFamily::kCodes, keys::CollectionBegin(cid),
+      db_->ScanPrefix(ColumnFamily::kCodes, keys::TokenizerModelKey(cid, list.version),
                       [&](absl::string_view key, absl::string_view value) -> absl::Status {
-                        const uint64_t id = keys::ItemIdOf(key);
+                        if (key.size() != keys::kCodesKeySize) {
+                          return absl::DataLossError("SID row key is corrupt");
+                        }
+                        const uint64_t id = keys::ItemIdOfCodesKey(key);
                         auto sid = DecodeCurrent(value, tokenizer, id, collection);
                         if (!sid.ok()) return sid.status();
                         AppendSid(*sid, id, &list);
@@ -307,6 +326,54 @@ absl::StatusOr<SidList> SidStore::Export(uint32_t cid, absl::string_view collect
                       });
   if (!status.ok()) return status;
   return list;
+}
+
+}  // namespace quantd
+
+namespace quantd {
+
+absl::Status MigrateTokenizerRowsToSchema3(Db* db, uint32_t cid) {
+  auto legacy = db->Get(ColumnFamily::kMeta, keys::LegacyTokenizerVersionKey(cid),
+                        "read schema-2 tokenizer version");
+  if (!legacy.ok()) return legacy.status();
+  if (!legacy->has_value()) return absl::OkStatus();  // no tokenizer, or migrated already
+  std::optional<uint32_t> version = keys::DecodeU32(**legacy);
+  if (!version || *version == 0) return absl::DataLossError("tokenizer version key is corrupt");
+  rocksdb::ColumnFamilyHandle* codes = db->handle(ColumnFamily::kCodes);
+  rocksdb::ColumnFamilyHandle* meta = db->handle(ColumnFamily::kMeta);
+  // Schema 2's codes rows (<cid><item id>, 12 bytes) move under the version in bounded
+  // batches; rows already moved (16 bytes) by an interrupted run are left as they are.
+  rocksdb::WriteBatch batch;
+  const auto flush = [&]() -> absl::Status {
+    if (batch.Count() == 0) return absl::OkStatus();
+    absl::Status status = db->Write(batch, "migrate SIDs to schema 3");
+    batch.Clear();
+    return status;
+  };
+  absl::Status status = db->ScanPrefix(
+      ColumnFamily::kCodes, keys::CollectionBegin(cid),
+      [&](absl::string_view key, absl::string_view value) -> absl::Status {
+        if (key.size() != keys::kItemKeySize) return absl::OkStatus();
+        batch.Put(codes, keys::CodesKey(cid, *version, keys::ItemIdOf(key)),
+                  rocksdb::Slice(value.data(), value.size()));
+        batch.Delete(codes, rocksdb::Slice(key.data(), key.size()));
+        return batch.Count() >= 100000 ? flush() : absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  if (status = flush(); !status.ok()) return status;
+  storage::TokenizerVersionsRecord record;
+  record.set_active(*version);
+  record.set_next_version(*version + 1);
+  record.add_kept(*version);
+  batch.Put(meta, keys::TokenizerVersionsKey(cid), record.SerializeAsString());
+  auto drift = db->Get(ColumnFamily::kMeta, keys::LegacySidDriftKey(cid), "read SID drift");
+  if (!drift.ok()) return drift.status();
+  if (drift->has_value()) {
+    batch.Put(meta, keys::SidDriftKey(cid, *version), **drift);
+    batch.Delete(meta, keys::LegacySidDriftKey(cid));
+  }
+  batch.Delete(meta, keys::LegacyTokenizerVersionKey(cid));
+  return flush();
 }
 
 }  // namespace quantd

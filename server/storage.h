@@ -36,6 +36,8 @@ class Storage {
     bool sync = true;  // fsync the WAL before acknowledging a write
     // CreateCollection refuses (RESOURCE_EXHAUSTED) once this many collections exist.
     int64_t max_collections = 1000;
+    // Tokenizer versions a collection keeps unless it sets its own, 1..16.
+    uint32_t keep_tokenizer_versions = 3;
   };
   // Opens the database, loads the collections and every committed model.
   static absl::StatusOr<std::unique_ptr<Storage>> Open(const Options& options);

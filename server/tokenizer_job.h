@@ -1,6 +1,8 @@
-// The "train_tokenizer" job: RQ-KMeans (plain or balanced per level) over a collection, then,
-// for capacity assignment, training-time collision resolution; commits a new tokenizer version
-// and every item's SID at once.
+// The tokenizer jobs. "train_tokenizer": RQ-KMeans (plain or balanced per level) over a
+// collection, then, for capacity assignment, training-time collision resolution.
+// "import_tokenizer": codebooks trained elsewhere (ImportTokenizer), every item encoded. Both
+// end the same way (FinishTokenizerVersion): suffixes carried over from the parent version,
+// the activation policy applied, the SIDs written, the version committed.
 #ifndef QUANTD_SERVER_TOKENIZER_JOB_H_
 #define QUANTD_SERVER_TOKENIZER_JOB_H_
 
@@ -11,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "core/residual_quantizer.h"
 #include "quantd/v1/quantd.pb.h"
+#include "server/tokenizers.h"
 #include "server/training_job.h"
 
 namespace quantd {
@@ -32,6 +35,21 @@ struct TokenizerTrainPlan {
 absl::StatusOr<TokenizerTrainPlan> TrainPlanFromRequest(const v1::TrainTokenizerRequest& request,
                                                         int64_t items);
 
+// Checks an activation policy value (INVALID_ARGUMENT naming `field`).
+absl::Status ValidateActivation(v1::Activation activation, absl::string_view field = "activation");
+
+// The end of a tokenizer job: `quantizer` with metadata `record` (the job's parameters filled),
+// made from `items` whose prepared rows (normalised for cosine) are x (n x d) with codes
+// (n x L). Suffixes carry over from the pending version's parent where the tuple is the
+// parent's; the policy decides activation (ACTIVATION_IF_BETTER compares collision rate and
+// MSE over the same items); the SIDs are written and the version committed.
+absl::StatusOr<JobResult> FinishTokenizerVersion(const JobContext& context,
+                                                 Tokenizers::PendingVersion& pending,
+                                                 storage::TokenizerRecord record,
+                                                 ResidualQuantizer quantizer, const ItemSet& items,
+                                                 const float* x, const std::vector<int32_t>& codes,
+                                                 v1::Activation policy);
+
 class TokenizerJob final : public JobWithRequest<v1::TrainTokenizerRequest> {
  public:
   static const JobKind& Kind();
@@ -40,7 +58,20 @@ class TokenizerJob final : public JobWithRequest<v1::TrainTokenizerRequest> {
 
   absl::string_view kind() const override { return Kind().kind; }
   absl::Status Validate(const CollectionInfo& info) const override;
-  absl::StatusOr<uint32_t> Run(const JobContext& context) override;
+  absl::StatusOr<JobResult> Run(const JobContext& context) override;
+};
+
+// The "import_tokenizer" job of an ImportTokenizer request.
+class ImportTokenizerJob final : public JobWithRequest<v1::ImportTokenizerRequest> {
+ public:
+  static const JobKind& Kind();
+
+  explicit ImportTokenizerJob(v1::ImportTokenizerRequest request)
+      : JobWithRequest(std::move(request)) {}
+
+  absl::string_view kind() const override { return Kind().kind; }
+  absl::Status Validate(const CollectionInfo& info) const override;
+  absl::StatusOr<JobResult> Run(const JobContext& context) override;
 };
 
 }  // namespace quantd

@@ -28,6 +28,7 @@ class JobContext {
   Storage* storage() const { return storage_; }
   const std::string& job_id() const { return record_.id(); }
   const std::string& collection() const { return record_.collection(); }
+  uint32_t collection_id() const { return record_.collection_id(); }
 
   // Reports the job's phase ("training level 2/3") and progress (0..1); a new phase is written
   // to the job's record, so a crash leaves the phase it was in.
@@ -47,6 +48,14 @@ class JobContext {
   std::function<void(const std::string&, double)> set_phase_;
 };
 
+// What a succeeded job committed.
+struct JobResult {
+  uint32_t version = 0;
+  // Tokenizer jobs: whether the version became the active one, and why (v1::Job.decision).
+  bool activated = false;
+  std::string decision;
+};
+
 class TrainingJob {
  public:
   virtual ~TrainingJob() = default;
@@ -59,8 +68,8 @@ class TrainingJob {
   // value). The JobManager calls it before queuing; Run re-checks what can change meanwhile
   // (the item count) through the same rules.
   virtual absl::Status Validate(const CollectionInfo& info) const = 0;
-  // Trains and commits; returns the committed version, CANCELLED when context.cancelled().
-  virtual absl::StatusOr<uint32_t> Run(const JobContext& context) = 0;
+  // Trains and commits; returns what it committed, CANCELLED when context.cancelled().
+  virtual absl::StatusOr<JobResult> Run(const JobContext& context) = 0;
 };
 
 // The part of a job that comes from its request message (a quantd.v1 Train*Request, which

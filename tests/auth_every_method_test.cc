@@ -201,7 +201,9 @@ TEST_F(AuthEveryMethodTest, EveryWriteMethodRefusesTheReadToken) {
     EXPECT_EQ(status.error_message(),
               absl::StrCat(name, " needs the write role; this token has the read role"));
   }
-  EXPECT_EQ(write_methods, 8);  // Create/Drop, Upsert, DeleteItems, 2 x Train, CancelJob, Backup
+  // Create/Drop, Upsert, DeleteItems, 2 x Train, CancelJob, Backup, and the tokenizer versions'
+  // Activate, Drop, Pin, SetRetention, Import.
+  EXPECT_EQ(write_methods, 13);
   EXPECT_TRUE(Observe() == before) << "a refused call changed the server's state";
   EXPECT_FALSE(std::filesystem::exists(backup_dir_ + "/stolen"));
 }

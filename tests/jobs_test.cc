@@ -31,10 +31,11 @@ class JobsTest : public ::testing::Test {
   std::unique_ptr<Storage> storage_;
 };
 
-TEST_F(JobsTest, JobKindsAreTheTwoKinds) {
-  ASSERT_EQ(JobKinds().size(), 2u);
+TEST_F(JobsTest, JobKindsAreTheThreeKinds) {
+  ASSERT_EQ(JobKinds().size(), 3u);
   EXPECT_EQ(JobKinds()[0]->kind, "train_tokenizer");
-  EXPECT_EQ(JobKinds()[1]->kind, "train_index");
+  EXPECT_EQ(JobKinds()[1]->kind, "import_tokenizer");
+  EXPECT_EQ(JobKinds()[2]->kind, "train_index");
 }
 
 TEST_F(JobsTest, ARunningRecordLeftByACrashReadsInterruptedWithItsPhase) {

@@ -207,7 +207,8 @@ TEST(RoleTest, ReadMethodsAreListedAndEveryOtherMethodNeedsWrite) {
   const std::vector<std::string> read = {
       "Encode",   "Search",          "GetStats",           "Lookup",
       "GetItems", "ListCollections", "DescribeCollection", "GetJob",
-      "ListJobs", "ExportSids"};
+      "ListJobs", "ExportSids",      "ListTokenizerVersions", "MapSids",
+      "NextCodes", "ExportTokenizer"};
   int read_methods = 0;
   const google::protobuf::ServiceDescriptor* service =
       google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
@@ -221,7 +222,9 @@ TEST(RoleTest, ReadMethodsAreListedAndEveryOtherMethodNeedsWrite) {
   }
   EXPECT_EQ(read_methods, static_cast<int>(read.size())) << "a read method left the service";
   for (const char* write : {"CreateCollection", "DropCollection", "Upsert", "DeleteItems",
-                            "TrainTokenizer", "TrainIndex", "CancelJob", "SomeFutureMethod"}) {
+                            "TrainTokenizer", "TrainIndex", "CancelJob", "ActivateTokenizer",
+                            "DropTokenizerVersion", "PinTokenizerVersion",
+                            "SetTokenizerRetention", "ImportTokenizer", "SomeFutureMethod"}) {
     EXPECT_EQ(RequiredRole(write), Role::kWrite) << write;
   }
 }

@@ -42,6 +42,26 @@ TEST(SemanticIdTest, FreshSuffixesCountWithinATuple) {
   EXPECT_EQ(AssignFreshSuffixes(codes.data(), 6, 2), (std::vector<uint32_t>{0, 0, 1, 2, 1, 0}));
 }
 
+TEST(SemanticIdTest, PreferredSuffixesAreKeptAndTheRestFillTheGaps) {
+  // Tuples: A, A, A, B, A. Rows 1 and 3 keep suffixes 0 and 5; row 4's preference (0) is taken
+  // by row 1, so it and row 0 take the lowest free ones (1, 2); row 2 keeps 7.
+  const std::vector<int32_t> codes = {1, 1, 1, 1, 1, 1, 2, 2, 1, 1};
+  const std::vector<int64_t> preferred = {-1, 0, 7, 5, 0};
+  int64_t carried = 0;
+  EXPECT_EQ(AssignSuffixes(codes.data(), 5, 2, preferred, &carried),
+            (std::vector<uint32_t>{1, 0, 7, 5, 2}));
+  EXPECT_EQ(carried, 3);
+  // Without preferences: the fresh suffixes.
+  EXPECT_EQ(AssignSuffixes(codes.data(), 5, 2, {}, &carried),
+            AssignFreshSuffixes(codes.data(), 5, 2));
+  EXPECT_EQ(carried, 0);
+}
+
+TEST(SemanticIdTest, RendersOneToken) {
+  EXPECT_EQ(RenderSidToken(0, 12), "<a_12>");
+  EXPECT_EQ(RenderSidToken(3, 0), "<d_0>");
+}
+
 TEST(SemanticIdTest, CollisionStats) {
   const std::vector<int32_t> codes = {1, 2, 3, 4, 1, 2, 1, 2, 3, 4, 5, 6};
   const CollisionStats stats = ComputeCollisions(codes.data(), 6, 2);

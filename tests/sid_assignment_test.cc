@@ -194,6 +194,30 @@ TEST_F(SidAssignmentTest, CollisionResolutionMovesTheCheapestRowsAndNeverAddsCol
   EXPECT_EQ(again, codes);
 }
 
+TEST(SidOccupancyTest, NextCodesCountTheItemsUnderEachPrefix) {
+  SidOccupancy occupancy({4, 3, 5});
+  const std::vector<std::vector<int32_t>> tuples = {
+      {0, 1, 2}, {0, 1, 2}, {0, 1, 4}, {0, 2, 0}, {3, 0, 0}, {3, 0, 1}};
+  for (const auto& tuple : tuples) occupancy.Add(tuple.data());
+  using Next = std::vector<std::pair<int32_t, int64_t>>;
+  EXPECT_EQ(occupancy.NextCodes(nullptr, 0), (Next{{0, 4}, {3, 2}}));
+  const std::vector<int32_t> a0 = {0, 1};
+  EXPECT_EQ(occupancy.NextCodes(a0.data(), 1), (Next{{1, 3}, {2, 1}}));
+  EXPECT_EQ(occupancy.NextCodes(a0.data(), 2), (Next{{2, 2}, {4, 1}}));
+  EXPECT_EQ(occupancy.prefix_count(a0.data(), 2), 3);
+  EXPECT_EQ(occupancy.unique_tuples(), 5);
+  const std::vector<int32_t> absent = {1, 0};
+  EXPECT_TRUE(occupancy.NextCodes(absent.data(), 1).empty());
+  EXPECT_TRUE(occupancy.NextCodes(absent.data(), 2).empty());
+  // Removing items updates every prefix.
+  occupancy.Remove(tuples[2].data());
+  occupancy.Remove(tuples[3].data());
+  EXPECT_EQ(occupancy.NextCodes(a0.data(), 1), (Next{{1, 2}}));
+  EXPECT_EQ(occupancy.NextCodes(a0.data(), 2), (Next{{2, 2}}));
+  EXPECT_EQ(occupancy.NextCodes(nullptr, 0), (Next{{0, 2}, {3, 2}}));
+  EXPECT_EQ(occupancy.unique_tuples(), 3);
+}
+
 TEST(BoundsInForceTest, SlackFollowsTheCountAndExplicitBoundsScale) {
   // Slack: recomputed around the current n / K.
   const SizeBounds slack = BoundsInForce({90, 110}, 10000, 12000, 100, 0.1);

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -15,6 +16,8 @@
 #include "quantd/v1/quantd.pb.h"
 #include "server/index.h"
 #include "server/keys.h"
+#include "core/residual_quantizer.h"
+#include "core/semantic_id.h"
 #include "server/tokenizer.h"
 #include "tests/test_support.h"
 
@@ -250,6 +253,142 @@ TEST(StoreOpenTest, UnwritableDirectoryIsAnError) {
 
 // An index commit covers the items as they are at commit time: rows written or deleted while
 // the job trained are encoded anew or left out, and the previous version served until then.
+// The job's side of a tokenizer version made from the items of "c": a trained 2 x 8 quantizer,
+// the snapshot's codes and fresh suffixes, written under a pending version.
+struct TokenizerJobView {
+  std::unique_ptr<Tokenizers::PendingVersion> pending;
+  ItemSet items;
+  ResidualQuantizer quantizer;
+  std::vector<int32_t> codes;
+};
+TokenizerJobView StartTokenizerJob(Storage& storage) {
+  TokenizerJobView view;
+  auto pending = storage.tokenizers().BeginVersion("c", 0, /*activates=*/true);
+  EXPECT_TRUE(pending.ok()) << pending.status();
+  view.pending = std::move(*pending);
+  auto items = storage.items().LoadItems("c");
+  EXPECT_TRUE(items.ok());
+  view.items = std::move(*items);
+  const int64_t n = static_cast<int64_t>(view.items.ids.size());
+  RqOptions options;
+  options.levels.resize(2);
+  for (RqLevelOptions& level : options.levels) level.k = 8;
+  auto trained = TrainResidualQuantizer(view.items.vectors.data(), n, view.items.info.dimension,
+                                        options);
+  EXPECT_TRUE(trained.ok()) << trained.status();
+  view.quantizer = std::move(trained->quantizer);
+  view.codes = std::move(trained->codes);
+  const std::vector<uint32_t> suffixes = AssignFreshSuffixes(view.codes.data(), n, 2);
+  EXPECT_TRUE(storage.tokenizers()
+                  .WriteVersionRows(*view.pending, 2, view.items.ids, view.codes, suffixes, {})
+                  .ok());
+  return view;
+}
+
+storage::TokenizerRecord TokenizerRecordFor(const ResidualQuantizer& quantizer) {
+  storage::TokenizerRecord record;
+  record.set_dimension(static_cast<uint32_t>(quantizer.dimension()));
+  for (int64_t k : quantizer.codebook_sizes()) record.add_codebook_sizes(static_cast<uint32_t>(k));
+  record.set_job_id("job-test");
+  return record;
+}
+
+TEST_F(StorageTest, TokenizerCommitReassignsOnlyItemsWrittenDuringTraining) {
+  constexpr int64_t kD = 8;
+  constexpr int64_t kN = 600;
+  ASSERT_TRUE(storage_->collections().Create("c", kD, Metric::kL2).ok());
+  std::vector<uint64_t> ids(kN);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::vector<float> vectors(static_cast<size_t>(kN * kD));
+  for (size_t i = 0; i < vectors.size(); ++i) {
+    vectors[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)) * 10);
+  }
+  ASSERT_TRUE(storage_->items().Upsert("c", ids, vectors).ok());
+  TokenizerJobView job = StartTokenizerJob(*storage_);
+
+  // Meanwhile: item 3 moves far away, item 4 is deleted, item 1000 is new, item 5 is written
+  // back unchanged.
+  const std::vector<float> far(kD, 500.0f);
+  ASSERT_TRUE(storage_->items().Upsert("c", {3}, far).ok());
+  ASSERT_TRUE(storage_->items().Delete("c", {4}).ok());
+  ASSERT_TRUE(storage_->items().Upsert("c", {1000}, std::vector<float>(kD, -500.0f)).ok());
+  ASSERT_TRUE(
+      storage_->items()
+          .Upsert("c", {5}, std::vector<float>(vectors.begin() + 5 * kD, vectors.begin() + 6 * kD))
+          .ok());
+  // Not visible before the commit.
+  EXPECT_EQ(storage_->tokenizers().GetTokenizer("c").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  Tokenizers::Activation activation;
+  activation.decision = "activated (test)";
+  auto committed = storage_->tokenizers().CommitVersion(*job.pending,
+                                                        TokenizerRecordFor(job.quantizer),
+                                                        job.quantizer, job.items, job.codes,
+                                                        activation);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_EQ(committed->version, 1u);
+  EXPECT_TRUE(committed->activated);
+  auto tokenizer = storage_->tokenizers().GetTokenizer("c");
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  auto sids = storage_->tokenizers().ExportSids("c", **tokenizer);
+  ASSERT_TRUE(sids.ok());
+  ASSERT_EQ(sids->ids.size(), static_cast<size_t>(kN));  // 600 - item 4 + item 1000
+  EXPECT_EQ(std::count(sids->ids.begin(), sids->ids.end(), 4u), 0);
+  std::set<std::vector<int64_t>> distinct;
+  for (size_t i = 0; i < sids->ids.size(); ++i) {
+    const uint64_t id = sids->ids[i];
+    std::vector<int32_t> expected(2);
+    if (id == 3 || id == 1000) {
+      // Encoded anew from its vector now.
+      job.quantizer.Encode(id == 3 ? far.data() : std::vector<float>(kD, -500.0f).data(), 1,
+                           expected.data());
+    } else {
+      expected = {job.codes[id * 2], job.codes[id * 2 + 1]};
+    }
+    EXPECT_EQ(sids->codes[i * 2], expected[0]) << id;
+    EXPECT_EQ(sids->codes[i * 2 + 1], expected[1]) << id;
+    distinct.insert({sids->codes[i * 2], sids->codes[i * 2 + 1], sids->suffixes[i]});
+  }
+  EXPECT_EQ(distinct.size(), sids->ids.size());  // suffixes distinct within each tuple
+  // The ledger agrees with the SIDs.
+  const SidLedger::Reader ledger((*tokenizer)->ledger());
+  EXPECT_EQ(ledger.occupancy().items(), kN);
+}
+
+TEST_F(StorageTest, UncommittedTokenizerVersionsLeaveNoRows) {
+  constexpr int64_t kD = 4;
+  ASSERT_TRUE(storage_->collections().Create("c", kD, Metric::kL2).ok());
+  std::vector<uint64_t> ids(64);
+  std::iota(ids.begin(), ids.end(), 0);
+  ASSERT_TRUE(storage_->items().Upsert("c", ids, Rows(64, kD, 1.0f)).ok());
+  const auto codes_rows = [&] {
+    int64_t rows = 0;
+    EXPECT_TRUE(storage_->db()
+                    .ScanPrefix(ColumnFamily::kCodes, keys::CollectionBegin(1),
+                                [&](absl::string_view, absl::string_view) {
+                                  ++rows;
+                                  return absl::OkStatus();
+                                })
+                    .ok());
+    return rows;
+  };
+  {
+    // A job that fails after writing its rows: they go with it.
+    TokenizerJobView job = StartTokenizerJob(*storage_);
+    EXPECT_EQ(codes_rows(), 64);
+  }
+  EXPECT_EQ(codes_rows(), 0);
+  // A job a crash stopped: its rows go at the next start, and its number is not reused.
+  TokenizerJobView crashed = StartTokenizerJob(*storage_);
+  EXPECT_EQ(codes_rows(), 64);
+  crashed.pending.release();  // leaked: as if the process died here
+  Reopen();
+  EXPECT_EQ(codes_rows(), 0);
+  TokenizerJobView next = StartTokenizerJob(*storage_);
+  EXPECT_EQ(next.pending->version(), 3u);
+}
+
 TEST_F(StorageTest, IndexCommitReencodesItemsWrittenDuringTraining) {
   constexpr int64_t kD = 8;
   constexpr int64_t kN = 600;
