@@ -242,13 +242,13 @@ absl::Status ExportTrieCommand(Cli& cli) {
   manifest.add_files("leaf_items.npy");
   const double arrays_written = SecondsSince(start);
 
-  google::protobuf::Struct json;
-  auto& fields = *json.mutable_fields();
+  client::Trie json;
+  auto& fields = *json.mutable_next();
   ForEachSidTrieNode(*trie, [&](const std::string& prefix, const std::vector<std::string>& next) {
-    google::protobuf::ListValue* list = fields[prefix].mutable_list_value();
-    for (const std::string& token : next) list->add_values()->set_string_value(token);
+    google::protobuf::ListValue& list = fields[prefix];
+    for (const std::string& token : next) list.add_values()->set_string_value(token);
   });
-  if (auto s = WriteJsonFile(dir + "/trie.json", json); !s.ok()) return s;
+  if (auto s = WriteJsonMapFile(dir + "/trie.json", json, "next"); !s.ok()) return s;
   manifest.add_files("trie.json");
   if (auto s = WriteJsonFile(dir + "/manifest.json", manifest); !s.ok()) return s;
   const double total = SecondsSince(start);

@@ -19,9 +19,9 @@
 #include "client/cli.h"
 #include "client/client.h"
 #include "client/commands.h"
+#include "client/files.pb.h"
 #include "client/output.h"
 #include "core/semantic_id.h"
-#include "google/protobuf/struct.pb.h"
 #include "io/vector_file.h"
 
 namespace quantd::quantctl {
@@ -244,8 +244,8 @@ absl::Status SidMapCommand(Cli& cli) {
   auto reader = cli.stub().MapSids(&context, request);
   ProgressBar bar(static_cast<int64_t>(from_version->items()), sizeof(uint64_t),
                   !args.Has("no-progress"));
-  google::protobuf::Struct map;
-  auto& fields = *map.mutable_fields();
+  client::SidMap map;
+  auto& fields = *map.mutable_sids();
   std::vector<int64_t> rows;
   v1::MapSidsResponse batch;
   uint32_t from_levels = 0;
@@ -292,7 +292,7 @@ absl::Status SidMapCommand(Cli& cli) {
                             it->first, from_number, batch.ids(i)));
         break;
       }
-      it->second.set_string_value(std::move(new_sid));
+      it->second = std::move(new_sid);
       rows.push_back(*id);
       rows.insert(rows.end(), old_codes, old_codes + from_levels);
       rows.push_back(batch.from_suffixes(i));
@@ -310,7 +310,7 @@ absl::Status SidMapCommand(Cli& cli) {
   }
   if (auto s = FromGrpcStatus(reader->Finish()); !s.ok()) return s;
   const double streamed = SecondsSince(start);
-  if (auto s = WriteJsonFile(json_path, map); !s.ok()) return s;
+  if (auto s = WriteJsonMapFile(json_path, map, "sids"); !s.ok()) return s;
   const int64_t width = 1 + (from_levels + 1) + (to_levels + 1);
   if (auto s = WriteNpy(npy_path, rows.data(), items, width); !s.ok()) return s;
   const double total = SecondsSince(start);

@@ -10,6 +10,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "core/vectors.h"
 #include "google/protobuf/util/json_util.h"
@@ -63,22 +65,47 @@ void PrintJson(const google::protobuf::Message& message) {
                           : absl::StrCat("{\"error\":\"", text.status().ToString(), "\"}").c_str());
 }
 
-absl::Status WriteJsonFile(const std::string& path, const google::protobuf::Message& message) {
-  auto text = JsonText(message);
-  if (!text.ok()) {
-    return absl::InternalError(absl::StrFormat("%s: %s", path, text.status().message()));
-  }
+namespace {
+
+// Writes `text` and a newline to `path`.
+absl::Status WriteTextFile(const std::string& path, absl::string_view text) {
   std::FILE* out = std::fopen(path.c_str(), "w");
   if (out == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: cannot write: %s", path, std::strerror(errno)));
   }
-  const bool written = std::fwrite(text->data(), 1, text->size(), out) == text->size() &&
-                       std::fputc('\n', out) != EOF;
+  const bool written =
+      std::fwrite(text.data(), 1, text.size(), out) == text.size() && std::fputc('\n', out) != EOF;
   if (std::fclose(out) != 0 || !written) {
     return absl::InvalidArgumentError(absl::StrFormat("%s: write failed", path));
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteJsonFile(const std::string& path, const google::protobuf::Message& message) {
+  auto text = JsonText(message);
+  if (!text.ok()) {
+    return absl::InternalError(absl::StrFormat("%s: %s", path, text.status().message()));
+  }
+  return WriteTextFile(path, *text);
+}
+
+absl::Status WriteJsonMapFile(const std::string& path, const google::protobuf::Message& message,
+                              const std::string& field) {
+  auto text = JsonText(message);
+  if (!text.ok()) {
+    return absl::InternalError(absl::StrFormat("%s: %s", path, text.status().message()));
+  }
+  // The printer writes a message of one field as {"field":VALUE}.
+  const std::string head = absl::StrCat("{\"", field, "\":");
+  absl::string_view value = *text;
+  if (!absl::ConsumePrefix(&value, head) || !absl::ConsumeSuffix(&value, "}")) {
+    return absl::InternalError(absl::StrFormat("%s: the JSON of %s is not {\"%s\": ...}", path,
+                                               message.GetTypeName(), field));
+  }
+  return WriteTextFile(path, value);
 }
 
 JsonObject& JsonObject::Set(const std::string& key, const std::string& value) {

@@ -28,6 +28,11 @@ void PrintJson(const google::protobuf::Message& message);
 // INVALID_ARGUMENT naming the file if it cannot be written.
 absl::Status WriteJsonFile(const std::string& path, const google::protobuf::Message& message);
 
+// Writes the JSON of `message`'s one field, a map named `field`, as the file's top-level object
+// (what PrintJson prints, without the {"field": ...} around it), followed by a newline.
+absl::Status WriteJsonMapFile(const std::string& path, const google::protobuf::Message& message,
+                              const std::string& field);
+
 // A JSON object of client-side figures (upsert and inspect summaries), printed as PrintJson does.
 class JsonObject {
  public:
