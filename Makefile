@@ -34,6 +34,7 @@ bench: build
 	$(BUILD_DIR)/bench/ivfpq_bench
 	$(BUILD_DIR)/bench/search_bench
 	$(BUILD_DIR)/bench/sid_bench
+	$(BUILD_DIR)/bench/versions_bench
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -52,7 +52,8 @@ absl::StatusOr<KMeansResult> RunBalanced(const float* data, int64_t n, const flo
   result.d = d;
   result.training_rows = m;
   result.centroids.resize(static_cast<size_t>(k * d));
-  InitCentroids(train, m, d, k, options.init, seed, result.centroids.data(), options.num_threads);
+  StartingCentroids(train, m, d, options, seed, first_reported == 0, result.centroids.data(),
+                    options.num_threads);
   if (options.spherical) NormalizeRows(result.centroids.data(), k, d);
 
   std::vector<int32_t> labels;
@@ -158,6 +159,7 @@ absl::StatusOr<KMeansResult> TrainBalancedKMeans(const float* data, int64_t n, i
   const int64_t k = options.k;
   if (auto status = ValidateKMeansInput(data, n, d, k); !status.ok()) return status;
   if (auto status = ValidateKMeansOptions(options); !status.ok()) return status;
+  if (auto status = ValidateInitialCentroids(options, d); !status.ok()) return status;
   if (auto status = CheckBoundsFeasible(n, k, bounds); !status.ok()) return status;
 
   // Training rows: all of them, or the sample plain k-means takes (the same rows for the same

@@ -449,7 +449,7 @@ absl::StatusOr<KMeansResult> RunLloyd(const float* data, int64_t n, const float*
   result.training_rows = n_train;
   result.centroids.resize(k * d);
   float* centroids = result.centroids.data();
-  InitCentroids(train, n_train, d, k, options.init, seed, centroids, threads);
+  StartingCentroids(train, n_train, d, options, seed, first_reported == 0, centroids, threads);
   if (options.spherical) NormalizeRows(centroids, k, d);
 
   std::vector<int32_t> labels(n_train);
@@ -488,6 +488,7 @@ absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d
   const int64_t k = options.k;
   if (absl::Status status = ValidateKMeansInput(data, n, d, k); !status.ok()) return status;
   if (absl::Status status = ValidateKMeansOptions(options); !status.ok()) return status;
+  if (absl::Status status = ValidateInitialCentroids(options, d); !status.ok()) return status;
   const int threads = ResolveThreads(options.num_threads);
 
   // Training rows: all n, or k * max_points_per_centroid of them (the same for every restart).
@@ -499,6 +500,32 @@ absl::StatusOr<KMeansResult> TrainKMeans(const float* data, int64_t n, int64_t d
   return BestOfRestarts(options, [&](uint64_t seed, int first_iteration) {
     return RunLloyd(data, n, train, n_train, d, options, seed, first_iteration, threads);
   });
+}
+
+void StartingCentroids(const float* x, int64_t n, int64_t d, const KMeansOptions& options,
+                       uint64_t seed, bool first_restart, float* centroids, int num_threads) {
+  if (first_restart && !options.initial_centroids.empty()) {
+    std::copy(options.initial_centroids.begin(), options.initial_centroids.end(), centroids);
+    return;
+  }
+  InitCentroids(x, n, d, options.k, options.init, seed, centroids, num_threads);
+}
+
+absl::Status ValidateInitialCentroids(const KMeansOptions& options, int64_t d) {
+  const std::vector<float>& initial = options.initial_centroids;
+  if (initial.empty()) return absl::OkStatus();
+  if (static_cast<int64_t>(initial.size()) != options.k * d) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("initial_centroids has %d values; k %d x d %d needs %d", initial.size(),
+                        options.k, d, options.k * d));
+  }
+  for (size_t i = 0; i < initial.size(); ++i) {
+    if (!std::isfinite(initial[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("initial_centroids[%d] = %g is not finite", i, initial[i]));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<KMeansResult> BestOfRestarts(

@@ -37,6 +37,10 @@ struct KMeansOptions {
   int restarts = 1;
   enum class Init { kKMeansPlusPlus, kRandom };
   Init init = Init::kKMeansPlusPlus;
+  // Warm start: when not empty (k x d finite values), restart 0 starts from these centroids
+  // instead of `init` (e.g. a previous model's, so that codes keep their meaning across
+  // retrains); the other restarts use `init`.
+  std::vector<float> initial_centroids;
   uint64_t seed = 1234;
   // Train on a random subsample of k * max_points_per_centroid rows when n is larger (0: never
   // subsample). The final assignments still cover all n rows.
@@ -103,6 +107,13 @@ void AssignNearestPacked(const float* x, int64_t n, const PackedRhs& centroids,
 // were split.
 int64_t UpdateCentroids(const float* x, int64_t n, int64_t d, const int32_t* labels, int64_t k,
                         uint64_t seed, float* centroids, int num_threads = 0);
+
+// The centroids (k x d) a restart starts from: options.initial_centroids for the first restart
+// when given, else InitCentroids with options.init and `seed`.
+void StartingCentroids(const float* x, int64_t n, int64_t d, const KMeansOptions& options,
+                       uint64_t seed, bool first_restart, float* centroids, int num_threads = 0);
+// INVALID_ARGUMENT unless options.initial_centroids is empty or k x d finite values.
+absl::Status ValidateInitialCentroids(const KMeansOptions& options, int64_t d);
 
 // Picks k initial centroids (k x d) from x by k-means++ (D^2 sampling) or uniformly at random.
 void InitCentroids(const float* x, int64_t n, int64_t d, int64_t k, KMeansOptions::Init init,

@@ -213,6 +213,7 @@ absl::StatusOr<RqTrainResult> TrainResidualQuantizer(const float* x, int64_t n, 
     KMeansOptions kmeans = options.kmeans;
     kmeans.k = level.k;
     kmeans.seed = options.kmeans.seed + static_cast<uint64_t>(l);
+    kmeans.initial_centroids = level.initial_centroids;
     kmeans.on_iteration = nullptr;
     if (options.on_progress) {
       kmeans.on_iteration = [&options, l](int iteration, double objective) {

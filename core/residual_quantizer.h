@@ -27,6 +27,8 @@ struct RqLevelOptions {
   // Cluster-size bounds over the n training items; when size_max is 0 they come from
   // RqOptions::balance_slack.
   SizeBounds bounds;
+  // Warm start of the level's k-means (KMeansOptions::initial_centroids): k x d, or empty.
+  std::vector<float> initial_centroids;
 };
 
 struct RqOptions {

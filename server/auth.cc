@@ -24,11 +24,20 @@ namespace {
 
 // The RPCs that change nothing. Every other method of quantd.v1.Quantd needs the write role.
 const absl::flat_hash_set<absl::string_view>& ReadMethods() {
-  static const auto* methods = new absl::flat_hash_set<absl::string_view>{
-      "Encode",          "Search",          "GetStats",           "Lookup",
-      "GetItems",        "ListCollections", "DescribeCollection", "GetJob",
-      "ListJobs",        "ExportSids",      "ListTokenizerVersions", "MapSids",
-      "NextCodes",       "ExportTokenizer"};
+  static const auto* methods = new absl::flat_hash_set<absl::string_view>{"Encode",
+                                                                          "Search",
+                                                                          "GetStats",
+                                                                          "Lookup",
+                                                                          "GetItems",
+                                                                          "ListCollections",
+                                                                          "DescribeCollection",
+                                                                          "GetJob",
+                                                                          "ListJobs",
+                                                                          "ExportSids",
+                                                                          "ListTokenizerVersions",
+                                                                          "MapSids",
+                                                                          "NextCodes",
+                                                                          "ExportTokenizer"};
   return *methods;
 }
 

@@ -113,7 +113,7 @@ struct Collection {
   std::mutex write_mu;
   bool dropped = false;
   std::atomic<uint64_t> item_count{0};
-  std::atomic<uint64_t> generation{0};  // see CollectionInfo::generation
+  std::atomic<uint64_t> generation{0};               // see CollectionInfo::generation
   std::atomic<uint32_t> keep_tokenizer_versions{0};  // changes under write_mu
   // The kept tokenizer versions (null until one is trained).
   ModelSlot<const TokenizerSet> tokenizers;

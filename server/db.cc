@@ -97,6 +97,10 @@ absl::Status Db::Write(rocksdb::WriteBatch& batch, absl::string_view what) {
   return FromRocks(db_->Write(write_options, &batch), what);
 }
 
+absl::Status Db::WriteUnsynced(rocksdb::WriteBatch& batch, absl::string_view what) {
+  return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), what);
+}
+
 absl::StatusOr<std::optional<std::string>> Db::Get(ColumnFamily family, absl::string_view key,
                                                    absl::string_view what) const {
   std::string value;
@@ -163,6 +167,19 @@ void Db::SuggestCompaction(absl::string_view begin, absl::string_view end) {
     if (static_cast<ColumnFamily>(f) == ColumnFamily::kMeta) continue;
     db_->SuggestCompactRange(handles_[f], &begin_slice, &end_slice).PermitUncheckedError();
   }
+}
+
+absl::Status Db::CompactFamily(ColumnFamily family) const {
+  rocksdb::ColumnFamilyHandle* handle = handles_[static_cast<int>(family)];
+  rocksdb::Status s = db_->Flush(rocksdb::FlushOptions(), handle);
+  if (s.ok()) s = db_->CompactRange(rocksdb::CompactRangeOptions(), handle, nullptr, nullptr);
+  return FromRocks(s, absl::StrCat("compact ", FamilyName(family)));
+}
+
+uint64_t Db::SstBytes(ColumnFamily family) const {
+  uint64_t bytes = 0;
+  db_->GetIntProperty(handles_[static_cast<int>(family)], "rocksdb.total-sst-files-size", &bytes);
+  return bytes;
 }
 
 absl::StatusOr<uint64_t> Db::Checkpoint(const std::string& dir) {

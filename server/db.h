@@ -56,6 +56,10 @@ class Db {
 
   // Applies `batch` atomically (fsynced when options.sync).
   absl::Status Write(rocksdb::WriteBatch& batch, absl::string_view what);
+  // Applies `batch` atomically without waiting for the WAL to reach the disk: durable once a
+  // later Write returns (the WAL is one sequence, and that fsync covers everything before it).
+  // For bulk rows that a later Write makes visible (a tokenizer version's SIDs).
+  absl::Status WriteUnsynced(rocksdb::WriteBatch& batch, absl::string_view what);
 
   // The value of `key`, nullopt if absent.
   absl::StatusOr<std::optional<std::string>> Get(ColumnFamily family, absl::string_view key,
@@ -86,6 +90,12 @@ class Db {
   // Writes a consistent copy of the whole database to `dir` (which must not exist): hard links
   // on the same filesystem, copies otherwise. Returns the latest sequence number in the copy.
   absl::StatusOr<uint64_t> Checkpoint(const std::string& dir);
+
+  // Flushes `family`'s memtable and compacts all of it, waiting for the end (benchmarks and
+  // maintenance: sizes after it are what the data takes at rest).
+  absl::Status CompactFamily(ColumnFamily family) const;
+  // Bytes of `family`'s live SST files.
+  uint64_t SstBytes(ColumnFamily family) const;
 
   struct Figures {
     double live_sst_bytes = 0;

@@ -183,8 +183,8 @@ absl::StatusOr<JobResult> IndexJob::Run(const JobContext& context) {
   record.set_train_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   context.SetPhase("committing", 0.95);
-  auto version = context.storage()->indexes().CommitIndex(request_.collection(), std::move(record),
-                                                          std::move(*trained), *items, lists, codes);
+  auto version = context.storage()->indexes().CommitIndex(
+      request_.collection(), std::move(record), std::move(*trained), *items, lists, codes);
   if (!version.ok()) return version.status();
   return JobResult{*version, /*activated=*/true, ""};
 }

@@ -207,8 +207,7 @@ absl::StatusOr<ItemService::DeleteResult> ItemService::Delete(absl::string_view 
   items_->AddCount(cid, result.item_count, &batch);
   SidChanges sid_changes;
   if (std::shared_ptr<const TokenizerSet> tokenizers = collection.tokenizers.get()) {
-    if (auto status =
-            tokenizers_->AddItemDeletes(cid, *tokenizers, deleted, &sid_changes, &batch);
+    if (auto status = tokenizers_->AddItemDeletes(cid, *tokenizers, deleted, &sid_changes, &batch);
         !status.ok()) {
       return status;
     }

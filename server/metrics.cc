@@ -248,8 +248,8 @@ std::vector<MetricFamily> StateCollector::Collect() const {
   MetricFamily tokenizer_bytes = Family(
       "quantd_tokenizer_memory_bytes",
       "Heap bytes of the kept tokenizer versions' codebooks, per collection", MetricType::Gauge);
-  MetricFamily versions_kept = Family(
-      "quantd_tokenizer_versions_kept", "Tokenizer versions kept, per collection", MetricType::Gauge);
+  MetricFamily versions_kept = Family("quantd_tokenizer_versions_kept",
+                                      "Tokenizer versions kept, per collection", MetricType::Gauge);
   MetricFamily active_version =
       Family("quantd_tokenizer_active_version",
              "The active tokenizer version, per collection (0: none active)", MetricType::Gauge);

@@ -79,9 +79,9 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
   }
   if (options.keep_tokenizer_versions < 1 ||
       options.keep_tokenizer_versions > kMaxKeptTokenizerVersions) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("keep_tokenizer_versions %d is outside 1..%d",
-                        options.keep_tokenizer_versions, kMaxKeptTokenizerVersions));
+    return absl::InvalidArgumentError(absl::StrFormat("keep_tokenizer_versions %d is outside 1..%d",
+                                                      options.keep_tokenizer_versions,
+                                                      kMaxKeptTokenizerVersions));
   }
   if (options.search_threads < 0 || options.search_queue < 0 || options.max_collections < 1 ||
       options.default_deadline.count() < 1 || options.max_deadline < options.default_deadline) {
@@ -160,11 +160,10 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
   if (auto status = make_directory("backup_dir", options.backup_dir); !status.ok()) {
     LogWarning("%s: Backup calls will fail until it can be created", status.message());
   }
-  auto storage = Storage::Open(
-      {.path = options.data_dir,
-       .sync = options.sync,
-       .max_collections = options.max_collections,
-       .keep_tokenizer_versions = options.keep_tokenizer_versions});
+  auto storage = Storage::Open({.path = options.data_dir,
+                                .sync = options.sync,
+                                .max_collections = options.max_collections,
+                                .keep_tokenizer_versions = options.keep_tokenizer_versions});
   if (!storage.ok()) return storage.status();
   server->storage_ = std::move(*storage);
   auto jobs = JobManager::Create(server->storage_.get());

@@ -79,10 +79,10 @@ void QuantdService::FillVersions(absl::string_view collection, const TokenizerSe
       const SidOccupancy& occupancy = ledger.occupancy();
       entry->set_items(static_cast<uint64_t>(occupancy.items()));
       entry->set_unique_tuples(static_cast<uint64_t>(occupancy.unique_tuples()));
-      entry->set_collision_rate(
-          occupancy.items() > 0 ? 1.0 - static_cast<double>(occupancy.unique_tuples()) /
-                                            static_cast<double>(occupancy.items())
-                                : 0.0);
+      entry->set_collision_rate(occupancy.items() > 0
+                                    ? 1.0 - static_cast<double>(occupancy.unique_tuples()) /
+                                                static_cast<double>(occupancy.items())
+                                    : 0.0);
     }
     entry->set_committed_items(record.committed_items());
     entry->set_committed_mse(record.committed_mse());

@@ -195,7 +195,8 @@ absl::StatusOr<SidService::Next> SidService::NextCodes(absl::string_view collect
   next.level = length;
   if (length == levels) {
     // The suffixes of one tuple, each naming one item.
-    auto sids = storage_->tokenizers().LookupSids(collection, **tokenizer, *prefix, kMaxLookupLimit);
+    auto sids =
+        storage_->tokenizers().LookupSids(collection, **tokenizer, *prefix, kMaxLookupLimit);
     if (!sids.ok()) return sids.status();
     for (size_t i = 0; i < sids->ids.size(); ++i) {
       next.codes.push_back(sids->suffixes[i]);

@@ -113,8 +113,8 @@ void SidStore::AddDropVersion(uint32_t cid, uint32_t version, rocksdb::WriteBatc
   // The models family also holds index blobs (<cid>"ivf"...): delete the one key only.
   batch->Delete(db_->handle(ColumnFamily::kModels), keys::TokenizerModelKey(cid, version));
   const std::string begin = keys::TokenizerModelKey(cid, version);
-  const std::string end = version == UINT32_MAX ? keys::CollectionEnd(cid)
-                                                : keys::TokenizerModelKey(cid, version + 1);
+  const std::string end =
+      version == UINT32_MAX ? keys::CollectionEnd(cid) : keys::TokenizerModelKey(cid, version + 1);
   batch->DeleteRange(db_->handle(ColumnFamily::kCodes), begin, end);
   batch->DeleteRange(db_->handle(ColumnFamily::kSids), begin, end);
   batch->Delete(db_->handle(ColumnFamily::kMeta), keys::SidDriftKey(cid, version));
@@ -254,7 +254,8 @@ void SidStore::AddDropCollection(uint32_t cid, rocksdb::WriteBatch* batch) const
   rocksdb::ColumnFamilyHandle* meta = db_->handle(ColumnFamily::kMeta);
   batch->Delete(meta, keys::TokenizerVersionsKey(cid));
   // Every version's drift counters: "sid_drift/<cid>" and the keys it prefixes.
-  batch->DeleteRange(meta, keys::LegacySidDriftKey(cid), keys::LegacySidDriftKey(cid) + "\xff\xff\xff\xff\xff");
+  batch->DeleteRange(meta, keys::LegacySidDriftKey(cid),
+                     keys::LegacySidDriftKey(cid) + "\xff\xff\xff\xff\xff");
 }
 
 absl::StatusOr<SidList> SidStore::Get(uint32_t cid, absl::string_view collection,
@@ -350,15 +351,15 @@ absl::Status MigrateTokenizerRowsToSchema3(Db* db, uint32_t cid) {
     batch.Clear();
     return status;
   };
-  absl::Status status = db->ScanPrefix(
-      ColumnFamily::kCodes, keys::CollectionBegin(cid),
-      [&](absl::string_view key, absl::string_view value) -> absl::Status {
-        if (key.size() != keys::kItemKeySize) return absl::OkStatus();
-        batch.Put(codes, keys::CodesKey(cid, *version, keys::ItemIdOf(key)),
-                  rocksdb::Slice(value.data(), value.size()));
-        batch.Delete(codes, rocksdb::Slice(key.data(), key.size()));
-        return batch.Count() >= 100000 ? flush() : absl::OkStatus();
-      });
+  absl::Status status =
+      db->ScanPrefix(ColumnFamily::kCodes, keys::CollectionBegin(cid),
+                     [&](absl::string_view key, absl::string_view value) -> absl::Status {
+                       if (key.size() != keys::kItemKeySize) return absl::OkStatus();
+                       batch.Put(codes, keys::CodesKey(cid, *version, keys::ItemIdOf(key)),
+                                 rocksdb::Slice(value.data(), value.size()));
+                       batch.Delete(codes, rocksdb::Slice(key.data(), key.size()));
+                       return batch.Count() >= 100000 ? flush() : absl::OkStatus();
+                     });
   if (!status.ok()) return status;
   if (status = flush(); !status.ok()) return status;
   storage::TokenizerVersionsRecord record;

@@ -175,9 +175,9 @@ absl::StatusOr<TokenizerTrainPlan> TrainPlanFromRequest(const v1::TrainTokenizer
 
 absl::Status ValidateActivation(v1::Activation activation, absl::string_view field) {
   if (v1::Activation_IsValid(activation)) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrFormat(
-      "%s %d is not an Activation value (1 always, 2 never, 3 if better)", field,
-      static_cast<int>(activation)));
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s %d is not an Activation value (1 always, 2 never, 3 if better)", field,
+                      static_cast<int>(activation)));
 }
 
 namespace {
@@ -235,6 +235,29 @@ Quality QualityOf(const ResidualQuantizer& quantizer, const float* x, int64_t n,
                  MeanSquaredError(quantizer, x, n, codes)};
 }
 
+// Starts every level of `options` from the codebooks of version `parent` (warm_start).
+absl::Status WarmStart(const JobContext& context, uint32_t parent, int64_t d, RqOptions* options) {
+  if (parent == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("warm_start: collection '%s' has no active tokenizer version to start from",
+                        context.collection()));
+  }
+  auto tokenizer = context.storage()->tokenizers().GetTokenizer(context.collection(), parent);
+  if (!tokenizer.ok()) return tokenizer.status();
+  const ResidualQuantizer& quantizer = (*tokenizer)->quantizer();
+  std::vector<int64_t> sizes;
+  for (const RqLevelOptions& level : options->levels) sizes.push_back(level.k);
+  if (quantizer.dimension() != d || quantizer.codebook_sizes() != sizes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "warm_start: codebook_sizes [%s] differ from the active version %d's [%s]",
+        absl::StrJoin(sizes, ", "), parent, absl::StrJoin(quantizer.codebook_sizes(), ", ")));
+  }
+  for (size_t l = 0; l < options->levels.size(); ++l) {
+    options->levels[l].initial_centroids = quantizer.codebook(static_cast<int64_t>(l));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 const JobKind& TokenizerJob::Kind() {
@@ -263,8 +286,8 @@ absl::StatusOr<JobResult> FinishTokenizerVersion(const JobContext& context,
   // carry-over and ACTIVATION_IF_BETTER.
   std::vector<int64_t> preferred(static_cast<size_t>(n), -1);
   std::shared_ptr<const Tokenizer> parent;
-  std::vector<int64_t> common_rows;      // rows of `items` with a parent SID
-  std::vector<int32_t> parent_codes;     // common_rows.size() x parent levels
+  std::vector<int64_t> common_rows;   // rows of `items` with a parent SID
+  std::vector<int32_t> parent_codes;  // common_rows.size() x parent levels
   if (pending.parent_version() > 0) {
     auto found = tokenizers.GetTokenizer(context.collection(), pending.parent_version());
     if (found.ok()) parent = *found;
@@ -338,8 +361,9 @@ absl::StatusOr<JobResult> FinishTokenizerVersion(const JobContext& context,
   if (auto status = tokenizers.WriteVersionRows(
           pending, levels, items.ids, codes, suffixes,
           [&](int64_t done, int64_t total) {
-            context.SetPhase("writing SIDs", 0.92 + 0.06 * static_cast<double>(done) /
-                                                        static_cast<double>(std::max<int64_t>(total, 1)));
+            context.SetPhase("writing SIDs",
+                             0.92 + 0.06 * static_cast<double>(done) /
+                                        static_cast<double>(std::max<int64_t>(total, 1)));
           });
       !status.ok()) {
     return status;
@@ -389,6 +413,11 @@ absl::StatusOr<JobResult> TokenizerJob::Run(const JobContext& context) {
   }
   if (normalize) NormalizeRows(train.data(), m, d);
 
+  if (request_.warm_start()) {
+    if (auto status = WarmStart(context, (*pending)->parent_version(), d, options); !status.ok()) {
+      return status;
+    }
+  }
   const int levels = static_cast<int>(options->levels.size());
   const int max_iterations = options->kmeans.max_iterations;
   const int restarts = options->kmeans.restarts;
@@ -589,10 +618,9 @@ absl::StatusOr<JobResult> ImportTokenizerJob::Run(const JobContext& context) {
     all_balanced = all_balanced && options.balanced;
     if (!options.balanced) continue;
     // The bounds in force scale from these with the item count (see BoundsInForceOf).
-    const SizeBounds bounds = plan.balance_slack
-                                  ? BoundsFromSlack(std::max<int64_t>(n, 1), options.k,
-                                                    *plan.balance_slack)
-                                  : options.bounds;
+    const SizeBounds bounds = plan.balance_slack ? BoundsFromSlack(std::max<int64_t>(n, 1),
+                                                                   options.k, *plan.balance_slack)
+                                                 : options.bounds;
     level->set_size_min(static_cast<uint64_t>(bounds.size_min));
     level->set_size_max(static_cast<uint64_t>(bounds.size_max));
   }

@@ -12,8 +12,15 @@
 namespace quantd {
 namespace {
 
-// Items per WriteBatch when a new version's SIDs are written.
-constexpr int64_t kVersionRowsPerBatch = 20000;
+// Items per WriteBatch when a new version's SIDs are written (without the write lock; other
+// writers queue behind each batch in RocksDB's write path for a few milliseconds).
+constexpr int64_t kVersionRowsPerBatch = 5000;
+// Catch-up rounds of a commit before its final round under the lock: while more than
+// kFinalRoundItems were written since the last round, at least kMin rounds, then while each
+// round has less to do than the one before, at most kMax.
+constexpr int kMinCatchUpRounds = 3;
+constexpr int kMaxCatchUpRounds = 32;
+constexpr size_t kFinalRoundItems = 256;
 
 bool Contains(const google::protobuf::RepeatedField<uint32_t>& values, uint32_t value) {
   return std::find(values.begin(), values.end(), value) != values.end();
@@ -36,12 +43,12 @@ std::string KeptList(const storage::TokenizerVersionsRecord& record) {
 // NOT_FOUND for a version the collection does not keep, saying whether it was dropped.
 absl::Status NotKept(absl::string_view collection, const storage::TokenizerVersionsRecord& record,
                      uint32_t version) {
-  const char* why = version == 0                       ? "is not a version"
+  const char* why = version == 0                      ? "is not a version"
                     : version < record.next_version() ? "was dropped or never committed"
-                                                       : "does not exist yet";
+                                                      : "does not exist yet";
   return absl::NotFoundError(
-      absl::StrFormat("tokenizer version %d of collection '%s' %s (kept: %s)", version,
-                      collection, why, KeptList(record)));
+      absl::StrFormat("tokenizer version %d of collection '%s' %s (kept: %s)", version, collection,
+                      why, KeptList(record)));
 }
 
 }  // namespace
@@ -155,8 +162,7 @@ absl::Status Tokenizers::CheckStillKept(absl::string_view name, uint32_t version
 }
 
 std::vector<uint32_t> Tokenizers::VersionsToDrop(const storage::TokenizerVersionsRecord& record,
-                                                 uint32_t keep, uint32_t keep_also,
-                                                 bool* enough) {
+                                                 uint32_t keep, uint32_t keep_also, bool* enough) {
   std::vector<uint32_t> dropped;
   auto count = static_cast<uint32_t>(record.kept_size());
   for (uint32_t version : record.kept()) {  // ascending: oldest first
@@ -199,7 +205,7 @@ absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::Install(
 }
 
 absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::Activate(absl::string_view name,
-                                                                        uint32_t version) {
+                                                                         uint32_t version) {
   auto guard = registry_->LockForWrite(name);
   if (!guard.ok()) return guard.status();
   if (absl::Status error = guard->collection().tokenizers.error(); !error.ok()) return error;
@@ -212,7 +218,7 @@ absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::Activate(absl::s
 }
 
 absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::Drop(absl::string_view name,
-                                                                    uint32_t version) {
+                                                                     uint32_t version) {
   auto guard = registry_->LockForWrite(name);
   if (!guard.ok()) return guard.status();
   if (absl::Status error = guard->collection().tokenizers.error(); !error.ok()) return error;
@@ -234,8 +240,7 @@ absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::Drop(absl::strin
 }
 
 absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::Pin(absl::string_view name,
-                                                                   uint32_t version,
-                                                                   bool pinned) {
+                                                                    uint32_t version, bool pinned) {
   auto guard = registry_->LockForWrite(name);
   if (!guard.ok()) return guard.status();
   if (absl::Status error = guard->collection().tokenizers.error(); !error.ok()) return error;
@@ -251,8 +256,8 @@ absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::Pin(absl::string
   return Install(*guard, std::move(*record), {}, nullptr, &batch);
 }
 
-absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::SetRetention(
-    absl::string_view name, uint32_t keep) {
+absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::SetRetention(absl::string_view name,
+                                                                             uint32_t keep) {
   if (keep > kMaxKeptTokenizerVersions) {
     return absl::InvalidArgumentError(
         absl::StrFormat("keep_versions %d is outside 1..%d (0: the server's default)", keep,
@@ -347,14 +352,105 @@ absl::Status Tokenizers::WriteVersionRows(
     sids_->AddSids(pending.cid_, pending.version_, levels, ids.subspan(first, count),
                    codes.subspan(first * levels, count * levels), suffixes.subspan(first, count),
                    &batch);
-    auto guard = registry_->LockForWrite(pending.collection_, pending.cid_);
-    if (!guard.ok()) return guard.status();
-    if (auto status = db_->Write(batch, "write a tokenizer version's SIDs"); !status.ok()) {
-      return status;
-    }
+    if (auto status = WritePendingRows(pending, &batch); !status.ok()) return status;
     if (progress) progress(first + count, n);
   }
   return absl::OkStatus();
+}
+
+absl::Status Tokenizers::ReassignWritten(const PendingVersion& pending, const Tokenizer& tokenizer,
+                                         const ItemSet& snapshot, const CollectionInfo& info,
+                                         int64_t items_now, absl::Span<const uint64_t> written,
+                                         SidOccupancy* occupancy,
+                                         rocksdb::WriteBatch* batch) const {
+  if (written.empty()) return absl::OkStatus();
+  const uint32_t cid = pending.cid_;
+  const int64_t levels = tokenizer.levels();
+  const int64_t d = info.dimension;
+  auto stored = sids_->ReadStored(cid, pending.version_, levels, written);
+  if (!stored.ok()) return stored.status();
+  auto now = items_->Get(info, written);
+  if (!now.ok()) return now.status();
+  // Removed items lose their SID; the rest free the tuple they hold under the version.
+  std::vector<uint64_t> removed;
+  std::vector<std::optional<StoredSid>> removed_stored;
+  std::vector<uint64_t> assign_ids;
+  std::vector<float> assign_vectors;
+  std::vector<std::optional<StoredSid>> assign_stored;
+  size_t found = 0;
+  for (size_t i = 0; i < written.size(); ++i) {
+    const uint64_t id = written[i];
+    const bool present = found < now->ids.size() && now->ids[found] == id;
+    if ((*stored)[i]) occupancy->Remove((*stored)[i]->codes.data());
+    if (!present) {
+      removed.push_back(id);
+      removed_stored.push_back((*stored)[i]);
+      continue;
+    }
+    const float* vector = now->vectors.data() + found * d;
+    ++found;
+    // An item whose vector is the one of the snapshot keeps the SID written for it.
+    const auto row = std::lower_bound(snapshot.ids.begin(), snapshot.ids.end(), id);
+    if (row != snapshot.ids.end() && *row == id && (*stored)[i] &&
+        std::equal(vector, vector + d,
+                   snapshot.vectors.data() + (row - snapshot.ids.begin()) * d)) {
+      occupancy->Add((*stored)[i]->codes.data());
+      continue;
+    }
+    assign_ids.push_back(id);
+    assign_vectors.insert(assign_vectors.end(), vector, vector + d);
+    assign_stored.push_back((*stored)[i]);
+  }
+  sids_->AddDeletes(cid, removed, removed_stored, batch);
+  if (assign_ids.empty()) return absl::OkStatus();
+  auto assigned = tokenizer.AssignNew(
+      assign_vectors.data(), static_cast<int64_t>(assign_ids.size()), items_now, occupancy);
+  if (!assigned.ok()) return assigned.status();
+  // Suffixes carry over from the parent where the tuple is the parent's.
+  std::vector<int64_t> preferred(assign_ids.size(), -1);
+  if (pending.parent_version_ > 0) {
+    auto parent = sids_->ReadStored(cid, pending.parent_version_, levels, assign_ids);
+    if (parent.ok()) {  // a dropped parent has no rows: no preference
+      for (size_t i = 0; i < assign_ids.size(); ++i) {
+        const std::optional<StoredSid>& sid = (*parent)[i];
+        if (sid && sid->codes.size() == static_cast<size_t>(levels) &&
+            std::equal(sid->codes.begin(), sid->codes.end(),
+                       assigned->codes.begin() + static_cast<int64_t>(i) * levels)) {
+          preferred[i] = sid->suffix;
+        }
+      }
+    }
+  }
+  return sids_->AddUpserts(cid, tokenizer, assign_ids, assigned->codes, assign_stored, preferred,
+                           batch);
+}
+
+std::vector<uint64_t> Tokenizers::TakeWritten(const WriteGuard& guard,
+                                              const PendingVersion& pending) {
+  (void)guard;  // proves the caller holds the lock the log is guarded by
+  std::vector<uint64_t> written(pending.changes_->ids.begin(), pending.changes_->ids.end());
+  pending.changes_->ids.clear();
+  std::sort(written.begin(), written.end());
+  return written;
+}
+
+absl::Status Tokenizers::WritePendingRows(const PendingVersion& pending,
+                                          rocksdb::WriteBatch* batch) const {
+  // Unsynced: the commit's Write, which makes the version kept, syncs the WAL up to it.
+  if (auto status = db_->WriteUnsynced(*batch, "write a tokenizer version's SIDs"); !status.ok()) {
+    return status;
+  }
+  // A drop takes the collection's rows under its write lock: after it, the rows just written
+  // would outlive it, so they go here.
+  auto guard = registry_->LockForWrite(pending.collection_, pending.cid_);
+  if (guard.ok()) return absl::OkStatus();
+  rocksdb::WriteBatch removal;
+  sids_->AddDropVersion(pending.cid_, pending.version_, &removal);
+  if (auto status = db_->Write(removal, "remove a dropped collection's SIDs"); !status.ok()) {
+    LogWarning("collection '%s' (dropped): SIDs of version %d left behind: %s", pending.collection_,
+               pending.version_, status.ToString());
+  }
+  return guard.status();
 }
 
 absl::StatusOr<Tokenizers::Committed> Tokenizers::CommitVersion(
@@ -366,17 +462,54 @@ absl::StatusOr<Tokenizers::Committed> Tokenizers::CommitVersion(
       static_cast<int64_t>(codes.size()) != n * levels) {
     return absl::InternalError("tokenizer commit with inconsistent shapes");
   }
-  auto guard = registry_->LockForWrite(pending.collection_, pending.cid_);
+  const uint32_t cid = pending.cid_;
+  const uint32_t version = pending.version_;
+  // Without the lock: the tokenizer (its assignment tables) and the snapshot items' places.
+  record.set_version(version);
+  record.set_decision(activation.decision);
+  auto tokenizer = std::make_shared<const Tokenizer>(std::move(quantizer), record);
+  SidOccupancy occupancy(tokenizer->quantizer().codebook_sizes());
+  for (int64_t i = 0; i < n; ++i) occupancy.Add(codes.data() + i * levels);
+
+  // Catch-up rounds without the lock: the items written since the snapshot take their places
+  // under the rule, in id order, after every snapshot item; writes made meanwhile are logged
+  // again for the next round. The final round, under the lock, then has little left to do.
+  size_t previous = SIZE_MAX;
+  for (int round = 0; round < kMaxCatchUpRounds; ++round) {
+    std::vector<uint64_t> written;
+    CollectionInfo info;
+    {
+      auto guard = registry_->LockForWrite(pending.collection_, cid);
+      if (!guard.ok()) return guard.status();
+      written = TakeWritten(*guard, pending);
+      info = guard->collection().Snapshot();
+    }
+    // Few enough for the final round, or no fewer than the round before (writes outpace the
+    // rounds): back into the log for the final round.
+    if (written.size() <= kFinalRoundItems ||
+        (round >= kMinCatchUpRounds && written.size() >= previous)) {
+      auto guard = registry_->LockForWrite(pending.collection_, cid);
+      if (!guard.ok()) return guard.status();
+      pending.changes_->ids.insert(written.begin(), written.end());
+      break;
+    }
+    previous = written.size();
+    rocksdb::WriteBatch batch;
+    if (auto status =
+            ReassignWritten(pending, *tokenizer, snapshot, info,
+                            static_cast<int64_t>(info.item_count), written, &occupancy, &batch);
+        !status.ok()) {
+      return status;
+    }
+    if (auto status = WritePendingRows(pending, &batch); !status.ok()) return status;
+  }
+
+  auto guard = registry_->LockForWrite(pending.collection_, cid);
   if (!guard.ok()) return guard.status();
   Collection& collection = guard->collection();
   if (absl::Status error = collection.tokenizers.error(); !error.ok()) return error;
-  const uint32_t cid = pending.cid_;
-  const uint32_t version = pending.version_;
-  const int64_t d = guard->info().dimension;
   auto versions = sids_->ReadVersions(cid);
   if (!versions.ok()) return versions.status();
-
-  // Activation, decided first: the decision is part of the version's record.
   Committed committed;
   committed.version = version;
   committed.activated = activation.activate;
@@ -384,83 +517,19 @@ absl::StatusOr<Tokenizers::Committed> Tokenizers::CommitVersion(
   if (activation.activate && activation.only_if_parent_active &&
       versions->active() != pending.parent_version_) {
     committed.activated = false;
-    committed.decision = absl::StrFormat(
-        "not activated: the active version changed from %d to %d while the job ran",
-        pending.parent_version_, versions->active());
+    committed.decision =
+        absl::StrFormat("not activated: the active version changed from %d to %d while the job ran",
+                        pending.parent_version_, versions->active());
+    record.set_decision(committed.decision);
+    tokenizer = std::make_shared<const Tokenizer>(tokenizer->quantizer(), record);
   }
-  record.set_version(version);
-  record.set_decision(committed.decision);
-  auto tokenizer = std::make_shared<const Tokenizer>(std::move(quantizer), std::move(record));
-
-  // The snapshot items hold their places (as written by WriteVersionRows); the items written
-  // since take theirs under the rule, in id order, after every snapshot item.
-  SidOccupancy occupancy(tokenizer->quantizer().codebook_sizes());
-  for (int64_t i = 0; i < n; ++i) occupancy.Add(codes.data() + i * levels);
-  std::vector<uint64_t> written(pending.changes_->ids.begin(), pending.changes_->ids.end());
-  std::sort(written.begin(), written.end());
   rocksdb::WriteBatch batch;
-  if (!written.empty()) {
-    auto stored = sids_->ReadStored(cid, version, levels, written);
-    if (!stored.ok()) return stored.status();
-    auto now = items_->Get(guard->info(), written);
-    if (!now.ok()) return now.status();
-    // Removed items lose their SID; the rest free the tuple they held in the snapshot.
-    std::vector<uint64_t> removed;
-    std::vector<std::optional<StoredSid>> removed_stored;
-    std::vector<uint64_t> assign_ids;
-    std::vector<float> assign_vectors;
-    std::vector<std::optional<StoredSid>> assign_stored;
-    size_t found = 0;
-    for (size_t i = 0; i < written.size(); ++i) {
-      const uint64_t id = written[i];
-      const bool present = found < now->ids.size() && now->ids[found] == id;
-      if ((*stored)[i]) occupancy.Remove((*stored)[i]->codes.data());
-      if (!present) {
-        removed.push_back(id);
-        removed_stored.push_back((*stored)[i]);
-        continue;
-      }
-      const float* vector = now->vectors.data() + found * d;
-      ++found;
-      // An item whose vector is the one of the snapshot keeps the SID written for it.
-      const auto row = std::lower_bound(snapshot.ids.begin(), snapshot.ids.end(), id);
-      if (row != snapshot.ids.end() && *row == id && (*stored)[i] &&
-          std::equal(vector, vector + d, snapshot.vectors.data() + (row - snapshot.ids.begin()) * d)) {
-        occupancy.Add((*stored)[i]->codes.data());
-        continue;
-      }
-      assign_ids.push_back(id);
-      assign_vectors.insert(assign_vectors.end(), vector, vector + d);
-      assign_stored.push_back((*stored)[i]);
-    }
-    sids_->AddDeletes(cid, removed, removed_stored, &batch);
-    if (!assign_ids.empty()) {
-      auto assigned =
-          tokenizer->AssignNew(assign_vectors.data(), static_cast<int64_t>(assign_ids.size()),
-                               static_cast<int64_t>(collection.item_count.load()), &occupancy);
-      if (!assigned.ok()) return assigned.status();
-      // Suffixes carry over from the parent where the tuple is the parent's.
-      std::vector<int64_t> preferred(assign_ids.size(), -1);
-      if (pending.parent_version_ > 0 && Contains(versions->kept(), pending.parent_version_)) {
-        auto parent = sids_->ReadStored(cid, pending.parent_version_, levels, assign_ids);
-        if (parent.ok()) {
-          for (size_t i = 0; i < assign_ids.size(); ++i) {
-            const std::optional<StoredSid>& sid = (*parent)[i];
-            if (sid && std::equal(sid->codes.begin(), sid->codes.end(),
-                                  assigned->codes.begin() + static_cast<int64_t>(i) * levels)) {
-              preferred[i] = sid->suffix;
-            }
-          }
-        }
-      }
-      if (auto status = sids_->AddUpserts(cid, *tokenizer, assign_ids, assigned->codes,
-                                          assign_stored, preferred, &batch);
-          !status.ok()) {
-        return status;
-      }
-    }
+  if (auto status = ReassignWritten(pending, *tokenizer, snapshot, collection.Snapshot(),
+                                    static_cast<int64_t>(collection.item_count.load()),
+                                    TakeWritten(*guard, pending), &occupancy, &batch);
+      !status.ok()) {
+    return status;
   }
-
   Erase(versions->mutable_pending(), version);
   InsertSorted(versions->mutable_kept(), version);
   if (committed.activated) versions->set_active(version);
@@ -515,8 +584,7 @@ absl::Status Tokenizers::AddItemUpserts(uint32_t cid, const TokenizerSet& set,
     }
     drift->set_assigned(drift->assigned() + static_cast<uint64_t>(n));
     drift->set_version(version);
-    if (auto status =
-            sids_->AddUpserts(cid, *tokenizer, ids, assigned->codes, *stored, {}, batch);
+    if (auto status = sids_->AddUpserts(cid, *tokenizer, ids, assigned->codes, *stored, {}, batch);
         !status.ok()) {
       return status;
     }

@@ -126,12 +126,11 @@ class Tokenizers {
   // writes. Call before loading the snapshot the version is made from. FAILED_PRECONDITION
   // when no room can be made for it: every kept version is pinned or active (the current
   // active one stays so unless the new version `activates` for sure).
-  absl::StatusOr<std::unique_ptr<PendingVersion>> BeginVersion(absl::string_view name,
-                                                               uint32_t cid, bool activates);
+  absl::StatusOr<std::unique_ptr<PendingVersion>> BeginVersion(absl::string_view name, uint32_t cid,
+                                                               bool activates);
   // Writes the SIDs of the snapshot items ids (n) under the pending version: codes (n x L),
   // suffixes (n). Bounded batches; no lock. `progress(done, n)` after each batch.
-  // Each batch is written under the write guard (writers wait for one batch at most), so no
-  // row outlives a drop of the collection.
+  // Writers are not held back; rows written after a drop of the collection are removed.
   absl::Status WriteVersionRows(const PendingVersion& pending, int64_t levels,
                                 absl::Span<const uint64_t> ids, absl::Span<const int32_t> codes,
                                 absl::Span<const uint32_t> suffixes,
@@ -151,14 +150,13 @@ class Tokenizers {
   };
   // Commits the pending version: `record` (metadata; version and decision are set here) and
   // `quantizer`, made from `snapshot` whose codes (n x L) and suffixes WriteVersionRows wrote.
-  // Under the write guard, items written since the snapshot get SIDs anew (removed ones lose
-  // theirs; others take codes under the version's rule after the snapshot items, keeping
-  // their suffix under the parent where their tuple equals it).
-  absl::StatusOr<Committed> CommitVersion(PendingVersion& pending,
-                                          storage::TokenizerRecord record,
+  // Items written since the snapshot get SIDs anew (removed ones lose theirs; others take codes
+  // under the version's rule after the snapshot items, keeping their suffix under the parent
+  // where their tuple equals it): in catch-up rounds without the lock while many are left, the
+  // rest under the write guard with the version's record, one WriteBatch.
+  absl::StatusOr<Committed> CommitVersion(PendingVersion& pending, storage::TokenizerRecord record,
                                           ResidualQuantizer quantizer, const ItemSet& snapshot,
-                                          absl::Span<const int32_t> codes,
-                                          Activation activation);
+                                          absl::Span<const int32_t> codes, Activation activation);
 
   // The SID side of item writes, under the collection's write guard (cid), for every kept
   // version of `set`, ledgers held through `changes`, rows added to `batch`.
@@ -168,14 +166,12 @@ class Tokenizers {
   // their previous tuples free their capacity first, then each row in order takes the tuple
   // the rule gives. The drift counters count them. An item whose codes come out unchanged
   // keeps its suffix.
-  absl::Status AddItemUpserts(uint32_t cid, const TokenizerSet& set,
-                              absl::Span<const uint64_t> ids, absl::Span<const float> vectors,
-                              int64_t items_after, SidChanges* changes,
-                              rocksdb::WriteBatch* batch) const;
+  absl::Status AddItemUpserts(uint32_t cid, const TokenizerSet& set, absl::Span<const uint64_t> ids,
+                              absl::Span<const float> vectors, int64_t items_after,
+                              SidChanges* changes, rocksdb::WriteBatch* batch) const;
   // The removal of the SIDs of `ids` (distinct; ids without one are skipped), freeing capacity.
-  absl::Status AddItemDeletes(uint32_t cid, const TokenizerSet& set,
-                              absl::Span<const uint64_t> ids, SidChanges* changes,
-                              rocksdb::WriteBatch* batch) const;
+  absl::Status AddItemDeletes(uint32_t cid, const TokenizerSet& set, absl::Span<const uint64_t> ids,
+                              SidChanges* changes, rocksdb::WriteBatch* batch) const;
   // Appends the written ids to the change logs of running tokenizer jobs (under the guard,
   // after the write).
   static void LogItemWrites(Collection& collection, absl::Span<const uint64_t> ids);
@@ -201,6 +197,19 @@ class Tokenizers {
   absl::Status LoadLedger(const CollectionInfo& info, const Tokenizer& tokenizer) const;
   // Removes a pending version's rows and record entry (a job that did not commit).
   void Abandon(PendingVersion& pending);
+  // Writes rows of the pending version without the write lock; if the collection turns out
+  // dropped meanwhile, removes them again (NOT_FOUND).
+  absl::Status WritePendingRows(const PendingVersion& pending, rocksdb::WriteBatch* batch) const;
+  // The ids (sorted) logged for `pending` since the last call; the log starts empty again.
+  static std::vector<uint64_t> TakeWritten(const WriteGuard& guard, const PendingVersion& pending);
+  // SIDs under the pending version for items `written` (sorted) since the snapshot: removed
+  // items lose theirs; an item whose vector is the snapshot's keeps its; the others take codes
+  // under `tokenizer`'s rule for `items_now` items, in id order, against `occupancy` (updated),
+  // keeping their parent suffix where their tuple is the parent's. Rows go to `batch`.
+  absl::Status ReassignWritten(const PendingVersion& pending, const Tokenizer& tokenizer,
+                               const ItemSet& snapshot, const CollectionInfo& info,
+                               int64_t items_now, absl::Span<const uint64_t> written,
+                               SidOccupancy* occupancy, rocksdb::WriteBatch* batch) const;
   // ABORTED unless `version` is still kept by the collection.
   absl::Status CheckStillKept(absl::string_view collection, uint32_t version) const;
   // The versions a collection keeping `keep` drops to hold `record` (oldest first, never the

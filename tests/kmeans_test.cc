@@ -714,6 +714,55 @@ TEST(KMeansRestartsTest, BestOfRestartsPlainAndBalancedOnSift) {
   }
 }
 
+// Warm start: restart 0 starts from the given centroids. Started from a converged run's
+// centroids, a plain or balanced run keeps them nearly as they are (the same labels for almost
+// every row), where a fresh seed relabels the clusters; zero iterations return them unchanged.
+TEST(KMeansWarmStartTest, StartsFromTheGivenCentroids) {
+  const Matrix sift = Sift(3000);
+  ASSERT_EQ(sift.rows, 3000);
+  const int64_t n = sift.rows, d = sift.dim, k = 32;
+  const SizeBounds bounds = BoundsFromSlack(n, k, 0.1);
+  for (bool balanced : {false, true}) {
+    SCOPED_TRACE(balanced ? "balanced" : "plain");
+    auto train = [&](uint64_t seed, std::vector<float> initial, int iterations) {
+      KMeansOptions options;
+      options.k = k;
+      options.max_iterations = iterations;
+      options.tolerance = 0;
+      options.seed = seed;
+      options.num_threads = 2;
+      options.initial_centroids = std::move(initial);
+      absl::StatusOr<KMeansResult> result =
+          balanced ? TrainBalancedKMeans(sift.values.data(), n, d, bounds, options)
+                   : TrainKMeans(sift.values.data(), n, d, options);
+      EXPECT_TRUE(result.ok()) << result.status();
+      return result.ok() ? *std::move(result) : KMeansResult{};
+    };
+    const KMeansResult first = train(11, {}, 25);
+    ASSERT_EQ(first.centroids.size(), static_cast<size_t>(k * d));
+    EXPECT_EQ(train(12, first.centroids, 0).centroids, first.centroids);
+    const auto same_labels = [&](const KMeansResult& other) {
+      int64_t same = 0;
+      for (int64_t i = 0; i < n; ++i) same += other.assignments[i] == first.assignments[i];
+      return static_cast<double>(same) / static_cast<double>(n);
+    };
+    const KMeansResult warm = train(12, first.centroids, 10);
+    const KMeansResult cold = train(12, {}, 10);
+    EXPECT_GT(same_labels(warm), 0.95);
+    EXPECT_LT(same_labels(cold), 0.5);
+  }
+  KMeansOptions bad;
+  bad.k = k;
+  bad.initial_centroids.assign(static_cast<size_t>(k * d - 1), 0.0f);
+  absl::Status status = TrainKMeans(sift.values.data(), n, d, bad).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("initial_centroids"), absl::string_view::npos) << status;
+  bad.initial_centroids.assign(static_cast<size_t>(k * d), 0.0f);
+  bad.initial_centroids[5] = std::nanf("");
+  EXPECT_EQ(TrainBalancedKMeans(sift.values.data(), n, d, bounds, bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(KMeansOptionsTest, RejectsBadToleranceAndRestartsNamingThem) {
   std::vector<float> x(200 * 4);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 37) % 101);

@@ -120,6 +120,8 @@ TEST_F(MetricsTest, ExpositionAfterTrafficPassesPromtool) {
   EXPECT_EQ(Sample(text, "quantd_collections"), 1) << text;
   EXPECT_EQ(Sample(text, "quantd_collection_items{collection=\"m\"}"), 3000);
   EXPECT_GT(Sample(text, "quantd_tokenizer_memory_bytes{collection=\"m\"}"), 2 * 16 * 32 * 4);
+  EXPECT_EQ(Sample(text, "quantd_tokenizer_versions_kept{collection=\"m\"}"), 1);
+  EXPECT_EQ(Sample(text, "quantd_tokenizer_active_version{collection=\"m\"}"), 1);
   EXPECT_GT(Sample(text, "quantd_index_memory_bytes{collection=\"m\"}"), 3000 * 8);
   const double collisions = Sample(text, "quantd_sid_collision_rate{collection=\"m\"}");
   EXPECT_GE(collisions, 0);

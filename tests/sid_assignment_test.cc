@@ -196,8 +196,8 @@ TEST_F(SidAssignmentTest, CollisionResolutionMovesTheCheapestRowsAndNeverAddsCol
 
 TEST(SidOccupancyTest, NextCodesCountTheItemsUnderEachPrefix) {
   SidOccupancy occupancy({4, 3, 5});
-  const std::vector<std::vector<int32_t>> tuples = {
-      {0, 1, 2}, {0, 1, 2}, {0, 1, 4}, {0, 2, 0}, {3, 0, 0}, {3, 0, 1}};
+  const std::vector<std::vector<int32_t>> tuples = {{0, 1, 2}, {0, 1, 2}, {0, 1, 4},
+                                                    {0, 2, 0}, {3, 0, 0}, {3, 0, 1}};
   for (const auto& tuple : tuples) occupancy.Add(tuple.data());
   using Next = std::vector<std::pair<int32_t, int64_t>>;
   EXPECT_EQ(occupancy.NextCodes(nullptr, 0), (Next{{0, 4}, {3, 2}}));

@@ -407,6 +407,55 @@ TEST_F(SidVersionsTest, SuffixesCarryOverAndMapSidsRelabels) {
   EXPECT_EQ(rows, kRows);
 }
 
+// A retrain after some items changed: warm-started from the active version's codebooks (both
+// run to convergence) it keeps most items' code tuples, and so their suffixes; started cold it
+// relabels the codes.
+TEST_F(SidVersionsTest, WarmStartKeepsTuplesAndSuffixesAcrossARetrain) {
+  Load("c");
+  v1::TrainTokenizerRequest first = Train("c", 32, 7);
+  first.set_warm_start(true);  // nothing to start from yet
+  const v1::Job refused = TrainAndWait(first);
+  EXPECT_EQ(refused.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(refused.error().find("no active tokenizer version"), std::string::npos)
+      << refused.error();
+  v1::TrainTokenizerRequest converged = Train("c", 32, 7);
+  converged.set_max_iterations(100);
+  TrainOk(converged);
+  const std::map<uint64_t, std::string> before = SidsOf("c", 0);
+  // 300 items move to other rows' vectors.
+  std::vector<uint64_t> moved(300);
+  std::iota(moved.begin(), moved.end(), 1000);
+  ASSERT_TRUE(Upsert("c", moved, Rows(3000, 300)).ok());
+
+  v1::TrainTokenizerRequest warm = Train("c", 32, 8, v1::ACTIVATION_NEVER);
+  warm.set_max_iterations(100);
+  warm.set_warm_start(true);
+  const v1::Job warm_job = TrainOk(warm);
+  const v1::Job cold_job = TrainOk(Train("c", 32, 8, v1::ACTIVATION_NEVER));
+  v1::TokenizerVersions versions;
+  ASSERT_TRUE(Versions("c", &versions).ok());
+  ASSERT_EQ(versions.versions_size(), 3);
+  const uint64_t warm_carried = versions.versions(1).suffixes_carried();
+  const uint64_t cold_carried = versions.versions(2).suffixes_carried();
+  // Measured: 4178 of 6000 warm (moving 5% of the items shifts residual levels too), 1 cold.
+  EXPECT_GT(warm_carried, static_cast<uint64_t>(kRows * 6 / 10)) << cold_carried;
+  EXPECT_LT(cold_carried, static_cast<uint64_t>(kRows / 20)) << warm_carried;
+  // The unchanged items mostly keep their whole SID.
+  const std::map<uint64_t, std::string> after = SidsOf("c", warm_job.result_version());
+  int64_t same = 0;
+  for (const auto& [id, sid] : before) same += after.at(id) == sid;
+  EXPECT_GT(same, kRows * 55 / 100);  // measured 3940
+  // Different codebook sizes cannot be warm-started.
+  v1::TrainTokenizerRequest mismatch = Train("c", 16, 9);
+  mismatch.set_warm_start(true);
+  const v1::Job failed = TrainAndWait(mismatch);
+  EXPECT_EQ(failed.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(failed.error().find("warm_start: codebook_sizes [16, 16, 16] differ"),
+            std::string::npos)
+      << failed.error();
+  (void)cold_job;
+}
+
 TEST_F(SidVersionsTest, NextCodesAgreesWithLookupAndTheSids) {
   Load("c");
   TrainOk(Train("c", 16, 5));
@@ -439,7 +488,8 @@ TEST_F(SidVersionsTest, NextCodesAgreesWithLookupAndTheSids) {
     ASSERT_GT(next.codes_size(), 0);
     int64_t sum = 0;
     for (int i = 0; i < next.codes_size(); ++i) {
-      EXPECT_EQ(static_cast<int64_t>(next.items(i)), under[key + std::to_string(next.codes(i)) + ","]);
+      EXPECT_EQ(static_cast<int64_t>(next.items(i)),
+                under[key + std::to_string(next.codes(i)) + ","]);
       if (i > 0) {
         EXPECT_LT(next.codes(i - 1), next.codes(i));
       }

@@ -11,13 +11,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/residual_quantizer.h"
+#include "core/semantic_id.h"
 #include "gtest/gtest.h"
 #include "quantd/storage/records.pb.h"
 #include "quantd/v1/quantd.pb.h"
 #include "server/index.h"
 #include "server/keys.h"
-#include "core/residual_quantizer.h"
-#include "core/semantic_id.h"
 #include "server/tokenizer.h"
 #include "tests/test_support.h"
 
@@ -273,8 +273,8 @@ TokenizerJobView StartTokenizerJob(Storage& storage) {
   RqOptions options;
   options.levels.resize(2);
   for (RqLevelOptions& level : options.levels) level.k = 8;
-  auto trained = TrainResidualQuantizer(view.items.vectors.data(), n, view.items.info.dimension,
-                                        options);
+  auto trained =
+      TrainResidualQuantizer(view.items.vectors.data(), n, view.items.info.dimension, options);
   EXPECT_TRUE(trained.ok()) << trained.status();
   view.quantizer = std::move(trained->quantizer);
   view.codes = std::move(trained->codes);
@@ -316,16 +316,23 @@ TEST_F(StorageTest, TokenizerCommitReassignsOnlyItemsWrittenDuringTraining) {
       storage_->items()
           .Upsert("c", {5}, std::vector<float>(vectors.begin() + 5 * kD, vectors.begin() + 6 * kD))
           .ok());
+  // And items 100..399 move: more than the final round takes, so a catch-up round runs first.
+  std::vector<uint64_t> moved(300);
+  std::iota(moved.begin(), moved.end(), 100);
+  std::vector<float> moved_vectors(static_cast<size_t>(300 * kD));
+  for (size_t i = 0; i < moved_vectors.size(); ++i) {
+    moved_vectors[i] = static_cast<float>(std::cos(0.11 * static_cast<double>(i)) * 30);
+  }
+  ASSERT_TRUE(storage_->items().Upsert("c", moved, moved_vectors).ok());
   // Not visible before the commit.
   EXPECT_EQ(storage_->tokenizers().GetTokenizer("c").status().code(),
             absl::StatusCode::kFailedPrecondition);
 
   Tokenizers::Activation activation;
   activation.decision = "activated (test)";
-  auto committed = storage_->tokenizers().CommitVersion(*job.pending,
-                                                        TokenizerRecordFor(job.quantizer),
-                                                        job.quantizer, job.items, job.codes,
-                                                        activation);
+  auto committed =
+      storage_->tokenizers().CommitVersion(*job.pending, TokenizerRecordFor(job.quantizer),
+                                           job.quantizer, job.items, job.codes, activation);
   ASSERT_TRUE(committed.ok()) << committed.status();
   EXPECT_EQ(committed->version, 1u);
   EXPECT_TRUE(committed->activated);
@@ -343,6 +350,8 @@ TEST_F(StorageTest, TokenizerCommitReassignsOnlyItemsWrittenDuringTraining) {
       // Encoded anew from its vector now.
       job.quantizer.Encode(id == 3 ? far.data() : std::vector<float>(kD, -500.0f).data(), 1,
                            expected.data());
+    } else if (id >= 100 && id < 400) {
+      job.quantizer.Encode(moved_vectors.data() + (id - 100) * kD, 1, expected.data());
     } else {
       expected = {job.codes[id * 2], job.codes[id * 2 + 1]};
     }
