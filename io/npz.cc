@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -400,38 +401,45 @@ void Put32(std::string& out, uint32_t v) {
 absl::Status WriteNpz(const std::string& path, const std::vector<NpzMember>& members) {
   constexpr uint16_t kVersion = 20;                       // ZIP 2.0
   constexpr uint16_t kDosDate = (0 << 9) | (1 << 5) | 1;  // 1980-01-01
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  // Written beside `path` and renamed at the end, so that an error leaves no partial archive.
+  const std::string partial = path + ".partial";
+  std::ofstream out(partial, std::ios::binary | std::ios::trunc);
   if (!out) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: cannot write: %s", path, std::strerror(errno)));
   }
+  auto fail = [&](absl::Status status) {
+    out.close();
+    std::remove(partial.c_str());
+    return status;
+  };
   std::string directory;
   std::set<std::string> names;
   uint64_t offset = 0;
   for (const NpzMember& m : members) {
     if (m.type != ElementType::kF32 && m.type != ElementType::kI64) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: member '%s': only float32 and int64 arrays are written", path, m.name));
+      return fail(absl::InvalidArgumentError(absl::StrFormat(
+          "%s: member '%s': only float32 and int64 arrays are written", path, m.name)));
     }
     if (!names.insert(m.name).second) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: member '%s' given twice", path, m.name));
+      return fail(
+          absl::InvalidArgumentError(absl::StrFormat("%s: member '%s' given twice", path, m.name)));
     }
     uint64_t count = 1;
     for (int64_t extent : m.shape) {
-      if (extent < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("%s: member '%s': negative extent %d", path, m.name, extent));
+      if (extent < 0 || __builtin_mul_overflow(count, static_cast<uint64_t>(extent), &count)) {
+        return fail(absl::InvalidArgumentError(
+            absl::StrFormat("%s: member '%s': bad extent %d", path, m.name, extent)));
       }
-      count *= static_cast<uint64_t>(extent);
     }
     const std::string header = NpyHeaderBytes(NpyDescr(m.type), m.shape);
     const uint64_t bytes = count * ElementSize(m.type);
     const uint64_t size = header.size() + bytes;
     const std::string file_name = m.name + ".npy";
-    if (size >= 0xffffffffu || offset >= 0xffffffffu || file_name.size() > 0xffff) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: member '%s' of %d bytes is too large for a non-ZIP64 archive", path, m.name, size));
+    if (count >= 0xffffffffu || size >= 0xffffffffu || offset >= 0xffffffffu ||
+        file_name.size() > 0xffff) {
+      return fail(absl::InvalidArgumentError(absl::StrFormat(
+          "%s: member '%s' of %d bytes is too large for a non-ZIP64 archive", path, m.name, size)));
     }
     uLong crc =
         crc32(0L, reinterpret_cast<const Bytef*>(header.data()), static_cast<uInt>(header.size()));
@@ -467,8 +475,8 @@ absl::Status WriteNpz(const std::string& path, const std::vector<NpzMember>& mem
     offset += local.size() + size;
   }
   if (offset + directory.size() >= 0xffffffffu || members.size() >= 0xffff) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: archive too large for a non-ZIP64 archive", path));
+    return fail(absl::InvalidArgumentError(
+        absl::StrFormat("%s: archive too large for a non-ZIP64 archive", path)));
   }
   std::string end;
   Put32(end, kEndSig);
@@ -482,7 +490,11 @@ absl::Status WriteNpz(const std::string& path, const std::vector<NpzMember>& mem
   out.write(directory.data(), static_cast<std::streamsize>(directory.size()));
   out.write(end.data(), static_cast<std::streamsize>(end.size()));
   out.close();
-  if (!out) return absl::InvalidArgumentError(absl::StrFormat("%s: write failed", path));
+  if (!out) return fail(absl::InvalidArgumentError(absl::StrFormat("%s: write failed", path)));
+  if (std::rename(partial.c_str(), path.c_str()) != 0) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrFormat("%s: cannot write: %s", path, std::strerror(errno))));
+  }
   return absl::OkStatus();
 }
 

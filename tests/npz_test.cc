@@ -136,6 +136,8 @@ TEST(NpzTest, RoundTripsFloatAndIntArrays) {
   status = WriteNpz(
       path, {{"x", ElementType::kI64, {3}, ids.data()}, {"x", ElementType::kI64, {3}, ids.data()}});
   EXPECT_THAT(status.message(), HasSubstr("member 'x' given twice"));
+  // A refused archive leaves no file behind (here: not even a partial one).
+  EXPECT_TRUE(testing::Entries(dir.path()) == std::vector<std::string>{"out.npz"});
   EXPECT_THAT(WriteNpz(dir.File("no/such/dir.npz"), {}).message(), HasSubstr("no/such/dir.npz"));
 }
 

@@ -19,6 +19,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "io/npz.h"
 #include "io/vector_file.h"
 #include "tests/process_support.h"
 #include "tests/test_support.h"
@@ -367,7 +368,58 @@ TEST_F(QuantctlVersionsTest, ExportImportRoundTripAndNumpyEncodesTheSameCodes) {
   ASSERT_EQ(Run("versions b"), 0) << out_;
   EXPECT_TRUE(Contains(out_, "imported")) << out_;
 
-  // Without --wait the job is printed and runs on; --activation never leaves version 1 active.
+  // The other layouts import-tokenizer reads give the same SIDs: level_<l> members, and one
+  // L x K x d array (each import a new active version of b).
+  auto exported = ReadNpz(dir_.File("tok.npz"));
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  ASSERT_EQ(exported->size(), 3u);
+  std::vector<std::vector<float>> books;
+  std::vector<float> stacked;
+  for (const NpyArray& a : *exported) {
+    EXPECT_EQ(a.shape, (std::vector<int64_t>{256, 128})) << a.name;
+    books.push_back(a.ToFloat());
+    stacked.insert(stacked.end(), books.back().begin(), books.back().end());
+  }
+  ASSERT_TRUE(WriteNpz(dir_.File("levels.npz"),
+                       {{"level_0", ElementType::kF32, {256, 128}, books[0].data()},
+                        {"level_1", ElementType::kF32, {256, 128}, books[1].data()},
+                        {"level_2", ElementType::kF32, {256, 128}, books[2].data()}})
+                  .ok());
+  ASSERT_TRUE(WriteNpz(dir_.File("stacked.npz"),
+                       {{"books", ElementType::kF32, {3, 256, 128}, stacked.data()}})
+                  .ok());
+  for (const std::string variant : {"levels", "stacked"}) {
+    ASSERT_EQ(Run("import-tokenizer b --npz " + dir_.File(variant + ".npz") +
+                  " --assignment nearest --wait --no-progress"),
+              0)
+        << variant << ": " << out_;
+    ASSERT_EQ(
+        Run("export-sids b --index " + dir_.File("b.json") + " --codes " + dir_.File("b.npy")), 0)
+        << out_;
+    EXPECT_EQ(ReadText(dir_.File("a.npy")), ReadText(dir_.File("b.npy"))) << variant;
+  }
+  ASSERT_TRUE(
+      WriteNpz(dir_.File("gap.npz"), {{"level_0", ElementType::kF32, {256, 128}, books[0].data()},
+                                      {"level_2", ElementType::kF32, {256, 128}, books[2].data()}})
+          .ok());
+  EXPECT_EQ(Run("import-tokenizer b --npz " + dir_.File("gap.npz")), 1) << out_;
+  EXPECT_TRUE(Contains(out_, "gap.npz: member 'level_2' does not fit the naming level_0..level_1"))
+      << out_;
+  ASSERT_TRUE(WriteNpz(dir_.File("mixed.npz"),
+                       {{"arr_0", ElementType::kF32, {256, 128}, books[0].data()},
+                        {"level_1", ElementType::kF32, {256, 128}, books[1].data()}})
+                  .ok());
+  EXPECT_EQ(Run("import-tokenizer b --npz " + dir_.File("mixed.npz")), 1) << out_;
+  EXPECT_TRUE(Contains(out_, "member 'level_1' does not fit the naming arr_0..arr_1")) << out_;
+  ASSERT_TRUE(
+      WriteNpz(dir_.File("ragged.npz"), {{"arr_0", ElementType::kF32, {256, 128}, books[0].data()},
+                                         {"arr_1", ElementType::kF32, {128, 256}, books[1].data()}})
+          .ok());
+  EXPECT_EQ(Run("import-tokenizer b --npz " + dir_.File("ragged.npz")), 1) << out_;
+  EXPECT_TRUE(Contains(out_, "ragged.npz: member 'arr_1' has dimension 256, 'arr_0' has 128"))
+      << out_;
+
+  // Without --wait the job is printed and runs on; --activation never leaves the active version.
   ASSERT_EQ(Run("import-tokenizer b --npz " + dir_.File("tok.npz") + " --activation never"), 0)
       << out_;
   EXPECT_TRUE(Contains(out_, "follow it with: quantctl job ")) << out_;
