@@ -86,13 +86,15 @@ const std::vector<Command>& Commands() {
        Section::kCollections,
        "NAME --dim D [--metric l2|ip|cosine]",
        "create a collection",
-       R"(Usage: quantctl create NAME --dim D [--metric l2|ip|cosine]
+       R"(Usage: quantctl create NAME --dim D [--metric l2|ip|cosine] [--keep-versions N]
 
 Creates a collection. NAME: 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit.
-  --dim D        vector dimension, 1..65536 (required)
-  --metric M     l2 (default), ip (inner product) or cosine
+  --dim D             vector dimension, 1..65536 (required)
+  --metric M          l2 (default), ip (inner product) or cosine
+  --keep-versions N   tokenizer versions to keep, 1..16 (default: the server's
+                      --keep_tokenizer_versions, 3); `quantctl retention` changes it later
 )",
-       {"dim", "metric"},
+       {"dim", "metric", "keep-versions"},
        CreateCommand},
       {"list",
        Section::kCollections,
@@ -187,12 +189,16 @@ leaves it running; `quantctl cancel ID` stops it).
                       training assignment, at least 1); training items beyond it move
   --seed N            random seed (default 0)
   --sample N          train on a seeded sample of N items (default: all); all get SIDs
+  --activation A      whether the new version becomes the active one: always (default), never
+                      (train and evaluate only), if-better (only if its collision rate and MSE
+                      over the same items are no worse than the active version's, one
+                      better); the job's last line says what was decided and why
   --detach            print the job id and return at once
   --no-progress       no progress bar
 )",
        {"levels", "balanced", "balanced-levels", "slack", "size-min", "size-max", "iterations",
         "tolerance", "restarts", "assignment", "beam-width", "suffix-cap", "seed", "sample",
-        "detach", "no-progress"},
+        "activation", "detach", "no-progress"},
        TrainCommand},
       {"encode",
        Section::kSemanticIds,
@@ -208,41 +214,191 @@ the assigned codes. --vectors encodes every row of the file, sent in batches.
   --vectors FILE      a vector file (.npy, .fvecs, ...): one line of codes per row
   --max-rows N        encode only the first N rows of --vectors (default: all)
   --batch-rows N      rows per Encode request, 1..100000 (default: about 1 MiB per request)
+  --version V         a kept tokenizer version (default: the active one)
 )",
-       {"ids", "vectors", "max-rows", "batch-rows"},
+       {"ids", "vectors", "max-rows", "batch-rows", "version"},
        EncodeCommand},
       {"lookup",
        Section::kSemanticIds,
        "NAME SID",
        "items under a SID or prefix: \"<a_3><b_7>\", 3,7",
-       R"(Usage: quantctl lookup NAME SID [--limit N]
+       R"(Usage: quantctl lookup NAME SID [--limit N] [--version V]
 
 Lists the items under a semantic ID or a prefix of one, written as tokens ("<a_12><b_201>")
-or as comma-separated integers ("12,201"). --limit caps the answer (default 1000).
+or as comma-separated integers ("12,201"). --limit caps the answer (default 1000); --version
+asks a kept tokenizer version (default: the active one).
 )",
-       {"limit"},
+       {"limit", "version"},
        LookupCommand},
       {"stats",
        Section::kSemanticIds,
        "NAME",
        "tokenizer and index health",
-       "Usage: quantctl stats NAME\n\nShows item count, tokenizer parameters, per-level "
-       "codebook usage, perplexity, cluster sizes and reconstruction MSE, and collisions; index "
-       "shape, list sizes and imbalance, bytes per vector and memory.\n",
-       {},
+       "Usage: quantctl stats NAME [--version V]\n\nShows item count, tokenizer parameters, "
+       "per-level codebook usage, perplexity, cluster sizes and reconstruction MSE, and "
+       "collisions (of the active tokenizer version, or of kept version V); the versions kept; "
+       "index shape, list sizes and imbalance, bytes per vector and memory.\n",
+       {"version"},
        StatsCommand},
       {"export-sids",
        Section::kSemanticIds,
        "NAME --index FILE [--codes FILE]",
        "LC-Rec / LETTER index JSON, .npy of codes",
-       R"(Usage: quantctl export-sids NAME --index FILE [--codes FILE]
+       R"(Usage: quantctl export-sids NAME --index FILE [--codes FILE] [--version V]
 
 Writes every item's semantic ID as LC-Rec / LETTER index JSON to --index,
 {"<item id>": ["<a_12>", "<b_201>", ..., "<d_0>"]}, and with --codes an .npy of int64 codes of
 shape (items, levels + 1), rows in item-id order (the last column is the dedup suffix).
+--version exports a kept tokenizer version (default: the active one).
 )",
-       {"index", "codes"},
+       {"index", "codes", "version"},
        ExportSidsCommand},
+      {"versions",
+       Section::kSemanticIds,
+       "NAME",
+       "kept tokenizer versions: quality, decisions",
+       R"(Usage: quantctl versions NAME
+
+Lists the tokenizer versions the collection keeps, oldest first: number, whether active or
+pinned, source (trained or imported), levels x K, items with a SID under it now, their
+collision rate, the MSE at its commit, suffixes carried over from its parent version, creation
+time (UTC) and the activation decision of its job.
+)",
+       {},
+       VersionsCommand},
+      {"activate",
+       Section::kSemanticIds,
+       "NAME VERSION",
+       "make a kept version the active one (rollback)",
+       R"(Usage: quantctl activate NAME VERSION
+
+Makes kept tokenizer version VERSION the active one, atomically: Encode, Lookup, ExportSids,
+NextCodes and GetStats default to it from then on. Rolling back is activating the previous one.
+)",
+       {},
+       ActivateCommand},
+      {"drop-version",
+       Section::kSemanticIds,
+       "NAME VERSION",
+       "drop a kept version and its SIDs",
+       R"(Usage: quantctl drop-version NAME VERSION
+
+Drops a kept tokenizer version and every SID under it. The active version and pinned ones
+cannot be dropped.
+)",
+       {},
+       DropVersionCommand},
+      {"pin",
+       Section::kSemanticIds,
+       "NAME VERSION",
+       "keep a version whatever the retention",
+       R"(Usage: quantctl pin NAME VERSION
+
+Pins a kept tokenizer version: new versions never drop it to make room (`quantctl unpin`
+undoes it).
+)",
+       {},
+       PinCommand},
+      {"unpin",
+       Section::kSemanticIds,
+       "NAME VERSION",
+       "let retention drop a version again",
+       "Usage: quantctl unpin NAME VERSION\n\nUnpins a tokenizer version: retention may drop it "
+       "again when newer versions commit.\n",
+       {},
+       UnpinCommand},
+      {"retention",
+       Section::kSemanticIds,
+       "NAME N",
+       "keep the last N tokenizer versions",
+       R"(Usage: quantctl retention NAME N
+
+Sets how many tokenizer versions the collection keeps, 1..16 (0: the server's default). If
+more are kept now, the oldest that are neither active nor pinned are dropped at once.
+)",
+       {},
+       RetentionCommand},
+      {"sid-map",
+       Section::kSemanticIds,
+       "NAME --from V [--to W] --out PREFIX",
+       "old -> new SID of every item, as JSON and .npy",
+       R"(Usage: quantctl sid-map NAME --from V [--to W] --out PREFIX
+
+Streams every item's SID under kept versions V and W (default: the active one) and writes
+PREFIX.json, an object from the old SID's tokens to the new one's,
+{"<a_1><b_2><c_3><d_0>": "<a_7><b_0><c_5><d_1>", ...}, for relabelling a generative model's
+training data, and PREFIX.npy, int64 of shape (items, 1 + (Lv + 1) + (Lw + 1)): item id, old
+codes and suffix, new codes and suffix, rows in item-id order. Prints how many items changed
+their SID. Item ids above 2^63-1 do not fit the .npy and are an error.
+  --no-progress    no progress bar
+)",
+       {"from", "to", "out", "no-progress"},
+       SidMapCommand},
+      {"next-codes",
+       Section::kSemanticIds,
+       "NAME [PREFIX] [--version V]",
+       "valid next tokens under a prefix, with items",
+       R"(Usage: quantctl next-codes NAME [PREFIX] [--version V]
+
+Prints the tokens that may follow PREFIX under a tokenizer version (constrained decoding), each
+with the items under it; after all L levels the tokens are the dedup suffixes, each with its
+item. PREFIX is tokens ("<a_12><b_7>") or codes ("12,7"); without it, the first level's codes.
+  --version V      a kept tokenizer version (default: the active one)
+)",
+       {"version"},
+       NextCodesCommand},
+      {"export-trie",
+       Section::kSemanticIds,
+       "NAME --out DIR [--version V]",
+       "the SID prefix trie for constrained decoding",
+       R"(Usage: quantctl export-trie NAME --out DIR [--version V]
+
+Reads every SID of a tokenizer version (default: the active one) and writes its prefix trie to
+DIR (created if missing), in two forms that agree with export-sids of the same version:
+  trie.json          {"<token prefix>": ["<next token>", ...]} for every node, the root "" too;
+                     after L levels the next tokens are the suffixes ("<d_0>" with 3 levels)
+  offsets_<t>.npy    for t = 0..L, int64: node j of depth t has children offsets[j]..
+                     offsets[j+1]-1 (depth 0 is the root; depth L+1 the leaves, one per item)
+  codes_<t>.npy      int64: each child's code (at t = L its suffix), increasing per node
+  counts_<t>.npy     int64: the items under each child
+  leaf_items.npy     int64: the item of each leaf, in trie order
+  manifest.json      version, levels, codebook sizes, items, nodes per depth, files
+  --no-progress    no progress bar
+)",
+       {"out", "version", "no-progress"},
+       ExportTrieCommand},
+      {"export-tokenizer",
+       Section::kSemanticIds,
+       "NAME --out PREFIX [--version V]",
+       "codebooks as .npz, parameters as JSON",
+       R"(Usage: quantctl export-tokenizer NAME --out PREFIX [--version V]
+
+Writes a tokenizer version's codebooks (default: the active version's) to PREFIX.npz, arrays
+arr_0 .. arr_{L-1} of K_l x d float32 (what np.savez(path, *codebooks) writes; np.load reads
+it), and its manifest (dimension, metric, codebook sizes, training parameters, version,
+source) to PREFIX.json.
+)",
+       {"out", "version"},
+       ExportTokenizerCommand},
+      {"import-tokenizer",
+       Section::kSemanticIds,
+       "NAME --npz FILE [--manifest FILE] [--wait]",
+       "codebooks trained elsewhere become a version",
+       R"(Usage: quantctl import-tokenizer NAME --npz FILE [OPTIONS]
+
+Creates a tokenizer version from codebooks trained elsewhere: the server encodes every item
+with them and commits the version like a training (a job of kind import_tokenizer).
+  --npz FILE          the codebooks: arrays arr_<l>, level_<l> or codebook_<l> (one scheme,
+                      levels 0..L-1), each K_l x d float32/float64; or one L x K x d array
+  --manifest FILE     a manifest JSON as export-tokenizer writes it (assignment, beam width,
+                      suffix cap, balance bounds, seed); its sizes must match the .npz
+  --assignment MODE   nearest or capacity (overrides the manifest's)
+  --activation A      always (default), never or if-better, as for train
+  --wait              follow the job with a progress bar until it ends (else print the job)
+  --no-progress       no progress bar
+)",
+       {"npz", "manifest", "assignment", "activation", "wait", "no-progress"},
+       ImportTokenizerCommand},
       {"jobs",
        Section::kSemanticIds,
        "[NAME]",

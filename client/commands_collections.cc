@@ -64,14 +64,22 @@ absl::Status CreateCommand(Cli& cli) {
   request.set_metric(*parsed == Metric::kL2             ? v1::METRIC_L2
                      : *parsed == Metric::kInnerProduct ? v1::METRIC_INNER_PRODUCT
                                                         : v1::METRIC_COSINE);
+  auto keep = IntOption(args, "keep-versions", 0);
+  if (!keep.ok()) return cli.Usage(keep.status().message());
+  // 1..16 is the server's to enforce (its error names the field); 0 is its default.
+  if (*keep < 0 || *keep > UINT32_MAX) {
+    return cli.Usage(absl::StrFormat("--keep-versions %d is outside 1..16", *keep));
+  }
+  request.set_keep_tokenizer_versions(static_cast<uint32_t>(*keep));
   v1::CreateCollectionResponse response;
   if (auto s = cli.Call(&v1::Quantd::Stub::CreateCollection, request, &response); !s.ok()) return s;
   if (cli.json()) {
     PrintJson(response);
   } else {
-    std::printf("created collection '%s' (dimension %d, metric %s)\n",
+    std::printf("created collection '%s' (dimension %d, metric %s, keeps %u tokenizer versions)\n",
                 response.collection().name().c_str(), response.collection().dimension(),
-                MetricText(response.collection().metric()).c_str());
+                MetricText(response.collection().metric()).c_str(),
+                response.collection().keep_tokenizer_versions());
   }
   return absl::OkStatus();
 }

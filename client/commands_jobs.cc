@@ -52,12 +52,23 @@ void PrintJob(Cli& cli, const v1::Job& job) {
     PrintJson(job);
     return;
   }
-  std::printf(
-      "%s  %-15s %-10s %-9s %5.1f%%  %-22s %8.1f s  %s%s\n", job.id().c_str(), job.kind().c_str(),
-      job.collection().c_str(), JobStateText(job.state()).c_str(), 100 * job.progress(),
-      job.phase().c_str(), job.elapsed_seconds(),
-      job.result_version() > 0 ? absl::StrCat("version ", job.result_version()).c_str() : "",
-      job.error().empty() ? "" : absl::StrCat("  ", job.error()).c_str());
+  std::string result;
+  if (job.result_version() > 0) {
+    result = absl::StrCat("version ", job.result_version());
+    // Tokenizer jobs say whether their version became the active one, and why.
+    if (job.kind() != "train_index") {
+      // The server's decision starts with what was decided ("activated (activation: always)").
+      absl::StrAppend(&result, " (",
+                      !job.decision().empty() ? job.decision()
+                      : job.activated()       ? "activated"
+                                              : "not activated",
+                      ")");
+    }
+  }
+  std::printf("%s  %-15s %-10s %-9s %5.1f%%  %-22s %8.1f s  %s%s\n", job.id().c_str(),
+              job.kind().c_str(), job.collection().c_str(), JobStateText(job.state()).c_str(),
+              100 * job.progress(), job.phase().c_str(), job.elapsed_seconds(), result.c_str(),
+              job.error().empty() ? "" : absl::StrCat("  ", job.error()).c_str());
 }
 
 // Prints a just-started job (--detach) or polls it to its end with a progress bar; an error

@@ -1,4 +1,5 @@
-// Semantic-ID commands: train (a tokenizer), encode, lookup, stats and export-sids.
+// Semantic-ID commands: train (a tokenizer), encode, lookup, stats and export-sids, and the
+// ExportSids reader that export-trie shares.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -34,7 +35,8 @@ void PrintItemSids(const google::protobuf::RepeatedField<uint64_t>& ids,
 // The codes of every row of vector file `path` (or its first --max-rows rows), sent in
 // requests of --batch-rows rows (default: about 1 MiB each, at most the server's 100000), one
 // response with the rows in file order. An error names the file rows of the failed request.
-absl::StatusOr<v1::EncodeResponse> EncodeVectors(Cli& cli, const std::string& path) {
+absl::StatusOr<v1::EncodeResponse> EncodeVectors(Cli& cli, const std::string& path,
+                                                 uint32_t version) {
   const Args& args = cli.args();
   constexpr int64_t kMaxEncodeRows = 100000;  // the server's Encode limit per request
   auto max_rows = IntOption(args, "max-rows", -1);
@@ -63,6 +65,7 @@ absl::StatusOr<v1::EncodeResponse> EncodeVectors(Cli& cli, const std::string& pa
     }
     v1::EncodeRequest request;
     request.set_collection(args.positional[1]);
+    request.set_tokenizer_version(version);
     request.mutable_vectors()->Assign(buffer.begin(), buffer.end());
     v1::EncodeResponse response;
     if (auto s = cli.Call(&v1::Quantd::Stub::Encode, request, &response); !s.ok()) {
@@ -129,16 +132,12 @@ absl::Status TrainCommand(Cli& cli) {
     }
     request.set_tolerance(tolerance);
   }
-  if (args.Has("assignment")) {
-    const std::string mode = args.Get("assignment");
-    if (mode == "nearest") {
-      request.set_assignment(v1::ASSIGNMENT_NEAREST);
-    } else if (mode == "capacity") {
-      request.set_assignment(v1::ASSIGNMENT_CAPACITY);
-    } else {
-      return cli.Usage(absl::StrFormat("--assignment '%s': expected nearest or capacity", mode));
-    }
-  }
+  auto assignment = AssignmentOption(cli);
+  if (!assignment.ok()) return assignment.status();
+  request.set_assignment(*assignment);
+  auto activation = ActivationOption(cli);
+  if (!activation.ok()) return activation.status();
+  request.set_activation(*activation);
   auto iterations = IntOption(args, "iterations", 0);
   auto seed = IntOption(args, "seed", 0);
   auto sample = IntOption(args, "sample", 0);
@@ -172,12 +171,14 @@ absl::Status TrainCommand(Cli& cli) {
 absl::Status EncodeCommand(Cli& cli) {
   const Args& args = cli.args();
   if (args.positional.size() < 2) return cli.Usage("expected a collection NAME");
+  auto version = VersionOption(cli);
+  if (!version.ok()) return version.status();
   v1::EncodeResponse response;
   if (args.Has("vectors")) {
     if (args.positional.size() > 2 || args.Has("ids")) {
       return cli.Usage("give ids or --vectors, not both");
     }
-    auto encoded = EncodeVectors(cli, args.Get("vectors"));
+    auto encoded = EncodeVectors(cli, args.Get("vectors"), *version);
     if (!encoded.ok()) return encoded.status();
     response = std::move(*encoded);
   } else {
@@ -188,6 +189,7 @@ absl::Status EncodeCommand(Cli& cli) {
     if (!ids.ok()) return ids.status();
     v1::EncodeRequest request;
     request.set_collection(args.positional[1]);
+    request.set_tokenizer_version(*version);
     request.mutable_ids()->Add(ids->begin(), ids->end());
     if (auto s = cli.Call(&v1::Quantd::Stub::Encode, request, &response); !s.ok()) return s;
   }
@@ -220,8 +222,11 @@ absl::Status EncodeCommand(Cli& cli) {
 absl::Status LookupCommand(Cli& cli) {
   const Args& args = cli.args();
   if (auto s = cli.NeedPositional(2, "a collection NAME and a SID or prefix"); !s.ok()) return s;
+  auto version = VersionOption(cli);
+  if (!version.ok()) return version.status();
   v1::LookupRequest request;
   request.set_collection(args.positional[1]);
+  request.set_tokenizer_version(*version);
   const std::string& sid = args.positional[2];
   if (!sid.empty() && sid[0] == '<') {
     request.set_tokens(sid);
@@ -252,8 +257,11 @@ absl::Status LookupCommand(Cli& cli) {
 absl::Status StatsCommand(Cli& cli) {
   const Args& args = cli.args();
   if (auto s = cli.NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+  auto version = VersionOption(cli);
+  if (!version.ok()) return version.status();
   v1::GetStatsRequest request;
   request.set_collection(args.positional[1]);
+  request.set_tokenizer_version(*version);
   v1::GetStatsResponse response;
   if (auto s = cli.Call(&v1::Quantd::Stub::GetStats, request, &response); !s.ok()) return s;
   const v1::Collection& c = response.collection();
@@ -286,6 +294,14 @@ absl::Status StatsCommand(Cli& cli) {
     std::printf("no tokenizer trained yet (quantctl train %s)\n", c.name().c_str());
     return absl::OkStatus();
   }
+  const v1::TokenizerVersions& kept = response.tokenizer_versions();
+  std::vector<std::string> kept_list;
+  for (const v1::TokenizerVersion& v : kept.versions()) {
+    kept_list.push_back(
+        absl::StrCat(v.version(), v.active() ? " (active)" : "", v.pinned() ? " (pinned)" : ""));
+  }
+  std::printf("versions kept: %s; keeps %u (quantctl versions %s)\n",
+              absl::StrJoin(kept_list, ", ").c_str(), kept.keep_versions(), c.name().c_str());
   const bool capacity = t.assignment() == v1::ASSIGNMENT_CAPACITY;
   std::printf(
       "tokenizer version %u (%s): %u levels [%s], seed %llu, %u iterations (tolerance %g, "
@@ -342,31 +358,63 @@ absl::Status StatsCommand(Cli& cli) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<SidTable> ReadSids(Cli& cli, const std::string& collection, uint32_t version,
+                                  int64_t expected_items) {
+  v1::ExportSidsRequest request;
+  request.set_collection(collection);
+  request.set_tokenizer_version(version);
+  grpc::ClientContext context;
+  auto reader = cli.stub().ExportSids(&context, request);
+  ProgressBar bar(expected_items, sizeof(uint64_t), expected_items > 0);
+  v1::ExportSidsResponse batch;
+  SidTable table;
+  while (reader->Read(&batch)) {
+    if (!table.ids.empty() &&
+        (batch.levels() != table.levels || batch.tokenizer_version() != table.version)) {
+      context.TryCancel();
+      reader->Finish();
+      return absl::DataLossError(absl::StrFormat(
+          "ExportSids of '%s': a batch of version %u with %u levels after version %u with %u",
+          collection, batch.tokenizer_version(), batch.levels(), table.version, table.levels));
+    }
+    table.levels = batch.levels();
+    table.version = batch.tokenizer_version();
+    if (batch.codes_size() != batch.ids_size() * static_cast<int64_t>(table.levels) ||
+        batch.suffixes_size() != batch.ids_size()) {
+      context.TryCancel();
+      reader->Finish();
+      return absl::DataLossError(absl::StrFormat(
+          "ExportSids of '%s': a batch of %d ids with %d codes and %d suffixes (%u levels)",
+          collection, batch.ids_size(), batch.codes_size(), batch.suffixes_size(), table.levels));
+    }
+    table.ids.insert(table.ids.end(), batch.ids().begin(), batch.ids().end());
+    table.codes.insert(table.codes.end(), batch.codes().begin(), batch.codes().end());
+    table.suffixes.insert(table.suffixes.end(), batch.suffixes().begin(), batch.suffixes().end());
+    bar.Update(static_cast<int64_t>(table.ids.size()));
+  }
+  bar.Finish();
+  if (auto s = FromGrpcStatus(reader->Finish()); !s.ok()) return s;
+  return table;
+}
+
 absl::Status ExportSidsCommand(Cli& cli) {
   const Args& args = cli.args();
   if (auto s = cli.NeedPositional(1, "a collection NAME"); !s.ok()) return s;
   const std::string json_path = args.Get("index");
   const std::string npy_path = args.Get("codes");
   if (json_path.empty()) return cli.Usage("--index FILE is required");
-  v1::ExportSidsRequest request;
-  request.set_collection(args.positional[1]);
-  grpc::ClientContext context;
-  auto reader = cli.stub().ExportSids(&context, request);
-  v1::ExportSidsResponse batch;
-  std::vector<uint64_t> ids;
+  auto version = VersionOption(cli);
+  if (!version.ok()) return version.status();
+  auto table = ReadSids(cli, args.positional[1], *version, /*expected_items=*/0);
+  if (!table.ok()) return table.status();
+  const std::vector<uint64_t>& ids = table->ids;
+  const uint32_t levels = table->levels;
   std::vector<int64_t> rows;  // ids.size() x (levels + 1)
-  uint32_t levels = 0;
-  uint32_t version = 0;
-  while (reader->Read(&batch)) {
-    levels = batch.levels();
-    version = batch.tokenizer_version();
-    for (int i = 0; i < batch.ids_size(); ++i) {
-      ids.push_back(batch.ids(i));
-      for (uint32_t l = 0; l < levels; ++l) rows.push_back(batch.codes(i * levels + l));
-      rows.push_back(batch.suffixes(i));
-    }
+  rows.reserve(ids.size() * (levels + 1));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    for (uint32_t l = 0; l < levels; ++l) rows.push_back(table->codes[i * levels + l]);
+    rows.push_back(table->suffixes[i]);
   }
-  if (auto s = FromGrpcStatus(reader->Finish()); !s.ok()) return s;
   std::FILE* out = std::fopen(json_path.c_str(), "w");
   if (out == nullptr) {
     return absl::InvalidArgumentError(absl::StrFormat("--index %s: cannot write", json_path));
@@ -391,7 +439,7 @@ absl::Status ExportSidsCommand(Cli& cli) {
     }
   }
   std::printf("exported %zu semantic IDs (tokenizer version %u, %u levels + suffix) to %s%s\n",
-              ids.size(), version, levels, json_path.c_str(),
+              ids.size(), table->version, levels, json_path.c_str(),
               npy_path.empty() ? "" : (" and " + npy_path).c_str());
   return absl::OkStatus();
 }

@@ -3,10 +3,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "core/vectors.h"
 #include "google/protobuf/util/json_util.h"
@@ -38,14 +43,69 @@ std::string MetricText(v1::Metric metric) {
   }
 }
 
-void PrintJson(const google::protobuf::Message& message) {
+namespace {
+
+// The proto3 JSON form of --json and the files quantctl writes.
+absl::StatusOr<std::string> JsonText(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   options.always_print_primitive_fields = true;
   std::string out;
   const auto status = google::protobuf::util::MessageToJsonString(message, &out, options);
-  if (!status.ok()) out = absl::StrCat("{\"error\":\"", status.ToString(), "\"}");
-  std::printf("%s\n", out.c_str());
+  if (!status.ok()) return absl::InternalError(status.ToString());
+  return out;
+}
+
+}  // namespace
+
+void PrintJson(const google::protobuf::Message& message) {
+  auto text = JsonText(message);
+  std::printf("%s\n", text.ok()
+                          ? text->c_str()
+                          : absl::StrCat("{\"error\":\"", text.status().ToString(), "\"}").c_str());
+}
+
+namespace {
+
+// Writes `text` and a newline to `path`.
+absl::Status WriteTextFile(const std::string& path, absl::string_view text) {
+  std::FILE* out = std::fopen(path.c_str(), "w");
+  if (out == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: cannot write: %s", path, std::strerror(errno)));
+  }
+  const bool written =
+      std::fwrite(text.data(), 1, text.size(), out) == text.size() && std::fputc('\n', out) != EOF;
+  if (std::fclose(out) != 0 || !written) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: write failed", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteJsonFile(const std::string& path, const google::protobuf::Message& message) {
+  auto text = JsonText(message);
+  if (!text.ok()) {
+    return absl::InternalError(absl::StrFormat("%s: %s", path, text.status().message()));
+  }
+  return WriteTextFile(path, *text);
+}
+
+absl::Status WriteJsonMapFile(const std::string& path, const google::protobuf::Message& message,
+                              const std::string& field) {
+  auto text = JsonText(message);
+  if (!text.ok()) {
+    return absl::InternalError(absl::StrFormat("%s: %s", path, text.status().message()));
+  }
+  // The printer writes a message of one field as {"field":VALUE}.
+  const std::string head = absl::StrCat("{\"", field, "\":");
+  absl::string_view value = *text;
+  if (!absl::ConsumePrefix(&value, head) || !absl::ConsumeSuffix(&value, "}")) {
+    return absl::InternalError(absl::StrFormat("%s: the JSON of %s is not {\"%s\": ...}", path,
+                                               message.GetTypeName(), field));
+  }
+  return WriteTextFile(path, value);
 }
 
 JsonObject& JsonObject::Set(const std::string& key, const std::string& value) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/status.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/struct.pb.h"
 #include "quantd/v1/quantd.pb.h"
@@ -22,6 +23,15 @@ std::string MetricText(v1::Metric metric);
 // Prints `message` in proto3 JSON form (field names as in the .proto, zero values included; 64-bit
 // integers are strings, enums their names), one line: what --json prints.
 void PrintJson(const google::protobuf::Message& message);
+
+// Writes `message` to `path` in the same JSON form as PrintJson, followed by a newline.
+// INVALID_ARGUMENT naming the file if it cannot be written.
+absl::Status WriteJsonFile(const std::string& path, const google::protobuf::Message& message);
+
+// Writes the JSON of `message`'s one field, a map named `field`, as the file's top-level object
+// (what PrintJson prints, without the {"field": ...} around it), followed by a newline.
+absl::Status WriteJsonMapFile(const std::string& path, const google::protobuf::Message& message,
+                              const std::string& field);
 
 // A JSON object of client-side figures (upsert and inspect summaries), printed as PrintJson does.
 class JsonObject {

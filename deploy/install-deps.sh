@@ -17,7 +17,7 @@ BUILD=(g++ cmake make pkg-config
 # Tests and benchmarks; FAISS is the benchmarks' peer only, never a service dependency.
 # promtool (package prometheus) checks the metrics exposition; openssl makes test certificates;
 # python3-yaml parses the Kubernetes manifests in a test.
-EXTRA=(git libgtest-dev libgmock-dev libbenchmark-dev libfaiss-dev libopenblas0-pthread dataset-fashion-mnist
+EXTRA=(git libgtest-dev libgmock-dev libbenchmark-dev libfaiss-dev libopenblas0-pthread dataset-fashion-mnist python3-numpy
        prometheus openssl python3 python3-yaml)
 
 case "$profile" in

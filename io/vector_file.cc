@@ -19,8 +19,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "io/npy_format.h"
 
 namespace quantd {
 namespace {
@@ -29,62 +31,10 @@ static_assert(std::endian::native == std::endian::little, "quantd assumes a litt
 
 // Upper bounds that keep hostile headers from causing huge allocations or overflow.
 constexpr int64_t kMaxFileDim = int64_t{1} << 24;
-constexpr uint32_t kMaxNpyHeaderBytes = 1 << 16;
 // Deflate's largest expansion ratio: a gzip file of n bytes decompresses to at most 1032 n bytes.
 constexpr int64_t kMaxGzipExpansion = 1032;
 
 bool IsFloating(ElementType t) { return t == ElementType::kF32 || t == ElementType::kF64; }
-
-template <typename T>
-T Load(const unsigned char* p, bool big_endian) {
-  using U = std::conditional_t<
-      sizeof(T) == 1, uint8_t,
-      std::conditional_t<sizeof(T) == 2, uint16_t,
-                         std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>>;
-  U bits;
-  std::memcpy(&bits, p, sizeof(U));
-  if (big_endian) {
-    if constexpr (sizeof(U) == 2) bits = __builtin_bswap16(bits);
-    if constexpr (sizeof(U) == 4) bits = __builtin_bswap32(bits);
-    if constexpr (sizeof(U) == 8) bits = __builtin_bswap64(bits);
-  }
-  T value;
-  std::memcpy(&value, &bits, sizeof(T));
-  return value;
-}
-
-// Converts `count` elements of type `t` at `src` to Out.
-template <typename Out>
-void Convert(const unsigned char* src, ElementType t, bool big_endian, int64_t count, Out* out) {
-  auto loop = [&](auto tag) {
-    using T = decltype(tag);
-    for (int64_t i = 0; i < count; ++i) {
-      out[i] = static_cast<Out>(Load<T>(src + i * sizeof(T), big_endian));
-    }
-  };
-  switch (t) {
-    case ElementType::kU8:
-      return loop(uint8_t{});
-    case ElementType::kI8:
-      return loop(int8_t{});
-    case ElementType::kU16:
-      return loop(uint16_t{});
-    case ElementType::kI16:
-      return loop(int16_t{});
-    case ElementType::kU32:
-      return loop(uint32_t{});
-    case ElementType::kI32:
-      return loop(int32_t{});
-    case ElementType::kU64:
-      return loop(uint64_t{});
-    case ElementType::kI64:
-      return loop(int64_t{});
-    case ElementType::kF32:
-      return loop(float{});
-    case ElementType::kF64:
-      return loop(double{});
-  }
-}
 
 absl::Status Truncated(const std::string& path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrFormat("%s: truncated file: %s", path, what));
@@ -196,33 +146,6 @@ class VectorReaderFactory {
 
 namespace {
 
-// Parses the value of `key` in a NumPy header dict literal such as
-// "{'descr': '<f4', 'fortran_order': False, 'shape': (60000, 784), }".
-std::optional<std::string> NpyHeaderValue(absl::string_view header, absl::string_view key) {
-  for (const char quote : {'\'', '"'}) {
-    const std::string needle = absl::StrCat(std::string(1, quote), key, std::string(1, quote));
-    const size_t at = header.find(needle);
-    if (at == absl::string_view::npos) continue;
-    size_t pos = header.find(':', at + needle.size());
-    if (pos == absl::string_view::npos) return std::nullopt;
-    absl::string_view rest = absl::StripLeadingAsciiWhitespace(header.substr(pos + 1));
-    if (rest.empty()) return std::nullopt;
-    if (rest[0] == '\'' || rest[0] == '"') {
-      const size_t end = rest.find(rest[0], 1);
-      if (end == absl::string_view::npos) return std::nullopt;
-      return std::string(rest.substr(1, end - 1));
-    }
-    if (rest[0] == '(') {
-      const size_t end = rest.find(')');
-      if (end == absl::string_view::npos) return std::nullopt;
-      return std::string(rest.substr(0, end + 1));
-    }
-    const size_t end = rest.find_first_of(",}");
-    return std::string(absl::StripAsciiWhitespace(rest.substr(0, end)));
-  }
-  return std::nullopt;
-}
-
 bool MulOverflows(int64_t a, int64_t b, int64_t* out) { return __builtin_mul_overflow(a, b, out); }
 
 }  // namespace
@@ -263,95 +186,13 @@ absl::Status VectorReaderFactory::CheckPayload(VectorReader& r, int64_t header_b
 }
 
 absl::Status VectorReaderFactory::ParseNpy(VectorReader& r, int64_t file_size) {
-  unsigned char magic[8];
-  if (auto s = r.ReadBytes(magic, 8); !s.ok()) return s;
-  if (std::memcmp(magic, "\x93NUMPY", 6) != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat("%s: bad .npy magic", r.path_));
-  }
-  const int major = magic[6];
-  if (major < 1 || major > 3) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: unsupported .npy format version %d.%d", r.path_, major, magic[7]));
-  }
-  uint32_t header_len = 0;
-  int64_t prefix = 10;
-  if (major == 1) {
-    unsigned char len[2];
-    if (auto s = r.ReadBytes(len, 2); !s.ok()) return s;
-    header_len = Load<uint16_t>(len, false);
-  } else {
-    unsigned char len[4];
-    if (auto s = r.ReadBytes(len, 4); !s.ok()) return s;
-    header_len = Load<uint32_t>(len, false);
-    prefix = 12;
-  }
-  if (header_len > kMaxNpyHeaderBytes) {
-    return absl::InvalidArgumentError(absl::StrFormat("%s: .npy header length %d exceeds %d",
-                                                      r.path_, header_len, kMaxNpyHeaderBytes));
-  }
-  std::string header(header_len, '\0');
-  if (auto s = r.ReadBytes(header.data(), header_len); !s.ok()) return s;
-
-  const auto descr = NpyHeaderValue(header, "descr");
-  const auto fortran = NpyHeaderValue(header, "fortran_order");
-  const auto shape = NpyHeaderValue(header, "shape");
-  if (!descr || !fortran || !shape) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: .npy header lacks descr, fortran_order or shape: %s", r.path_, header));
-  }
-  if (*fortran != "False") {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: Fortran-order arrays are not supported; save with np.ascontiguousarray", r.path_));
-  }
-  // descr: byte order, kind, item size, e.g. "<f4", "|u1", ">i8" (object arrays: "|O", no size).
-  if (descr->size() < 2 || descr->find_first_of("<>|=") != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: unsupported .npy dtype '%s'", r.path_, *descr));
-  }
-  const char order = (*descr)[0];
-  const char kind = (*descr)[1];
-  int size = 0;
-  if (!absl::SimpleAtoi(descr->substr(2), &size)) size = -1;
-  struct Type {
-    char kind;
-    int size;
-    ElementType type;
-  };
-  static constexpr Type kTypes[] = {{'u', 1, ElementType::kU8},  {'i', 1, ElementType::kI8},
-                                    {'u', 2, ElementType::kU16}, {'i', 2, ElementType::kI16},
-                                    {'u', 4, ElementType::kU32}, {'i', 4, ElementType::kI32},
-                                    {'u', 8, ElementType::kU64}, {'i', 8, ElementType::kI64},
-                                    {'f', 4, ElementType::kF32}, {'f', 8, ElementType::kF64}};
-  bool found = false;
-  for (const Type& t : kTypes) {
-    if (t.kind == kind && t.size == size) {
-      r.element_type_ = t.type;
-      found = true;
-    }
-  }
-  if (!found) {
-    const char* why = kind == 'O' ? " (object arrays hold Python objects, not numbers)" : "";
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: unsupported .npy dtype '%s'%s; use float32, float64 or an integer type", r.path_,
-        *descr, why));
-  }
-  r.big_endian_ = order == '>';
-
-  // shape: "(n,)", "(n, d)", "(n, a, b)"; trailing dimensions are flattened into rows.
-  absl::string_view dims = *shape;
-  dims = absl::StripPrefix(absl::StripSuffix(dims, ")"), "(");
-  std::vector<int64_t> extents;
-  const std::vector<absl::string_view> parts = absl::StrSplit(dims, ',');
-  for (size_t i = 0; i < parts.size(); ++i) {
-    const absl::string_view part = absl::StripAsciiWhitespace(parts[i]);
-    // Only a one-element tuple's trailing comma, "(n,)", leaves an empty part (and "()").
-    if (part.empty() && i + 1 == parts.size() && (i > 0 || parts.size() == 1)) break;
-    int64_t extent = 0;
-    if (!absl::SimpleAtoi(part, &extent) || extent < 0) {
-      return absl::InvalidArgumentError(absl::StrFormat("%s: bad .npy shape %s", r.path_, *shape));
-    }
-    extents.push_back(extent);
-  }
+  auto header = ReadNpyHeader([&r](void* dst, size_t n) { return r.ReadBytes(dst, n); }, r.path_);
+  if (!header.ok()) return header.status();
+  r.element_type_ = header->type;
+  r.big_endian_ = header->big_endian;
+  // Trailing dimensions are flattened into rows.
+  const std::vector<int64_t>& extents = header->shape;
+  const std::string shape = absl::StrCat("(", absl::StrJoin(extents, ", "), ")");
   if (extents.empty()) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: .npy holds a scalar (shape ()), not a matrix", r.path_));
@@ -361,15 +202,15 @@ absl::Status VectorReaderFactory::ParseNpy(VectorReader& r, int64_t file_size) {
   for (size_t i = 1; i < extents.size(); ++i) {
     if (MulOverflows(r.dim_, extents[i], &r.dim_) || r.dim_ > kMaxFileDim) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("%s: row size of shape %s exceeds %d", r.path_, *shape, kMaxFileDim));
+          absl::StrFormat("%s: row size of shape %s exceeds %d", r.path_, shape, kMaxFileDim));
     }
   }
   if (r.dim_ == 0) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("%s: shape %s has rows of 0 elements", r.path_, *shape));
+        absl::StrFormat("%s: shape %s has rows of 0 elements", r.path_, shape));
   }
   r.format_ = VectorFileFormat::kNpy;
-  return CheckPayload(r, prefix + header_len, file_size);
+  return CheckPayload(r, header->header_bytes, file_size);
 }
 
 absl::Status VectorReaderFactory::ParseIdx(VectorReader& r, int64_t file_size) {
@@ -406,10 +247,10 @@ absl::Status VectorReaderFactory::ParseIdx(VectorReader& r, int64_t file_size) {
   r.big_endian_ = true;
   std::vector<unsigned char> raw(4 * ndim);
   if (auto s = r.ReadBytes(raw.data(), raw.size()); !s.ok()) return s;
-  r.rows_ = Load<uint32_t>(raw.data(), true);
+  r.rows_ = LoadElement<uint32_t>(raw.data(), true);
   r.dim_ = 1;
   for (int i = 1; i < ndim; ++i) {
-    const int64_t extent = Load<uint32_t>(raw.data() + 4 * i, true);
+    const int64_t extent = LoadElement<uint32_t>(raw.data() + 4 * i, true);
     if (MulOverflows(r.dim_, extent, &r.dim_) || r.dim_ > kMaxFileDim) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: IDX row size exceeds %d", r.path_, kMaxFileDim));
@@ -424,7 +265,7 @@ absl::Status VectorReaderFactory::ParseIdx(VectorReader& r, int64_t file_size) {
 
 absl::Status VectorReaderFactory::ParseXvecs(MappedVectorReader& r) {
   if (r.size_ < 4) return Truncated(r.path_, "no room for the first row's dimension");
-  const int32_t d = Load<int32_t>(r.data_, false);
+  const int32_t d = LoadElement<int32_t>(r.data_, false);
   if (d <= 0 || d > kMaxFileDim) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: first row claims dimension %d (expected 1..%d)", r.path_, d, kMaxFileDim));
@@ -543,7 +384,7 @@ absl::Status VectorReader::ReadRawRows(int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     unsigned char prefix[4];
     if (auto s = ReadBytes(prefix, 4); !s.ok()) return s;
-    const int32_t d = Load<int32_t>(prefix, false);
+    const int32_t d = LoadElement<int32_t>(prefix, false);
     if (d != dim_) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: row %d has dimension %d, the first row %d", path_, next_row_ + i, d, dim_));
@@ -585,7 +426,7 @@ absl::StatusOr<int64_t> VectorReader::ReadConverted(int64_t n, Out* out) {
   for (int64_t done = 0; done < n;) {
     const int64_t rows = std::min(step, n - done);
     if (auto s = ReadRawRows(rows); !s.ok()) return s;
-    Convert(scratch_.data(), element_type_, big_endian_, rows * dim_, out + done * dim_);
+    ConvertElements(scratch_.data(), element_type_, big_endian_, rows * dim_, out + done * dim_);
     done += rows;
     next_row_ += rows;
   }
@@ -699,22 +540,13 @@ namespace {
 
 // Writes a NumPy 1.0 file of `rows` x `dim` elements of `item_size` bytes described by `descr`.
 absl::Status WriteNpyFile(const std::string& path, absl::string_view descr, const void* values,
-                          int64_t rows, int64_t dim, int64_t item_size) {
-  std::string header = absl::StrFormat(
-      "{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d), }", descr, rows, dim);
-  // Magic (6) + version (2) + length (2) + header, padded with spaces to a multiple of 64 and
-  // ended by a newline, as NumPy writes it.
-  const size_t total = (10 + header.size() + 1 + 63) / 64 * 64;
-  header.append(total - 10 - header.size() - 1, ' ');
-  header.push_back('\n');
-  std::string prefix("\x93NUMPY\x01\x00", 8);
-  const uint16_t length = static_cast<uint16_t>(header.size());
-  prefix.push_back(static_cast<char>(length & 0xff));
-  prefix.push_back(static_cast<char>(length >> 8));
+                          absl::Span<const int64_t> shape, int64_t item_size) {
+  const std::string prefix = NpyHeaderBytes(descr, shape);
+  int64_t count = 1;
+  for (int64_t extent : shape) count *= extent;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(prefix.data(), static_cast<std::streamsize>(prefix.size()));
-  out.write(header.data(), static_cast<std::streamsize>(header.size()));
-  out.write(static_cast<const char*>(values), static_cast<std::streamsize>(rows * dim * item_size));
+  out.write(static_cast<const char*>(values), static_cast<std::streamsize>(count * item_size));
   out.close();
   if (!out) return absl::InvalidArgumentError(absl::StrFormat("%s: cannot write", path));
   return absl::OkStatus();
@@ -723,11 +555,16 @@ absl::Status WriteNpyFile(const std::string& path, absl::string_view descr, cons
 }  // namespace
 
 absl::Status WriteNpy(const std::string& path, const float* values, int64_t rows, int64_t dim) {
-  return WriteNpyFile(path, "<f4", values, rows, dim, sizeof(float));
+  return WriteNpyFile(path, "<f4", values, {rows, dim}, sizeof(float));
 }
 
 absl::Status WriteNpy(const std::string& path, const int64_t* values, int64_t rows, int64_t dim) {
-  return WriteNpyFile(path, "<i8", values, rows, dim, sizeof(int64_t));
+  return WriteNpyFile(path, "<i8", values, {rows, dim}, sizeof(int64_t));
+}
+
+absl::Status WriteNpy(const std::string& path, const int64_t* values,
+                      absl::Span<const int64_t> shape) {
+  return WriteNpyFile(path, "<i8", values, shape, sizeof(int64_t));
 }
 
 }  // namespace quantd

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 namespace quantd {
 
@@ -101,6 +102,9 @@ absl::StatusOr<std::vector<uint64_t>> ReadIds(const std::string& path);
 // Writes a row-major rows x dim matrix as a NumPy 1.0 .npy file ('<f4' or '<i8', C order).
 absl::Status WriteNpy(const std::string& path, const float* values, int64_t rows, int64_t dim);
 absl::Status WriteNpy(const std::string& path, const int64_t* values, int64_t rows, int64_t dim);
+// An int64 array of any shape, e.g. {n} for a 1-D array.
+absl::Status WriteNpy(const std::string& path, const int64_t* values,
+                      absl::Span<const int64_t> shape);
 
 }  // namespace quantd
 
