@@ -85,7 +85,7 @@ Matrix RowRange(const Matrix& m, int64_t begin, int64_t end) {
 RqTrainResult TrainBalanced(const Matrix& m, int levels, int64_t k = 256) {
   RqOptions options;
   for (int l = 0; l < levels; ++l)
-    options.levels.push_back({.k = k, .balanced = true, .bounds = {}});
+    options.levels.push_back({.k = k, .balanced = true, .bounds = {}, .initial_centroids = {}});
   options.balance_slack = kSlack;
   options.kmeans.seed = kSeed;
   options.kmeans.max_iterations = kIterations;

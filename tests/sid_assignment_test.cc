@@ -28,7 +28,7 @@ class SidAssignmentTest : public ::testing::Test {
     data_ = new Matrix(std::move(*data));
     RqOptions options;
     for (int l = 0; l < 3; ++l) {
-      options.levels.push_back({.k = 64, .balanced = true, .bounds = {}});
+      options.levels.push_back({.k = 64, .balanced = true, .bounds = {}, .initial_centroids = {}});
     }
     options.kmeans.seed = 5;
     options.kmeans.max_iterations = 10;

@@ -34,8 +34,8 @@ std::vector<float> Rows() {
 
 ResidualQuantizer Quantizer() {
   RqOptions options;
-  options.levels = {{.k = 16, .balanced = false, .bounds = {}},
-                    {.k = 4, .balanced = false, .bounds = {}}};
+  options.levels = {{.k = 16, .balanced = false, .bounds = {}, .initial_centroids = {}},
+                    {.k = 4, .balanced = false, .bounds = {}, .initial_centroids = {}}};
   options.kmeans.seed = 9;
   const std::vector<float> x = Rows();
   auto trained = TrainResidualQuantizer(x.data(), kRows, kD, options);
