@@ -258,6 +258,21 @@ absl::Status WarmStart(const JobContext& context, uint32_t parent, int64_t d, Rq
   return absl::OkStatus();
 }
 
+// The first steps of a tokenizer job: the version reserved (before the snapshot, so that every
+// item written after it is re-assigned at the commit), then the snapshot.
+struct VersionStart {
+  std::unique_ptr<Tokenizers::PendingVersion> pending;
+  ItemSet items;
+};
+absl::StatusOr<VersionStart> StartVersion(const JobContext& context, v1::Activation activation) {
+  auto pending = context.storage()->tokenizers().BeginVersion(
+      context.collection(), context.collection_id(), ActivatesAlways(activation));
+  if (!pending.ok()) return pending.status();
+  auto items = context.LoadItems();
+  if (!items.ok()) return items.status();
+  return VersionStart{std::move(*pending), std::move(*items)};
+}
+
 }  // namespace
 
 const JobKind& TokenizerJob::Kind() {
@@ -270,16 +285,25 @@ const JobKind& ImportTokenizerJob::Kind() {
   return *kind;
 }
 
-absl::StatusOr<JobResult> FinishTokenizerVersion(const JobContext& context,
-                                                 Tokenizers::PendingVersion& pending,
-                                                 storage::TokenizerRecord record,
-                                                 ResidualQuantizer quantizer, const ItemSet& items,
-                                                 const float* x, const std::vector<int32_t>& codes,
-                                                 v1::Activation policy) {
+absl::StatusOr<JobResult> FinishTokenizerVersion(
+    const JobContext& context, Tokenizers::PendingVersion& pending, storage::TokenizerRecord record,
+    ResidualQuantizer quantizer, const ItemSet& items, const float* x, std::vector<int32_t> codes,
+    const TokenizerTrainPlan& plan, v1::Activation policy,
+    std::chrono::steady_clock::time_point start) {
   Tokenizers& tokenizers = context.storage()->tokenizers();
   const int64_t n = static_cast<int64_t>(items.ids.size());
   const int64_t d = items.info.dimension;
   const int64_t levels = quantizer.levels();
+  if (plan.assignment == v1::ASSIGNMENT_CAPACITY) {
+    if (auto status = ResolveUnderCapacity(context, quantizer, x, n, plan.beam_width,
+                                           plan.suffix_cap, &record, &codes);
+        !status.ok()) {
+      return status;
+    }
+    if (context.cancelled()) return absl::CancelledError("cancelled");
+  }
+  record.set_train_seconds(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   context.SetPhase("comparing with the active version", 0.9);
 
   // The parent version's SIDs of the same items (those that still have one), for suffix
@@ -382,21 +406,18 @@ absl::Status TokenizerJob::Validate(const CollectionInfo& info) const {
 
 absl::StatusOr<JobResult> TokenizerJob::Run(const JobContext& context) {
   const auto start = std::chrono::steady_clock::now();
-  // Reserved before the snapshot: every item written after it is re-assigned at the commit.
-  auto pending = context.storage()->tokenizers().BeginVersion(
-      context.collection(), context.collection_id(), ActivatesAlways(request_.activation()));
-  if (!pending.ok()) return pending.status();
-  auto items = context.LoadItems();
-  if (!items.ok()) return items.status();
-  const int64_t n = static_cast<int64_t>(items->ids.size());
-  const int64_t d = items->info.dimension;
+  auto started = StartVersion(context, request_.activation());
+  if (!started.ok()) return started.status();
+  auto& [pending, items] = *started;
+  const int64_t n = static_cast<int64_t>(items.ids.size());
+  const int64_t d = items.info.dimension;
   auto plan = TrainPlanFromRequest(request_, n);
   if (!plan.ok()) return plan.status();
   RqOptions* options = &plan->rq;
   if (context.cancelled()) return absl::CancelledError("cancelled");
 
   // Training rows: all items or a seeded sample; normalised for cosine collections.
-  const bool normalize = items->info.metric == Metric::kCosine;
+  const bool normalize = items.info.metric == Metric::kCosine;
   const int64_t m = request_.sample_size() > 0 && request_.sample_size() < static_cast<uint64_t>(n)
                         ? static_cast<int64_t>(request_.sample_size())
                         : n;
@@ -406,15 +427,15 @@ absl::StatusOr<JobResult> TokenizerJob::Run(const JobContext& context) {
     rows = SampleRows(n, m, request_.seed() ^ 0x5851f42d4c957f2dull);
     train.resize(static_cast<size_t>(m * d));
     for (int64_t i = 0; i < m; ++i) {
-      std::copy_n(items->vectors.data() + rows[i] * d, d, train.data() + i * d);
+      std::copy_n(items.vectors.data() + rows[i] * d, d, train.data() + i * d);
     }
   } else {
-    train = items->vectors;
+    train = items.vectors;
   }
   if (normalize) NormalizeRows(train.data(), m, d);
 
   if (request_.warm_start()) {
-    if (auto status = WarmStart(context, (*pending)->parent_version(), d, options); !status.ok()) {
+    if (auto status = WarmStart(context, pending->parent_version(), d, options); !status.ok()) {
       return status;
     }
   }
@@ -436,8 +457,8 @@ absl::StatusOr<JobResult> TokenizerJob::Run(const JobContext& context) {
   // Codes of every item: the training labels for trained rows, nearest codes for the others.
   context.SetPhase("encoding", 0.81);
   std::vector<float> all =
-      normalize ? NormalizedRows(items->vectors.data(), n, d) : std::vector<float>();
-  const float* x = normalize ? all.data() : items->vectors.data();
+      normalize ? NormalizedRows(items.vectors.data(), n, d) : std::vector<float>();
+  const float* x = normalize ? all.data() : items.vectors.data();
   std::vector<int32_t> codes(static_cast<size_t>(n * levels));
   if (m == n) {
     codes = trained->codes;
@@ -476,20 +497,8 @@ absl::StatusOr<JobResult> TokenizerJob::Run(const JobContext& context) {
   record.set_assignment(plan->assignment);
   if (plan->balance_slack) record.set_balance_slack(*plan->balance_slack);
   record.set_source("trained");
-
-  if (plan->assignment == v1::ASSIGNMENT_CAPACITY) {
-    if (auto status = ResolveUnderCapacity(context, trained->quantizer, x, n, plan->beam_width,
-                                           plan->suffix_cap, &record, &codes);
-        !status.ok()) {
-      return status;
-    }
-    if (context.cancelled()) return absl::CancelledError("cancelled");
-  }
-  record.set_train_seconds(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  return FinishTokenizerVersion(context, **pending, std::move(record),
-                                std::move(trained->quantizer), *items, x, codes,
-                                request_.activation());
+  return FinishTokenizerVersion(context, *pending, std::move(record), std::move(trained->quantizer),
+                                items, x, std::move(codes), *plan, request_.activation(), start);
 }
 
 namespace {
@@ -579,24 +588,22 @@ absl::Status ImportTokenizerJob::Validate(const CollectionInfo& info) const {
 
 absl::StatusOr<JobResult> ImportTokenizerJob::Run(const JobContext& context) {
   const auto start = std::chrono::steady_clock::now();
-  auto pending = context.storage()->tokenizers().BeginVersion(
-      context.collection(), context.collection_id(), ActivatesAlways(request_.activation()));
-  if (!pending.ok()) return pending.status();
-  auto items = context.LoadItems();
-  if (!items.ok()) return items.status();
-  const int64_t n = static_cast<int64_t>(items->ids.size());
-  const int64_t d = items->info.dimension;
-  auto import = ImportPlanFor(request_, items->info, n);
+  auto started = StartVersion(context, request_.activation());
+  if (!started.ok()) return started.status();
+  auto& [pending, items] = *started;
+  const int64_t n = static_cast<int64_t>(items.ids.size());
+  const int64_t d = items.info.dimension;
+  auto import = ImportPlanFor(request_, items.info, n);
   if (!import.ok()) return import.status();
   const ResidualQuantizer& quantizer = import->quantizer;
   const TokenizerTrainPlan& plan = import->plan;
   const int64_t levels = quantizer.levels();
 
   context.SetPhase("encoding", 0.05);
-  const bool normalize = items->info.metric == Metric::kCosine;
+  const bool normalize = items.info.metric == Metric::kCosine;
   std::vector<float> all =
-      normalize ? NormalizedRows(items->vectors.data(), n, d) : std::vector<float>();
-  const float* x = normalize ? all.data() : items->vectors.data();
+      normalize ? NormalizedRows(items.vectors.data(), n, d) : std::vector<float>();
+  const float* x = normalize ? all.data() : items.vectors.data();
   std::vector<int32_t> codes(static_cast<size_t>(n * levels));
   quantizer.Encode(x, n, codes.data());
   if (context.cancelled()) return absl::CancelledError("cancelled");
@@ -627,18 +634,8 @@ absl::StatusOr<JobResult> ImportTokenizerJob::Run(const JobContext& context) {
   record.set_balanced(all_balanced);
   record.set_assignment(plan.assignment);
   if (plan.balance_slack) record.set_balance_slack(*plan.balance_slack);
-  if (plan.assignment == v1::ASSIGNMENT_CAPACITY) {
-    if (auto status = ResolveUnderCapacity(context, quantizer, x, n, plan.beam_width,
-                                           plan.suffix_cap, &record, &codes);
-        !status.ok()) {
-      return status;
-    }
-    if (context.cancelled()) return absl::CancelledError("cancelled");
-  }
-  record.set_train_seconds(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  return FinishTokenizerVersion(context, **pending, std::move(record), std::move(import->quantizer),
-                                *items, x, codes, request_.activation());
+  return FinishTokenizerVersion(context, *pending, std::move(record), std::move(import->quantizer),
+                                items, x, std::move(codes), plan, request_.activation(), start);
 }
 
 }  // namespace quantd

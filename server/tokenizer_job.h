@@ -6,6 +6,7 @@
 #ifndef QUANTD_SERVER_TOKENIZER_JOB_H_
 #define QUANTD_SERVER_TOKENIZER_JOB_H_
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -38,17 +39,17 @@ absl::StatusOr<TokenizerTrainPlan> TrainPlanFromRequest(const v1::TrainTokenizer
 // Checks an activation policy value (INVALID_ARGUMENT naming `field`).
 absl::Status ValidateActivation(v1::Activation activation, absl::string_view field = "activation");
 
-// The end of a tokenizer job: `quantizer` with metadata `record` (the job's parameters filled),
-// made from `items` whose prepared rows (normalised for cosine) are x (n x d) with codes
-// (n x L). Suffixes carry over from the pending version's parent where the tuple is the
-// parent's; the policy decides activation (ACTIVATION_IF_BETTER compares collision rate and
-// MSE over the same items); the SIDs are written and the version committed.
-absl::StatusOr<JobResult> FinishTokenizerVersion(const JobContext& context,
-                                                 Tokenizers::PendingVersion& pending,
-                                                 storage::TokenizerRecord record,
-                                                 ResidualQuantizer quantizer, const ItemSet& items,
-                                                 const float* x, const std::vector<int32_t>& codes,
-                                                 v1::Activation policy);
+// The end of a tokenizer job that started at `start`: `quantizer` with metadata `record` (the
+// job's parameters filled), made from `items` whose prepared rows (normalised for cosine) are
+// x (n x d) with codes (n x L). Capacity assignment (plan) resolves collisions among them;
+// suffixes carry over from the pending version's parent where the tuple is the parent's; the
+// policy decides activation (ACTIVATION_IF_BETTER compares collision rate and MSE over the same
+// items); the SIDs are written and the version committed.
+absl::StatusOr<JobResult> FinishTokenizerVersion(
+    const JobContext& context, Tokenizers::PendingVersion& pending, storage::TokenizerRecord record,
+    ResidualQuantizer quantizer, const ItemSet& items, const float* x, std::vector<int32_t> codes,
+    const TokenizerTrainPlan& plan, v1::Activation policy,
+    std::chrono::steady_clock::time_point start);
 
 class TokenizerJob final : public JobWithRequest<v1::TrainTokenizerRequest> {
  public:

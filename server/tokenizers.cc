@@ -204,56 +204,58 @@ absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::Install(
   return installed;
 }
 
-absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::Activate(absl::string_view name,
-                                                                         uint32_t version) {
+absl::StatusOr<Tokenizers::LockedVersions> Tokenizers::LockKeptVersion(absl::string_view name,
+                                                                       uint32_t version) {
   auto guard = registry_->LockForWrite(name);
   if (!guard.ok()) return guard.status();
   if (absl::Status error = guard->collection().tokenizers.error(); !error.ok()) return error;
   auto record = sids_->ReadVersions(guard->info().id);
   if (!record.ok()) return record.status();
   if (!Contains(record->kept(), version)) return NotKept(name, *record, version);
-  record->set_active(version);
+  return LockedVersions{std::move(*guard), std::move(*record)};
+}
+
+absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::Activate(absl::string_view name,
+                                                                         uint32_t version) {
+  auto locked = LockKeptVersion(name, version);
+  if (!locked.ok()) return locked.status();
+  auto& [guard, record] = *locked;
+  record.set_active(version);
   rocksdb::WriteBatch batch;
-  return Install(*guard, std::move(*record), {}, nullptr, &batch);
+  return Install(guard, std::move(record), {}, nullptr, &batch);
 }
 
 absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::Drop(absl::string_view name,
                                                                      uint32_t version) {
-  auto guard = registry_->LockForWrite(name);
-  if (!guard.ok()) return guard.status();
-  if (absl::Status error = guard->collection().tokenizers.error(); !error.ok()) return error;
-  auto record = sids_->ReadVersions(guard->info().id);
-  if (!record.ok()) return record.status();
-  if (!Contains(record->kept(), version)) return NotKept(name, *record, version);
-  if (record->active() == version) {
+  auto locked = LockKeptVersion(name, version);
+  if (!locked.ok()) return locked.status();
+  auto& [guard, record] = *locked;
+  if (record.active() == version) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "tokenizer version %d is the active one of collection '%s': activate another version "
         "first",
         version, name));
   }
-  if (Contains(record->pinned(), version)) {
+  if (Contains(record.pinned(), version)) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "tokenizer version %d of collection '%s' is pinned: unpin it first", version, name));
   }
   rocksdb::WriteBatch batch;
-  return Install(*guard, std::move(*record), {version}, nullptr, &batch);
+  return Install(guard, std::move(record), {version}, nullptr, &batch);
 }
 
 absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::Pin(absl::string_view name,
                                                                     uint32_t version, bool pinned) {
-  auto guard = registry_->LockForWrite(name);
-  if (!guard.ok()) return guard.status();
-  if (absl::Status error = guard->collection().tokenizers.error(); !error.ok()) return error;
-  auto record = sids_->ReadVersions(guard->info().id);
-  if (!record.ok()) return record.status();
-  if (!Contains(record->kept(), version)) return NotKept(name, *record, version);
+  auto locked = LockKeptVersion(name, version);
+  if (!locked.ok()) return locked.status();
+  auto& [guard, record] = *locked;
   if (pinned) {
-    InsertSorted(record->mutable_pinned(), version);
+    InsertSorted(record.mutable_pinned(), version);
   } else {
-    Erase(record->mutable_pinned(), version);
+    Erase(record.mutable_pinned(), version);
   }
   rocksdb::WriteBatch batch;
-  return Install(*guard, std::move(*record), {}, nullptr, &batch);
+  return Install(guard, std::move(record), {}, nullptr, &batch);
 }
 
 absl::StatusOr<std::shared_ptr<const TokenizerSet>> Tokenizers::SetRetention(absl::string_view name,

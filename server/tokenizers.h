@@ -195,6 +195,12 @@ class Tokenizers {
   // Fills the ledger of `tokenizer` (collection cid's kept version) from its stored SIDs and
   // drift counters.
   absl::Status LoadLedger(const CollectionInfo& info, const Tokenizer& tokenizer) const;
+  // The collection's write guard and versions record, NOT_FOUND unless `version` is kept.
+  struct LockedVersions {
+    WriteGuard guard;
+    storage::TokenizerVersionsRecord record;
+  };
+  absl::StatusOr<LockedVersions> LockKeptVersion(absl::string_view name, uint32_t version);
   // Removes a pending version's rows and record entry (a job that did not commit).
   void Abandon(PendingVersion& pending);
   // Writes rows of the pending version without the write lock; if the collection turns out

@@ -128,11 +128,15 @@ class InProcessServerTest : public ::testing::Test {
     return response;
   }
 
-  // Every SID of the collection by item id, through ExportSids: "c0,c1,...,#suffix".
-  std::map<uint64_t, std::string> AllSids(const std::string& collection) {
+  // Every SID of the collection under tokenizer `version` (0: the active one) by item id,
+  // through ExportSids: "c0,c1,...,#suffix". The stream's status goes to `status` when given,
+  // else it must be OK.
+  std::map<uint64_t, std::string> AllSids(const std::string& collection, uint32_t version = 0,
+                                          grpc::Status* status = nullptr) {
     grpc::ClientContext context;
     v1::ExportSidsRequest request;
     request.set_collection(collection);
+    request.set_tokenizer_version(version);
     auto reader = stub_->ExportSids(&context, request);
     v1::ExportSidsResponse batch;
     std::map<uint64_t, std::string> sids;
@@ -145,7 +149,12 @@ class InProcessServerTest : public ::testing::Test {
         sids[batch.ids(i)] = key + "#" + std::to_string(batch.suffixes(i));
       }
     }
-    EXPECT_TRUE(reader->Finish().ok());
+    const grpc::Status finished = reader->Finish();
+    if (status != nullptr) {
+      *status = finished;
+    } else {
+      EXPECT_TRUE(finished.ok()) << finished.error_message();
+    }
     return sids;
   }
 

@@ -118,34 +118,6 @@ class SidVersionsTest : public ::quantd::testing::InProcessServerTest {
     return stub_->PinTokenizerVersion(&context, request, &out);
   }
 
-  // Every SID under `version` (0: active) by item id, "c0,c1,...,#suffix".
-  std::map<uint64_t, std::string> SidsOf(const std::string& name, uint32_t version,
-                                         grpc::Status* status = nullptr) {
-    grpc::ClientContext context;
-    v1::ExportSidsRequest request;
-    request.set_collection(name);
-    request.set_tokenizer_version(version);
-    auto reader = stub_->ExportSids(&context, request);
-    v1::ExportSidsResponse batch;
-    std::map<uint64_t, std::string> sids;
-    while (reader->Read(&batch)) {
-      for (int i = 0; i < batch.ids_size(); ++i) {
-        std::string key;
-        for (uint32_t l = 0; l < batch.levels(); ++l) {
-          key += std::to_string(batch.codes(i * batch.levels() + l)) + ",";
-        }
-        sids[batch.ids(i)] = key + "#" + std::to_string(batch.suffixes(i));
-      }
-    }
-    const grpc::Status finished = reader->Finish();
-    if (status != nullptr) {
-      *status = finished;
-    } else {
-      EXPECT_TRUE(finished.ok()) << finished.error_message();
-    }
-    return sids;
-  }
-
   grpc::Status Next(const std::string& name, uint32_t version, const std::vector<uint32_t>& prefix,
                     v1::NextCodesResponse* out, const std::string& tokens = "") {
     grpc::ClientContext context;
@@ -165,21 +137,21 @@ TEST_F(SidVersionsTest, RetrainKeepsThePreviousVersionAndItsSids) {
   const v1::Job first = TrainOk(Train("c", 64, /*seed=*/7));
   EXPECT_EQ(first.result_version(), 1u);
   EXPECT_TRUE(first.activated());
-  const std::map<uint64_t, std::string> v1_sids = SidsOf("c", 0);
+  const std::map<uint64_t, std::string> v1_sids = AllSids("c", 0);
   ASSERT_EQ(v1_sids.size(), static_cast<size_t>(kRows));
 
   const v1::Job second = TrainOk(Train("c", 32, /*seed=*/9));
   EXPECT_EQ(second.result_version(), 2u);
   EXPECT_EQ(Kept("c"), (std::vector<uint32_t>{1, 2}));
   // Version 1 still answers exactly as before; version 2 is active.
-  EXPECT_EQ(SidsOf("c", 1), v1_sids);
-  EXPECT_NE(SidsOf("c", 0), v1_sids);
-  EXPECT_EQ(SidsOf("c", 0), SidsOf("c", 2));
+  EXPECT_EQ(AllSids("c", 1), v1_sids);
+  EXPECT_NE(AllSids("c", 0), v1_sids);
+  EXPECT_EQ(AllSids("c", 0), AllSids("c", 2));
   EXPECT_EQ(Stats("c").tokenizer().version(), 2u);
 
   // Rollback: version 1 active again, with the same SIDs.
   ASSERT_TRUE(Activate("c", 1).ok());
-  EXPECT_EQ(SidsOf("c", 0), v1_sids);
+  EXPECT_EQ(AllSids("c", 0), v1_sids);
   EXPECT_EQ(Stats("c").tokenizer().version(), 1u);
   v1::TokenizerVersions versions;
   ASSERT_TRUE(Versions("c", &versions).ok());
@@ -208,7 +180,7 @@ TEST_F(SidVersionsTest, UpsertsAndDeletesKeepEveryKeptVersionCurrent) {
     ASSERT_TRUE(stub_->DeleteItems(&context, request, &response).ok());
   }
   for (uint32_t version : {1u, 2u}) {
-    const std::map<uint64_t, std::string> sids = SidsOf("c", version);
+    const std::map<uint64_t, std::string> sids = AllSids("c", version);
     EXPECT_EQ(sids.size(), static_cast<size_t>(kRows)) << "version " << version;
     EXPECT_TRUE(sids.contains(kRows + 5)) << "version " << version;
     EXPECT_FALSE(sids.contains(4)) << "version " << version;
@@ -251,7 +223,7 @@ TEST_F(SidVersionsTest, RetentionDropsTheOldestUnpinnedInactiveVersion) {
   // 1 is pinned, 3 active: 2 goes.
   EXPECT_EQ(Kept("c"), (std::vector<uint32_t>{1, 3}));
   grpc::Status status;
-  SidsOf("c", 2, &status);
+  AllSids("c", 2, &status);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_NE(status.error_message().find("version 2 of collection 'c' was dropped"),
             std::string::npos)
@@ -342,7 +314,7 @@ TEST_F(SidVersionsTest, BadVersionRequestsAreRefusedAndChangeNothing) {
   ASSERT_TRUE(Pin("c", 1, false).ok());
   ASSERT_TRUE(DropVersion("c", 1).ok());
   EXPECT_EQ(Kept("c"), (std::vector<uint32_t>{2}));
-  EXPECT_EQ(SidsOf("c", 0).size(), static_cast<size_t>(kRows));
+  EXPECT_EQ(AllSids("c", 0).size(), static_cast<size_t>(kRows));
 }
 
 TEST_F(SidVersionsTest, ActivationPolicyNeverAndIfBetter) {
@@ -375,16 +347,16 @@ TEST_F(SidVersionsTest, ActivationPolicyNeverAndIfBetter) {
 TEST_F(SidVersionsTest, SuffixesCarryOverAndMapSidsRelabels) {
   Load("c");
   TrainOk(Train("c", 16, 5));  // 4096 tuples for 6000 items: many collisions
-  const std::map<uint64_t, std::string> before = SidsOf("c", 0);
+  const std::map<uint64_t, std::string> before = AllSids("c", 0);
   // The same training again gives the same tuples: every item keeps its whole SID.
   const v1::Job again = TrainOk(Train("c", 16, 5));
-  EXPECT_EQ(SidsOf("c", 0), before);
+  EXPECT_EQ(AllSids("c", 0), before);
   v1::TokenizerVersions versions;
   ASSERT_TRUE(Versions("c", &versions).ok());
   EXPECT_EQ(versions.versions(1).suffixes_carried(), static_cast<uint64_t>(kRows));
   // Another training: MapSids pairs each item's SIDs under both versions.
   TrainOk(Train("c", 32, 6));
-  const std::map<uint64_t, std::string> after = SidsOf("c", 3);
+  const std::map<uint64_t, std::string> after = AllSids("c", 3);
   grpc::ClientContext context;
   v1::MapSidsRequest request;
   request.set_collection("c");
@@ -425,7 +397,7 @@ TEST_F(SidVersionsTest, WarmStartKeepsTuplesAndSuffixesAcrossARetrain) {
   v1::TrainTokenizerRequest converged = Train("c", 32, 7);
   converged.set_max_iterations(100);
   TrainOk(converged);
-  const std::map<uint64_t, std::string> before = SidsOf("c", 0);
+  const std::map<uint64_t, std::string> before = AllSids("c", 0);
   // 300 items move to other rows' vectors.
   std::vector<uint64_t> moved(300);
   std::iota(moved.begin(), moved.end(), 1000);
@@ -445,7 +417,7 @@ TEST_F(SidVersionsTest, WarmStartKeepsTuplesAndSuffixesAcrossARetrain) {
   EXPECT_GT(warm_carried, static_cast<uint64_t>(kRows * 6 / 10)) << cold_carried;
   EXPECT_LT(cold_carried, static_cast<uint64_t>(kRows / 20)) << warm_carried;
   // The unchanged items mostly keep their whole SID.
-  const std::map<uint64_t, std::string> after = SidsOf("c", warm_job.result_version());
+  const std::map<uint64_t, std::string> after = AllSids("c", warm_job.result_version());
   int64_t same = 0;
   for (const auto& [id, sid] : before) same += after.at(id) == sid;
   EXPECT_GT(same, kRows * 55 / 100);  // measured 3940
@@ -463,7 +435,7 @@ TEST_F(SidVersionsTest, WarmStartKeepsTuplesAndSuffixesAcrossARetrain) {
 TEST_F(SidVersionsTest, NextCodesAgreesWithLookupAndTheSids) {
   Load("c");
   TrainOk(Train("c", 16, 5));
-  const std::map<uint64_t, std::string> sids = SidsOf("c", 0);
+  const std::map<uint64_t, std::string> sids = AllSids("c", 0);
   // Counts per prefix from the exported SIDs.
   std::map<std::string, int64_t> under;
   for (const auto& [id, sid] : sids) {
@@ -566,7 +538,7 @@ TEST_F(SidVersionsTest, ExportedCodebooksImportToIdenticalSids) {
   job = WaitJob(job.id());
   ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error();
   EXPECT_EQ(job.kind(), "import_tokenizer");
-  EXPECT_EQ(SidsOf("copy", 0), SidsOf("c", 0));
+  EXPECT_EQ(AllSids("copy", 0), AllSids("c", 0));
   v1::TokenizerVersions versions;
   ASSERT_TRUE(Versions("copy", &versions).ok());
   EXPECT_EQ(versions.versions(0).source(), "imported");
@@ -598,7 +570,7 @@ TEST_F(SidVersionsTest, ExportedCodebooksImportToIdenticalSids) {
 TEST_F(SidVersionsTest, SchemaTwoDatabaseMigrates) {
   Load("c");
   TrainOk(Train("c", 16, 5));
-  const std::map<uint64_t, std::string> before = SidsOf("c", 0);
+  const std::map<uint64_t, std::string> before = AllSids("c", 0);
   const std::string path = Options().data_dir;
   stub_.reset();
   server_->Shutdown(std::chrono::seconds(5));
@@ -627,10 +599,10 @@ TEST_F(SidVersionsTest, SchemaTwoDatabaseMigrates) {
     ASSERT_TRUE((*db)->Write(batch, "downgrade").ok());
   }
   Start();
-  EXPECT_EQ(SidsOf("c", 0), before);
+  EXPECT_EQ(AllSids("c", 0), before);
   EXPECT_EQ(Kept("c"), (std::vector<uint32_t>{1}));
   EXPECT_EQ(TrainOk(Train("c", 16, 5)).result_version(), 2u);
-  EXPECT_EQ(SidsOf("c", 1), before);
+  EXPECT_EQ(AllSids("c", 1), before);
 }
 
 }  // namespace

@@ -35,6 +35,18 @@ std::vector<float> Rows(int64_t n, int64_t d, float base) {
 class StorageTest : public ::testing::Test {
  protected:
   void SetUp() override { Reopen(); }
+  // Creates L2 collection "c" with items 0..n-1 of dimension d (smooth values); their vectors.
+  std::vector<float> CreateWithItems(int64_t n, int64_t d) {
+    EXPECT_TRUE(storage_->collections().Create("c", d, Metric::kL2).ok());
+    std::vector<uint64_t> ids(static_cast<size_t>(n));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::vector<float> vectors(static_cast<size_t>(n * d));
+    for (size_t i = 0; i < vectors.size(); ++i) {
+      vectors[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)) * 10);
+    }
+    EXPECT_TRUE(storage_->items().Upsert("c", ids, vectors).ok());
+    return vectors;
+  }
   void Reopen() {
     storage_.reset();
     auto opened = Storage::Open({.path = dir_.path() + "/db", .sync = true});
@@ -296,14 +308,7 @@ storage::TokenizerRecord TokenizerRecordFor(const ResidualQuantizer& quantizer) 
 TEST_F(StorageTest, TokenizerCommitReassignsOnlyItemsWrittenDuringTraining) {
   constexpr int64_t kD = 8;
   constexpr int64_t kN = 600;
-  ASSERT_TRUE(storage_->collections().Create("c", kD, Metric::kL2).ok());
-  std::vector<uint64_t> ids(kN);
-  std::iota(ids.begin(), ids.end(), 0);
-  std::vector<float> vectors(static_cast<size_t>(kN * kD));
-  for (size_t i = 0; i < vectors.size(); ++i) {
-    vectors[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)) * 10);
-  }
-  ASSERT_TRUE(storage_->items().Upsert("c", ids, vectors).ok());
+  const std::vector<float> vectors = CreateWithItems(kN, kD);
   TokenizerJobView job = StartTokenizerJob(*storage_);
 
   // Meanwhile: item 3 moves far away, item 4 is deleted, item 1000 is new, item 5 is written
@@ -401,14 +406,7 @@ TEST_F(StorageTest, UncommittedTokenizerVersionsLeaveNoRows) {
 TEST_F(StorageTest, IndexCommitReencodesItemsWrittenDuringTraining) {
   constexpr int64_t kD = 8;
   constexpr int64_t kN = 600;
-  ASSERT_TRUE(storage_->collections().Create("c", kD, Metric::kL2).ok());
-  std::vector<uint64_t> ids(kN);
-  std::iota(ids.begin(), ids.end(), 0);
-  std::vector<float> vectors(static_cast<size_t>(kN * kD));
-  for (size_t i = 0; i < vectors.size(); ++i) {
-    vectors[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)) * 10);
-  }
-  ASSERT_TRUE(storage_->items().Upsert("c", ids, vectors).ok());
+  const std::vector<float> vectors = CreateWithItems(kN, kD);
   EXPECT_EQ(storage_->indexes().GetIndex("c").status().code(),
             absl::StatusCode::kFailedPrecondition);
 
