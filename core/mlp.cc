@@ -1,0 +1,299 @@
+#include "core/mlp.h"
+
+// Eigen must not spawn threads of its own: we parallelise over row blocks with ParallelFor.
+#define EIGEN_DONT_PARALLELIZE
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numbers>
+
+#include "Eigen/Core"
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+#include "core/gemm.h"
+#include "core/parallel.h"
+
+namespace quantd {
+namespace {
+
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Rows of a block of the products: fixed, so that the partition does not depend on the threads.
+constexpr int64_t kBlockRows = 96;
+constexpr float kLeakySlope = 0.01f;
+
+// Uniform in [0, 1) with 53 random bits.
+double Unit(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+
+float Activate(Activation activation, float v) {
+  switch (activation) {
+    case Activation::kNone:
+      return v;
+    case Activation::kRelu:
+      return v > 0 ? v : 0.0f;
+    case Activation::kLeakyRelu:
+      return v > 0 ? v : kLeakySlope * v;
+    case Activation::kTanh:
+      return std::tanh(v);
+    case Activation::kSigmoid:
+      return 1.0f / (1.0f + std::exp(-v));
+    case Activation::kGelu:
+      return 0.5f * v * (1.0f + std::erf(v * static_cast<float>(std::numbers::sqrt2 / 2)));
+  }
+  return v;
+}
+
+// d Activate(v) / dv.
+float ActivationSlope(Activation activation, float v) {
+  switch (activation) {
+    case Activation::kNone:
+      return 1.0f;
+    case Activation::kRelu:
+      return v > 0 ? 1.0f : 0.0f;
+    case Activation::kLeakyRelu:
+      return v > 0 ? 1.0f : kLeakySlope;
+    case Activation::kTanh: {
+      const float t = std::tanh(v);
+      return 1.0f - t * t;
+    }
+    case Activation::kSigmoid: {
+      const float s = 1.0f / (1.0f + std::exp(-v));
+      return s * (1.0f - s);
+    }
+    case Activation::kGelu: {
+      const float cdf = 0.5f * (1.0f + std::erf(v * static_cast<float>(std::numbers::sqrt2 / 2)));
+      const float pdf = std::exp(-0.5f * v * v) *
+                        static_cast<float>(std::numbers::inv_sqrtpi / std::numbers::sqrt2);
+      return cdf + v * pdf;
+    }
+  }
+  return 1.0f;
+}
+
+// y (n x out) = x (n x in) W^T + b.
+void LinearForward(const Linear& layer, const float* x, int64_t n, float* y, int num_threads) {
+  MatMulTransB(x, n, layer.weight.data(), layer.out, layer.in, y, num_threads);
+  Eigen::Map<RowMatrix>(y, n, layer.out).rowwise() +=
+      Eigen::Map<const Eigen::RowVectorXf>(layer.bias.data(), layer.out);
+}
+
+// Row-major transpose: out (cols x rows) of m (rows x cols).
+std::vector<float> Transposed(const float* m, int64_t rows, int64_t cols) {
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  Eigen::Map<RowMatrix>(out.data(), cols, rows) =
+      Eigen::Map<const RowMatrix>(m, rows, cols).transpose();
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<Activation> ParseActivation(absl::string_view name) {
+  for (Activation a : {Activation::kNone, Activation::kRelu, Activation::kLeakyRelu,
+                       Activation::kTanh, Activation::kSigmoid, Activation::kGelu}) {
+    if (ActivationName(a) == name) return a;
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "activation \"%s\": expected one of none, relu, leakyrelu, tanh, sigmoid, gelu", name));
+}
+
+absl::string_view ActivationName(Activation activation) {
+  switch (activation) {
+    case Activation::kNone:
+      return "none";
+    case Activation::kRelu:
+      return "relu";
+    case Activation::kLeakyRelu:
+      return "leakyrelu";
+    case Activation::kTanh:
+      return "tanh";
+    case Activation::kSigmoid:
+      return "sigmoid";
+    case Activation::kGelu:
+      return "gelu";
+  }
+  return "unknown";
+}
+
+void MatMulTransB(const float* a, int64_t m, const float* b, int64_t n, int64_t k, float* out,
+                  int num_threads) {
+  if (m <= 0 || n <= 0) return;
+  const PackedRhs packed(b, n, k);
+  const int64_t blocks = (m + kBlockRows - 1) / kBlockRows;
+  ParallelFor(blocks, ParallelWorkers(num_threads, blocks), [&](int64_t block) {
+    const int64_t row0 = block * kBlockRows;
+    const int64_t rows = std::min(kBlockRows, m - row0);
+    packed.Multiply(a + row0 * k, rows, out + row0 * n, n);
+  });
+}
+
+double StandardNormal(std::mt19937_64& rng) {
+  const double u1 = 1.0 - Unit(rng);  // in (0, 1]
+  const double u2 = Unit(rng);
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
+}
+
+absl::StatusOr<Mlp> Mlp::Create(std::vector<int64_t> dims, Activation activation,
+                                double dropout_prob, uint64_t seed) {
+  if (dims.size() < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("mlp dims: need at least 2 sizes (input and output), got %d", dims.size()));
+  }
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (dims[i] < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("mlp dims[%d] = %d: sizes must be positive", i, dims[i]));
+    }
+  }
+  if (!(dropout_prob >= 0 && dropout_prob < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("dropout_prob %g: must be in [0, 1)", dropout_prob));
+  }
+  Mlp mlp;
+  mlp.dims_ = std::move(dims);
+  mlp.activation_ = activation;
+  mlp.dropout_prob_ = dropout_prob;
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i + 1 < mlp.dims_.size(); ++i) {
+    Linear layer;
+    layer.in = mlp.dims_[i];
+    layer.out = mlp.dims_[i + 1];
+    const double std_dev = std::sqrt(2.0 / static_cast<double>(layer.in + layer.out));
+    layer.weight.resize(static_cast<size_t>(layer.out * layer.in));
+    for (float& w : layer.weight) w = static_cast<float>(std_dev * StandardNormal(rng));
+    layer.bias.assign(static_cast<size_t>(layer.out), 0.0f);
+    mlp.layers_.push_back(std::move(layer));
+  }
+  return mlp;
+}
+
+void Mlp::Forward(const float* x, int64_t n, float* out, int num_threads) const {
+  std::vector<float> input(x, x + n * input_dim());
+  std::vector<float> output;
+  for (int i = 0; i < num_layers(); ++i) {
+    const Linear& layer = layers_[i];
+    float* y = out;
+    if (i + 1 < num_layers()) {
+      output.resize(static_cast<size_t>(n * layer.out));
+      y = output.data();
+    }
+    LinearForward(layer, input.data(), n, y, num_threads);
+    if (i + 1 < num_layers()) {
+      for (float& v : output) v = Activate(activation_, v);
+      input.swap(output);
+    }
+  }
+}
+
+void Mlp::ForwardTrain(const float* x, int64_t n, std::mt19937_64* rng, MlpCache* cache, float* out,
+                       int num_threads) const {
+  const int layers = num_layers();
+  cache->n = n;
+  cache->inputs.resize(layers);
+  cache->outputs.resize(layers);
+  cache->masks.assign(layers, {});
+  const bool dropout = rng != nullptr && dropout_prob_ > 0;
+  const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout_prob_));
+  for (int i = 0; i < layers; ++i) {
+    const Linear& layer = layers_[i];
+    std::vector<float>& input = cache->inputs[i];
+    if (i == 0) {
+      input.assign(x, x + n * layer.in);
+    } else {
+      const std::vector<float>& previous = cache->outputs[i - 1];
+      input.resize(previous.size());
+      for (size_t j = 0; j < previous.size(); ++j) input[j] = Activate(activation_, previous[j]);
+    }
+    if (dropout) {
+      // Drawn in row order on the calling thread: the same masks for every thread count.
+      std::vector<uint8_t>& mask = cache->masks[i];
+      mask.resize(input.size());
+      for (size_t j = 0; j < input.size(); ++j) {
+        mask[j] = Unit(*rng) >= dropout_prob_ ? 1 : 0;
+        input[j] = mask[j] ? input[j] * keep_scale : 0.0f;
+      }
+    }
+    std::vector<float>& output = cache->outputs[i];
+    output.resize(static_cast<size_t>(n * layer.out));
+    LinearForward(layer, input.data(), n, output.data(), num_threads);
+  }
+  std::copy(cache->outputs.back().begin(), cache->outputs.back().end(), out);
+}
+
+void Mlp::Backward(const MlpCache& cache, const float* grad_out, std::vector<Linear>* grads,
+                   float* grad_in, int num_threads) const {
+  const int64_t n = cache.n;
+  const int layers = num_layers();
+  grads->resize(layers);
+  const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout_prob_));
+  // g: dLoss / d(output of Linear i), n x out.
+  std::vector<float> g(grad_out, grad_out + n * output_dim());
+  std::vector<float> g_in;
+  for (int i = layers - 1; i >= 0; --i) {
+    const Linear& layer = layers_[i];
+    Linear& grad = (*grads)[i];
+    grad.in = layer.in;
+    grad.out = layer.out;
+    // dW (out x in) = g^T (out x n) . input (n x in) = g^T . (input^T)^T.
+    const std::vector<float> g_t = Transposed(g.data(), n, layer.out);
+    const std::vector<float> input_t = Transposed(cache.inputs[i].data(), n, layer.in);
+    grad.weight.resize(layer.weight.size());
+    MatMulTransB(g_t.data(), layer.out, input_t.data(), layer.in, n, grad.weight.data(),
+                 num_threads);
+    // db = column sums of g, in row order.
+    grad.bias.assign(static_cast<size_t>(layer.out), 0.0f);
+    Eigen::Map<Eigen::RowVectorXf>(grad.bias.data(), layer.out) =
+        Eigen::Map<const RowMatrix>(g.data(), n, layer.out).colwise().sum();
+    if (i == 0 && grad_in == nullptr) break;
+    // d input (n x in) = g (n x out) . W (out x in) = g . (W^T)^T.
+    const std::vector<float> w_t = Transposed(layer.weight.data(), layer.out, layer.in);
+    g_in.resize(static_cast<size_t>(n * layer.in));
+    MatMulTransB(g.data(), n, w_t.data(), layer.in, layer.out, g_in.data(), num_threads);
+    if (!cache.masks[i].empty()) {
+      const std::vector<uint8_t>& mask = cache.masks[i];
+      for (size_t j = 0; j < g_in.size(); ++j) g_in[j] = mask[j] ? g_in[j] * keep_scale : 0.0f;
+    }
+    if (i == 0) {
+      std::copy(g_in.begin(), g_in.end(), grad_in);
+      break;
+    }
+    const std::vector<float>& pre = cache.outputs[i - 1];
+    for (size_t j = 0; j < g_in.size(); ++j) g_in[j] *= ActivationSlope(activation_, pre[j]);
+    g.swap(g_in);
+  }
+}
+
+AdamW::AdamW(const std::vector<size_t>& sizes, const AdamWOptions& options) : options_(options) {
+  for (size_t size : sizes) {
+    m_.emplace_back(size, 0.0f);
+    v_.emplace_back(size, 0.0f);
+  }
+}
+
+void AdamW::Update(int index, double lr, float* param, const float* grad) {
+  std::vector<float>& m = m_[index];
+  std::vector<float>& v = v_[index];
+  const double b1 = options_.beta1;
+  const double b2 = options_.beta2;
+  const double correction1 = 1.0 - std::pow(b1, static_cast<double>(t_));
+  const double correction2 = 1.0 - std::pow(b2, static_cast<double>(t_));
+  const float decay = static_cast<float>(1.0 - lr * options_.weight_decay);
+  const float step = static_cast<float>(lr / correction1);
+  const float root_correction2 = static_cast<float>(std::sqrt(correction2));
+  const float eps = static_cast<float>(options_.eps);
+  const float fb1 = static_cast<float>(b1);
+  const float fb2 = static_cast<float>(b2);
+  for (size_t j = 0; j < m.size(); ++j) {
+    const float gj = grad[j];
+    m[j] = fb1 * m[j] + (1.0f - fb1) * gj;
+    v[j] = fb2 * v[j] + (1.0f - fb2) * gj * gj;
+    param[j] = param[j] * decay - step * m[j] / (std::sqrt(v[j]) / root_correction2 + eps);
+  }
+}
+
+void AdamW::ResetRow(int index, int64_t row, int64_t width) {
+  std::fill_n(m_[index].begin() + row * width, width, 0.0f);
+  std::fill_n(v_[index].begin() + row * width, width, 0.0f);
+}
+
+}  // namespace quantd
