@@ -8,6 +8,7 @@
 // --epochs [100], --layers=512,256,128,64, --e_dim [32], --levels [3], --k [256],
 // --batch [1024], --lr [1e-3], --warmup [10], --sk_last [0.003], --threads [1],
 // --eval_step [10], --large_scale_kmeans [0], --revive [1].
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -102,19 +103,26 @@ double MacsPerItem(const RqVae& model) {
 }
 
 // Seconds of the GEMM calls of one training step on `batch` items: per layer the forward
-// product, the weight gradient and the input gradient (MatMulTransB, as Mlp does).
+// product, the weight gradient and the input gradient (MatMulTransB with a reused packing, as
+// Mlp does), on buffers allocated beforehand.
 double GemmSecondsPerStep(const RqVae& model, int64_t batch, int threads) {
-  std::vector<std::vector<float>> buffers;
+  int64_t widest = 1;
+  for (const Mlp* mlp : {&model.encoder(), &model.decoder()}) {
+    for (int i = 0; i < mlp->num_layers(); ++i) {
+      widest = std::max({widest, mlp->layer(i).in, mlp->layer(i).out});
+    }
+  }
+  const std::vector<float> a(batch * widest, 0.5f), b(batch * widest, 0.25f);
+  std::vector<float> c(std::max(batch, widest) * widest);
+  PackedRhs packed(nullptr, 0, 0);
   const auto run = [&]() {
     for (const Mlp* mlp : {&model.encoder(), &model.decoder()}) {
       for (int i = 0; i < mlp->num_layers(); ++i) {
         const int64_t in = mlp->layer(i).in;
         const int64_t out = mlp->layer(i).out;
-        std::vector<float> a(batch * std::max(in, out), 0.5f), b(std::max(in, out) * batch, 0.25f);
-        std::vector<float> c(std::max({batch * out, batch * in, in * out}));
-        MatMulTransB(a.data(), batch, b.data(), out, in, c.data(), threads);  // forward
-        MatMulTransB(a.data(), out, b.data(), in, batch, c.data(), threads);  // dW
-        MatMulTransB(a.data(), batch, b.data(), in, out, c.data(), threads);  // dx
+        MatMulTransB(a.data(), batch, b.data(), out, in, c.data(), threads, &packed);  // forward
+        MatMulTransB(a.data(), out, b.data(), in, batch, c.data(), threads, &packed);  // dW
+        MatMulTransB(a.data(), batch, b.data(), in, out, c.data(), threads, &packed);  // dx
       }
     }
   };

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <numbers>
+#include <optional>
 
 #include "Eigen/Core"
 #include "absl/status/status.h"
@@ -72,18 +73,31 @@ float ActivationSlope(Activation activation, float v) {
 }
 
 // y (n x out) = x (n x in) W^T + b.
-void LinearForward(const Linear& layer, const float* x, int64_t n, float* y, int num_threads) {
-  MatMulTransB(x, n, layer.weight.data(), layer.out, layer.in, y, num_threads);
+void LinearForward(const Linear& layer, const float* x, int64_t n, float* y, int num_threads,
+                   PackedRhs* packed = nullptr) {
+  MatMulTransB(x, n, layer.weight.data(), layer.out, layer.in, y, num_threads, packed);
   Eigen::Map<RowMatrix>(y, n, layer.out).rowwise() +=
       Eigen::Map<const Eigen::RowVectorXf>(layer.bias.data(), layer.out);
 }
 
-// Row-major transpose: out (cols x rows) of m (rows x cols).
-std::vector<float> Transposed(const float* m, int64_t rows, int64_t cols) {
-  std::vector<float> out(static_cast<size_t>(rows * cols));
-  Eigen::Map<RowMatrix>(out.data(), cols, rows) =
+// out (m x packed.k()) = a (m x packed.d()) . c^T, in fixed row blocks of a spread over threads.
+void MultiplyRows(const PackedRhs& packed, const float* a, int64_t m, float* out, int num_threads) {
+  const int64_t n = packed.k();
+  const int64_t k = packed.d();
+  const int64_t blocks = (m + kBlockRows - 1) / kBlockRows;
+  ParallelFor(blocks, ParallelWorkers(num_threads, blocks), [&](int64_t block) {
+    const int64_t row0 = block * kBlockRows;
+    const int64_t rows = std::min(kBlockRows, m - row0);
+    packed.Multiply(a + row0 * k, rows, out + row0 * n, n);
+  });
+}
+
+// Row-major transpose: *out (cols x rows) of m (rows x cols); returns out's data.
+const float* Transpose(const float* m, int64_t rows, int64_t cols, std::vector<float>* out) {
+  out->resize(static_cast<size_t>(rows * cols));
+  Eigen::Map<RowMatrix>(out->data(), cols, rows) =
       Eigen::Map<const RowMatrix>(m, rows, cols).transpose();
-  return out;
+  return out->data();
 }
 
 }  // namespace
@@ -116,15 +130,23 @@ absl::string_view ActivationName(Activation activation) {
 }
 
 void MatMulTransB(const float* a, int64_t m, const float* b, int64_t n, int64_t k, float* out,
-                  int num_threads) {
+                  int num_threads, PackedRhs* scratch) {
   if (m <= 0 || n <= 0) return;
-  const PackedRhs packed(b, n, k);
-  const int64_t blocks = (m + kBlockRows - 1) / kBlockRows;
-  ParallelFor(blocks, ParallelWorkers(num_threads, blocks), [&](int64_t block) {
-    const int64_t row0 = block * kBlockRows;
-    const int64_t rows = std::min(kBlockRows, m - row0);
-    packed.Multiply(a + row0 * k, rows, out + row0 * n, n);
-  });
+  std::optional<PackedRhs> own;
+  if (scratch == nullptr) own.emplace(nullptr, 0, 0);
+  PackedRhs& packed = scratch == nullptr ? *own : *scratch;
+  packed.Repack(b, n, k);
+  MultiplyRows(packed, a, m, out, num_threads);
+}
+
+void MatMul(const float* a, int64_t m, const float* b, int64_t k, int64_t n, float* out,
+            int num_threads, PackedRhs* scratch) {
+  if (m <= 0 || n <= 0) return;
+  std::optional<PackedRhs> own;
+  if (scratch == nullptr) own.emplace(nullptr, 0, 0);
+  PackedRhs& packed = scratch == nullptr ? *own : *scratch;
+  packed.RepackTransposed(b, n, k);
+  MultiplyRows(packed, a, m, out, num_threads);
 }
 
 double StandardNormal(std::mt19937_64& rng) {
@@ -191,7 +213,7 @@ void Mlp::ForwardTrain(const float* x, int64_t n, std::mt19937_64* rng, MlpCache
   cache->n = n;
   cache->inputs.resize(layers);
   cache->outputs.resize(layers);
-  cache->masks.assign(layers, {});
+  cache->masks.resize(layers);
   const bool dropout = rng != nullptr && dropout_prob_ > 0;
   const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout_prob_));
   for (int i = 0; i < layers; ++i) {
@@ -204,6 +226,7 @@ void Mlp::ForwardTrain(const float* x, int64_t n, std::mt19937_64* rng, MlpCache
       input.resize(previous.size());
       for (size_t j = 0; j < previous.size(); ++j) input[j] = Activate(activation_, previous[j]);
     }
+    cache->masks[i].clear();
     if (dropout) {
       // Drawn in row order on the calling thread: the same masks for every thread count.
       std::vector<uint8_t>& mask = cache->masks[i];
@@ -215,49 +238,49 @@ void Mlp::ForwardTrain(const float* x, int64_t n, std::mt19937_64* rng, MlpCache
     }
     std::vector<float>& output = cache->outputs[i];
     output.resize(static_cast<size_t>(n * layer.out));
-    LinearForward(layer, input.data(), n, output.data(), num_threads);
+    LinearForward(layer, input.data(), n, output.data(), num_threads, &cache->packed);
   }
   std::copy(cache->outputs.back().begin(), cache->outputs.back().end(), out);
 }
 
-void Mlp::Backward(const MlpCache& cache, const float* grad_out, std::vector<Linear>* grads,
+void Mlp::Backward(MlpCache* cache, const float* grad_out, std::vector<Linear>* grads,
                    float* grad_in, int num_threads) const {
-  const int64_t n = cache.n;
+  const int64_t n = cache->n;
   const int layers = num_layers();
   grads->resize(layers);
   const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout_prob_));
   // g: dLoss / d(output of Linear i), n x out.
-  std::vector<float> g(grad_out, grad_out + n * output_dim());
-  std::vector<float> g_in;
+  std::vector<float>& g = cache->grad;
+  std::vector<float>& g_in = cache->grad_in;
+  g.assign(grad_out, grad_out + n * output_dim());
   for (int i = layers - 1; i >= 0; --i) {
     const Linear& layer = layers_[i];
     Linear& grad = (*grads)[i];
     grad.in = layer.in;
     grad.out = layer.out;
-    // dW (out x in) = g^T (out x n) . input (n x in) = g^T . (input^T)^T.
-    const std::vector<float> g_t = Transposed(g.data(), n, layer.out);
-    const std::vector<float> input_t = Transposed(cache.inputs[i].data(), n, layer.in);
+    // dW (out x in) = g^T (out x n) . input (n x in).
+    const float* g_t = Transpose(g.data(), n, layer.out, &cache->transposed);
     grad.weight.resize(layer.weight.size());
-    MatMulTransB(g_t.data(), layer.out, input_t.data(), layer.in, n, grad.weight.data(),
-                 num_threads);
+    MatMul(g_t, layer.out, cache->inputs[i].data(), n, layer.in, grad.weight.data(), num_threads,
+           &cache->packed);
     // db = column sums of g, in row order.
-    grad.bias.assign(static_cast<size_t>(layer.out), 0.0f);
+    grad.bias.resize(static_cast<size_t>(layer.out));
     Eigen::Map<Eigen::RowVectorXf>(grad.bias.data(), layer.out) =
         Eigen::Map<const RowMatrix>(g.data(), n, layer.out).colwise().sum();
     if (i == 0 && grad_in == nullptr) break;
-    // d input (n x in) = g (n x out) . W (out x in) = g . (W^T)^T.
-    const std::vector<float> w_t = Transposed(layer.weight.data(), layer.out, layer.in);
+    // d input (n x in) = g (n x out) . W (out x in).
     g_in.resize(static_cast<size_t>(n * layer.in));
-    MatMulTransB(g.data(), n, w_t.data(), layer.in, layer.out, g_in.data(), num_threads);
-    if (!cache.masks[i].empty()) {
-      const std::vector<uint8_t>& mask = cache.masks[i];
+    MatMul(g.data(), n, layer.weight.data(), layer.out, layer.in, g_in.data(), num_threads,
+           &cache->packed);
+    if (!cache->masks[i].empty()) {
+      const std::vector<uint8_t>& mask = cache->masks[i];
       for (size_t j = 0; j < g_in.size(); ++j) g_in[j] = mask[j] ? g_in[j] * keep_scale : 0.0f;
     }
     if (i == 0) {
       std::copy(g_in.begin(), g_in.end(), grad_in);
       break;
     }
-    const std::vector<float>& pre = cache.outputs[i - 1];
+    const std::vector<float>& pre = cache->outputs[i - 1];
     for (size_t j = 0; j < g_in.size(); ++j) g_in[j] *= ActivationSlope(activation_, pre[j]);
     g.swap(g_in);
   }

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/gemm.h"
 
 namespace quantd {
 
@@ -31,8 +32,12 @@ absl::string_view ActivationName(Activation activation);
 // out (m x n, row-major, contiguous) = a (m x k) . b^T, b being n x k: the one product of the
 // dense layers, on the project's GEMM (b packed once, row blocks of a in parallel). The row
 // blocks do not depend on num_threads, so neither does the result.
+// `packed` (may be null) is scratch reused for b's packing across calls.
 void MatMulTransB(const float* a, int64_t m, const float* b, int64_t n, int64_t k, float* out,
-                  int num_threads);
+                  int num_threads, PackedRhs* packed = nullptr);
+// out (m x n) = a (m x k) . b, b being k x n: the same product with b packed as it is stored.
+void MatMul(const float* a, int64_t m, const float* b, int64_t k, int64_t n, float* out,
+            int num_threads, PackedRhs* packed = nullptr);
 
 // One Linear layer y = x W^T + b.
 struct Linear {
@@ -52,6 +57,11 @@ struct MlpCache {
   // masks[i]: dropout mask of Linear i's input, n x d_i (1 kept, 0 dropped); empty when no
   // dropout was drawn.
   std::vector<std::vector<uint8_t>> masks;
+  // Scratch of the passes, kept so that a cache reused step after step allocates nothing.
+  std::vector<float> grad;
+  std::vector<float> grad_in;
+  std::vector<float> transposed;
+  PackedRhs packed{nullptr, 0, 0};
 };
 
 class Mlp {
@@ -82,9 +92,9 @@ class Mlp {
                     int num_threads) const;
   // Backward pass of the last ForwardTrain (cache) for grad_out (n x output_dim) = dLoss/dout:
   // sets *grads (shaped as the layers, resized here) to dLoss/dW and dLoss/db, and grad_in
-  // (n x input_dim, may be null) to dLoss/dx.
-  void Backward(const MlpCache& cache, const float* grad_out, std::vector<Linear>* grads,
-                float* grad_in, int num_threads) const;
+  // (n x input_dim, may be null) to dLoss/dx. Uses the cache's scratch.
+  void Backward(MlpCache* cache, const float* grad_out, std::vector<Linear>* grads, float* grad_in,
+                int num_threads) const;
 
  private:
   std::vector<int64_t> dims_;

@@ -43,11 +43,16 @@ double SkEpsilon(const RqVaeOptions& options, int64_t level) {
 // Chooses the codes of one level: (level, residuals (n x e_dim), codes out (n)).
 using ChooseCodes = std::function<absl::Status(int64_t, const float*, int32_t*)>;
 
-// What one forward pass leaves for the caller besides the gradients.
+// What one forward pass leaves for the caller besides the gradients, and its buffers: kept from
+// step to step so that training allocates nothing after its first step.
 struct BatchPass {
   RqVaeLoss loss;
   std::vector<int32_t> codes;                 // n x L
   std::vector<std::vector<float>> residuals;  // L: r_l, n x e_dim
+  MlpCache encoder_cache;
+  MlpCache decoder_cache;
+  std::vector<float> z, r, x_q, g_commit, out, g_z;
+  std::vector<int32_t> level_codes;
 };
 
 // Forward and backward pass of `model` on x (n x d) with dropout from rng (null: none), the
@@ -60,10 +65,9 @@ absl::Status ForwardBackward(const RqVae& model, const float* x, int64_t n, std:
   const int64_t e = model.e_dim();
   const int64_t levels = model.levels();
   const RqVaeOptions& options = model.options();
-  MlpCache encoder_cache;
-  MlpCache decoder_cache;
-  std::vector<float> z(static_cast<size_t>(n * e));
-  model.encoder().ForwardTrain(x, n, rng, &encoder_cache, z.data(), num_threads);
+  std::vector<float>& z = pass->z;
+  z.resize(static_cast<size_t>(n * e));
+  model.encoder().ForwardTrain(x, n, rng, &pass->encoder_cache, z.data(), num_threads);
   if (!std::all_of(z.begin(), z.end(), [](float v) { return std::isfinite(v); })) {
     // Diverged parameters: no codes can be chosen; the caller sees a NaN loss.
     pass->loss.total = pass->loss.recon = pass->loss.quant = std::nan("");
@@ -75,12 +79,16 @@ absl::Status ForwardBackward(const RqVae& model, const float* x, int64_t n, std:
   const double per_level =
       options.quant_loss_weight / static_cast<double>(levels) / static_cast<double>(n * e);
   pass->codes.assign(static_cast<size_t>(n * levels), 0);
-  pass->residuals.assign(static_cast<size_t>(levels), {});
-  grads->codebooks.assign(static_cast<size_t>(levels), {});
-  std::vector<float> r = z;
-  std::vector<float> x_q(static_cast<size_t>(n * e), 0.0f);
-  std::vector<float> g_commit(static_cast<size_t>(n * e), 0.0f);
-  std::vector<int32_t> level_codes(static_cast<size_t>(n));
+  pass->residuals.resize(static_cast<size_t>(levels));
+  grads->codebooks.resize(static_cast<size_t>(levels));
+  std::vector<float>& r = pass->r;
+  std::vector<float>& x_q = pass->x_q;
+  std::vector<float>& g_commit = pass->g_commit;
+  std::vector<int32_t>& level_codes = pass->level_codes;
+  r = z;
+  x_q.assign(static_cast<size_t>(n * e), 0.0f);
+  g_commit.assign(static_cast<size_t>(n * e), 0.0f);
+  level_codes.resize(static_cast<size_t>(n));
   double quant = 0;
   for (int64_t l = 0; l < levels; ++l) {
     pass->residuals[l] = r;
@@ -109,8 +117,9 @@ absl::Status ForwardBackward(const RqVae& model, const float* x, int64_t n, std:
   pass->loss.quant = quant / static_cast<double>(levels);
 
   // Decoder and reconstruction loss.
-  std::vector<float> out(static_cast<size_t>(n * d));
-  model.decoder().ForwardTrain(x_q.data(), n, rng, &decoder_cache, out.data(), num_threads);
+  std::vector<float>& out = pass->out;
+  out.resize(static_cast<size_t>(n * d));
+  model.decoder().ForwardTrain(x_q.data(), n, rng, &pass->decoder_cache, out.data(), num_threads);
   double recon = 0;
   const float g_scale = 2.0f / static_cast<float>(n * d);
   for (int64_t i = 0; i < n * d; ++i) {
@@ -123,10 +132,12 @@ absl::Status ForwardBackward(const RqVae& model, const float* x, int64_t n, std:
 
   // Backward: the decoder's input gradient reaches z unchanged (straight-through), plus level
   // 0's commitment gradient.
-  std::vector<float> g_z(static_cast<size_t>(n * e));
-  model.decoder().Backward(decoder_cache, out.data(), &grads->decoder, g_z.data(), num_threads);
+  std::vector<float>& g_z = pass->g_z;
+  g_z.resize(static_cast<size_t>(n * e));
+  model.decoder().Backward(&pass->decoder_cache, out.data(), &grads->decoder, g_z.data(),
+                           num_threads);
   for (size_t j = 0; j < g_z.size(); ++j) g_z[j] += g_commit[j];
-  model.encoder().Backward(encoder_cache, g_z.data(), &grads->encoder, nullptr, num_threads);
+  model.encoder().Backward(&pass->encoder_cache, g_z.data(), &grads->encoder, nullptr, num_threads);
   return absl::OkStatus();
 }
 

@@ -253,7 +253,7 @@ TEST(RqVaeTest, DropoutBackwardMatchesItsMask) {
   std::vector<float> ones(6, 1.0f);
   std::vector<Linear> grads;
   std::vector<float> grad_in(8);
-  mlp->Backward(cache, ones.data(), &grads, grad_in.data(), 1);
+  mlp->Backward(&cache, ones.data(), &grads, grad_in.data(), 1);
   for (size_t j = 0; j < x.size(); ++j) {
     const float h = 1e-2f;
     double sums[2];
