@@ -92,6 +92,22 @@ void MultiplyRows(const PackedRhs& packed, const float* a, int64_t m, float* out
   });
 }
 
+// out (m x n) = a (m x k) . c^T where b is c (n x k) when b_is_c, else c^T (k x n); packed
+// into *scratch when given.
+void Product(const float* a, int64_t m, const float* b, int64_t n, int64_t k, bool b_is_c,
+             float* out, int num_threads, PackedRhs* scratch) {
+  if (m <= 0 || n <= 0) return;
+  std::optional<PackedRhs> own;
+  if (scratch == nullptr) own.emplace(nullptr, 0, 0);
+  PackedRhs& packed = scratch == nullptr ? *own : *scratch;
+  if (b_is_c) {
+    packed.Repack(b, n, k);
+  } else {
+    packed.RepackTransposed(b, n, k);
+  }
+  MultiplyRows(packed, a, m, out, num_threads);
+}
+
 // Row-major transpose: *out (cols x rows) of m (rows x cols); returns out's data.
 const float* Transpose(const float* m, int64_t rows, int64_t cols, std::vector<float>* out) {
   out->resize(static_cast<size_t>(rows * cols));
@@ -131,22 +147,12 @@ absl::string_view ActivationName(Activation activation) {
 
 void MatMulTransB(const float* a, int64_t m, const float* b, int64_t n, int64_t k, float* out,
                   int num_threads, PackedRhs* scratch) {
-  if (m <= 0 || n <= 0) return;
-  std::optional<PackedRhs> own;
-  if (scratch == nullptr) own.emplace(nullptr, 0, 0);
-  PackedRhs& packed = scratch == nullptr ? *own : *scratch;
-  packed.Repack(b, n, k);
-  MultiplyRows(packed, a, m, out, num_threads);
+  Product(a, m, b, n, k, /*b_is_c=*/true, out, num_threads, scratch);
 }
 
 void MatMul(const float* a, int64_t m, const float* b, int64_t k, int64_t n, float* out,
             int num_threads, PackedRhs* scratch) {
-  if (m <= 0 || n <= 0) return;
-  std::optional<PackedRhs> own;
-  if (scratch == nullptr) own.emplace(nullptr, 0, 0);
-  PackedRhs& packed = scratch == nullptr ? *own : *scratch;
-  packed.RepackTransposed(b, n, k);
-  MultiplyRows(packed, a, m, out, num_threads);
+  Product(a, m, b, n, k, /*b_is_c=*/false, out, num_threads, scratch);
 }
 
 double StandardNormal(std::mt19937_64& rng) {
