@@ -196,17 +196,34 @@ absl::StatusOr<Mlp> Mlp::Create(std::vector<int64_t> dims, Activation activation
 }
 
 void Mlp::Forward(const float* x, int64_t n, float* out, int num_threads) const {
-  std::vector<float> input(x, x + n * input_dim());
+  PackedMlp(*this).Forward(x, n, out, num_threads);
+}
+
+PackedMlp::PackedMlp(const Mlp& mlp)
+    : activation_(mlp.activation()), input_dim_(mlp.input_dim()), output_dim_(mlp.output_dim()) {
+  for (int i = 0; i < mlp.num_layers(); ++i) {
+    const Linear& layer = mlp.layer(i);
+    weights_.emplace_back(layer.weight.data(), layer.out, layer.in);
+    biases_.push_back(layer.bias);
+  }
+}
+
+void PackedMlp::Forward(const float* x, int64_t n, float* out, int num_threads) const {
+  std::vector<float> input(x, x + n * input_dim_);
   std::vector<float> output;
-  for (int i = 0; i < num_layers(); ++i) {
-    const Linear& layer = layers_[i];
+  const int layers = static_cast<int>(weights_.size());
+  for (int i = 0; i < layers; ++i) {
+    const int64_t width = weights_[i].k();
+    const bool last = i + 1 == layers;
     float* y = out;
-    if (i + 1 < num_layers()) {
-      output.resize(static_cast<size_t>(n * layer.out));
+    if (!last) {
+      output.resize(static_cast<size_t>(n * width));
       y = output.data();
     }
-    LinearForward(layer, input.data(), n, y, num_threads);
-    if (i + 1 < num_layers()) {
+    MultiplyRows(weights_[i], input.data(), n, y, num_threads);
+    Eigen::Map<RowMatrix>(y, n, width).rowwise() +=
+        Eigen::Map<const Eigen::RowVectorXf>(biases_[i].data(), width);
+    if (!last) {
       for (float& v : output) v = Activate(activation_, v);
       input.swap(output);
     }

@@ -103,6 +103,24 @@ class Mlp {
   std::vector<Linear> layers_;
 };
 
+// An Mlp's inference pass with its weights packed once for the GEMM: immutable, so threads may
+// share it; for serving (Encode at batch 1 would otherwise repack every weight per call). Its
+// output is bit-identical to Mlp::Forward, which runs through it.
+class PackedMlp {
+ public:
+  explicit PackedMlp(const Mlp& mlp);
+  int64_t output_dim() const { return output_dim_; }
+  // out (n x output_dim) for x (n x input_dim), no dropout.
+  void Forward(const float* x, int64_t n, float* out, int num_threads) const;
+
+ private:
+  Activation activation_;
+  int64_t input_dim_;
+  int64_t output_dim_;
+  std::vector<PackedRhs> weights_;          // layer i: W_i packed (out x in)
+  std::vector<std::vector<float>> biases_;  // layer i: b_i (out)
+};
+
 // AdamW as torch.optim.AdamW (decoupled weight decay): for every parameter tensor,
 // p -= lr * weight_decay * p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
 // p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps), t counting steps from 1.

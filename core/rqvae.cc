@@ -279,6 +279,30 @@ std::vector<float> RowDistances(const std::vector<float>& residuals,
   return distances;
 }
 
+// Nearest codeword per level, greedily on the residual, for latents (n x e): codes (n x L);
+// residuals (may be null) gets what is left after the first stop_level levels (L when < 0).
+void QuantizePacked(const float* latent, int64_t n, int64_t e,
+                    const std::vector<std::vector<float>>& codebooks,
+                    const std::vector<PackedRhs>& packed,
+                    const std::vector<std::vector<float>>& norms, int32_t* codes, float* residuals,
+                    int64_t stop_level, int num_threads) {
+  const int64_t L = static_cast<int64_t>(codebooks.size());
+  if (stop_level < 0) stop_level = L;
+  std::vector<float> r(latent, latent + n * e);
+  std::vector<int32_t> labels(static_cast<size_t>(n));
+  for (int64_t l = 0; l < L; ++l) {
+    if (l == stop_level && residuals != nullptr) std::copy(r.begin(), r.end(), residuals);
+    AssignNearestPacked(r.data(), n, packed[l], norms[l].data(), labels.data(), nullptr,
+                        num_threads);
+    for (int64_t i = 0; i < n; ++i) {
+      codes[i * L + l] = labels[i];
+      const float* q = codebooks[l].data() + labels[i] * e;
+      for (int64_t j = 0; j < e; ++j) r[i * e + j] -= q[j];
+    }
+  }
+  if (stop_level == L && residuals != nullptr) std::copy(r.begin(), r.end(), residuals);
+}
+
 }  // namespace
 
 absl::Status ValidateRqVaeOptions(const RqVaeOptions& o, int64_t input_dim) {
@@ -392,33 +416,39 @@ void RqVae::EncodeLatent(const float* x, int64_t n, float* latent, int num_threa
 
 void RqVae::Quantize(const float* latent, int64_t n, int32_t* codes, float* residuals,
                      int64_t stop_level, int num_threads) const {
-  const int64_t e = e_dim();
-  const int64_t L = levels();
-  if (stop_level < 0) stop_level = L;
-  std::vector<float> r(latent, latent + n * e);
-  std::vector<int32_t> labels(static_cast<size_t>(n));
-  for (int64_t l = 0; l < L; ++l) {
-    if (l == stop_level && residuals != nullptr) std::copy(r.begin(), r.end(), residuals);
-    AssignNearest(r.data(), n, codebooks_[l].data(), codebook_size(l), e, labels.data(), nullptr,
-                  num_threads);
-    for (int64_t i = 0; i < n; ++i) {
-      codes[i * L + l] = labels[i];
-      const float* q = codebooks_[l].data() + labels[i] * e;
-      for (int64_t j = 0; j < e; ++j) r[i * e + j] -= q[j];
-    }
+  std::vector<PackedRhs> packed;
+  std::vector<std::vector<float>> norms;
+  for (int64_t l = 0; l < levels(); ++l) {
+    packed.emplace_back(codebooks_[l].data(), codebook_size(l), e_dim());
+    norms.push_back(SquaredNorms(codebooks_[l].data(), codebook_size(l), e_dim()));
   }
-  if (stop_level == L && residuals != nullptr) std::copy(r.begin(), r.end(), residuals);
+  QuantizePacked(latent, n, e_dim(), codebooks_, packed, norms, codes, residuals, stop_level,
+                 num_threads);
 }
 
 void RqVae::Encode(const float* x, int64_t n, int32_t* codes, float* latent,
                    int num_threads) const {
+  RqVaeEncoder(*this).Encode(x, n, codes, latent, num_threads);
+}
+
+RqVaeEncoder::RqVaeEncoder(const RqVae& model)
+    : input_dim_(model.input_dim()), e_dim_(model.e_dim()), encoder_(model.encoder()) {
+  for (int64_t l = 0; l < model.levels(); ++l) {
+    codebooks_.push_back(model.codebook(l));
+    packed_.emplace_back(model.codebook(l).data(), model.codebook_size(l), e_dim_);
+    norms_.push_back(SquaredNorms(model.codebook(l).data(), model.codebook_size(l), e_dim_));
+  }
+}
+
+void RqVaeEncoder::Encode(const float* x, int64_t n, int32_t* codes, float* latent,
+                          int num_threads) const {
   std::vector<float> own;
   if (latent == nullptr) {
-    own.resize(static_cast<size_t>(n * e_dim()));
+    own.resize(static_cast<size_t>(n * e_dim_));
     latent = own.data();
   }
-  EncodeLatent(x, n, latent, num_threads);
-  Quantize(latent, n, codes, nullptr, -1, num_threads);
+  encoder_.Forward(x, n, latent, num_threads);
+  QuantizePacked(latent, n, e_dim_, codebooks_, packed_, norms_, codes, nullptr, -1, num_threads);
 }
 
 void RqVae::Decode(const int32_t* codes, int64_t n, float* out, int num_threads) const {

@@ -154,6 +154,28 @@ class RqVae {
   std::vector<std::vector<float>> codebooks_;
 };
 
+// A model prepared for serving Encode: the encoder's weights and the codebooks packed once for
+// the GEMM, immutable (threads may share it), independent of the model afterwards. Its codes and
+// latents are bit-identical to RqVae::Encode's, which runs through it.
+class RqVaeEncoder {
+ public:
+  explicit RqVaeEncoder(const RqVae& model);
+  int64_t input_dim() const { return input_dim_; }
+  int64_t e_dim() const { return e_dim_; }
+  int64_t levels() const { return static_cast<int64_t>(codebooks_.size()); }
+  // codes (n x L) of x (n x input_dim); latent (n x e_dim) may be null.
+  void Encode(const float* x, int64_t n, int32_t* codes, float* latent = nullptr,
+              int num_threads = 0) const;
+
+ private:
+  int64_t input_dim_;
+  int64_t e_dim_;
+  PackedMlp encoder_;
+  std::vector<std::vector<float>> codebooks_;  // level l: k_l x e_dim
+  std::vector<PackedRhs> packed_;              // level l: codebook l packed
+  std::vector<std::vector<float>> norms_;      // level l: squared norms of its codewords
+};
+
 // One epoch of training.
 struct RqVaeEpochReport {
   int epoch = 0;        // from 0

@@ -462,6 +462,21 @@ TEST(RqVaeTrainTest, LearnsBeautyEmbeddings) {
   model.Encode(data.values.data(), data.rows, codes.data());
   EXPECT_DOUBLE_EQ(CollisionRate(codes.data(), data.rows, 3), last.collision_rate);
 
+  // The serving snapshot gives the same codes and latents, one row at a time as in a batch, and
+  // does not follow later changes of the model.
+  const RqVaeEncoder encoder(model);
+  std::vector<float> latents(static_cast<size_t>(data.rows * 16));
+  model.EncodeLatent(data.values.data(), data.rows, latents.data());
+  RqVae changed = model;
+  std::fill(changed.codebook(0).begin(), changed.codebook(0).end(), 0.0f);
+  for (int64_t i = 0; i < 200; ++i) {
+    int32_t one[3];
+    float latent[16];
+    encoder.Encode(data.values.data() + i * data.dim, 1, one, latent);
+    for (int l = 0; l < 3; ++l) ASSERT_EQ(one[l], codes[i * 3 + l]) << "row " << i;
+    for (int j = 0; j < 16; ++j) ASSERT_EQ(latent[j], latents[i * 16 + j]) << "row " << i;
+  }
+
   // Index generation: fewer collisions, the exact free-code mode no worse than the seed's.
   auto exact = GenerateIndices(model, data.values.data(), data.rows);
   auto seed = GenerateIndices(model, data.values.data(), data.rows,
