@@ -523,6 +523,7 @@ absl::StatusOr<RqVaeTrainResult> TrainRqVae(
   // then Sinkhorn (sk_epsilons[l] > 0) or the nearest codeword.
   int64_t batch_rows = 0;
   std::vector<float> distances;
+  std::vector<double> plan;
   const ChooseCodes choose = [&](int64_t l, const float* r, int32_t* codes) -> absl::Status {
     const int64_t k = model.codebook_size(l);
     if (!codebooks_ready) {
@@ -535,11 +536,8 @@ absl::StatusOr<RqVaeTrainResult> TrainRqVae(
     }
     distances.resize(static_cast<size_t>(batch_rows * k));
     SquaredDistances(r, batch_rows, model.codebook(l).data(), k, e, distances.data(), threads);
-    absl::StatusOr<std::vector<int32_t>> labels = SinkhornAssign(
-        distances.data(), batch_rows, k, {.epsilon = epsilon, .iterations = options.sk_iters});
-    if (!labels.ok()) return labels.status();
-    std::copy(labels->begin(), labels->end(), codes);
-    return absl::OkStatus();
+    return SinkhornAssign(distances.data(), batch_rows, k,
+                          {.epsilon = epsilon, .iterations = options.sk_iters}, codes, &plan);
   };
 
   RqVaeGradients grads;
@@ -700,11 +698,14 @@ absl::StatusOr<GeneratedIndices> GenerateIndices(const RqVae& model, const float
           if (options.mode == GenerateIndicesOptions::Mode::kSeedSinkhorn) {
             const std::vector<float> costs =
                 RowDistances(residuals, group, codebook, k, e, threads);
-            absl::StatusOr<std::vector<int32_t>> labels =
-                SinkhornAssign(costs.data(), static_cast<int64_t>(group.size()), k,
-                               {.epsilon = epsilon, .iterations = model.options().sk_iters});
-            if (!labels.ok()) return labels.status();
-            for (size_t i = 0; i < group.size(); ++i) out.codes[group[i] * L + last] = (*labels)[i];
+            std::vector<int32_t> labels(group.size());
+            if (absl::Status s = SinkhornAssign(
+                    costs.data(), static_cast<int64_t>(group.size()), k,
+                    {.epsilon = epsilon, .iterations = model.options().sk_iters}, labels.data());
+                !s.ok()) {
+              return s;
+            }
+            for (size_t i = 0; i < group.size(); ++i) out.codes[group[i] * L + last] = labels[i];
           } else {
             // The member nearest to the code keeps it (ties: lower row); the rest move.
             const std::vector<float> costs =

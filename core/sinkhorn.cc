@@ -30,21 +30,18 @@ absl::Status Validate(const float* costs, int64_t n, int64_t k, const SinkhornOp
   return absl::OkStatus();
 }
 
-// -cost / epsilon (n x k, double), the costs centred first when asked.
-std::vector<double> Logits(const float* costs, int64_t n, int64_t k,
-                           const SinkhornOptions& options) {
-  double shift = 0;
+// 1 / (epsilon x the costs' scale): the plan is that of exp(-cost * inverse_temperature) (a
+// constant added to every cost changes nothing: the row scalings absorb it, so the centring of
+// the seed only matters through its scale).
+double InverseTemperature(const float* costs, int64_t n, int64_t k,
+                          const SinkhornOptions& options) {
   double scale = 1;
   if (options.center) {
     const auto [lo, hi] = std::minmax_element(costs, costs + n * k);
-    shift = (static_cast<double>(*lo) + *hi) / 2;
-    scale = static_cast<double>(*hi) - shift + 1e-5;
+    const double mid = (static_cast<double>(*lo) + *hi) / 2;
+    scale = static_cast<double>(*hi) - mid + 1e-5;
   }
-  std::vector<double> logits(static_cast<size_t>(n * k));
-  for (int64_t i = 0; i < n * k; ++i) {
-    logits[i] = -((costs[i] - shift) / scale) / options.epsilon;
-  }
-  return logits;
+  return 1.0 / (scale * options.epsilon);
 }
 
 bool AllFiniteAndPositive(const std::vector<double>& values) {
@@ -52,16 +49,33 @@ bool AllFiniteAndPositive(const std::vector<double>& values) {
                      [](double v) { return std::isfinite(v) && v > 0; });
 }
 
-// Scaling form: plan = diag(u) K diag(v), K = exp(logits - row max). False when a scaling is not
-// a positive finite number (then the plan is not written).
-bool ScalingPlan(const std::vector<double>& logits, int64_t n, int64_t k, int iterations,
-                 std::vector<double>* plan) {
+// sum_j a[j] * b[j] over k values, in four interleaved partial sums (vectorisable, and in a
+// fixed order).
+double Dot(const double* a, const double* b, int64_t k) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t j = 0;
+  for (; j + 4 <= k; j += 4) {
+    s0 += a[j] * b[j];
+    s1 += a[j + 1] * b[j + 1];
+    s2 += a[j + 2] * b[j + 2];
+    s3 += a[j + 3] * b[j + 3];
+  }
+  for (; j < k; ++j) s0 += a[j] * b[j];
+  return (s0 + s1) + (s2 + s3);
+}
+
+// Scaling form: plan = diag(u) K diag(v), K = exp(-(cost - row minimum) * inverse_temperature).
+// False when a scaling is not a positive finite number (then *plan holds no plan).
+bool ScalingPlan(const float* costs, int64_t n, int64_t k, double inverse_temperature,
+                 int iterations, std::vector<double>* plan) {
   std::vector<double>& kernel = *plan;
-  kernel.resize(logits.size());
+  kernel.resize(static_cast<size_t>(n * k));
   for (int64_t i = 0; i < n; ++i) {
-    const double* row = logits.data() + i * k;
-    const double top = *std::max_element(row, row + k);
-    for (int64_t j = 0; j < k; ++j) kernel[i * k + j] = std::exp(row[j] - top);
+    const float* row = costs + i * k;
+    const double low = *std::min_element(row, row + k);
+    for (int64_t j = 0; j < k; ++j) {
+      kernel[i * k + j] = std::exp(-(row[j] - low) * inverse_temperature);
+    }
   }
   std::vector<double> u(static_cast<size_t>(n), 1.0);
   std::vector<double> v(static_cast<size_t>(k), 1.0);
@@ -69,12 +83,7 @@ bool ScalingPlan(const std::vector<double>& logits, int64_t n, int64_t k, int it
   const double row_mass = 1.0 / static_cast<double>(n);
   const double column_mass = 1.0 / static_cast<double>(k);
   for (int it = 0; it < iterations; ++it) {
-    for (int64_t i = 0; i < n; ++i) {
-      const double* row = kernel.data() + i * k;
-      double sum = 0;
-      for (int64_t j = 0; j < k; ++j) sum += row[j] * v[j];
-      u[i] = row_mass / sum;
-    }
+    for (int64_t i = 0; i < n; ++i) u[i] = row_mass / Dot(kernel.data() + i * k, v.data(), k);
     std::fill(column.begin(), column.end(), 0.0);
     for (int64_t i = 0; i < n; ++i) {
       const double* row = kernel.data() + i * k;
@@ -89,7 +98,7 @@ bool ScalingPlan(const std::vector<double>& logits, int64_t n, int64_t k, int it
   return true;
 }
 
-// log(sum_j exp(values[j * stride])) over count values.
+// log(sum_j exp(values[j * stride] + add[j])) over count values.
 double LogSumExp(const double* values, int64_t count, int64_t stride, const double* add) {
   double top = -std::numeric_limits<double>::infinity();
   for (int64_t j = 0; j < count; ++j) top = std::max(top, values[j * stride] + add[j]);
@@ -98,9 +107,12 @@ double LogSumExp(const double* values, int64_t count, int64_t stride, const doub
   return top + std::log(sum);
 }
 
-// Log-domain form: log plan = logits + f_i + g_j. Slower (exp in every pass), never overflows.
-void LogDomainPlan(const std::vector<double>& logits, int64_t n, int64_t k, int iterations,
-                   std::vector<double>* plan) {
+// Log-domain form: log plan = -cost * inverse_temperature + f_i + g_j. Slower (exp in every
+// pass), never overflows.
+void LogDomainPlan(const float* costs, int64_t n, int64_t k, double inverse_temperature,
+                   int iterations, std::vector<double>* plan) {
+  std::vector<double> logits(static_cast<size_t>(n * k));
+  for (int64_t i = 0; i < n * k; ++i) logits[i] = -costs[i] * inverse_temperature;
   std::vector<double> f(static_cast<size_t>(n), 0.0);
   std::vector<double> g(static_cast<size_t>(k), 0.0);
   const double log_row_mass = -std::log(static_cast<double>(n));
@@ -123,25 +135,32 @@ void LogDomainPlan(const std::vector<double>& logits, int64_t n, int64_t k, int 
 
 absl::StatusOr<std::vector<double>> SinkhornPlan(const float* costs, int64_t n, int64_t k,
                                                  const SinkhornOptions& options) {
-  if (absl::Status s = Validate(costs, n, k, options); !s.ok()) return s;
-  const std::vector<double> logits = Logits(costs, n, k, options);
   std::vector<double> plan;
-  if (!ScalingPlan(logits, n, k, options.iterations, &plan)) {
-    LogDomainPlan(logits, n, k, options.iterations, &plan);
-  }
+  if (absl::Status s = SinkhornPlanInto(costs, n, k, options, &plan); !s.ok()) return s;
   return plan;
 }
 
-absl::StatusOr<std::vector<int32_t>> SinkhornAssign(const float* costs, int64_t n, int64_t k,
-                                                    const SinkhornOptions& options) {
-  absl::StatusOr<std::vector<double>> plan = SinkhornPlan(costs, n, k, options);
-  if (!plan.ok()) return plan.status();
-  std::vector<int32_t> labels(static_cast<size_t>(n));
+absl::Status SinkhornPlanInto(const float* costs, int64_t n, int64_t k,
+                              const SinkhornOptions& options, std::vector<double>* plan) {
+  if (absl::Status s = Validate(costs, n, k, options); !s.ok()) return s;
+  const double inverse_temperature = InverseTemperature(costs, n, k, options);
+  if (!ScalingPlan(costs, n, k, inverse_temperature, options.iterations, plan)) {
+    LogDomainPlan(costs, n, k, inverse_temperature, options.iterations, plan);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SinkhornAssign(const float* costs, int64_t n, int64_t k,
+                            const SinkhornOptions& options, int32_t* labels,
+                            std::vector<double>* scratch) {
+  std::vector<double> own;
+  std::vector<double>* plan = scratch == nullptr ? &own : scratch;
+  if (absl::Status s = SinkhornPlanInto(costs, n, k, options, plan); !s.ok()) return s;
   for (int64_t i = 0; i < n; ++i) {
     const double* row = plan->data() + i * k;
     labels[i] = static_cast<int32_t>(std::max_element(row, row + k) - row);
   }
-  return labels;
+  return absl::OkStatus();
 }
 
 }  // namespace quantd

@@ -37,10 +37,15 @@ struct SinkhornOptions {
 absl::StatusOr<std::vector<double>> SinkhornPlan(const float* costs, int64_t n, int64_t k,
                                                  const SinkhornOptions& options);
 
-// The code of every item (n): the argmax of its row of the plan (the lowest code on ties).
-// Errors as SinkhornPlan.
-absl::StatusOr<std::vector<int32_t>> SinkhornAssign(const float* costs, int64_t n, int64_t k,
-                                                    const SinkhornOptions& options);
+// As SinkhornPlan, into *plan (resized; its storage reused across calls).
+absl::Status SinkhornPlanInto(const float* costs, int64_t n, int64_t k,
+                              const SinkhornOptions& options, std::vector<double>* plan);
+
+// The code of every item, labels (n): the argmax of its row of the plan (the lowest code on
+// ties). scratch (may be null) holds the plan, reused across calls. Errors as SinkhornPlan.
+absl::Status SinkhornAssign(const float* costs, int64_t n, int64_t k,
+                            const SinkhornOptions& options, int32_t* labels,
+                            std::vector<double>* scratch = nullptr);
 
 }  // namespace quantd
 

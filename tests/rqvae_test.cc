@@ -348,15 +348,16 @@ TEST(SinkhornTest, BalancesSkewedSetBetterThanNearest) {
   }
   std::vector<int64_t> nearest_sizes(k, 0), sinkhorn_sizes(k, 0);
   double nearest_cost = 0, sinkhorn_cost = 0;
-  auto labels = SinkhornAssign(costs.data(), n, k, {.epsilon = 0.05, .iterations = 100});
-  ASSERT_TRUE(labels.ok());
+  std::vector<int32_t> labels(n);
+  ASSERT_TRUE(
+      SinkhornAssign(costs.data(), n, k, {.epsilon = 0.05, .iterations = 100}, labels.data()).ok());
   for (int64_t i = 0; i < n; ++i) {
     const int64_t best = std::min_element(costs.begin() + i * k, costs.begin() + (i + 1) * k) -
                          (costs.begin() + i * k);
     ++nearest_sizes[best];
     nearest_cost += costs[i * k + best];
-    ++sinkhorn_sizes[(*labels)[i]];
-    sinkhorn_cost += costs[i * k + (*labels)[i]];
+    ++sinkhorn_sizes[labels[i]];
+    sinkhorn_cost += costs[i * k + labels[i]];
   }
   const int64_t nearest_max = *std::max_element(nearest_sizes.begin(), nearest_sizes.end());
   const int64_t sinkhorn_max = *std::max_element(sinkhorn_sizes.begin(), sinkhorn_sizes.end());
