@@ -118,6 +118,7 @@ class RqVae {
   int64_t levels() const { return static_cast<int64_t>(codebooks_.size()); }
   int64_t codebook_size(int64_t level) const { return options_.num_emb_list[level]; }
   const std::vector<float>& codebook(int64_t level) const { return codebooks_[level]; }
+  // Mutable for loading and tests: its size must stay codebook_size(level) x e_dim.
   std::vector<float>& codebook(int64_t level) { return codebooks_[level]; }
   const Mlp& encoder() const { return encoder_; }
   const Mlp& decoder() const { return decoder_; }
@@ -132,7 +133,8 @@ class RqVae {
   // Inference latents (n x e_dim): the encoder without dropout.
   void EncodeLatent(const float* x, int64_t n, float* latent, int num_threads = 0) const;
   // Inference codes (n x L): nearest codeword per level, greedily on the residual (ties to the
-  // lower code). latent (n x e_dim) may be null.
+  // lower code). latent (n x e_dim) may be null. Packs the weights on every call: serving
+  // should hold an RqVaeEncoder, which gives the same codes.
   void Encode(const float* x, int64_t n, int32_t* codes, float* latent = nullptr,
               int num_threads = 0) const;
   // Codes of latents (n x e_dim) by nearest codeword per level; residuals (n x e_dim, may be

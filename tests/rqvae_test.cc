@@ -463,6 +463,17 @@ TEST(RqVaeTrainTest, LearnsBeautyEmbeddings) {
   model.Encode(data.values.data(), data.rows, codes.data());
   EXPECT_DOUBLE_EQ(CollisionRate(codes.data(), data.rows, 3), last.collision_rate);
 
+  // Decode reconstructs from the codes alone about as well as training's reconstruction did.
+  std::vector<float> decoded(data.values.size());
+  model.Decode(codes.data(), data.rows, decoded.data());
+  double decoded_mse = 0;
+  for (size_t i = 0; i < decoded.size(); ++i) {
+    decoded_mse += (decoded[i] - data.values[i]) * (decoded[i] - data.values[i]);
+  }
+  decoded_mse /= static_cast<double>(decoded.size());
+  std::printf("decoded mse %.6f\n", decoded_mse);
+  EXPECT_LT(decoded_mse, 0.6 * variance);
+
   // The serving snapshot gives the same codes and latents, one row at a time as in a batch, and
   // does not follow later changes of the model.
   const RqVaeEncoder encoder(model);
