@@ -11,6 +11,7 @@
 
 #include "Eigen/Core"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "core/gemm.h"
 #include "core/parallel.h"
@@ -121,7 +122,7 @@ const float* Transpose(const float* m, int64_t rows, int64_t cols, std::vector<f
 absl::StatusOr<Activation> ParseActivation(absl::string_view name) {
   for (Activation a : {Activation::kNone, Activation::kRelu, Activation::kLeakyRelu,
                        Activation::kTanh, Activation::kSigmoid, Activation::kGelu}) {
-    if (ActivationName(a) == name) return a;
+    if (absl::EqualsIgnoreCase(ActivationName(a), name)) return a;
   }
   return absl::InvalidArgumentError(absl::StrFormat(
       "activation \"%s\": expected one of none, relu, leakyrelu, tanh, sigmoid, gelu", name));

@@ -24,8 +24,8 @@ namespace quantd {
 enum class Activation { kNone, kRelu, kLeakyRelu, kTanh, kSigmoid, kGelu };
 
 // "none", "relu", "leakyrelu" (slope 0.01, nn.LeakyReLU's default), "tanh", "sigmoid", "gelu"
-// (exact, erf-based, as nn.GELU); case-sensitive as the seed's activation_layer. Anything else:
-// INVALID_ARGUMENT naming the value.
+// (exact, erf-based, as nn.GELU), in any case as the seed's activation_layer (it lower-cases).
+// Anything else: INVALID_ARGUMENT naming the value.
 absl::StatusOr<Activation> ParseActivation(absl::string_view name);
 absl::string_view ActivationName(Activation activation);
 
@@ -81,8 +81,10 @@ class Mlp {
   double dropout_prob() const { return dropout_prob_; }
   Linear& layer(int i) { return layers_[i]; }
   const Linear& layer(int i) const { return layers_[i]; }
-  // Index of Linear i in the PyTorch nn.Sequential (`mlp_layers.{index}`): 3 * i + 1.
-  static int TorchModuleIndex(int i) { return 3 * i + 1; }
+  // Index of Linear i in the PyTorch nn.Sequential (`mlp_layers.{index}`): every layer but the
+  // last adds Dropout, Linear and the activation module, except for activation none, which the
+  // seed's activation_layer leaves out: 3 * i + 1, or 2 * i + 1 without activation.
+  int TorchModuleIndex(int i) const { return (activation_ == Activation::kNone ? 2 : 3) * i + 1; }
 
   // Inference (no dropout): out (n x output_dim) for x (n x input_dim).
   void Forward(const float* x, int64_t n, float* out, int num_threads) const;

@@ -395,7 +395,7 @@ std::vector<RqVaeParameter> RqVae::Parameters() {
     for (int i = 0; i < mlp.num_layers(); ++i) {
       Linear& layer = mlp.layer(i);
       const std::string base =
-          absl::StrFormat("%s.mlp_layers.%d.", prefix, Mlp::TorchModuleIndex(i));
+          absl::StrFormat("%s.mlp_layers.%d.", prefix, mlp.TorchModuleIndex(i));
       params.push_back({base + "weight", {layer.out, layer.in}, layer.weight.data()});
       params.push_back({base + "bias", {layer.out}, layer.bias.data()});
     }

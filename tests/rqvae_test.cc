@@ -574,6 +574,12 @@ TEST(RqVaeTest, ParametersCarryTorchNamesAndShapes) {
   EXPECT_EQ(params[13].shape, (std::vector<int64_t>{64, 32}));
   EXPECT_EQ(params[22].name, "decoder.mlp_layers.13.bias");
   EXPECT_EQ(params[22].shape, (std::vector<int64_t>{32}));
+  // Without an activation module the seed's Sequential is Dropout, Linear, Dropout, Linear...
+  options.activation = "None";
+  auto plain = RqVae::Create(32, options);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->Parameters()[2].name, "encoder.mlp_layers.3.weight");
+  EXPECT_EQ(plain->Parameters()[22].name, "decoder.mlp_layers.9.bias");
   // Writing through the pointers is what loading a checkpoint does: codebook 0 all at one point
   // sends every item to code 0 there.
   std::fill_n(params[10].data, 256 * 32, 0.0f);
