@@ -7,7 +7,7 @@
 // Flags (defaults in brackets): --data=Beauty|Instruments [Beauty], --rows=N [all],
 // --epochs [100], --layers=512,256,128,64, --e_dim [32], --levels [3], --k [256],
 // --batch [1024], --lr [1e-3], --warmup [10], --sk_last [0.003], --threads [1],
-// --eval_step [10], --large_scale_kmeans [0], --revive [1].
+// --eval_step [10], --large_scale_kmeans [0], --revive [1], --bn [0].
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -79,6 +79,8 @@ Flags Parse(int argc, char** argv) {
       f.options.eval_step = static_cast<int>(i64);
     } else if (key == "--large_scale_kmeans" && is_int) {
       f.options.large_scale_kmeans = i64 != 0;
+    } else if (key == "--bn" && is_int) {
+      f.options.bn = i64 != 0;
     } else if (key == "--revive" && is_int) {
       f.options.revive_dead_codes = i64 != 0;
     } else {

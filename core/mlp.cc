@@ -109,6 +109,80 @@ void Product(const float* a, int64_t m, const float* b, int64_t n, int64_t k, bo
   MultiplyRows(packed, a, m, out, num_threads);
 }
 
+// Batch norm of Linear `i`'s output (cache->outputs[i], n x out) on the batch's statistics:
+// fills the cache's normalized, activated, inv_std, batch_mean and batch_var of layer i.
+void BatchNormForward(const Linear& layer, int64_t n, int i, MlpCache* cache) {
+  const int64_t width = layer.out;
+  const std::vector<float>& h = cache->outputs[i];
+  std::vector<double> sum(static_cast<size_t>(width), 0.0),
+      squares(static_cast<size_t>(width), 0.0);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < width; ++c) sum[c] += h[r * width + c];
+  }
+  std::vector<float>& mean = cache->batch_mean[i];
+  std::vector<float>& var = cache->batch_var[i];
+  std::vector<float>& inv_std = cache->inv_std[i];
+  mean.resize(width);
+  var.resize(width);
+  inv_std.resize(width);
+  for (int64_t c = 0; c < width; ++c) mean[c] = static_cast<float>(sum[c] / static_cast<double>(n));
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < width; ++c) {
+      const double diff = static_cast<double>(h[r * width + c]) - mean[c];
+      squares[c] += diff * diff;
+    }
+  }
+  for (int64_t c = 0; c < width; ++c) {
+    const double biased = squares[c] / static_cast<double>(n);
+    var[c] = static_cast<float>(biased);
+    inv_std[c] = static_cast<float>(1.0 / std::sqrt(biased + kBatchNormEps));
+  }
+  std::vector<float>& normalized = cache->normalized[i];
+  std::vector<float>& activated = cache->activated[i];
+  normalized.resize(h.size());
+  activated.resize(h.size());
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < width; ++c) {
+      const float x_hat = (h[r * width + c] - mean[c]) * inv_std[c];
+      normalized[r * width + c] = x_hat;
+      activated[r * width + c] = x_hat * layer.bn_weight[c] + layer.bn_bias[c];
+    }
+  }
+}
+
+// Backward of BatchNormForward for layer `i`: *g (n x out) holds dLoss/d(batch norm output) and
+// becomes dLoss/d(Linear output); grad's bn_weight and bn_bias are set.
+void BatchNormBackward(const Linear& layer, const MlpCache& cache, int i, std::vector<float>* g,
+                       Linear* grad) {
+  const int64_t n = cache.n;
+  const int64_t width = layer.out;
+  const std::vector<float>& x_hat = cache.normalized[i];
+  std::vector<double> sum_g(static_cast<size_t>(width), 0.0),
+      sum_gx(static_cast<size_t>(width), 0.0);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < width; ++c) {
+      const double gv = (*g)[r * width + c];
+      sum_g[c] += gv;
+      sum_gx[c] += gv * x_hat[r * width + c];
+    }
+  }
+  grad->bn_weight.resize(width);
+  grad->bn_bias.resize(width);
+  for (int64_t c = 0; c < width; ++c) {
+    grad->bn_weight[c] = static_cast<float>(sum_gx[c]);
+    grad->bn_bias[c] = static_cast<float>(sum_g[c]);
+  }
+  const double inv_n = 1.0 / static_cast<double>(n);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < width; ++c) {
+      const size_t j = static_cast<size_t>(r * width + c);
+      const double scale = static_cast<double>(layer.bn_weight[c]) * cache.inv_std[i][c];
+      (*g)[j] =
+          static_cast<float>(scale * ((*g)[j] - sum_g[c] * inv_n - x_hat[j] * sum_gx[c] * inv_n));
+    }
+  }
+}
+
 // Row-major transpose: *out (cols x rows) of m (rows x cols); returns out's data.
 const float* Transpose(const float* m, int64_t rows, int64_t cols, std::vector<float>* out) {
   out->resize(static_cast<size_t>(rows * cols));
@@ -163,7 +237,7 @@ double StandardNormal(std::mt19937_64& rng) {
 }
 
 absl::StatusOr<Mlp> Mlp::Create(std::vector<int64_t> dims, Activation activation,
-                                double dropout_prob, uint64_t seed) {
+                                double dropout_prob, uint64_t seed, bool batch_norm) {
   if (dims.size() < 2) {
     return absl::InvalidArgumentError(
         absl::StrFormat("mlp dims: need at least 2 sizes (input and output), got %d", dims.size()));
@@ -182,6 +256,7 @@ absl::StatusOr<Mlp> Mlp::Create(std::vector<int64_t> dims, Activation activation
   mlp.dims_ = std::move(dims);
   mlp.activation_ = activation;
   mlp.dropout_prob_ = dropout_prob;
+  mlp.batch_norm_ = batch_norm;
   std::mt19937_64 rng(seed);
   for (size_t i = 0; i + 1 < mlp.dims_.size(); ++i) {
     Linear layer;
@@ -191,6 +266,12 @@ absl::StatusOr<Mlp> Mlp::Create(std::vector<int64_t> dims, Activation activation
     layer.weight.resize(static_cast<size_t>(layer.out * layer.in));
     for (float& w : layer.weight) w = static_cast<float>(std_dev * StandardNormal(rng));
     layer.bias.assign(static_cast<size_t>(layer.out), 0.0f);
+    if (batch_norm && i + 2 < mlp.dims_.size()) {
+      layer.bn_weight.assign(static_cast<size_t>(layer.out), 1.0f);
+      layer.bn_bias.assign(static_cast<size_t>(layer.out), 0.0f);
+      layer.running_mean.assign(static_cast<size_t>(layer.out), 0.0f);
+      layer.running_var.assign(static_cast<size_t>(layer.out), 1.0f);
+    }
     mlp.layers_.push_back(std::move(layer));
   }
   return mlp;
@@ -206,6 +287,14 @@ PackedMlp::PackedMlp(const Mlp& mlp)
     const Linear& layer = mlp.layer(i);
     weights_.emplace_back(layer.weight.data(), layer.out, layer.in);
     biases_.push_back(layer.bias);
+    std::vector<float> inv_std(layer.running_var.size());
+    for (size_t c = 0; c < inv_std.size(); ++c) {
+      inv_std[c] = 1.0f / std::sqrt(layer.running_var[c] + kBatchNormEps);
+    }
+    bn_mean_.push_back(layer.running_mean);
+    bn_inv_std_.push_back(std::move(inv_std));
+    bn_weight_.push_back(layer.bn_weight);
+    bn_bias_.push_back(layer.bn_bias);
   }
 }
 
@@ -225,6 +314,18 @@ void PackedMlp::Forward(const float* x, int64_t n, float* out, int num_threads) 
     Eigen::Map<RowMatrix>(y, n, width).rowwise() +=
         Eigen::Map<const Eigen::RowVectorXf>(biases_[i].data(), width);
     if (!last) {
+      if (!bn_mean_[i].empty()) {
+        const std::vector<float>& mean = bn_mean_[i];
+        const std::vector<float>& inv_std = bn_inv_std_[i];
+        const std::vector<float>& weight = bn_weight_[i];
+        const std::vector<float>& bias = bn_bias_[i];
+        for (int64_t r = 0; r < n; ++r) {
+          float* row = output.data() + r * width;
+          for (int64_t c = 0; c < width; ++c) {
+            row[c] = (row[c] - mean[c]) * inv_std[c] * weight[c] + bias[c];
+          }
+        }
+      }
       for (float& v : output) v = Activate(activation_, v);
       input.swap(output);
     }
@@ -238,6 +339,10 @@ void Mlp::ForwardTrain(const float* x, int64_t n, std::mt19937_64* rng, MlpCache
   cache->inputs.resize(layers);
   cache->outputs.resize(layers);
   cache->masks.resize(layers);
+  for (auto* v : {&cache->normalized, &cache->activated, &cache->inv_std, &cache->batch_mean,
+                  &cache->batch_var}) {
+    v->resize(layers);
+  }
   const bool dropout = rng != nullptr && dropout_prob_ > 0;
   const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout_prob_));
   for (int i = 0; i < layers; ++i) {
@@ -246,7 +351,8 @@ void Mlp::ForwardTrain(const float* x, int64_t n, std::mt19937_64* rng, MlpCache
     if (i == 0) {
       input.assign(x, x + n * layer.in);
     } else {
-      const std::vector<float>& previous = cache->outputs[i - 1];
+      const std::vector<float>& previous =
+          layers_[i - 1].bn_weight.empty() ? cache->outputs[i - 1] : cache->activated[i - 1];
       input.resize(previous.size());
       for (size_t j = 0; j < previous.size(); ++j) input[j] = Activate(activation_, previous[j]);
     }
@@ -263,6 +369,7 @@ void Mlp::ForwardTrain(const float* x, int64_t n, std::mt19937_64* rng, MlpCache
     std::vector<float>& output = cache->outputs[i];
     output.resize(static_cast<size_t>(n * layer.out));
     LinearForward(layer, input.data(), n, output.data(), num_threads, &cache->packed);
+    if (!layer.bn_weight.empty()) BatchNormForward(layer, n, i, cache);
   }
   std::copy(cache->outputs.back().begin(), cache->outputs.back().end(), out);
 }
@@ -304,9 +411,25 @@ void Mlp::Backward(MlpCache* cache, const float* grad_out, std::vector<Linear>* 
       std::copy(g_in.begin(), g_in.end(), grad_in);
       break;
     }
-    const std::vector<float>& pre = cache->outputs[i - 1];
+    const Linear& below = layers_[i - 1];
+    const bool normalised = !below.bn_weight.empty();
+    const std::vector<float>& pre = normalised ? cache->activated[i - 1] : cache->outputs[i - 1];
     for (size_t j = 0; j < g_in.size(); ++j) g_in[j] *= ActivationSlope(activation_, pre[j]);
+    if (normalised) BatchNormBackward(below, *cache, i - 1, &g_in, &(*grads)[i - 1]);
     g.swap(g_in);
+  }
+}
+
+void Mlp::UpdateRunningStats(const MlpCache& cache) {
+  if (cache.n < 2) return;
+  const float m = kBatchNormMomentum;
+  const float unbias = static_cast<float>(cache.n) / static_cast<float>(cache.n - 1);
+  for (int i = 0; i < num_layers(); ++i) {
+    Linear& layer = layers_[i];
+    for (size_t c = 0; c < layer.running_mean.size(); ++c) {
+      layer.running_mean[c] = (1 - m) * layer.running_mean[c] + m * cache.batch_mean[i][c];
+      layer.running_var[c] = (1 - m) * layer.running_var[c] + m * cache.batch_var[i][c] * unbias;
+    }
   }
 }
 

@@ -39,12 +39,22 @@ void MatMulTransB(const float* a, int64_t m, const float* b, int64_t n, int64_t 
 void MatMul(const float* a, int64_t m, const float* b, int64_t k, int64_t n, float* out,
             int num_threads, PackedRhs* packed = nullptr);
 
-// One Linear layer y = x W^T + b.
+// nn.BatchNorm1d's constants (its defaults).
+inline constexpr float kBatchNormEps = 1e-5f;
+inline constexpr float kBatchNormMomentum = 0.1f;
+
+// One Linear layer y = x W^T + b, and the BatchNorm1d after it when the Mlp has one there.
 struct Linear {
   int64_t in = 0;
   int64_t out = 0;
   std::vector<float> weight;  // out x in
   std::vector<float> bias;    // out
+  // BatchNorm1d (out values each; all empty without one): the affine weight and bias (trained),
+  // and the running mean and (unbiased) variance (updated in training, used in inference).
+  std::vector<float> bn_weight;
+  std::vector<float> bn_bias;
+  std::vector<float> running_mean;
+  std::vector<float> running_var;
 };
 
 // What a training forward pass keeps for the backward pass.
@@ -52,8 +62,16 @@ struct MlpCache {
   int64_t n = 0;
   // inputs[i]: the input of Linear i after dropout (n x d_i).
   std::vector<std::vector<float>> inputs;
-  // outputs[i]: Linear i's output before the activation (n x d_{i+1}).
+  // outputs[i]: Linear i's output (n x d_{i+1}), before batch norm and activation.
   std::vector<std::vector<float>> outputs;
+  // Batch-normalised layers: normalized[i] = (outputs[i] - batch mean) * inv_std[i] (n x
+  // d_{i+1}), inv_std[i] = 1 / sqrt(batch variance + eps), batch_mean / batch_var (biased) per
+  // column, and activated[i], the activation's input (n x d_{i+1}). Empty elsewhere.
+  std::vector<std::vector<float>> normalized;
+  std::vector<std::vector<float>> activated;
+  std::vector<std::vector<float>> inv_std;
+  std::vector<std::vector<float>> batch_mean;
+  std::vector<std::vector<float>> batch_var;
   // masks[i]: dropout mask of Linear i's input, n x d_i (1 kept, 0 dropped); empty when no
   // dropout was drawn.
   std::vector<std::vector<uint8_t>> masks;
@@ -69,9 +87,11 @@ class Mlp {
   Mlp() = default;
   // dims = d_0..d_L (L >= 1, every d_i >= 1); dropout_prob in [0, 1). Weights are drawn
   // Xavier-normal (std sqrt(2 / (in + out)), as the seed's init_weights) from `seed`, biases 0.
-  // INVALID_ARGUMENT naming the value otherwise.
+  // With batch_norm, a BatchNorm1d follows every Linear but the last (as the seed's MLPLayers
+  // with bn): weight 1, bias 0, running mean 0, running variance 1. INVALID_ARGUMENT naming the
+  // value otherwise.
   static absl::StatusOr<Mlp> Create(std::vector<int64_t> dims, Activation activation,
-                                    double dropout_prob, uint64_t seed);
+                                    double dropout_prob, uint64_t seed, bool batch_norm = false);
 
   int64_t input_dim() const { return dims_.front(); }
   int64_t output_dim() const { return dims_.back(); }
@@ -81,15 +101,20 @@ class Mlp {
   double dropout_prob() const { return dropout_prob_; }
   Linear& layer(int i) { return layers_[i]; }
   const Linear& layer(int i) const { return layers_[i]; }
+  bool batch_norm() const { return batch_norm_; }
   // Index of Linear i in the PyTorch nn.Sequential (`mlp_layers.{index}`): every layer but the
-  // last adds Dropout, Linear and the activation module, except for activation none, which the
-  // seed's activation_layer leaves out: 3 * i + 1, or 2 * i + 1 without activation.
-  int TorchModuleIndex(int i) const { return (activation_ == Activation::kNone ? 2 : 3) * i + 1; }
+  // last adds Dropout, Linear, BatchNorm1d (with batch norm) and the activation module (not for
+  // activation none, which the seed's activation_layer leaves out). Its BatchNorm1d is the next
+  // index.
+  int TorchModuleIndex(int i) const {
+    return (2 + (activation_ == Activation::kNone ? 0 : 1) + (batch_norm_ ? 1 : 0)) * i + 1;
+  }
 
   // Inference (no dropout): out (n x output_dim) for x (n x input_dim).
   void Forward(const float* x, int64_t n, float* out, int num_threads) const;
   // Training pass: as Forward, with dropout drawn from *rng when dropout_prob > 0 (rng may be
-  // null: no dropout), keeping in *cache what Backward needs.
+  // null: no dropout) and batch norm on the batch's statistics, keeping in *cache what Backward
+  // needs. Running statistics are not touched: UpdateRunningStats does that.
   void ForwardTrain(const float* x, int64_t n, std::mt19937_64* rng, MlpCache* cache, float* out,
                     int num_threads) const;
   // Backward pass of the last ForwardTrain (cache) for grad_out (n x output_dim) = dLoss/dout:
@@ -97,11 +122,16 @@ class Mlp {
   // (n x input_dim, may be null) to dLoss/dx. Uses the cache's scratch.
   void Backward(MlpCache* cache, const float* grad_out, std::vector<Linear>* grads, float* grad_in,
                 int num_threads) const;
+  // Folds the batch statistics of the last ForwardTrain (cache) into the running ones, as
+  // nn.BatchNorm1d in training: running = (1 - momentum) running + momentum batch, the variance
+  // unbiased (n / (n - 1)). Nothing without batch norm or for a batch of one row.
+  void UpdateRunningStats(const MlpCache& cache);
 
  private:
   std::vector<int64_t> dims_;
   Activation activation_ = Activation::kRelu;
   double dropout_prob_ = 0;
+  bool batch_norm_ = false;
   std::vector<Linear> layers_;
 };
 
@@ -121,6 +151,12 @@ class PackedMlp {
   int64_t output_dim_;
   std::vector<PackedRhs> weights_;          // layer i: W_i packed (out x in)
   std::vector<std::vector<float>> biases_;  // layer i: b_i (out)
+  // Batch-normalised layer i: y = (h - running_mean) * inv_std * bn_weight + bn_bias, with
+  // inv_std = 1 / sqrt(running_var + eps); empty elsewhere.
+  std::vector<std::vector<float>> bn_mean_;
+  std::vector<std::vector<float>> bn_inv_std_;
+  std::vector<std::vector<float>> bn_weight_;
+  std::vector<std::vector<float>> bn_bias_;
 };
 
 // AdamW as torch.optim.AdamW (decoupled weight decay): for every parameter tensor,

@@ -146,6 +146,7 @@ struct TensorRefs {
   std::vector<float*> params;
   std::vector<const float*> grads;
   std::vector<size_t> sizes;
+  int first_codebook = 0;  // index of codebook 0's tensor
 };
 
 TensorRefs Tensors(RqVae* model, const RqVaeGradients& grads) {
@@ -155,15 +156,20 @@ TensorRefs Tensors(RqVae* model, const RqVaeGradients& grads) {
     refs.grads.push_back(g.data());
     refs.sizes.push_back(p.size());
   };
-  for (int i = 0; i < model->encoder().num_layers(); ++i) {
-    add(model->encoder().layer(i).weight, grads.encoder[i].weight);
-    add(model->encoder().layer(i).bias, grads.encoder[i].bias);
-  }
+  const auto add_mlp = [&add](Mlp& mlp, const std::vector<Linear>& g) {
+    for (int i = 0; i < mlp.num_layers(); ++i) {
+      add(mlp.layer(i).weight, g[i].weight);
+      add(mlp.layer(i).bias, g[i].bias);
+      if (!mlp.layer(i).bn_weight.empty()) {
+        add(mlp.layer(i).bn_weight, g[i].bn_weight);
+        add(mlp.layer(i).bn_bias, g[i].bn_bias);
+      }
+    }
+  };
+  add_mlp(model->encoder(), grads.encoder);
+  refs.first_codebook = static_cast<int>(refs.params.size());
   for (int64_t l = 0; l < model->levels(); ++l) add(model->codebook(l), grads.codebooks[l]);
-  for (int i = 0; i < model->decoder().num_layers(); ++i) {
-    add(model->decoder().layer(i).weight, grads.decoder[i].weight);
-    add(model->decoder().layer(i).bias, grads.decoder[i].bias);
-  }
+  add_mlp(model->decoder(), grads.decoder);
   return refs;
 }
 
@@ -340,10 +346,6 @@ absl::Status ValidateRqVaeOptions(const RqVaeOptions& o, int64_t input_dim) {
   if (!(o.dropout_prob >= 0 && o.dropout_prob < 1)) {
     return Invalid("dropout_prob %g: must be in [0, 1)", o.dropout_prob);
   }
-  if (o.bn) {
-    return absl::UnimplementedError(
-        "bn true: BatchNorm layers are not implemented in quantd's RQ-VAE; train with bn false");
-  }
   if (absl::StatusOr<Activation> a = ParseActivation(o.activation); !a.ok()) return a.status();
   if (!(o.lr > 0) || !Finite(o.lr)) return Invalid("lr %g: must be positive and finite", o.lr);
   if (!(o.weight_decay >= 0) || !Finite(o.weight_decay)) {
@@ -369,11 +371,12 @@ absl::StatusOr<RqVae> RqVae::Create(int64_t input_dim, const RqVaeOptions& optio
   RqVae model;
   model.options_ = options;
   std::vector<int64_t> dims = EncoderDims(input_dim, options);
-  absl::StatusOr<Mlp> encoder = Mlp::Create(dims, activation, options.dropout_prob, options.seed);
+  absl::StatusOr<Mlp> encoder =
+      Mlp::Create(dims, activation, options.dropout_prob, options.seed, options.bn);
   if (!encoder.ok()) return encoder.status();
   std::reverse(dims.begin(), dims.end());
   absl::StatusOr<Mlp> decoder =
-      Mlp::Create(dims, activation, options.dropout_prob, options.seed + 1);
+      Mlp::Create(dims, activation, options.dropout_prob, options.seed + 1, options.bn);
   if (!decoder.ok()) return decoder.status();
   model.encoder_ = *std::move(encoder);
   model.decoder_ = *std::move(decoder);
@@ -398,6 +401,13 @@ std::vector<RqVaeParameter> RqVae::Parameters() {
           absl::StrFormat("%s.mlp_layers.%d.", prefix, mlp.TorchModuleIndex(i));
       params.push_back({base + "weight", {layer.out, layer.in}, layer.weight.data()});
       params.push_back({base + "bias", {layer.out}, layer.bias.data()});
+      if (layer.bn_weight.empty()) continue;
+      const std::string bn =
+          absl::StrFormat("%s.mlp_layers.%d.", prefix, mlp.TorchModuleIndex(i) + 1);
+      params.push_back({bn + "weight", {layer.out}, layer.bn_weight.data()});
+      params.push_back({bn + "bias", {layer.out}, layer.bn_bias.data()});
+      params.push_back({bn + "running_mean", {layer.out}, layer.running_mean.data(), true});
+      params.push_back({bn + "running_var", {layer.out}, layer.running_var.data(), true});
     }
   };
   add_mlp("encoder", encoder_);
@@ -542,7 +552,7 @@ absl::StatusOr<RqVaeTrainResult> TrainRqVae(
 
   RqVaeGradients grads;
   AdamW optimizer;
-  const int codebook_tensor0 = 2 * model.encoder().num_layers();
+  int first_codebook = 0;
   std::mt19937_64 rng(options.seed + 3);
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
@@ -587,6 +597,9 @@ absl::StatusOr<RqVaeTrainResult> TrainRqVae(
       codebooks_ready = true;
       // Gradients are refilled in place every step (same sizes), parameters never move.
       const TensorRefs tensors = Tensors(&model, grads);
+      model.encoder().UpdateRunningStats(pass.encoder_cache);
+      model.decoder().UpdateRunningStats(pass.decoder_cache);
+      first_codebook = tensors.first_codebook;
       if (step == 0) {
         AdamWOptions adam;
         adam.weight_decay = options.weight_decay;
@@ -629,7 +642,7 @@ absl::StatusOr<RqVaeTrainResult> TrainRqVae(
           if (usage[l][c] > 0) continue;
           const int64_t row = worst[next++ % batch_rows].second;
           std::copy_n(r.begin() + row * e, e, model.codebook(l).begin() + c * e);
-          optimizer.ResetRow(codebook_tensor0 + static_cast<int>(l), c, e);
+          optimizer.ResetRow(first_codebook + static_cast<int>(l), c, e);
           ++report.revived;
         }
       }

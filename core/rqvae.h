@@ -43,7 +43,8 @@ struct RqVaeOptions {
   std::vector<double> sk_epsilons = {0.0, 0.0, 0.003};
   int sk_iters = 50;
   double dropout_prob = 0.0;
-  // BatchNorm1d between Linear and activation: not implemented; true is refused (UNIMPLEMENTED).
+  // BatchNorm1d after every Linear but the last, before the activation (nn.BatchNorm1d: batch
+  // statistics in training, running ones in inference; momentum 0.1, eps 1e-5).
   bool bn = false;
   // relu, leakyrelu, tanh, sigmoid, gelu or none (the seed's MLPLayers default is relu).
   std::string activation = "relu";
@@ -81,7 +82,6 @@ struct RqVaeOptions {
 // beta or quant_loss_weight < 0 or not finite; dropout_prob outside [0, 1); an unknown
 // activation or lr_scheduler_type; lr <= 0 or not finite; weight_decay < 0; warmup_epochs < 0;
 // epochs < 1; batch_size < 1; kmeans_iters < 1 with kmeans_init; eval_step < 1; num_threads < 0.
-// UNIMPLEMENTED for bn = true.
 absl::Status ValidateRqVaeOptions(const RqVaeOptions& options, int64_t input_dim);
 
 // A named parameter tensor: PyTorch's state-dict name, its shape, its values (row-major).
@@ -89,6 +89,9 @@ struct RqVaeParameter {
   std::string name;  // e.g. "encoder.mlp_layers.1.weight", "rq.vq_layers.0.embedding.weight"
   std::vector<int64_t> shape;  // {out, in} for weights, {out} for biases, {k, e_dim} codebooks
   float* data = nullptr;
+  // A buffer, not trained: batch norm's running_mean and running_var. (The state dict's
+  // num_batches_tracked, an int64 counter nothing here reads, is not listed.)
+  bool buffer = false;
 };
 
 // dLoss / d every parameter, shaped as the model.

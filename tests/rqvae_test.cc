@@ -9,6 +9,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -53,6 +54,7 @@ struct RefParams {
 RefParams ToDouble(RqVae& model) {
   RefParams p;
   for (const RqVaeParameter& t : model.Parameters()) {
+    if (t.buffer) continue;
     int64_t size = 1;
     for (int64_t s : t.shape) size *= s;
     p.tensors.emplace_back(t.data, t.data + size);
@@ -61,21 +63,46 @@ RefParams ToDouble(RqVae& model) {
   return p;
 }
 
-// MLP over tensors [first, first + 2 * layers) (weight out x in, bias out) on rows x (n x in).
-std::vector<double> RefMlp(const RefParams& p, int first, int layers, Activation act,
+// Tensors of an MLP of `layers` Linear layers: weight and bias each, and with bn the batch
+// norm's weight and bias after every layer but the last.
+int MlpTensors(int layers, bool bn) { return 2 * layers + (bn ? 2 * (layers - 1) : 0); }
+
+// MLP over the tensors from `first` (weight out x in, bias out, then batch norm weight and bias
+// with bn, on the batch's statistics) on rows x (n x in).
+std::vector<double> RefMlp(const RefParams& p, int first, int layers, Activation act, bool bn,
                            std::vector<double> x, int64_t n) {
+  int t = first;
   for (int i = 0; i < layers; ++i) {
-    const std::vector<double>& w = p.tensors[first + 2 * i];
-    const std::vector<double>& b = p.tensors[first + 2 * i + 1];
-    const int64_t out = p.shapes[first + 2 * i][0];
-    const int64_t in = p.shapes[first + 2 * i][1];
+    const std::vector<double>& w = p.tensors[t];
+    const std::vector<double>& b = p.tensors[t + 1];
+    const int64_t out = p.shapes[t][0];
+    const int64_t in = p.shapes[t][1];
+    t += 2;
+    const bool last = i + 1 == layers;
     std::vector<double> y(static_cast<size_t>(n * out));
     for (int64_t r = 0; r < n; ++r) {
       for (int64_t o = 0; o < out; ++o) {
         double s = b[o];
         for (int64_t j = 0; j < in; ++j) s += w[o * in + j] * x[r * in + j];
-        y[r * out + o] = i + 1 < layers ? Act(act, s) : s;
+        y[r * out + o] = s;
       }
+    }
+    if (bn && !last) {
+      const std::vector<double>& gamma = p.tensors[t];
+      const std::vector<double>& beta = p.tensors[t + 1];
+      t += 2;
+      for (int64_t o = 0; o < out; ++o) {
+        double mean = 0, var = 0;
+        for (int64_t r = 0; r < n; ++r) mean += y[r * out + o] / n;
+        for (int64_t r = 0; r < n; ++r)
+          var += (y[r * out + o] - mean) * (y[r * out + o] - mean) / n;
+        for (int64_t r = 0; r < n; ++r) {
+          y[r * out + o] = (y[r * out + o] - mean) / std::sqrt(var + 1e-5) * gamma[o] + beta[o];
+        }
+      }
+    }
+    if (!last) {
+      for (double& v : y) v = Act(act, v);
     }
     x = std::move(y);
   }
@@ -100,15 +127,16 @@ struct RefModel {
   int encoder_layers;
   int64_t levels, e, n;
   Activation act;
+  bool bn;
   double beta, weight;
   std::vector<double> x;
   std::vector<int32_t> codes;
 
   std::vector<double> Latent(const RefParams& p) const {
-    return RefMlp(p, 0, encoder_layers, act, x, n);
+    return RefMlp(p, 0, encoder_layers, act, bn, x, n);
   }
   std::vector<double> Codeword(const RefParams& p, int64_t l) const {
-    const std::vector<double>& cb = p.tensors[2 * encoder_layers + l];
+    const std::vector<double>& cb = p.tensors[MlpTensors(encoder_layers, bn) + l];
     std::vector<double> q(static_cast<size_t>(n * e));
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t j = 0; j < e; ++j) q[i * e + j] = cb[codes[i * levels + l] * e + j];
@@ -139,7 +167,8 @@ struct RefModel {
     std::vector<double> dec_in(z.size());
     for (size_t j = 0; j < z.size(); ++j) dec_in[j] = z[j] + s.offset[j];
     const std::vector<double> out =
-        RefMlp(p, 2 * encoder_layers + static_cast<int>(levels), encoder_layers, act, dec_in, n);
+        RefMlp(p, MlpTensors(encoder_layers, bn) + static_cast<int>(levels), encoder_layers, act,
+               bn, dec_in, n);
     double quant = 0;
     for (int64_t l = 0; l < levels; ++l) {
       const std::vector<double> q = Codeword(p, l);
@@ -149,7 +178,7 @@ struct RefModel {
   }
 };
 
-class GradientTest : public ::testing::TestWithParam<const char*> {};
+class GradientTest : public ::testing::TestWithParam<std::tuple<const char*, bool>> {};
 
 TEST_P(GradientTest, EveryParameterMatchesCentralDifferences) {
   RqVaeOptions options;
@@ -159,7 +188,9 @@ TEST_P(GradientTest, EveryParameterMatchesCentralDifferences) {
   options.sk_epsilons = {};
   options.beta = 0.4;
   options.quant_loss_weight = 0.7;
-  options.activation = GetParam();
+  const auto [activation, bn] = GetParam();
+  options.activation = activation;
+  options.bn = bn;
   options.seed = 17;
   const int64_t d = 6;
   const int64_t n = 7;
@@ -186,7 +217,8 @@ TEST_P(GradientTest, EveryParameterMatchesCentralDifferences) {
                .levels = 2,
                .e = 3,
                .n = n,
-               .act = *ParseActivation(GetParam()),
+               .act = *ParseActivation(activation),
+               .bn = bn,
                .beta = 0.4,
                .weight = 0.7,
                .x = std::vector<double>(x.begin(), x.end()),
@@ -197,16 +229,21 @@ TEST_P(GradientTest, EveryParameterMatchesCentralDifferences) {
 
   // Analytic gradients in Parameters() order.
   std::vector<const std::vector<float>*> analytic;
-  for (const Linear& g : grads.encoder) {
-    analytic.push_back(&g.weight);
-    analytic.push_back(&g.bias);
-  }
+  const auto add = [&analytic](const std::vector<Linear>& grads) {
+    for (const Linear& g : grads) {
+      analytic.push_back(&g.weight);
+      analytic.push_back(&g.bias);
+      if (!g.bn_weight.empty()) {
+        analytic.push_back(&g.bn_weight);
+        analytic.push_back(&g.bn_bias);
+      }
+    }
+  };
+  add(grads.encoder);
   for (const std::vector<float>& g : grads.codebooks) analytic.push_back(&g);
-  for (const Linear& g : grads.decoder) {
-    analytic.push_back(&g.weight);
-    analytic.push_back(&g.bias);
-  }
-  const std::vector<RqVaeParameter> names = model.Parameters();
+  add(grads.decoder);
+  std::vector<RqVaeParameter> names = model.Parameters();
+  std::erase_if(names, [](const RqVaeParameter& t) { return t.buffer; });
   ASSERT_EQ(analytic.size(), p.tensors.size());
   const double h = 1e-6;
   int checked = 0;
@@ -223,18 +260,52 @@ TEST_P(GradientTest, EveryParameterMatchesCentralDifferences) {
       const double fd = (up - down) / (2 * h);
       largest = std::max(largest, std::abs(fd));
       EXPECT_NEAR((*analytic[t])[j], fd, 1e-2 * std::abs(fd) + 2e-6)
-          << names[t].name << "[" << j << "] activation " << GetParam();
+          << names[t].name << "[" << j << "] activation " << activation << " bn " << bn;
       ++checked;
     }
-    // Every tensor takes part in the loss (a zero gradient would check nothing).
-    EXPECT_GT(largest, 1e-4) << names[t].name;
+    // Every tensor takes part in the loss (a zero gradient would check nothing), except a bias
+    // the next batch norm cancels exactly: a Linear's followed by one, and without activation a
+    // batch norm's whose next Linear is followed by one (a shift through linear maps).
+    const auto one_d = [&names](size_t i) {
+      return i < names.size() && names[i].shape.size() == 1;
+    };
+    const bool cancelled = bn && absl::EndsWith(names[t].name, ".bias") &&
+                           (one_d(t + 1) || (std::string(activation) == "none" && t > 0 &&
+                                             one_d(t - 1) && one_d(t + 3)));
+    if (!cancelled) EXPECT_GT(largest, 1e-4) << names[t].name;
   }
-  EXPECT_EQ(checked,
-            6 * 5 + 5 + 5 * 4 + 4 + 4 * 3 + 3 + 4 * 3 + 3 * 3 + 3 * 4 + 4 + 4 * 5 + 5 + 5 * 6 + 6);
+  EXPECT_EQ(checked, 6 * 5 + 5 + 5 * 4 + 4 + 4 * 3 + 3 + 4 * 3 + 3 * 3 + 3 * 4 + 4 + 4 * 5 + 5 +
+                         5 * 6 + 6 + (bn ? 2 * (5 + 4) + 2 * (4 + 5) : 0));
 }
 
-INSTANTIATE_TEST_SUITE_P(Activations, GradientTest,
-                         ::testing::Values("relu", "leakyrelu", "tanh", "sigmoid", "gelu", "none"));
+INSTANTIATE_TEST_SUITE_P(ActivationsAndBatchNorm, GradientTest,
+                         ::testing::Combine(::testing::Values("relu", "leakyrelu", "tanh",
+                                                              "sigmoid", "gelu", "none"),
+                                            ::testing::Bool()));
+
+TEST(RqVaeTest, BatchNormRunningStatisticsServeInference) {
+  absl::StatusOr<Mlp> created = Mlp::Create({3, 4, 2}, Activation::kTanh, 0.0, 5, true);
+  ASSERT_TRUE(created.ok());
+  Mlp mlp = *std::move(created);
+  ASSERT_EQ(mlp.layer(0).running_var.size(), 4u);
+  EXPECT_TRUE(mlp.layer(1).bn_weight.empty());  // none after the last layer
+  EXPECT_EQ(mlp.TorchModuleIndex(1), 5);        // Dropout, Linear, BatchNorm1d, Tanh, Dropout
+  const std::vector<float> x = {0.3f, -1.2f, 0.8f, 0.1f, -0.4f, 0.9f, 1.5f, -0.7f, 0.2f};
+  MlpCache cache;
+  std::vector<float> trained(6);
+  mlp.ForwardTrain(x.data(), 3, nullptr, &cache, trained.data(), 1);
+  mlp.UpdateRunningStats(cache);
+  for (int c = 0; c < 4; ++c) {
+    EXPECT_FLOAT_EQ(mlp.layer(0).running_mean[c], 0.1f * cache.batch_mean[0][c]);
+    EXPECT_FLOAT_EQ(mlp.layer(0).running_var[c], 0.9f + 0.1f * cache.batch_var[0][c] * 1.5f);
+  }
+  // Inference with running statistics equal to the batch's gives the training output.
+  mlp.layer(0).running_mean = cache.batch_mean[0];
+  mlp.layer(0).running_var = cache.batch_var[0];
+  std::vector<float> inferred(6);
+  mlp.Forward(x.data(), 3, inferred.data(), 1);
+  for (int j = 0; j < 6; ++j) EXPECT_NEAR(inferred[j], trained[j], 1e-5) << j;
+}
 
 TEST(RqVaeTest, DropoutBackwardMatchesItsMask) {
   // With dropout, ForwardTrain's output and Backward's input gradient are those of the masked
@@ -539,6 +610,22 @@ TEST(RqVaeTrainTest, SameSeedSameModelWhateverTheThreads) {
   }
 }
 
+TEST(RqVaeTrainTest, TrainsWithBatchNorm) {
+  const Matrix data = Beauty(1500);
+  RqVaeOptions options = SmallOptions();
+  // Steps enough for the running statistics (momentum 0.1, from variance 1) to reach the
+  // batches' (these embeddings' variance is ~0.003): evaluation runs on them.
+  options.epochs = 8;
+  options.batch_size = 128;
+  options.bn = true;
+  auto trained = TrainRqVae(data.values.data(), data.rows, data.dim, options);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_LT(trained->epochs.back().loss.recon, 0.1 * trained->epochs.front().loss.recon);
+  EXPECT_GE(trained->epochs.back().codes_used[0], 28);
+  // Training moved the running statistics away from their initial 0 / 1.
+  EXPECT_NE(trained->model.encoder().layer(0).running_mean[0], 0.0f);
+}
+
 TEST(RqVaeTrainTest, KeepsTheBestCollisionEpoch) {
   const Matrix data = Beauty(1500);
   RqVaeOptions options = SmallOptions();
@@ -574,6 +661,20 @@ TEST(RqVaeTest, ParametersCarryTorchNamesAndShapes) {
   EXPECT_EQ(params[13].shape, (std::vector<int64_t>{64, 32}));
   EXPECT_EQ(params[22].name, "decoder.mlp_layers.13.bias");
   EXPECT_EQ(params[22].shape, (std::vector<int64_t>{32}));
+  // With batch norm: Dropout, Linear, BatchNorm1d, ReLU per layer; the running statistics are
+  // listed as buffers.
+  options.bn = true;
+  auto normed = RqVae::Create(32, options);
+  ASSERT_TRUE(normed.ok()) << normed.status();
+  const std::vector<RqVaeParameter> bn_params = normed->Parameters();
+  ASSERT_EQ(bn_params.size(), 2u * (10 + 4 * 4) + 3);
+  EXPECT_EQ(bn_params[2].name, "encoder.mlp_layers.2.weight");
+  EXPECT_EQ(bn_params[5].name, "encoder.mlp_layers.2.running_var");
+  EXPECT_TRUE(bn_params[5].buffer);
+  EXPECT_FALSE(bn_params[3].buffer);
+  EXPECT_EQ(bn_params[6].name, "encoder.mlp_layers.5.weight");
+  EXPECT_EQ(bn_params.back().name, "decoder.mlp_layers.17.bias");
+  options.bn = false;
   // Without an activation module the seed's Sequential is Dropout, Linear, Dropout, Linear...
   options.activation = "None";
   auto plain = RqVae::Create(32, options);
@@ -640,11 +741,6 @@ TEST(RqVaeTest, InvalidOptionsNameTheField) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.field << ": " << s;
     EXPECT_TRUE(absl::StrContains(s.message(), c.field)) << c.field << ": " << s;
   }
-  RqVaeOptions bn;
-  bn.bn = true;
-  const absl::Status s = RqVae::Create(32, bn).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_TRUE(absl::StrContains(s.message(), "bn true")) << s;
   // k-means on a first batch smaller than a codebook.
   RqVaeOptions small_batch;
   small_batch.batch_size = 100;
