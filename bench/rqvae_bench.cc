@@ -7,7 +7,8 @@
 // Flags (defaults in brackets): --data=Beauty|Instruments [Beauty], --rows=N [all],
 // --epochs [100], --layers=512,256,128,64, --e_dim [32], --levels [3], --k [256],
 // --batch [1024], --lr [1e-3], --warmup [10], --sk_last [0.003], --threads [1],
-// --eval_step [10], --large_scale_kmeans [0], --revive [1], --bn [0].
+// --eval_step [10], --large_scale_kmeans [0], --revive [1], --bn [0],
+// --keep=last|loss|collision|usage [last] (the evaluated epoch whose model is measured after).
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -79,6 +80,18 @@ Flags Parse(int argc, char** argv) {
       f.options.eval_step = static_cast<int>(i64);
     } else if (key == "--large_scale_kmeans" && is_int) {
       f.options.large_scale_kmeans = i64 != 0;
+    } else if (key == "--keep") {
+      if (value == "last") {
+        f.options.keep = RqVaeOptions::Keep::kLast;
+      } else if (value == "loss") {
+        f.options.keep = RqVaeOptions::Keep::kBestLoss;
+      } else if (value == "collision") {
+        f.options.keep = RqVaeOptions::Keep::kBestCollision;
+      } else if (value == "usage") {
+        f.options.keep = RqVaeOptions::Keep::kBestUsage;
+      } else {
+        Die("--keep: last, loss, collision or usage");
+      }
     } else if (key == "--bn" && is_int) {
       f.options.bn = i64 != 0;
     } else if (key == "--revive" && is_int) {
@@ -167,6 +180,7 @@ int Main(int argc, char** argv) {
   const double total = SecondsSince(start);
   double train_seconds = 0;
   for (const RqVaeEpochReport& r : trained->epochs) train_seconds += r.seconds;
+  std::printf("kept the model of epoch %d\n", trained->model_epoch);
   const double per_epoch = train_seconds / static_cast<double>(trained->epochs.size());
   std::printf("training: %.1f s in all, %.3f s per epoch (steps only), %.0f samples/s\n", total,
               per_epoch, static_cast<double>(data.rows) / per_epoch);
