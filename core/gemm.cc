@@ -155,18 +155,43 @@ absl::string_view GemmKernelName(GemmKernel kernel) {
 
 PackedRhs::PackedRhs(const float* c, int64_t k, int64_t d, GemmKernel kernel)
     : k_(k), d_(d), kernel_(kernel) {
+  Repack(c, k, d);
+}
+
+void PackedRhs::Repack(const float* c, int64_t k, int64_t d) { Pack(c, k, d, false); }
+
+void PackedRhs::RepackTransposed(const float* c_t, int64_t k, int64_t d) { Pack(c_t, k, d, true); }
+
+// source is c (k x d), or c^T (d x k) when transposed.
+void PackedRhs::Pack(const float* source, int64_t k, int64_t d, bool transposed) {
+  k_ = k;
+  d_ = d;
   if (kernel_ == GemmKernel::kPortable) {
-    packed_.assign(c, c + k * d);
+    packed_.resize(static_cast<size_t>(k * d));
+    if (transposed) {
+      Eigen::Map<RowMatrix>(packed_.data(), k, d) =
+          Eigen::Map<const RowMatrix>(source, d, k).transpose();
+    } else {
+      std::copy(source, source + k * d, packed_.begin());
+    }
     return;
   }
   nr_ = kernel_ == GemmKernel::kAvx512 ? 32 : 16;
   const int64_t panels = (k + nr_ - 1) / nr_;
-  packed_.assign(static_cast<size_t>(panels * d * nr_), 0.0f);
+  packed_.resize(static_cast<size_t>(panels * d * nr_));
   for (int64_t j = 0; j < panels; ++j) {
     float* panel = packed_.data() + j * d * nr_;
-    for (int64_t t = 0; t < nr_ && j * nr_ + t < k; ++t) {
-      const float* row = c + (j * nr_ + t) * d;
-      for (int64_t p = 0; p < d; ++p) panel[p * nr_ + t] = row[p];
+    const int64_t cols = std::min(nr_, k - j * nr_);
+    if (cols < nr_) std::fill(panel, panel + d * nr_, 0.0f);  // zero padding past row k
+    if (transposed) {
+      for (int64_t p = 0; p < d; ++p) {
+        std::copy_n(source + p * k + j * nr_, cols, panel + p * nr_);
+      }
+    } else {
+      for (int64_t t = 0; t < cols; ++t) {
+        const float* row = source + (j * nr_ + t) * d;
+        for (int64_t p = 0; p < d; ++p) panel[p * nr_ + t] = row[p];
+      }
     }
   }
 }

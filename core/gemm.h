@@ -28,6 +28,13 @@ absl::string_view GemmKernelName(GemmKernel kernel);
 class PackedRhs {
  public:
   PackedRhs(const float* c, int64_t k, int64_t d, GemmKernel kernel = BestGemmKernel());
+  // Packs c (k x d) in place of what this object held, keeping its storage: no allocation once
+  // it has held a matrix as large (the dense layers repack their changing weights every step).
+  void Repack(const float* c, int64_t k, int64_t d);
+  // As Repack for c given transposed: c_t is d x k row-major (so c = c_t^T). Packing from c_t
+  // copies contiguous runs, and spares the caller a transpose (products a . b with b stored as
+  // it is).
+  void RepackTransposed(const float* c_t, int64_t k, int64_t d);
 
   int64_t k() const { return k_; }
   int64_t d() const { return d_; }
@@ -40,6 +47,7 @@ class PackedRhs {
   int64_t k_;
   int64_t d_;
   GemmKernel kernel_;
+  void Pack(const float* source, int64_t k, int64_t d, bool transposed);
   int64_t nr_ = 0;             // panel width of the kernel
   std::vector<float> packed_;  // panels for the vector kernels; a copy of c for the portable one
 };
