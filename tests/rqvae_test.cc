@@ -229,8 +229,8 @@ TEST_P(GradientTest, EveryParameterMatchesCentralDifferences) {
 
   // Analytic gradients in Parameters() order.
   std::vector<const std::vector<float>*> analytic;
-  const auto add = [&analytic](const std::vector<Linear>& grads) {
-    for (const Linear& g : grads) {
+  const auto add = [&analytic](const std::vector<Linear>& layers) {
+    for (const Linear& g : layers) {
       analytic.push_back(&g.weight);
       analytic.push_back(&g.bias);
       if (!g.bn_weight.empty()) {
@@ -272,7 +272,9 @@ TEST_P(GradientTest, EveryParameterMatchesCentralDifferences) {
     const bool cancelled = bn && absl::EndsWith(names[t].name, ".bias") &&
                            (one_d(t + 1) || (std::string(activation) == "none" && t > 0 &&
                                              one_d(t - 1) && one_d(t + 3)));
-    if (!cancelled) EXPECT_GT(largest, 1e-4) << names[t].name;
+    if (!cancelled) {
+      EXPECT_GT(largest, 1e-4) << names[t].name;
+    }
   }
   EXPECT_EQ(checked, 6 * 5 + 5 + 5 * 4 + 4 + 4 * 3 + 3 + 4 * 3 + 3 * 3 + 3 * 4 + 4 + 4 * 5 + 5 +
                          5 * 6 + 6 + (bn ? 2 * (5 + 4) + 2 * (4 + 5) : 0));
