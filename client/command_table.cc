@@ -144,6 +144,24 @@ Reads stored vectors. Prints one line per item (first values only) or, with --js
 )",
        {"ids"},
        GetCommand},
+      {"list-items",
+       Section::kCollections,
+       "NAME [--page-size N] [--page-token T | --all] [--with-vectors] [--with-sids]",
+       "page through items in id order",
+       R"(Usage: quantctl list-items NAME [--page-size N] [--page-token T | --all] [--with-vectors]
+                          [--with-sids [--version V]]
+
+Lists items in id order, one page (or with --all every page), one line per item: its id, with
+--with-vectors its first values, with --with-sids its semantic ID. After a page that is not the
+last it prints the token of the next one. With --json, the ListItems responses.
+  --page-size N    items per page, 1..10000 (default 1000)
+  --page-token T   continue after the page that gave this token
+  --all            every page from the start (or from --page-token)
+  --with-vectors   with each item's vector
+  --with-sids      with each item's SID under --version (default: the active tokenizer)
+)",
+       {"page-size", "page-token", "all", "with-vectors", "with-sids", "version"},
+       ListItemsCommand},
       {"delete",
        Section::kCollections,
        "NAME ID... | --ids FILE",

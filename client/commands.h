@@ -29,6 +29,7 @@ absl::Status DescribeCommand(Cli& cli);
 absl::Status DropCommand(Cli& cli);
 absl::Status UpsertCommand(Cli& cli);
 absl::Status GetCommand(Cli& cli);
+absl::Status ListItemsCommand(Cli& cli);
 absl::Status DeleteCommand(Cli& cli);
 absl::Status InspectCommand(Cli& cli);
 

@@ -241,6 +241,56 @@ absl::Status GetCommand(Cli& cli) {
   return absl::OkStatus();
 }
 
+absl::Status ListItemsCommand(Cli& cli) {
+  const Args& args = cli.args();
+  if (auto s = cli.NeedPositional(1, "a collection NAME"); !s.ok()) return s;
+  auto page_size = IntOption(args, "page-size", 0);
+  if (!page_size.ok()) return page_size.status();
+  if (*page_size < 1 && args.Has("page-size")) {
+    return cli.Usage(absl::StrFormat("--page-size %d is below 1", *page_size));
+  }
+  auto version = VersionOption(cli);
+  if (!version.ok()) return version.status();
+  if (args.Has("version") && !args.Has("with-sids")) {
+    return cli.Usage("--version needs --with-sids");
+  }
+  v1::ListItemsRequest request;
+  request.set_collection(args.positional[1]);
+  request.set_page_size(static_cast<uint32_t>(std::min<int64_t>(*page_size, UINT32_MAX)));
+  request.set_page_token(args.Get("page-token"));
+  request.set_with_vectors(args.Has("with-vectors"));
+  request.set_with_sids(args.Has("with-sids"));
+  request.set_tokenizer_version(*version);
+  while (true) {
+    v1::ListItemsResponse page;
+    if (auto s = cli.Call(&v1::Quantd::Stub::ListItems, request, &page); !s.ok()) return s;
+    if (cli.json()) {
+      PrintJson(page);
+    } else {
+      const int d = static_cast<int>(page.dimension());
+      for (int i = 0; i < page.ids_size(); ++i) {
+        std::string line = absl::StrCat(page.ids(i));
+        if (request.with_vectors()) {
+          std::vector<std::string> shown;
+          for (int j = 0; j < std::min(d, 8); ++j) {
+            shown.push_back(absl::StrFormat("%.6g", page.vectors(i * d + j)));
+          }
+          absl::StrAppend(&line, "\t[", absl::StrJoin(shown, ", "), d > 8 ? ", ...]" : "]");
+        }
+        if (request.with_sids()) absl::StrAppend(&line, "\t", page.sids(i).tokens());
+        std::printf("%s\n", line.c_str());
+      }
+    }
+    if (page.next_page_token().empty()) break;
+    if (!args.Has("all")) {
+      if (!cli.json()) std::printf("next page: --page-token %s\n", page.next_page_token().c_str());
+      break;
+    }
+    request.set_page_token(page.next_page_token());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status DeleteCommand(Cli& cli) {
   auto request = ItemsRequest<v1::DeleteItemsRequest>(cli);
   if (!request.ok()) return request.status();

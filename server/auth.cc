@@ -24,20 +24,12 @@ namespace {
 
 // The RPCs that change nothing. Every other method of quantd.v1.Quantd needs the write role.
 const absl::flat_hash_set<absl::string_view>& ReadMethods() {
-  static const auto* methods = new absl::flat_hash_set<absl::string_view>{"Encode",
-                                                                          "Search",
-                                                                          "GetStats",
-                                                                          "Lookup",
-                                                                          "GetItems",
-                                                                          "ListCollections",
-                                                                          "DescribeCollection",
-                                                                          "GetJob",
-                                                                          "ListJobs",
-                                                                          "ExportSids",
-                                                                          "ListTokenizerVersions",
-                                                                          "MapSids",
-                                                                          "NextCodes",
-                                                                          "ExportTokenizer"};
+  // clang-format off
+  static const auto* methods = new absl::flat_hash_set<absl::string_view>{
+      "Encode", "Search", "GetStats", "Lookup", "GetItems", "ListItems", "ListCollections",
+      "DescribeCollection", "GetJob", "ListJobs", "ExportSids", "ListTokenizerVersions",
+      "MapSids", "NextCodes", "ExportTokenizer"};
+  // clang-format on
   return *methods;
 }
 

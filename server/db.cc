@@ -127,6 +127,12 @@ absl::Status Db::ScanPrefix(ColumnFamily family, absl::string_view prefix, Visit
 
 absl::Status Db::ScanPrefix(ColumnFamily family, absl::string_view prefix, size_t limit,
                             bool* truncated, Visitor visit) const {
+  return ScanPrefixFrom(family, prefix, prefix, limit, truncated, visit);
+}
+
+absl::Status Db::ScanPrefixFrom(ColumnFamily family, absl::string_view prefix,
+                                absl::string_view start, size_t limit, bool* truncated,
+                                Visitor visit) const {
   const std::string end = PrefixEnd(prefix);
   rocksdb::Slice upper(end);
   rocksdb::ReadOptions read_options;
@@ -134,7 +140,8 @@ absl::Status Db::ScanPrefix(ColumnFamily family, absl::string_view prefix, size_
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handle(family)));
   size_t visited = 0;
   if (truncated != nullptr) *truncated = false;
-  for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size())); it->Valid(); it->Next()) {
+  const absl::string_view first = std::max(prefix, start);
+  for (it->Seek(rocksdb::Slice(first.data(), first.size())); it->Valid(); it->Next()) {
     const rocksdb::Slice key = it->key();
     if (end.empty() && !key.starts_with(rocksdb::Slice(prefix.data(), prefix.size()))) break;
     if (visited == limit) {

@@ -80,6 +80,10 @@ class Db {
   absl::Status ScanPrefix(ColumnFamily family, absl::string_view prefix, Visitor visit) const;
   absl::Status ScanPrefix(ColumnFamily family, absl::string_view prefix, size_t limit,
                           bool* truncated, Visitor visit) const;
+  // As ScanPrefix, from the first key >= `start` (keys under `prefix` only).
+  absl::Status ScanPrefixFrom(ColumnFamily family, absl::string_view prefix,
+                              absl::string_view start, size_t limit, bool* truncated,
+                              Visitor visit) const;
 
   // Adds to `batch` the removal of [begin, end) in every family except meta.
   void AddDeleteRows(absl::string_view begin, absl::string_view end,

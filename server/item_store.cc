@@ -98,6 +98,31 @@ absl::StatusOr<ItemStore::Found> ItemStore::Get(const CollectionInfo& info,
   return found;
 }
 
+absl::StatusOr<ItemStore::Found> ItemStore::Page(const CollectionInfo& info,
+                                                 std::optional<uint64_t> after, int64_t limit,
+                                                 bool with_vectors, bool* more) const {
+  Found found;
+  *more = false;
+  if (after == UINT64_MAX) return found;  // nothing can follow the largest id
+  const std::string start = keys::ItemKey(info.id, after ? *after + 1 : 0);
+  const size_t row_bytes = RowBytes(info.dimension);
+  absl::Status status = db_->ScanPrefixFrom(
+      ColumnFamily::kVectors, keys::CollectionBegin(info.id), start, static_cast<size_t>(limit),
+      more, [&](absl::string_view key, absl::string_view value) -> absl::Status {
+        const uint64_t id = keys::ItemIdOf(key);
+        if (value.size() != row_bytes) return WrongSize(info, id, value.size());
+        found.ids.push_back(id);
+        if (with_vectors) {
+          const size_t offset = found.vectors.size();
+          found.vectors.resize(offset + static_cast<size_t>(info.dimension));
+          std::memcpy(found.vectors.data() + offset, value.data(), row_bytes);
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  return found;
+}
+
 bool ItemStore::Fetch(uint32_t cid, int64_t d, uint64_t id, float* out) const {
   auto value = db_->Get(ColumnFamily::kVectors, keys::ItemKey(cid, id), "read item");
   if (!value.ok() || !value->has_value() || (*value)->size() != RowBytes(d)) return false;

@@ -5,6 +5,7 @@
 #define QUANTD_SERVER_ITEM_STORE_H_
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -51,6 +52,12 @@ class ItemStore {
   };
   // The vectors of `ids` (distinct). DATA_LOSS for a stored vector of the wrong size.
   absl::StatusOr<Found> Get(const CollectionInfo& info, absl::Span<const uint64_t> ids) const;
+
+  // Up to `limit` items with ids above `after` (all when nullopt), ascending, with their
+  // vectors when `with_vectors`; `*more` tells whether items follow. DATA_LOSS for a vector of
+  // the wrong size.
+  absl::StatusOr<Found> Page(const CollectionInfo& info, std::optional<uint64_t> after,
+                             int64_t limit, bool with_vectors, bool* more) const;
 
   // The vector of item `id` into out (d floats); false if it is not stored (or malformed).
   bool Fetch(uint32_t cid, int64_t d, uint64_t id, float* out) const;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "server/index.h"
 #include "server/keys.h"
+#include "server/page_token.h"
 #include "server/tokenizer.h"
 #include "server/tokenizers.h"
 
@@ -234,6 +235,38 @@ absl::StatusOr<ItemService::GetResult> ItemService::Get(absl::string_view name,
   if (!found.ok()) return found.status();
   return GetResult{info->dimension, std::move(found->ids), std::move(found->vectors),
                    std::move(found->missing)};
+}
+
+absl::StatusOr<ItemService::Page> ItemService::List(absl::string_view name, uint32_t page_size,
+                                                    absl::string_view page_token,
+                                                    bool with_vectors) const {
+  auto info = registry_->Describe(name);
+  if (!info.ok()) return info.status();
+  if (page_size > kMaxPageSize) {
+    return absl::InvalidArgumentError(absl::StrFormat("page_size %d is outside 1..%d (0: %d)",
+                                                      page_size, kMaxPageSize, kDefaultPageSize));
+  }
+  std::optional<uint64_t> after;
+  if (!page_token.empty()) {
+    auto last = DecodePageToken(page_token, info->id, name);
+    if (!last.ok()) return last.status();
+    after = *last;
+  }
+  int64_t limit = page_size == 0 ? kDefaultPageSize : page_size;
+  if (with_vectors) {
+    const int64_t row_bytes = info->dimension * static_cast<int64_t>(sizeof(float));
+    limit = std::max<int64_t>(1, std::min(limit, kMaxPageVectorBytes / row_bytes));
+  }
+  bool more = false;
+  auto found = items_->Page(*info, after, limit, with_vectors, &more);
+  if (!found.ok()) return found.status();
+  Page page;
+  page.collection_id = info->id;
+  page.dimension = info->dimension;
+  page.ids = std::move(found->ids);
+  page.vectors = std::move(found->vectors);
+  if (more && !page.ids.empty()) page.next_page_token = EncodePageToken(info->id, page.ids.back());
+  return page;
 }
 
 absl::StatusOr<ItemSet> ItemService::LoadItems(absl::string_view name) const {

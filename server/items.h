@@ -27,6 +27,11 @@ inline constexpr size_t kMaxIdsPerCall = 1 << 20;
 // The distinct ids of `ids` in first-occurrence order.
 std::vector<uint64_t> DistinctIds(absl::Span<const uint64_t> ids);
 
+// ListItems pages: default and largest page size, and the most vector bytes in one page.
+inline constexpr uint32_t kDefaultPageSize = 1000;
+inline constexpr uint32_t kMaxPageSize = 10000;
+inline constexpr int64_t kMaxPageVectorBytes = int64_t{48} << 20;
+
 class ItemService {
  public:
   // Every pointer outlives the service.
@@ -64,6 +69,20 @@ class ItemService {
     std::vector<uint64_t> missing;  // not stored, in request order, each once
   };
   absl::StatusOr<GetResult> Get(absl::string_view collection, absl::Span<const uint64_t> ids) const;
+
+  // One page of ListItems: ids in ascending order after the position `page_token` names (empty:
+  // the start), at most page_size (0: kDefaultPageSize; 1..kMaxPageSize; fewer when their
+  // vectors would pass kMaxPageVectorBytes), with vectors when asked; next_page_token is empty
+  // after the last item.
+  struct Page {
+    uint32_t collection_id = 0;
+    int64_t dimension = 0;
+    std::vector<uint64_t> ids;
+    std::vector<float> vectors;  // with_vectors: ids.size() x dimension
+    std::string next_page_token;
+  };
+  absl::StatusOr<Page> List(absl::string_view collection, uint32_t page_size,
+                            absl::string_view page_token, bool with_vectors) const;
 
   // Every item of the collection from one consistent snapshot, in id order (training input).
   absl::StatusOr<ItemSet> LoadItems(absl::string_view collection) const;

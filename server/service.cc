@@ -109,6 +109,11 @@ QuantdService::QuantdService(Storage* storage, JobManager* jobs, Metrics* metric
       [](const v1::GetItemsRequest& request, const v1::GetItemsResponse&) {
         return static_cast<double>(request.ids_size());
       });
+  Unary<v1::ListItemsRequest, v1::ListItemsResponse>(
+      "ListItems", RunOn::kCallThread, std::bind(&QuantdService::HandleListItems, this, _1, _2),
+      [](const v1::ListItemsRequest&, const v1::ListItemsResponse& response) {
+        return static_cast<double>(response.ids_size());
+      });
   Unary<v1::TrainTokenizerRequest, v1::Job>(
       "TrainTokenizer", RunOn::kCallThread,
       std::bind(&QuantdService::HandleTrainTokenizer, this, _1, _2));
@@ -246,6 +251,48 @@ StreamSession<v1::UpsertRequest, v1::UpsertResponse> QuantdService::NewUpsertSes
     response->set_item_count(result->item_count);
     return absl::OkStatus();
   };
+}
+
+absl::Status QuantdService::HandleListItems(const v1::ListItemsRequest& request,
+                                            v1::ListItemsResponse* response) {
+  if (!request.with_sids() && request.tokenizer_version() != 0) {
+    return absl::InvalidArgumentError("tokenizer_version applies with with_sids only");
+  }
+  auto page = storage_->items().List(request.collection(), request.page_size(),
+                                     request.page_token(), request.with_vectors());
+  if (!page.ok()) return page.status();
+  std::vector<size_t> rows(page->ids.size());  // rows of the page that are answered
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = i;
+  SidList sids;
+  if (request.with_sids()) {
+    auto encoded = sids_.Encode(request.collection(), page->ids, {}, request.tokenizer_version());
+    if (!encoded.ok()) return encoded.status();
+    sids = std::move(encoded->by_id);
+    // Items deleted since the page was read have no SID: they are left out (they are gone).
+    rows.clear();
+    for (size_t i = 0, j = 0; i < page->ids.size() && j < sids.ids.size(); ++i) {
+      if (page->ids[i] == sids.ids[j]) {
+        rows.push_back(i);
+        ++j;
+      }
+    }
+  }
+  const int64_t d = page->dimension;
+  response->set_dimension(static_cast<uint32_t>(d));
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const size_t i = rows[r];
+    response->add_ids(page->ids[i]);
+    if (request.with_vectors()) {
+      response->mutable_vectors()->Add(page->vectors.begin() + static_cast<int64_t>(i) * d,
+                                       page->vectors.begin() + static_cast<int64_t>(i + 1) * d);
+    }
+    if (request.with_sids()) {
+      FillSid(sids.codes.data() + r * sids.levels, sids.levels, sids.suffixes[r],
+              response->add_sids());
+    }
+  }
+  response->set_next_page_token(page->next_page_token);
+  return absl::OkStatus();
 }
 
 absl::Status QuantdService::HandleTrainTokenizer(const v1::TrainTokenizerRequest& request,

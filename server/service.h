@@ -48,6 +48,8 @@ class QuantdService final : public GuardedService<v1::Quantd> {
   absl::Status HandleDeleteItems(const v1::DeleteItemsRequest& request,
                                  v1::DeleteItemsResponse* response);
   absl::Status HandleGetItems(const v1::GetItemsRequest& request, v1::GetItemsResponse* response);
+  absl::Status HandleListItems(const v1::ListItemsRequest& request,
+                               v1::ListItemsResponse* response);
   absl::Status HandleTrainTokenizer(const v1::TrainTokenizerRequest& request, v1::Job* response);
   absl::Status HandleEncode(const v1::EncodeRequest& request, v1::EncodeResponse* response);
   absl::Status HandleLookup(const v1::LookupRequest& request, v1::LookupResponse* response);

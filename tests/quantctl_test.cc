@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "client/commands.h"
 #include "gtest/gtest.h"
 #include "tests/process_support.h"
@@ -71,6 +72,33 @@ TEST_F(QuantctlTest, HealthExitsZeroOnlyWhenServing) {
   server_->Signal(SIGKILL);
   server_->Wait();
   EXPECT_EQ(RunQuantctl(address_, "health --timeout 2", &out), 1) << out;
+}
+
+TEST_F(QuantctlTest, ListItemsPagesWithTokensVectorsAndSids) {
+  const std::string sift = DataFile("sift5k/sift5k_base.fvecs");
+  std::string out;
+  ASSERT_EQ(RunQuantctl(address_, "create sift --dim 128", &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "upsert sift " + sift, &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "list-items sift --page-size 2000 --all", &out), 0) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 5000);
+  EXPECT_TRUE(absl::StartsWith(out, "0\n1\n2\n")) << out.substr(0, 50);
+  ASSERT_EQ(RunQuantctl(address_, "list-items sift --page-size 2 --with-vectors", &out), 0) << out;
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(out, match, std::regex("next page: --page-token (\\S+)"))) << out;
+  const std::string token = match[1].str();
+  EXPECT_NE(out.find("1\t[17, 8, 3, 7, 24, 11, 5, 14, ...]"), std::string::npos) << out;
+  // Without a tokenizer --with-sids fails; after training it shows the SIDs.
+  EXPECT_EQ(RunQuantctl(address_, "list-items sift --with-sids", &out), 1) << out;
+  EXPECT_NE(out.find("FAILED_PRECONDITION"), std::string::npos) << out;
+  ASSERT_EQ(RunQuantctl(address_, "train sift --levels 16,16 --seed 1", &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "list-items sift --page-size 2 --with-sids --page-token " + token,
+                        &out),
+            0)
+      << out;
+  EXPECT_TRUE(absl::StartsWith(out, "2\t<a_")) << out;
+  EXPECT_EQ(RunQuantctl(address_, "list-items sift --page-token AAAA", &out), 1) << out;
+  EXPECT_NE(out.find("page_token is not a page token"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "list-items sift --version 1", &out), 2) << out;
 }
 
 TEST_F(QuantctlTest, EncodeVectorsEncodesTheWholeFileInBatches) {
@@ -135,9 +163,8 @@ TEST_F(QuantctlTest, TrainOptionsCapacityAssignmentAndDriftInStats) {
   EXPECT_NE(out.find("\toverflow from nearest <a_"), std::string::npos) << out;
 
   // 5000 new items (twice the items at training): retraining is advised.
-  ASSERT_EQ(RunQuantctl(address_, "upsert sift " + sift + " --id-offset 100000 --no-progress",
-                        &out),
-            0)
+  ASSERT_EQ(
+      RunQuantctl(address_, "upsert sift " + sift + " --id-offset 100000 --no-progress", &out), 0)
       << out;
   ASSERT_EQ(RunQuantctl(address_, "stats sift", &out), 0) << out;
   EXPECT_NE(out.find("drift: 5000 items assigned since training"), std::string::npos) << out;

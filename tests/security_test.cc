@@ -208,7 +208,7 @@ TEST(RoleTest, ReadMethodsAreListedAndEveryOtherMethodNeedsWrite) {
       "Encode",   "Search",          "GetStats",           "Lookup",
       "GetItems", "ListCollections", "DescribeCollection", "GetJob",
       "ListJobs", "ExportSids",      "ListTokenizerVersions", "MapSids",
-      "NextCodes", "ExportTokenizer"};
+      "NextCodes", "ExportTokenizer", "ListItems"};
   int read_methods = 0;
   const google::protobuf::ServiceDescriptor* service =
       google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
