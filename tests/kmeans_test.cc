@@ -650,12 +650,22 @@ TEST(TrainKMeansTest, ToleranceStopsAfterSeveralIterations) {
   EXPECT_FALSE(KMeansConverged(100.0, 99.0, 1e-3));
 }
 
+// Balanced (within `bounds`) or plain k-means of m; a failure fails the test (empty result).
+KMeansResult TrainPlainOrBalanced(const Matrix& m, bool balanced, const SizeBounds& bounds,
+                                  const KMeansOptions& options) {
+  absl::StatusOr<KMeansResult> result =
+      balanced ? TrainBalancedKMeans(m.values.data(), m.rows, m.dim, bounds, options)
+               : TrainKMeans(m.values.data(), m.rows, m.dim, options);
+  EXPECT_TRUE(result.ok()) << result.status();
+  return result.ok() ? *std::move(result) : KMeansResult{};
+}
+
 // restarts: restart 0 is the one-restart run; the winner has the lowest final objective of all;
 // the callback sees every restart's iterations numbered r * max_iterations + i; deterministic.
 TEST(KMeansRestartsTest, BestOfRestartsPlainAndBalancedOnSift) {
   const Matrix sift = Sift(3000);
   ASSERT_EQ(sift.rows, 3000);
-  const int64_t n = sift.rows, d = sift.dim, k = 32;
+  const int64_t n = sift.rows, k = 32;
   const SizeBounds bounds = BoundsFromSlack(n, k, 0.1);
   for (bool balanced : {false, true}) {
     SCOPED_TRACE(balanced ? "balanced" : "plain");
@@ -673,11 +683,7 @@ TEST(KMeansRestartsTest, BestOfRestartsPlainAndBalancedOnSift) {
           return true;
         };
       }
-      absl::StatusOr<KMeansResult> result =
-          balanced ? TrainBalancedKMeans(sift.values.data(), n, d, bounds, options)
-                   : TrainKMeans(sift.values.data(), n, d, options);
-      EXPECT_TRUE(result.ok()) << result.status();
-      return result.ok() ? *std::move(result) : KMeansResult{};
+      return TrainPlainOrBalanced(sift, balanced, bounds, options);
     };
     const KMeansResult one = train(1, nullptr);
     std::vector<int> reported;
@@ -732,11 +738,7 @@ TEST(KMeansWarmStartTest, StartsFromTheGivenCentroids) {
       options.seed = seed;
       options.num_threads = 2;
       options.initial_centroids = std::move(initial);
-      absl::StatusOr<KMeansResult> result =
-          balanced ? TrainBalancedKMeans(sift.values.data(), n, d, bounds, options)
-                   : TrainKMeans(sift.values.data(), n, d, options);
-      EXPECT_TRUE(result.ok()) << result.status();
-      return result.ok() ? *std::move(result) : KMeansResult{};
+      return TrainPlainOrBalanced(sift, balanced, bounds, options);
     };
     const KMeansResult first = train(11, {}, 25);
     ASSERT_EQ(first.centroids.size(), static_cast<size_t>(k * d));

@@ -154,13 +154,9 @@ void Put64(std::string& out, uint64_t v) {
   Put32(out, static_cast<uint32_t>(v >> 32));
 }
 
-// A one-member stored archive whose central directory and end record are in ZIP64 form, as
-// Python's zipfile writes them for members and archives beyond 4 GiB.
-std::string Zip64Archive(const std::string& npy, uint32_t crc) {
-  const std::string name = "z.npy";
-  std::string out;
-  Put32(out, 0x04034b50);
-  Put16(out, 45);
+// The fields a ZIP64 member's local header and central directory entry share: flags, method
+// (stored), time and date, CRC-32, both sizes deferred to the ZIP64 extra field, name length.
+void PutZip64MemberFields(std::string& out, uint32_t crc, const std::string& name) {
   Put16(out, 0);
   Put16(out, 0);
   Put32(out, 0);
@@ -168,6 +164,16 @@ std::string Zip64Archive(const std::string& npy, uint32_t crc) {
   Put32(out, 0xffffffff);
   Put32(out, 0xffffffff);
   Put16(out, static_cast<uint16_t>(name.size()));
+}
+
+// A one-member stored archive whose central directory and end record are in ZIP64 form, as
+// Python's zipfile writes them for members and archives beyond 4 GiB.
+std::string Zip64Archive(const std::string& npy, uint32_t crc) {
+  const std::string name = "z.npy";
+  std::string out;
+  Put32(out, 0x04034b50);
+  Put16(out, 45);
+  PutZip64MemberFields(out, crc, name);
   Put16(out, 20);
   out += name;
   Put16(out, 1);
@@ -179,13 +185,7 @@ std::string Zip64Archive(const std::string& npy, uint32_t crc) {
   Put32(out, 0x02014b50);
   Put16(out, 45);
   Put16(out, 45);
-  Put16(out, 0);
-  Put16(out, 0);
-  Put32(out, 0);
-  Put32(out, crc);
-  Put32(out, 0xffffffff);
-  Put32(out, 0xffffffff);
-  Put16(out, static_cast<uint16_t>(name.size()));
+  PutZip64MemberFields(out, crc, name);
   Put16(out, 28);
   Put16(out, 0);
   Put16(out, 0);
