@@ -820,8 +820,8 @@ absl::StatusOr<RqVae> Load(const TorchCheckpoint& checkpoint, int64_t input_dim,
     const TorchTensor* t = checkpoint.FindTensor(p.name);
     if (t == nullptr) return Bad(absl::StrCat("state_dict lacks ", p.name));
     if (t->dtype != TorchDtype::kFloat32) {
-      return Bad(absl::StrFormat("%s has dtype %s, weights must be torch.float32", p.name,
-                                 TorchDtypeName(t->dtype)));
+      return Bad(absl::StrFormat("%s has unsupported dtype %s (weights must be torch.float32)",
+                                 p.name, TorchDtypeName(t->dtype)));
     }
     if (t->shape != p.shape) {
       return Bad(absl::StrFormat("%s has shape %s, the model needs %s", p.name,
