@@ -630,6 +630,17 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::string_view bytes) {
     }
     return zip.status();
   }
+  // Deflate could expand members 1032-fold: torch stores them, so hold them to the budget.
+  const uint64_t budget = kMaterialiseFactor * bytes.size() + kSlackBytes;
+  uint64_t inflated = 0;
+  for (const ZipEntry& e : zip->entries()) {
+    if (__builtin_add_overflow(inflated, e.uncompressed, &inflated) || inflated > budget) {
+      return Bad(
+          absl::StrFormat("the members would inflate to more than %d bytes (%d times the "
+                          "checkpoint, plus 1 MiB)",
+                          budget, kMaterialiseFactor));
+    }
+  }
   // <folder>/data.pkl, the folder being the same for every member.
   const ZipEntry* pickle = nullptr;
   bool torchscript = false;
@@ -682,7 +693,6 @@ absl::StatusOr<TorchCheckpoint> ParseTorchCheckpoint(absl::string_view bytes) {
   auto root = RunPickle(*pickle_bytes, hooks, &graph);
   if (!root.ok()) return Bad(absl::StrCat(pickle->name, ": ", root.status().message()));
 
-  const uint64_t budget = kMaterialiseFactor * bytes.size() + kSlackBytes;
   const PickleValue& top = graph.at(*root);
   if (top.kind != PickleKind::kDict) {
     return Bad(

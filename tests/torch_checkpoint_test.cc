@@ -561,6 +561,14 @@ TEST(TorchCheckpointTest, RefusesBrokenArchives) {
   ExpectRefused(ParseTorchCheckpoint(Zip({{"model/constants.pkl", "x"}, {"model/data.pkl", "x"}})),
                 "TorchScript archive");
   ExpectRefused(ParseTorchCheckpoint(Zip({{"weights.bin", "x"}})), "no <folder>/data.pkl member");
+  // A member claiming to inflate to 100 MB (its central directory entry made "deflated").
+  std::string bomb = Zip({{"archive/data.pkl", std::string(1000, 'x')}});
+  const size_t entry = bomb.find("PK\x01\x02");
+  ASSERT_NE(entry, std::string::npos);
+  bomb[entry + 10] = 8;
+  const uint32_t size = 100'000'000;
+  std::memcpy(bomb.data() + entry + 24, &size, 4);
+  ExpectRefused(ParseTorchCheckpoint(bomb), "the members would inflate to more than");
   // Truncated anywhere.
   for (size_t n = 0; n < good.size(); n += n < 200 ? 1 : 211) {
     const auto status = ParseTorchCheckpoint(absl::string_view(good).substr(0, n)).status();
