@@ -138,7 +138,8 @@ class RQVAE(nn.Module):
 
 
 def seed_parser():
-    """main.py's parser (the seed's option names and defaults, --bn's type=bool included)."""
+    """main.py's parser: the seed's option names, its defaults where its notes give them, and
+    its type=bool flags (so `--bn False` would be True, as in the seed's scripts)."""
     p = argparse.ArgumentParser(description="Index")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--epochs", type=int, default=5000)
