@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "io/npy_format.h"
 #include "io/pickle.h"
 #include "io/zip.h"
@@ -272,7 +273,10 @@ class TorchHooks : public PickleHooks {
     auto data = zip_.Read(*entry, &scratch_.back());
     if (!data.ok()) {
       storage_index_.erase(it);
-      return data.status();
+      // The zip reader's message starts with kWhere, which the caller adds again.
+      return absl::InvalidArgumentError(
+          absl::StrFormat("storage '%s': %s", key,
+                          absl::StripPrefix(data.status().message(), absl::StrCat(kWhere, ": "))));
     }
     uint64_t bytes = 0;
     if (__builtin_mul_overflow(numel, info.size, &bytes) || bytes != data->size()) {

@@ -599,7 +599,10 @@ TEST(TorchCheckpointTest, RefusesBrokenArchives) {
   // A flipped byte in a storage: the CRC-32 catches it.
   std::string flipped = good;
   flipped[good.find("rqvae_bn/data/0") + 200] ^= 0x40;
-  ExpectRefused(ParseTorchCheckpoint(flipped).status(), "CRC-32");
+  auto crc = ParseTorchCheckpoint(flipped);
+  ExpectRefused(crc, "rqvae_bn/data.pkl: storage '0': member 'rqvae_bn/data/0': CRC-32");
+  EXPECT_EQ(crc.status().message().find("torch checkpoint", 5), absl::string_view::npos)
+      << crc.status();
 }
 
 TEST(TorchCheckpointTest, RefusesWeightsTheModelCannotUse) {
