@@ -123,6 +123,7 @@ void ExpectSameAsPyTorch(const RqVae& model, const Expected& e) {
     }
   }
   EXPECT_LT(worst, 1e-4);
+  ::testing::Test::RecordProperty("worst_latent_error", absl::StrCat(worst));
   // The model's own (unpacked) path agrees with the serving encoder.
   std::vector<int32_t> again(e.n * 3);
   model.Encode(e.inputs.data(), e.n, again.data(), nullptr, 1);
