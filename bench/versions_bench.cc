@@ -213,7 +213,8 @@ void MakeVersion(Storage& storage, Writer& writer, uint64_t seed, bool warm) {
     Tokenizers::Activation activation;
     activation.decision = "activated (bench)";
     auto committed = storage.tokenizers().CommitVersion(
-        *pending, std::move(record), std::move(trained.quantizer), items, codes, activation);
+        *pending, std::move(record), TokenizerModel{std::move(trained.quantizer), nullptr}, items,
+        codes, activation);
     if (!committed.ok()) Die(committed.status().ToString());
   });
 }

@@ -183,7 +183,7 @@ Deletes items atomically; reports how many were deleted and how many did not exi
        InspectCommand},
       {"train",
        Section::kSemanticIds,
-       "NAME [--levels 256,256,256] [--balanced]",
+       "NAME [--levels 256,256,256] [--balanced | --method rq-vae]",
        "train a tokenizer; follows the job",
        R"(Usage: quantctl train NAME [OPTIONS]
 
@@ -211,12 +211,24 @@ leaves it running; `quantctl cancel ID` stops it).
                       (train and evaluate only), if-better (only if its collision rate and MSE
                       over the same items are no worse than the active version's, one
                       better); the job's last line says what was decided and why
+  --method M          rq-kmeans (default) or rq-vae: an MLP autoencoder whose latent is
+                      quantized (the k-means options above do not apply); its progress shows
+                      loss, collision rate and codes used per level every epoch
+  --epochs N          rq-vae: epochs (default: about 3000 optimizer steps, 20..1000)
+  --layers A,B,..     rq-vae: encoder hidden sizes (default 512,256,128,64)
+  --e-dim N           rq-vae: latent size (default 32)
+  --batch-size N      rq-vae: rows per step (default 1024)
+  --lr X              rq-vae: AdamW learning rate (default 1e-3)
+  --rqvae JSON        rq-vae: any RqVaeOptions field in protobuf JSON, e.g.
+                      '{"skEpsilons":[0,0,0.003],"bn":true,"keep":"RQ_VAE_CHECKPOINT_BEST_LOSS"}'
+                      (the flags above override it)
   --detach            print the job id and return at once
   --no-progress       no progress bar
 )",
-       {"levels", "balanced", "balanced-levels", "slack", "size-min", "size-max", "iterations",
-        "tolerance", "restarts", "assignment", "beam-width", "suffix-cap", "seed", "sample",
-        "activation", "detach", "no-progress"},
+       {"levels",     "balanced",  "balanced-levels", "slack",      "size-min",    "size-max",
+        "iterations", "tolerance", "restarts",        "assignment", "beam-width",  "suffix-cap",
+        "seed",       "sample",    "activation",      "detach",     "no-progress", "method",
+        "epochs",     "layers",    "e-dim",           "batch-size", "lr",          "rqvae"},
        TrainCommand},
       {"encode",
        Section::kSemanticIds,
@@ -388,7 +400,7 @@ DIR (created if missing), in two forms that agree with export-sids of the same v
       {"export-tokenizer",
        Section::kSemanticIds,
        "NAME --out PREFIX [--version V]",
-       "codebooks as .npz, parameters as JSON",
+       "codebooks (or an RQ-VAE's tensors) as .npz, parameters as JSON",
        R"(Usage: quantctl export-tokenizer NAME --out PREFIX [--version V]
 
 Writes a tokenizer version's codebooks (default: the active version's) to PREFIX.npz, arrays
@@ -400,22 +412,27 @@ source) to PREFIX.json.
        ExportTokenizerCommand},
       {"import-tokenizer",
        Section::kSemanticIds,
-       "NAME --npz FILE [--manifest FILE] [--wait]",
-       "codebooks trained elsewhere become a version",
-       R"(Usage: quantctl import-tokenizer NAME --npz FILE [OPTIONS]
+       "NAME (--npz FILE [--manifest FILE] | --torch FILE.pth) [--wait]",
+       "codebooks or an RQ-VAE trained elsewhere become a version",
+       R"(Usage: quantctl import-tokenizer NAME (--npz FILE | --torch FILE) [OPTIONS]
 
-Creates a tokenizer version from codebooks trained elsewhere: the server encodes every item
-with them and commits the version like a training (a job of kind import_tokenizer).
+Creates a tokenizer version from a model trained elsewhere: the server encodes every item
+with it and commits the version like a training (a job of kind import_tokenizer).
   --npz FILE          the codebooks: arrays arr_<l>, level_<l> or codebook_<l> (one scheme,
-                      levels 0..L-1), each K_l x d float32/float64; or one L x K x d array
+                      levels 0..L-1), each K_l x d float32/float64; or one L x K x d array;
+                      or an RQ-VAE as export-tokenizer writes it (tensors by PyTorch name,
+                      with --manifest giving its architecture)
+  --torch FILE        a PyTorch checkpoint of the RQ-VAE pipeline (LC-Rec's index/, e.g.
+                      best_collision_model.pth: args, state_dict, ...), read by the server
+                      without running pickle code; the architecture comes from its args
   --manifest FILE     a manifest JSON as export-tokenizer writes it (assignment, beam width,
-                      suffix cap, balance bounds, seed); its sizes must match the .npz
+                      suffix cap, balance bounds, seed, RQ-VAE options); its sizes must match
   --assignment MODE   nearest or capacity (overrides the manifest's)
   --activation A      always (default), never or if-better, as for train
   --wait              follow the job with a progress bar until it ends (else print the job)
   --no-progress       no progress bar
 )",
-       {"npz", "manifest", "assignment", "activation", "wait", "no-progress"},
+       {"npz", "torch", "manifest", "assignment", "activation", "wait", "no-progress"},
        ImportTokenizerCommand},
       {"jobs",
        Section::kSemanticIds,

@@ -19,6 +19,7 @@
 #include "client/commands.h"
 #include "client/output.h"
 #include "core/semantic_id.h"
+#include "google/protobuf/util/json_util.h"
 #include "io/vector_file.h"
 
 namespace quantd::quantctl {
@@ -78,6 +79,60 @@ absl::StatusOr<v1::EncodeResponse> EncodeVectors(Cli& cli, const std::string& pa
     }
   }
   return all;
+}
+
+// --method and the RQ-VAE options of train: --rqvae JSON (a quantd.v1.RqVaeOptions in
+// protobuf's JSON form), then --epochs, --layers, --e-dim, --batch-size and --lr over it.
+absl::Status RqVaeTrainOptions(Cli& cli, v1::TrainTokenizerRequest* request) {
+  const Args& args = cli.args();
+  const std::string method = args.Has("method") ? args.Get("method") : "rq-kmeans";
+  if (method == "rq-vae" || method == "rqvae") {
+    request->set_method(v1::TOKENIZER_METHOD_RQ_VAE);
+  } else if (method != "rq-kmeans" && method != "rqkmeans") {
+    return cli.Usage(absl::StrFormat("--method '%s': expected rq-kmeans or rq-vae", method));
+  }
+  const bool any = args.Has("rqvae") || args.Has("epochs") || args.Has("layers") ||
+                   args.Has("e-dim") || args.Has("batch-size") || args.Has("lr");
+  if (!any) return absl::OkStatus();
+  if (request->method() != v1::TOKENIZER_METHOD_RQ_VAE) {
+    return cli.Usage(
+        "--rqvae, --epochs, --layers, --e-dim, --batch-size and --lr need --method rq-vae");
+  }
+  v1::RqVaeOptions* options = request->mutable_rqvae();
+  if (args.Has("rqvae")) {
+    const auto status = google::protobuf::util::JsonStringToMessage(args.Get("rqvae"), options);
+    if (!status.ok()) {
+      return cli.Usage(
+          absl::StrFormat("--rqvae is not RqVaeOptions JSON: %s", std::string(status.message())));
+    }
+  }
+  if (args.Has("layers")) {
+    auto layers = cli.ListOption("layers");
+    if (!layers.ok()) return layers.status();
+    options->clear_layers();
+    for (uint64_t size : *layers) {
+      options->add_layers(static_cast<uint32_t>(std::min<uint64_t>(size, UINT32_MAX)));
+    }
+  }
+  const std::pair<const char*, void (v1::RqVaeOptions::*)(uint32_t)> counts[] = {
+      {"epochs", &v1::RqVaeOptions::set_epochs},
+      {"e-dim", &v1::RqVaeOptions::set_e_dim},
+      {"batch-size", &v1::RqVaeOptions::set_batch_size}};
+  for (const auto& [name, set] : counts) {
+    if (!args.Has(name)) continue;
+    auto value = IntOption(args, name, 0);
+    if (!value.ok()) return cli.Usage(value.status().message());
+    if (*value < 1) return cli.Usage(absl::StrFormat("--%s must be positive", name));
+    (options->*set)(static_cast<uint32_t>(std::min<int64_t>(*value, UINT32_MAX)));
+  }
+  if (args.Has("lr")) {
+    double lr = 0;
+    if (!absl::SimpleAtod(args.Get("lr"), &lr)) {
+      return cli.Usage(absl::StrFormat("--lr '%s' is not a number", args.Get("lr")));
+    }
+    options->set_lr(lr);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -163,6 +218,7 @@ absl::Status TrainCommand(Cli& cli) {
   request.set_max_iterations(static_cast<uint32_t>(std::min<int64_t>(*iterations, UINT32_MAX)));
   request.set_seed(static_cast<uint64_t>(*seed));
   request.set_sample_size(static_cast<uint64_t>(*sample));
+  if (auto s = RqVaeTrainOptions(cli, &request); !s.ok()) return s;
   v1::Job job;
   if (auto s = cli.Call(&v1::Quantd::Stub::TrainTokenizer, request, &job); !s.ok()) return s;
   return FollowJob(cli, job);
@@ -303,13 +359,34 @@ absl::Status StatsCommand(Cli& cli) {
   std::printf("versions kept: %s; keeps %u (quantctl versions %s)\n",
               absl::StrJoin(kept_list, ", ").c_str(), kept.keep_versions(), c.name().c_str());
   const bool capacity = t.assignment() == v1::ASSIGNMENT_CAPACITY;
-  std::printf(
-      "tokenizer version %u (%s): %u levels [%s], seed %llu, %u iterations (tolerance %g, "
-      "restarts %u), trained on %llu items in %.2f s by %s\n",
-      t.version(), t.balanced() ? "balanced" : "plain", t.levels(),
-      absl::StrJoin(t.codebook_sizes(), " ").c_str(), static_cast<unsigned long long>(t.seed()),
-      t.max_iterations(), t.tolerance(), t.restarts(),
-      static_cast<unsigned long long>(t.trained_items()), t.train_seconds(), t.job_id().c_str());
+  if (t.method() == v1::TOKENIZER_METHOD_RQ_VAE) {
+    const v1::RqVaeStats& r = t.rqvae();
+    std::printf(
+        "tokenizer version %u (RQ-VAE, %s): %u levels [%s], layers [%s], e_dim %u, %llu "
+        "parameters, seed %llu; %u epochs (%.3f s each), kept epoch %u (%s): loss %.6g "
+        "(reconstruction %.6g, quantization %.6g), collision rate %.4f; by %s\n",
+        t.version(), r.source().c_str(), t.levels(), absl::StrJoin(t.codebook_sizes(), " ").c_str(),
+        absl::StrJoin(r.options().layers(), " ").c_str(), r.options().e_dim(),
+        static_cast<unsigned long long>(r.parameters()), static_cast<unsigned long long>(t.seed()),
+        r.epochs(), r.seconds_per_epoch(), r.model_epoch(),
+        v1::RqVaeCheckpoint_Name(r.keep()).c_str(), r.loss(), r.reconstruction_loss(),
+        r.quantization_loss(), r.collision_rate(), t.job_id().c_str());
+    std::printf(
+        "index generation (%s): collisions %llu -> %llu (%llu items moved, %u rounds); decoder "
+        "reconstruction mse %.6g; level mse below is in latent space\n",
+        v1::IndexGeneration_Name(r.index_generation()).c_str(),
+        static_cast<unsigned long long>(r.collisions_before()),
+        static_cast<unsigned long long>(r.collisions_after()),
+        static_cast<unsigned long long>(r.moved()), r.rounds(), r.reconstruction_mse());
+  } else {
+    std::printf(
+        "tokenizer version %u (%s): %u levels [%s], seed %llu, %u iterations (tolerance %g, "
+        "restarts %u), trained on %llu items in %.2f s by %s\n",
+        t.version(), t.balanced() ? "balanced" : "plain", t.levels(),
+        absl::StrJoin(t.codebook_sizes(), " ").c_str(), static_cast<unsigned long long>(t.seed()),
+        t.max_iterations(), t.tolerance(), t.restarts(),
+        static_cast<unsigned long long>(t.trained_items()), t.train_seconds(), t.job_id().c_str());
+  }
   if (capacity) {
     std::printf(
         "assignment: capacity, beam width %u, suffix cap %u; training collisions %llu -> %llu "

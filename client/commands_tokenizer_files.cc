@@ -1,6 +1,7 @@
 // Files for decoders and other pipelines: export-trie (the SID prefix trie as JSON and CSR
-// .npy arrays), export-tokenizer (codebooks as .npz plus the manifest as JSON) and
-// import-tokenizer (the reverse: codebooks trained elsewhere become a tokenizer version).
+// .npy arrays), export-tokenizer (codebooks, or an RQ-VAE's tensors by PyTorch name, as .npz
+// plus the manifest as JSON) and import-tokenizer (the reverse, and PyTorch checkpoints of the
+// RQ-VAE pipeline: models trained elsewhere become a tokenizer version).
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -157,15 +158,21 @@ absl::StatusOr<Codebooks> ReadCodebooks(const std::string& path) {
   return out;
 }
 
-// The manifest of --manifest FILE.
-absl::StatusOr<v1::TokenizerManifest> ReadManifest(const std::string& path) {
+// The bytes of the file of option --`flag`.
+absl::StatusOr<std::string> ReadFileBytes(absl::string_view flag, const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::InvalidArgumentError(absl::StrFormat("--manifest %s: cannot open", path));
+    return absl::InvalidArgumentError(absl::StrFormat("--%s %s: cannot open", flag, path));
   }
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The manifest of --manifest FILE.
+absl::StatusOr<v1::TokenizerManifest> ReadManifest(const std::string& path) {
+  auto text = ReadFileBytes("manifest", path);
+  if (!text.ok()) return text.status();
   v1::TokenizerManifest manifest;
-  const auto status = google::protobuf::util::JsonStringToMessage(text, &manifest);
+  const auto status = google::protobuf::util::JsonStringToMessage(*text, &manifest);
   if (!status.ok()) {
     return absl::InvalidArgumentError(absl::StrFormat("--manifest %s: not a TokenizerManifest: %s",
                                                       path, std::string(status.message())));
@@ -265,6 +272,61 @@ absl::Status ExportTrieCommand(Cli& cli) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Writes PREFIX.npz (members) and PREFIX.json (the manifest) and says so, naming the export
+// `kind` with `detail` after its shape.
+absl::Status WriteTokenizerFiles(Cli& cli, const std::string& prefix,
+                                 const std::vector<NpzMember>& members,
+                                 const v1::TokenizerManifest& manifest, const std::string& kind,
+                                 const std::string& detail) {
+  const std::string npz_path = prefix + ".npz";
+  const std::string json_path = prefix + ".json";
+  if (auto s = WriteNpz(npz_path, members); !s.ok()) return s;
+  if (auto s = WriteJsonFile(json_path, manifest); !s.ok()) return s;
+  if (cli.json()) {
+    PrintJson(manifest);
+    return absl::OkStatus();
+  }
+  std::printf("exported %s version %u of '%s' (%d levels [%s], dimension %u%s) to %s and %s\n",
+              kind.c_str(), manifest.version(), cli.args().positional[1].c_str(),
+              manifest.codebook_sizes_size(), absl::StrJoin(manifest.codebook_sizes(), " ").c_str(),
+              manifest.dimension(), detail.c_str(), npz_path.c_str(), json_path.c_str());
+  return absl::OkStatus();
+}
+
+// An RQ-VAE export: PREFIX.npz with one array per tensor, named as in the PyTorch state dict,
+// and the manifest (with the options) as PREFIX.json.
+absl::Status WriteRqVaeExport(Cli& cli, const std::string& prefix,
+                              const v1::ExportTokenizerResponse& response) {
+  std::vector<NpzMember> members;
+  for (const v1::Tensor& tensor : response.rqvae().tensors()) {
+    int64_t size = 1;
+    for (int64_t extent : tensor.shape()) size *= extent;
+    if (size != tensor.values_size()) {
+      return absl::DataLossError(
+          absl::StrFormat("ExportTokenizer sent %d values for tensor %s [%s]", tensor.values_size(),
+                          tensor.name(), absl::StrJoin(tensor.shape(), ", ")));
+    }
+    members.push_back({tensor.name(), ElementType::kF32,
+                       std::vector<int64_t>(tensor.shape().begin(), tensor.shape().end()),
+                       tensor.values().data()});
+  }
+  return WriteTokenizerFiles(cli, prefix, members, response.manifest(), "RQ-VAE tokenizer",
+                             absl::StrFormat(", %d tensors", response.rqvae().tensors_size()));
+}
+
+// Whether an .npz holds an RQ-VAE's tensors (export-tokenizer of an RQ-VAE) rather than
+// codebooks.
+bool IsRqVaeArchive(const std::vector<NpyArray>& arrays) {
+  for (const NpyArray& array : arrays) {
+    if (absl::StartsWith(array.name, "encoder.")) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 absl::Status ExportTokenizerCommand(Cli& cli) {
   const Args& args = cli.args();
   if (auto s = cli.NeedPositional(1, "a collection NAME"); !s.ok()) return s;
@@ -281,6 +343,7 @@ absl::Status ExportTokenizerCommand(Cli& cli) {
   }
   const v1::TokenizerManifest& manifest = response.manifest();
   const int64_t d = manifest.dimension();
+  if (response.has_rqvae()) return WriteRqVaeExport(cli, prefix, response);
   int64_t expected = 0;
   for (uint32_t k : manifest.codebook_sizes()) expected += static_cast<int64_t>(k) * d;
   if (manifest.codebook_sizes_size() == 0 || response.codebooks_size() != expected) {
@@ -295,40 +358,62 @@ absl::Status ExportTokenizerCommand(Cli& cli) {
     members.push_back({absl::StrCat("arr_", l), ElementType::kF32, {k, d}, at});
     at += k * d;
   }
-  const std::string npz_path = prefix + ".npz";
-  const std::string json_path = prefix + ".json";
-  if (auto s = WriteNpz(npz_path, members); !s.ok()) return s;
-  if (auto s = WriteJsonFile(json_path, manifest); !s.ok()) return s;
-  if (cli.json()) {
-    PrintJson(manifest);
-    return absl::OkStatus();
-  }
-  std::printf(
-      "exported tokenizer version %u of '%s' (%d levels [%s], dimension %lld) to %s and "
-      "%s\n",
-      manifest.version(), args.positional[1].c_str(), manifest.codebook_sizes_size(),
-      absl::StrJoin(manifest.codebook_sizes(), " ").c_str(), static_cast<long long>(d),
-      npz_path.c_str(), json_path.c_str());
-  return absl::OkStatus();
+  return WriteTokenizerFiles(cli, prefix, members, manifest, "tokenizer", "");
 }
+
+absl::Status SendImport(Cli& cli, const v1::ImportTokenizerRequest& request);
 
 absl::Status ImportTokenizerCommand(Cli& cli) {
   const Args& args = cli.args();
   if (auto s = cli.NeedPositional(1, "a collection NAME"); !s.ok()) return s;
-  if (!args.Has("npz")) return cli.Usage("--npz FILE is required");
+  if (args.Has("npz") == args.Has("torch")) {
+    return cli.Usage("give --npz FILE (codebooks or an exported RQ-VAE) or --torch FILE");
+  }
   auto activation = ActivationOption(cli);
   if (!activation.ok()) return activation.status();
   auto assignment = AssignmentOption(cli);
   if (!assignment.ok()) return assignment.status();
   const std::string& collection = args.positional[1];
-  const std::string npz_path = args.Get("npz");
-  auto codebooks = ReadCodebooks(npz_path);
-  if (!codebooks.ok()) return codebooks.status();
-  v1::TokenizerManifest manifest;
+  v1::ImportTokenizerRequest request;
+  request.set_collection(collection);
+  request.set_activation(*activation);
   if (args.Has("manifest")) {
     auto read = ReadManifest(args.Get("manifest"));
     if (!read.ok()) return read.status();
-    manifest = std::move(*read);
+    *request.mutable_manifest() = std::move(*read);
+  }
+  if (*assignment != v1::ASSIGNMENT_UNSPECIFIED) {
+    request.mutable_manifest()->mutable_parameters()->set_assignment(*assignment);
+  }
+  if (args.Has("torch")) {
+    auto bytes = ReadFileBytes("torch", args.Get("torch"));
+    if (!bytes.ok()) return bytes.status();
+    request.set_torch_checkpoint(std::move(*bytes));
+    return SendImport(cli, request);
+  }
+  const std::string npz_path = args.Get("npz");
+  if (auto arrays = ReadNpz(npz_path); arrays.ok() && IsRqVaeArchive(*arrays)) {
+    if (!args.Has("manifest")) {
+      return cli.Usage(absl::StrFormat(
+          "%s holds an RQ-VAE: give --manifest with its architecture (export-tokenizer's .json)",
+          npz_path));
+    }
+    v1::RqVaeModel* model = request.mutable_rqvae();
+    model->set_input_dim(request.manifest().dimension());
+    *model->mutable_options() = request.manifest().parameters().rqvae();
+    for (const NpyArray& array : *arrays) {
+      v1::Tensor* tensor = model->add_tensors();
+      tensor->set_name(array.name);
+      tensor->mutable_shape()->Assign(array.shape.begin(), array.shape.end());
+      const std::vector<float> values = array.ToFloat();
+      tensor->mutable_values()->Assign(values.begin(), values.end());
+    }
+    return SendImport(cli, request);
+  }
+  auto codebooks = ReadCodebooks(npz_path);
+  if (!codebooks.ok()) return codebooks.status();
+  v1::TokenizerManifest& manifest = *request.mutable_manifest();
+  if (args.Has("manifest")) {
     const std::vector<uint32_t> listed(manifest.codebook_sizes().begin(),
                                        manifest.codebook_sizes().end());
     if (!listed.empty() && listed != codebooks->sizes) {
@@ -357,14 +442,12 @@ absl::Status ImportTokenizerCommand(Cli& cli) {
   manifest.set_dimension(static_cast<uint32_t>(codebooks->dimension));
   manifest.mutable_codebook_sizes()->Assign(codebooks->sizes.begin(), codebooks->sizes.end());
   if (manifest.format().empty()) manifest.set_format("quantd.tokenizer/1");
-  if (*assignment != v1::ASSIGNMENT_UNSPECIFIED) {
-    manifest.mutable_parameters()->set_assignment(*assignment);
-  }
-  v1::ImportTokenizerRequest request;
-  request.set_collection(collection);
-  *request.mutable_manifest() = std::move(manifest);
   request.mutable_codebooks()->Assign(codebooks->values.begin(), codebooks->values.end());
-  request.set_activation(*activation);
+  return SendImport(cli, request);
+}
+
+absl::Status SendImport(Cli& cli, const v1::ImportTokenizerRequest& request) {
+  const Args& args = cli.args();
   v1::Job job;
   if (auto s = cli.Call(&v1::Quantd::Stub::ImportTokenizer, request, &job); !s.ok()) return s;
   if (!args.Has("wait")) {

@@ -486,11 +486,61 @@ RqVaeLoss RqVae::Gradients(const float* x, int64_t n, const int32_t* codes, RqVa
   return pass.loss;
 }
 
+int64_t RqVaeParameterCount(const RqVaeOptions& options, int64_t input_dim) {
+  const std::vector<int64_t> dims = EncoderDims(input_dim, options);
+  int64_t count = 0;
+  for (size_t i = 0; i + 1 < dims.size(); ++i) {
+    // Encoder Linear d_i -> d_{i+1} and the decoder's mirror d_{i+1} -> d_i; batch norm (weight
+    // and bias) after every Linear but the last of each MLP.
+    const bool encoder_bn = options.bn && i + 2 < dims.size();
+    const bool decoder_bn = options.bn && i > 0;
+    count += dims[i] * dims[i + 1] + dims[i + 1] + (encoder_bn ? 2 * dims[i + 1] : 0);
+    count += dims[i + 1] * dims[i] + dims[i] + (decoder_bn ? 2 * dims[i] : 0);
+  }
+  for (int64_t k : options.num_emb_list) count += k * options.e_dim;
+  return count;
+}
+
+int64_t RqVaeTrainingBytes(const RqVaeOptions& options, int64_t input_dim, int64_t n) {
+  const std::vector<int64_t> dims = EncoderDims(input_dim, options);
+  const int64_t batch = std::min(options.batch_size, n);
+  const int64_t e = options.e_dim;
+  const auto levels = static_cast<int64_t>(options.num_emb_list.size());
+  const int64_t largest_k =
+      *std::max_element(options.num_emb_list.begin(), options.num_emb_list.end());
+  int64_t sum_dims = 0;
+  int64_t max_dim = 0;
+  for (int64_t d : dims) {
+    sum_dims += d;
+    max_dim = std::max(max_dim, d);
+  }
+  const int64_t f = sizeof(float);
+  // Values, gradients, two moments, the kept model; running statistics are noise beside them.
+  const int64_t parameters = 5 * RqVaeParameterCount(options, input_dim) * f;
+  // Per MLP and row: every layer's input and output (batch norm adds normalized and activated
+  // copies), a dropout mask byte per input, three scratch rows of the widest layer; the batch
+  // copy of x, the latent passes (z, r, x_q, gradients: 6 e), the residuals of every level, the
+  // reconstruction and its gradient.
+  const int64_t mlp_row = (sum_dims * (options.bn ? 3 : 1) + sum_dims + 3 * max_dim) * f + sum_dims;
+  const int64_t batch_row = 2 * mlp_row + (input_dim + 6 * e + levels * e + 2 * input_dim) * f +
+                            levels * static_cast<int64_t>(sizeof(int32_t));
+  // Sinkhorn: float distances and a double plan of the widest level.
+  const int64_t sinkhorn = batch * largest_k * (f + static_cast<int64_t>(sizeof(double)));
+  // Per item: the shuffle order, the evaluation's codes, its latents and residual copy (and
+  // large_scale_kmeans's residuals).
+  const int64_t item_row = static_cast<int64_t>(sizeof(int64_t)) +
+                           levels * static_cast<int64_t>(sizeof(int32_t)) + 3 * e * f;
+  return parameters + batch * batch_row + sinkhorn + n * item_row;
+}
+
 double CollisionRate(const int32_t* codes, int64_t n, int64_t levels) {
   if (n <= 0) return 0;
   const std::vector<int32_t> copy(codes, codes + n * levels);
   return static_cast<double>(CountCollisions(copy, n, levels)) / static_cast<double>(n);
 }
+
+// An epoch whose mean loss exceeds the lowest epoch mean so far this many times diverged.
+constexpr double kExplodingLossFactor = 1e4;
 
 absl::StatusOr<RqVaeTrainResult> TrainRqVae(
     const float* x, int64_t n, int64_t d, const RqVaeOptions& options,
@@ -567,6 +617,7 @@ absl::StatusOr<RqVaeTrainResult> TrainRqVae(
   bool have_best = false;
   RqVae kept;  // the best epoch's model so far, when it is not the current one
   int64_t step = 0;
+  double lowest_loss = std::numeric_limits<double>::infinity();
   for (int epoch = 0; epoch < options.epochs; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
     RqVaeEpochReport report;
@@ -621,6 +672,14 @@ absl::StatusOr<RqVaeTrainResult> TrainRqVae(
     report.loss.total /= static_cast<double>(steps_per_epoch);
     report.loss.recon /= static_cast<double>(steps_per_epoch);
     report.loss.quant /= static_cast<double>(steps_per_epoch);
+    // An exploding loss: far above the lowest epoch mean so far (finite but diverging).
+    if (epoch > 0 && report.loss.total > kExplodingLossFactor * lowest_loss) {
+      return absl::AbortedError(absl::StrFormat(
+          "training diverged at epoch %d: loss %g is over %g times the lowest epoch loss %g; "
+          "try a lower lr than %g",
+          epoch, report.loss.total, kExplodingLossFactor, lowest_loss, options.lr));
+    }
+    lowest_loss = std::min(lowest_loss, report.loss.total);
     report.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 

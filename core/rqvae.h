@@ -203,11 +203,22 @@ struct RqVaeTrainResult {
 // Trains on x (n x d). Errors: options as ValidateRqVaeOptions (d the input dim);
 // INVALID_ARGUMENT for n < 1, non-finite data, or k-means initialisation with a level's k larger
 // than the rows it fits on (the first batch, min(batch_size, n), or n); ABORTED when a batch's
-// loss is not finite (naming the epoch, the batch and the loss); CANCELLED when on_epoch returns
-// false. Deterministic for options.seed (any thread count).
+// loss is not finite (naming the epoch, the batch and the loss) or an epoch's mean loss explodes
+// to over 10^4 times the lowest epoch mean before it; CANCELLED when on_epoch returns false.
+// Deterministic for options.seed (any thread count).
 absl::StatusOr<RqVaeTrainResult> TrainRqVae(
     const float* x, int64_t n, int64_t d, const RqVaeOptions& options,
     const std::function<bool(const RqVaeEpochReport&)>& on_epoch = {});
+
+// Trainable float parameters of a model of `options` for input_dim (weights, biases, batch
+// norm's affine terms, codebooks); options valid.
+int64_t RqVaeParameterCount(const RqVaeOptions& options, int64_t input_dim);
+
+// An upper estimate of the bytes TrainRqVae allocates for n rows of input_dim, x itself not
+// counted: the parameters four times over (values, gradients, AdamW's two moments) plus the
+// kept best model, one batch's activations, gradients and Sinkhorn tables, and per row the
+// codes, latents and residuals of an evaluation (and of large_scale_kmeans); options valid.
+int64_t RqVaeTrainingBytes(const RqVaeOptions& options, int64_t input_dim, int64_t n);
 
 // Fraction of the n rows of codes (n x levels) that share their full code with an earlier row:
 // (n - distinct codes) / n, the seed's collision rate.

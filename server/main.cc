@@ -7,7 +7,7 @@
 //   --shutdown_grace QUANTD_SHUTDOWN_GRACE seconds in-flight calls get on SIGTERM/SIGINT
 //   --health_listen  QUANTD_HEALTH_LISTEN  plaintext grpc.health.v1-only address ("" disables)
 // and the limits: --max_message_mb, --search_threads, --search_queue, --max_collections,
-// --default_deadline_ms, --max_deadline_ms (QUANTD_MAX_MESSAGE_MB, ...).
+// --default_deadline_ms, --max_deadline_ms, --training_memory_mb (QUANTD_MAX_MESSAGE_MB, ...).
 //   --tls_cert       QUANTD_TLS_CERT       PEM certificate chain; with --tls_key turns TLS on
 //   --tls_key        QUANTD_TLS_KEY        PEM private key of --tls_cert (unencrypted)
 //   --tls_client_ca  QUANTD_TLS_CLIENT_CA  PEM CA; clients must present a certificate it signed
@@ -59,6 +59,10 @@ ABSL_FLAG(int64_t, max_collections, 1000, "most collections; beyond that RESOURC
 ABSL_FLAG(uint32_t, keep_tokenizer_versions, 3,
           "tokenizer versions a collection keeps (1..16) unless it sets its own; older ones are "
           "dropped when a new one commits (never the active or a pinned one)");
+ABSL_FLAG(int64_t, training_memory_mb, 8192,
+          "memory an RQ-VAE training job may hold, in MiB (its estimate: parameters, optimizer "
+          "state, a batch's activations, the items); larger jobs are refused before they start; "
+          "0: no bound");
 ABSL_FLAG(int64_t, default_deadline_ms, 30000,
           "budget of a Search/Encode/GetStats call whose client set no deadline (queued past it: "
           "DEADLINE_EXCEEDED)");
@@ -252,6 +256,12 @@ int main(int argc, char** argv) {
   options.search_queue = absl::GetFlag(FLAGS_search_queue);
   options.max_collections = absl::GetFlag(FLAGS_max_collections);
   options.keep_tokenizer_versions = absl::GetFlag(FLAGS_keep_tokenizer_versions);
+  const int64_t training_mb = absl::GetFlag(FLAGS_training_memory_mb);
+  if (training_mb < 0 || training_mb > (int64_t{1} << 30)) {
+    quantd::LogError("training_memory_mb %d is outside 0..2^30", training_mb);
+    return 2;
+  }
+  options.training_memory_bytes = training_mb << 20;
   options.default_deadline = std::chrono::milliseconds(absl::GetFlag(FLAGS_default_deadline_ms));
   options.max_deadline = std::chrono::milliseconds(absl::GetFlag(FLAGS_max_deadline_ms));
   options.tls_cert = absl::GetFlag(FLAGS_tls_cert);

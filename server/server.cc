@@ -182,6 +182,7 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(const ServerOp
                     .max_request_bytes = options.max_message_bytes},
       options.backup_dir);
   server->service_->set_authorizer(std::move(security->authorizer));
+  server->service_->set_training_memory_limit(options.training_memory_bytes);
 
   if (!options.metrics_address.empty()) {
     try {

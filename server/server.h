@@ -51,6 +51,8 @@ struct ServerOptions {
   int64_t search_queue =
       256;  // Search/Encode/GetStats calls waiting beyond that: RESOURCE_EXHAUSTED
   int64_t max_collections = 1000;  // CreateCollection beyond that: RESOURCE_EXHAUSTED
+  // Bytes an RQ-VAE training job may hold (its estimate, RqVaeJobBytes); 0: no bound.
+  int64_t training_memory_bytes = int64_t{8} << 30;
   // Tokenizer versions a collection keeps unless it sets its own, 1..16.
   uint32_t keep_tokenizer_versions = 3;
   std::chrono::milliseconds default_deadline{30000};  // budget of a call without a deadline

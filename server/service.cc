@@ -297,7 +297,7 @@ absl::Status QuantdService::HandleListItems(const v1::ListItemsRequest& request,
 
 absl::Status QuantdService::HandleTrainTokenizer(const v1::TrainTokenizerRequest& request,
                                                  v1::Job* response) {
-  auto job = jobs_->Start(std::make_unique<TokenizerJob>(request));
+  auto job = jobs_->Start(std::make_unique<TokenizerJob>(request, training_memory_bytes_));
   if (job.ok()) *response = *job;
   return job.status();
 }
@@ -478,6 +478,12 @@ absl::Status QuantdService::HandleGetStats(const v1::GetStatsRequest& request,
   stats->set_train_seconds(record.train_seconds());
   stats->set_create_time_ms(record.create_time_ms());
   stats->set_job_id(record.job_id());
+  stats->set_method((*tokenizer)->method());
+  if ((*tokenizer)->rqvae() != nullptr) {
+    v1::RqVaeStats* rqvae = stats->mutable_rqvae();
+    if (!rqvae->ParseFromString(record.rqvae_stats())) rqvae->Clear();
+    rqvae->set_reconstruction_mse(record.committed_mse());
+  }
   const CollisionStats& collisions = (*figures)->collisions;
   stats->set_items(static_cast<uint64_t>((*figures)->items));
   stats->set_unique_tuples(static_cast<uint64_t>(collisions.unique_tuples));

@@ -34,6 +34,9 @@ class QuantdService final : public GuardedService<v1::Quantd> {
 
   // The SID layer, whose cached figures the metrics collector shares.
   const SidService& sids() const { return sids_; }
+  // Bytes an RQ-VAE training job may hold (0: no bound); larger jobs are refused at
+  // TrainTokenizer with RESOURCE_EXHAUSTED.
+  void set_training_memory_limit(int64_t bytes) { training_memory_bytes_ = bytes; }
 
  private:
   absl::Status HandleCreateCollection(const v1::CreateCollectionRequest& request,
@@ -90,6 +93,7 @@ class QuantdService final : public GuardedService<v1::Quantd> {
   Metrics* metrics_;
   SidService sids_;
   std::string backup_dir_;
+  int64_t training_memory_bytes_ = 0;
 };
 
 }  // namespace quantd

@@ -5,6 +5,7 @@
 
 #include "core/semantic_id.h"
 #include "server/metric_proto.h"
+#include "server/rqvae_model.h"
 #include "server/service.h"
 #include "server/tokenizer.h"
 #include "server/tokenizer_job.h"
@@ -42,6 +43,14 @@ v1::TrainTokenizerRequest ParametersOf(absl::string_view collection,
   if (assignment == v1::ASSIGNMENT_CAPACITY) {
     parameters.set_beam_width(record.beam_width());
     parameters.set_suffix_cap(record.suffix_cap());
+  }
+  if (record.method() == v1::TOKENIZER_METHOD_RQ_VAE) {
+    parameters.set_method(v1::TOKENIZER_METHOD_RQ_VAE);
+    v1::RqVaeStats stats;
+    if (stats.ParseFromString(record.rqvae_stats())) {
+      *parameters.mutable_rqvae() = stats.options();
+      parameters.mutable_rqvae()->set_index_generation(stats.index_generation());
+    }
   }
   return parameters;
 }
@@ -241,7 +250,7 @@ absl::Status QuantdService::HandleExportTokenizer(const v1::ExportTokenizerReque
   const ResidualQuantizer& quantizer = (*tokenizer)->quantizer();
   v1::TokenizerManifest* manifest = response->mutable_manifest();
   manifest->set_format("quantd.tokenizer/1");
-  manifest->set_dimension(static_cast<uint32_t>(quantizer.dimension()));
+  manifest->set_dimension(static_cast<uint32_t>((*tokenizer)->input_dimension()));
   manifest->set_metric(MetricToProto(info->metric));
   for (int64_t k : quantizer.codebook_sizes()) {
     manifest->add_codebook_sizes(static_cast<uint32_t>(k));
@@ -251,6 +260,10 @@ absl::Status QuantdService::HandleExportTokenizer(const v1::ExportTokenizerReque
   manifest->set_version(record.version());
   manifest->set_create_time_ms(record.create_time_ms());
   manifest->set_source(record.source().empty() ? "trained" : record.source());
+  if (const RqVae* rqvae = (*tokenizer)->rqvae(); rqvae != nullptr) {
+    *response->mutable_rqvae() = RqVaeModelToProto(*rqvae);
+    return absl::OkStatus();
+  }
   for (int64_t l = 0; l < quantizer.levels(); ++l) {
     const std::vector<float>& codebook = quantizer.codebook(l);
     response->mutable_codebooks()->Add(codebook.begin(), codebook.end());

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "core/vectors.h"
 #include "server/model_blob.h"
+#include "server/rqvae_model.h"
 
 namespace quantd {
 namespace {
@@ -36,20 +37,79 @@ absl::StatusOr<ResidualQuantizer> FromRecordCodebooks(const storage::TokenizerRe
   return ResidualQuantizer::FromCodebooks(d, std::move(ks), std::move(codebooks));
 }
 
+// Rows decoded per block when measuring an RQ-VAE's reconstruction.
+constexpr int64_t kDecodeBlockRows = 4096;
+
 }  // namespace
 
-Tokenizer::Tokenizer(ResidualQuantizer quantizer, storage::TokenizerRecord record)
-    : quantizer_(std::move(quantizer)),
+absl::StatusOr<TokenizerModel> TokenizerModel::OfRqVae(RqVae model) {
+  std::vector<int64_t> ks;
+  std::vector<std::vector<float>> codebooks;
+  for (int64_t l = 0; l < model.levels(); ++l) {
+    ks.push_back(model.codebook_size(l));
+    codebooks.push_back(model.codebook(l));
+  }
+  auto quantizer =
+      ResidualQuantizer::FromCodebooks(model.e_dim(), std::move(ks), std::move(codebooks));
+  if (!quantizer.ok()) return quantizer.status();
+  return TokenizerModel{std::move(*quantizer), std::make_shared<const RqVae>(std::move(model))};
+}
+
+const float* TokenizerModel::QuantizerRows(const float* x, int64_t n,
+                                           std::vector<float>* buffer) const {
+  if (rqvae == nullptr) return x;
+  buffer->resize(static_cast<size_t>(n * rqvae->e_dim()));
+  rqvae->EncodeLatent(x, n, buffer->data());
+  return buffer->data();
+}
+
+double TokenizerModel::ReconstructionMse(const float* x, int64_t n, const int32_t* codes) const {
+  if (n <= 0) return 0;
+  if (rqvae == nullptr) return quantizer.LevelMse(x, n, codes).back();
+  const int64_t d = rqvae->input_dim();
+  const int64_t levels = rqvae->levels();
+  std::vector<float> decoded;
+  double sum = 0;
+  for (int64_t start = 0; start < n; start += kDecodeBlockRows) {
+    const int64_t rows = std::min(kDecodeBlockRows, n - start);
+    decoded.resize(static_cast<size_t>(rows * d));
+    rqvae->Decode(codes + start * levels, rows, decoded.data());
+    for (int64_t i = 0; i < rows * d; ++i) {
+      const double diff = static_cast<double>(decoded[i]) - x[start * d + i];
+      sum += diff * diff;
+    }
+  }
+  return sum / (static_cast<double>(n) * static_cast<double>(d));
+}
+
+Tokenizer::Tokenizer(TokenizerModel model, storage::TokenizerRecord record)
+    : quantizer_(std::move(model.quantizer)),
+      rqvae_(std::move(model.rqvae)),
+      latent_encoder_(rqvae_ != nullptr ? std::make_unique<const PackedMlp>(rqvae_->encoder())
+                                        : nullptr),
       record_(std::move(record)),
       assigner_(&quantizer_),
       ledger_(std::make_unique<SidLedger>(quantizer_.codebook_sizes())) {
   record_.clear_codebooks();
   record_.clear_model();
+  record_.clear_rqvae_model();
+  record_.set_method(method());
 }
 
 const float* Tokenizer::Prepared(const float* x, int64_t n, std::vector<float>* buffer) const {
-  if (!record_.normalize()) return x;
-  *buffer = NormalizedRows(x, n, dimension());
+  const float* rows = x;
+  std::vector<float> normalized;
+  if (record_.normalize()) {
+    normalized = NormalizedRows(x, n, input_dimension());
+    rows = normalized.data();
+  }
+  if (latent_encoder_ == nullptr) {
+    if (rows == x) return x;
+    *buffer = std::move(normalized);
+    return buffer->data();
+  }
+  buffer->resize(static_cast<size_t>(n * dimension()));
+  latent_encoder_->Forward(rows, n, buffer->data(), /*num_threads=*/1);
   return buffer->data();
 }
 
@@ -97,6 +157,11 @@ CapacityLimits CapacityLimitsOf(const storage::TokenizerRecord& record,
 
 int64_t Tokenizer::assigner_bytes() const {
   int64_t bytes = assigner_.table_bytes();
+  if (rqvae_ != nullptr) {
+    // The model (encoder, decoder, codebooks) and the packed encoder.
+    const int64_t parameters = RqVaeParameterCount(rqvae_->options(), rqvae_->input_dim());
+    bytes += 2 * parameters * static_cast<int64_t>(sizeof(float));
+  }
   for (int64_t l = 0; l < levels(); ++l) {
     // Plain and packed codebooks, and the squared norms.
     bytes +=
@@ -165,32 +230,60 @@ absl::StatusOr<SidAssignment> Tokenizer::Propose(const float* x, int64_t n, int6
 
 std::string Tokenizer::Serialize() const {
   storage::TokenizerRecord record = record_;
-  record.set_model(quantizer_.Serialize());
+  if (rqvae_ != nullptr) {
+    record.set_rqvae_model(RqVaeModelToProto(*rqvae_).SerializeAsString());
+  } else {
+    record.set_model(quantizer_.Serialize());
+  }
   return FrameModelBlob(kTokenizerBlob, record);
 }
 
-absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::Parse(const std::string& blob) {
-  storage::TokenizerRecord record;
-  if (absl::Status s = ParseModelBlob(kTokenizerBlob, blob, &record); !s.ok()) return s;
+namespace {
+
+// The model of a blob's record: its RQ-VAE, its quantizer or (earliest releases) its codebooks.
+absl::StatusOr<TokenizerModel> ModelOfRecord(const storage::TokenizerRecord& record) {
+  if (!record.rqvae_model().empty()) {
+    v1::RqVaeModel proto;
+    if (!proto.ParseFromString(record.rqvae_model())) {
+      return absl::DataLossError("tokenizer blob: the RQ-VAE model does not parse");
+    }
+    const std::vector<int64_t> ks(record.codebook_sizes().begin(), record.codebook_sizes().end());
+    auto model = RqVaeModelFromProto(proto, ks, record.dimension(), "rqvae_model");
+    if (!model.ok()) {
+      return absl::DataLossError(absl::StrCat("tokenizer blob: ", model.status().message()));
+    }
+    return TokenizerModel::OfRqVae(std::move(*model));
+  }
   absl::StatusOr<ResidualQuantizer> quantizer =
       record.model().empty() ? FromRecordCodebooks(record)
                              : ResidualQuantizer::Deserialize(record.model());
   if (!quantizer.ok()) {
     return absl::DataLossError(absl::StrCat("tokenizer blob: ", quantizer.status().message()));
   }
+  return TokenizerModel{std::move(*quantizer), nullptr};
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::Parse(const std::string& blob) {
+  storage::TokenizerRecord record;
+  if (absl::Status s = ParseModelBlob(kTokenizerBlob, blob, &record); !s.ok()) return s;
+  absl::StatusOr<TokenizerModel> model = ModelOfRecord(record);
+  if (!model.ok()) return model.status();
   // The metadata others read (dimension, codebook sizes) must describe the model.
-  const std::vector<int64_t>& ks = quantizer->codebook_sizes();
-  bool same_sizes = static_cast<int64_t>(record.codebook_sizes_size()) == quantizer->levels();
+  const ResidualQuantizer& quantizer = model->quantizer;
+  const std::vector<int64_t>& ks = quantizer.codebook_sizes();
+  bool same_sizes = static_cast<int64_t>(record.codebook_sizes_size()) == quantizer.levels();
   for (int l = 0; same_sizes && l < record.codebook_sizes_size(); ++l) {
     same_sizes = record.codebook_sizes(l) == ks[l];
   }
-  if (record.dimension() != quantizer->dimension() || !same_sizes) {
+  if (record.dimension() != model->input_dimension() || !same_sizes) {
     return absl::DataLossError(absl::StrFormat(
         "tokenizer blob: the record says dimension %d and %d levels, the model %d and %d",
-        record.dimension(), record.codebook_sizes_size(), quantizer->dimension(),
-        quantizer->levels()));
+        record.dimension(), record.codebook_sizes_size(), model->input_dimension(),
+        quantizer.levels()));
   }
-  return std::make_shared<const Tokenizer>(std::move(*quantizer), std::move(record));
+  return std::make_shared<const Tokenizer>(std::move(*model), std::move(record));
 }
 
 }  // namespace quantd

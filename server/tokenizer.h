@@ -1,8 +1,13 @@
 // A committed tokenizer version: the residual quantizer plus what it was trained with, and its
 // on-disk blob format: "QTOK" magic, format version (uint32), CRC-32 of the payload (uint32),
 // then a serialized quantd.storage.TokenizerRecord whose `model` holds the quantizer as core
-// serializes it (ResidualQuantizer::Serialize). Blobs of earlier releases carry raw
+// serializes it (ResidualQuantizer::Serialize), or, for RQ-VAE, whose `rqvae_model` holds the
+// model's tensors (the quantizer is made of its codebooks). Blobs of earlier releases carry raw
 // `codebooks` instead, and are still read. A blob that fails any check is DATA_LOSS.
+//
+// RQ-KMeans quantizes the (cosine: normalised) vectors themselves; RQ-VAE quantizes their
+// latents, the encoder MLP's output (e_dim wide). Everything after that step (nearest and
+// capacity assignment, occupancy, drift errors) works in that quantizer space.
 #ifndef QUANTD_SERVER_TOKENIZER_H_
 #define QUANTD_SERVER_TOKENIZER_H_
 
@@ -13,7 +18,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/mlp.h"
 #include "core/residual_quantizer.h"
+#include "core/rqvae.h"
 #include "core/sid_assignment.h"
 #include "quantd/storage/records.pb.h"
 #include "quantd/v1/quantd.pb.h"
@@ -32,16 +39,44 @@ std::vector<SizeBounds> BoundsInForceOf(const storage::TokenizerRecord& record,
 CapacityLimits CapacityLimitsOf(const storage::TokenizerRecord& record,
                                 absl::Span<const int64_t> codebook_sizes, int64_t items);
 
+// What a tokenizer version encodes with: a residual quantizer over the vectors (RQ-KMeans), or
+// an RQ-VAE and the quantizer over its latents made of its codebooks.
+struct TokenizerModel {
+  ResidualQuantizer quantizer;
+  std::shared_ptr<const RqVae> rqvae;  // null for RQ-KMeans
+
+  // The quantizer of an RQ-VAE's codebooks, with the model.
+  static absl::StatusOr<TokenizerModel> OfRqVae(RqVae model);
+  // Rows x (n x input dimension, prepared: normalised for cosine) in quantizer space: x itself,
+  // or the RQ-VAE latents (n x e_dim) in *buffer.
+  const float* QuantizerRows(const float* x, int64_t n, std::vector<float>* buffer) const;
+  // Mean squared error per component of the reconstruction of prepared rows x (n x input
+  // dimension) from their codes (n x L): the sum of codewords, or the RQ-VAE's decoder output.
+  double ReconstructionMse(const float* x, int64_t n, const int32_t* codes) const;
+  int64_t input_dimension() const {
+    return rqvae != nullptr ? rqvae->input_dim() : quantizer.dimension();
+  }
+};
+
 class Tokenizer {
  public:
-  // `record` holds the metadata; its model and codebooks fields are cleared (the quantizer
-  // holds them).
-  Tokenizer(ResidualQuantizer quantizer, storage::TokenizerRecord record);
+  // `record` holds the metadata; its model, codebooks and rqvae_model fields are cleared (the
+  // model holds them).
+  Tokenizer(TokenizerModel model, storage::TokenizerRecord record);
 
   uint32_t version() const { return record_.version(); }
   int64_t levels() const { return quantizer_.levels(); }
+  // The width of the quantizer space: the collection's dimension, or an RQ-VAE's e_dim.
   int64_t dimension() const { return quantizer_.dimension(); }
+  // The width of the vectors it encodes: the collection's dimension.
+  int64_t input_dimension() const { return model().input_dimension(); }
   const ResidualQuantizer& quantizer() const { return quantizer_; }
+  // The RQ-VAE, null for RQ-KMeans.
+  const RqVae* rqvae() const { return rqvae_.get(); }
+  TokenizerModel model() const { return TokenizerModel{quantizer_, rqvae_}; }
+  v1::TokenizerMethod method() const {
+    return rqvae_ != nullptr ? v1::TOKENIZER_METHOD_RQ_VAE : v1::TOKENIZER_METHOD_RQ_KMEANS;
+  }
   const storage::TokenizerRecord& record() const { return record_; }
 
   // Codes (n x L) of raw vectors x (n x d); normalises them first for cosine collections.
@@ -76,13 +111,16 @@ class Tokenizer {
   static absl::StatusOr<std::shared_ptr<const Tokenizer>> Parse(const std::string& blob);
 
  private:
-  // Raw rows, normalised for cosine collections: x itself or a normalised copy in `buffer`.
+  // Raw rows (n x input dimension) in quantizer space: normalised for cosine collections, then
+  // through the RQ-VAE's encoder; x itself or a copy in `buffer`.
   const float* Prepared(const float* x, int64_t n, std::vector<float>* buffer) const;
   SidAssignOptions AssignOptions() const;
   // Nearest assignment of prepared rows: ResidualQuantizer::Encode's greedy codes.
   SidAssignment Nearest(const float* x, int64_t n) const;
 
   ResidualQuantizer quantizer_;
+  std::shared_ptr<const RqVae> rqvae_;
+  std::unique_ptr<const PackedMlp> latent_encoder_;  // rqvae_'s encoder, packed for serving
   storage::TokenizerRecord record_;
   SidAssigner assigner_;  // over quantizer_
   std::unique_ptr<SidLedger> ledger_;

@@ -456,11 +456,11 @@ absl::Status Tokenizers::WritePendingRows(const PendingVersion& pending,
 }
 
 absl::StatusOr<Tokenizers::Committed> Tokenizers::CommitVersion(
-    PendingVersion& pending, storage::TokenizerRecord record, ResidualQuantizer quantizer,
+    PendingVersion& pending, storage::TokenizerRecord record, TokenizerModel model,
     const ItemSet& snapshot, absl::Span<const int32_t> codes, Activation activation) {
-  const int64_t levels = quantizer.levels();
+  const int64_t levels = model.quantizer.levels();
   const auto n = static_cast<int64_t>(snapshot.ids.size());
-  if (quantizer.dimension() != snapshot.info.dimension ||
+  if (model.input_dimension() != snapshot.info.dimension ||
       static_cast<int64_t>(codes.size()) != n * levels) {
     return absl::InternalError("tokenizer commit with inconsistent shapes");
   }
@@ -469,7 +469,7 @@ absl::StatusOr<Tokenizers::Committed> Tokenizers::CommitVersion(
   // Without the lock: the tokenizer (its assignment tables) and the snapshot items' places.
   record.set_version(version);
   record.set_decision(activation.decision);
-  auto tokenizer = std::make_shared<const Tokenizer>(std::move(quantizer), record);
+  auto tokenizer = std::make_shared<const Tokenizer>(std::move(model), record);
   SidOccupancy occupancy(tokenizer->quantizer().codebook_sizes());
   for (int64_t i = 0; i < n; ++i) occupancy.Add(codes.data() + i * levels);
 
@@ -523,7 +523,7 @@ absl::StatusOr<Tokenizers::Committed> Tokenizers::CommitVersion(
         absl::StrFormat("not activated: the active version changed from %d to %d while the job ran",
                         pending.parent_version_, versions->active());
     record.set_decision(committed.decision);
-    tokenizer = std::make_shared<const Tokenizer>(tokenizer->quantizer(), record);
+    tokenizer = std::make_shared<const Tokenizer>(tokenizer->model(), record);
   }
   rocksdb::WriteBatch batch;
   if (auto status = ReassignWritten(pending, *tokenizer, snapshot, collection.Snapshot(),

@@ -28,10 +28,9 @@
 #include "server/item_store.h"
 #include "server/sid_ledger.h"
 #include "server/sid_store.h"
+#include "server/tokenizer.h"
 
 namespace quantd {
-
-class Tokenizer;
 
 // The kept tokenizer versions of a collection, as loaded. Immutable: replaced whole, under the
 // collection's write lock, when a version commits or is activated, dropped or pinned.
@@ -149,13 +148,13 @@ class Tokenizers {
     std::string decision;  // why; completed by the commit when it overrides
   };
   // Commits the pending version: `record` (metadata; version and decision are set here) and
-  // `quantizer`, made from `snapshot` whose codes (n x L) and suffixes WriteVersionRows wrote.
+  // `model`, made from `snapshot` whose codes (n x L) and suffixes WriteVersionRows wrote.
   // Items written since the snapshot get SIDs anew (removed ones lose theirs; others take codes
   // under the version's rule after the snapshot items, keeping their suffix under the parent
   // where their tuple equals it): in catch-up rounds without the lock while many are left, the
   // rest under the write guard with the version's record, one WriteBatch.
   absl::StatusOr<Committed> CommitVersion(PendingVersion& pending, storage::TokenizerRecord record,
-                                          ResidualQuantizer quantizer, const ItemSet& snapshot,
+                                          TokenizerModel model, const ItemSet& snapshot,
                                           absl::Span<const int32_t> codes, Activation activation);
 
   // The SID side of item writes, under the collection's write guard (cid), for every kept

@@ -5,6 +5,8 @@
 
 #include <cctype>
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <regex>
 #include <set>
@@ -14,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "client/commands.h"
 #include "gtest/gtest.h"
+#include "io/npz.h"
 #include "tests/process_support.h"
 #include "tests/test_support.h"
 
@@ -170,6 +173,86 @@ TEST_F(QuantctlTest, TrainOptionsCapacityAssignmentAndDriftInStats) {
   EXPECT_NE(out.find("drift: 5000 items assigned since training"), std::string::npos) << out;
   EXPECT_NE(out.find("retrain recommended: "), std::string::npos) << out;
   EXPECT_NE(out.find("grew 2.00x since training"), std::string::npos) << out;
+}
+
+TEST_F(QuantctlTest, RqVaeTrainStatsExportAndImport) {
+  const std::string beauty = DataFile("sasrec/Beauty-32d-sasrec.npy");
+  std::string out;
+  ASSERT_EQ(RunQuantctl(address_, "create beauty --dim 32", &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "upsert beauty " + beauty + " --max-rows 1500", &out), 0) << out;
+  // RQ-VAE options without the method, and a bad JSON, are usage errors; nothing starts.
+  EXPECT_EQ(RunQuantctl(address_, "train beauty --epochs 3", &out), 2) << out;
+  EXPECT_NE(out.find("need --method rq-vae"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "train beauty --method rq-vae --rqvae '{\"epoch\": 3}'", &out), 2)
+      << out;
+  EXPECT_NE(out.find("--rqvae is not RqVaeOptions JSON"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "train beauty --method rq-vae --e-dim 64", &out), 1) << out;
+  EXPECT_NE(out.find("rqvae.e_dim 64 exceeds the collection's dimension 32"), std::string::npos)
+      << out;
+
+  ASSERT_EQ(RunQuantctl(address_,
+                        "train beauty --method rq-vae --levels 16,16 --layers 32 --e-dim 8 "
+                        "--epochs 4 --batch-size 256 --lr 2e-3 --rqvae '{\"kmeansIters\": 10}' "
+                        "--no-progress",
+                        &out),
+            0)
+      << out;
+  ASSERT_EQ(RunQuantctl(address_, "stats beauty", &out), 0) << out;
+  EXPECT_NE(out.find("(RQ-VAE, trained): 2 levels [16 16], layers [32], e_dim 8"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("4 epochs"), std::string::npos) << out;
+  EXPECT_NE(out.find("index generation (INDEX_GENERATION_EXACT_FREE_CODES): collisions "),
+            std::string::npos)
+      << out;
+
+  // Export writes every tensor by its PyTorch name; importing it back gives the same SIDs.
+  const std::string prefix = dir_.path() + "/vae";
+  ASSERT_EQ(RunQuantctl(address_, "export-tokenizer beauty --out " + prefix, &out), 0) << out;
+  EXPECT_NE(out.find("exported RQ-VAE tokenizer version 1"), std::string::npos) << out;
+  auto arrays = ReadNpz(prefix + ".npz");
+  ASSERT_TRUE(arrays.ok()) << arrays.status();
+  std::set<std::string> names;
+  for (const NpyArray& array : *arrays) names.insert(array.name);
+  EXPECT_TRUE(names.contains("encoder.mlp_layers.1.weight"));
+  EXPECT_TRUE(names.contains("rq.vq_layers.1.embedding.weight"));
+  EXPECT_EQ(RunQuantctl(address_, "import-tokenizer beauty --npz " + prefix + ".npz", &out), 2)
+      << out;
+  EXPECT_NE(out.find("holds an RQ-VAE: give --manifest"), std::string::npos) << out;
+  ASSERT_EQ(RunQuantctl(address_, "export-sids beauty --index " + dir_.path() + "/v1.json", &out),
+            0)
+      << out;
+  ASSERT_EQ(RunQuantctl(address_,
+                        "import-tokenizer beauty --npz " + prefix + ".npz --manifest " + prefix +
+                            ".json --wait --no-progress",
+                        &out),
+            0)
+      << out;
+  ASSERT_EQ(RunQuantctl(address_,
+                        "export-sids beauty --version 2 --index " + dir_.path() + "/v2.json", &out),
+            0)
+      << out;
+  const auto text = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  EXPECT_FALSE(text(dir_.path() + "/v1.json").empty());
+  EXPECT_EQ(text(dir_.path() + "/v1.json"), text(dir_.path() + "/v2.json"));
+
+  // A PyTorch checkpoint of the seed pipeline (a 32-wide model, as Beauty) becomes version 3.
+  const std::string torch = std::string(QUANTD_TEST_FIXTURE_DIR) + "/torch/rqvae_bn.pth";
+  EXPECT_EQ(RunQuantctl(address_, "import-tokenizer beauty --torch " + torch + " --npz x", &out), 2)
+      << out;
+  ASSERT_EQ(RunQuantctl(address_, "import-tokenizer beauty --torch " + torch + " --wait", &out), 0)
+      << out;
+  ASSERT_EQ(RunQuantctl(address_, "stats beauty", &out), 0) << out;
+  EXPECT_NE(out.find("tokenizer version 3 (RQ-VAE, torch_checkpoint): 3 levels [16 16 16]"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(
+      RunQuantctl(address_, "import-tokenizer beauty --torch " + dir_.path() + "/v1.json", &out), 1)
+      << out;
+  EXPECT_NE(out.find("torch checkpoint: "), std::string::npos) << out;
 }
 
 TEST_F(QuantctlTest, ReadableTimesAndCountsAndErrorsNamingTheFileRowAndTheOption) {

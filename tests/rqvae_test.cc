@@ -693,6 +693,35 @@ TEST(RqVaeTest, ParametersCarryTorchNamesAndShapes) {
   for (int i = 0; i < 4; ++i) EXPECT_TRUE(codes[i * 3] == 0 || codes[i * 3] == 5);
 }
 
+// The count and the memory estimate the server checks against its limit follow the model.
+TEST(RqVaeTest, ParameterCountAndTrainingBytesFollowTheModel) {
+  for (bool bn : {false, true}) {
+    RqVaeOptions options;
+    options.layers = {96, 48};
+    options.e_dim = 12;
+    options.num_emb_list = {64, 32};
+    options.sk_epsilons = {};
+    options.bn = bn;
+    auto model = RqVae::Create(40, options);
+    ASSERT_TRUE(model.ok()) << model.status();
+    int64_t trainable = 0;
+    for (const RqVaeParameter& param : model->Parameters()) {
+      if (param.buffer) continue;
+      int64_t size = 1;
+      for (int64_t extent : param.shape) size *= extent;
+      trainable += size;
+    }
+    EXPECT_EQ(RqVaeParameterCount(options, 40), trainable) << "bn " << bn;
+    // At least the parameters five times over (values, gradients, moments, kept model) and the
+    // rows' codes; growing with the rows and the batch.
+    const int64_t bytes = RqVaeTrainingBytes(options, 40, 10000);
+    EXPECT_GE(bytes, 5 * trainable * 4 + 10000 * 2 * 4);
+    EXPECT_GT(RqVaeTrainingBytes(options, 40, 20000), bytes);
+    options.batch_size = 4096;
+    EXPECT_GT(RqVaeTrainingBytes(options, 40, 10000), bytes);
+  }
+}
+
 TEST(RqVaeTest, InvalidOptionsNameTheField) {
   struct Case {
     std::function<void(RqVaeOptions&)> change;
@@ -760,6 +789,18 @@ TEST(RqVaeTrainTest, DivergenceNamesEpochAndLoss) {
   EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "epoch 0")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "loss")) << s;
+}
+
+// A learning rate the server still accepts (1) makes the loss explode while staying finite.
+TEST(RqVaeTrainTest, ExplodingLossIsDivergence) {
+  const Matrix data = Beauty(600);
+  RqVaeOptions options = SmallOptions();
+  options.lr = 1;
+  options.warmup_epochs = 0;
+  options.epochs = 40;
+  const absl::Status s = TrainRqVae(data.values.data(), data.rows, data.dim, options).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "times the lowest epoch loss")) << s;
 }
 
 }  // namespace

@@ -335,9 +335,9 @@ TEST_F(StorageTest, TokenizerCommitReassignsOnlyItemsWrittenDuringTraining) {
 
   Tokenizers::Activation activation;
   activation.decision = "activated (test)";
-  auto committed =
-      storage_->tokenizers().CommitVersion(*job.pending, TokenizerRecordFor(job.quantizer),
-                                           job.quantizer, job.items, job.codes, activation);
+  auto committed = storage_->tokenizers().CommitVersion(
+      *job.pending, TokenizerRecordFor(job.quantizer), TokenizerModel{job.quantizer, nullptr},
+      job.items, job.codes, activation);
   ASSERT_TRUE(committed.ok()) << committed.status();
   EXPECT_EQ(committed->version, 1u);
   EXPECT_TRUE(committed->activated);

@@ -1,6 +1,6 @@
 // The stored tokenizer blob (server/tokenizer.h): the quantizer goes in TokenizerRecord.model as
-// core serializes it, blobs of the previous release (raw `codebooks`, no `model`) still parse,
-// and a damaged blob is DATA_LOSS.
+// core serializes it (an RQ-VAE's tensors in rqvae_model), blobs of the previous release (raw
+// `codebooks`, no `model`) still parse, and a damaged blob is DATA_LOSS.
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -12,6 +12,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "core/residual_quantizer.h"
+#include "core/rqvae.h"
+#include "core/vectors.h"
 #include "gtest/gtest.h"
 #include "quantd/storage/records.pb.h"
 #include "server/model_blob.h"
@@ -73,7 +75,7 @@ std::vector<int32_t> Codes(const Tokenizer& tokenizer) {
 TEST(TokenizerBlobTest, TheModelFieldHoldsCoresSerializationAndRoundTrips) {
   const ResidualQuantizer rq = Quantizer();
   ASSERT_EQ(rq.levels(), 2);
-  const Tokenizer tokenizer(rq, Metadata(rq));
+  const Tokenizer tokenizer(TokenizerModel{rq, nullptr}, Metadata(rq));
   const std::string blob = tokenizer.Serialize();
   const storage::TokenizerRecord stored = Payload(blob);
   EXPECT_EQ(stored.model(), rq.Serialize());
@@ -108,7 +110,7 @@ TEST(TokenizerBlobTest, BlobsOfThePreviousReleaseStillParse) {
   EXPECT_EQ((*parsed)->quantizer().codebook_sizes(), rq.codebook_sizes());
   EXPECT_EQ((*parsed)->quantizer().codebook(0), rq.codebook(0));
   EXPECT_EQ((*parsed)->quantizer().codebook(1), rq.codebook(1));
-  EXPECT_EQ(Codes(**parsed), Codes(Tokenizer(rq, Metadata(rq))));
+  EXPECT_EQ(Codes(**parsed), Codes(Tokenizer(TokenizerModel{rq, nullptr}, Metadata(rq))));
   // Written again, it takes the new form.
   const storage::TokenizerRecord rewritten = Payload((*parsed)->Serialize());
   EXPECT_EQ(rewritten.codebooks_size(), 0);
@@ -148,6 +150,63 @@ TEST(TokenizerBlobTest, DamagedModelsAndDisagreeingMetadataAreDataLoss) {
             absl::StatusCode::kDataLoss);
   // Neither a model nor codebooks.
   EXPECT_EQ(parse_with([](Record& r) { r.clear_model(); }).code(), absl::StatusCode::kDataLoss);
+}
+
+// An RQ-VAE tokenizer's blob carries the model's tensors (rqvae_model), not a quantizer: the
+// quantizer over the latents is rebuilt from its codebooks, and encoding is unchanged.
+TEST(TokenizerBlobTest, RqVaeModelsRoundTripAndDamageIsDataLoss) {
+  RqVaeOptions options;
+  options.layers = {16};
+  options.e_dim = 4;
+  options.num_emb_list = {8, 4};
+  options.sk_epsilons = {0.0, 0.01};
+  options.bn = true;
+  auto model = RqVae::Create(kD, options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto made = TokenizerModel::OfRqVae(*model);
+  ASSERT_TRUE(made.ok()) << made.status();
+  storage::TokenizerRecord metadata = Metadata(made->quantizer);
+  metadata.set_dimension(kD);
+  const Tokenizer tokenizer(*made, metadata);
+  EXPECT_EQ(tokenizer.method(), v1::TOKENIZER_METHOD_RQ_VAE);
+  EXPECT_EQ(tokenizer.dimension(), 4);
+  EXPECT_EQ(tokenizer.input_dimension(), kD);
+  // Encode is the model's own encoder and nearest codes.
+  const std::vector<float> x = Rows();
+  std::vector<int32_t> expected(static_cast<size_t>(kRows * 2));
+  std::vector<float> normalized = x;
+  NormalizeRows(normalized.data(), kRows, kD);  // the metadata says normalize
+  model->Encode(normalized.data(), kRows, expected.data());
+  EXPECT_EQ(Codes(tokenizer), expected);
+
+  const std::string blob = tokenizer.Serialize();
+  const storage::TokenizerRecord stored = Payload(blob);
+  EXPECT_TRUE(stored.model().empty());
+  EXPECT_FALSE(stored.rqvae_model().empty());
+  auto parsed = Tokenizer::Parse(blob);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_NE((*parsed)->rqvae(), nullptr);
+  EXPECT_TRUE((*parsed)->record().rqvae_model().empty());  // held once, by the model
+  EXPECT_EQ(Codes(**parsed), expected);
+  EXPECT_EQ((*parsed)->Serialize(), blob);
+
+  // A tensor of the wrong shape, or metadata naming another input dimension: DATA_LOSS.
+  v1::RqVaeModel damaged;
+  ASSERT_TRUE(damaged.ParseFromString(stored.rqvae_model()));
+  damaged.mutable_tensors(0)->set_shape(1, kD + 1);
+  storage::TokenizerRecord bad = stored;
+  bad.set_rqvae_model(damaged.SerializeAsString());
+  absl::Status status = Tokenizer::Parse(FrameModelBlob({"QTOK", 1, "tokenizer"}, bad)).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "encoder.mlp_layers.1.weight")) << status;
+  bad = stored;
+  bad.set_rqvae_model("not a model");
+  status = Tokenizer::Parse(FrameModelBlob({"QTOK", 1, "tokenizer"}, bad)).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  bad = stored;
+  bad.set_dimension(kD + 2);
+  status = Tokenizer::Parse(FrameModelBlob({"QTOK", 1, "tokenizer"}, bad)).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
 }
 
 }  // namespace
