@@ -5,8 +5,9 @@
 //      thread, on SASRec Beauty (d 32) and
 //      Fashion-MNIST (d 784), balanced RQ 4 x 256 trained on 80% and queried with the other 20%:
 //      items/s, p50 and p99 per batch; ResidualQuantizer::Encode alongside.
-//   1b. grpc: Encode by vector through gRPC on loopback, batch 1 and 64, nearest and capacity
-//      assignment with beam 1 / 4 / 16, same data and tokenizer shape.
+//   1b. grpc: Encode by vector through gRPC on loopback, batch 1, 64 and 1024, nearest and
+//      capacity assignment with beam 1 / 4 / 16, same data and tokenizer shape; and an RQ-VAE
+//      tokenizer (512-256-128-64, e_dim 32, 4 x 256), whose encoder MLP dominates.
 //   2. growth: balanced RQ 3 x 256 (slack 0.1) trained on a random 80%, the other 20% added by
 //      (a) nearest codes (Encode) or (b) AssignUnderCapacity (bounds in force for the grown
 //      collection, suffix cap = DefaultSuffixCap: max(1, largest suffix seen at training)), next to
@@ -219,7 +220,7 @@ void LatencyTable(const std::string& name, const Matrix& m) {
 // ------------------------------------------------------------------------------------------
 // 1b. Encode by vector through gRPC on loopback (an in-process server, sync off): a balanced
 // 4 x 256 tokenizer trained on 80% of the rows, retrained with each beam width (same seed, so
-// the same codebooks), queried with the other 20%, one call at a time.
+// the same codebooks), then an RQ-VAE 4 x 256, queried with the other 20%, one call at a time.
 
 void Check(const grpc::Status& status, const char* what) {
   if (!status.ok()) Die(absl::StrCat(what, ": ", status.error_message()));
@@ -261,14 +262,21 @@ void GrpcLatencyTable(const std::string& name, const Matrix& m) {
   }
   const float* fresh = shuffled.values.data() + n_train * m.dim;
   const int64_t fresh_rows = m.rows - n_train;
-  for (int beam : {0, 1, 4, 16}) {  // 0: nearest assignment
+  for (int beam : {0, 1, 4, 16, -1}) {  // 0: nearest assignment; -1: an RQ-VAE, nearest
     v1::TrainTokenizerRequest train;
     train.set_collection(name);
     for (int l = 0; l < 4; ++l) train.add_codebook_sizes(256);
-    train.set_balanced(true);
     train.set_seed(kSeed);
-    train.set_max_iterations(10);
-    if (beam == 0) {
+    if (beam >= 0) {
+      train.set_balanced(true);
+      train.set_max_iterations(10);
+    }
+    if (beam == -1) {
+      // The seed's architecture (512-256-128-64, e_dim 32), 20 epochs: Encode's cost does not
+      // depend on how well it trained.
+      train.set_method(v1::TOKENIZER_METHOD_RQ_VAE);
+      train.mutable_rqvae()->set_epochs(20);
+    } else if (beam == 0) {
       train.set_assignment(v1::ASSIGNMENT_NEAREST);
     } else {
       train.set_assignment(v1::ASSIGNMENT_CAPACITY);
@@ -287,8 +295,12 @@ void GrpcLatencyTable(const std::string& name, const Matrix& m) {
       Check(stub->GetJob(&context, get, &job), "GetJob");
     }
     if (job.state() != v1::JOB_STATE_SUCCEEDED) Die("TrainTokenizer: " + job.error());
-    for (int64_t batch : {1, 64}) {
-      const int64_t calls = std::min<int64_t>(fresh_rows / batch, batch == 1 ? 2000 : 200);
+    const std::string method = beam == -1 ? "rq-vae" : beam == 0 ? "nearest" : "capacity";
+    for (int64_t batch : {1, 64, 1024}) {
+      if (batch > fresh_rows) continue;
+      const int64_t calls = std::min<int64_t>(fresh_rows / batch, batch == 1    ? 2000
+                                                                  : batch == 64 ? 200
+                                                                                : 20);
       std::vector<double> wall;
       int64_t displaced = 0;
       v1::EncodeRequest request;
@@ -309,7 +321,7 @@ void GrpcLatencyTable(const std::string& name, const Matrix& m) {
       std::printf(
           "%-13s d %-4lld gRPC Encode %-9s batch %-3lld beam %2s %9.0f items/s  p50 %8.1f us  "
           "p99 %8.1f us  (%lld of %lld displaced)\n",
-          name.c_str(), static_cast<long long>(m.dim), beam == 0 ? "nearest" : "capacity",
+          name.c_str(), static_cast<long long>(m.dim), method.c_str(),
           static_cast<long long>(batch), beam > 0 ? absl::StrCat(beam).c_str() : "-",
           static_cast<double>(calls * batch) / total, Percentile(wall, 0.5) * 1e6,
           Percentile(wall, 0.99) * 1e6, static_cast<long long>(displaced),
