@@ -91,11 +91,14 @@ SidService::Drift SidService::DriftOf(const Tokenizer& tokenizer) {
     drift.assigned_mse =
         counters.error_sum() / (assigned * static_cast<double>(tokenizer.dimension()));
   }
-  // Tokenizers of earlier releases recorded no committed figures: the training rows' MSE.
-  drift.training_mse = record.committed_items() > 0 ? record.committed_mse()
-                       : record.levels_size() > 0
-                           ? record.levels(record.levels_size() - 1).mse_after()
-                           : 0;
+  // Tokenizers of earlier releases recorded no committed figures: the training rows' MSE. An
+  // RQ-VAE's assignment errors are in latent space, as its levels' MSE after the last level at
+  // the commit (committed_mse is the decoder's, in embedding space).
+  const double last_level_mse =
+      record.levels_size() > 0 ? record.levels(record.levels_size() - 1).mse_after() : 0;
+  drift.training_mse = tokenizer.rqvae() != nullptr   ? last_level_mse
+                       : record.committed_items() > 0 ? record.committed_mse()
+                                                      : last_level_mse;
   const double trained = static_cast<double>(record.committed_items() > 0 ? record.committed_items()
                                                                           : record.trained_items());
   drift.growth = trained > 0 ? static_cast<double>(occupancy.items()) / trained : 0;

@@ -216,6 +216,15 @@ TEST_F(RqVaeServiceTest, NewItemsGetCodesFromTheEncoder) {
                                   proposed[i * 3 + 2], ","))
         << "item " << 2000 + i;
   }
+  // Drift compares like with like: the new items' quantization error (latent space) against
+  // the committed items' after the last level, not the decoder's reconstruction error (about
+  // 40 times larger here).
+  const v1::TokenizerDrift drift = Stats("beauty").tokenizer().drift();
+  EXPECT_EQ(drift.assigned_since_training(), 100u);
+  EXPECT_GT(drift.training_mse(), 0);
+  EXPECT_LT(drift.assigned_mse(), 2 * drift.training_mse());
+  EXPECT_GT(drift.assigned_mse(), 0.5 * drift.training_mse());
+  EXPECT_FALSE(drift.retrain_recommended());
 }
 
 TEST_F(RqVaeServiceTest, ProgressNamesEpochsAndCancelLeavesNoVersion) {
