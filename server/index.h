@@ -26,6 +26,16 @@ inline constexpr int64_t kMaxSearchQueries = 10000;
 inline constexpr int64_t kMaxRefineCandidates = 65536;  // refine * k
 // nq * k: keeps an answer (12 bytes per neighbour) far below the 64 MiB message limit.
 inline constexpr int64_t kMaxSearchResults = int64_t{1} << 20;
+// Filters (SearchRequest.allow / deny / sid_prefix): most ids of a packed list, most bitmap
+// bytes (2^26 ids of span), most items under a SID prefix.
+inline constexpr int64_t kMaxFilterIds = 1000000;
+inline constexpr int64_t kMaxFilterBitmapBytes = int64_t{1} << 23;
+inline constexpr int64_t kMaxPrefixItems = 1000000;
+// The crossover of filtered search: an allowed set is scored exactly from its stored vectors
+// when |allowed| x kExactCostPerItem <= nprobe x n / nlist (the codes the IVF-PQ scan would read),
+// i.e. when exact scoring of one item (a stored-vector read and d multiply-adds) costs less than
+// kExactCostPerItem scanned codes. Measured by bench/filter_bench.
+inline constexpr int64_t kExactCostPerItem = 4;
 
 // One committed index version. `record` is immutable (its `model` bytes cleared); `index` holds
 // every item of the collection and changes with item writes: writers (who also hold the
