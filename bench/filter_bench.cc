@@ -6,16 +6,18 @@
 //              stored vectors from RocksDB (ItemService::Get on a Storage holding the data);
 //              measured for allow-lists and prefixes of at most 2 x the codes a scan reads
 //              (0 where not measured)
-//   served     what Search does: exact when |allowed| x kExactCostPerItem <= nprobe x n / nlist,
-//              else scan (the figures of the chosen path)
+//   served     what Search does: exact when ScoreExactly (server/index.h) says so for the
+//              mean allowed-set size, else scan (the figures of the chosen path)
 //   post       post-filtering: unfiltered search for k' = min(n, ceil(k / selectivity)) (at most
 //              kMaxPostK), then the first k accepted
 //   faiss      faiss::IndexIVFPQ with SearchParametersIVF + IDSelectorBatch (IDSelectorNot of
 //              one for deny-lists), same nlist, M, nbits, nprobe
 // Then the crossover sweep behind kExactCostPerItem: per allowed-set size, the time of a scan
-// against the time of exact scoring with its RocksDB reads.
+// (and the codes it read, widening included) against the time of exact scoring with its RocksDB
+// reads, and the cost of one exactly scored item in scanned codes.
 //
 //   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE build/bench/filter_bench [--queries=N]
+//       [--rows=N]   (the first N base rows only, for a quick run)
 //
 // Index: nlist 256, M 56, 8 bits, nprobe 16 (both libraries), one thread, one query a call.
 // Allowed sets: seeded uniform samples of the ids (allow: the selectivity; deny: all but it);
@@ -26,6 +28,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -138,16 +141,19 @@ std::vector<uint64_t> SampleIds(int64_t n, double fraction, std::mt19937_64& rng
 
 int Main(int argc, char** argv) {
   int64_t nq = 200;
+  int64_t rows = -1;  // base rows; -1: all 60000
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--queries=", 10) == 0) {
       nq = std::atoll(argv[i] + 10);
+    } else if (std::strncmp(argv[i], "--rows=", 7) == 0) {
+      rows = std::atoll(argv[i] + 7);
     } else {
-      Die(absl::StrCat("unknown argument ", argv[i], " (--queries=N)"));
+      Die(absl::StrCat("unknown argument ", argv[i], " (--queries=N, --rows=N)"));
     }
   }
   omp_set_num_threads(1);
   const std::string dir = QUANTD_FASHION_MNIST_DIR;
-  const Matrix base = bench::LoadMatrix(dir + "/train-images-idx3-ubyte.gz");
+  const Matrix base = bench::LoadMatrix(dir + "/train-images-idx3-ubyte.gz", rows);
   const Matrix queries = bench::LoadMatrix(dir + "/t10k-images-idx3-ubyte.gz", nq);
   const int64_t n = base.rows, d = base.dim;
   nq = queries.rows;
@@ -186,10 +192,10 @@ int Main(int argc, char** argv) {
     Die(s.status().ToString());
   }
   for (int64_t row = 0; row < n; row += 1000) {
-    const int64_t rows = std::min<int64_t>(1000, n - row);
+    const int64_t batch = std::min<int64_t>(1000, n - row);
     auto put = (*storage)->items().Upsert(
-        "fmnist", absl::MakeConstSpan(all_ids.data() + row, static_cast<size_t>(rows)),
-        absl::MakeConstSpan(base.values.data() + row * d, static_cast<size_t>(rows * d)));
+        "fmnist", absl::MakeConstSpan(all_ids.data() + row, static_cast<size_t>(batch)),
+        absl::MakeConstSpan(base.values.data() + row * d, static_cast<size_t>(batch * d)));
     if (!put.ok()) Die(put.status().ToString());
   }
 
@@ -296,7 +302,9 @@ int Main(int argc, char** argv) {
       params.nprobe = kNprobe;
       const IdSelector selector{f.per_query[q], f.deny};
       std::vector<uint64_t> ids;
-      for (const IvfPqNeighbor& neighbor : (*ours.Search(query(q), params))[0]) {
+      auto results = ours.Search(query(q), params);
+      if (!results.ok()) Die(results.status().ToString());
+      for (const IvfPqNeighbor& neighbor : (*results)[0]) {
         if (selector.Accepts(neighbor.id) && static_cast<int64_t>(ids.size()) < kK) {
           ids.push_back(neighbor.id);
         }
@@ -328,7 +336,8 @@ int Main(int argc, char** argv) {
     });
     // The served rule, on the mean allowed-set size.
     const double allowed = f.deny ? 0 : f.selectivity * n;
-    const bool served_exact = !f.deny && allowed * kExactCostPerItem <= scanned;
+    const bool served_exact =
+        !f.deny && ScoreExactly(static_cast<int64_t>(allowed), kK, kNprobe, n, kNlist);
     const Figures served = served_exact ? exact : scan;
     std::printf(
         "%-9s %6.2f%% | %5.3f %9.0f | %5.3f %9.0f | %5.3f %9.0f | %5.3f %9.0f | %5.3f %9.0f | %s\n",
@@ -344,8 +353,9 @@ int Main(int argc, char** argv) {
   // Crossover: allowed sets of growing size, scan vs exact with RocksDB reads (per query).
   std::printf("\ncrossover (allow-list, per query; the scan reads ~%lld codes at nprobe %lld):\n",
               static_cast<long long>(scanned), static_cast<long long>(kNprobe));
-  std::printf("%8s %10s %12s %12s %8s\n", "allowed", "x4/scanned", "scan us", "exact us", "ratio");
-  for (int64_t size : {64, 128, 256, 512, 1024, 2048, 4096}) {
+  std::printf("%8s %10s %10s %10s %8s %10s %6s\n", "allowed", "codes", "scan us", "exact us",
+              "exact/scan", "item/code", "rule");
+  for (int64_t size : {16, 32, 64, 128, 256, 512, 1024, 2048}) {
     std::vector<uint64_t> ids = SampleIds(n, static_cast<double>(size) / n, rng);
     const IdSet set(ids);
     const IdSelector selector{&set, false};
@@ -354,11 +364,13 @@ int Main(int argc, char** argv) {
       for (int64_t q = 0; q < nq; ++q) body(q);
       return 1e6 * SecondsSince(start) / static_cast<double>(nq);
     };
+    std::atomic<int64_t> read{0};
     const double scan_us = time_per_query([&](int64_t q) {
       IvfPqSearchParams params;
       params.k = kK;
       params.nprobe = kNprobe;
       params.selector = &selector;
+      params.codes_scanned = &read;
       return ours.Search(absl::MakeConstSpan(queries.values.data() + q * d, d), params).ok();
     });
     const double exact_us = time_per_query([&](int64_t q) {
@@ -367,9 +379,12 @@ int Main(int argc, char** argv) {
                          got->ids, got->vectors, kK)
           .ok();
     });
-    std::printf("%8zu %10.2f %12.1f %12.1f %8.2f\n", ids.size(),
-                static_cast<double>(ids.size() * kExactCostPerItem) / scanned, scan_us, exact_us,
-                exact_us / scan_us);
+    const double codes_per_query = static_cast<double>(read.load()) / static_cast<double>(nq);
+    const auto count = static_cast<int64_t>(ids.size());
+    std::printf("%8lld %10.0f %10.1f %10.1f %8.2f %10.1f %6s\n", static_cast<long long>(count),
+                codes_per_query, scan_us, exact_us, exact_us / scan_us,
+                (exact_us / static_cast<double>(count)) / (scan_us / codes_per_query),
+                ScoreExactly(count, kK, kNprobe, n, kNlist) ? "exact" : "scan");
     std::fflush(stdout);
   }
   return 0;

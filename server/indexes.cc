@@ -226,8 +226,8 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
   result.index_version = index.record.version();
   const int64_t nprobe = ResolveNprobe(spec.nprobe, index.index.nlist());
   std::shared_lock lock(index.mu);
-  const int64_t scanned = nprobe * index.index.size() / std::max<int64_t>(1, index.index.nlist());
-  if (allowed != nullptr && allowed->size() <= scanned / kExactCostPerItem) {
+  if (allowed != nullptr &&
+      ScoreExactly(allowed->size(), k, nprobe, index.index.size(), index.index.nlist())) {
     lock.unlock();
     // Exact: score the stored vectors of the allowed items (ids not stored are skipped).
     auto found = items_->Get(*info, allowed->Sorted());

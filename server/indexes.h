@@ -71,7 +71,7 @@ class Indexes {
   // The k nearest accepted items of each query. INVALID_ARGUMENT naming the field and value for
   // a bad request (limits in server/index.h), NOT_FOUND for a like id that is not stored,
   // FAILED_PRECONDITION without an index (or, with a prefix, without an active tokenizer).
-  // Allowed sets with |allowed| x kExactCostPerItem <= nprobe x n / nlist are scored exactly.
+  // Allowed sets are scored exactly when ScoreExactly (server/index.h) says so.
   absl::StatusOr<SearchResult> Search(absl::string_view collection, const SearchSpec& spec) const;
   // Unfiltered query vectors: refine 0 or 1 is none, else refine * k candidates are re-ranked
   // against the stored vectors.

@@ -135,11 +135,11 @@ TEST_F(FilteredSearchTest, AllowListsInTheScanAndExactWhenSmall) {
                               from_bitmap.results(q).ids().end()),
         std::vector<uint64_t>(scanned.results(q).ids().begin(), scanned.results(q).ids().end()));
   }
-  // 50 items (below the crossover: 16 x 5000 / 128 / kExactCostPerItem) plus ids that are not
-  // stored: scored exactly, the exact answer with exact distances.
+  // 10 items (below the crossover) plus ids that are not stored: scored exactly, the exact
+  // answer with exact distances.
   v1::SearchRequest small = Request();
-  std::vector<uint64_t> few = EveryNth(base_.rows, 100, 7);
-  ASSERT_LE(static_cast<int64_t>(few.size()) * kExactCostPerItem, 16 * base_.rows / 128);
+  std::vector<uint64_t> few = EveryNth(base_.rows, 500, 7);
+  ASSERT_TRUE(ScoreExactly(static_cast<int64_t>(few.size()) + 2, 10, 16, base_.rows, 128));
   few.push_back(1000000);
   few.push_back(1000001);
   small.mutable_allow()->mutable_ids()->Add(few.begin(), few.end());
@@ -258,6 +258,7 @@ TEST_F(FilteredSearchTest, LikeSearchLeavesTheItemOutUnlessAsked) {
   // Like search combines with filters: an exact allow-list of 20 items.
   request.set_include_self(false);
   for (uint64_t id : EveryNth(base_.rows, 250, 3)) request.mutable_allow()->add_ids(id);
+  ASSERT_TRUE(ScoreExactly(20, 11, 16, base_.rows, 128));
   const v1::SearchResponse filtered = SearchOk(request);
   EXPECT_TRUE(filtered.exact());
   for (int q = 0; q < 3; ++q) {
