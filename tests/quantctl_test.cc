@@ -138,7 +138,10 @@ TEST_F(QuantctlTest, SearchFiltersLikeAndPrefix) {
   ASSERT_EQ(RunQuantctl(address_, "search sift --queries " + queries + " --max-rows 1", &out), 0);
   const std::set<uint64_t> plain = ids_in(out);
   std::string denied;
-  for (uint64_t id : plain) denied += (denied.empty() ? "" : ",") + std::to_string(id);
+  for (uint64_t id : plain) {
+    if (!denied.empty()) denied += ',';
+    denied += std::to_string(id);
+  }
   ASSERT_EQ(
       RunQuantctl(address_, "search sift --queries " + queries + " --max-rows 1 --deny " + denied,
                   &out),
@@ -158,7 +161,10 @@ TEST_F(QuantctlTest, SearchFiltersLikeAndPrefix) {
   const std::set<uint64_t> under = ids_in(out);
   ASSERT_FALSE(under.empty()) << out;
   std::string list;
-  for (uint64_t id : under) list += " " + std::to_string(id);
+  for (uint64_t id : under) {
+    list += ' ';
+    list += std::to_string(id);
+  }
   ASSERT_EQ(RunQuantctl(address_, "encode sift" + list, &out), 0) << out;
   size_t tabs = 0;
   for (size_t at = out.find('\t'); at != std::string::npos; at = out.find('\t', at + 1)) {
