@@ -35,6 +35,7 @@ bench: build
 	$(BUILD_DIR)/bench/search_bench
 	$(BUILD_DIR)/bench/sid_bench
 	$(BUILD_DIR)/bench/versions_bench
+	$(BUILD_DIR)/bench/filter_bench
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -512,21 +512,29 @@ running; `quantctl cancel ID` stops it).
        TrainIndexCommand},
       {"search",
        Section::kSearch,
-       "NAME --queries FILE [--k 10] [--nprobe N] [--refine R] [--output FILE]",
+       "NAME --queries FILE | --like ID[,ID...] [--k 10] [--allow|--deny IDS] [--prefix P]",
        "the k nearest items of each query",
-       R"(Usage: quantctl search NAME --queries FILE [OPTIONS]
+       R"(Usage: quantctl search NAME (--queries FILE | --like ID[,ID...]) [OPTIONS]
 
 Searches the collection's index with every row of a vector file (.npy, .fvecs, ...) and prints,
 per query, the ids and distances of its nearest items, nearest first (L2: squared distance;
 ip / cosine: similarity).
+  --like ID[,ID...]   search by item: each stored item's vector is a query; the item itself
+                      is left out of its results unless --include-self
   --k N               neighbours per query, 1..1024 (default 10)
   --nprobe N          lists scanned per query (default nlist/8; above nlist scans all)
   --refine R          re-rank R x k candidates by exact distance to the stored vectors
+  --allow FILE|IDS    only these items: a file of ids (one per line, .npy or .ivecs) or
+                      comma-separated ids (at most 1000000); small sets are scored exactly
+  --deny FILE|IDS     never these items (same forms; not with --allow)
+  --prefix P          only items under a semantic-ID prefix of the active tokenizer:
+                      tokens "<a_12><b_7>" or codes 12,7
   --max-rows N        use the first N queries only
   --output FILE       write the ids as .ivecs (a row per query, shorter when fewer than k
                       items were found) instead of printing them
 )",
-       {"queries", "k", "nprobe", "refine", "max-rows", "output"},
+       {"queries", "like", "include-self", "k", "nprobe", "refine", "allow", "deny", "prefix",
+        "max-rows", "output"},
        SearchCommand},
   };
   return *commands;

@@ -48,6 +48,50 @@ absl::Status WriteIvecs(Cli& cli, const std::string& path, const v1::SearchRespo
   return absl::OkStatus();
 }
 
+// The ids of --allow / --deny: a file of ids (one decimal id per line, or .npy / .ivecs with
+// one column) when `value` names one, else comma-separated ids; sorted and de-duplicated, as
+// SearchRequest's packed IdList requires.
+absl::StatusOr<std::vector<uint64_t>> FilterIds(Cli& cli, const std::string& name) {
+  const std::string value = cli.args().Get(name);
+  std::FILE* file = std::fopen(value.c_str(), "rb");
+  absl::StatusOr<std::vector<uint64_t>> ids =
+      file != nullptr ? ReadIds(value) : cli.ListOption(name);
+  if (file != nullptr) std::fclose(file);
+  if (!ids.ok()) return ids.status();
+  std::sort(ids->begin(), ids->end());
+  ids->erase(std::unique(ids->begin(), ids->end()), ids->end());
+  return ids;
+}
+
+// Sets the filters of --allow, --deny, --prefix and --include-self on `request`.
+absl::Status SetFilters(Cli& cli, v1::SearchRequest* request) {
+  const Args& args = cli.args();
+  if (args.Has("allow") && args.Has("deny")) return cli.Usage("give --allow or --deny, not both");
+  for (const char* name : {"allow", "deny"}) {
+    if (!args.Has(name)) continue;
+    auto ids = FilterIds(cli, name);
+    if (!ids.ok()) return ids.status();
+    v1::IdList* list =
+        std::string(name) == "allow" ? request->mutable_allow() : request->mutable_deny();
+    list->mutable_ids()->Add(ids->begin(), ids->end());
+  }
+  if (args.Has("prefix")) {
+    const std::string prefix = args.Get("prefix");
+    if (!prefix.empty() && prefix[0] == '<') {
+      request->set_sid_prefix_tokens(prefix);
+    } else {
+      auto codes = cli.ListOption("prefix");
+      if (!codes.ok()) return codes.status();
+      for (uint64_t code : *codes) {
+        if (code > UINT32_MAX) return cli.Usage(absl::StrFormat("--prefix code %d", code));
+        request->add_sid_prefix(static_cast<uint32_t>(code));
+      }
+    }
+  }
+  request->set_include_self(args.Has("include-self"));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status TrainIndexCommand(Cli& cli) {
@@ -87,7 +131,9 @@ absl::Status TrainIndexCommand(Cli& cli) {
 absl::Status SearchCommand(Cli& cli) {
   const Args& args = cli.args();
   if (auto s = cli.NeedPositional(1, "a collection NAME"); !s.ok()) return s;
-  if (!args.Has("queries")) return cli.Usage("--queries FILE is required");
+  if (args.Has("queries") == args.Has("like")) {
+    return cli.Usage("give --queries FILE or --like ID[,ID...] (one of them)");
+  }
   auto k = IntOption(args, "k", 10);
   auto nprobe = IntOption(args, "nprobe", 0);
   auto refine = IntOption(args, "refine", 0);
@@ -99,20 +145,37 @@ absl::Status SearchCommand(Cli& cli) {
   if (*nprobe < 0 || *nprobe > UINT32_MAX || *refine < 0 || *refine > UINT32_MAX) {
     return cli.Usage("--nprobe and --refine must be non-negative");
   }
-  auto queries = ReadMatrix(args.Get("queries"), *max_rows);
-  if (!queries.ok()) return queries.status();
-  if (queries->rows == 0) {
-    return cli.Usage(absl::StrFormat("--queries '%s' holds no rows", args.Get("queries")));
+  Matrix queries;
+  std::vector<uint64_t> like;
+  if (args.Has("like")) {
+    auto ids = cli.ListOption("like");
+    if (!ids.ok()) return ids.status();
+    like = std::move(*ids);
+    if (*max_rows >= 0 && static_cast<int64_t>(like.size()) > *max_rows) like.resize(*max_rows);
+  } else {
+    auto read = ReadMatrix(args.Get("queries"), *max_rows);
+    if (!read.ok()) return read.status();
+    if (read->rows == 0) {
+      return cli.Usage(absl::StrFormat("--queries '%s' holds no rows", args.Get("queries")));
+    }
+    queries = std::move(*read);
   }
+  v1::SearchRequest filtered;
+  if (auto s = SetFilters(cli, &filtered); !s.ok()) return s;
   // Batches of at most kBatch queries keep each request well under the message limit.
   constexpr int64_t kBatch = 1000;
+  const int64_t total = like.empty() ? queries.rows : static_cast<int64_t>(like.size());
   v1::SearchResponse all;
-  for (int64_t first = 0; first < queries->rows; first += kBatch) {
-    const int64_t rows = std::min(kBatch, queries->rows - first);
-    v1::SearchRequest request;
+  for (int64_t first = 0; first < total; first += kBatch) {
+    const int64_t rows = std::min(kBatch, total - first);
+    v1::SearchRequest request = filtered;
     request.set_collection(args.positional[1]);
-    request.mutable_queries()->Add(queries->values.begin() + first * queries->dim,
-                                   queries->values.begin() + (first + rows) * queries->dim);
+    if (like.empty()) {
+      request.mutable_queries()->Add(queries.values.begin() + first * queries.dim,
+                                     queries.values.begin() + (first + rows) * queries.dim);
+    } else {
+      request.mutable_like_ids()->Add(like.begin() + first, like.begin() + first + rows);
+    }
     request.set_k(static_cast<uint32_t>(*k));
     request.set_nprobe(static_cast<uint32_t>(*nprobe));
     request.set_refine(static_cast<uint32_t>(*refine));
@@ -124,6 +187,7 @@ absl::Status SearchCommand(Cli& cli) {
     }
     all.set_index_version(response.index_version());
     all.set_nprobe(response.nprobe());
+    all.set_exact(response.exact());
     for (v1::SearchResult& result : *response.mutable_results()) {
       *all.add_results() = std::move(result);
     }
@@ -139,7 +203,11 @@ absl::Status SearchCommand(Cli& cli) {
     for (int i = 0; i < result.ids_size(); ++i) {
       pairs.push_back(absl::StrFormat("%d:%.6g", result.ids(i), result.distances(i)));
     }
-    std::printf("query %d: %s\n", q, absl::StrJoin(pairs, " ").c_str());
+    if (like.empty()) {
+      std::printf("query %d: %s\n", q, absl::StrJoin(pairs, " ").c_str());
+    } else {
+      std::printf("like %d: %s\n", like[q], absl::StrJoin(pairs, " ").c_str());
+    }
   }
   return absl::OkStatus();
 }

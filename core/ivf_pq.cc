@@ -92,6 +92,37 @@ void Scan4(const uint8_t* codes, const uint64_t* ids, int64_t n, int64_t m_count
   }
 }
 
+// Exact internal distance between the query v and a stored vector y (d floats; cosine: both
+// unit): squared L2 (l2) or minus the inner product. In double, and a NaN (inf - inf from huge
+// components) ranks last, as the sorts of candidates need a strict weak order.
+float ExactDistance(const float* v, const float* y, int64_t d, bool l2) {
+  double distance = 0;
+  if (l2) {
+    for (int64_t j = 0; j < d; ++j) {
+      const double diff = static_cast<double>(v[j]) - y[j];
+      distance += diff * diff;
+    }
+  } else {
+    for (int64_t j = 0; j < d; ++j) distance -= static_cast<double>(v[j]) * y[j];
+  }
+  const float rounded = static_cast<float>(distance);
+  return std::isnan(rounded) ? std::numeric_limits<float>::infinity() : rounded;
+}
+
+// The first k of `best` (sorted by Before) into out, with the metric's own distance values.
+void Report(Metric metric, const std::vector<Candidate>& best, int64_t k,
+            std::vector<IvfPqNeighbor>& out) {
+  const size_t count = std::min(best.size(), static_cast<size_t>(k));
+  out.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    const Candidate& c = best[i];
+    const float distance = metric == Metric::kL2       ? c.distance
+                           : metric == Metric::kCosine ? 1.0f - 0.5f * c.distance
+                                                       : -c.distance;
+    out.push_back({c.id, distance});
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<IvfPqIndex> IvfPqIndex::Train(const float* data, int64_t n, int64_t d,
@@ -569,18 +600,19 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
       probed += static_cast<int64_t>(lists_[order[p].second].ids.size());
     }
     scanned += probed;
-    TopK top(depth, probed);
+    TopK top(depth, probed, params.selector);
     const float* ip_q = ip.empty() ? nullptr : ip.data() + q * table;
     float query_bias = 0, query_inv_scale = 0;
     if (!lut_query.empty()) {
       fastscan::QuantizeLut(ip_q, nullptr, m_count, 0.0f, lut_query.data(), &query_bias,
                             &query_inv_scale);
     }
-    for (int64_t p = 0; p < nprobe; ++p) {
+    // Scans probed list p (order[p]) into top.
+    auto scan_list = [&](int64_t p) {
       const int32_t list = order[p].second;
       const InvertedList& inv = lists_[list];
       const int64_t size = static_cast<int64_t>(inv.ids.size());
-      if (size == 0) continue;
+      if (size == 0) return;
       const float* s = sim.data();
       float base = order[p].first;
       if (fast_scan_ && use_precomputed) {  // the list's term plus the query's, fused
@@ -589,7 +621,7 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
                               &bias, &inv_scale);
         fastscan::Scan(inv.codes.data(), size, m_count, lut.data(), bias, inv_scale, inv.ids.data(),
                        top);
-        continue;
+        return;
       }
       if (use_precomputed) {
         const float* t = precomputed_.data() + list * table;
@@ -614,7 +646,7 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
           fastscan::QuantizeLut(s, nullptr, m_count, base, lut.data(), &bias, &inv_scale);
           fastscan::Scan(codes, size, m_count, lut.data(), bias, inv_scale, ids, top);
         }
-        continue;
+        return;
       }
       if (pq_.nbits() == 4) {
         Scan4(codes, ids, size, m_count, cs, s, base, top);
@@ -655,6 +687,15 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
             break;
         }
       }
+    };
+    for (int64_t p = 0; p < nprobe; ++p) scan_list(p);
+    if (params.selector != nullptr && top.size() < params.k && nprobe < nlist_) {
+      // Too few accepted ids in the nprobe lists: the next lists, nearest first, until k.
+      std::sort(order.begin() + nprobe, order.end());
+      for (int64_t p = nprobe; p < nlist_ && top.size() < params.k; ++p) {
+        scanned += static_cast<int64_t>(lists_[order[p].second].ids.size());
+        scan_list(p);
+      }
     }
     std::vector<Candidate> best = top.Sorted();
 
@@ -666,37 +707,55 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
       for (const Candidate& c : best) {
         if (!params.fetch(c.id, fetched.data())) continue;
         if (metric_ == Metric::kCosine) NormalizeRows(fetched.data(), 1, d_);
-        // In double, and a NaN (inf - inf from huge components) ranks last: the sort below needs
-        // a strict weak order.
-        double distance = 0;
-        if (l2) {
-          for (int64_t j = 0; j < d_; ++j) {
-            const double diff = static_cast<double>(v[j]) - fetched[j];
-            distance += diff * diff;
-          }
-        } else {
-          for (int64_t j = 0; j < d_; ++j) distance -= static_cast<double>(v[j]) * fetched[j];
-        }
-        const float rounded = static_cast<float>(distance);
-        exact.push_back(
-            {std::isnan(rounded) ? std::numeric_limits<float>::infinity() : rounded, c.id});
+        exact.push_back({ExactDistance(v, fetched.data(), d_, l2), c.id});
       }
       std::sort(exact.begin(), exact.end(), Before);
       best = std::move(exact);
     }
-    if (static_cast<int64_t>(best.size()) > params.k) best.resize(static_cast<size_t>(params.k));
-    std::vector<IvfPqNeighbor>& out = results[q0 + q];
-    out.reserve(best.size());
-    for (const Candidate& c : best) {
-      const float distance = metric_ == Metric::kL2       ? c.distance
-                             : metric_ == Metric::kCosine ? 1.0f - 0.5f * c.distance
-                                                          : -c.distance;
-      out.push_back({c.id, distance});
-    }
+    Report(metric_, best, params.k, results[q0 + q]);
   }
   if (params.codes_scanned != nullptr) {
     params.codes_scanned->fetch_add(scanned, std::memory_order_relaxed);
   }
+}
+
+absl::StatusOr<std::vector<std::vector<IvfPqNeighbor>>> ExactSearch(Metric metric, int64_t d,
+                                                                    absl::Span<const float> queries,
+                                                                    absl::Span<const uint64_t> ids,
+                                                                    absl::Span<const float> vectors,
+                                                                    int64_t k) {
+  if (d < 1) return absl::InvalidArgumentError(absl::StrFormat("d %d < 1", d));
+  if (queries.size() % static_cast<size_t>(d) != 0 ||
+      vectors.size() != ids.size() * static_cast<size_t>(d)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("queries (%d values) or vectors (%d values for %d ids) do not fit d %d",
+                        queries.size(), vectors.size(), ids.size(), d));
+  }
+  if (k < 1) return absl::InvalidArgumentError(absl::StrFormat("k %d < 1", k));
+  const int64_t nq = static_cast<int64_t>(queries.size()) / d;
+  const auto n = static_cast<int64_t>(ids.size());
+  if (auto status = CheckVectors(queries.data(), nq, d, metric, "queries"); !status.ok()) {
+    return status;
+  }
+  std::vector<float> normalized_queries, normalized_vectors;
+  const float* x = queries.data();
+  const float* y = vectors.data();
+  if (metric == Metric::kCosine) {
+    normalized_queries = NormalizedRows(x, nq, d);
+    normalized_vectors = NormalizedRows(y, n, d);
+    x = normalized_queries.data();
+    y = normalized_vectors.data();
+  }
+  const bool l2 = metric != Metric::kInnerProduct;
+  std::vector<std::vector<IvfPqNeighbor>> results(static_cast<size_t>(nq));
+  for (int64_t q = 0; q < nq; ++q) {
+    TopK top(k, n);
+    for (int64_t i = 0; i < n; ++i) {
+      top.Push(ExactDistance(x + q * d, y + i * d, d, l2), ids[i]);
+    }
+    Report(metric, top.Sorted(), k, results[q]);
+  }
+  return results;
 }
 
 IvfPqStats IvfPqIndex::Stats() const {

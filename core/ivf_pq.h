@@ -38,6 +38,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/gemm.h"
+#include "core/id_set.h"
 #include "core/kmeans.h"
 #include "core/product_quantizer.h"
 #include "core/vectors.h"
@@ -96,6 +97,13 @@ struct IvfPqSearchParams {
   // fetch cannot find are dropped), and the k best are returned with exact distances.
   int64_t refine = 1;
   VectorFetcher fetch;
+  // Filter (null: none): only ids the selector accepts are results. Checked per candidate in
+  // the scan, before it enters the top-k heap (8-bit, 4-bit and fast-scan paths alike; fast-scan
+  // checks the survivors of its SIMD threshold test), so the k results are the k best accepted
+  // ones of the probed lists, not what is left of k after filtering. When the nprobe lists hold
+  // fewer than k accepted ids, further lists are scanned in coarse order (nearest first) until k
+  // are held or every list was scanned: k results whenever k accepted ids are indexed.
+  const IdSelector* selector = nullptr;
   // When set, receives (added atomically) the number of stored codes the scan read: the sizes
   // of the probed lists, summed over queries. For benchmarks (ns per code).
   std::atomic<int64_t>* codes_scanned = nullptr;
@@ -135,6 +143,17 @@ struct IvfPqStats {
   // container capacities.
   int64_t memory_bytes = 0;
 };
+
+// The k nearest of n vectors (n x d, row-major, ids: n) to each of the queries (nq x d) by exact
+// distance, ranked and reported as IvfPqIndex::Search with refine reports them (nearest first,
+// ties by id; the same double-precision distances; cosine normalises queries and vectors).
+// Fewer than k when n < k. For filtered searches whose allowed set is small enough that scoring
+// it directly beats probing lists. INVALID_ARGUMENT on bad shapes, k < 1 or a bad query.
+absl::StatusOr<std::vector<std::vector<IvfPqNeighbor>>> ExactSearch(Metric metric, int64_t d,
+                                                                    absl::Span<const float> queries,
+                                                                    absl::Span<const uint64_t> ids,
+                                                                    absl::Span<const float> vectors,
+                                                                    int64_t k);
 
 class IvfPqIndex {
  public:

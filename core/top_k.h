@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/id_set.h"
+
 namespace quantd {
 
 // A candidate: internal distance (smaller is nearer) and id. Ordered by (distance, id), so the
@@ -22,18 +24,26 @@ inline bool Before(const Candidate& a, const Candidate& b) {
   return a.distance < b.distance || (a.distance == b.distance && a.id < b.id);
 }
 
-// The k best candidates seen: a binary max-heap under Before (worst at the root).
+// The k best candidates seen: a binary max-heap under Before (worst at the root). With a
+// selector, candidates it does not accept never enter: every scan checks a candidate that passes
+// the threshold here, after its own (e.g. SIMD) threshold test, so filters cost nothing on the
+// candidates the threshold already rejects.
 class TopK {
  public:
   // reserve: the most candidates expected (k, or fewer when fewer vectors are stored).
-  TopK(int64_t k, int64_t reserve) : k_(static_cast<size_t>(k)) {
+  // selector: null for none; outlives the TopK.
+  TopK(int64_t k, int64_t reserve, const IdSelector* selector = nullptr)
+      : k_(static_cast<size_t>(k)), selector_(selector) {
     heap_.reserve(static_cast<size_t>(std::min(k, reserve)));
   }
 
   // Distances above this cannot enter (+inf until k candidates are held).
   float threshold() const { return threshold_; }
+  // Candidates held (at most k).
+  int64_t size() const { return static_cast<int64_t>(heap_.size()); }
 
   void Push(float distance, uint64_t id) {
+    if (selector_ != nullptr && !selector_->Accepts(id)) return;
     const Candidate c{distance, id};
     if (heap_.size() < k_) {
       heap_.push_back(c);
@@ -66,6 +76,7 @@ class TopK {
 
  private:
   size_t k_;
+  const IdSelector* selector_;
   std::vector<Candidate> heap_;
   float threshold_ = std::numeric_limits<float>::infinity();
 };

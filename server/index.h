@@ -26,6 +26,19 @@ inline constexpr int64_t kMaxSearchQueries = 10000;
 inline constexpr int64_t kMaxRefineCandidates = 65536;  // refine * k
 // nq * k: keeps an answer (12 bytes per neighbour) far below the 64 MiB message limit.
 inline constexpr int64_t kMaxSearchResults = int64_t{1} << 20;
+// Filters (SearchRequest.allow / deny / sid_prefix): most ids of a packed list, most bitmap
+// bytes (2^26 ids of span), most items under a SID prefix.
+inline constexpr int64_t kMaxFilterIds = 1000000;
+inline constexpr int64_t kMaxFilterBitmapBytes = int64_t{1} << 23;
+inline constexpr int64_t kMaxPrefixItems = 1000000;
+// The crossover of filtered search. A scan with an allowed set of `allowed` ids reads about
+// max(nprobe x n / nlist, k x n / allowed) codes per query (the nprobe lists, or more lists when
+// they hold fewer than k allowed ids: the scan widens); exact scoring reads and scores `allowed`
+// stored vectors. ScoreExactly says exact when allowed x kExactCostPerItem <= that many codes:
+// scoring one item exactly (a RocksDB read of its vector and d multiply-adds in double) costs
+// about as much as kExactCostPerItem scanned codes (filter_bench's crossover sweep).
+inline constexpr int64_t kExactCostPerItem = 64;
+bool ScoreExactly(int64_t allowed, int64_t k, int64_t nprobe, int64_t n, int64_t nlist);
 
 // One committed index version. `record` is immutable (its `model` bytes cleared); `index` holds
 // every item of the collection and changes with item writes: writers (who also hold the

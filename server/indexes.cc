@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_format.h"
 #include "server/index.h"
+#include "server/tokenizer.h"
 
 namespace quantd {
 namespace {
@@ -129,32 +130,144 @@ absl::StatusOr<uint32_t> Indexes::CommitIndex(absl::string_view name, storage::I
 absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
                                                       absl::Span<const float> queries, int64_t k,
                                                       int64_t nprobe, int64_t refine) const {
+  SearchSpec spec;
+  spec.queries = queries;
+  spec.k = k;
+  spec.nprobe = nprobe;
+  spec.refine = refine;
+  return Search(name, spec);
+}
+
+absl::StatusOr<std::vector<uint64_t>> Indexes::PrefixItems(absl::string_view name,
+                                                           absl::Span<const int64_t> prefix,
+                                                           const IdSet* allow,
+                                                           const IdSet* deny) const {
+  auto tokenizer = tokenizers_->GetTokenizer(name);
+  if (!tokenizer.ok()) return tokenizer.status();
+  const int64_t levels = (*tokenizer)->levels();
+  if (static_cast<int64_t>(prefix.size()) > levels) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "sid_prefix has %d codes; the active tokenizer (version %d) has %d levels, so 1..%d",
+        prefix.size(), (*tokenizer)->version(), levels, levels));
+  }
+  for (size_t l = 0; l < prefix.size(); ++l) {
+    const int64_t size = (*tokenizer)->quantizer().codebook_size(static_cast<int64_t>(l));
+    if (prefix[l] < 0 || prefix[l] >= size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("sid_prefix[%d] = %d is outside 0..%d", l, prefix[l], size - 1));
+    }
+  }
+  auto sids = tokenizers_->LookupSids(name, **tokenizer, prefix, kMaxPrefixItems);
+  if (!sids.ok()) return sids.status();
+  if (sids->truncated) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "sid_prefix covers more than %d items; give a longer prefix", kMaxPrefixItems));
+  }
+  std::vector<uint64_t> ids;
+  ids.reserve(sids->ids.size());
+  for (uint64_t id : sids->ids) {
+    if ((allow == nullptr || allow->Contains(id)) && (deny == nullptr || !deny->Contains(id))) {
+      ids.push_back(id);
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
+                                                      const SearchSpec& spec) const {
   auto info = registry_->Describe(name);
   if (!info.ok()) return info.status();
-  auto nq = CheckSearchRequest(*info, queries, k, nprobe, refine);
+  const int64_t d = info->dimension;
+  if (spec.allow != nullptr && spec.deny != nullptr) {
+    return absl::InvalidArgumentError("allow and deny are both set: give one of them");
+  }
+  // Search by item: the stored vectors of like_ids are the queries.
+  std::vector<float> liked;
+  absl::Span<const float> queries = spec.queries;
+  if (!spec.like_ids.empty()) {
+    if (!spec.queries.empty()) {
+      return absl::InvalidArgumentError("queries and like_ids are both given: give one of them");
+    }
+    if (static_cast<int64_t>(spec.like_ids.size()) > kMaxSearchQueries) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "like_ids has %d ids, at most %d per request", spec.like_ids.size(), kMaxSearchQueries));
+    }
+    liked.resize(spec.like_ids.size() * static_cast<size_t>(d));
+    for (size_t i = 0; i < spec.like_ids.size(); ++i) {
+      if (!items_->Fetch(info->id, d, spec.like_ids[i], liked.data() + i * d)) {
+        return absl::NotFoundError(
+            absl::StrFormat("like_ids[%d] = %d is not an item of '%s'", i, spec.like_ids[i], name));
+      }
+    }
+    queries = liked;
+  }
+  auto nq = CheckSearchRequest(*info, queries, spec.k, spec.nprobe, spec.refine);
   if (!nq.ok()) return nq.status();
   auto serving = GetIndex(name);
   if (!serving.ok()) return serving.status();
   const ServingIndex& index = **serving;
 
-  IvfPqSearchParams params;
-  params.k = k;
-  params.nprobe = ResolveNprobe(nprobe, index.index.nlist());
-  params.refine = std::max<int64_t>(1, refine);
-  params.num_threads = 1;
-  if (params.refine > 1) {
-    // An item deleted meanwhile is dropped from the candidates.
-    params.fetch = [this, cid = info->id, d = info->dimension](uint64_t id, float* out) {
-      return items_->Fetch(cid, d, id, out);
-    };
+  // The allowed set: allow, or the prefix's items narrowed by allow / deny.
+  const IdSet* allowed = spec.allow;
+  IdSet prefix_set;
+  if (!spec.sid_prefix.empty()) {
+    auto ids = PrefixItems(name, spec.sid_prefix, spec.allow, spec.deny);
+    if (!ids.ok()) return ids.status();
+    prefix_set = IdSet(*ids);
+    allowed = &prefix_set;
   }
+  const IdSet* denied = spec.sid_prefix.empty() ? spec.deny : nullptr;
+  // Like search leaves the query's item out: one more neighbour, then that item dropped.
+  const bool drop_self = !spec.like_ids.empty() && !spec.include_self;
+  const int64_t k = spec.k + (drop_self ? 1 : 0);
+
   SearchResult result;
   result.index_version = index.record.version();
-  result.nprobe = params.nprobe;
+  const int64_t nprobe = ResolveNprobe(spec.nprobe, index.index.nlist());
   std::shared_lock lock(index.mu);
-  auto neighbors = index.index.Search(queries, params);
-  if (!neighbors.ok()) return neighbors.status();
-  result.neighbors = std::move(*neighbors);
+  if (allowed != nullptr &&
+      ScoreExactly(allowed->size(), k, nprobe, index.index.size(), index.index.nlist())) {
+    lock.unlock();
+    // Exact: score the stored vectors of the allowed items (ids not stored are skipped).
+    auto found = items_->Get(*info, allowed->Sorted());
+    if (!found.ok()) return found.status();
+    auto neighbors = ExactSearch(info->metric, d, queries, found->ids, found->vectors, k);
+    if (!neighbors.ok()) return neighbors.status();
+    result.neighbors = std::move(*neighbors);
+    result.exact = true;
+  } else {
+    IvfPqSearchParams params;
+    params.k = k;
+    params.nprobe = nprobe;
+    params.refine = std::max<int64_t>(1, spec.refine);
+    params.num_threads = 1;
+    if (params.refine > 1) {
+      // An item deleted meanwhile is dropped from the candidates.
+      params.fetch = [this, cid = info->id, d](uint64_t id, float* out) {
+        return items_->Fetch(cid, d, id, out);
+      };
+    }
+    IdSelector selector;
+    if (allowed != nullptr || denied != nullptr) {
+      selector = {allowed != nullptr ? allowed : denied, allowed == nullptr};
+      params.selector = &selector;
+    }
+    auto neighbors = index.index.Search(queries, params);
+    if (!neighbors.ok()) return neighbors.status();
+    result.neighbors = std::move(*neighbors);
+    result.nprobe = nprobe;
+  }
+  if (drop_self) {
+    for (size_t q = 0; q < result.neighbors.size(); ++q) {
+      std::vector<IvfPqNeighbor>& row = result.neighbors[q];
+      const uint64_t self = spec.like_ids[q];
+      row.erase(std::remove_if(row.begin(), row.end(),
+                               [self](const IvfPqNeighbor& n) { return n.id == self; }),
+                row.end());
+      if (static_cast<int64_t>(row.size()) > spec.k) row.resize(static_cast<size_t>(spec.k));
+    }
+  }
   return result;
 }
 

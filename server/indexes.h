@@ -10,12 +10,14 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/id_set.h"
 #include "core/ivf_pq.h"
 #include "quantd/storage/records.pb.h"
 #include "server/collections.h"
 #include "server/db.h"
 #include "server/item_store.h"
 #include "server/ivf_store.h"
+#include "server/tokenizers.h"
 
 namespace quantd {
 
@@ -23,9 +25,10 @@ struct ServingIndex;
 
 class Indexes {
  public:
-  // Every pointer outlives the service.
-  Indexes(Db* db, CollectionRegistry* registry, const ItemStore* items, const IvfStore* ivf)
-      : db_(db), registry_(registry), items_(items), ivf_(ivf) {}
+  // Every pointer outlives the service. `tokenizers` resolves SID-prefix filters.
+  Indexes(Db* db, CollectionRegistry* registry, const ItemStore* items, const IvfStore* ivf,
+          const Tokenizers* tokenizers)
+      : db_(db), registry_(registry), items_(items), ivf_(ivf), tokenizers_(tokenizers) {}
 
   // Loads every collection's current index and its entries into its slot (start-up). An
   // unreadable one fails only its collection's calls (DATA_LOSS); a RocksDB read error fails
@@ -49,12 +52,29 @@ class Indexes {
 
   struct SearchResult {
     uint32_t index_version = 0;
-    int64_t nprobe = 0;  // used, after ResolveNprobe (server/index.h)
+    int64_t nprobe = 0;  // used, after ResolveNprobe (server/index.h); 0 when exact
+    bool exact = false;  // the allowed set was scored exactly (the crossover rule below)
     std::vector<std::vector<IvfPqNeighbor>> neighbors;  // one per query, nearest first
   };
-  // The k nearest items of each of the nq = queries.size() / dimension queries (nq x
-  // dimension). refine 0 or 1 is none, else refine * k candidates are re-ranked against the
-  // stored vectors. Limits in server/index.h; INVALID_ARGUMENT naming the field and value.
+  // A Search request past its collection (quantd.proto SearchRequest documents every field).
+  struct SearchSpec {
+    absl::Span<const float> queries;      // nq x dimension, row-major; or:
+    absl::Span<const uint64_t> like_ids;  // nq stored items, each a query
+    bool include_self = false;            // like_ids: keep each query's own item
+    int64_t k = 0;
+    int64_t nprobe = 0;
+    int64_t refine = 0;
+    const IdSet* allow = nullptr;  // at most one of allow and deny
+    const IdSet* deny = nullptr;
+    std::vector<int64_t> sid_prefix;  // codes under the active tokenizer; empty: none
+  };
+  // The k nearest accepted items of each query. INVALID_ARGUMENT naming the field and value for
+  // a bad request (limits in server/index.h), NOT_FOUND for a like id that is not stored,
+  // FAILED_PRECONDITION without an index (or, with a prefix, without an active tokenizer).
+  // Allowed sets are scored exactly when ScoreExactly (server/index.h) says so.
+  absl::StatusOr<SearchResult> Search(absl::string_view collection, const SearchSpec& spec) const;
+  // Unfiltered query vectors: refine 0 or 1 is none, else refine * k candidates are re-ranked
+  // against the stored vectors.
   absl::StatusOr<SearchResult> Search(absl::string_view collection, absl::Span<const float> queries,
                                       int64_t k, int64_t nprobe, int64_t refine) const;
 
@@ -63,6 +83,12 @@ class Indexes {
   CollectionRegistry* registry_;
   const ItemStore* items_;
   const IvfStore* ivf_;
+  const Tokenizers* tokenizers_;
+
+  // The items under `prefix` (active tokenizer) that allow holds / deny does not (ascending).
+  absl::StatusOr<std::vector<uint64_t>> PrefixItems(absl::string_view collection,
+                                                    absl::Span<const int64_t> prefix,
+                                                    const IdSet* allow, const IdSet* deny) const;
 };
 
 }  // namespace quantd

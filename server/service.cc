@@ -26,6 +26,37 @@ void ToProto(const CollectionInfo& info, const Tokenizers& tokenizers, v1::Colle
   out->set_create_time_ms(info.create_time_ms);
 }
 
+// The id set of a Search filter (`field`: "allow" or "deny"), checked against the encoding
+// and limits documented at IdList in quantd.proto.
+absl::StatusOr<IdSet> ParseIdList(const v1::IdList& list, absl::string_view field) {
+  if (list.ids_size() > 0 && !list.bitmap().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s has both ids and a bitmap: give one form", field));
+  }
+  if (list.ids_size() > kMaxFilterIds) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s.ids has %d ids, at most %d", field, list.ids_size(), kMaxFilterIds));
+  }
+  for (int i = 1; i < list.ids_size(); ++i) {
+    if (list.ids(i) <= list.ids(i - 1)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s.ids[%d] = %d follows %d: ids must be strictly ascending (sorted, no duplicates)",
+          field, i, list.ids(i), list.ids(i - 1)));
+    }
+  }
+  const auto bytes = static_cast<int64_t>(list.bitmap().size());
+  if (bytes > kMaxFilterBitmapBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s.bitmap has %d bytes, at most %d", field, bytes, kMaxFilterBitmapBytes));
+  }
+  if (bytes > 0 && list.bitmap_base() > ~uint64_t{0} - (8 * static_cast<uint64_t>(bytes) - 1)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s.bitmap_base %d + 8 x %d bitmap bytes passes 2^64", field, list.bitmap_base(), bytes));
+  }
+  if (bytes > 0) return IdSet::FromBitmap(list.bitmap_base(), list.bitmap());
+  return IdSet(list.ids());
+}
+
 }  // namespace
 
 void FillSid(const int32_t* codes, int64_t levels, uint32_t suffix, v1::Sid* sid) {
@@ -312,11 +343,33 @@ absl::Status QuantdService::HandleTrainIndex(const v1::TrainIndexRequest& reques
 // A batch is bounded (kMaxSearchQueries x kMaxSearchK) and searched on one core.
 absl::Status QuantdService::HandleSearch(const v1::SearchRequest& request,
                                          v1::SearchResponse* response) {
-  auto result = storage_->indexes().Search(request.collection(), request.queries(), request.k(),
-                                           request.nprobe(), request.refine());
+  Indexes::SearchSpec spec;
+  spec.queries = request.queries();
+  spec.like_ids = request.like_ids();
+  spec.include_self = request.include_self();
+  spec.k = request.k();
+  spec.nprobe = request.nprobe();
+  spec.refine = request.refine();
+  if (request.has_allow() && request.has_deny()) {
+    return absl::InvalidArgumentError("allow and deny are both set: give one of them");
+  }
+  IdSet filter;
+  if (request.has_allow() || request.has_deny()) {
+    auto parsed = request.has_allow() ? ParseIdList(request.allow(), "allow")
+                                      : ParseIdList(request.deny(), "deny");
+    if (!parsed.ok()) return parsed.status();
+    filter = std::move(*parsed);
+    (request.has_allow() ? spec.allow : spec.deny) = &filter;
+  }
+  auto prefix = SidPrefixOf(request.sid_prefix(), request.sid_prefix_tokens(), "sid_prefix",
+                            "sid_prefix_tokens");
+  if (!prefix.ok()) return prefix.status();
+  spec.sid_prefix = std::move(*prefix);
+  auto result = storage_->indexes().Search(request.collection(), spec);
   if (!result.ok()) return result.status();
   response->set_index_version(result->index_version);
   response->set_nprobe(static_cast<uint32_t>(result->nprobe));
+  response->set_exact(result->exact);
   for (const std::vector<IvfPqNeighbor>& neighbors : result->neighbors) {
     v1::SearchResult* out = response->add_results();
     for (const IvfPqNeighbor& neighbor : neighbors) {

@@ -7,24 +7,25 @@
 #include "core/vectors.h"
 
 namespace quantd {
-namespace {
-
-// A SID prefix given as codes or as tokens (`field` names the codes), not both.
-absl::StatusOr<std::vector<int64_t>> PrefixOf(absl::Span<const uint32_t> codes,
-                                              absl::string_view tokens, absl::string_view field) {
+absl::StatusOr<std::vector<int64_t>> SidPrefixOf(absl::Span<const uint32_t> codes,
+                                                 absl::string_view tokens, absl::string_view field,
+                                                 absl::string_view tokens_field) {
   std::vector<int64_t> prefix(codes.begin(), codes.end());
   if (!tokens.empty()) {
     if (!prefix.empty()) {
-      return absl::InvalidArgumentError(absl::StrFormat("give %s or tokens, not both", field));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("give %s or %s, not both", field, tokens_field));
     }
     auto parsed = ParseSidTokens(tokens);
-    if (!parsed.ok()) return parsed.status();
+    if (!parsed.ok()) {
+      if (tokens_field == "tokens") return parsed.status();  // its message names `tokens`
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: %s", tokens_field, parsed.status().message()));
+    }
     prefix = std::move(*parsed);
   }
   return prefix;
 }
-
-}  // namespace
 
 absl::StatusOr<SidService::Encoded> SidService::Encode(absl::string_view collection,
                                                        absl::Span<const uint64_t> ids,
@@ -151,7 +152,7 @@ absl::StatusOr<SidList> SidService::Lookup(absl::string_view collection,
                                            absl::Span<const uint32_t> codes,
                                            absl::string_view tokens, uint64_t limit,
                                            uint32_t version) const {
-  auto prefix = PrefixOf(codes, tokens, "codes");
+  auto prefix = SidPrefixOf(codes, tokens, "codes");
   if (!prefix.ok()) return prefix.status();
   if (prefix->empty()) return absl::InvalidArgumentError("codes and tokens are both empty");
   if (limit > static_cast<uint64_t>(kMaxLookupLimit)) {
@@ -174,7 +175,7 @@ absl::StatusOr<SidService::Next> SidService::NextCodes(absl::string_view collect
                                                        absl::Span<const uint32_t> codes,
                                                        absl::string_view tokens,
                                                        uint32_t version) const {
-  auto prefix = PrefixOf(codes, tokens, "prefix");
+  auto prefix = SidPrefixOf(codes, tokens, "prefix");
   if (!prefix.ok()) return prefix.status();
   auto tokenizer = storage_->tokenizers().GetTokenizer(collection, version);
   if (!tokenizer.ok()) return tokenizer.status();

@@ -35,6 +35,12 @@ inline constexpr double kRetrainOverflow = 0.01;
 inline constexpr double kRetrainMseRatio = 1.25;
 inline constexpr double kRetrainDisplaced = 0.5;
 
+// A SID prefix given as codes (request field `field`) or as tokens ("<a_12><b_7>", field
+// `tokens_field`), not both; empty when neither. INVALID_ARGUMENT naming the field otherwise.
+absl::StatusOr<std::vector<int64_t>> SidPrefixOf(absl::Span<const uint32_t> codes,
+                                                 absl::string_view tokens, absl::string_view field,
+                                                 absl::string_view tokens_field = "tokens");
+
 class SidService {
  public:
   // `storage` outlives the service.

@@ -23,8 +23,9 @@ absl::StatusOr<std::unique_ptr<Storage>> Storage::Open(const Options& options) {
   storage->items_ = std::make_unique<ItemService>(
       engine, storage->collections_.get(), storage->item_store_.get(), storage->sid_store_.get(),
       storage->tokenizers_.get(), storage->ivf_store_.get());
-  storage->indexes_ = std::make_unique<Indexes>(
-      engine, storage->collections_.get(), storage->item_store_.get(), storage->ivf_store_.get());
+  storage->indexes_ =
+      std::make_unique<Indexes>(engine, storage->collections_.get(), storage->item_store_.get(),
+                                storage->ivf_store_.get(), storage->tokenizers_.get());
   storage->backups_ = std::make_unique<Backups>(engine);
   if (auto status = storage->tokenizers_->LoadAll(); !status.ok()) return status;
   if (auto status = storage->indexes_->LoadAll(); !status.ok()) return status;

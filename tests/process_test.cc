@@ -438,7 +438,8 @@ TEST(ProcessTest, QuantctlIndexWalkThrough) {
       0)
       << out;
   EXPECT_NE(out.find("{\"results\":[{\"ids\":[\""), std::string::npos) << out;
-  EXPECT_NE(out.find("\"index_version\":1,\"nprobe\":16}"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"index_version\":1,\"nprobe\":16,\"exact\":false}"), std::string::npos)
+      << out;
   EXPECT_EQ(RunQuantctl(address,
                         "search sift --queries " + query + " --k 10 --nprobe 32 --refine 10 " +
                             "--output " + dir.File("ids.ivecs"),
@@ -464,7 +465,7 @@ TEST(ProcessTest, QuantctlIndexWalkThrough) {
 
   // Usage mistakes exit 2, server refusals 1.
   EXPECT_EQ(RunQuantctl(address, "search sift", &out), 2);
-  EXPECT_NE(out.find("--queries FILE is required"), std::string::npos) << out;
+  EXPECT_NE(out.find("give --queries FILE or --like ID"), std::string::npos) << out;
   EXPECT_EQ(RunQuantctl(address, "search sift --queries " + query + " --k 0", &out), 2);
   EXPECT_EQ(RunQuantctl(address, "search sift --queries " + query + " --k 5000", &out), 1);
   EXPECT_NE(out.find("k 5000 is outside 1..1024"), std::string::npos) << out;

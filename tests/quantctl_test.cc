@@ -104,6 +104,86 @@ TEST_F(QuantctlTest, ListItemsPagesWithTokensVectorsAndSids) {
   EXPECT_EQ(RunQuantctl(address_, "list-items sift --version 1", &out), 2) << out;
 }
 
+TEST_F(QuantctlTest, SearchFiltersLikeAndPrefix) {
+  const std::string sift = DataFile("sift5k/sift5k_base.fvecs");
+  const std::string queries = DataFile("sift5k/sift5k_query.fvecs");
+  std::string out;
+  ASSERT_EQ(RunQuantctl(address_, "create sift --dim 128", &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "upsert sift " + sift, &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "train-index sift --seed 1", &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "train sift --levels 16,16 --seed 1", &out), 0) << out;
+  // The ids of every "id:distance" pair printed.
+  auto ids_in = [](const std::string& text) {
+    std::set<uint64_t> ids;
+    const std::regex pair(R"((\d+):[-0-9.e+]+)");
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), pair);
+         it != std::sregex_iterator(); ++it) {
+      ids.insert(std::stoull((*it)[1].str()));
+    }
+    return ids;
+  };
+  // --allow from a file (unsorted, with a duplicate: quantctl sorts) and as a list.
+  testing::WriteFile(dir_.File("allow.txt"), "42\n7\n4000\n7\n");
+  ASSERT_EQ(RunQuantctl(address_,
+                        "search sift --queries " + queries + " --max-rows 2 --allow " +
+                            dir_.File("allow.txt"),
+                        &out),
+            0)
+      << out;
+  EXPECT_EQ(ids_in(out), (std::set<uint64_t>{7, 42, 4000})) << out;
+  ASSERT_EQ(
+      RunQuantctl(address_,
+                  "search sift --queries " + queries + " --max-rows 1 --allow 9,10 --json", &out),
+      0)
+      << out;
+  EXPECT_NE(out.find("\"exact\":true"), std::string::npos) << out;
+  // --deny: never the denied ids.
+  ASSERT_EQ(RunQuantctl(address_, "search sift --queries " + queries + " --max-rows 1", &out), 0);
+  const std::set<uint64_t> plain = ids_in(out);
+  std::string denied;
+  for (uint64_t id : plain) {
+    if (!denied.empty()) denied += ',';
+    denied += std::to_string(id);
+  }
+  ASSERT_EQ(
+      RunQuantctl(address_, "search sift --queries " + queries + " --max-rows 1 --deny " + denied,
+                  &out),
+      0)
+      << out;
+  for (uint64_t id : ids_in(out)) EXPECT_FALSE(plain.contains(id)) << id;
+  EXPECT_EQ(ids_in(out).size(), 10u) << out;
+  // --like: the items themselves left out unless --include-self.
+  ASSERT_EQ(RunQuantctl(address_, "search sift --like 3,5 --refine 10", &out), 0) << out;
+  EXPECT_NE(out.find("like 3: "), std::string::npos) << out;
+  EXPECT_EQ(out.find("like 3: 3:"), std::string::npos) << out;
+  ASSERT_EQ(RunQuantctl(address_, "search sift --like 3 --refine 10 --include-self", &out), 0)
+      << out;
+  EXPECT_NE(out.find("like 3: 3:0 "), std::string::npos) << out;
+  // --prefix: every result under it (the SID of each from encode).
+  ASSERT_EQ(RunQuantctl(address_, "search sift --like 3 --prefix \"<a_2>\"", &out), 0) << out;
+  const std::set<uint64_t> under = ids_in(out);
+  ASSERT_FALSE(under.empty()) << out;
+  std::string list;
+  for (uint64_t id : under) {
+    list += ' ';
+    list += std::to_string(id);
+  }
+  ASSERT_EQ(RunQuantctl(address_, "encode sift" + list, &out), 0) << out;
+  size_t tabs = 0;
+  for (size_t at = out.find('\t'); at != std::string::npos; at = out.find('\t', at + 1)) {
+    EXPECT_EQ(out.compare(at + 1, 5, "<a_2>"), 0) << out;
+    ++tabs;
+  }
+  EXPECT_EQ(tabs, under.size()) << out;
+  // Errors: the server's, naming the field; quantctl's own usage errors exit 2.
+  EXPECT_EQ(RunQuantctl(address_, "search sift --like 99999", &out), 1) << out;
+  EXPECT_NE(out.find("like_ids[0] = 99999"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "search sift --like 3 --prefix 1,2,3", &out), 1) << out;
+  EXPECT_NE(out.find("sid_prefix has 3 codes"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "search sift --like 3 --allow 1 --deny 2", &out), 2) << out;
+  EXPECT_EQ(RunQuantctl(address_, "search sift", &out), 2) << out;
+}
+
 TEST_F(QuantctlTest, EncodeVectorsEncodesTheWholeFileInBatches) {
   const std::string sift = DataFile("sift5k/sift5k_base.fvecs");
   std::string out;
