@@ -10,6 +10,17 @@
 //   build/bench/rqvae_bench --data=Beauty --epochs=100 --levels=3 --threads=1
 //   build/bench/rqvae_bench --data=fmnist --rows=20000 --epochs=20 --threads=1
 //
+// Issue #13's runs (run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`):
+//   --data=Beauty|Instruments --levels=3|4 --epochs=300 --warmup=50 --keep=collision
+//   --data=fmnist --rows=20000 --levels=3 --epochs=30 --warmup=5 --eval_step=5 --keep=collision
+//     [--scale=0.00392156862745098]
+// and beside the peer, one after the other in one session:
+//   /usr/bin/python3 bench/rqvae_torch_peer.py --data=Beauty --levels=3 --steps=60
+//   build/bench/rqvae_bench --data=Beauty --levels=3 --epochs=10 --eval_step=10 --rq_kmeans=0
+//
+// On a shared machine read the CPU-time figures: wall time there is the work times the wait for
+// a core (the header and the encode section print the load average).
+//
 // Flags (defaults in brackets): --data=Beauty|Instruments|fmnist [Beauty] (fmnist: Debian's
 // Fashion-MNIST training images, 60000 x 784 pixel floats 0..255 as io/vector_file reads them),
 // --rows=N [all], --epochs [100; fmnist 20], --layers=512,256,128,64, --e_dim [32],
