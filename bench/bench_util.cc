@@ -1,14 +1,18 @@
 #include "bench/bench_util.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <numbers>
 #include <numeric>
+#include <sstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -98,16 +102,148 @@ std::string DataDir() {
   return QUANTD_DATA_DIR;
 }
 
+std::string FashionMnistTrainImages() {
+  return std::string(QUANTD_FASHION_MNIST_DIR) + "/train-images-idx3-ubyte.gz";
+}
+
+LetterIndex ParseLetterIndex(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) Die("cannot open " + path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  const std::string text = buffer.str();
+  size_t pos = 0;
+  auto fail = [&](const std::string& what) -> void {
+    Die(absl::StrCat(path, ": ", what, " at byte ", pos));
+  };
+  auto skip_ws = [&] {
+    while (pos < text.size() && std::isspace(static_cast<unsigned char>(text[pos]))) ++pos;
+  };
+  auto expect = [&](char c) {
+    skip_ws();
+    if (pos >= text.size() || text[pos] != c) fail(std::string("expected '") + c + "'");
+    ++pos;
+  };
+  // Consumes a ',' after optional whitespace, if there is one.
+  auto comma = [&] {
+    skip_ws();
+    if (pos >= text.size() || text[pos] != ',') return false;
+    ++pos;
+    return true;
+  };
+  auto string_value = [&]() -> std::string {
+    expect('"');
+    const size_t end = text.find('"', pos);
+    if (end == std::string::npos) fail("unterminated string");
+    std::string s = text.substr(pos, end - pos);
+    if (s.find('\\') != std::string::npos) fail("escapes are not expected");
+    pos = end + 1;
+    return s;
+  };
+  std::map<int64_t, std::vector<int32_t>> by_id;
+  expect('{');
+  skip_ws();
+  if (pos < text.size() && text[pos] == '}') fail("empty index");
+  while (true) {
+    const std::string key = string_value();
+    char* end = nullptr;
+    const long long id = std::strtoll(key.c_str(), &end, 10);
+    if (key.empty() || *end != '\0' || id < 0) fail("item id \"" + key + "\" is not an integer");
+    expect(':');
+    expect('[');
+    std::vector<int32_t> tokens;
+    while (true) {
+      const std::string token = string_value();
+      // "<a_183>": the letter must follow the position.
+      const char letter = static_cast<char>('a' + tokens.size());
+      if (token.size() < 5 || token[0] != '<' || token[1] != letter || token[2] != '_' ||
+          token.back() != '>') {
+        fail("bad token \"" + token + "\"");
+      }
+      const long code = std::strtol(token.c_str() + 3, &end, 10);
+      if (*end != '>' || code < 0) fail("bad token \"" + token + "\"");
+      tokens.push_back(static_cast<int32_t>(code));
+      if (comma()) continue;
+      expect(']');
+      break;
+    }
+    if (!by_id.emplace(id, std::move(tokens)).second) fail("duplicate item id " + key);
+    if (comma()) continue;
+    expect('}');
+    break;
+  }
+  LetterIndex index;
+  index.items = static_cast<int64_t>(by_id.size());
+  index.levels = static_cast<int64_t>(by_id.begin()->second.size());
+  index.codes.reserve(static_cast<size_t>(index.items * index.levels));
+  int64_t expected_id = 0;
+  for (const auto& [id, tokens] : by_id) {
+    if (id != expected_id++) Die(absl::StrCat(path, ": item ids are not 0..n-1 (", id, ")"));
+    if (static_cast<int64_t>(tokens.size()) != index.levels) {
+      Die(absl::StrCat(path, ": item ", id, " has ", tokens.size(), " tokens"));
+    }
+    index.codes.insert(index.codes.end(), tokens.begin(), tokens.end());
+  }
+  return index;
+}
+
+CodeSummary SummarizeCodes(const int32_t* codes, int64_t n, int64_t levels, int64_t stride,
+                           int64_t min_codebook_size) {
+  CodeSummary summary;
+  // ComputeCollisions wants a dense n x levels matrix.
+  std::vector<int32_t> dense(static_cast<size_t>(n * levels));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t l = 0; l < levels; ++l) dense[i * levels + l] = codes[i * stride + l];
+  }
+  summary.collisions = ComputeCollisions(dense.data(), n, levels);
+  for (int64_t l = 0; l < levels; ++l) {
+    int32_t max_code = 0;
+    for (int64_t i = 0; i < n; ++i) max_code = std::max(max_code, codes[i * stride + l]);
+    summary.usage.push_back(ComputeLevelUsage(codes + l, n, stride,
+                                              std::max<int64_t>(min_codebook_size, max_code + 1)));
+  }
+  return summary;
+}
+
+RqOptions RqKMeansOptions(int levels, int64_t k, bool balanced, uint64_t seed, int max_iterations,
+                          int threads) {
+  RqOptions options;
+  for (int l = 0; l < levels; ++l) {
+    RqLevelOptions level;
+    level.k = k;
+    level.balanced = balanced;
+    options.levels.push_back(level);
+  }
+  options.balance_slack = 0.1;
+  options.kmeans.seed = seed;
+  options.kmeans.max_iterations = max_iterations;
+  options.kmeans.tolerance = 0;
+  options.kmeans.num_threads = threads;
+  return options;
+}
+
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 std::string CpuModel() {
   std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(colon + 2);
-    }
+  std::string line, name, family, model;
+  // The first processor's fields; a virtual machine may give a bare "AMD EPYC" as the name, so
+  // the family and model numbers follow it (AMD family 26 is Zen 5).
+  while (std::getline(in, line) && !line.empty()) {
+    const auto colon = line.find(':');
+    if (colon == std::string::npos || colon + 2 > line.size()) continue;
+    const std::string value = line.substr(colon + 2);
+    if (line.rfind("model name", 0) == 0) name = value;
+    if (line.rfind("cpu family", 0) == 0) family = value;
+    if (line.rfind("model\t", 0) == 0) model = value;
   }
-  return "unknown";
+  if (name.empty()) return "unknown";
+  if (!family.empty()) absl::StrAppend(&name, " (family ", family, ", model ", model, ")");
+  return name;
 }
 
 }  // namespace quantd::bench

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "core/residual_quantizer.h"
+#include "core/semantic_id.h"
 #include "io/vector_file.h"
 
 namespace quantd::bench {
@@ -44,6 +46,37 @@ std::vector<int64_t> ExactNeighbors(const Matrix& base, const Matrix& queries, i
 // The shared real data (sift5k/, movielens/, sasrec/): $QUANTD_TEST_DATA_DIR when set and not
 // empty, else ../shared/data beside the checkout.
 std::string DataDir();
+
+// Debian's dataset-fashion-mnist training images (60000 x 784 IDX, gzip), as ReadMatrix reads
+// them: QUANTD_FASHION_MNIST_DIR (a CMake cache path) + "/train-images-idx3-ubyte.gz".
+std::string FashionMnistTrainImages();
+
+// LETTER index JSON: {"0": ["<a_183>", "<b_70>", "<c_232>", "<d_6>"], ...}. codes is items x
+// levels, row-major, in item id order; ids must be 0..items-1. Dies on anything else.
+struct LetterIndex {
+  int64_t items = 0;
+  int64_t levels = 0;
+  std::vector<int32_t> codes;
+};
+LetterIndex ParseLetterIndex(const std::string& path);
+
+// Collisions of the first `levels` codes of n items (codes with `stride` ints between items)
+// and codebook usage per level; a level's codebook size is the larger of min_codebook_size and
+// its largest code + 1.
+struct CodeSummary {
+  CollisionStats collisions;
+  std::vector<LevelUsage> usage;
+};
+CodeSummary SummarizeCodes(const int32_t* codes, int64_t n, int64_t levels, int64_t stride,
+                           int64_t min_codebook_size);
+
+// RQ-KMeans as the benchmarks train it: `levels` levels of k codes, plain or balanced (slack
+// 0.1), k-means seed `seed`, max_iterations with tolerance 0 (every iteration runs), threads.
+RqOptions RqKMeansOptions(int levels, int64_t k, bool balanced, uint64_t seed, int max_iterations,
+                          int threads);
+
+// Seconds of CPU time this process has used (all its threads).
+double ProcessCpuSeconds();
 
 // The CPU's model name from /proc/cpuinfo ("unknown" where it has none).
 std::string CpuModel();

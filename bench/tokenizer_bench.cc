@@ -146,96 +146,6 @@ Matrix FirstRows(const Matrix& m, int64_t rows) {
   return out;
 }
 
-// LETTER index JSON: {"0": ["<a_183>", "<b_70>", "<c_232>", "<d_6>"], ...}. Returns codes
-// (items x levels, row-major, item id order; ids must be 0..items-1) and the number of levels.
-struct LetterIndex {
-  int64_t items = 0;
-  int64_t levels = 0;
-  std::vector<int32_t> codes;
-};
-
-LetterIndex ParseLetterIndex(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) Die("cannot open " + path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const std::string text = buffer.str();
-  size_t pos = 0;
-  auto fail = [&](const std::string& what) -> void {
-    Die(absl::StrCat(path, ": ", what, " at byte ", pos));
-  };
-  auto skip_ws = [&] {
-    while (pos < text.size() && std::isspace(static_cast<unsigned char>(text[pos]))) ++pos;
-  };
-  auto expect = [&](char c) {
-    skip_ws();
-    if (pos >= text.size() || text[pos] != c) fail(std::string("expected '") + c + "'");
-    ++pos;
-  };
-  auto string_value = [&]() -> std::string {
-    expect('"');
-    const size_t end = text.find('"', pos);
-    if (end == std::string::npos) fail("unterminated string");
-    std::string s = text.substr(pos, end - pos);
-    if (s.find('\\') != std::string::npos) fail("escapes are not expected");
-    pos = end + 1;
-    return s;
-  };
-  std::map<int64_t, std::vector<int32_t>> by_id;
-  expect('{');
-  skip_ws();
-  if (pos < text.size() && text[pos] == '}') fail("empty index");
-  while (true) {
-    const std::string key = string_value();
-    char* end = nullptr;
-    const long long id = std::strtoll(key.c_str(), &end, 10);
-    if (key.empty() || *end != '\0' || id < 0) fail("item id \"" + key + "\" is not an integer");
-    expect(':');
-    expect('[');
-    std::vector<int32_t> tokens;
-    while (true) {
-      const std::string token = string_value();
-      // "<a_183>": the letter must follow the position.
-      const char letter = static_cast<char>('a' + tokens.size());
-      if (token.size() < 5 || token[0] != '<' || token[1] != letter || token[2] != '_' ||
-          token.back() != '>') {
-        fail("bad token \"" + token + "\"");
-      }
-      const long code = std::strtol(token.c_str() + 3, &end, 10);
-      if (*end != '>' || code < 0) fail("bad token \"" + token + "\"");
-      tokens.push_back(static_cast<int32_t>(code));
-      skip_ws();
-      if (pos < text.size() && text[pos] == ',') {
-        ++pos;
-        continue;
-      }
-      expect(']');
-      break;
-    }
-    if (!by_id.emplace(id, std::move(tokens)).second) fail("duplicate item id " + key);
-    skip_ws();
-    if (pos < text.size() && text[pos] == ',') {
-      ++pos;
-      continue;
-    }
-    expect('}');
-    break;
-  }
-  LetterIndex index;
-  index.items = static_cast<int64_t>(by_id.size());
-  index.levels = static_cast<int64_t>(by_id.begin()->second.size());
-  index.codes.reserve(static_cast<size_t>(index.items * index.levels));
-  int64_t expected_id = 0;
-  for (const auto& [id, tokens] : by_id) {
-    if (id != expected_id++) Die(absl::StrCat(path, ": item ids are not 0..n-1 (", id, ")"));
-    if (static_cast<int64_t>(tokens.size()) != index.levels) {
-      Die(absl::StrCat(path, ": item ", id, " has ", tokens.size(), " tokens"));
-    }
-    index.codes.insert(index.codes.end(), tokens.begin(), tokens.end());
-  }
-  return index;
-}
-
 // ------------------------------------------------------------------------------------------
 // Table 1 / 2: RQ-KMeans runs.
 
@@ -254,19 +164,9 @@ struct TokenizationRow {
 void Summarize(const int32_t* codes, int64_t n, int64_t levels, int64_t stride,
                TokenizationRow& row) {
   row.items = n;
-  // ComputeCollisions wants a dense n x levels matrix.
-  std::vector<int32_t> dense(static_cast<size_t>(n * levels));
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t l = 0; l < levels; ++l) dense[i * levels + l] = codes[i * stride + l];
-  }
-  row.collisions = ComputeCollisions(dense.data(), n, levels);
-  row.usage.clear();
-  for (int64_t l = 0; l < levels; ++l) {
-    int32_t max_code = 0;
-    for (int64_t i = 0; i < n; ++i) max_code = std::max(max_code, codes[i * stride + l]);
-    row.usage.push_back(
-        ComputeLevelUsage(codes + l, n, stride, std::max<int64_t>(kCodes, max_code + 1)));
-  }
+  bench::CodeSummary summary = bench::SummarizeCodes(codes, n, levels, stride, kCodes);
+  row.collisions = summary.collisions;
+  row.usage = std::move(summary.usage);
 }
 
 struct RqRun {
@@ -279,18 +179,8 @@ struct RqRun {
 
 RqRun TrainRq(const std::string& dataset, const Matrix& m, int levels, bool balanced,
               int max_iterations = kIterations) {
-  RqOptions options;
-  for (int l = 0; l < levels; ++l) {
-    RqLevelOptions level;
-    level.k = kCodes;
-    level.balanced = balanced;
-    options.levels.push_back(level);
-  }
-  options.balance_slack = 0.1;
-  options.kmeans.seed = kSeed;
-  options.kmeans.max_iterations = max_iterations;
-  options.kmeans.tolerance = 0;
-  options.kmeans.num_threads = 0;  // all cores
+  RqOptions options = bench::RqKMeansOptions(levels, kCodes, balanced, kSeed, max_iterations,
+                                             /*threads=*/0);  // all cores
   std::fprintf(stderr, "  training %s %dx%lld %s ...\n", dataset.c_str(), levels,
                static_cast<long long>(kCodes), balanced ? "balanced" : "plain");
   // Per level: times of the first and last iteration callbacks, and the iteration count.
@@ -805,7 +695,7 @@ int main(int argc, char** argv) {
 
   const std::string sasrec = SasrecDir();
   std::fprintf(stderr, "loading data ...\n");
-  const Matrix fmnist = Load(std::string(QUANTD_FASHION_MNIST_DIR) + "/train-images-idx3-ubyte.gz");
+  const Matrix fmnist = Load(bench::FashionMnistTrainImages());
   const int64_t synthetic_rows = flags.quick ? 50000 : 1000000;
   const auto gen_start = Clock::now();
   const Matrix mixture = bench::GaussianMixture(synthetic_rows, 128, 1000, kSeed, kSeed + 1);
@@ -826,7 +716,8 @@ int main(int argc, char** argv) {
     PrintTokenizationHeader();
     for (const char* name : {"Beauty", "Instruments"}) {
       const Matrix m = Load(sasrec + "/" + name + "-32d-sasrec.npy");
-      const LetterIndex letter = ParseLetterIndex(sasrec + "/" + name + ".letter.index.json");
+      const bench::LetterIndex letter =
+          bench::ParseLetterIndex(sasrec + "/" + name + ".letter.index.json");
       if (letter.items != m.rows) {
         std::printf("note: LETTER index has %lld items, embeddings %lld rows\n",
                     static_cast<long long>(letter.items), static_cast<long long>(m.rows));
