@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/cli.h"
@@ -206,7 +207,8 @@ absl::Status SearchCommand(Cli& cli) {
     if (like.empty()) {
       std::printf("query %d: %s\n", q, absl::StrJoin(pairs, " ").c_str());
     } else {
-      std::printf("like %d: %s\n", like[q], absl::StrJoin(pairs, " ").c_str());
+      std::printf("like %s: %s\n", absl::StrCat(like[q]).c_str(),
+                  absl::StrJoin(pairs, " ").c_str());
     }
   }
   return absl::OkStatus();
