@@ -524,6 +524,8 @@ ip / cosine: similarity).
   --k N               neighbours per query, 1..1024 (default 10)
   --nprobe N          lists scanned per query (default nlist/8; above nlist scans all)
   --refine R          re-rank R x k candidates by exact distance to the stored vectors
+  --offset N          results start after each query's first N (the next page of k: --offset
+                      N+k); offset + k at most 1024
   --allow FILE|IDS    only these items: a file of ids (one per line, .npy or .ivecs) or
                       comma-separated ids (at most 1000000); small sets are scored exactly
   --deny FILE|IDS     never these items (same forms; not with --allow)
@@ -533,8 +535,8 @@ ip / cosine: similarity).
   --output FILE       write the ids as .ivecs (a row per query, shorter when fewer than k
                       items were found) instead of printing them
 )",
-       {"queries", "like", "include-self", "k", "nprobe", "refine", "allow", "deny", "prefix",
-        "max-rows", "output"},
+       {"queries", "like", "include-self", "k", "nprobe", "refine", "offset", "allow", "deny",
+        "prefix", "max-rows", "output"},
        SearchCommand},
   };
   return *commands;

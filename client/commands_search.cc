@@ -138,13 +138,16 @@ absl::Status SearchCommand(Cli& cli) {
   auto k = IntOption(args, "k", 10);
   auto nprobe = IntOption(args, "nprobe", 0);
   auto refine = IntOption(args, "refine", 0);
+  auto offset = IntOption(args, "offset", 0);
   auto max_rows = IntOption(args, "max-rows", -1);
-  for (const auto* v : {&k, &nprobe, &refine, &max_rows}) {
+  for (const auto* v : {&k, &nprobe, &refine, &offset, &max_rows}) {
     if (!v->ok()) return cli.Usage(v->status().message());
   }
   if (*k < 1 || *k > UINT32_MAX) return cli.Usage(absl::StrFormat("--k %d must be positive", *k));
-  if (*nprobe < 0 || *nprobe > UINT32_MAX || *refine < 0 || *refine > UINT32_MAX) {
-    return cli.Usage("--nprobe and --refine must be non-negative");
+  for (const auto* v : {&nprobe, &refine, &offset}) {
+    if (**v < 0 || **v > UINT32_MAX) {
+      return cli.Usage("--nprobe, --refine and --offset must be non-negative");
+    }
   }
   Matrix queries;
   std::vector<uint64_t> like;
@@ -180,6 +183,7 @@ absl::Status SearchCommand(Cli& cli) {
     request.set_k(static_cast<uint32_t>(*k));
     request.set_nprobe(static_cast<uint32_t>(*nprobe));
     request.set_refine(static_cast<uint32_t>(*refine));
+    request.set_offset(static_cast<uint32_t>(*offset));
     v1::SearchResponse response;
     if (auto s = cli.Call(&v1::Quantd::Stub::Search, request, &response); !s.ok()) {
       return first == 0 ? s

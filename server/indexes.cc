@@ -14,7 +14,7 @@ namespace {
 // Checks a Search request's shape and limits against a collection of dimension d; returns nq.
 absl::StatusOr<int64_t> CheckSearchRequest(const CollectionInfo& info,
                                            absl::Span<const float> queries, int64_t k,
-                                           int64_t nprobe, int64_t refine) {
+                                           int64_t offset, int64_t nprobe, int64_t refine) {
   const int64_t d = info.dimension;
   if (queries.empty()) {
     return absl::InvalidArgumentError("queries is empty: give at least one query vector");
@@ -32,15 +32,24 @@ absl::StatusOr<int64_t> CheckSearchRequest(const CollectionInfo& info,
   if (k < 1 || k > kMaxSearchK) {
     return absl::InvalidArgumentError(absl::StrFormat("k %d is outside 1..%d", k, kMaxSearchK));
   }
+  if (offset < 0 || offset > kMaxSearchK - k) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("offset %d + k %d = %d exceeds %d: results deeper than that are not served",
+                        offset, k, offset + k, kMaxSearchK));
+  }
+  // The scan gathers offset + k results a query.
+  const char* gathered = offset > 0 ? "(offset + k)" : "k";
+  k += offset;
   if (nq * k > kMaxSearchResults) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("%d queries x k %d = %d results exceed %d per request; split the batch", nq,
-                        k, nq * k, kMaxSearchResults));
+        absl::StrFormat("%d queries x %s %d = %d results exceed %d per request; split the batch",
+                        nq, gathered, k, nq * k, kMaxSearchResults));
   }
   if (nprobe < 0) return absl::InvalidArgumentError(absl::StrFormat("nprobe %d < 0", nprobe));
   if (refine < 0 || refine * k > kMaxRefineCandidates) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "refine %d: refine x k (%d) must be at most %d", refine, refine * k, kMaxRefineCandidates));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("refine %d: refine x %s (%d) must be at most %d", refine, gathered,
+                        refine * k, kMaxRefineCandidates));
   }
   if (auto status = CheckVectors(queries.data(), nq, d, info.metric, "queries"); !status.ok()) {
     return status;
@@ -202,7 +211,7 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
     }
     queries = liked;
   }
-  auto nq = CheckSearchRequest(*info, queries, spec.k, spec.nprobe, spec.refine);
+  auto nq = CheckSearchRequest(*info, queries, spec.k, spec.offset, spec.nprobe, spec.refine);
   if (!nq.ok()) return nq.status();
   auto serving = GetIndex(name);
   if (!serving.ok()) return serving.status();
@@ -218,9 +227,10 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
     allowed = &prefix_set;
   }
   const IdSet* denied = spec.sid_prefix.empty() ? spec.deny : nullptr;
-  // Like search leaves the query's item out: one more neighbour, then that item dropped.
+  // Like search leaves the query's item out: one more neighbour, then that item dropped. A
+  // page at `offset` gathers offset + k and drops the first offset.
   const bool drop_self = !spec.like_ids.empty() && !spec.include_self;
-  const int64_t k = spec.k + (drop_self ? 1 : 0);
+  const int64_t k = spec.offset + spec.k + (drop_self ? 1 : 0);
 
   SearchResult result;
   result.index_version = index.record.version();
@@ -258,15 +268,17 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
     result.neighbors = std::move(*neighbors);
     result.nprobe = nprobe;
   }
-  if (drop_self) {
-    for (size_t q = 0; q < result.neighbors.size(); ++q) {
-      std::vector<IvfPqNeighbor>& row = result.neighbors[q];
+  for (size_t q = 0; q < result.neighbors.size(); ++q) {
+    std::vector<IvfPqNeighbor>& row = result.neighbors[q];
+    if (drop_self) {
       const uint64_t self = spec.like_ids[q];
       row.erase(std::remove_if(row.begin(), row.end(),
                                [self](const IvfPqNeighbor& n) { return n.id == self; }),
                 row.end());
-      if (static_cast<int64_t>(row.size()) > spec.k) row.resize(static_cast<size_t>(spec.k));
     }
+    row.erase(row.begin(),
+              row.begin() + std::min<int64_t>(spec.offset, static_cast<int64_t>(row.size())));
+    if (static_cast<int64_t>(row.size()) > spec.k) row.resize(static_cast<size_t>(spec.k));
   }
   return result;
 }

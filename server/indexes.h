@@ -62,6 +62,7 @@ class Indexes {
     absl::Span<const uint64_t> like_ids;  // nq stored items, each a query
     bool include_self = false;            // like_ids: keep each query's own item
     int64_t k = 0;
+    int64_t offset = 0;  // results skipped before the k (a page of the ranking)
     int64_t nprobe = 0;
     int64_t refine = 0;
     const IdSet* allow = nullptr;  // at most one of allow and deny

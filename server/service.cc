@@ -348,6 +348,7 @@ absl::Status QuantdService::HandleSearch(const v1::SearchRequest& request,
   spec.like_ids = request.like_ids();
   spec.include_self = request.include_self();
   spec.k = request.k();
+  spec.offset = request.offset();
   spec.nprobe = request.nprobe();
   spec.refine = request.refine();
   if (request.has_allow() && request.has_deny()) {

@@ -341,5 +341,58 @@ TEST_F(FilteredSearchTest, BadInputsNameTheFieldAndChangeNothing) {
   EXPECT_EQ(SearchOk(Request()).results_size(), queries_.rows);
 }
 
+// Paging: offset skips the first results of each query, so a page is a slice of one search
+// of offset + k (through the scan, the exact path and like search alike), and the plain scan's
+// pages concatenate; a page deeper than 1024 results is INVALID_ARGUMENT.
+TEST_F(FilteredSearchTest, OffsetPagesAreSlicesOfTheDeeperSearch) {
+  Prepare(/*tokenizer=*/false);
+  // Page `page` of k 10 equals ranks 10 page .. 10 page + 9 of the search of `deeper` results.
+  const auto page_matches = [&](v1::SearchRequest request, int page, int deeper) {
+    request.set_k(static_cast<uint32_t>(deeper));
+    const v1::SearchResponse whole = SearchOk(request);
+    request.set_k(10);
+    request.set_offset(static_cast<uint32_t>(10 * page));
+    const v1::SearchResponse part = SearchOk(request);
+    ASSERT_EQ(part.results_size(), whole.results_size());
+    for (int q = 0; q < whole.results_size(); ++q) {
+      ASSERT_EQ(part.results(q).ids_size(), 10) << "page " << page << " query " << q;
+      for (int i = 0; i < 10; ++i) {
+        EXPECT_EQ(part.results(q).ids(i), whole.results(q).ids(10 * page + i))
+            << "page " << page << " query " << q << " rank " << i;
+        EXPECT_EQ(part.results(q).distances(i), whole.results(q).distances(10 * page + i));
+      }
+    }
+  };
+  v1::SearchRequest allowed = Request();
+  for (uint64_t id : EveryNth(5000, 50)) allowed.mutable_allow()->add_ids(id);
+  // 34 allowed items: the scan for the first page, exact scoring for the deeper ones.
+  v1::SearchRequest small = Request();
+  for (uint64_t id : EveryNth(5000, 150)) small.mutable_allow()->add_ids(id);
+  v1::SearchRequest like;
+  like.set_collection("sift");
+  for (uint64_t id : {3, 77, 4000}) like.add_like_ids(id);
+  for (int page = 0; page < 3; ++page) {
+    page_matches(Request(), page, 10 * page + 10);
+    page_matches(Request(), page, 30);  // the plain scan: pages concatenate
+    page_matches(allowed, page, 10 * page + 10);
+    page_matches(small, page, 10 * page + 10);
+    page_matches(like, page, 10 * page + 10);  // each query's own item left out first
+  }
+
+  // A page past the end is short, not an error: 100 allowed items, ranks 95..104.
+  allowed.set_k(10);
+  allowed.set_offset(95);
+  const v1::SearchResponse tail = SearchOk(allowed);
+  for (const v1::SearchResult& result : tail.results()) EXPECT_EQ(result.ids_size(), 5);
+
+  v1::SearchRequest deep = Request();
+  deep.set_offset(1020);
+  ExpectError(deep, grpc::StatusCode::INVALID_ARGUMENT, {"offset 1020 + k 10 = 1030 exceeds 1024"});
+  deep.set_offset(100);
+  deep.set_refine(600);
+  ExpectError(deep, grpc::StatusCode::INVALID_ARGUMENT,
+              {"refine 600: refine x (offset + k) (66000) must be at most 65536"});
+}
+
 }  // namespace
 }  // namespace quantd
