@@ -97,6 +97,32 @@ class RqVaeServiceTest : public InProcessServerTest {
     return codes;
   }
 
+  // A request changed by one case, and what its error must say.
+  template <typename Request>
+  struct BadCase {
+    std::string name;
+    std::function<void(Request*)> change;
+    std::string message;
+  };
+  // Each case's change of `base`, sent by `send`, is INVALID_ARGUMENT with the case's message,
+  // and together they start no job and leave the active version of "beauty" as it was.
+  template <typename Request>
+  void ExpectRefused(const Request& base, const std::vector<BadCase<Request>>& cases,
+                     const std::function<grpc::Status(const Request&, v1::Job*)>& send) {
+    const uint32_t active = ActiveVersion("beauty");
+    const int jobs = JobCount();
+    for (const BadCase<Request>& c : cases) {
+      Request request = base;
+      c.change(&request);
+      v1::Job job;
+      const grpc::Status status = send(request, &job);
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.name;
+      EXPECT_THAT(status.error_message(), HasSubstr(c.message)) << c.name;
+    }
+    EXPECT_EQ(JobCount(), jobs);
+    EXPECT_EQ(ActiveVersion("beauty"), active);
+  }
+
   uint32_t ActiveVersion(const std::string& collection) {
     return Stats(collection).tokenizer_versions().active_version();
   }
@@ -251,14 +277,7 @@ TEST_F(RqVaeServiceTest, ProgressNamesEpochsAndCancelLeavesNoVersion) {
 
 TEST_F(RqVaeServiceTest, BadOptionsAreInvalidArgumentAndChangeNothing) {
   ASSERT_EQ(TrainAndWait(SmallRqVae("beauty", 2)).state(), v1::JOB_STATE_SUCCEEDED);
-  const uint32_t active = ActiveVersion("beauty");
-  const int jobs = JobCount();
-  struct Case {
-    std::string name;
-    std::function<void(v1::TrainTokenizerRequest*)> change;
-    std::string message;
-  };
-  const std::vector<Case> cases = {
+  const std::vector<BadCase<v1::TrainTokenizerRequest>> cases = {
       {"e_dim over the dimension", [](auto* r) { r->mutable_rqvae()->set_e_dim(33); },
        "rqvae.e_dim 33 exceeds the collection's dimension 32"},
       {"zero learning rate", [](auto* r) { r->mutable_rqvae()->set_lr(0); },
@@ -303,16 +322,11 @@ TEST_F(RqVaeServiceTest, BadOptionsAreInvalidArgumentAndChangeNothing) {
        [](auto* r) { r->mutable_rqvae()->set_keep(static_cast<v1::RqVaeCheckpoint>(7)); },
        "rqvae.keep 7"},
   };
-  for (const Case& c : cases) {
-    v1::TrainTokenizerRequest request = SmallRqVae("beauty", 2);
-    c.change(&request);
-    v1::Job job;
-    const grpc::Status status = StartTraining(request, &job);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.name;
-    EXPECT_THAT(status.error_message(), HasSubstr(c.message)) << c.name;
-  }
-  EXPECT_EQ(JobCount(), jobs);
-  EXPECT_EQ(ActiveVersion("beauty"), active);
+  ExpectRefused<v1::TrainTokenizerRequest>(
+      SmallRqVae("beauty", 2), cases,
+      [this](const v1::TrainTokenizerRequest& request, v1::Job* job) {
+        return StartTraining(request, job);
+      });
 }
 
 TEST_F(RqVaeServiceTest, DivergedTrainingFailsNamingTheEpochAndKeepsServing) {
@@ -341,14 +355,7 @@ TEST_F(RqVaeServiceTest, DivergedTrainingFailsNamingTheEpochAndKeepsServing) {
 TEST_F(RqVaeServiceTest, BadModelsAreRefusedNamingTheTensor) {
   ASSERT_EQ(TrainAndWait(SmallRqVae("beauty", 2)).state(), v1::JOB_STATE_SUCCEEDED);
   const v1::ExportTokenizerResponse exported = Export("beauty");
-  const uint32_t active = ActiveVersion("beauty");
-  const int jobs = JobCount();
-  struct Case {
-    std::string name;
-    std::function<void(v1::ImportTokenizerRequest*)> change;
-    std::string message;
-  };
-  const std::vector<Case> cases = {
+  const std::vector<BadCase<v1::ImportTokenizerRequest>> cases = {
       {"missing tensor",
        [](auto* r) {
          auto* tensors = r->mutable_rqvae()->mutable_tensors();
@@ -381,19 +388,14 @@ TEST_F(RqVaeServiceTest, BadModelsAreRefusedNamingTheTensor) {
        [](auto* r) { r->mutable_manifest()->mutable_parameters()->set_balanced(true); },
        "manifest.parameters: balanced applies to method TOKENIZER_METHOD_RQ_KMEANS only"},
   };
-  for (const Case& c : cases) {
-    v1::ImportTokenizerRequest request;
-    request.set_collection("beauty");
-    *request.mutable_manifest() = exported.manifest();
-    *request.mutable_rqvae() = exported.rqvae();
-    c.change(&request);
-    v1::Job job;
-    const grpc::Status status = Import(request, &job);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.name;
-    EXPECT_THAT(status.error_message(), HasSubstr(c.message)) << c.name;
-  }
-  EXPECT_EQ(JobCount(), jobs);
-  EXPECT_EQ(ActiveVersion("beauty"), active);
+  v1::ImportTokenizerRequest base;
+  base.set_collection("beauty");
+  *base.mutable_manifest() = exported.manifest();
+  *base.mutable_rqvae() = exported.rqvae();
+  ExpectRefused<v1::ImportTokenizerRequest>(
+      base, cases, [this](const v1::ImportTokenizerRequest& request, v1::Job* job) {
+        return Import(request, job);
+      });
 }
 
 std::string ReadBytes(const std::string& path) {
