@@ -488,7 +488,7 @@ The deadline is --timeout (default 5 s here).
        HealthCommand},
       {"train-index",
        Section::kSearch,
-       "NAME [--nlist N] [--m M] [--nbits 4|8]",
+       "NAME [--layout plain|fast-scan] [--nlist N] [--m M] [--nbits 4|8]",
        "train an index; follows the job",
        R"(Usage: quantctl train-index NAME [OPTIONS]
 
@@ -496,10 +496,12 @@ Trains an IVF-PQ index (coarse k-means, then a product quantizer on the residual
 collection's items, then encodes every item and commits the new version atomically; searches
 use the previous version until then. Follows the job with a progress bar (Ctrl-C leaves it
 running; `quantctl cancel ID` stops it).
+  --layout L          plain or fast-scan (default: fast-scan from 200000 items, else
+                      plain; the job says what it chose and why)
   --nlist N           inverted lists (default round(4 sqrt(n)) clamped to [1, n/39])
   --m M               PQ sub-quantizers, dividing the dimension (default: largest divisor
-                      <= min(64, d/4))
-  --nbits 4|8         bits per sub-code (default 8; 4 under 256 training items)
+                      <= min(64, d/4); fast-scan: twice that when it divides d, <= 256)
+  --nbits 4|8         bits per sub-code (default 8; 4 for fast-scan or under 256 items)
   --coarse-iterations N   coarse k-means iterations (default 10)
   --pq-iterations N   PQ k-means iterations (default 25)
   --seed N            random seed (default 0)
@@ -507,8 +509,8 @@ running; `quantctl cancel ID` stops it).
   --detach            print the job id and return at once
   --no-progress       no progress bar
 )",
-       {"nlist", "m", "nbits", "coarse-iterations", "pq-iterations", "seed", "sample", "detach",
-        "no-progress"},
+       {"layout", "nlist", "m", "nbits", "coarse-iterations", "pq-iterations", "seed", "sample",
+        "detach", "no-progress"},
        TrainIndexCommand},
       {"search",
        Section::kSearch,

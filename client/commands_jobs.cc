@@ -55,14 +55,12 @@ void PrintJob(Cli& cli, const v1::Job& job) {
   std::string result;
   if (job.result_version() > 0) {
     result = absl::StrCat("version ", job.result_version());
-    // Tokenizer jobs say whether their version became the active one, and why.
-    if (job.kind() != "train_index") {
-      // The server's decision starts with what was decided ("activated (activation: always)").
-      absl::StrAppend(&result, " (",
-                      !job.decision().empty() ? job.decision()
-                      : job.activated()       ? "activated"
-                                              : "not activated",
-                      ")");
+    // Tokenizer jobs say whether their version became the active one, and why ("activated
+    // (activation: always)"); index jobs, the layout and the defaults chosen.
+    if (!job.decision().empty()) {
+      absl::StrAppend(&result, " (", job.decision(), ")");
+    } else if (job.kind() != "train_index") {
+      absl::StrAppend(&result, job.activated() ? " (activated)" : " (not activated)");
     }
   }
   std::printf("%s  %-15s %-10s %-9s %5.1f%%  %-22s %8.1f s  %s%s\n", job.id().c_str(),

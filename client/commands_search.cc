@@ -124,6 +124,16 @@ absl::Status TrainIndexCommand(Cli& cli) {
   }
   request.set_seed(static_cast<uint64_t>(*seed));
   request.set_sample_size(static_cast<uint64_t>(*sample));
+  if (args.Has("layout")) {
+    const std::string layout = args.Get("layout");
+    if (layout == "plain") {
+      request.set_layout(v1::INDEX_LAYOUT_PLAIN);
+    } else if (layout == "fast-scan") {
+      request.set_layout(v1::INDEX_LAYOUT_FAST_SCAN);
+    } else {
+      return cli.Usage(absl::StrFormat("--layout '%s' is not plain or fast-scan", layout));
+    }
+  }
   v1::Job job;
   if (auto s = cli.Call(&v1::Quantd::Stub::TrainIndex, request, &job); !s.ok()) return s;
   return FollowJob(cli, job);

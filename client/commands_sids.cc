@@ -332,10 +332,11 @@ absl::Status StatsCommand(Cli& cli) {
   if (response.has_index()) {
     const v1::IndexStats& x = response.index();
     std::printf(
-        "index version %u: IVF%llu,PQ%ux%u on %llu items (%llu bytes/vector, %.1f MiB in "
+        "index version %u: IVF%llu,PQ%ux%u%s on %llu items (%llu bytes/vector, %.1f MiB in "
         "memory), trained on %llu items in %.2f s by %s\n"
         "  lists: min %llu, max %llu, mean %.1f, imbalance factor %.3f\n",
         x.version(), static_cast<unsigned long long>(x.nlist()), x.m(), x.nbits(),
+        x.layout() == v1::INDEX_LAYOUT_FAST_SCAN ? "fs" : "",
         static_cast<unsigned long long>(x.items()),
         static_cast<unsigned long long>(x.bytes_per_vector()),
         static_cast<double>(x.memory_bytes()) / (1 << 20),

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/fastscan.h"
 #include "core/kmeans.h"
 #include "server/clock.h"
 #include "server/index.h"
@@ -20,6 +22,14 @@ constexpr uint32_t kMaxIterations = 1000;
 constexpr int64_t kMinPointsPerList = 39;
 constexpr int64_t kMaxDefaultM = 64;
 
+// The largest divisor of d that is at most cap (cap >= 1).
+int64_t LargestDivisorAtMost(int64_t d, int64_t cap) {
+  for (int64_t m = std::min(cap, d); m > 1; --m) {
+    if (d % m == 0) return m;
+  }
+  return 1;
+}
+
 }  // namespace
 
 int64_t IndexTrainingRows(const v1::TrainIndexRequest& request, int64_t items) {
@@ -28,21 +38,42 @@ int64_t IndexTrainingRows(const v1::TrainIndexRequest& request, int64_t items) {
              : items;
 }
 
-absl::StatusOr<IvfPqOptions> IndexOptionsFromRequest(const v1::TrainIndexRequest& request,
-                                                     int64_t items, int64_t d, Metric metric) {
+absl::StatusOr<IndexPlan> IndexPlanFromRequest(const v1::TrainIndexRequest& request, int64_t items,
+                                               int64_t d, Metric metric) {
   const int64_t n = IndexTrainingRows(request, items);
   if (n < 1) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "collection '%s' holds no items: upsert some before TrainIndex", request.collection()));
   }
-  IvfPqOptions options;
+  IndexPlan plan;
+  IvfPqOptions& options = plan.options;
   options.metric = metric;
   options.num_threads = 0;
   options.seed = request.seed();
+  std::vector<std::string> why;  // the defaults chosen, each with its reason
+
+  if (!v1::IndexLayout_IsValid(request.layout())) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layout %d is not an IndexLayout", static_cast<int>(request.layout())));
+  }
+  if (request.layout() == v1::INDEX_LAYOUT_UNSPECIFIED) {
+    // Fast-scan takes 4-bit codes and at most 256 sub-quantizers: an explicit nbits 8 or a
+    // larger m keeps the plain layout.
+    const bool fits = (request.nbits() == 0 || request.nbits() == 4) && request.m() <= 256;
+    options.fast_scan = items >= kFastScanMinItems && fits;
+    why.push_back(absl::StrFormat(
+        "%s layout: %d items %s %d%s", options.fast_scan ? "fast-scan" : "plain", items,
+        items >= kFastScanMinItems ? ">=" : "<", kFastScanMinItems,
+        items >= kFastScanMinItems && !fits ? ", but nbits 8 or m > 256 was asked" : ""));
+  } else {
+    options.fast_scan = request.layout() == v1::INDEX_LAYOUT_FAST_SCAN;
+  }
 
   if (request.nlist() == 0) {
     const auto rule = static_cast<int64_t>(std::llround(4.0 * std::sqrt(static_cast<double>(n))));
     options.nlist = std::clamp<int64_t>(rule, 1, std::max<int64_t>(1, n / kMinPointsPerList));
+    why.push_back(
+        absl::StrFormat("nlist %d: round(4 sqrt(%d)) in [1, %d / 39]", options.nlist, n, n));
   } else {
     options.nlist = request.nlist();
     if (options.nlist > n) {
@@ -52,14 +83,15 @@ absl::StatusOr<IvfPqOptions> IndexOptionsFromRequest(const v1::TrainIndexRequest
   }
 
   if (request.m() == 0) {
-    const int64_t cap = std::min<int64_t>(kMaxDefaultM, std::max<int64_t>(1, d / 4));
-    options.m = 1;
-    for (int64_t m = cap; m >= 1; --m) {
-      if (d % m == 0) {
-        options.m = m;
-        break;
-      }
-    }
+    // Plain: 4 dimensions a sub-code (at most 64 sub-codes). Fast-scan: twice as many 4-bit
+    // sub-codes, the same bytes, when that divides d.
+    const int64_t plain_cap = std::min<int64_t>(kMaxDefaultM, std::max<int64_t>(1, d / 4));
+    const int64_t plain_m = LargestDivisorAtMost(d, plain_cap);
+    options.m = options.fast_scan
+                    ? LargestDivisorAtMost(d, std::min<int64_t>(fastscan::kMaxM, 2 * plain_m))
+                    : plain_m;
+    why.push_back(absl::StrFormat("m %d: %.3g dimensions a sub-code", options.m,
+                                  static_cast<double>(d) / static_cast<double>(options.m)));
   } else {
     options.m = request.m();
     if (d % options.m != 0) {
@@ -69,11 +101,16 @@ absl::StatusOr<IvfPqOptions> IndexOptionsFromRequest(const v1::TrainIndexRequest
   }
 
   if (request.nbits() == 0) {
-    options.nbits = n >= 256 ? 8 : 4;
+    options.nbits = options.fast_scan || n < 256 ? 4 : 8;
   } else if (request.nbits() == 4 || request.nbits() == 8) {
     options.nbits = static_cast<int>(request.nbits());
   } else {
     return absl::InvalidArgumentError(absl::StrFormat("nbits %d is not 4 or 8", request.nbits()));
+  }
+  if (options.fast_scan && (options.nbits != 4 || options.m > fastscan::kMaxM)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layout INDEX_LAYOUT_FAST_SCAN needs nbits 4 (got %d) and m <= %d (got %d)",
+                        options.nbits, fastscan::kMaxM, options.m));
   }
   if (n < (int64_t{1} << options.nbits)) {
     return absl::InvalidArgumentError(
@@ -94,7 +131,14 @@ absl::StatusOr<IvfPqOptions> IndexOptionsFromRequest(const v1::TrainIndexRequest
   }
   options.coarse_iterations = static_cast<int>(coarse);
   options.pq_iterations = static_cast<int>(pq);
-  return options;
+  const int64_t code_bytes =
+      options.fast_scan ? fastscan::PaddedM(options.m) / 2 : (options.m * options.nbits + 7) / 8;
+  plan.decision =
+      absl::StrFormat("%s, m %d x %d bit, %d B a vector in the lists (%d B code + 8 B id)",
+                      options.fast_scan ? "fast-scan" : "plain", options.m, options.nbits,
+                      code_bytes + 8, code_bytes);
+  if (!why.empty()) plan.decision += "; defaults: " + absl::StrJoin(why, "; ");
+  return plan;
 }
 
 const JobKind& IndexJob::Kind() {
@@ -109,8 +153,8 @@ const JobKind& IndexJob::Kind() {
 }
 
 absl::Status IndexJob::Validate(const CollectionInfo& info) const {
-  return IndexOptionsFromRequest(request_, static_cast<int64_t>(info.item_count), info.dimension,
-                                 info.metric)
+  return IndexPlanFromRequest(request_, static_cast<int64_t>(info.item_count), info.dimension,
+                              info.metric)
       .status();
 }
 
@@ -121,8 +165,9 @@ absl::StatusOr<JobResult> IndexJob::Run(const JobContext& context) {
   const int64_t n = static_cast<int64_t>(items->ids.size());
   const int64_t d = items->info.dimension;
   // Items may have been deleted since the request was checked: check again on what is loaded.
-  auto options = IndexOptionsFromRequest(request_, n, d, items->info.metric);
-  if (!options.ok()) return options.status();
+  auto plan = IndexPlanFromRequest(request_, n, d, items->info.metric);
+  if (!plan.ok()) return plan.status();
+  IvfPqOptions* options = &plan->options;
   if (context.cancelled()) return absl::CancelledError("cancelled");
 
   // Training rows: all items or a seeded sample (the index normalises cosine rows itself).
@@ -186,7 +231,7 @@ absl::StatusOr<JobResult> IndexJob::Run(const JobContext& context) {
   auto version = context.storage()->indexes().CommitIndex(
       request_.collection(), std::move(record), std::move(*trained), *items, lists, codes);
   if (!version.ok()) return version.status();
-  return JobResult{*version, /*activated=*/true, ""};
+  return JobResult{*version, /*activated=*/true, plan->decision};
 }
 
 }  // namespace quantd

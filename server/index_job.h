@@ -13,11 +13,22 @@
 
 namespace quantd {
 
+// Collections of at least this many items get the fast-scan layout by default: a plain 8-bit
+// scan of 1/8 of them (the default nprobe) takes about 4 ns a code x 25000 = 100 us, about a
+// batch-1 gRPC Search's own overhead, and grows with the collection; below it, the plain
+// layout's 8-bit codes rank better per byte and the scan costs little.
+inline constexpr int64_t kFastScanMinItems = 200000;
+
+// A TrainIndex request turned into core options, with the defaults of quantd.proto filled in,
+// and the job's `decision`: the layout and code size, and each default chosen with its reason.
+struct IndexPlan {
+  IvfPqOptions options;
+  std::string decision;
+};
 // Checks a TrainIndex request against a collection of `items` items of dimension `d` and
-// `metric`, and turns it into core options with the defaults of quantd.proto filled in.
-// INVALID_ARGUMENT naming the field and value.
-absl::StatusOr<IvfPqOptions> IndexOptionsFromRequest(const v1::TrainIndexRequest& request,
-                                                     int64_t items, int64_t d, Metric metric);
+// `metric`. INVALID_ARGUMENT naming the field and value.
+absl::StatusOr<IndexPlan> IndexPlanFromRequest(const v1::TrainIndexRequest& request, int64_t items,
+                                               int64_t d, Metric metric);
 
 // Training rows of a request over `items` items: sample_size when in 1..items-1, else all.
 int64_t IndexTrainingRows(const v1::TrainIndexRequest& request, int64_t items);

@@ -93,6 +93,9 @@ void FillIndexStats(const ServingIndex& index, v1::IndexStats* out) {
   out->set_seed(record.seed());
   out->set_coarse_iterations(record.coarse_iterations());
   out->set_pq_iterations(record.pq_iterations());
+  out->set_layout(stats.fast_scan ? v1::INDEX_LAYOUT_FAST_SCAN : v1::INDEX_LAYOUT_PLAIN);
+  out->set_list_code_bytes(static_cast<uint64_t>(stats.list_code_bytes));
+  out->set_list_code_capacity_bytes(static_cast<uint64_t>(stats.list_code_capacity_bytes));
 }
 
 // An empty job id is a caller mistake (every job has one), not a job that does not exist.

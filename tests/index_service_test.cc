@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "io/vector_file.h"
 #include "rocksdb/db.h"
+#include "server/index_job.h"
 #include "server/server.h"
 #include "tests/server_fixture.h"
 #include "tests/test_support.h"
@@ -186,6 +187,141 @@ TEST_F(IndexServiceTest, TrainSearchUpsertDeleteRestart) {
   ASSERT_TRUE(Search("sift", q1, 1, 16, 10, &response).ok());
   EXPECT_EQ(response.index_version(), 2u);
   EXPECT_EQ(response.results(0).ids(0), 1u);
+}
+
+// The fast-scan layout through the service: shape and bytes in GetStats, the job's decision,
+// recall near the plain layout's with the same code bytes, read-your-writes, compact lists after
+// a churn of 20%, and identical answers after a restart.
+TEST_F(IndexServiceTest, FastScanLayoutServesSurvivesChurnAndRestart) {
+  CreateAndUpload("fs", DataFile("sift5k/sift5k_base.fvecs"), 5000);
+  auto queries = ReadMatrix(DataFile("sift5k/sift5k_query.fvecs"));
+  ASSERT_TRUE(queries.ok()) << queries.status();
+  auto truth = ReadIntMatrix(DataFile("sift5k/sift5k_groundtruth.ivecs"));
+  ASSERT_TRUE(truth.ok()) << truth.status();
+
+  // The default layout for 5000 items is plain, and the job says why.
+  const v1::Job plain = TrainIndex("fs");
+  ASSERT_EQ(plain.state(), v1::JOB_STATE_SUCCEEDED) << plain.error();
+  EXPECT_NE(plain.decision().find("plain layout: 5000 items < 200000"), std::string::npos)
+      << plain.decision();
+  v1::SearchResponse plain_response;
+  ASSERT_TRUE(Search("fs", queries->values, 10, 16, 0, &plain_response).ok());
+  const double plain_recall = RecallAt10(plain_response, *truth);
+
+  v1::TrainIndexRequest request;
+  request.set_collection("fs");
+  request.set_seed(7);
+  request.set_layout(v1::INDEX_LAYOUT_FAST_SCAN);
+  v1::Job started;
+  ASSERT_TRUE(StartIndex(request, &started).ok());
+  const v1::Job job = WaitJob(started.id());
+  ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error();
+  EXPECT_NE(job.decision().find("fast-scan, m 64 x 4 bit, 40 B a vector"), std::string::npos)
+      << job.decision();
+  const auto index_stats = [&] {
+    grpc::ClientContext context;
+    v1::GetStatsRequest stats_request;
+    stats_request.set_collection("fs");
+    v1::GetStatsResponse stats;
+    EXPECT_TRUE(stub_->GetStats(&context, stats_request, &stats).ok());
+    return stats.index();
+  };
+  const v1::IndexStats stats = index_stats();
+  EXPECT_EQ(stats.layout(), v1::INDEX_LAYOUT_FAST_SCAN);
+  EXPECT_EQ(stats.m(), 64u);  // twice the plain default: the same 32 code bytes at 4 bits
+  EXPECT_EQ(stats.nbits(), 4u);
+  EXPECT_EQ(stats.code_size(), 32u);
+  EXPECT_EQ(stats.bytes_per_vector(), 40u);
+  // Whole blocks of 32: at most 31 empty slots of 32 bytes per list.
+  EXPECT_GE(stats.list_code_bytes(), 5000u * 32);
+  EXPECT_LE(stats.list_code_bytes(), 5000u * 32 + stats.nlist() * 31 * 32);
+
+  v1::SearchResponse response;
+  ASSERT_TRUE(Search("fs", queries->values, 10, 16, 0, &response).ok());
+  const double recall = RecallAt10(response, *truth);
+  v1::SearchResponse refined;
+  ASSERT_TRUE(Search("fs", queries->values, 10, 16, 10, &refined).ok());
+  const double refined_recall = RecallAt10(refined, *truth);
+  std::printf(
+      "sift5k nprobe 16 recall@10: plain PQ32x8 %.3f, fast-scan PQ64x4 %.3f, refine 10 %.3f\n",
+      plain_recall, recall, refined_recall);
+  EXPECT_GT(recall, plain_recall - 0.1);
+  EXPECT_GT(refined_recall, 0.75);
+  EXPECT_GT(refined_recall, recall);
+
+  // Read your writes through the blocked lists.
+  const std::vector<float> q0(queries->values.begin(), queries->values.begin() + 128);
+  ASSERT_TRUE(Upsert("fs", {900000}, q0).ok());
+  ASSERT_TRUE(Search("fs", q0, 5, 16, 10, &response).ok());
+  ASSERT_GE(response.results(0).ids_size(), 1);
+  EXPECT_EQ(response.results(0).ids(0), 900000u);
+  ASSERT_TRUE(Delete("fs", {900000}).ok());
+
+  // Churn of 20%: delete 1000 items, then upsert them back. The lists reuse their blocks.
+  auto base = ReadMatrix(DataFile("sift5k/sift5k_base.fvecs"));
+  ASSERT_TRUE(base.ok()) << base.status();
+  std::vector<uint64_t> churned;
+  for (uint64_t id = 0; id < 5000; id += 5) churned.push_back(id);
+  ASSERT_TRUE(Delete("fs", churned).ok());
+  std::vector<float> vectors;
+  for (uint64_t id : churned) {
+    vectors.insert(vectors.end(), base->values.begin() + id * 128,
+                   base->values.begin() + (id + 1) * 128);
+  }
+  ASSERT_TRUE(Upsert("fs", churned, vectors).ok());
+  const v1::IndexStats churned_stats = index_stats();
+  EXPECT_EQ(churned_stats.items(), 5000u);
+  EXPECT_LE(churned_stats.list_code_bytes(), 5000u * 32 + stats.nlist() * 31 * 32);
+  EXPECT_LE(churned_stats.list_code_capacity_bytes(), 2 * churned_stats.list_code_bytes());
+  ASSERT_TRUE(Search("fs", queries->values, 10, 16, 0, &response).ok());
+  EXPECT_NEAR(RecallAt10(response, *truth), recall, 0.03);
+
+  // A restart rebuilds the blocked lists from the stored codes: identical answers.
+  v1::SearchResponse before, after;
+  ASSERT_TRUE(Search("fs", queries->values, 10, 8, 0, &before).ok());
+  Restart();
+  ASSERT_TRUE(Search("fs", queries->values, 10, 8, 0, &after).ok());
+  EXPECT_EQ(before.SerializeAsString(), after.SerializeAsString());
+  EXPECT_EQ(index_stats().layout(), v1::INDEX_LAYOUT_FAST_SCAN);
+}
+
+// The defaults TrainIndex fills in per collection size and dimension.
+TEST(IndexPlanTest, DefaultsFollowSizeAndDimension) {
+  const auto plan = [](int64_t items, int64_t d, const v1::TrainIndexRequest& request = {}) {
+    auto result = IndexPlanFromRequest(request, items, d, Metric::kL2);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? *result : IndexPlan{};
+  };
+  // Small: plain, 8 bits, 4 dimensions a sub-code.
+  IndexPlan small = plan(50000, 128);
+  EXPECT_FALSE(small.options.fast_scan);
+  EXPECT_EQ(small.options.m, 32);
+  EXPECT_EQ(small.options.nbits, 8);
+  EXPECT_EQ(small.options.nlist, 894);  // round(4 sqrt(50000))
+  // Large: fast-scan, 4 bits, twice the sub-quantizers (the same bytes).
+  IndexPlan large = plan(1000000, 128);
+  EXPECT_TRUE(large.options.fast_scan);
+  EXPECT_EQ(large.options.m, 64);
+  EXPECT_EQ(large.options.nbits, 4);
+  EXPECT_EQ(large.options.nlist, 4000);
+  EXPECT_NE(large.decision.find("fast-scan layout: 1000000 items >= 200000"), std::string::npos)
+      << large.decision;
+  EXPECT_EQ(plan(1000000, 784).options.m, 112);  // 2 x 56
+  EXPECT_EQ(plan(1000000, 32).options.m, 16);
+  EXPECT_EQ(plan(1000000, 100).options.m, 50);
+  EXPECT_EQ(plan(1000000, 99).options.m, 11);  // 2 x 11 does not divide 99
+  // An explicit nbits 8 keeps the default layout plain; an explicit layout is kept.
+  v1::TrainIndexRequest eight;
+  eight.set_nbits(8);
+  EXPECT_FALSE(plan(1000000, 128, eight).options.fast_scan);
+  EXPECT_EQ(plan(1000000, 128, eight).options.m, 32);
+  v1::TrainIndexRequest plain_layout;
+  plain_layout.set_layout(v1::INDEX_LAYOUT_PLAIN);
+  EXPECT_FALSE(plan(1000000, 128, plain_layout).options.fast_scan);
+  v1::TrainIndexRequest fast_layout;
+  fast_layout.set_layout(v1::INDEX_LAYOUT_FAST_SCAN);
+  EXPECT_TRUE(plan(1000, 128, fast_layout).options.fast_scan);
+  EXPECT_EQ(plan(1000, 128, fast_layout).options.nbits, 4);
 }
 
 TEST_F(IndexServiceTest, FewerItemsThanKGiveFewerResults) {
@@ -432,6 +568,15 @@ TEST_F(IndexServiceTest, BadRequests) {
   EXPECT_EQ(train_error([](R& r) { r.set_coarse_iterations(5000); }, "coarse_iterations 5000"),
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(train_error([](R& r) { r.set_pq_iterations(5000); }, "pq_iterations 5000"),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(train_error([](R& r) { r.set_layout(static_cast<v1::IndexLayout>(7)); }, "layout 7"),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(train_error(
+                [](R& r) {
+                  r.set_layout(v1::INDEX_LAYOUT_FAST_SCAN);
+                  r.set_nbits(8);
+                },
+                "INDEX_LAYOUT_FAST_SCAN needs nbits 4 (got 8)"),
             grpc::StatusCode::INVALID_ARGUMENT);
   {
     grpc::ClientContext context;

@@ -184,6 +184,26 @@ TEST_F(QuantctlTest, SearchFiltersLikeAndPrefix) {
   EXPECT_EQ(RunQuantctl(address_, "search sift", &out), 2) << out;
 }
 
+TEST_F(QuantctlTest, TrainIndexLayoutAndItsDecision) {
+  std::string out;
+  ASSERT_EQ(RunQuantctl(address_, "create sift --dim 128", &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_, "upsert sift " + DataFile("sift5k/sift5k_base.fvecs"), &out), 0)
+      << out;
+  // The default for 5000 items is plain; the job line says so and why.
+  ASSERT_EQ(RunQuantctl(address_, "train-index sift --seed 1 --no-progress", &out), 0) << out;
+  EXPECT_NE(out.find("plain, m 32 x 8 bit, 40 B a vector"), std::string::npos) << out;
+  EXPECT_NE(out.find("plain layout: 5000 items < 200000"), std::string::npos) << out;
+  ASSERT_EQ(RunQuantctl(address_, "train-index sift --layout fast-scan --no-progress", &out), 0)
+      << out;
+  EXPECT_NE(out.find("fast-scan, m 64 x 4 bit, 40 B a vector"), std::string::npos) << out;
+  ASSERT_EQ(RunQuantctl(address_, "stats sift", &out), 0) << out;
+  EXPECT_NE(out.find("IVF128,PQ64x4fs on 5000 items"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "train-index sift --layout sideways", &out), 2) << out;
+  EXPECT_NE(out.find("--layout 'sideways' is not plain or fast-scan"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "train-index sift --layout fast-scan --nbits 8", &out), 1) << out;
+  EXPECT_NE(out.find("INDEX_LAYOUT_FAST_SCAN needs nbits 4 (got 8)"), std::string::npos) << out;
+}
+
 TEST_F(QuantctlTest, EncodeVectorsEncodesTheWholeFileInBatches) {
   const std::string sift = DataFile("sift5k/sift5k_base.fvecs");
   std::string out;
