@@ -102,13 +102,18 @@ const char* KernelName(Kernel kernel) {
       return "AVX-512BW";
     case Kernel::kAvx2:
       return "AVX2";
+    case Kernel::kHighway:
+      return "Highway";
     case Kernel::kScalar:
       break;
   }
   return "scalar";
 }
 
+const char* HighwayTargetName() { return internal::HighwayTargetName(); }
+
 bool KernelSupported(Kernel kernel) {
+  if (kernel == Kernel::kHighway) return internal::HighwayTarget() != 0;
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   switch (kernel) {
@@ -118,6 +123,8 @@ bool KernelSupported(Kernel kernel) {
       return __builtin_cpu_supports("avx2");
     case Kernel::kScalar:
       return true;
+    case Kernel::kHighway:
+      break;
   }
   return false;
 #else
@@ -128,6 +135,7 @@ bool KernelSupported(Kernel kernel) {
 Kernel BestKernel() {
   if (KernelSupported(Kernel::kAvx512)) return Kernel::kAvx512;
   if (KernelSupported(Kernel::kAvx2)) return Kernel::kAvx2;
+  if (KernelSupported(Kernel::kHighway)) return Kernel::kHighway;
   return Kernel::kScalar;
 }
 
@@ -157,6 +165,9 @@ void ScanWith(Kernel kernel, const uint8_t* blocks, int64_t n, int64_t m, const 
       return;
     case Kernel::kAvx2:
       internal::ScanAvx2(blocks, n, mp, lut, sink);
+      return;
+    case Kernel::kHighway:
+      internal::ScanHighway(blocks, n, mp, lut, sink);
       return;
     case Kernel::kScalar:
       break;

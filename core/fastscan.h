@@ -55,7 +55,10 @@ inline int GetSubCode(const uint8_t* blocks, int64_t m, int64_t i, int64_t s) {
   return v < 16 ? (byte & 15) : (byte >> 4);
 }
 
-enum class Kernel { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+// kHighway: the kernel written once with Google Highway and dispatched to the CPU's best SIMD
+// target (SSSE3 .. AVX-512 on x86, NEON on ARM); the hand-written x86 kernels come first where
+// the CPU has them (faster there at the common M), Highway on every other CPU with byte shuffles.
+enum class Kernel { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kHighway = 3 };
 
 // Quantises the float table T = table + add (M x 16 each; add may be null: T = table) with
 // `base` into lut (LutBytes(M) bytes; rows M..Mp are zero), and returns bias and inv_scale (see
@@ -66,8 +69,11 @@ void QuantizeLut(const float* table, const float* add, int64_t m, float base, ui
                  float* bias, float* inv_scale);
 void QuantizeLutWith(Kernel kernel, const float* table, const float* add, int64_t m, float base,
                      uint8_t* lut, float* bias, float* inv_scale);
-// "scalar", "AVX2" or "AVX-512BW".
+// "scalar", "AVX2", "AVX-512BW" or "Highway" (HighwayTargetName says which target it runs).
 const char* KernelName(Kernel kernel);
+// The SIMD target the Highway kernel dispatches to on this CPU ("AVX3", "NEON", ...), "none"
+// when the CPU has none with byte shuffles.
+const char* HighwayTargetName();
 // Whether this CPU (and OS) can run the kernel; kScalar always.
 bool KernelSupported(Kernel kernel);
 // The fastest supported kernel.
@@ -126,6 +132,11 @@ void QuantizeRowsAvx512(const float* rows, const float* mins, int64_t m, float s
 void ScanScalar(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* lut, Sink& sink);
 void ScanAvx2(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* lut, Sink& sink);
 void ScanAvx512(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* lut, Sink& sink);
+// fastscan_hwy.cc: the Highway kernel, and the bit of the Highway target it dispatches to (0:
+// none with byte shuffles, then it runs the scalar kernel).
+void ScanHighway(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* lut, Sink& sink);
+int64_t HighwayTarget();
+const char* HighwayTargetName();
 
 }  // namespace internal
 }  // namespace quantd::fastscan

@@ -10,10 +10,10 @@ set -euo pipefail
 
 profile="${1:-all}"
 RUNTIME=(libgrpc++1.51 libprotobuf32 librocksdb7.8 libssl3 libprometheus-cpp-pull1.0
-         libprometheus-cpp-core1.0 libabsl20220623 zlib1g)
+         libprometheus-cpp-core1.0 libabsl20220623 zlib1g libhwy1)
 BUILD=(g++ cmake make pkg-config
        libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-       libabsl-dev libeigen3-dev librocksdb-dev libssl-dev prometheus-cpp-dev zlib1g-dev)
+       libabsl-dev libeigen3-dev libhwy-dev librocksdb-dev libssl-dev prometheus-cpp-dev zlib1g-dev)
 # Tests and benchmarks; FAISS is the benchmarks' peer only, never a service dependency.
 # promtool (package prometheus) checks the metrics exposition; openssl makes test certificates;
 # python3-yaml parses the Kubernetes manifests in a test.

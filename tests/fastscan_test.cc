@@ -6,18 +6,20 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <numeric>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "hwy/targets.h"
 
 namespace quantd::fastscan {
 namespace {
 
 std::vector<Kernel> SupportedKernels() {
   std::vector<Kernel> out;
-  for (Kernel k : {Kernel::kScalar, Kernel::kAvx2, Kernel::kAvx512}) {
+  for (Kernel k : {Kernel::kScalar, Kernel::kAvx2, Kernel::kAvx512, Kernel::kHighway}) {
     if (KernelSupported(k)) out.push_back(k);
   }
   return out;
@@ -242,6 +244,39 @@ TEST(FastScanTest, TableKernelsMatchTheScalarOne) {
   }
 }
 
+// Highway's kernel on each target this CPU runs (on x86: SSSE3, SSE4, AVX2, AVX3 as supported),
+// not just the best: the 128-bit targets take the same code path as ARM NEON. Every result must
+// be the definition's, for padded, compile-time and run-time sub-quantizer counts.
+TEST(FastScanTest, HighwayMatchesTheReferenceOnEveryTarget) {
+  std::mt19937_64 rng(23);
+  int targets_run = 0;
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    if (target == HWY_SCALAR || target == HWY_EMU128) continue;
+    hwy::SetSupportedTargetsForTest(target);
+    ++targets_run;
+    SCOPED_TRACE(HighwayTargetName());
+    EXPECT_STREQ(HighwayTargetName(), hwy::TargetName(target));
+    for (int64_t m : {4, 13, 16, 32, 64, 100}) {
+      for (int64_t n : {1, 33, 700}) {
+        const std::vector<uint8_t> blocks = Pack(RandomCodes(n, m, rng), n, m);
+        std::vector<uint8_t> lut(static_cast<size_t>(LutBytes(m)), 0);
+        for (int64_t i = 0; i < m * 16; ++i) lut[i] = static_cast<uint8_t>(rng() & 255);
+        std::vector<uint64_t> ids(static_cast<size_t>(n));
+        std::iota(ids.begin(), ids.end(), uint64_t{1000});
+        for (int64_t k : {int64_t{1}, int64_t{10}, n}) {
+          SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << k);
+          ExpectSame(RunKernel(Kernel::kHighway, blocks, n, m, lut, 0.5f, 0.25f, ids, k),
+                     Reference(blocks, n, m, lut, 0.5f, 0.25f, ids, k));
+        }
+      }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+#if defined(__x86_64__) || defined(__aarch64__)
+  EXPECT_GE(targets_run, 1);
+#endif
+}
+
 TEST(FastScanTest, KernelSelection) {
   EXPECT_TRUE(KernelSupported(Kernel::kScalar));
   EXPECT_TRUE(KernelSupported(BestKernel()));
@@ -250,6 +285,17 @@ TEST(FastScanTest, KernelSelection) {
   EXPECT_EQ(ActiveKernel(), Kernel::kScalar);
   EXPECT_TRUE(SetKernel(before));
   EXPECT_EQ(ActiveKernel(), before);
+  // Highway runs wherever the CPU has byte shuffles: every x86-64 CPU since SSSE3 (2006), and
+  // ARM's NEON; the hand-written x86 kernels rank first where they exist.
+#if defined(__x86_64__) || defined(__aarch64__)
+  EXPECT_TRUE(KernelSupported(Kernel::kHighway));
+  EXPECT_STRNE(HighwayTargetName(), "none");
+#endif
+  if (KernelSupported(Kernel::kAvx2)) {
+    EXPECT_NE(BestKernel(), Kernel::kHighway);
+  }
+  std::printf("fast-scan kernels: best %s; Highway dispatches to %s\n", KernelName(BestKernel()),
+              HighwayTargetName());
 }
 
 }  // namespace

@@ -691,7 +691,8 @@ void ExpectEveryKernelSame(const IvfPqIndex& index, const Matrix& queries,
   const fastscan::Kernel saved = fastscan::ActiveKernel();
   ASSERT_TRUE(fastscan::SetKernel(fastscan::Kernel::kScalar));
   const Results want = SearchOk(index, queries, params);
-  for (fastscan::Kernel kernel : {fastscan::Kernel::kAvx2, fastscan::Kernel::kAvx512}) {
+  for (fastscan::Kernel kernel :
+       {fastscan::Kernel::kAvx2, fastscan::Kernel::kAvx512, fastscan::Kernel::kHighway}) {
     if (!fastscan::SetKernel(kernel)) continue;
     SCOPED_TRACE(fastscan::KernelName(kernel));
     const Results got = SearchOk(index, queries, params);
