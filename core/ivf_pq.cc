@@ -29,6 +29,7 @@ constexpr double kCoarseShare = 0.6;
 constexpr char kMagic[8] = {'Q', 'D', 'I', 'V', 'F', 'P', 'Q', '\0'};
 constexpr uint32_t kVersion = 1;          // plain layout
 constexpr uint32_t kFastScanVersion = 2;  // adds the fast-scan flag
+constexpr uint32_t kRefineVersion = 3;    // adds the refine kind and its quantizer
 
 // out[j] = a[j] + b[j]: the fused per-list table (M x ksub floats, once per probed list, which
 // on short lists costs as much as the scan). Cloned for AVX-512 / AVX2 and chosen at load time.
@@ -190,6 +191,10 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Train(const float* data, int64_t n, int64
         absl::StrFormat("fast_scan needs nbits 4 (got %d) and M <= %d (got %d)", options.nbits,
                         fastscan::kMaxM, options.m));
   }
+  if (options.refine_codes != RefineCodes::kNone && options.refine_codes != RefineCodes::kSq8) {
+    return absl::InvalidArgumentError(absl::StrFormat("refine_codes %d is not a refine code kind",
+                                                      static_cast<int>(options.refine_codes)));
+  }
   if (options.coarse_iterations < 0 || options.pq_iterations < 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("iterations (coarse %d, pq %d) must be at least 0",
@@ -212,6 +217,7 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Train(const float* data, int64_t n, int64
   index.nlist_ = options.nlist;
   index.num_threads_ = options.num_threads;
   index.fast_scan_ = options.fast_scan;
+  index.refine_codes_ = options.refine_codes;
   const bool cosine = options.metric == Metric::kCosine;
   const int threads = ResolveThreads(options.num_threads);
   if (n < 39 * options.nlist) {
@@ -286,6 +292,24 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Train(const float* data, int64_t n, int64
     if (!pq.ok()) return pq.status();
     index.pq_ = std::move(*pq);
   }
+  if (options.refine_codes == RefineCodes::kSq8) {
+    // SQ8 ranges over every training row (normalised for cosine, one row at a time).
+    std::vector<float> lo(data, data + d), hi(data, data + d), row(static_cast<size_t>(d));
+    for (int64_t i = 0; i < n; ++i) {
+      std::memcpy(row.data(), data + i * d, sizeof(float) * d);
+      if (cosine) NormalizeRows(row.data(), 1, d);
+      if (i == 0) lo = hi = row;
+      for (int64_t j = 0; j < d; ++j) {
+        lo[j] = std::min(lo[j], row[j]);
+        hi[j] = std::max(hi[j], row[j]);
+      }
+    }
+    std::vector<float> step(static_cast<size_t>(d));
+    for (int64_t j = 0; j < d; ++j) step[j] = (hi[j] - lo[j]) / 255.0f;
+    auto sq = ScalarQuantizer8::FromRanges(std::move(lo), std::move(step));
+    if (!sq.ok()) return sq.status();
+    index.sq_ = std::move(*sq);
+  }
   index.Init(options.max_precomputed_table_bytes);
   return index;
 }
@@ -357,11 +381,15 @@ void IvfPqIndex::EncodeResiduals(const float* x, int64_t n, const int32_t* lists
   }
 }
 
-void IvfPqIndex::Append(uint64_t id, int32_t list, const uint8_t* code) {
+void IvfPqIndex::Append(uint64_t id, int32_t list, const uint8_t* code,
+                        const uint8_t* refine_code) {
   InvertedList& l = lists_[list];
   const int64_t i = static_cast<int64_t>(l.ids.size());
   where_[id] = Location{list, i};
   l.ids.push_back(id);
+  if (refine_code != nullptr) {
+    l.refine.insert(l.refine.end(), refine_code, refine_code + refine_code_size());
+  }
   if (!fast_scan_) {
     l.codes.insert(l.codes.end(), code, code + pq_.code_size());
     return;
@@ -416,8 +444,14 @@ absl::Status IvfPqIndex::Add(absl::Span<const uint64_t> ids, absl::Span<const fl
   AssignLists(x, n, lists.data(), threads);
   std::vector<uint8_t> codes(static_cast<size_t>(n * pq_.code_size()));
   EncodeResiduals(x, n, lists.data(), codes.data(), threads);
+  const int64_t rs = refine_code_size();
+  std::vector<uint8_t> refine(static_cast<size_t>(n * rs));
+  if (rs > 0) sq_.Encode(x, n, refine.data());
   where_.reserve(where_.size() + ids.size());
-  for (int64_t i = 0; i < n; ++i) Append(ids[i], lists[i], codes.data() + i * pq_.code_size());
+  for (int64_t i = 0; i < n; ++i) {
+    Append(ids[i], lists[i], codes.data() + i * pq_.code_size(),
+           rs > 0 ? refine.data() + i * rs : nullptr);
+  }
   return absl::OkStatus();
 }
 
@@ -443,9 +477,15 @@ int64_t IvfPqIndex::Remove(absl::Span<const uint64_t> ids) {
         std::memcpy(l.codes.data() + at.offset * cs, l.codes.data() + last * cs,
                     static_cast<size_t>(cs));
       }
+      if (!l.refine.empty()) {
+        const int64_t rs = refine_code_size();
+        std::memcpy(l.refine.data() + at.offset * rs, l.refine.data() + last * rs,
+                    static_cast<size_t>(rs));
+      }
       where_[l.ids[at.offset]].offset = at.offset;
     }
     l.ids.pop_back();
+    if (!l.refine.empty()) l.refine.resize(static_cast<size_t>(last * refine_code_size()));
     if (fast_scan_) {
       fastscan::ClearCode(l.codes.data(), pq_.m(), last);
       l.codes.resize(
@@ -489,11 +529,13 @@ absl::StatusOr<IvfPqEncoded> IvfPqIndex::EncodeForList(absl::Span<const float> v
   encoded.list = list;
   encoded.code.resize(static_cast<size_t>(pq_.code_size()));
   EncodeResiduals(x.data(), 1, &list, encoded.code.data(), 1);
+  encoded.refine_code.resize(static_cast<size_t>(refine_code_size()));
+  if (!encoded.refine_code.empty()) sq_.Encode(x.data(), 1, encoded.refine_code.data());
   return encoded;
 }
 
 absl::Status IvfPqIndex::EncodeBatch(absl::Span<const float> vectors, int32_t* lists,
-                                     uint8_t* codes) const {
+                                     uint8_t* codes, uint8_t* refine_codes) const {
   if (d_ == 0) return absl::FailedPreconditionError("IVF-PQ index is not trained");
   if (vectors.size() % static_cast<size_t>(d_) != 0) {
     return absl::InvalidArgumentError(
@@ -514,10 +556,12 @@ absl::Status IvfPqIndex::EncodeBatch(absl::Span<const float> vectors, int32_t* l
   }
   AssignLists(x, n, lists, threads);
   EncodeResiduals(x, n, lists, codes, threads);
+  if (refine_codes != nullptr && refine_code_size() > 0) sq_.Encode(x, n, refine_codes);
   return absl::OkStatus();
 }
 
-absl::Status IvfPqIndex::AddEncoded(uint64_t id, int64_t list, absl::Span<const uint8_t> code) {
+absl::Status IvfPqIndex::AddEncoded(uint64_t id, int64_t list, absl::Span<const uint8_t> code,
+                                    absl::Span<const uint8_t> refine_code) {
   if (d_ == 0) return absl::FailedPreconditionError("IVF-PQ index is not trained");
   if (list < 0 || list >= nlist_) {
     return absl::InvalidArgumentError(
@@ -527,10 +571,15 @@ absl::Status IvfPqIndex::AddEncoded(uint64_t id, int64_t list, absl::Span<const 
     return absl::InvalidArgumentError(
         absl::StrFormat("code size %d != code_size %d", code.size(), pq_.code_size()));
   }
+  if (static_cast<int64_t>(refine_code.size()) != refine_code_size()) {
+    return absl::InvalidArgumentError(absl::StrFormat("refine code size %d != refine_code_size %d",
+                                                      refine_code.size(), refine_code_size()));
+  }
   if (where_.contains(id)) {
     return absl::AlreadyExistsError(absl::StrFormat("id %d is already in the index", id));
   }
-  Append(id, static_cast<int32_t>(list), code.data());
+  Append(id, static_cast<int32_t>(list), code.data(),
+         refine_code.empty() ? nullptr : refine_code.data());
   return absl::OkStatus();
 }
 
@@ -612,11 +661,11 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
     for (float& v : ip) v *= scale;
   }
 
-  const int64_t depth = params.refine > 1 && params.fetch ? params.k * params.refine : params.k;
+  const bool rerank = params.refine > 1 && (params.fetch || refine_codes_ != RefineCodes::kNone);
+  const int64_t depth = rerank ? params.k * params.refine : params.k;
   std::vector<std::pair<float, int32_t>> order(static_cast<size_t>(nlist_));
   std::vector<float> sim(static_cast<size_t>(table));
   std::vector<float> residual(l2 && !use_precomputed ? static_cast<size_t>(d_) : 0);
-  std::vector<float> fetched(static_cast<size_t>(d_));
   const int64_t m_count = pq_.m();
   const int64_t cs = pq_.code_size();
   // Fast-scan: the quantised table of the (query, list) pair being scanned; for IP the table is
@@ -734,24 +783,37 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
     }
     std::vector<Candidate> best = top.Sorted();
 
-    if (depth > params.k) {
-      // Exact re-ranking of the ADC candidates.
-      const float* v = xb + q * d_;
-      std::vector<Candidate> exact;
-      exact.reserve(best.size());
-      for (const Candidate& c : best) {
-        if (!params.fetch(c.id, fetched.data())) continue;
-        if (metric_ == Metric::kCosine) NormalizeRows(fetched.data(), 1, d_);
-        exact.push_back({ExactDistance(v, fetched.data(), d_, l2), c.id});
-      }
-      std::sort(exact.begin(), exact.end(), Before);
-      best = std::move(exact);
-    }
+    if (depth > params.k) best = Rerank(xb + q * d_, best, params);
     Report(metric_, best, params.k, results[q0 + q]);
   }
   if (params.codes_scanned != nullptr) {
     params.codes_scanned->fetch_add(scanned, std::memory_order_relaxed);
   }
+}
+
+std::vector<Candidate> IvfPqIndex::Rerank(const float* v, const std::vector<Candidate>& candidates,
+                                          const IvfPqSearchParams& params) const {
+  const bool l2 = metric_ != Metric::kInnerProduct;
+  std::vector<Candidate> out;
+  out.reserve(candidates.size());
+  if (params.fetch) {  // exact, from the fetched vectors
+    std::vector<float> fetched(static_cast<size_t>(d_));
+    for (const Candidate& c : candidates) {
+      if (!params.fetch(c.id, fetched.data())) continue;
+      if (metric_ == Metric::kCosine) NormalizeRows(fetched.data(), 1, d_);
+      out.push_back({ExactDistance(v, fetched.data(), d_, l2), c.id});
+    }
+  } else {  // the refine codes in memory
+    const int64_t rs = refine_code_size();
+    for (const Candidate& c : candidates) {
+      const Location at = where_.at(c.id);
+      const float distance = sq_.Distance(v, lists_[at.list].refine.data() + at.offset * rs, l2);
+      out.push_back(
+          {std::isnan(distance) ? std::numeric_limits<float>::infinity() : distance, c.id});
+    }
+  }
+  std::sort(out.begin(), out.end(), Before);
+  return out;
 }
 
 absl::StatusOr<std::vector<std::vector<IvfPqNeighbor>>> ExactSearch(Metric metric, int64_t d,
@@ -802,8 +864,10 @@ IvfPqStats IvfPqIndex::Stats() const {
   s.ntotal = size();
   s.code_size = pq_.code_size();
   s.fast_scan = fast_scan_;
+  s.refine_codes = refine_codes_;
+  s.refine_code_size = refine_code_size();
   s.bytes_per_vector = (fast_scan_ ? fastscan::PaddedM(pq_.m()) / 2 : pq_.code_size()) +
-                       static_cast<int64_t>(sizeof(uint64_t));
+                       static_cast<int64_t>(sizeof(uint64_t)) + s.refine_code_size;
   s.precomputed_table = !precomputed_.empty();
   double sum_squares = 0;
   int64_t memory = 0;
@@ -814,7 +878,9 @@ IvfPqStats IvfPqIndex::Stats() const {
       s.list_size_min = std::min(s.list_size_min, size);
       s.list_size_max = std::max(s.list_size_max, size);
       sum_squares += static_cast<double>(size) * size;
-      memory += static_cast<int64_t>(l.ids.capacity() * sizeof(uint64_t) + l.codes.capacity());
+      memory += static_cast<int64_t>(l.ids.capacity() * sizeof(uint64_t) + l.codes.capacity() +
+                                     l.refine.capacity());
+      s.refine_code_bytes += static_cast<int64_t>(l.refine.size());
       s.list_code_bytes += static_cast<int64_t>(l.codes.size());
       s.list_code_capacity_bytes += static_cast<int64_t>(l.codes.capacity());
     }
@@ -831,6 +897,7 @@ IvfPqStats IvfPqIndex::Stats() const {
       static_cast<int64_t>(2 * (coarse_.capacity() + pq_.centroids().capacity()) * sizeof(float));
   memory +=
       static_cast<int64_t>((coarse_norms_.capacity() + precomputed_.capacity()) * sizeof(float));
+  memory += static_cast<int64_t>((sq_.lo().capacity() + sq_.step().capacity()) * sizeof(float));
   s.memory_bytes = memory;
   return s;
 }
@@ -838,14 +905,20 @@ IvfPqStats IvfPqIndex::Stats() const {
 std::string IvfPqIndex::Serialize(bool include_lists) const {
   BlobWriter w;
   w.PutArray(kMagic, sizeof(kMagic));
-  w.Put(fast_scan_ ? kFastScanVersion : kVersion);
+  const bool refine = refine_codes_ != RefineCodes::kNone;
+  w.Put(refine ? kRefineVersion : fast_scan_ ? kFastScanVersion : kVersion);
   w.Put(static_cast<uint32_t>(metric_));
   w.Put(d_);
   w.Put(nlist_);
   w.Put(pq_.m());
   w.Put(static_cast<int32_t>(pq_.nbits()));
   w.Put(max_precomputed_table_bytes_);
-  if (fast_scan_) w.Put(uint8_t{1});
+  if (refine || fast_scan_) w.Put(static_cast<uint8_t>(fast_scan_ ? 1 : 0));
+  if (refine) {
+    w.Put(static_cast<uint8_t>(refine_codes_));
+    w.PutArray(sq_.lo().data(), sq_.lo().size());
+    w.PutArray(sq_.step().data(), sq_.step().size());
+  }
   w.PutArray(coarse_.data(), coarse_.size());
   w.PutArray(pq_.centroids().data(), pq_.centroids().size());
   w.Put(static_cast<uint8_t>(include_lists ? 1 : 0));
@@ -857,11 +930,12 @@ std::string IvfPqIndex::Serialize(bool include_lists) const {
       w.PutArray(l.ids.data(), l.ids.size());
       if (!fast_scan_) {
         w.PutArray(l.codes.data(), l.codes.size());
-        continue;
+      } else {
+        plain.resize(static_cast<size_t>(size * pq_.code_size()));
+        for (int64_t i = 0; i < size; ++i) ListCode(l, i, plain.data() + i * pq_.code_size());
+        w.PutArray(plain.data(), plain.size());
       }
-      plain.resize(static_cast<size_t>(size * pq_.code_size()));
-      for (int64_t i = 0; i < size; ++i) ListCode(l, i, plain.data() + i * pq_.code_size());
-      w.PutArray(plain.data(), plain.size());
+      w.PutArray(l.refine.data(), l.refine.size());
     }
   }
   return w.Take();
@@ -879,9 +953,10 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
   int64_t d = 0, nlist = 0, m = 0, max_table_bytes = 0;
   int32_t nbits = 0;
   absl::Status s = r.Get(&version, "version");
-  if (s.ok() && version != kVersion && version != kFastScanVersion) {
-    return absl::InvalidArgumentError(absl::StrFormat("IVF-PQ blob version %d, expected %d or %d",
-                                                      version, kVersion, kFastScanVersion));
+  if (s.ok() && version != kVersion && version != kFastScanVersion && version != kRefineVersion) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("IVF-PQ blob version %d, expected %d, %d or %d", version, kVersion,
+                        kFastScanVersion, kRefineVersion));
   }
   if (s.ok()) s = r.Get(&metric, "metric");
   if (s.ok()) s = r.Get(&d, "d");
@@ -890,8 +965,13 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
   if (s.ok()) s = r.Get(&nbits, "nbits");
   if (s.ok()) s = r.Get(&max_table_bytes, "max_precomputed_table_bytes");
   uint8_t fast_scan = 0;
-  if (s.ok() && version == kFastScanVersion) s = r.Get(&fast_scan, "fast-scan flag");
+  if (s.ok() && version >= kFastScanVersion) s = r.Get(&fast_scan, "fast-scan flag");
+  uint8_t refine = 0;
+  if (s.ok() && version == kRefineVersion) s = r.Get(&refine, "refine kind");
   if (!s.ok()) return s;
+  if (refine > static_cast<uint8_t>(RefineCodes::kSq8)) {
+    return absl::InvalidArgumentError(absl::StrFormat("refine kind %d is unknown", refine));
+  }
   if (metric > static_cast<uint32_t>(Metric::kCosine)) {
     return absl::InvalidArgumentError(absl::StrFormat("metric %d is unknown", metric));
   }
@@ -917,6 +997,15 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
   index.d_ = d;
   index.nlist_ = nlist;
   index.fast_scan_ = fast_scan == 1;
+  index.refine_codes_ = static_cast<RefineCodes>(refine);
+  if (index.refine_codes_ == RefineCodes::kSq8) {
+    std::vector<float> lo(static_cast<size_t>(d)), step(static_cast<size_t>(d));
+    if (s = r.GetArray(lo.data(), lo.size(), "SQ8 minima"); !s.ok()) return s;
+    if (s = r.GetArray(step.data(), step.size(), "SQ8 steps"); !s.ok()) return s;
+    auto sq = ScalarQuantizer8::FromRanges(std::move(lo), std::move(step));
+    if (!sq.ok()) return sq.status();
+    index.sq_ = std::move(*sq);
+  }
   index.coarse_.resize(static_cast<size_t>(nlist * d));
   if (s = r.GetArray(index.coarse_.data(), index.coarse_.size(), "coarse centroids"); !s.ok()) {
     return s;
@@ -940,11 +1029,12 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
     return absl::InvalidArgumentError(absl::StrFormat("list flag %d is not 0 or 1", has_lists));
   }
   const int64_t cs = index.pq_.code_size();
+  const int64_t rs = index.refine_code_size();
   for (int64_t l = 0; has_lists && l < nlist; ++l) {
     int64_t size = 0;
     if (s = r.Get(&size, "list size"); !s.ok()) return s;
     if (size < 0 || static_cast<uint64_t>(size) >
-                        r.remaining() / (sizeof(uint64_t) + static_cast<size_t>(cs))) {
+                        r.remaining() / (sizeof(uint64_t) + static_cast<size_t>(cs + rs))) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "list %d size %d does not fit the %d bytes left", l, size, r.remaining()));
     }
@@ -953,6 +1043,8 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
     inv.codes.resize(static_cast<size_t>(size * cs));
     if (s = r.GetArray(inv.ids.data(), inv.ids.size(), "ids"); !s.ok()) return s;
     if (s = r.GetArray(inv.codes.data(), inv.codes.size(), "codes"); !s.ok()) return s;
+    inv.refine.resize(static_cast<size_t>(size * rs));
+    if (s = r.GetArray(inv.refine.data(), inv.refine.size(), "refine codes"); !s.ok()) return s;
     if (index.fast_scan_) {  // plain codes in the blob; blocks in memory
       std::vector<uint8_t> blocks(
           static_cast<size_t>(fastscan::NumBlocks(size) * fastscan::BlockBytes(m)));

@@ -41,9 +41,19 @@
 #include "core/id_set.h"
 #include "core/kmeans.h"
 #include "core/product_quantizer.h"
+#include "core/scalar_quantizer.h"
+#include "core/top_k.h"
 #include "core/vectors.h"
 
 namespace quantd {
+
+// The finer code kept in memory beside the lists for two-stage search (IvfPqSearchParams.refine).
+enum class RefineCodes {
+  kNone = 0,
+  // 8-bit scalar quantizer (core/scalar_quantizer.h) of the vector itself (normalised for
+  // cosine): d bytes a vector, ranges from the training rows.
+  kSq8 = 1,
+};
 
 struct IvfPqOptions {
   Metric metric = Metric::kL2;
@@ -57,6 +67,8 @@ struct IvfPqOptions {
   // rounding, at most M / 2 steps of (largest table row range) / 255, may reorder near ties),
   // and results report them unless refine re-ranks with exact distances.
   bool fast_scan = false;
+  // Second-stage codes kept in memory for re-ranking (see IvfPqSearchParams::refine).
+  RefineCodes refine_codes = RefineCodes::kNone;
   // Coarse k-means: FAISS trains its IVF quantizer with 10 iterations on at most 256 rows per
   // centroid; random init and no early stop, as FAISS.
   int coarse_iterations = 10;
@@ -92,9 +104,11 @@ struct IvfPqSearchParams {
   int64_t k = 10;
   // Lists probed per query; values above nlist are clamped to nlist (every list is scanned).
   int64_t nprobe = 1;
-  // Exact re-ranking: when refine > 1 and fetch is set, the refine * k best candidates by
-  // asymmetric distance are re-ranked by exact distances to the fetched vectors (candidates
-  // fetch cannot find are dropped), and the k best are returned with exact distances.
+  // Two-stage search: when refine > 1, the refine * k best candidates of the scan are re-ranked
+  // and the k best returned with the second stage's distances. With `fetch` set: exact
+  // distances to the fetched vectors (candidates fetch cannot find are dropped). Without it,
+  // when the index keeps refine codes (IvfPqOptions::refine_codes): distances to the decoded
+  // codes, from memory. Without either, refine has no effect.
   int64_t refine = 1;
   VectorFetcher fetch;
   // Filter (null: none): only ids the selector accepts are results. Checked per candidate in
@@ -115,7 +129,8 @@ struct IvfPqSearchParams {
 // One vector's place in the index, for storing codes per item and rebuilding lists on load.
 struct IvfPqEncoded {
   int64_t list = 0;
-  std::vector<uint8_t> code;  // code_size bytes
+  std::vector<uint8_t> code;         // code_size bytes
+  std::vector<uint8_t> refine_code;  // refine_code_size bytes (empty without refine codes)
 };
 
 struct IvfPqStats {
@@ -130,7 +145,7 @@ struct IvfPqStats {
   // FAISS's imbalance factor: nlist * sum(size^2) / ntotal^2 (1 when perfectly balanced).
   double imbalance_factor = 0;
   // Stored bytes per vector in the lists: the code plus its 8-byte id (fast-scan: the padded
-  // code, Mp / 2 bytes, as the blocks hold it).
+  // code, Mp / 2 bytes, as the blocks hold it) plus the refine code.
   int64_t bytes_per_vector = 0;
   int64_t code_size = 0;
   bool fast_scan = false;
@@ -139,6 +154,10 @@ struct IvfPqStats {
   int64_t list_code_bytes = 0;
   int64_t list_code_capacity_bytes = 0;
   bool precomputed_table = false;
+  RefineCodes refine_codes = RefineCodes::kNone;
+  int64_t refine_code_size = 0;  // bytes a vector (included in bytes_per_vector)
+  // Bytes of the refine codes the lists hold.
+  int64_t refine_code_bytes = 0;
   // Heap bytes held by the index (centroids, codebooks, tables, lists, id map), estimated from
   // container capacities.
   int64_t memory_bytes = 0;
@@ -170,6 +189,9 @@ class IvfPqIndex {
   Metric metric() const { return metric_; }
   int64_t size() const { return static_cast<int64_t>(where_.size()); }
   int64_t code_size() const { return pq_.code_size(); }
+  RefineCodes refine_codes() const { return refine_codes_; }
+  // Bytes of one refine code: d for SQ8, 0 without.
+  int64_t refine_code_size() const { return refine_codes_ == RefineCodes::kSq8 ? d_ : 0; }
   const ProductQuantizer& pq() const { return pq_; }
   const std::vector<float>& coarse_centroids() const { return coarse_; }  // nlist x d
   // Training remarks, e.g. FAISS's warning when n < 39 x nlist; empty when none.
@@ -188,12 +210,16 @@ class IvfPqIndex {
 
   // List and code of one vector (d floats), as Add would store it.
   absl::StatusOr<IvfPqEncoded> EncodeForList(absl::Span<const float> vector) const;
-  // EncodeForList of n = vectors.size() / d rows at once (n x d): lists (n) and codes (n x
-  // code_size) as Add would store them, batched (GEMM-shaped) and spread over the index's
-  // threads. INVALID_ARGUMENT on a bad shape or vector; nothing is written then.
-  absl::Status EncodeBatch(absl::Span<const float> vectors, int32_t* lists, uint8_t* codes) const;
-  // Adds a code made by EncodeForList (with this index's trained parameters).
-  absl::Status AddEncoded(uint64_t id, int64_t list, absl::Span<const uint8_t> code);
+  // EncodeForList of n = vectors.size() / d rows at once (n x d): lists (n), codes (n x
+  // code_size) and, when the index keeps them and refine_codes is not null, refine codes (n x
+  // refine_code_size) as Add would store them, batched (GEMM-shaped) and spread over the
+  // index's threads. INVALID_ARGUMENT on a bad shape or vector; nothing is written then.
+  absl::Status EncodeBatch(absl::Span<const float> vectors, int32_t* lists, uint8_t* codes,
+                           uint8_t* refine_codes = nullptr) const;
+  // Adds a code made by EncodeForList (with this index's trained parameters): refine_code must
+  // be refine_code_size() bytes (empty when the index keeps none).
+  absl::Status AddEncoded(uint64_t id, int64_t list, absl::Span<const uint8_t> code,
+                          absl::Span<const uint8_t> refine_code = {});
 
   // k nearest stored vectors of every query (queries.size() / d of them), nearest first (ties by
   // id); fewer than k when fewer vectors are in the probed lists. INVALID_ARGUMENT on bad
@@ -203,9 +229,11 @@ class IvfPqIndex {
 
   IvfPqStats Stats() const;
 
-  // Byte blob: magic "QDIVFPQ\0", version, metric, shape, (version 2) the fast-scan flag, coarse
-  // centroids, PQ centroids, and (include_lists) every list's ids and codes (plain codes in both
-  // layouts). Version 1 (no flag) is written for plain indexes, so their blobs are unchanged.
+  // Byte blob: magic "QDIVFPQ\0", version, metric, shape, (version >= 2) the fast-scan flag,
+  // (version 3) the refine kind and the SQ8 ranges, coarse centroids, PQ centroids, and
+  // (include_lists) every list's ids and codes (plain codes in both layouts) and refine codes.
+  // The oldest version that holds the index is written (1: plain, 2: fast-scan, 3: with refine
+  // codes), so blobs of indexes without refine codes are unchanged.
   // Host (little-endian) byte order.
   std::string Serialize(bool include_lists = true) const;
   // max_precomputed_table_bytes caps the precomputed table of a loaded index (the smaller of it
@@ -220,6 +248,8 @@ class IvfPqIndex {
     // Plain: ids.size() x code_size. Fast-scan: NumBlocks(ids.size()) blocks of
     // fastscan::BlockBytes(M); slot i holds the code of ids[i], slots past ids.size() code 0.
     std::vector<uint8_t> codes;
+    // ids.size() x refine_code_size: the refine code of ids[i] at i (empty without).
+    std::vector<uint8_t> refine;
   };
   struct Location {
     int32_t list;
@@ -234,7 +264,12 @@ class IvfPqIndex {
   // Codes of the residuals of x (n x d) to their lists: codes is n x code_size.
   void EncodeResiduals(const float* x, int64_t n, const int32_t* lists, uint8_t* codes,
                        int num_threads) const;
-  void Append(uint64_t id, int32_t list, const uint8_t* code);
+  // refine_code: refine_code_size() bytes (null when none are kept).
+  void Append(uint64_t id, int32_t list, const uint8_t* code, const uint8_t* refine_code);
+  // Re-ranks the scan's candidates (sorted) of the query v (d floats, normalised for cosine)
+  // with exact fetched vectors or the refine codes, as IvfPqSearchParams::refine says.
+  std::vector<Candidate> Rerank(const float* v, const std::vector<Candidate>& candidates,
+                                const IvfPqSearchParams& params) const;
   // The plain code (code_size bytes) of entry `offset` of list l into code.
   void ListCode(const InvertedList& l, int64_t offset, uint8_t* code) const;
   // Searches queries [q0, q1) of the (normalised) batch into results.
@@ -249,6 +284,8 @@ class IvfPqIndex {
   std::string training_warning_;
   std::vector<float> coarse_;  // nlist x d
   ProductQuantizer pq_;
+  RefineCodes refine_codes_ = RefineCodes::kNone;
+  ScalarQuantizer8 sq_;  // trained when refine_codes_ is kSq8
   // Derived (Init).
   std::vector<PackedRhs> coarse_packed_;  // 0 or 1 element (PackedRhs has no default state)
   std::vector<float> coarse_norms_;       // nlist
