@@ -21,9 +21,9 @@ const std::set<std::string> kGlobalOptions = {
     "addr",    "timeout",         "json",      "help", "tls", "tls_ca", "tls_cert",
     "tls_key", "tls_server_name", "token_file"};
 
-const std::set<std::string> kBoolOptions = {"json",         "help",      "no-progress", "balanced",
-                                            "detach",       "tls",       "wait",        "all",
-                                            "with-vectors", "with-sids", "include-self"};
+const std::set<std::string> kBoolOptions = {
+    "json", "help", "no-progress",  "balanced",  "detach",       "tls",
+    "wait", "all",  "with-vectors", "with-sids", "include-self", "refine-exact"};
 
 }  // namespace
 

@@ -498,6 +498,8 @@ use the previous version until then. Follows the job with a progress bar (Ctrl-C
 running; `quantctl cancel ID` stops it).
   --layout L          plain or fast-scan (default: fast-scan from 200000 items, else
                       plain; the job says what it chose and why)
+  --refine-codes C    sq8 or none: the finer code kept in memory for search --refine
+                      (default: sq8 with fast-scan, none with plain)
   --nlist N           inverted lists (default round(4 sqrt(n)) clamped to [1, n/39])
   --m M               PQ sub-quantizers, dividing the dimension (default: largest divisor
                       <= min(64, d/4); fast-scan: twice that when it divides d, <= 256)
@@ -509,8 +511,8 @@ running; `quantctl cancel ID` stops it).
   --detach            print the job id and return at once
   --no-progress       no progress bar
 )",
-       {"layout", "nlist", "m", "nbits", "coarse-iterations", "pq-iterations", "seed", "sample",
-        "detach", "no-progress"},
+       {"layout", "refine-codes", "nlist", "m", "nbits", "coarse-iterations", "pq-iterations",
+        "seed", "sample", "detach", "no-progress"},
        TrainIndexCommand},
       {"search",
        Section::kSearch,
@@ -525,7 +527,10 @@ ip / cosine: similarity).
                       is left out of its results unless --include-self
   --k N               neighbours per query, 1..1024 (default 10)
   --nprobe N          lists scanned per query (default nlist/8; above nlist scans all)
-  --refine R          re-rank R x k candidates by exact distance to the stored vectors
+  --refine R          re-rank R x k candidates: with the index's in-memory refine codes
+                      (fast-scan's SQ8 by default), else by exact distance to the stored
+                      vectors
+  --refine-exact      with --refine, always the stored vectors (exact distances)
   --offset N          results start after each query's first N (the next page of k: --offset
                       N+k); offset + k at most 1024
   --allow FILE|IDS    only these items: a file of ids (one per line, .npy or .ivecs) or
@@ -537,8 +542,8 @@ ip / cosine: similarity).
   --output FILE       write the ids as .ivecs (a row per query, shorter when fewer than k
                       items were found) instead of printing them
 )",
-       {"queries", "like", "include-self", "k", "nprobe", "refine", "offset", "allow", "deny",
-        "prefix", "max-rows", "output"},
+       {"queries", "like", "include-self", "k", "nprobe", "refine", "refine-exact", "offset",
+        "allow", "deny", "prefix", "max-rows", "output"},
        SearchCommand},
   };
   return *commands;

@@ -134,6 +134,16 @@ absl::Status TrainIndexCommand(Cli& cli) {
       return cli.Usage(absl::StrFormat("--layout '%s' is not plain or fast-scan", layout));
     }
   }
+  if (args.Has("refine-codes")) {
+    const std::string codes = args.Get("refine-codes");
+    if (codes == "sq8") {
+      request.set_refine_codes(v1::REFINE_CODES_SQ8);
+    } else if (codes == "none") {
+      request.set_refine_codes(v1::REFINE_CODES_NONE);
+    } else {
+      return cli.Usage(absl::StrFormat("--refine-codes '%s' is not sq8 or none", codes));
+    }
+  }
   v1::Job job;
   if (auto s = cli.Call(&v1::Quantd::Stub::TrainIndex, request, &job); !s.ok()) return s;
   return FollowJob(cli, job);
@@ -193,6 +203,7 @@ absl::Status SearchCommand(Cli& cli) {
     request.set_k(static_cast<uint32_t>(*k));
     request.set_nprobe(static_cast<uint32_t>(*nprobe));
     request.set_refine(static_cast<uint32_t>(*refine));
+    request.set_refine_exact(args.Has("refine-exact"));
     request.set_offset(static_cast<uint32_t>(*offset));
     v1::SearchResponse response;
     if (auto s = cli.Call(&v1::Quantd::Stub::Search, request, &response); !s.ok()) {

@@ -336,7 +336,9 @@ absl::Status StatsCommand(Cli& cli) {
         "memory), trained on %llu items in %.2f s by %s\n"
         "  lists: min %llu, max %llu, mean %.1f, imbalance factor %.3f\n",
         x.version(), static_cast<unsigned long long>(x.nlist()), x.m(), x.nbits(),
-        x.layout() == v1::INDEX_LAYOUT_FAST_SCAN ? "fs" : "",
+        absl::StrCat(x.layout() == v1::INDEX_LAYOUT_FAST_SCAN ? "fs" : "",
+                     x.refine_codes() == v1::REFINE_CODES_SQ8 ? "+SQ8" : "")
+            .c_str(),
         static_cast<unsigned long long>(x.items()),
         static_cast<unsigned long long>(x.bytes_per_vector()),
         static_cast<double>(x.memory_bytes()) / (1 << 20),

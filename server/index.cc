@@ -34,13 +34,16 @@ absl::StatusOr<storage::IndexRecord> ParseIndexBlob(const std::string& blob) {
   return record;
 }
 
-std::string EncodeIndexEntry(uint32_t version, int64_t list, const uint8_t* code,
-                             int64_t code_size) {
-  std::string out(static_cast<size_t>(8 + code_size), '\0');
+std::string EncodeIndexEntry(uint32_t version, int64_t list, absl::Span<const uint8_t> code,
+                             absl::Span<const uint8_t> refine_code) {
+  std::string out(8 + code.size() + refine_code.size(), '\0');
   const auto list32 = static_cast<uint32_t>(list);
   std::memcpy(out.data(), &version, 4);
   std::memcpy(out.data() + 4, &list32, 4);
-  std::memcpy(out.data() + 8, code, static_cast<size_t>(code_size));
+  if (!code.empty()) std::memcpy(out.data() + 8, code.data(), code.size());
+  if (!refine_code.empty()) {
+    std::memcpy(out.data() + 8 + code.size(), refine_code.data(), refine_code.size());
+  }
   return out;
 }
 

@@ -4,7 +4,8 @@
 //     (uint32), then a serialized quantd.storage.IndexRecord whose `model` is the core index
 //     serialized without lists. A blob that fails any check is DATA_LOSS.
 //   item entry (ivf family, key <cid:be32><item id:be64>): uint32 LE index version, uint32 LE
-//     list, then code_size bytes of PQ code: exactly what IvfPqIndex::AddEncoded takes.
+//     list, code_size bytes of PQ code, then refine_code_size bytes of refine code (none when
+//     the index keeps none): exactly what IvfPqIndex::AddEncoded takes.
 #ifndef QUANTD_SERVER_INDEX_H_
 #define QUANTD_SERVER_INDEX_H_
 
@@ -59,9 +60,9 @@ int64_t ResolveNprobe(int64_t requested, int64_t nlist);
 std::string SerializeIndexBlob(const storage::IndexRecord& record);
 absl::StatusOr<storage::IndexRecord> ParseIndexBlob(const std::string& blob);
 
-// Item entry value: version, list, code (code_size bytes).
-std::string EncodeIndexEntry(uint32_t version, int64_t list, const uint8_t* code,
-                             int64_t code_size);
+// Item entry value: version, list, code, refine code.
+std::string EncodeIndexEntry(uint32_t version, int64_t list, absl::Span<const uint8_t> code,
+                             absl::Span<const uint8_t> refine_code);
 
 }  // namespace quantd
 

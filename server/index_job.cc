@@ -118,6 +118,20 @@ absl::StatusOr<IndexPlan> IndexPlanFromRequest(const v1::TrainIndexRequest& requ
                         options.nbits, int64_t{1} << options.nbits, n));
   }
 
+  if (!v1::RefineCodes_IsValid(request.refine_codes())) {
+    return absl::InvalidArgumentError(absl::StrFormat("refine_codes %d is not a RefineCodes",
+                                                      static_cast<int>(request.refine_codes())));
+  }
+  if (request.refine_codes() == v1::REFINE_CODES_UNSPECIFIED) {
+    options.refine_codes = options.fast_scan ? RefineCodes::kSq8 : RefineCodes::kNone;
+    why.push_back(options.fast_scan
+                      ? "SQ8 refine codes: fast-scan ranks coarsely, refine re-ranks from memory"
+                      : "no refine codes: the plain layout's refine reads the stored vectors");
+  } else {
+    options.refine_codes =
+        request.refine_codes() == v1::REFINE_CODES_SQ8 ? RefineCodes::kSq8 : RefineCodes::kNone;
+  }
+
   const uint32_t coarse =
       request.coarse_iterations() == 0 ? kDefaultCoarseIterations : request.coarse_iterations();
   if (coarse > kMaxIterations) {
@@ -133,10 +147,12 @@ absl::StatusOr<IndexPlan> IndexPlanFromRequest(const v1::TrainIndexRequest& requ
   options.pq_iterations = static_cast<int>(pq);
   const int64_t code_bytes =
       options.fast_scan ? fastscan::PaddedM(options.m) / 2 : (options.m * options.nbits + 7) / 8;
-  plan.decision =
-      absl::StrFormat("%s, m %d x %d bit, %d B a vector in the lists (%d B code + 8 B id)",
-                      options.fast_scan ? "fast-scan" : "plain", options.m, options.nbits,
-                      code_bytes + 8, code_bytes);
+  const int64_t refine_bytes = options.refine_codes == RefineCodes::kSq8 ? d : 0;
+  plan.decision = absl::StrFormat(
+      "%s, m %d x %d bit, %d B a vector in the lists (%d B code + 8 B id%s)",
+      options.fast_scan ? "fast-scan" : "plain", options.m, options.nbits,
+      code_bytes + 8 + refine_bytes, code_bytes,
+      refine_bytes > 0 ? absl::StrFormat(" + %d B SQ8 refine code", refine_bytes) : "");
   if (!why.empty()) plan.decision += "; defaults: " + absl::StrJoin(why, "; ");
   return plan;
 }
@@ -199,8 +215,10 @@ absl::StatusOr<JobResult> IndexJob::Run(const JobContext& context) {
   // cancellation and progress are checked as it goes.
   context.SetPhase("encoding", 0.6);
   const int64_t code_size = trained->code_size();
+  const int64_t refine_size = trained->refine_code_size();
   std::vector<int32_t> lists(static_cast<size_t>(n));
   std::vector<uint8_t> codes(static_cast<size_t>(n * code_size));
+  std::vector<uint8_t> refine_codes(static_cast<size_t>(n * refine_size));
   constexpr int64_t kEncodeBlock = 16384;
   for (int64_t first = 0; first < n; first += kEncodeBlock) {
     if (context.cancelled()) return absl::CancelledError("cancelled");
@@ -208,7 +226,8 @@ absl::StatusOr<JobResult> IndexJob::Run(const JobContext& context) {
     const int64_t block = std::min(kEncodeBlock, n - first);
     if (auto status = trained->EncodeBatch(
             absl::MakeConstSpan(items->vectors.data() + first * d, static_cast<size_t>(block * d)),
-            lists.data() + first, codes.data() + first * code_size);
+            lists.data() + first, codes.data() + first * code_size,
+            refine_codes.data() + first * refine_size);
         !status.ok()) {
       return status;
     }
@@ -228,8 +247,9 @@ absl::StatusOr<JobResult> IndexJob::Run(const JobContext& context) {
   record.set_train_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   context.SetPhase("committing", 0.95);
-  auto version = context.storage()->indexes().CommitIndex(
-      request_.collection(), std::move(record), std::move(*trained), *items, lists, codes);
+  auto version = context.storage()->indexes().CommitIndex(request_.collection(), std::move(record),
+                                                          std::move(*trained), *items, lists, codes,
+                                                          refine_codes);
   if (!version.ok()) return version.status();
   return JobResult{*version, /*activated=*/true, plan->decision};
 }

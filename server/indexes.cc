@@ -83,11 +83,14 @@ absl::StatusOr<std::shared_ptr<const ServingIndex>> Indexes::GetIndex(
 absl::StatusOr<uint32_t> Indexes::CommitIndex(absl::string_view name, storage::IndexRecord record,
                                               IvfPqIndex trained, const ItemSet& snapshot,
                                               const std::vector<int32_t>& lists,
-                                              const std::vector<uint8_t>& codes) {
+                                              const std::vector<uint8_t>& codes,
+                                              const std::vector<uint8_t>& refine_codes) {
   const int64_t code_size = trained.code_size();
+  const int64_t refine_size = trained.refine_code_size();
   if (trained.d() != snapshot.info.dimension || trained.size() != 0 ||
       lists.size() != snapshot.ids.size() ||
-      codes.size() != snapshot.ids.size() * static_cast<size_t>(code_size)) {
+      codes.size() != snapshot.ids.size() * static_cast<size_t>(code_size) ||
+      refine_codes.size() != snapshot.ids.size() * static_cast<size_t>(refine_size)) {
     return absl::InternalError("index commit with inconsistent shapes");
   }
   auto guard = registry_->LockForWrite(name, snapshot.info.id);
@@ -110,22 +113,25 @@ absl::StatusOr<uint32_t> Indexes::CommitIndex(absl::string_view name, storage::I
       *items_, snapshot,
       [&](uint64_t id, int64_t snapshot_row, const float* vector) -> absl::Status {
         int64_t list = 0;
-        const uint8_t* code = nullptr;
+        absl::Span<const uint8_t> code, refine;
         IvfPqEncoded fresh;
         if (snapshot_row >= 0) {
           list = lists[static_cast<size_t>(snapshot_row)];
-          code = codes.data() + snapshot_row * code_size;
+          code = absl::MakeConstSpan(codes.data() + snapshot_row * code_size,
+                                     static_cast<size_t>(code_size));
+          refine = absl::MakeConstSpan(refine_codes.data() + snapshot_row * refine_size,
+                                       static_cast<size_t>(refine_size));
         } else {
           auto encoded =
               serving->index.EncodeForList(absl::MakeConstSpan(vector, static_cast<size_t>(d)));
           if (!encoded.ok()) return encoded.status();
           fresh = std::move(*encoded);
           list = fresh.list;
-          code = fresh.code.data();
+          code = fresh.code;
+          refine = fresh.refine_code;
         }
-        ivf_->AddEntry(cid, version, id, list, code, code_size, &batch);
-        return serving->index.AddEncoded(id, list,
-                                         absl::MakeConstSpan(code, static_cast<size_t>(code_size)));
+        ivf_->AddEntry(cid, version, id, list, code, refine, &batch);
+        return serving->index.AddEncoded(id, list, code, refine);
       });
   if (!status.ok()) return status;
   if (auto s = db_->Write(batch, "commit index"); !s.ok()) return s;
@@ -252,7 +258,9 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
     params.nprobe = nprobe;
     params.refine = std::max<int64_t>(1, spec.refine);
     params.num_threads = 1;
-    if (params.refine > 1) {
+    // Refine from the in-memory codes when the index keeps them, unless exact is asked for.
+    if (params.refine > 1 &&
+        (index.index.refine_codes() == RefineCodes::kNone || spec.refine_exact)) {
       // An item deleted meanwhile is dropped from the candidates.
       params.fetch = [this, cid = info->id, d](uint64_t id, float* out) {
         return items_->Fetch(cid, d, id, out);

@@ -40,15 +40,16 @@ class Indexes {
   absl::StatusOr<std::shared_ptr<const ServingIndex>> GetIndex(absl::string_view collection) const;
 
   // Commits a new index version: `record` (metadata; version assigned here), the `trained`
-  // index (no items), and the entries computed for `snapshot`: lists (n) and codes (n x
-  // code_size) for n = snapshot.ids.size(). Under the collection's write guard, items upserted
-  // or changed since the snapshot are encoded anew and deleted ones skipped; the previous
-  // version and its entries are replaced. One WriteBatch; the new version serves from the
-  // moment it returns. Returns the new version.
+  // index (no items), and the entries computed for `snapshot`: lists (n), codes (n x
+  // code_size) and refine codes (n x refine_code_size) for n = snapshot.ids.size(). Under the
+  // collection's write guard, items upserted or changed since the snapshot are encoded anew and
+  // deleted ones skipped; the previous version and its entries are replaced. One WriteBatch; the
+  // new version serves from the moment it returns. Returns the new version.
   absl::StatusOr<uint32_t> CommitIndex(absl::string_view collection, storage::IndexRecord record,
                                        IvfPqIndex trained, const ItemSet& snapshot,
                                        const std::vector<int32_t>& lists,
-                                       const std::vector<uint8_t>& codes);
+                                       const std::vector<uint8_t>& codes,
+                                       const std::vector<uint8_t>& refine_codes);
 
   struct SearchResult {
     uint32_t index_version = 0;
@@ -65,6 +66,7 @@ class Indexes {
     int64_t offset = 0;  // results skipped before the k (a page of the ranking)
     int64_t nprobe = 0;
     int64_t refine = 0;
+    bool refine_exact = false;     // refine with the stored vectors even when refine codes exist
     const IdSet* allow = nullptr;  // at most one of allow and deny
     const IdSet* deny = nullptr;
     std::vector<int64_t> sid_prefix;  // codes under the active tokenizer; empty: none
@@ -75,7 +77,7 @@ class Indexes {
   // Allowed sets are scored exactly when ScoreExactly (server/index.h) says so.
   absl::StatusOr<SearchResult> Search(absl::string_view collection, const SearchSpec& spec) const;
   // Unfiltered query vectors: refine 0 or 1 is none, else refine * k candidates are re-ranked
-  // against the stored vectors.
+  // (with the refine codes when the index keeps them, else the stored vectors).
   absl::StatusOr<SearchResult> Search(absl::string_view collection, absl::Span<const float> queries,
                                       int64_t k, int64_t nprobe, int64_t refine) const;
 

@@ -176,7 +176,9 @@ absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(absl::string_view 
     index->index.Remove(changed->ids);
     for (size_t i = 0; i < entries.size(); ++i) {
       // Cannot fail: the entry was made by this index and its id was just removed.
-      index->index.AddEncoded(changed->ids[i], entries[i].list, entries[i].code).IgnoreError();
+      index->index
+          .AddEncoded(changed->ids[i], entries[i].list, entries[i].code, entries[i].refine_code)
+          .IgnoreError();
     }
   }
   return UpsertResult{changed->inserted, new_count};

@@ -13,6 +13,8 @@ namespace {
 // inconsistency.
 absl::Status LoadEntries(const Db& db, uint32_t cid, ServingIndex& serving) {
   const int64_t code_size = serving.index.code_size();
+  const int64_t refine_size = serving.index.refine_code_size();
+  const int64_t entry_size = 8 + code_size + refine_size;
   const uint32_t version = serving.record.version();
   return db.ScanPrefix(
       ColumnFamily::kIvf, keys::CollectionBegin(cid),
@@ -20,19 +22,20 @@ absl::Status LoadEntries(const Db& db, uint32_t cid, ServingIndex& serving) {
         const uint64_t id = keys::ItemIdOf(key);
         uint32_t entry_version = 0;
         uint32_t list = 0;
-        if (value.size() == static_cast<size_t>(8 + code_size)) {
+        if (value.size() == static_cast<size_t>(entry_size)) {
           std::memcpy(&entry_version, value.data(), 4);
           std::memcpy(&list, value.data() + 4, 4);
         }
-        if (value.size() != static_cast<size_t>(8 + code_size) || entry_version != version) {
+        if (value.size() != static_cast<size_t>(entry_size) || entry_version != version) {
           return absl::DataLossError(absl::StrFormat(
               "index entry of item %d is corrupt (%d bytes, version %d; expected %d bytes, "
               "version %d)",
-              id, value.size(), entry_version, 8 + code_size, version));
+              id, value.size(), entry_version, entry_size, version));
         }
         const auto* code = reinterpret_cast<const uint8_t*>(value.data() + 8);
         absl::Status added = serving.index.AddEncoded(
-            id, list, absl::MakeConstSpan(code, static_cast<size_t>(code_size)));
+            id, list, absl::MakeConstSpan(code, static_cast<size_t>(code_size)),
+            absl::MakeConstSpan(code + code_size, static_cast<size_t>(refine_size)));
         if (!added.ok()) {
           return absl::DataLossError(
               absl::StrFormat("index entry of item %d: %s", id, added.message()));
@@ -87,14 +90,14 @@ absl::StatusOr<std::shared_ptr<ServingIndex>> IvfStore::LoadCurrent(
 
 void IvfStore::AddEntry(uint32_t cid, uint32_t version, uint64_t id, const IvfPqEncoded& entry,
                         rocksdb::WriteBatch* batch) const {
-  AddEntry(cid, version, id, entry.list, entry.code.data(), static_cast<int64_t>(entry.code.size()),
-           batch);
+  AddEntry(cid, version, id, entry.list, entry.code, entry.refine_code, batch);
 }
 
 void IvfStore::AddEntry(uint32_t cid, uint32_t version, uint64_t id, int64_t list,
-                        const uint8_t* code, int64_t code_size, rocksdb::WriteBatch* batch) const {
+                        absl::Span<const uint8_t> code, absl::Span<const uint8_t> refine_code,
+                        rocksdb::WriteBatch* batch) const {
   batch->Put(db_->handle(ColumnFamily::kIvf), keys::ItemKey(cid, id),
-             EncodeIndexEntry(version, list, code, code_size));
+             EncodeIndexEntry(version, list, code, refine_code));
 }
 
 void IvfStore::AddDelete(uint32_t cid, uint64_t id, rocksdb::WriteBatch* batch) const {

@@ -34,8 +34,9 @@ class IvfStore {
 
   void AddEntry(uint32_t cid, uint32_t version, uint64_t id, const IvfPqEncoded& entry,
                 rocksdb::WriteBatch* batch) const;
-  void AddEntry(uint32_t cid, uint32_t version, uint64_t id, int64_t list, const uint8_t* code,
-                int64_t code_size, rocksdb::WriteBatch* batch) const;
+  void AddEntry(uint32_t cid, uint32_t version, uint64_t id, int64_t list,
+                absl::Span<const uint8_t> code, absl::Span<const uint8_t> refine_code,
+                rocksdb::WriteBatch* batch) const;
   void AddDelete(uint32_t cid, uint64_t id, rocksdb::WriteBatch* batch) const;
   // A new version replacing `old_version` (0: none): `record` (version and model set) as its
   // blob, the version key, and the removal of every entry (the caller adds the new ones).

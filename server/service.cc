@@ -96,6 +96,10 @@ void FillIndexStats(const ServingIndex& index, v1::IndexStats* out) {
   out->set_layout(stats.fast_scan ? v1::INDEX_LAYOUT_FAST_SCAN : v1::INDEX_LAYOUT_PLAIN);
   out->set_list_code_bytes(static_cast<uint64_t>(stats.list_code_bytes));
   out->set_list_code_capacity_bytes(static_cast<uint64_t>(stats.list_code_capacity_bytes));
+  out->set_refine_codes(stats.refine_codes == RefineCodes::kSq8 ? v1::REFINE_CODES_SQ8
+                                                                : v1::REFINE_CODES_NONE);
+  out->set_refine_code_size(static_cast<uint32_t>(stats.refine_code_size));
+  out->set_refine_code_bytes(static_cast<uint64_t>(stats.refine_code_bytes));
 }
 
 // An empty job id is a caller mistake (every job has one), not a job that does not exist.
@@ -354,6 +358,7 @@ absl::Status QuantdService::HandleSearch(const v1::SearchRequest& request,
   spec.offset = request.offset();
   spec.nprobe = request.nprobe();
   spec.refine = request.refine();
+  spec.refine_exact = request.refine_exact();
   if (request.has_allow() && request.has_deny()) {
     return absl::InvalidArgumentError("allow and deny are both set: give one of them");
   }

@@ -216,7 +216,11 @@ TEST_F(IndexServiceTest, FastScanLayoutServesSurvivesChurnAndRestart) {
   ASSERT_TRUE(StartIndex(request, &started).ok());
   const v1::Job job = WaitJob(started.id());
   ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error();
-  EXPECT_NE(job.decision().find("fast-scan, m 64 x 4 bit, 40 B a vector"), std::string::npos)
+  EXPECT_NE(job.decision().find("fast-scan, m 64 x 4 bit, 168 B a vector in the lists (32 B code "
+                                "+ 8 B id + 128 B SQ8 refine code)"),
+            std::string::npos)
+      << job.decision();
+  EXPECT_NE(job.decision().find("SQ8 refine codes: fast-scan ranks coarsely"), std::string::npos)
       << job.decision();
   const auto index_stats = [&] {
     grpc::ClientContext context;
@@ -231,7 +235,10 @@ TEST_F(IndexServiceTest, FastScanLayoutServesSurvivesChurnAndRestart) {
   EXPECT_EQ(stats.m(), 64u);  // twice the plain default: the same 32 code bytes at 4 bits
   EXPECT_EQ(stats.nbits(), 4u);
   EXPECT_EQ(stats.code_size(), 32u);
-  EXPECT_EQ(stats.bytes_per_vector(), 40u);
+  EXPECT_EQ(stats.bytes_per_vector(), 32u + 8 + 128);
+  EXPECT_EQ(stats.refine_codes(), v1::REFINE_CODES_SQ8);
+  EXPECT_EQ(stats.refine_code_size(), 128u);
+  EXPECT_EQ(stats.refine_code_bytes(), 5000u * 128);
   // Whole blocks of 32: at most 31 empty slots of 32 bytes per list.
   EXPECT_GE(stats.list_code_bytes(), 5000u * 32);
   EXPECT_LE(stats.list_code_bytes(), 5000u * 32 + stats.nlist() * 31 * 32);
@@ -239,15 +246,42 @@ TEST_F(IndexServiceTest, FastScanLayoutServesSurvivesChurnAndRestart) {
   v1::SearchResponse response;
   ASSERT_TRUE(Search("fs", queries->values, 10, 16, 0, &response).ok());
   const double recall = RecallAt10(response, *truth);
+  // Refine 10 from the in-memory SQ8 codes, and from the stored vectors (refine_exact): nearly
+  // the same recall; exact distances only from the stored vectors.
   v1::SearchResponse refined;
   ASSERT_TRUE(Search("fs", queries->values, 10, 16, 10, &refined).ok());
   const double refined_recall = RecallAt10(refined, *truth);
+  v1::SearchResponse exact;
+  {
+    grpc::ClientContext context;
+    v1::SearchRequest exact_request;
+    exact_request.set_collection("fs");
+    exact_request.mutable_queries()->Add(queries->values.begin(), queries->values.end());
+    exact_request.set_k(10);
+    exact_request.set_nprobe(16);
+    exact_request.set_refine(10);
+    exact_request.set_refine_exact(true);
+    ASSERT_TRUE(stub_->Search(&context, exact_request, &exact).ok());
+  }
+  const double exact_recall = RecallAt10(exact, *truth);
   std::printf(
-      "sift5k nprobe 16 recall@10: plain PQ32x8 %.3f, fast-scan PQ64x4 %.3f, refine 10 %.3f\n",
-      plain_recall, recall, refined_recall);
+      "sift5k nprobe 16 recall@10: plain PQ32x8 %.3f, fast-scan PQ64x4 %.3f, SQ8 refine 10 %.3f, "
+      "exact refine 10 %.3f\n",
+      plain_recall, recall, refined_recall, exact_recall);
   EXPECT_GT(recall, plain_recall - 0.1);
   EXPECT_GT(refined_recall, 0.75);
-  EXPECT_GT(refined_recall, recall);
+  EXPECT_GT(refined_recall, recall + 0.1);
+  EXPECT_GT(refined_recall, exact_recall - 0.02);
+  // Exact distances: those of the stored vectors (query 0's nearest, recomputed here).
+  auto base_vectors = ReadMatrix(DataFile("sift5k/sift5k_base.fvecs"));
+  ASSERT_TRUE(base_vectors.ok());
+  double d0 = 0;
+  for (int j = 0; j < 128; ++j) {
+    const double diff = static_cast<double>(queries->values[j]) -
+                        base_vectors->values[exact.results(0).ids(0) * 128 + j];
+    d0 += diff * diff;
+  }
+  EXPECT_NEAR(exact.results(0).distances(0), d0, 1e-3 * d0);
 
   // Read your writes through the blocked lists.
   const std::vector<float> q0(queries->values.begin(), queries->values.begin() + 128);
@@ -273,6 +307,7 @@ TEST_F(IndexServiceTest, FastScanLayoutServesSurvivesChurnAndRestart) {
   EXPECT_EQ(churned_stats.items(), 5000u);
   EXPECT_LE(churned_stats.list_code_bytes(), 5000u * 32 + stats.nlist() * 31 * 32);
   EXPECT_LE(churned_stats.list_code_capacity_bytes(), 2 * churned_stats.list_code_bytes());
+  EXPECT_EQ(churned_stats.refine_code_bytes(), 5000u * 128);
   ASSERT_TRUE(Search("fs", queries->values, 10, 16, 0, &response).ok());
   EXPECT_NEAR(RecallAt10(response, *truth), recall, 0.03);
 
@@ -304,6 +339,8 @@ TEST(IndexPlanTest, DefaultsFollowSizeAndDimension) {
   EXPECT_EQ(large.options.m, 64);
   EXPECT_EQ(large.options.nbits, 4);
   EXPECT_EQ(large.options.nlist, 4000);
+  EXPECT_EQ(large.options.refine_codes, RefineCodes::kSq8);
+  EXPECT_EQ(small.options.refine_codes, RefineCodes::kNone);
   EXPECT_NE(large.decision.find("fast-scan layout: 1000000 items >= 200000"), std::string::npos)
       << large.decision;
   EXPECT_EQ(plan(1000000, 784).options.m, 112);  // 2 x 56
@@ -570,6 +607,9 @@ TEST_F(IndexServiceTest, BadRequests) {
   EXPECT_EQ(train_error([](R& r) { r.set_pq_iterations(5000); }, "pq_iterations 5000"),
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(train_error([](R& r) { r.set_layout(static_cast<v1::IndexLayout>(7)); }, "layout 7"),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(train_error([](R& r) { r.set_refine_codes(static_cast<v1::RefineCodes>(9)); },
+                        "refine_codes 9 is not a RefineCodes"),
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(train_error(
                 [](R& r) {

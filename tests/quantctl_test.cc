@@ -195,9 +195,28 @@ TEST_F(QuantctlTest, TrainIndexLayoutAndItsDecision) {
   EXPECT_NE(out.find("plain layout: 5000 items < 200000"), std::string::npos) << out;
   ASSERT_EQ(RunQuantctl(address_, "train-index sift --layout fast-scan --no-progress", &out), 0)
       << out;
-  EXPECT_NE(out.find("fast-scan, m 64 x 4 bit, 40 B a vector"), std::string::npos) << out;
+  EXPECT_NE(out.find("fast-scan, m 64 x 4 bit, 168 B a vector"), std::string::npos) << out;
   ASSERT_EQ(RunQuantctl(address_, "stats sift", &out), 0) << out;
-  EXPECT_NE(out.find("IVF128,PQ64x4fs on 5000 items"), std::string::npos) << out;
+  EXPECT_NE(out.find("IVF128,PQ64x4fs+SQ8 on 5000 items (168 bytes/vector"), std::string::npos)
+      << out;
+  // Refine from the SQ8 codes, or exactly from the stored vectors.
+  const std::string queries = DataFile("sift5k/sift5k_query.fvecs");
+  ASSERT_EQ(
+      RunQuantctl(address_, "search sift --queries " + queries + " --max-rows 1 --refine 4", &out),
+      0)
+      << out;
+  ASSERT_EQ(
+      RunQuantctl(address_,
+                  "search sift --queries " + queries + " --max-rows 1 --refine 4 --refine-exact",
+                  &out),
+      0)
+      << out;
+  ASSERT_EQ(RunQuantctl(address_, "train-index sift --layout fast-scan --refine-codes none", &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("fast-scan, m 64 x 4 bit, 40 B a vector"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "train-index sift --refine-codes fp16", &out), 2) << out;
+  EXPECT_NE(out.find("--refine-codes 'fp16' is not sq8 or none"), std::string::npos) << out;
   EXPECT_EQ(RunQuantctl(address_, "train-index sift --layout sideways", &out), 2) << out;
   EXPECT_NE(out.find("--layout 'sideways' is not plain or fast-scan"), std::string::npos) << out;
   EXPECT_EQ(RunQuantctl(address_, "train-index sift --layout fast-scan --nbits 8", &out), 1) << out;

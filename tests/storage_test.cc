@@ -432,7 +432,8 @@ TEST_F(StorageTest, IndexCommitReencodesItemsWrittenDuringTraining) {
   storage::IndexRecord record;
   record.set_job_id("job-test");
   auto version =
-      storage_->indexes().CommitIndex("c", record, *std::move(trained), *items, lists, codes);
+      storage_->indexes().CommitIndex("c", record, *std::move(trained), *items, lists, codes,
+                                      /*refine_codes=*/{});
   ASSERT_TRUE(version.ok()) << version.status();
   EXPECT_EQ(*version, 1u);
   auto serving = storage_->indexes().GetIndex("c");
