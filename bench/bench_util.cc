@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/kmeans.h"
 
 namespace quantd::bench {
@@ -244,6 +245,22 @@ std::string CpuModel() {
   if (name.empty()) return "unknown";
   if (!family.empty()) absl::StrAppend(&name, " (family ", family, ", model ", model, ")");
   return name;
+}
+
+std::string CpuSimdFeatures() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line) && line.rfind("flags", 0) != 0) {
+  }
+  std::istringstream flags(line.substr(std::min(line.size(), line.find(':') + 1)));
+  const std::vector<std::string> wanted = {"sse4_2",   "avx",        "avx2",
+                                           "fma",      "avx512f",    "avx512bw",
+                                           "avx512vl", "avx512vbmi", "avx512_vnni"};
+  std::vector<std::string> have;
+  for (std::string flag; flags >> flag;) {
+    if (std::find(wanted.begin(), wanted.end(), flag) != wanted.end()) have.push_back(flag);
+  }
+  return have.empty() ? "none" : absl::StrJoin(have, " ");
 }
 
 }  // namespace quantd::bench

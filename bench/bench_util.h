@@ -81,6 +81,10 @@ double ProcessCpuSeconds();
 // The CPU's model name from /proc/cpuinfo ("unknown" where it has none).
 std::string CpuModel();
 
+// The SIMD features among sse4_2, avx, avx2, fma, avx512f/bw/vl/vbmi/vnni that /proc/cpuinfo
+// lists for the first processor, space-separated ("none" where it lists none).
+std::string CpuSimdFeatures();
+
 // Prints "<program>: <message>" to stderr and exits with status 1.
 [[noreturn]] void Die(const std::string& message);
 

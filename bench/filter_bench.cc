@@ -1,6 +1,7 @@
 // Filtered search (issue #15): recall@10 and queries/s of allow-list, deny-list and SID-prefix
-// search at selectivities 50%, 10%, 1% and 0.1% on Fashion-MNIST, against the exact filtered
-// answer, for
+// search at selectivities 50%, 10%, 1% and 0.1% on Fashion-MNIST or (--data=synth1m) the 1M x
+// 128 Gaussian mixture of ivfpq_bench (bench::GaussianMixture, same seeds), against the exact
+// filtered answer, for
 //   scan       quantd's IVF-PQ with the filter inside the scan (IvfPqSearchParams::selector)
 //   exact      quantd's exact scoring of the allowed items (ExactSearch) after reading their
 //              stored vectors from RocksDB (ItemService::Get on a Storage holding the data);
@@ -17,9 +18,10 @@
 // reads, and the cost of one exactly scored item in scanned codes.
 //
 //   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE build/bench/filter_bench [--queries=N]
-//       [--rows=N]   (the first N base rows only, for a quick run)
+//       [--rows=N]   (the first N base rows only, for a quick run)  [--data=fmnist|synth1m]
 //
-// Index: nlist 256, M 56, 8 bits, nprobe 16 (both libraries), one thread, one query a call.
+// Index: Fashion-MNIST nlist 256, M 56; synth1m nlist 1024, M 32; 8 bits, nprobe 16 (both
+// libraries), one thread, one query a call.
 // Allowed sets: seeded uniform samples of the ids (allow: the selectivity; deny: all but it);
 // prefix: per query, the SID prefix (depth 1..4 of an RQ-KMeans tokenizer with K = 2, 5, 10,
 // 10, about 50%, 10%, 1%, 0.1% of the items a prefix) of its exact nearest item, so each query
@@ -33,6 +35,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -59,8 +62,6 @@ using bench::Die;
 using bench::SecondsSince;
 
 constexpr int64_t kK = 10;
-constexpr int64_t kNlist = 256;
-constexpr int64_t kM = 56;
 constexpr int64_t kNprobe = 16;
 constexpr int64_t kMaxPostK = 10000;
 constexpr uint64_t kSeed = 42;
@@ -77,18 +78,31 @@ struct Filter {
   bool deny = false;
   std::vector<const IdSet*> per_query;        // nq
   std::vector<std::vector<uint64_t>> sorted;  // the distinct sets, ascending
+  std::vector<size_t> which;                  // nq: each query's set in `sorted`
 };
 
-// Exact top-k accepted ids per query from the full distance table (nq x n).
+// Exact top-k accepted ids per query from the full distance table (nq x n), from the sorted
+// sets (a hash lookup per item and query is minutes on 1M rows).
 std::vector<std::vector<uint64_t>> Truth(const std::vector<float>& dist, int64_t nq, int64_t n,
                                          const Filter& filter) {
   std::vector<std::vector<uint64_t>> truth(static_cast<size_t>(nq));
   std::vector<int64_t> order;
+  std::vector<char> denied;
+  size_t denied_set = SIZE_MAX;
   for (int64_t q = 0; q < nq; ++q) {
-    const IdSelector selector{filter.per_query[q], filter.deny};
+    const std::vector<uint64_t>& set = filter.sorted[filter.which[q]];
     order.clear();
-    for (int64_t i = 0; i < n; ++i) {
-      if (selector.Accepts(static_cast<uint64_t>(i))) order.push_back(i);
+    if (!filter.deny) {
+      order.assign(set.begin(), set.end());
+    } else {
+      if (denied_set != filter.which[q]) {
+        denied.assign(static_cast<size_t>(n), 0);
+        for (uint64_t id : set) denied[id] = 1;
+        denied_set = filter.which[q];
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        if (!denied[i]) order.push_back(i);
+      }
     }
     const float* row = dist.data() + q * n;
     const auto count = std::min<size_t>(kK, order.size());
@@ -141,34 +155,53 @@ std::vector<uint64_t> SampleIds(int64_t n, double fraction, std::mt19937_64& rng
 
 int Main(int argc, char** argv) {
   int64_t nq = 200;
-  int64_t rows = -1;  // base rows; -1: all 60000
+  int64_t rows = -1;  // base rows; -1: all (60000, or 1000000 for synth1m)
+  std::string data = "fmnist";
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--queries=", 10) == 0) {
       nq = std::atoll(argv[i] + 10);
     } else if (std::strncmp(argv[i], "--rows=", 7) == 0) {
       rows = std::atoll(argv[i] + 7);
+    } else if (std::strncmp(argv[i], "--data=", 7) == 0) {
+      data = argv[i] + 7;
     } else {
-      Die(absl::StrCat("unknown argument ", argv[i], " (--queries=N, --rows=N)"));
+      Die(absl::StrCat("unknown argument ", argv[i],
+                       " (--queries=N, --rows=N, --data=fmnist|synth1m)"));
     }
   }
   omp_set_num_threads(1);
-  const std::string dir = QUANTD_FASHION_MNIST_DIR;
-  const Matrix base = bench::LoadMatrix(dir + "/train-images-idx3-ubyte.gz", rows);
-  const Matrix queries = bench::LoadMatrix(dir + "/t10k-images-idx3-ubyte.gz", nq);
+  Matrix base, queries;
+  int64_t nlist = 0, m = 0;
+  if (data == "fmnist") {
+    const std::string dir = QUANTD_FASHION_MNIST_DIR;
+    base = bench::LoadMatrix(dir + "/train-images-idx3-ubyte.gz", rows);
+    queries = bench::LoadMatrix(dir + "/t10k-images-idx3-ubyte.gz", nq);
+    nlist = 256;
+    m = 56;
+  } else if (data == "synth1m") {
+    // ivfpq_bench's 1M x 128 mixture of 1000 Gaussians (same seeds), queries from the same
+    // centres; M 32 (4 dimensions a sub-code, the service's default for d 128).
+    base = bench::GaussianMixture(rows < 0 ? 1000000 : rows, 128, 1000, kSeed, kSeed + 1);
+    queries = bench::GaussianMixture(nq, 128, 1000, kSeed, kSeed + 2);
+    nlist = 1024;
+    m = 32;
+  } else {
+    Die("--data is fmnist or synth1m");
+  }
   const int64_t n = base.rows, d = base.dim;
   nq = queries.rows;
-  std::printf("filter_bench: Fashion-MNIST %lld x %lld, %lld queries, k %lld; CPU %s\n",
+  std::printf("filter_bench: %s %lld x %lld, %lld queries, k %lld; CPU %s\n", data.c_str(),
               static_cast<long long>(n), static_cast<long long>(d), static_cast<long long>(nq),
               static_cast<long long>(kK), bench::CpuModel().c_str());
   std::printf("IVF%lld,PQ%lldx8, nprobe %lld, one thread, one query a call\n",
-              static_cast<long long>(kNlist), static_cast<long long>(kM),
+              static_cast<long long>(nlist), static_cast<long long>(m),
               static_cast<long long>(kNprobe));
   std::fflush(stdout);
 
   // quantd's index and FAISS's, same parameters.
   IvfPqOptions options;
-  options.nlist = kNlist;
-  options.m = kM;
+  options.nlist = nlist;
+  options.m = m;
   options.nbits = 8;
   options.seed = kSeed;
   options.num_threads = 2;
@@ -180,7 +213,7 @@ int Main(int argc, char** argv) {
   if (auto s = ours.Add(all_ids, base.values); !s.ok()) Die(s.ToString());
   omp_set_num_threads(2);
   faiss::IndexFlatL2 quantizer(d);
-  faiss::IndexIVFPQ peer(&quantizer, d, kNlist, kM, 8);
+  faiss::IndexIVFPQ peer(&quantizer, d, nlist, m, 8);
   peer.train(n, base.values.data());
   peer.add(n, base.values.data());
   omp_set_num_threads(1);
@@ -188,13 +221,13 @@ int Main(int argc, char** argv) {
   // Stored vectors in RocksDB, for the exact path's reads.
   auto storage = Storage::Open({.path = bench::FreshDir("filter"), .sync = false});
   if (!storage.ok()) Die(storage.status().ToString());
-  if (auto s = (*storage)->collections().Create("fmnist", d, Metric::kL2); !s.ok()) {
+  if (auto s = (*storage)->collections().Create(data, d, Metric::kL2); !s.ok()) {
     Die(s.status().ToString());
   }
   for (int64_t row = 0; row < n; row += 1000) {
     const int64_t batch = std::min<int64_t>(1000, n - row);
     auto put = (*storage)->items().Upsert(
-        "fmnist", absl::MakeConstSpan(all_ids.data() + row, static_cast<size_t>(batch)),
+        data, absl::MakeConstSpan(all_ids.data() + row, static_cast<size_t>(batch)),
         absl::MakeConstSpan(base.values.data() + row * d, static_cast<size_t>(batch * d)));
     if (!put.ok()) Die(put.status().ToString());
   }
@@ -222,21 +255,33 @@ int Main(int argc, char** argv) {
   const std::vector<double> selectivities = {0.5, 0.1, 0.01, 0.001};
   for (bool deny : {false, true}) {
     for (double s : selectivities) {
-      Filter f{deny ? "deny" : "allow", s, deny, {}, {}};
+      Filter f{deny ? "deny" : "allow", s, deny, {}, {}, {}};
       f.sorted.push_back(SampleIds(n, deny ? 1 - s : s, rng));
       sets.push_back(std::make_unique<IdSet>(f.sorted.back()));
       f.per_query.assign(static_cast<size_t>(nq), sets.back().get());
+      f.which.assign(static_cast<size_t>(nq), 0);
       f.selectivity =
           deny ? 1 - static_cast<double>(sets.back()->size()) / n : sets.back()->size() * 1.0 / n;
       filters.push_back(std::move(f));
     }
   }
   for (int depth = 1; depth <= 4; ++depth) {
-    Filter f{absl::StrCat("prefix/", depth), 0, false, {}, {}};
+    Filter f{absl::StrCat("prefix/", depth), 0, false, {}, {}, {}};
     double share = 0;
+    // Queries under the same prefix share one set (on 1M rows a depth-1 set per query would
+    // take gigabytes).
+    std::map<std::vector<int32_t>, size_t> seen;
     for (int64_t q = 0; q < nq; ++q) {
       const float* row = dist.data() + q * n;
       const int64_t nearest = std::min_element(row, row + n) - row;
+      const std::vector<int32_t> prefix(codes.begin() + nearest * 4,
+                                        codes.begin() + nearest * 4 + depth);
+      if (const auto it = seen.find(prefix); it != seen.end()) {
+        share += static_cast<double>(f.sorted[it->second].size()) / n;
+        f.which.push_back(it->second);
+        f.per_query.push_back(sets[sets.size() - f.sorted.size() + it->second].get());
+        continue;
+      }
       std::vector<uint64_t> under;
       for (int64_t i = 0; i < n; ++i) {
         if (std::equal(codes.begin() + i * 4, codes.begin() + i * 4 + depth,
@@ -245,6 +290,8 @@ int Main(int argc, char** argv) {
         }
       }
       share += static_cast<double>(under.size()) / n;
+      seen[prefix] = f.sorted.size();
+      f.which.push_back(f.sorted.size());
       f.sorted.push_back(std::move(under));
       sets.push_back(std::make_unique<IdSet>(f.sorted.back()));
       f.per_query.push_back(sets.back().get());
@@ -253,15 +300,17 @@ int Main(int argc, char** argv) {
     filters.push_back(std::move(f));
   }
 
-  const int64_t scanned = kNprobe * n / kNlist;
+  const int64_t scanned = kNprobe * n / nlist;
   std::printf("\n%-9s %7s | %-15s | %-15s | %-15s | %-15s | %-15s | %s\n", "filter", "select",
               "scan R@10 q/s", "exact R@10 q/s", "post R@10 q/s", "faiss R@10 q/s",
               "served R@10 q/s", "served path");
   double unfiltered_recall = 0;
   {
-    Filter none{"none", 1, true, {}, {}};
+    Filter none{"none", 1, true, {}, {}, {}};
     const IdSet empty;
     none.per_query.assign(static_cast<size_t>(nq), &empty);
+    none.sorted.emplace_back();
+    none.which.assign(static_cast<size_t>(nq), 0);
     const auto truth = Truth(dist, nq, n, none);
     IvfPqSearchParams params;
     params.k = kK;
@@ -288,8 +337,8 @@ int Main(int argc, char** argv) {
     Figures exact{0, 0};
     if (!f.deny && f.selectivity * static_cast<double>(n) <= 2.0 * static_cast<double>(scanned)) {
       exact = Measure(nq, truth, [&](int64_t q) {
-        const std::vector<uint64_t>& ids = f.sorted[f.sorted.size() == 1 ? 0 : q];
-        auto got = (*storage)->items().Get("fmnist", ids);
+        const std::vector<uint64_t>& ids = f.sorted[f.which[q]];
+        auto got = (*storage)->items().Get(data, ids);
         if (!got.ok()) Die(got.status().ToString());
         return Ids((*ExactSearch(Metric::kL2, d, query(q), got->ids, got->vectors, kK))[0]);
       });
@@ -322,7 +371,7 @@ int Main(int argc, char** argv) {
     std::vector<faiss::Index::idx_t> labels(kK);
     std::vector<float> distances(kK);
     const Figures faiss_figures = Measure(nq, truth, [&](int64_t q) {
-      const size_t which = f.sorted.size() == 1 ? 0 : static_cast<size_t>(q);
+      const size_t which = f.which[q];
       faiss::SearchParametersIVF params;
       params.nprobe = kNprobe;
       params.sel =
@@ -337,7 +386,7 @@ int Main(int argc, char** argv) {
     // The served rule, on the mean allowed-set size.
     const double allowed = f.deny ? 0 : f.selectivity * n;
     const bool served_exact =
-        !f.deny && ScoreExactly(static_cast<int64_t>(allowed), kK, kNprobe, n, kNlist);
+        !f.deny && ScoreExactly(static_cast<int64_t>(allowed), kK, kNprobe, n, nlist);
     const Figures served = served_exact ? exact : scan;
     std::printf(
         "%-9s %6.2f%% | %5.3f %9.0f | %5.3f %9.0f | %5.3f %9.0f | %5.3f %9.0f | %5.3f %9.0f | %s\n",
@@ -374,7 +423,7 @@ int Main(int argc, char** argv) {
       return ours.Search(absl::MakeConstSpan(queries.values.data() + q * d, d), params).ok();
     });
     const double exact_us = time_per_query([&](int64_t q) {
-      auto got = (*storage)->items().Get("fmnist", ids);
+      auto got = (*storage)->items().Get(data, ids);
       return ExactSearch(Metric::kL2, d, absl::MakeConstSpan(queries.values.data() + q * d, d),
                          got->ids, got->vectors, kK)
           .ok();
@@ -384,7 +433,7 @@ int Main(int argc, char** argv) {
     std::printf("%8lld %10.0f %10.1f %10.1f %8.2f %10.1f %6s\n", static_cast<long long>(count),
                 codes_per_query, scan_us, exact_us, exact_us / scan_us,
                 (exact_us / static_cast<double>(count)) / (scan_us / codes_per_query),
-                ScoreExactly(count, kK, kNprobe, n, kNlist) ? "exact" : "scan");
+                ScoreExactly(count, kK, kNprobe, n, nlist) ? "exact" : "scan");
     std::fflush(stdout);
   }
   return 0;

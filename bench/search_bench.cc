@@ -1,20 +1,29 @@
-// End-to-end Search: queries/s and p50 / p99 latency of the Search RPC through gRPC on loopback
-// (one client, sequential requests, batch 1 and batch 100, k 10, nprobe 16), against an
-// in-process QuantdServer whose index was trained by a TrainIndex job with the service's
-// defaults. The peer, measured in the same run, is the core index in-process (IvfPqIndex::Search
-// on one thread, same parameters and seed, same queries and batches): the ratio gRPC / in-process
-// is the cost of the service around the index. Recall@10 of both against exact search is printed
-// so that the two are seen to answer alike.
+// End-to-end Search: queries/s and p50 / p99 / p99.9 latency of the Search RPC through gRPC on
+// loopback (one client, sequential requests, batch 1 and batch 100, k 10, nprobe 16), against
+// an in-process QuantdServer whose index was trained by a TrainIndex job (the service's
+// defaults, or the options given). The peer, measured in the same run, is the core index
+// in-process (IvfPqIndex::Search on one thread, same parameters and seed, same queries and
+// batches): the ratio gRPC / in-process is the cost of the service around the index. Recall@10
+// of both against exact search is printed so that the two are seen to answer alike. Then
+// filtered Search over gRPC at batch 1 (RunFiltered): allow 10% / 0.1% and deny 10% as packed
+// ids and as bitmaps, next to the unfiltered request and to same-shaped requests whose deny-list
+// holds only ids that are not stored (the cost of carrying and parsing the list alone).
 //
-//   build/bench/search_bench [--quick]
+//   build/bench/search_bench [--quick | --data=fmnist|sift5k|synth1m] [--rows=N] [--seconds=5]
+//       [--nlist=N] [--m=N] [--nbits=4|8] [--sample=N]
 //
-// Data: Fashion-MNIST (60000 x 784 base, its 10000 test images as queries); --quick uses sift5k
-// (5000 x 128, 100 queries) from QUANTD_TEST_DATA_DIR or ../shared/data.
+// Data: Fashion-MNIST (60000 x 784 base, its 10000 test images as queries); --quick (or
+// --data=sift5k) uses sift5k (5000 x 128, 100 queries) from QUANTD_TEST_DATA_DIR or
+// ../shared/data; synth1m is ivfpq_bench's 1M x 128 Gaussian mixture (nlist 1024 unless
+// given). --seconds: how long each batch-1 row runs (p99.9 needs thousands of calls).
+// --nlist, --m, --nbits, --sample: TrainIndexRequest fields (0: the service's default).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <numeric>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -61,15 +70,16 @@ double Recall(const std::vector<std::vector<uint64_t>>& found, const std::vector
 
 struct Timing {
   double queries_per_second = 0;
-  double p50_ms = 0, p99_ms = 0;
+  double p50_ms = 0, p99_ms = 0, p999_ms = 0;
+  int64_t calls = 0;
 };
 
-// Runs `call(batch number)` (one request of `batch` queries) for at least two seconds and times
+// Runs `call(batch number)` (one request of `batch` queries) for at least `seconds` and times
 // each call.
 template <typename Call>
-Timing Time(int64_t batch, const Call& call) {
+Timing Time(int64_t batch, const Call& call, double seconds = 2.0) {
   std::vector<double> latencies;
-  const double rate = bench::Throughput(batch, 2.0, [&](int64_t i) {
+  const double rate = bench::Throughput(batch, seconds, [&](int64_t i) {
     const auto start = Clock::now();
     call(i);
     latencies.push_back(SecondsSince(start));
@@ -80,10 +90,105 @@ Timing Time(int64_t batch, const Call& call) {
     return latencies[std::min(latencies.size() - 1,
                               static_cast<size_t>(p * static_cast<double>(latencies.size())))];
   };
-  return {rate, pct(0.5) * 1e3, pct(0.99) * 1e3};
+  return {rate, pct(0.5) * 1e3, pct(0.99) * 1e3, pct(0.999) * 1e3,
+          static_cast<int64_t>(latencies.size())};
 }
 
-void Run(const std::string& name, const Matrix& base, const Matrix& queries) {
+// The index the TrainIndex job builds (0: the service's default) and the in-process peer copies.
+// Fast-scan serving, when the service has it, is one more field here and in the request.
+struct IndexChoice {
+  uint32_t nlist = 0;
+  uint32_t m = 0;
+  uint32_t nbits = 0;
+  uint64_t sample_size = 0;
+};
+
+// Batch-1 Search requests of one shape, each with the same filter: allow- or deny-list as
+// packed ids or as a bitmap.
+struct FilterCase {
+  std::string name;
+  bool deny = false;
+  bool bitmap = false;
+  std::vector<uint64_t> ids;  // ascending
+  uint64_t base = 0;          // bitmap: its first id
+};
+
+void SetIdList(const FilterCase& f, v1::IdList* list) {
+  list->Clear();
+  if (!f.bitmap) {
+    list->mutable_ids()->Add(f.ids.begin(), f.ids.end());
+    return;
+  }
+  list->set_bitmap_base(f.base);
+  std::string bits(f.ids.empty() ? 0 : (f.ids.back() - f.base) / 8 + 1, '\0');
+  for (uint64_t id : f.ids) bits[(id - f.base) / 8] |= static_cast<char>(1 << ((id - f.base) % 8));
+  list->set_bitmap(std::move(bits));
+}
+
+// Filtered Search through gRPC at batch 1, nprobe kNprobe: allow 10% and 0.1% and deny 10% as
+// packed ids and as bitmaps, beside the unfiltered request and requests of the same shape whose
+// filter restricts nothing (denying ids that are not stored: the same count of ids, or the same
+// bitmap bytes, shifted past the stored ones), so the cost of sending and parsing the list is
+// the difference to the unfiltered row and the cost of filtering the rest.
+void RunFiltered(v1::Quantd::Stub& stub, const std::string& name, const Matrix& queries, int64_t n,
+                 double seconds) {
+  const int64_t d = queries.dim;
+  std::mt19937_64 rng(kSeed);
+  auto sample = [&](double fraction, uint64_t offset) {
+    std::vector<uint64_t> ids;
+    std::uniform_real_distribution<double> uniform(0, 1);
+    for (int64_t i = 0; i < n; ++i) {
+      if (uniform(rng) < fraction) ids.push_back(static_cast<uint64_t>(i) + offset);
+    }
+    return ids;
+  };
+  const uint64_t past = static_cast<uint64_t>(n);  // ids from here on are not stored
+  const std::vector<uint64_t> ten = sample(0.1, 0), tenth = sample(0.001, 0);
+  const std::vector<uint64_t> deny_ten = sample(0.1, 0);
+  std::vector<uint64_t> ten_past;
+  for (uint64_t id : ten) ten_past.push_back(id + past);
+  std::vector<FilterCase> cases = {{"none", false, false, {}, 0}};
+  for (bool bitmap : {false, true}) {
+    const char* form = bitmap ? "bitmap" : "ids";
+    cases.push_back({absl::StrCat("allow 10% ", form), false, bitmap, ten, 0});
+    cases.push_back({absl::StrCat("allow 0.1% ", form), false, bitmap, tenth, 0});
+    cases.push_back({absl::StrCat("deny 10% ", form), true, bitmap, deny_ten, 0});
+    cases.push_back({absl::StrCat("deny 10% unstored ", form), true, bitmap, ten_past, past});
+  }
+  std::printf("\nfiltered Search over gRPC, batch 1, k %lld, nprobe %lld (%lld items):\n",
+              static_cast<long long>(kK), static_cast<long long>(kNprobe),
+              static_cast<long long>(n));
+  std::printf("%-24s %10s %10s %9s %9s %9s %9s %12s\n", "filter", "ids", "req bytes", "q/s",
+              "p50 ms", "p99 ms", "p99.9 ms", "p50-none ms");
+  double none_p50 = 0;
+  for (const FilterCase& f : cases) {
+    v1::SearchRequest request;
+    request.set_collection(name);
+    request.set_k(kK);
+    request.set_nprobe(kNprobe);
+    if (f.name != "none") SetIdList(f, f.deny ? request.mutable_deny() : request.mutable_allow());
+    v1::SearchResponse response;
+    const Timing t = Time(
+        1,
+        [&](int64_t i) {
+          const float* row = queries.values.data() + (i % queries.rows) * d;
+          request.clear_queries();
+          request.mutable_queries()->Add(row, row + d);
+          grpc::ClientContext context;
+          CheckRpc(stub.Search(&context, request, &response), "filtered Search");
+          if (response.results_size() != 1) Die("filtered Search: wrong number of results");
+        },
+        seconds);
+    if (f.name == "none") none_p50 = t.p50_ms;
+    std::printf("%-24s %10zu %10zu %9.0f %9.3f %9.3f %9.3f %12.3f\n", f.name.c_str(), f.ids.size(),
+                request.ByteSizeLong(), t.queries_per_second, t.p50_ms, t.p99_ms, t.p999_ms,
+                t.p50_ms - none_p50);
+    std::fflush(stdout);
+  }
+}
+
+void Run(const std::string& name, const Matrix& base, const Matrix& queries,
+         const IndexChoice& choice, double seconds) {
   const int64_t d = base.dim;
   std::fprintf(stderr, "  %s: exact ground truth ...\n", name.c_str());
   const std::vector<int64_t> truth = bench::ExactNeighbors(base, queries, kK);
@@ -119,6 +224,10 @@ void Run(const std::string& name, const Matrix& base, const Matrix& queries) {
     v1::TrainIndexRequest request;
     request.set_collection(name);
     request.set_seed(kSeed);
+    request.set_nlist(choice.nlist);
+    request.set_m(choice.m);
+    request.set_nbits(choice.nbits);
+    request.set_sample_size(choice.sample_size);
     CheckRpc(stub->TrainIndex(&context, request, &job), "TrainIndex");
   }
   const auto train_start = Clock::now();
@@ -161,9 +270,9 @@ void Run(const std::string& name, const Matrix& base, const Matrix& queries) {
   std::iota(ids.begin(), ids.end(), 0);
   if (auto s = index->Add(ids, base.values); !s.ok()) Die(s.ToString());
 
-  std::printf("%-10s %6s | %12s %9s %9s %9s | %12s %9s %9s %9s | %10s\n", "data", "batch",
-              "gRPC q/s", "p50 ms", "p99 ms", "R@10", "core q/s", "p50 ms", "p99 ms", "R@10",
-              "gRPC/core");
+  std::printf("%-10s %6s | %10s %8s %8s %8s %7s | %10s %8s %8s %8s %7s | %9s\n", "data", "batch",
+              "gRPC q/s", "p50 ms", "p99 ms", "p99.9 ms", "R@10", "core q/s", "p50 ms", "p99 ms",
+              "p99.9 ms", "R@10", "gRPC/core");
   for (int64_t batch : {int64_t{1}, int64_t{100}}) {
     const int64_t batches = std::max<int64_t>(1, queries.rows / batch);
     // gRPC.
@@ -174,20 +283,23 @@ void Run(const std::string& name, const Matrix& base, const Matrix& queries) {
     request.set_k(kK);
     request.set_nprobe(kNprobe);
     v1::SearchResponse response;
-    const Timing remote = Time(batch, [&](int64_t i) {
-      const int64_t b = i % batches;
-      request.clear_queries();
-      const float* rows = queries.values.data() + b * batch * d;
-      request.mutable_queries()->Add(rows, rows + batch * d);
-      grpc::ClientContext context;
-      CheckRpc(stub->Search(&context, request, &response), "Search");
-      if (response.results_size() != batch) Die("Search returned the wrong number of results");
-      for (int64_t q = 0; q < batch; ++q) {
-        const auto& r = response.results(static_cast<int>(q)).ids();
-        grpc_found[b * batch + q].assign(r.begin(), r.end());
-        grpc_answered[b * batch + q] = 1;
-      }
-    });
+    const Timing remote = Time(
+        batch,
+        [&](int64_t i) {
+          const int64_t b = i % batches;
+          request.clear_queries();
+          const float* rows = queries.values.data() + b * batch * d;
+          request.mutable_queries()->Add(rows, rows + batch * d);
+          grpc::ClientContext context;
+          CheckRpc(stub->Search(&context, request, &response), "Search");
+          if (response.results_size() != batch) Die("Search returned the wrong number of results");
+          for (int64_t q = 0; q < batch; ++q) {
+            const auto& r = response.results(static_cast<int>(q)).ids();
+            grpc_found[b * batch + q].assign(r.begin(), r.end());
+            grpc_answered[b * batch + q] = 1;
+          }
+        },
+        batch == 1 ? seconds : 2.0);
     // In-process core index, one thread.
     std::vector<std::vector<uint64_t>> core_found(static_cast<size_t>(batches * batch));
     std::vector<char> core_answered(core_found.size(), 0);
@@ -195,26 +307,33 @@ void Run(const std::string& name, const Matrix& base, const Matrix& queries) {
     params.k = kK;
     params.nprobe = kNprobe;
     params.num_threads = 1;
-    const Timing local = Time(batch, [&](int64_t i) {
-      const int64_t b = i % batches;
-      auto result = index->Search(
-          absl::MakeConstSpan(queries.values.data() + b * batch * d, batch * d), params);
-      if (!result.ok()) Die(result.status().ToString());
-      for (int64_t q = 0; q < batch; ++q) {
-        core_found[b * batch + q].clear();
-        for (const IvfPqNeighbor& nb : (*result)[q]) core_found[b * batch + q].push_back(nb.id);
-        core_answered[b * batch + q] = 1;
-      }
-    });
+    const Timing local = Time(
+        batch,
+        [&](int64_t i) {
+          const int64_t b = i % batches;
+          auto result = index->Search(
+              absl::MakeConstSpan(queries.values.data() + b * batch * d, batch * d), params);
+          if (!result.ok()) Die(result.status().ToString());
+          for (int64_t q = 0; q < batch; ++q) {
+            core_found[b * batch + q].clear();
+            for (const IvfPqNeighbor& nb : (*result)[q]) core_found[b * batch + q].push_back(nb.id);
+            core_answered[b * batch + q] = 1;
+          }
+        },
+        batch == 1 ? seconds : 2.0);
     const std::vector<int64_t> used_truth(truth.begin(), truth.begin() + batches * batch * kK);
-    std::printf("%-10s %6lld | %12.0f %9.3f %9.3f %9.4f | %12.0f %9.3f %9.3f %9.4f | %9.2fx\n",
-                name.c_str(), static_cast<long long>(batch), remote.queries_per_second,
-                remote.p50_ms, remote.p99_ms, Recall(grpc_found, grpc_answered, used_truth),
-                local.queries_per_second, local.p50_ms, local.p99_ms,
-                Recall(core_found, core_answered, used_truth),
-                remote.queries_per_second / local.queries_per_second);
+    std::printf(
+        "%-10s %6lld | %10.0f %8.3f %8.3f %8.3f %7.4f | %10.0f %8.3f %8.3f %8.3f %7.4f | %8.2fx"
+        "  (%lld and %lld calls)\n",
+        name.c_str(), static_cast<long long>(batch), remote.queries_per_second, remote.p50_ms,
+        remote.p99_ms, remote.p999_ms, Recall(grpc_found, grpc_answered, used_truth),
+        local.queries_per_second, local.p50_ms, local.p99_ms, local.p999_ms,
+        Recall(core_found, core_answered, used_truth),
+        remote.queries_per_second / local.queries_per_second, static_cast<long long>(remote.calls),
+        static_cast<long long>(local.calls));
     std::fflush(stdout);
   }
+  RunFiltered(*stub, name, queries, base.rows, seconds);
   (*server)->Shutdown(std::chrono::milliseconds(1000));
   std::filesystem::remove_all(data_dir);
 }
@@ -224,27 +343,61 @@ void Run(const std::string& name, const Matrix& base, const Matrix& queries) {
 
 int main(int argc, char** argv) {
   using namespace quantd;
-  bool quick = false;
+  std::string data = "fmnist";
+  int64_t rows = -1;
+  double seconds = 5.0;
+  IndexChoice choice;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    const auto value = [&arg] {
+      return std::strtoull(arg.c_str() + arg.find('=') + 1, nullptr, 10);
+    };
     if (arg == "--quick") {
-      quick = true;
+      data = "sift5k";
+    } else if (arg.rfind("--data=", 0) == 0) {
+      data = arg.substr(7);
+    } else if (arg.rfind("--rows=", 0) == 0) {
+      rows = static_cast<int64_t>(value());
+    } else if (arg.rfind("--seconds=", 0) == 0) {
+      seconds = std::strtod(arg.c_str() + 10, nullptr);
+    } else if (arg.rfind("--nlist=", 0) == 0) {
+      choice.nlist = static_cast<uint32_t>(value());
+    } else if (arg.rfind("--m=", 0) == 0) {
+      choice.m = static_cast<uint32_t>(value());
+    } else if (arg.rfind("--nbits=", 0) == 0) {
+      choice.nbits = static_cast<uint32_t>(value());
+    } else if (arg.rfind("--sample=", 0) == 0) {
+      choice.sample_size = value();
     } else {
-      std::fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--quick | --data=fmnist|sift5k|synth1m] [--rows=N] [--seconds=5] "
+                   "[--nlist=N] [--m=N] [--nbits=4|8] [--sample=N]\n",
+                   argv[0]);
       return 2;
     }
   }
   KeepFreedHeapForReuse();  // as the quantd server does
-  std::printf("quantd search_bench: %u hardware threads; one client, sequential requests\n",
-              std::thread::hardware_concurrency());
-  if (quick) {
+  std::printf(
+      "quantd search_bench: %u hardware threads; one client, sequential requests; CPU %s (%s)\n",
+      std::thread::hardware_concurrency(), bench::CpuModel().c_str(),
+      bench::CpuSimdFeatures().c_str());
+  if (data == "sift5k") {
     const std::string dir = bench::DataDir();
-    Run("sift5k", bench::LoadMatrix(dir + "/sift5k/sift5k_base.fvecs"),
-        bench::LoadMatrix(dir + "/sift5k/sift5k_query.fvecs"));
-  } else {
+    Run(data, bench::LoadMatrix(dir + "/sift5k/sift5k_base.fvecs", rows),
+        bench::LoadMatrix(dir + "/sift5k/sift5k_query.fvecs"), choice, seconds);
+  } else if (data == "fmnist") {
     const std::string dir = QUANTD_FASHION_MNIST_DIR;
-    Run("fmnist", bench::LoadMatrix(dir + "/train-images-idx3-ubyte.gz"),
-        bench::LoadMatrix(dir + "/t10k-images-idx3-ubyte.gz"));
+    Run(data, bench::LoadMatrix(dir + "/train-images-idx3-ubyte.gz", rows),
+        bench::LoadMatrix(dir + "/t10k-images-idx3-ubyte.gz"), choice, seconds);
+  } else if (data == "synth1m") {
+    // ivfpq_bench's 1M x 128 mixture (same seeds), 1000 queries from the same centres; nlist
+    // 1024 unless given (the default 4 sqrt(n) = 4000 trains for minutes on this machine).
+    if (choice.nlist == 0) choice.nlist = 1024;
+    Run(data, bench::GaussianMixture(rows < 0 ? 1000000 : rows, 128, 1000, kSeed, kSeed + 1),
+        bench::GaussianMixture(1000, 128, 1000, kSeed, kSeed + 2), choice, seconds);
+  } else {
+    std::fprintf(stderr, "unknown --data=%s\n", data.c_str());
+    return 2;
   }
   return 0;
 }
