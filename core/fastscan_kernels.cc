@@ -259,6 +259,8 @@ __attribute__((target("avx2"))) void ScanMultiAvx2Impl(const uint8_t* blocks, in
     for (int j = 0; j < kQ; ++j) {
       for (int i = 0; i < 4; ++i) acc[j][i] = _mm256_setzero_si256();
     }
+    // Not unrolled: the kQ x 4 accumulators need the registers (unrolling spills them).
+#pragma GCC unroll 1
     for (int64_t s = 0; s < mp; s += 2) {
       const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + s * 16));
       const __m256i low = _mm256_and_si256(codes, low4);
@@ -391,6 +393,8 @@ __attribute__((target("avx2,avx512f,avx512bw"))) void ScanMultiAvx512Impl(
     for (int j = 0; j < kQ; ++j) {
       for (int i = 0; i < 4; ++i) acc[j][i] = _mm512_setzero_si512();
     }
+    // Not unrolled: the kQ x 4 accumulators need the registers (unrolling spills them).
+#pragma GCC unroll 1
     for (int64_t s = 0; s < mp; s += 4) {
       const __m512i codes = _mm512_loadu_si512(block + s * 16);
       const __m512i low = _mm512_and_si512(codes, low4);
