@@ -22,12 +22,13 @@ namespace {
 constexpr int64_t kQueryBlock = 16;
 // Queries one SearchBlock call scans together (a multiple of kQueryBlock): fast-scan groups the
 // (query, list) pairs of this many queries by list, so a list is read once for every query of the
-// batch that probes it (with nprobe 16 of 1024 lists, a block of 16 queries rarely shares a list;
-// 256 queries share each list about 4 ways). Capped so the batch's coarse rows (batch x nlist
-// floats) stay within kMaxCoarseBytes. The plain layouts keep blocks of kQueryBlock: their
-// float tables (M x 256 a query for 8 bits) would grow with the batch, and their scan is bound
-// by table lookups, not by reading the codes.
-constexpr int64_t kMaxScanBatch = 256;
+// batch that probes it (with nprobe 16 of 1024 lists, a block of 16 queries rarely shares a list,
+// 512 queries share each list about 8 ways; measured on the 1M mixture, ns per code at batch
+// 16 / 64 / 256 / 512 / 1024: 0.72 / 0.66 / 0.62 / 0.56 / 0.55). Capped so the batch's coarse
+// rows (batch x nlist floats) stay within kMaxCoarseBytes. The plain layouts keep blocks of
+// kQueryBlock: their float tables (M x 256 a query for 8 bits) would grow with the batch, and their
+// scan is bound by table lookups, not by reading the codes.
+constexpr int64_t kMaxScanBatch = 512;
 constexpr int64_t kMaxCoarseBytes = int64_t{4} << 20;
 int64_t ScanBatch(bool fast_scan, int64_t nlist) {
   if (!fast_scan) return kQueryBlock;
@@ -547,10 +548,14 @@ absl::StatusOr<std::vector<std::vector<IvfPqNeighbor>>> IvfPqIndex::Search(
   }
   const int64_t nprobe = std::min(params.nprobe, nlist_);  // clamped: every list at most once
   std::vector<std::vector<IvfPqNeighbor>> results(static_cast<size_t>(nq));
-  const int64_t batch = ScanBatch(fast_scan_, nlist_);
-  const int64_t num_blocks = (nq + batch - 1) / batch;
   // More threads than the machine has would only add start-up cost.
   const int threads = std::min(ResolveThreads(params.num_threads), ResolveThreads(0));
+  // At most a thread's share of the queries (rounded up to whole blocks), so every thread gets a
+  // batch; the results do not depend on the batch size.
+  const int64_t share = (nq + threads - 1) / threads;
+  const int64_t batch = std::min(ScanBatch(fast_scan_, nlist_),
+                                 (share + kQueryBlock - 1) / kQueryBlock * kQueryBlock);
+  const int64_t num_blocks = (nq + batch - 1) / batch;
   ParallelFor(num_blocks, threads, [&](int64_t b) {
     SearchBlock(x, b * batch, std::min(nq, (b + 1) * batch), params, nprobe, results);
   });

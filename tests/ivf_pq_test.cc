@@ -719,7 +719,7 @@ void ExpectSameResults(const Results& a, const Results& b) {
   }
 }
 
-// Query grouping: a batch (fast-scan: batches of up to 256 queries, plain: blocks of 16, whose
+// Query grouping: a batch (fast-scan: batches of up to 512 queries, plain: blocks of 16, whose
 // (query, list) pairs are scanned list by list, fast-scan with the multi-query kernel) returns
 // exactly what searching one query at a time returns, and counts the same codes, for every layout
 // (fast-scan, plain 4 and 8 bits), metric and table path, with an allow-list small enough to widen
@@ -727,8 +727,8 @@ void ExpectSameResults(const Results& a, const Results& b) {
 // puts many queries on a list.
 TEST(IvfPqTest, GroupedBatchEqualsQueryByQuery) {
   const Matrix base = Load("sift5k/sift5k_base.fvecs", 3000);
-  // The 100 queries and 200 base rows: fast-scan batches of 256 queries (one partial), each of
-  // 16 blocks of 16 and a partial one, spread over two threads.
+  // The 100 queries and 200 base rows: fast-scan searches them as one batch of 300 on one thread
+  // and as batches of 160 and 140 on two (blocks of 16 and a partial one in each).
   Matrix queries = Load("sift5k/sift5k_query.fvecs");
   ASSERT_EQ(base.rows, 3000);
   ASSERT_EQ(queries.rows, 100);
