@@ -174,9 +174,11 @@ void ScanMultiWith(Kernel kernel, const uint8_t* blocks, int64_t n, int64_t m, c
                    const QueryTable* queries, int64_t count) {
   if (n <= 0) return;
   const int64_t mp = PaddedM(m);
-  // Groups of at most kMaxQueries, as even as possible (5 -> 3 + 2, not 4 + 1): a lone query
-  // would read the codes again for itself alone.
-  const int64_t groups = (count + kMaxQueries - 1) / kMaxQueries;
+  // Groups of at most kMaxQueries (AVX2: 3, as its 16 registers hold 3 x 4 accumulators but
+  // not 4 x 4), as even as possible (5 -> 2 + 3, not 4 + 1): a lone query would read the codes
+  // again for itself alone.
+  const int64_t most = kernel == Kernel::kAvx2 ? 3 : kMaxQueries;
+  const int64_t groups = (count + most - 1) / most;
   int64_t first = 0;
   for (int64_t g = 0; g < groups; ++g) {
     const int q = static_cast<int>((count - first) / (groups - g));

@@ -97,7 +97,8 @@ struct QueryTable {
   TopK* top;
 };
 // Queries a kernel scans together (their accumulators stay in registers while a block's codes
-// are loaded once); ScanMulti takes any count and scans it in groups of at most this many.
+// are loaded once; AVX2 takes at most 3); ScanMulti takes any count and scans it in groups of at
+// most this many.
 constexpr int kMaxQueries = 4;
 // Scans n codes in blocks (as Scan) for queries[0 .. count): every query's heap ends exactly as
 // after Scan(blocks, n, m, q.lut, q.bias, q.inv_scale, ids, *q.top) (same candidates pushed in
