@@ -548,8 +548,11 @@ absl::StatusOr<std::vector<std::vector<IvfPqNeighbor>>> IvfPqIndex::Search(
   }
   const int64_t nprobe = std::min(params.nprobe, nlist_);  // clamped: every list at most once
   std::vector<std::vector<IvfPqNeighbor>> results(static_cast<size_t>(nq));
-  // More threads than the machine has would only add start-up cost.
-  const int threads = std::min(ResolveThreads(params.num_threads), ResolveThreads(0));
+  // More threads than the machine has would only add start-up cost. One thread is taken as is:
+  // ResolveThreads(0) (glibc's get_nprocs) opens and reads a sysfs file, a few microseconds a
+  // call, which a one-query search (the serving case) would pay every time.
+  const int threads =
+      params.num_threads == 1 ? 1 : std::min(ResolveThreads(params.num_threads), ResolveThreads(0));
   // At most a thread's share of the queries (rounded up to whole blocks), so every thread gets a
   // batch; the results do not depend on the batch size.
   const int64_t share = (nq + threads - 1) / threads;
