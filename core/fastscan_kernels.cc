@@ -285,27 +285,28 @@ __attribute__((target("avx2"))) void ScanMultiAvx2Impl(const uint8_t* blocks, in
   }
 }
 
-// kMp as ScanAvx2; q in 1..kMaxQueries (ScanMultiWith sends a lone query to ScanAvx2).
+// kMp as ScanAvx2; q in 1..3 (16 ymm registers hold 3 x 4 accumulators, not 4 x 4).
 template <int kMp>
 __attribute__((target("avx2"))) void ScanMultiAvx2Q(const uint8_t* blocks, int64_t n, int64_t mp,
                                                     const uint8_t* const* luts, Sink* const* sinks,
                                                     int q) {
-  static_assert(kMaxQueries == 4);
   switch (q) {
     case 1:
       return ScanMultiAvx2Impl<kMp, 1>(blocks, n, mp, luts, sinks);
     case 2:
       return ScanMultiAvx2Impl<kMp, 2>(blocks, n, mp, luts, sinks);
-    case 3:
-      return ScanMultiAvx2Impl<kMp, 3>(blocks, n, mp, luts, sinks);
     default:
-      return ScanMultiAvx2Impl<kMp, 4>(blocks, n, mp, luts, sinks);
+      return ScanMultiAvx2Impl<kMp, 3>(blocks, n, mp, luts, sinks);
   }
 }
 
 __attribute__((target("avx2"))) void ScanMultiAvx2(const uint8_t* blocks, int64_t n, int64_t mp,
                                                    const uint8_t* const* luts, Sink* const* sinks,
                                                    int q) {
+  if (q > 3) {  // ScanMultiWith sends at most 3; the queries are independent, so split
+    ScanMultiAvx2(blocks, n, mp, luts, sinks, 3);
+    return ScanMultiAvx2(blocks, n, mp, luts + 3, sinks + 3, q - 3);
+  }
   switch (mp) {
     case 16:
       return ScanMultiAvx2Q<16>(blocks, n, mp, luts, sinks, q);
