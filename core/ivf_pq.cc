@@ -620,11 +620,29 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
   // over the queries: a list scanned once for a group of g queries counts g times its size.
   int64_t scanned = 0;
 
-  // The nprobe nearest lists of query q, nearest first (ties by list number), into order.
+  // The nprobe nearest lists of query q, nearest first (ties by list number), into order[0,
+  // nprobe): a max-heap of the nprobe best (distance, list) pairs seen, which a later list
+  // enters only with a strictly smaller distance (its number is larger than every list held).
+  // As partial_sort over all nlist pairs, without writing them (that fill and the pair
+  // comparisons took about a tenth of a batch search at nprobe 16 of 1024 lists).
+  const auto nearest = order.begin() + nprobe;
   auto probe_order = [&](int64_t q) {
     const float* row = coarse.data() + q * nlist_;
+    for (int64_t l = 0; l < nprobe; ++l) order[l] = {row[l], static_cast<int32_t>(l)};
+    std::make_heap(order.begin(), nearest);
+    for (int64_t l = nprobe; l < nlist_; ++l) {
+      if (!(row[l] < order[0].first)) continue;
+      std::pop_heap(order.begin(), nearest);
+      order[nprobe - 1] = {row[l], static_cast<int32_t>(l)};
+      std::push_heap(order.begin(), nearest);
+    }
+    std::sort_heap(order.begin(), nearest);
+  };
+  // Every list in coarse order (nearest first, ties by list number), for the widening.
+  auto full_order = [&](int64_t q) {
+    const float* row = coarse.data() + q * nlist_;
     for (int64_t l = 0; l < nlist_; ++l) order[l] = {row[l], static_cast<int32_t>(l)};
-    std::partial_sort(order.begin(), order.begin() + nprobe, order.end());
+    std::sort(order.begin(), order.end());
   };
   // Fast-scan table of query q on `list` (coarse term `base`) into lut; returns the scan's
   // parameters for top.
@@ -821,8 +839,7 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
     TopK& top = tops[q];
     if (params.selector != nullptr && top.size() < params.k && nprobe < nlist_) {
       // Too few accepted ids in the nprobe lists: the next lists, nearest first, until k.
-      probe_order(q);
-      std::sort(order.begin() + nprobe, order.end());
+      full_order(q);
       for (int64_t p = nprobe; p < nlist_ && top.size() < params.k; ++p) {
         scanned += static_cast<int64_t>(lists_[order[p].second].ids.size());
         scan_list(q, order[p].second, order[p].first, top);
