@@ -74,6 +74,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/types/span.h"
 #include "bench/bench_util.h"
 #include "core/fastscan.h"
 #include "core/ivf_pq.h"
@@ -227,15 +228,19 @@ std::vector<int64_t> Labels(const std::vector<std::vector<IvfPqNeighbor>>& resul
 
 // quantd at nprobe with `threads`; refine > 1 re-ranks refine x k candidates by exact distances
 // to the rows of data.base (the in-memory base array).
+// batch1: one Search call per query (the serving case) instead of one for the whole batch.
+// refine > 1 re-ranks from the index's refine codes when it keeps them (unless exact), else
+// exactly from the in-memory base rows.
 Row RunQuantd(const Dataset& data, const IvfPqIndex& index, const std::string& name, int64_t nprobe,
-              int64_t refine, int threads, double min_seconds = 0.5) {
+              int64_t refine, int threads, double min_seconds = 0.5, bool batch1 = false,
+              bool exact = false) {
   const int64_t d = data.base.dim;
   IvfPqSearchParams params;
   params.k = kK;
   params.nprobe = nprobe;
   params.num_threads = threads;
-  if (refine > 1) {
-    params.refine = refine;
+  if (refine > 1) params.refine = refine;
+  if (refine > 1 && (exact || index.refine_codes() == RefineCodes::kNone)) {
     params.fetch = [&data, d](uint64_t id, float* out) {
       if (id >= static_cast<uint64_t>(data.base.rows)) return false;
       std::copy_n(data.base.values.data() + static_cast<int64_t>(id) * d, d, out);
@@ -249,9 +254,20 @@ Row RunQuantd(const Dataset& data, const IvfPqIndex& index, const std::string& n
   const double qps = QueriesPerSecond(
       data.queries.rows,
       [&] {
-        auto r = index.Search(data.queries.values, params);
-        if (!r.ok()) Die(r.status().ToString());
-        results = std::move(*r);
+        if (batch1) {
+          results.resize(static_cast<size_t>(data.queries.rows));
+          for (int64_t q = 0; q < data.queries.rows; ++q) {
+            auto r = index.Search(
+                absl::MakeConstSpan(data.queries.values).subspan(q * d, static_cast<size_t>(d)),
+                params);
+            if (!r.ok()) Die(r.status().ToString());
+            results[q] = std::move((*r)[0]);
+          }
+        } else {
+          auto r = index.Search(data.queries.values, params);
+          if (!r.ok()) Die(r.status().ToString());
+          results = std::move(*r);
+        }
         ++passes;
       },
       min_seconds);
@@ -393,8 +409,8 @@ void KernelOnly(int64_t m) {
   std::vector<uint8_t> lut(static_cast<size_t>(fastscan::LutBytes(m)));
   float bias = 0, inv_scale = 0;
   fastscan::QuantizeLut(table.data(), nullptr, m, 0.0f, lut.data(), &bias, &inv_scale);
-  for (fastscan::Kernel k :
-       {fastscan::Kernel::kAvx512, fastscan::Kernel::kAvx2, fastscan::Kernel::kScalar}) {
+  for (fastscan::Kernel k : {fastscan::Kernel::kAvx512, fastscan::Kernel::kAvx2,
+                             fastscan::Kernel::kHighway, fastscan::Kernel::kScalar}) {
     if (!fastscan::KernelSupported(k)) continue;
     double best = std::numeric_limits<double>::infinity();
     for (int pass = 0; pass < 5; ++pass) {
@@ -428,6 +444,7 @@ void RunFastScan(const Dataset& data, const std::vector<int>& thread_counts) {
   options.seed = kSeed;
   options.num_threads = max_threads;
   options.fast_scan = true;
+  options.refine_codes = RefineCodes::kSq8;  // used by the SQ8 refine rows only
   std::fprintf(stderr, "  %s fast-scan: quantd training ...\n", data.name.c_str());
   auto start = Clock::now();
   auto trained = IvfPqIndex::Train(data.base.values.data(), n, d, options);
@@ -438,6 +455,7 @@ void RunFastScan(const Dataset& data, const std::vector<int>& thread_counts) {
   if (auto st = fast.Add(ids, data.base.values); !st.ok()) Die(st.ToString());
   const double add_s = SecondsSince(start);
   options.fast_scan = false;  // same training (fast_scan only changes the lists' layout)
+  options.refine_codes = RefineCodes::kNone;
   auto plain_trained = IvfPqIndex::Train(data.base.values.data(), n, d, options);
   if (!plain_trained.ok()) Die(plain_trained.status().ToString());
   IvfPqIndex plain = std::move(*plain_trained);
@@ -474,8 +492,8 @@ void RunFastScan(const Dataset& data, const std::vector<int>& thread_counts) {
   faiss::IndexRefineFlat refined_res(&peer_res, data.base.values.data());
   faiss::IndexRefineFlat refined_raw(&peer_raw, data.base.values.data());
   std::vector<fastscan::Kernel> kernels;
-  for (fastscan::Kernel k :
-       {fastscan::Kernel::kAvx512, fastscan::Kernel::kAvx2, fastscan::Kernel::kScalar}) {
+  for (fastscan::Kernel k : {fastscan::Kernel::kAvx512, fastscan::Kernel::kAvx2,
+                             fastscan::Kernel::kHighway, fastscan::Kernel::kScalar}) {
     if (fastscan::KernelSupported(k)) kernels.push_back(k);
   }
   const fastscan::Kernel best = fastscan::ActiveKernel();
@@ -504,9 +522,17 @@ void RunFastScan(const Dataset& data, const std::vector<int>& thread_counts) {
       }
       fastscan::SetKernel(best);
       rows.push_back(RunQuantd(data, fast, absl::StrCat("quantd fast-scan refine ", kRefine),
+                               nprobe, kRefine, threads, 0.5, false, /*exact=*/true));
+      rows.push_back(RunQuantd(data, fast, absl::StrCat("quantd fast-scan SQ8 refine ", kRefine),
                                nprobe, kRefine, threads));
-      if (nprobe <= 16)
+      if (threads == 1) {  // one Search call per query: the serving case
+        rows.push_back(RunQuantd(
+            data, fast, absl::StrCat("quantd fast-scan ", fastscan::KernelName(best), " batch 1"),
+            nprobe, 1, threads, 0.5, /*batch1=*/true));
+      }
+      if (nprobe <= 16) {
         rows.push_back(RunQuantd(data, plain, "quantd plain 4-bit scan", nprobe, 1, threads));
+      }
       // Same lists: FAISS's codes per query (list sizes) must be quantd's codes_scanned.
       if (std::abs(rows[0].codes_per_query - rows[4].codes_per_query) > 0.5) {
         std::printf("  (codes/q differ: FAISS %.1f, quantd %.1f)\n", rows[0].codes_per_query,
@@ -549,8 +575,9 @@ void RunFastScan(const Dataset& data, const std::vector<int>& thread_counts) {
 // uses quantd's coarse centroids (its IndexFlatL2 quantizer holds them, so it is not
 // re-trained), so all systems probe the same lists. nbits 8: the data set's M; nbits 4: the
 // fast-scan layout at M = d / 4 (quantd's PQ on 4096 training rows, as FAISS's 256 x 16).
-// refine: sweep refine factors kFrontierRefine (quantd: exact distances to the in-memory base
-// rows; FAISS: IndexRefineFlat's k_factor), else no refine. A new quantd configuration is one
+// refine: sweep refine factors kFrontierRefine (quantd: its SQ8 refine codes when the
+// configuration keeps them, else exact distances to the in-memory base rows; FAISS:
+// IndexRefineFlat's k_factor), else no refine. A new quantd configuration is one
 // more line with its own `tune` (a function setting IvfPqOptions fields).
 enum class Lib { kQuantd, kFaissIvfPq, kFaissFastScan };
 struct FrontierConfig {
@@ -562,11 +589,16 @@ struct FrontierConfig {
   void (*tune)(IvfPqOptions*);  // quantd only; null: none
 };
 void FastScanLayout(IvfPqOptions* options) { options->fast_scan = true; }
+void FastScanSq8(IvfPqOptions* options) {
+  options->fast_scan = true;
+  options->refine_codes = RefineCodes::kSq8;
+}
 constexpr FrontierConfig kFrontier[] = {
     {"quantd 8-bit", Lib::kQuantd, 8, false, true, nullptr},
     {"quantd 8-bit + refine", Lib::kQuantd, 8, true, true, nullptr},
     {"quantd fast-scan", Lib::kQuantd, 4, false, true, FastScanLayout},
     {"quantd fast-scan + refine", Lib::kQuantd, 4, true, true, FastScanLayout},
+    {"quantd fast-scan + SQ8 refine", Lib::kQuantd, 4, true, true, FastScanSq8},
     {"FAISS IVFPQ", Lib::kFaissIvfPq, 8, false, true, nullptr},
     {"FAISS IVFPQ + RefineFlat", Lib::kFaissIvfPq, 8, true, true, nullptr},
     {"FAISS IVFPQFastScan by_res", Lib::kFaissFastScan, 4, false, true, nullptr},

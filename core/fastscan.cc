@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 namespace quantd::fastscan {
 namespace {
@@ -178,6 +179,54 @@ void ScanWith(Kernel kernel, const uint8_t* blocks, int64_t n, int64_t m, const 
 void Scan(const uint8_t* blocks, int64_t n, int64_t m, const uint8_t* lut, float bias,
           float inv_scale, const uint64_t* ids, TopK& top) {
   ScanWith(ActiveKernel(), blocks, n, m, lut, bias, inv_scale, ids, top);
+}
+
+void ScanMultiWith(Kernel kernel, const uint8_t* blocks, int64_t n, int64_t m, const uint64_t* ids,
+                   const QueryTable* queries, int64_t count) {
+  if (n <= 0) return;
+  const int64_t mp = PaddedM(m);
+  // Groups of at most kMaxQueries (AVX2: 3, as its 16 registers hold 3 x 4 accumulators but
+  // not 4 x 4), as even as possible (5 -> 2 + 3, not 4 + 1): a lone query would read the codes
+  // again for itself alone.
+  // The Highway kernel has no multi-query form: its queries go one at a time.
+  const int64_t most = kernel == Kernel::kAvx2 ? 3 : kernel == Kernel::kHighway ? 1 : kMaxQueries;
+  const int64_t groups = (count + most - 1) / most;
+  int64_t first = 0;
+  for (int64_t g = 0; g < groups; ++g) {
+    const int q = static_cast<int>((count - first) / (groups - g));
+    if (q == 1) {  // the single-query kernels (AVX-512 holds the table in registers)
+      const QueryTable& t = queries[first];
+      ScanWith(kernel, blocks, n, m, t.lut, t.bias, t.inv_scale, ids, *t.top);
+      ++first;
+      continue;
+    }
+    std::optional<internal::Sink> sinks[kMaxQueries];
+    internal::Sink* sink_ptrs[kMaxQueries];
+    const uint8_t* luts[kMaxQueries];
+    for (int j = 0; j < q; ++j) {
+      const QueryTable& t = queries[first + j];
+      sink_ptrs[j] = &sinks[j].emplace(t.bias, t.inv_scale, ids, *t.top);
+      luts[j] = t.lut;
+    }
+    switch (kernel) {
+      case Kernel::kAvx512:
+        internal::ScanMultiAvx512(blocks, n, mp, luts, sink_ptrs, q);
+        break;
+      case Kernel::kAvx2:
+        internal::ScanMultiAvx2(blocks, n, mp, luts, sink_ptrs, q);
+        break;
+      case Kernel::kHighway:  // groups of one (above): not reached
+      case Kernel::kScalar:
+        internal::ScanMultiScalar(blocks, n, mp, luts, sink_ptrs, q);
+        break;
+    }
+    first += q;
+  }
+}
+
+void ScanMulti(const uint8_t* blocks, int64_t n, int64_t m, const uint64_t* ids,
+               const QueryTable* queries, int64_t count) {
+  ScanMultiWith(ActiveKernel(), blocks, n, m, ids, queries, count);
 }
 
 namespace internal {

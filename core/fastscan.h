@@ -93,6 +93,28 @@ void Scan(const uint8_t* blocks, int64_t n, int64_t m, const uint8_t* lut, float
 void ScanWith(Kernel kernel, const uint8_t* blocks, int64_t n, int64_t m, const uint8_t* lut,
               float bias, float inv_scale, const uint64_t* ids, TopK& top);
 
+// Multi-query scan: one list's blocks read once for several queries, each with its own table.
+// A query's table: lut (LutBytes(m) bytes), bias and inv_scale as from QuantizeLut, and the heap
+// it fills (not shared with another query of the same call).
+struct QueryTable {
+  const uint8_t* lut;
+  float bias;
+  float inv_scale;
+  TopK* top;
+};
+// Queries a kernel scans together (their accumulators stay in registers while a block's codes
+// are loaded once; AVX2 takes at most 3); ScanMulti takes any count and scans it in groups of at
+// most this many.
+constexpr int kMaxQueries = 4;
+// Scans n codes in blocks (as Scan) for queries[0 .. count): every query's heap ends exactly as
+// after Scan(blocks, n, m, q.lut, q.bias, q.inv_scale, ids, *q.top) (same candidates pushed in
+// the same order with the same distances), whichever kernel runs. m <= kMaxM.
+void ScanMulti(const uint8_t* blocks, int64_t n, int64_t m, const uint64_t* ids,
+               const QueryTable* queries, int64_t count);
+// As ScanMulti with a given kernel (which must be supported).
+void ScanMultiWith(Kernel kernel, const uint8_t* blocks, int64_t n, int64_t m, const uint64_t* ids,
+                   const QueryTable* queries, int64_t count);
+
 namespace internal {
 
 // Receives the survivors of a block from a kernel: holds the table's decode parameters and the
@@ -137,6 +159,13 @@ void ScanAvx512(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* lut
 void ScanHighway(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* lut, Sink& sink);
 int64_t HighwayTarget();
 const char* HighwayTargetName();
+// Multi-query kernels: q tables (1 <= q <= kMaxQueries) luts[j] with sinks[j]; m padded.
+void ScanMultiScalar(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* const* luts,
+                     Sink* const* sinks, int q);
+void ScanMultiAvx2(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* const* luts,
+                   Sink* const* sinks, int q);
+void ScanMultiAvx512(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* const* luts,
+                     Sink* const* sinks, int q);
 
 }  // namespace internal
 }  // namespace quantd::fastscan

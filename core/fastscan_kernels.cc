@@ -21,23 +21,43 @@
 
 namespace quantd::fastscan::internal {
 
+namespace {
+
+// The 32 sums of one block (slot order) with lut, and the mask of slots <= threshold.
+uint32_t BlockSumsScalar(const uint8_t* block, int64_t mp, const uint8_t* lut, uint16_t threshold,
+                         uint16_t* sums) {
+  uint32_t mask = 0;
+  for (int v = 0; v < kBlockSize; ++v) {
+    const int byte = (v & 7) * 2 + ((v >> 3) & 1);
+    const int shift = v < 16 ? 0 : 4;
+    uint32_t sum = 0;
+    for (int64_t s = 0; s < mp; ++s) sum += lut[s * 16 + ((block[s * 16 + byte] >> shift) & 15)];
+    sums[v] = static_cast<uint16_t>(sum);
+    if (sums[v] <= threshold) mask |= uint32_t{1} << v;
+  }
+  return mask;
+}
+
+}  // namespace
+
 void ScanScalar(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* lut, Sink& sink) {
+  const uint8_t* table = lut;
+  Sink* sinks = &sink;
+  ScanMultiScalar(blocks, n, mp, &table, &sinks, 1);
+}
+
+void ScanMultiScalar(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* const* luts,
+                     Sink* const* sinks, int q) {
   const int64_t block_bytes = mp * 16;
   uint16_t sums[kBlockSize];
   for (int64_t b = 0; b < NumBlocks(n); ++b) {
     const uint8_t* block = blocks + b * block_bytes;
-    const uint16_t threshold = sink.threshold16();
-    uint32_t mask = 0;
-    for (int v = 0; v < kBlockSize; ++v) {
-      const int byte = (v & 7) * 2 + ((v >> 3) & 1);
-      const int shift = v < 16 ? 0 : 4;
-      uint32_t sum = 0;
-      for (int64_t s = 0; s < mp; ++s) sum += lut[s * 16 + ((block[s * 16 + byte] >> shift) & 15)];
-      sums[v] = static_cast<uint16_t>(sum);
-      if (sums[v] <= threshold) mask |= uint32_t{1} << v;
+    // Query by query: each query's threshold is the one its own earlier blocks left.
+    for (int j = 0; j < q; ++j) {
+      const uint32_t mask =
+          BlockSumsScalar(block, mp, luts[j], sinks[j]->threshold16(), sums) & ValidMask(b, n);
+      if (mask != 0) sinks[j]->Collect(b * kBlockSize, mask, sums);
     }
-    mask &= ValidMask(b, n);
-    if (mask != 0) sink.Collect(b * kBlockSize, mask, sums);
   }
 }
 
@@ -221,6 +241,84 @@ __attribute__((target("avx2"))) void ScanAvx2(const uint8_t* blocks, int64_t n, 
   }
 }
 
+// kQ queries a block: the block's codes (and their nibble indices) are loaded once per pair of
+// sub-quantizers and shuffled with each query's table into that query's four accumulators.
+template <int kMp, int kQ>
+__attribute__((target("avx2"))) void ScanMultiAvx2Impl(const uint8_t* blocks, int64_t n, int64_t mp,
+                                                       const uint8_t* const* luts,
+                                                       Sink* const* sinks) {
+  if constexpr (kMp > 0) mp = kMp;
+  const int64_t block_bytes = mp * 16;
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  alignas(32) uint16_t sums[kBlockSize];
+  const uint8_t* lut[kQ];
+  for (int j = 0; j < kQ; ++j) lut[j] = luts[j];
+  for (int64_t b = 0; b < NumBlocks(n); ++b) {
+    const uint8_t* block = blocks + b * block_bytes;
+    __m256i acc[kQ][4];
+    for (int j = 0; j < kQ; ++j) {
+      for (int i = 0; i < 4; ++i) acc[j][i] = _mm256_setzero_si256();
+    }
+    // Not unrolled: the kQ x 4 accumulators need the registers (unrolling spills them).
+#pragma GCC unroll 1
+    for (int64_t s = 0; s < mp; s += 2) {
+      const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + s * 16));
+      const __m256i low = _mm256_and_si256(codes, low4);
+      const __m256i high = _mm256_and_si256(_mm256_srli_epi16(codes, 4), low4);
+      for (int j = 0; j < kQ; ++j) {
+        const __m256i table = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut[j] + s * 16));
+        const __m256i lo = _mm256_shuffle_epi8(table, low);
+        const __m256i hi = _mm256_shuffle_epi8(table, high);
+        acc[j][0] = _mm256_add_epi16(acc[j][0], lo);
+        acc[j][1] = _mm256_add_epi16(acc[j][1], _mm256_srli_epi16(lo, 8));
+        acc[j][2] = _mm256_add_epi16(acc[j][2], hi);
+        acc[j][3] = _mm256_add_epi16(acc[j][3], _mm256_srli_epi16(hi, 8));
+      }
+    }
+    const uint32_t valid = ValidMask(b, n);
+    for (int j = 0; j < kQ; ++j) {
+      const uint32_t mask =
+          FinishBlock(acc[j][0], acc[j][1], acc[j][2], acc[j][3], sinks[j]->threshold16(), sums) &
+          valid;
+      if (mask != 0) sinks[j]->Collect(b * kBlockSize, mask, sums);
+    }
+  }
+}
+
+// kMp as ScanAvx2; q in 1..3 (16 ymm registers hold 3 x 4 accumulators, not 4 x 4).
+template <int kMp>
+__attribute__((target("avx2"))) void ScanMultiAvx2Q(const uint8_t* blocks, int64_t n, int64_t mp,
+                                                    const uint8_t* const* luts, Sink* const* sinks,
+                                                    int q) {
+  switch (q) {
+    case 1:
+      return ScanMultiAvx2Impl<kMp, 1>(blocks, n, mp, luts, sinks);
+    case 2:
+      return ScanMultiAvx2Impl<kMp, 2>(blocks, n, mp, luts, sinks);
+    default:
+      return ScanMultiAvx2Impl<kMp, 3>(blocks, n, mp, luts, sinks);
+  }
+}
+
+__attribute__((target("avx2"))) void ScanMultiAvx2(const uint8_t* blocks, int64_t n, int64_t mp,
+                                                   const uint8_t* const* luts, Sink* const* sinks,
+                                                   int q) {
+  if (q > 3) {  // ScanMultiWith sends at most 3; the queries are independent, so split
+    ScanMultiAvx2(blocks, n, mp, luts, sinks, 3);
+    return ScanMultiAvx2(blocks, n, mp, luts + 3, sinks + 3, q - 3);
+  }
+  switch (mp) {
+    case 16:
+      return ScanMultiAvx2Q<16>(blocks, n, mp, luts, sinks, q);
+    case 32:
+      return ScanMultiAvx2Q<32>(blocks, n, mp, luts, sinks, q);
+    case 64:
+      return ScanMultiAvx2Q<64>(blocks, n, mp, luts, sinks, q);
+    default:
+      return ScanMultiAvx2Q<0>(blocks, n, mp, luts, sinks, q);
+  }
+}
+
 template <int kMp>
 __attribute__((target("avx2,avx512f,avx512bw"))) void ScanAvx512Impl(const uint8_t* blocks,
                                                                      int64_t n, int64_t mp,
@@ -280,6 +378,82 @@ __attribute__((target("avx2,avx512f,avx512bw"))) void ScanAvx512(const uint8_t* 
   }
 }
 
+// As ScanMultiAvx2Impl with four sub-quantizers a step (one per 128-bit lane).
+template <int kMp, int kQ>
+__attribute__((target("avx2,avx512f,avx512bw"))) void ScanMultiAvx512Impl(
+    const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* const* luts, Sink* const* sinks) {
+  if constexpr (kMp > 0) mp = kMp;
+  const int64_t block_bytes = mp * 16;
+  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  alignas(32) uint16_t sums[kBlockSize];
+  const uint8_t* lut[kQ];
+  for (int j = 0; j < kQ; ++j) lut[j] = luts[j];
+  for (int64_t b = 0; b < NumBlocks(n); ++b) {
+    const uint8_t* block = blocks + b * block_bytes;
+    __m512i acc[kQ][4];
+    for (int j = 0; j < kQ; ++j) {
+      for (int i = 0; i < 4; ++i) acc[j][i] = _mm512_setzero_si512();
+    }
+    // Not unrolled: the kQ x 4 accumulators need the registers (unrolling spills them).
+#pragma GCC unroll 1
+    for (int64_t s = 0; s < mp; s += 4) {
+      const __m512i codes = _mm512_loadu_si512(block + s * 16);
+      const __m512i low = _mm512_and_si512(codes, low4);
+      const __m512i high = _mm512_and_si512(_mm512_srli_epi16(codes, 4), low4);
+      for (int j = 0; j < kQ; ++j) {
+        const __m512i table = _mm512_loadu_si512(lut[j] + s * 16);
+        const __m512i lo = _mm512_shuffle_epi8(table, low);
+        const __m512i hi = _mm512_shuffle_epi8(table, high);
+        acc[j][0] = _mm512_add_epi16(acc[j][0], lo);
+        acc[j][1] = _mm512_add_epi16(acc[j][1], _mm512_srli_epi16(lo, 8));
+        acc[j][2] = _mm512_add_epi16(acc[j][2], hi);
+        acc[j][3] = _mm512_add_epi16(acc[j][3], _mm512_srli_epi16(hi, 8));
+      }
+    }
+    const uint32_t valid = ValidMask(b, n);
+    for (int j = 0; j < kQ; ++j) {
+      const uint32_t mask = FinishBlock(Fold(acc[j][0]), Fold(acc[j][1]), Fold(acc[j][2]),
+                                        Fold(acc[j][3]), sinks[j]->threshold16(), sums) &
+                            valid;
+      if (mask != 0) sinks[j]->Collect(b * kBlockSize, mask, sums);
+    }
+  }
+}
+
+template <int kMp>
+__attribute__((target("avx2,avx512f,avx512bw"))) void ScanMultiAvx512Q(const uint8_t* blocks,
+                                                                       int64_t n, int64_t mp,
+                                                                       const uint8_t* const* luts,
+                                                                       Sink* const* sinks, int q) {
+  static_assert(kMaxQueries == 4);
+  switch (q) {
+    case 1:
+      return ScanMultiAvx512Impl<kMp, 1>(blocks, n, mp, luts, sinks);
+    case 2:
+      return ScanMultiAvx512Impl<kMp, 2>(blocks, n, mp, luts, sinks);
+    case 3:
+      return ScanMultiAvx512Impl<kMp, 3>(blocks, n, mp, luts, sinks);
+    default:
+      return ScanMultiAvx512Impl<kMp, 4>(blocks, n, mp, luts, sinks);
+  }
+}
+
+__attribute__((target("avx2,avx512f,avx512bw"))) void ScanMultiAvx512(const uint8_t* blocks,
+                                                                      int64_t n, int64_t mp,
+                                                                      const uint8_t* const* luts,
+                                                                      Sink* const* sinks, int q) {
+  switch (mp) {
+    case 16:
+      return ScanMultiAvx512Q<16>(blocks, n, mp, luts, sinks, q);
+    case 32:
+      return ScanMultiAvx512Q<32>(blocks, n, mp, luts, sinks, q);
+    case 64:
+      return ScanMultiAvx512Q<64>(blocks, n, mp, luts, sinks, q);
+    default:
+      return ScanMultiAvx512Q<0>(blocks, n, mp, luts, sinks, q);
+  }
+}
+
 #else  // not x86: only the reference kernels exist (KernelSupported says so).
 
 float TableRowsAvx2(const float*, const float*, int64_t, float*, float*) { return 0; }
@@ -292,6 +466,14 @@ void ScanAvx2(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* lut, 
 }
 void ScanAvx512(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* lut, Sink& sink) {
   ScanScalar(blocks, n, mp, lut, sink);
+}
+void ScanMultiAvx2(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* const* luts,
+                   Sink* const* sinks, int q) {
+  ScanMultiScalar(blocks, n, mp, luts, sinks, q);
+}
+void ScanMultiAvx512(const uint8_t* blocks, int64_t n, int64_t mp, const uint8_t* const* luts,
+                     Sink* const* sinks, int q) {
+  ScanMultiScalar(blocks, n, mp, luts, sinks, q);
 }
 
 #endif

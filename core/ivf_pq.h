@@ -119,7 +119,8 @@ struct IvfPqSearchParams {
   // are held or every list was scanned: k results whenever k accepted ids are indexed.
   const IdSelector* selector = nullptr;
   // When set, receives (added atomically) the number of stored codes the scan read: the sizes
-  // of the probed lists, summed over queries. For benchmarks (ns per code).
+  // of the probed lists, summed over queries (a list scanned once for a group of queries counts
+  // once per query of the group). For benchmarks (ns per code).
   std::atomic<int64_t>* codes_scanned = nullptr;
   // Queries are processed in fixed blocks spread over this many threads (0: hardware
   // concurrency); the results do not depend on it.

@@ -277,6 +277,70 @@ TEST(FastScanTest, HighwayMatchesTheReferenceOnEveryTarget) {
 #endif
 }
 
+// ScanMulti over one list for count queries (each its own random table, bias, scale, k and a heap
+// seeded as if by an earlier list) leaves every heap as a separate Scan of that query does, for
+// every kernel, full and partial last blocks, M padded or not, and counts 1 .. 2 x kMaxQueries + 1
+// (the calls split into groups of at most kMaxQueries).
+TEST(FastScanTest, ScanMultiEqualsSeparateScans) {
+  std::mt19937_64 rng(17);
+  std::normal_distribution<float> normal(0, 1);
+  const std::vector<Kernel> kernels = SupportedKernels();
+  for (int64_t m : {1, 6, 8, 13, 16, 24, 32, 64, 256}) {
+    for (int64_t n : {0, 1, 31, 32, 33, 100, 517}) {
+      const std::vector<uint8_t> blocks = Pack(RandomCodes(n, m, rng), n, m);
+      std::vector<uint64_t> ids(static_cast<size_t>(n));
+      for (auto& id : ids) id = rng() % 1000;  // repeated ids: ties by id
+      for (int64_t count = 1; count <= 2 * kMaxQueries + 1; ++count) {
+        std::vector<std::vector<uint8_t>> luts;
+        std::vector<float> biases, scales;
+        std::vector<int64_t> ks;
+        std::vector<Candidate> seeds;  // per query: one candidate from "an earlier list"
+        for (int64_t q = 0; q < count; ++q) {
+          std::vector<float> table(static_cast<size_t>(m * 16));
+          const float spread = q % 3 == 2 ? 0.0f : 1.0f + static_cast<float>(q);  // 0: no spread
+          for (float& v : table) v = spread * normal(rng);
+          luts.emplace_back(static_cast<size_t>(LutBytes(m)));
+          float bias = 0, inv_scale = 0;
+          QuantizeLut(table.data(), nullptr, m, static_cast<float>(q), luts.back().data(), &bias,
+                      &inv_scale);
+          biases.push_back(bias);
+          scales.push_back(inv_scale);
+          ks.push_back(q % 4 == 0 ? 1 : q % 4 == 1 ? 10 : q % 4 == 2 ? 3 : n + 3);
+          seeds.push_back({bias + static_cast<float>(rng() % 2000) * inv_scale,
+                           static_cast<uint64_t>(5000 + q)});
+        }
+        auto fresh_tops = [&] {
+          std::vector<TopK> tops;
+          for (int64_t q = 0; q < count; ++q) {
+            tops.emplace_back(ks[q], n + 1);
+            tops.back().Push(seeds[q].distance, seeds[q].id);
+          }
+          return tops;
+        };
+        for (Kernel kernel : kernels) {
+          SCOPED_TRACE(::testing::Message()
+                       << KernelName(kernel) << " m " << m << " n " << n << " count " << count);
+          std::vector<TopK> want = fresh_tops();
+          for (int64_t q = 0; q < count; ++q) {
+            ScanWith(kernel, blocks.data(), n, m, luts[q].data(), biases[q], scales[q], ids.data(),
+                     want[q]);
+          }
+          std::vector<TopK> got = fresh_tops();
+          std::vector<QueryTable> tables;
+          for (int64_t q = 0; q < count; ++q) {
+            tables.push_back({luts[q].data(), biases[q], scales[q], &got[q]});
+          }
+          ScanMultiWith(kernel, blocks.data(), n, m, ids.data(), tables.data(), count);
+          for (int64_t q = 0; q < count; ++q) {
+            SCOPED_TRACE(::testing::Message() << "query " << q);
+            ExpectSame(got[q].Sorted(), want[q].Sorted());
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(FastScanTest, KernelSelection) {
   EXPECT_TRUE(KernelSupported(Kernel::kScalar));
   EXPECT_TRUE(KernelSupported(BestKernel()));

@@ -6,6 +6,7 @@
 #include "core/ivf_pq.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -715,6 +716,93 @@ void ExpectSameResults(const Results& a, const Results& b) {
     for (size_t i = 0; i < a[q].size(); ++i) {
       EXPECT_EQ(a[q][i].id, b[q][i].id) << "query " << q << " rank " << i;
       EXPECT_EQ(a[q][i].distance, b[q][i].distance) << "query " << q << " rank " << i;
+    }
+  }
+}
+
+// Query grouping: a batch (fast-scan: batches of up to 512 queries, plain: blocks of 16, whose
+// (query, list) pairs are scanned list by list, fast-scan with the multi-query kernel) returns
+// exactly what searching one query at a time returns, and counts the same codes, for every layout
+// (fast-scan, plain 4 and 8 bits), metric and table path, with an allow-list small enough to widen
+// the probe, a deny-list, exact re-ranking and two threads. nlist 32 with nprobe 8 or all lists
+// puts many queries on a list.
+TEST(IvfPqTest, GroupedBatchEqualsQueryByQuery) {
+  const Matrix base = Load("sift5k/sift5k_base.fvecs", 3000);
+  // The 100 queries and 200 base rows: fast-scan searches them as one batch of 300 on one thread
+  // and as batches of 160 and 140 on two (blocks of 16 and a partial one in each).
+  Matrix queries = Load("sift5k/sift5k_query.fvecs");
+  ASSERT_EQ(base.rows, 3000);
+  ASSERT_EQ(queries.rows, 100);
+  queries.values.insert(queries.values.end(), base.values.begin(),
+                        base.values.begin() + 200 * base.dim);
+  queries.rows += 200;
+  std::vector<uint64_t> allowed, denied;
+  for (uint64_t id = 0; id < 3000; ++id) {
+    if (id % 97 == 3) allowed.push_back(id);  // 31 ids: 10 results need more than nprobe lists
+    if (id % 3 == 0) denied.push_back(id);
+  }
+  const IdSet allow_set(allowed), deny_set(denied);
+  const IdSelector allow{&allow_set, false}, deny{&deny_set, true};
+  struct Case {
+    Metric metric;
+    int nbits;
+    bool fast_scan;
+    bool precomputed;
+  };
+  for (const Case& c :
+       {Case{Metric::kL2, 4, true, true}, Case{Metric::kL2, 4, true, false},
+        Case{Metric::kInnerProduct, 4, true, false}, Case{Metric::kCosine, 4, true, true},
+        Case{Metric::kL2, 8, false, true}, Case{Metric::kInnerProduct, 8, false, false},
+        Case{Metric::kL2, 4, false, false}, Case{Metric::kCosine, 4, false, true}}) {
+    IvfPqOptions options = BenchOptions(c.metric);
+    options.nlist = 32;
+    options.m = c.nbits == 4 ? 32 : 16;
+    options.nbits = c.nbits;
+    options.fast_scan = c.fast_scan;
+    if (!c.precomputed) options.max_precomputed_table_bytes = 0;
+    const IvfPqIndex index = TrainAndAdd(base, options);
+    ASSERT_EQ(index.fast_scan(), c.fast_scan);
+    for (const IdSelector* selector : {static_cast<const IdSelector*>(nullptr), &allow, &deny}) {
+      for (int64_t nprobe : {1, 8, 32}) {
+        SCOPED_TRACE(::testing::Message() << "metric " << static_cast<int>(c.metric) << " nbits "
+                                          << c.nbits << " fast_scan " << c.fast_scan
+                                          << " precomputed " << c.precomputed << " selector "
+                                          << (selector == nullptr ? "none"
+                                              : selector->deny    ? "deny"
+                                                                  : "allow")
+                                          << " nprobe " << nprobe);
+        IvfPqSearchParams params = Params(10, nprobe);
+        params.selector = selector;
+        if (nprobe == 8) {  // exact re-ranking of 3 x 10 candidates
+          params.refine = 3;
+          params.fetch = [&](uint64_t id, float* out) {
+            std::copy_n(base.values.begin() + static_cast<int64_t>(id) * base.dim, base.dim, out);
+            return true;
+          };
+        }
+        Results one_by_one;
+        std::atomic<int64_t> codes_one{0};
+        params.codes_scanned = &codes_one;
+        for (int64_t q = 0; q < queries.rows; ++q) {
+          Matrix single;
+          single.rows = 1;
+          single.dim = queries.dim;
+          single.values.assign(queries.values.begin() + q * queries.dim,
+                               queries.values.begin() + (q + 1) * queries.dim);
+          one_by_one.push_back(SearchOk(index, single, params)[0]);
+        }
+        for (int threads : {1, 2}) {
+          std::atomic<int64_t> codes_batch{0};
+          params.codes_scanned = &codes_batch;
+          params.num_threads = threads;
+          const Results batch = SearchOk(index, queries, params);
+          ExpectSameResults(batch, one_by_one);
+          EXPECT_EQ(codes_batch.load(), codes_one.load()) << "threads " << threads;
+        }
+        if (selector == &allow) {  // the widening ran: every query has its 10 results
+          for (const auto& row : one_by_one) EXPECT_EQ(row.size(), 10u);
+        }
+      }
     }
   }
 }
