@@ -274,7 +274,8 @@ Row RunQuantd(const Dataset& data, const IvfPqIndex& index, const std::string& n
   const IvfPqStats stats = index.Stats();
   return {name, Measure(data, Labels(results)), qps,
           static_cast<double>(scanned.load()) / static_cast<double>(passes * data.queries.rows),
-          static_cast<double>(stats.bytes_per_vector - static_cast<int64_t>(sizeof(uint64_t)))};
+          static_cast<double>(stats.bytes_per_vector - static_cast<int64_t>(sizeof(uint64_t)) -
+                              stats.refine_code_size)};
 }
 
 // Codes FAISS scans per query at nprobe: the sizes of the lists its quantizer probes.
@@ -566,8 +567,8 @@ void RunFastScan(const Dataset& data, const std::vector<int>& thread_counts) {
       data.name.c_str(), static_cast<long long>(removed), remove_s, before.list_code_bytes / 1e6,
       after.list_code_bytes / 1e6, before.list_code_capacity_bytes / 1e6,
       after.list_code_capacity_bytes / 1e6,
-      static_cast<double>(n * (after.bytes_per_vector - 8)) / 1e6, before.memory_bytes / 1e6,
-      after.memory_bytes / 1e6);
+      static_cast<double>(n * (after.bytes_per_vector - 8 - after.refine_code_size)) / 1e6,
+      before.memory_bytes / 1e6, after.memory_bytes / 1e6);
 }
 
 // --frontier: the systems swept, one line each. quantd lines with the same nbits and `tune`
