@@ -346,6 +346,13 @@ absl::Status StatsCommand(Cli& cli) {
         static_cast<unsigned long long>(x.list_size_min()),
         static_cast<unsigned long long>(x.list_size_max()), x.list_size_mean(),
         x.imbalance_factor());
+    const v1::IndexMemory& mem = x.memory();
+    const auto mib = [](uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
+    std::printf(
+        "  memory (MiB): codes %.2f, ids %.2f, refine codes %.2f, id map %.2f, centroids %.2f, "
+        "tables %.2f\n",
+        mib(mem.codes()), mib(mem.ids()), mib(mem.refine_codes()), mib(mem.id_map()),
+        mib(mem.centroids()), mib(mem.tables()));
   } else {
     std::printf("no index trained yet (quantctl train-index %s)\n", c.name().c_str());
   }

@@ -1018,7 +1018,6 @@ IvfPqStats IvfPqIndex::Stats() const {
                        static_cast<int64_t>(sizeof(uint64_t)) + s.refine_code_size;
   s.precomputed_table = !precomputed_.empty();
   double sum_squares = 0;
-  int64_t memory = 0;
   if (!lists_.empty()) {
     s.list_size_min = std::numeric_limits<int64_t>::max();
     for (const InvertedList& l : lists_) {
@@ -1026,8 +1025,9 @@ IvfPqStats IvfPqIndex::Stats() const {
       s.list_size_min = std::min(s.list_size_min, size);
       s.list_size_max = std::max(s.list_size_max, size);
       sum_squares += static_cast<double>(size) * size;
-      memory += static_cast<int64_t>(l.ids.capacity() * sizeof(uint64_t) + l.codes.capacity() +
-                                     l.refine.capacity());
+      s.memory.codes += static_cast<int64_t>(l.codes.capacity());
+      s.memory.ids += static_cast<int64_t>(l.ids.capacity() * sizeof(uint64_t));
+      s.memory.refine_codes += static_cast<int64_t>(l.refine.capacity());
       s.refine_code_bytes += static_cast<int64_t>(l.refine.size());
       s.list_code_bytes += static_cast<int64_t>(l.codes.size());
       s.list_code_capacity_bytes += static_cast<int64_t>(l.codes.capacity());
@@ -1038,15 +1038,17 @@ IvfPqStats IvfPqIndex::Stats() const {
     s.imbalance_factor = static_cast<double>(nlist_) * sum_squares /
                          (static_cast<double>(s.ntotal) * static_cast<double>(s.ntotal));
   }
-  memory += static_cast<int64_t>(lists_.capacity() * sizeof(InvertedList));
-  memory += static_cast<int64_t>(where_.capacity() * (sizeof(std::pair<uint64_t, Location>) + 1));
+  s.memory.id_map =
+      static_cast<int64_t>(lists_.capacity() * sizeof(InvertedList) +
+                           where_.capacity() * (sizeof(std::pair<uint64_t, Location>) + 1));
   // Centroids are held twice (plain and packed for the products); so are the PQ codebooks.
-  memory +=
-      static_cast<int64_t>(2 * (coarse_.capacity() + pq_.centroids().capacity()) * sizeof(float));
-  memory +=
-      static_cast<int64_t>((coarse_norms_.capacity() + precomputed_.capacity()) * sizeof(float));
-  memory += static_cast<int64_t>((sq_.lo().capacity() + sq_.step().capacity()) * sizeof(float));
-  s.memory_bytes = memory;
+  s.memory.centroids = static_cast<int64_t>((2 * (coarse_.capacity() + pq_.centroids().capacity()) +
+                                             coarse_norms_.capacity() + sq_.lo().capacity() +
+                                             sq_.step().capacity()) *
+                                            sizeof(float));
+  s.memory.tables = static_cast<int64_t>(precomputed_.capacity() * sizeof(float));
+  s.memory_bytes = s.memory.codes + s.memory.ids + s.memory.refine_codes + s.memory.id_map +
+                   s.memory.centroids + s.memory.tables;
   return s;
 }
 

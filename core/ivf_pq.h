@@ -159,9 +159,16 @@ struct IvfPqStats {
   int64_t refine_code_size = 0;  // bytes a vector (included in bytes_per_vector)
   // Bytes of the refine codes the lists hold.
   int64_t refine_code_bytes = 0;
-  // Heap bytes held by the index (centroids, codebooks, tables, lists, id map), estimated from
-  // container capacities.
+  // Heap bytes held by the index, estimated from container capacities: their sum, and by part.
   int64_t memory_bytes = 0;
+  struct Memory {
+    int64_t codes = 0;         // the lists' PQ codes (fast-scan: whole blocks)
+    int64_t ids = 0;           // the lists' ids
+    int64_t refine_codes = 0;  // the lists' refine codes
+    int64_t id_map = 0;        // id -> (list, offset), and the list headers
+    int64_t centroids = 0;     // coarse and PQ centroids (plain and packed), SQ8 ranges
+    int64_t tables = 0;        // the precomputed L2 table (nlist x M x 2^nbits floats)
+  } memory;
 };
 
 // The k nearest of n vectors (n x d, row-major, ids: n) to each of the queries (nq x d) by exact

@@ -100,6 +100,13 @@ void FillIndexStats(const ServingIndex& index, v1::IndexStats* out) {
                                                                 : v1::REFINE_CODES_NONE);
   out->set_refine_code_size(static_cast<uint32_t>(stats.refine_code_size));
   out->set_refine_code_bytes(static_cast<uint64_t>(stats.refine_code_bytes));
+  v1::IndexMemory* memory = out->mutable_memory();
+  memory->set_codes(static_cast<uint64_t>(stats.memory.codes));
+  memory->set_ids(static_cast<uint64_t>(stats.memory.ids));
+  memory->set_refine_codes(static_cast<uint64_t>(stats.memory.refine_codes));
+  memory->set_id_map(static_cast<uint64_t>(stats.memory.id_map));
+  memory->set_centroids(static_cast<uint64_t>(stats.memory.centroids));
+  memory->set_tables(static_cast<uint64_t>(stats.memory.tables));
 }
 
 // An empty job id is a caller mistake (every job has one), not a job that does not exist.

@@ -239,6 +239,16 @@ TEST_F(IndexServiceTest, FastScanLayoutServesSurvivesChurnAndRestart) {
   EXPECT_EQ(stats.refine_codes(), v1::REFINE_CODES_SQ8);
   EXPECT_EQ(stats.refine_code_size(), 128u);
   EXPECT_EQ(stats.refine_code_bytes(), 5000u * 128);
+  // Memory by part: the parts add up, and each holds at least what it must.
+  const v1::IndexMemory& memory = stats.memory();
+  EXPECT_EQ(memory.codes() + memory.ids() + memory.refine_codes() + memory.id_map() +
+                memory.centroids() + memory.tables(),
+            stats.memory_bytes());
+  EXPECT_GE(memory.codes(), stats.list_code_bytes());
+  EXPECT_GE(memory.ids(), 5000u * 8);
+  EXPECT_GE(memory.refine_codes(), 5000u * 128);
+  EXPECT_GE(memory.centroids(), stats.nlist() * 128 * 4);
+  EXPECT_GE(memory.tables(), stats.nlist() * 64 * 16 * 4);  // the precomputed L2 table
   // Whole blocks of 32: at most 31 empty slots of 32 bytes per list.
   EXPECT_GE(stats.list_code_bytes(), 5000u * 32);
   EXPECT_LE(stats.list_code_bytes(), 5000u * 32 + stats.nlist() * 31 * 32);

@@ -199,6 +199,8 @@ TEST_F(QuantctlTest, TrainIndexLayoutAndItsDecision) {
   ASSERT_EQ(RunQuantctl(address_, "stats sift", &out), 0) << out;
   EXPECT_NE(out.find("IVF128,PQ64x4fs+SQ8 on 5000 items (168 bytes/vector"), std::string::npos)
       << out;
+  EXPECT_NE(out.find("  memory (MiB): codes "), std::string::npos) << out;
+  EXPECT_NE(out.find(", refine codes 0."), std::string::npos) << out;  // 0.61 MiB and up
   // Refine from the SQ8 codes, or exactly from the stored vectors.
   const std::string queries = DataFile("sift5k/sift5k_query.fvecs");
   ASSERT_EQ(
