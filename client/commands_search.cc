@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -93,6 +94,25 @@ absl::Status SetFilters(Cli& cli, v1::SearchRequest* request) {
   return absl::OkStatus();
 }
 
+// The value of --name among `choices` (word, value), `fallback` when the option is absent;
+// INVALID_ARGUMENT naming the option, the word and the accepted words otherwise.
+template <typename Value>
+absl::StatusOr<Value> ChoiceOption(const Args& args, const std::string& name,
+                                   std::initializer_list<std::pair<const char*, Value>> choices,
+                                   Value fallback) {
+  if (!args.Has(name)) return fallback;
+  const std::string word = args.Get(name);
+  std::vector<std::string> words;
+  for (const auto& [choice, value] : choices) {
+    if (word == choice) return value;
+    words.push_back(choice);
+  }
+  const std::string last = words.back();
+  words.pop_back();
+  return absl::InvalidArgumentError(
+      absl::StrFormat("--%s '%s' is not %s or %s", name, word, absl::StrJoin(words, ", "), last));
+}
+
 }  // namespace
 
 absl::Status TrainIndexCommand(Cli& cli) {
@@ -124,26 +144,17 @@ absl::Status TrainIndexCommand(Cli& cli) {
   }
   request.set_seed(static_cast<uint64_t>(*seed));
   request.set_sample_size(static_cast<uint64_t>(*sample));
-  if (args.Has("layout")) {
-    const std::string layout = args.Get("layout");
-    if (layout == "plain") {
-      request.set_layout(v1::INDEX_LAYOUT_PLAIN);
-    } else if (layout == "fast-scan") {
-      request.set_layout(v1::INDEX_LAYOUT_FAST_SCAN);
-    } else {
-      return cli.Usage(absl::StrFormat("--layout '%s' is not plain or fast-scan", layout));
-    }
-  }
-  if (args.Has("refine-codes")) {
-    const std::string codes = args.Get("refine-codes");
-    if (codes == "sq8") {
-      request.set_refine_codes(v1::REFINE_CODES_SQ8);
-    } else if (codes == "none") {
-      request.set_refine_codes(v1::REFINE_CODES_NONE);
-    } else {
-      return cli.Usage(absl::StrFormat("--refine-codes '%s' is not sq8 or none", codes));
-    }
-  }
+  auto layout =
+      ChoiceOption(args, "layout",
+                   {{"plain", v1::INDEX_LAYOUT_PLAIN}, {"fast-scan", v1::INDEX_LAYOUT_FAST_SCAN}},
+                   v1::INDEX_LAYOUT_UNSPECIFIED);
+  if (!layout.ok()) return cli.Usage(layout.status().message());
+  request.set_layout(*layout);
+  auto refine_codes = ChoiceOption(args, "refine-codes",
+                                   {{"sq8", v1::REFINE_CODES_SQ8}, {"none", v1::REFINE_CODES_NONE}},
+                                   v1::REFINE_CODES_UNSPECIFIED);
+  if (!refine_codes.ok()) return cli.Usage(refine_codes.status().message());
+  request.set_refine_codes(*refine_codes);
   v1::Job job;
   if (auto s = cli.Call(&v1::Quantd::Stub::TrainIndex, request, &job); !s.ok()) return s;
   return FollowJob(cli, job);

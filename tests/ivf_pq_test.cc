@@ -982,6 +982,28 @@ IvfPqOptions Sq8FastScanOptions(Metric metric = Metric::kL2) {
   return options;
 }
 
+// Recall of the scan alone, of SQ8 refine and of exact refine (from base's rows) at nprobe.
+struct TwoStage {
+  Recall scan, sq8, exact;
+  Results sq8_results;
+};
+TwoStage MeasureTwoStage(const IvfPqIndex& index, const Matrix& base, const Matrix& queries,
+                         const IntMatrix& truth, int64_t nprobe, int64_t refine) {
+  TwoStage out;
+  out.scan = Measure(SearchOk(index, queries, Params(10, nprobe)), truth);
+  IvfPqSearchParams sq8 = Params(10, nprobe);
+  sq8.refine = refine;
+  out.sq8_results = SearchOk(index, queries, sq8);
+  out.sq8 = Measure(out.sq8_results, truth);
+  IvfPqSearchParams exact = sq8;
+  exact.fetch = [&](uint64_t id, float* v) {
+    std::copy_n(base.values.data() + id * base.dim, base.dim, v);
+    return true;
+  };
+  out.exact = Measure(SearchOk(index, queries, exact), truth);
+  return out;
+}
+
 TEST(IvfPqRefineTest, Sq8RerankReachesExactRerankRecall) {
   const Matrix base = Load("sift5k/sift5k_base.fvecs");
   const Matrix queries = Load("sift5k/sift5k_query.fvecs");
@@ -993,17 +1015,11 @@ TEST(IvfPqRefineTest, Sq8RerankReachesExactRerankRecall) {
     options.refine_codes = RefineCodes::kSq8;
     const IvfPqIndex index = TrainAndAdd(base, options);
     EXPECT_EQ(index.refine_code_size(), 128);
-    const Recall first = Measure(SearchOk(index, queries, Params(10, 16)), truth);
-    IvfPqSearchParams sq8 = Params(10, 16);
-    sq8.refine = 4;
-    const Results sq8_results = SearchOk(index, queries, sq8);
-    const Recall second = Measure(sq8_results, truth);
-    IvfPqSearchParams exact = sq8;
-    exact.fetch = [&](uint64_t id, float* out) {
-      std::copy_n(base.values.data() + id * base.dim, base.dim, out);
-      return true;
-    };
-    const Recall exact_recall = Measure(SearchOk(index, queries, exact), truth);
+    const TwoStage r = MeasureTwoStage(index, base, queries, truth, 16, 4);
+    const Recall& first = r.scan;
+    const Recall& second = r.sq8;
+    const Recall& exact_recall = r.exact;
+    const Results& sq8_results = r.sq8_results;
     std::printf("%s nprobe 16 R@10: scan %.3f, SQ8 refine 4 %.3f, exact refine 4 %.3f\n",
                 fast_scan ? "fast-scan M32x4" : "plain M16x8", first.at10, second.at10,
                 exact_recall.at10);
@@ -1037,17 +1053,11 @@ TEST(IvfPqRefineTest, InnerProductAndCosineRerankWithSq8) {
     SCOPED_TRACE(static_cast<int>(metric));
     const IntMatrix truth = BruteForceIp(base, queries, metric == Metric::kCosine);
     const IvfPqIndex index = TrainAndAdd(base, Sq8FastScanOptions(metric));
-    const Recall first = Measure(SearchOk(index, queries, Params(10, 64)), truth);
-    IvfPqSearchParams sq8 = Params(10, 64);
-    sq8.refine = 8;
-    const Results results = SearchOk(index, queries, sq8);
-    const Recall second = Measure(results, truth);
-    IvfPqSearchParams exact = sq8;
-    exact.fetch = [&](uint64_t id, float* out) {
-      std::copy_n(base.values.data() + id * base.dim, base.dim, out);
-      return true;
-    };
-    const Recall exact_recall = Measure(SearchOk(index, queries, exact), truth);
+    const TwoStage r = MeasureTwoStage(index, base, queries, truth, 64, 8);
+    const Recall& first = r.scan;
+    const Recall& second = r.sq8;
+    const Recall& exact_recall = r.exact;
+    const Results& results = r.sq8_results;
     std::printf("metric %d R@10: scan %.3f, SQ8 refine 8 %.3f, exact refine 8 %.3f\n",
                 static_cast<int>(metric), first.at10, second.at10, exact_recall.at10);
     EXPECT_GT(second.at10, first.at10 + 0.1);
