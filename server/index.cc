@@ -20,7 +20,7 @@ int64_t ResolveNprobe(int64_t requested, int64_t nlist) {
 
 bool ScoreExactly(int64_t allowed, int64_t k, int64_t nprobe, int64_t n, int64_t nlist) {
   const int64_t probed = nprobe * n / std::max<int64_t>(1, nlist);
-  const int64_t widened = k * n / std::max<int64_t>(1, allowed);
+  const int64_t widened = kAllowedPerResult * k * n / std::max<int64_t>(1, allowed);
   return allowed * kExactCostPerItem <= std::max(probed, widened);
 }
 

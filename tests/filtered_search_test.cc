@@ -363,9 +363,12 @@ TEST_F(FilteredSearchTest, OffsetPagesAreSlicesOfTheDeeperSearch) {
       }
     }
   };
+  // 100 allowed items: the scan for the first page, exact scoring for the deeper ones.
   v1::SearchRequest allowed = Request();
   for (uint64_t id : EveryNth(5000, 50)) allowed.mutable_allow()->add_ids(id);
-  // 34 allowed items: the scan for the first page, exact scoring for the deeper ones.
+  ASSERT_FALSE(ScoreExactly(100, 10, 16, 5000, 128));
+  ASSERT_TRUE(ScoreExactly(100, 20, 16, 5000, 128));
+  // 34 allowed items: exact scoring for every page.
   v1::SearchRequest small = Request();
   for (uint64_t id : EveryNth(5000, 150)) small.mutable_allow()->add_ids(id);
   v1::SearchRequest like;
