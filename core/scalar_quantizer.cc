@@ -20,36 +20,42 @@ inline float SumLanes(const float* acc) {
   return sum;
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) float L2ToCode(
-    const float* __restrict q, const uint8_t* __restrict code, const float* __restrict lo,
-    const float* __restrict step, int64_t d) {
+// Lane t of acc takes the terms of dimensions t, t + 16, ...: the squared difference (kL2) or
+// the product with the decoded value. Inlined into each target clone below.
+template <bool kL2>
+__attribute__((always_inline)) inline float ToCode(const float* __restrict q,
+                                                   const uint8_t* __restrict code,
+                                                   const float* __restrict lo,
+                                                   const float* __restrict step, int64_t d) {
   float acc[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= d; j += kLanes) {
     for (int t = 0; t < kLanes; ++t) {
-      const float diff = q[j + t] - (lo[j + t] + static_cast<float>(code[j + t]) * step[j + t]);
-      acc[t] += diff * diff;
+      const float y = lo[j + t] + static_cast<float>(code[j + t]) * step[j + t];
+      if constexpr (kL2) {
+        acc[t] += (q[j + t] - y) * (q[j + t] - y);
+      } else {
+        acc[t] += q[j + t] * y;
+      }
     }
   }
   for (int t = 0; j < d; ++j, ++t) {
-    const float diff = q[j] - (lo[j] + static_cast<float>(code[j]) * step[j]);
-    acc[t] += diff * diff;
+    const float y = lo[j] + static_cast<float>(code[j]) * step[j];
+    acc[t] += kL2 ? (q[j] - y) * (q[j] - y) : q[j] * y;
   }
   return SumLanes(acc);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) float L2ToCode(
+    const float* __restrict q, const uint8_t* __restrict code, const float* __restrict lo,
+    const float* __restrict step, int64_t d) {
+  return ToCode<true>(q, code, lo, step, d);
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) float DotToCode(
     const float* __restrict q, const uint8_t* __restrict code, const float* __restrict lo,
     const float* __restrict step, int64_t d) {
-  float acc[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= d; j += kLanes) {
-    for (int t = 0; t < kLanes; ++t) {
-      acc[t] += q[j + t] * (lo[j + t] + static_cast<float>(code[j + t]) * step[j + t]);
-    }
-  }
-  for (int t = 0; j < d; ++j, ++t) acc[t] += q[j] * (lo[j] + static_cast<float>(code[j]) * step[j]);
-  return SumLanes(acc);
+  return ToCode<false>(q, code, lo, step, d);
 }
 
 }  // namespace

@@ -1125,14 +1125,7 @@ TEST(IvfPqRefineTest, RefineCodesSurviveSerializeRebuildAndChurn) {
   ASSERT_TRUE(index.Add(churned, vectors).ok());
   const IvfPqStats stats = index.Stats();
   EXPECT_EQ(stats.refine_code_bytes, base.rows * 128);
-  const Results after = SearchOk(index, queries, params);
-  for (size_t q = 0; q < want.size(); ++q) {
-    ASSERT_EQ(after[q].size(), want[q].size());
-    for (size_t i = 0; i < want[q].size(); ++i) {
-      EXPECT_EQ(after[q][i].id, want[q][i].id);
-      EXPECT_FLOAT_EQ(after[q][i].distance, want[q][i].distance);
-    }
-  }
+  ExpectSameResults(SearchOk(index, queries, params), want);
 
   // Damage: a truncated blob or an unknown refine kind is an error, never a crash.
   const std::string blob = index.Serialize();
