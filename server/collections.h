@@ -29,6 +29,7 @@ namespace quantd {
 struct TokenizerSet;
 struct ItemChangeLog;
 struct ServingIndex;
+class AttributeIndex;
 
 // Most tokenizer versions a collection may keep.
 inline constexpr uint32_t kMaxKeptTokenizerVersions = 16;
@@ -121,6 +122,9 @@ struct Collection {
   // under write_mu.
   std::vector<std::shared_ptr<ItemChangeLog>> change_logs;
   ModelSlot<ServingIndex> index;
+  // The attribute index (server/attributes.h): null until the collection's first attribute;
+  // set and changed by writers under write_mu, read by searches.
+  ModelSlot<AttributeIndex> attributes;
 
   // info with the current item count.
   CollectionInfo Snapshot() const {

@@ -12,8 +12,8 @@
 namespace quantd {
 namespace {
 
-constexpr std::array<absl::string_view, kFamilyCount> kFamilyNames = {"meta",  "vectors", "models",
-                                                                      "codes", "sids",    "ivf"};
+constexpr std::array<absl::string_view, kFamilyCount> kFamilyNames = {
+    "meta", "vectors", "models", "codes", "sids", "ivf", "attrs"};
 
 // The first key after every key starting with `prefix` ("" when there is none).
 std::string PrefixEnd(absl::string_view prefix) {

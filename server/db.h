@@ -25,8 +25,8 @@
 namespace quantd {
 
 // Column families by role (see server/keys.h for what each holds).
-enum class ColumnFamily : int { kMeta, kVectors, kModels, kCodes, kSids, kIvf };
-inline constexpr int kFamilyCount = 6;
+enum class ColumnFamily : int { kMeta, kVectors, kModels, kCodes, kSids, kIvf, kAttrs };
+inline constexpr int kFamilyCount = 7;
 absl::string_view FamilyName(ColumnFamily family);
 
 // A RocksDB status as ours: corruption is DATA_LOSS, a bad argument INTERNAL (our bug), other

@@ -189,6 +189,27 @@ absl::StatusOr<std::vector<uint64_t>> Indexes::PrefixItems(absl::string_view nam
   return ids;
 }
 
+absl::StatusOr<std::vector<uint64_t>> Indexes::AttributeItems(
+    absl::string_view name, absl::Span<const AttributeCondition> where, const IdSet* allow,
+    const IdSet* deny) const {
+  if (auto status = CheckAttributeConditions(where); !status.ok()) return status;
+  auto collection = registry_->Find(name);
+  if (!collection.ok()) return collection.status();
+  auto attributes = (*collection)->attributes.GetOr(absl::OkStatus());
+  if (!attributes.ok()) return attributes.status();
+  if (*attributes == nullptr) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "where[0]: unknown attribute key '%s': no item of collection '%s' ever carried one",
+        where[0].key, name));
+  }
+  auto ids = (*attributes)->Match(where, name);
+  if (!ids.ok()) return ids.status();
+  std::erase_if(*ids, [&](uint64_t id) {
+    return (allow != nullptr && !allow->Contains(id)) || (deny != nullptr && deny->Contains(id));
+  });
+  return ids;
+}
+
 absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
                                                       const SearchSpec& spec) const {
   auto info = registry_->Describe(name);
@@ -223,16 +244,28 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
   if (!serving.ok()) return serving.status();
   const ServingIndex& index = **serving;
 
-  // The allowed set: allow, or the prefix's items narrowed by allow / deny.
+  // The allowed set: allow, or the items under the prefix and meeting `where`, narrowed by
+  // allow / deny (then no deny is left for the scan).
   const IdSet* allowed = spec.allow;
-  IdSet prefix_set;
+  const IdSet* denied = spec.deny;
+  IdSet narrowed_set;
+  if (!spec.where.empty()) {
+    auto ids = AttributeItems(name, spec.where, spec.allow, spec.deny);
+    if (!ids.ok()) return ids.status();
+    narrowed_set = IdSet(*ids);
+  }
   if (!spec.sid_prefix.empty()) {
     auto ids = PrefixItems(name, spec.sid_prefix, spec.allow, spec.deny);
     if (!ids.ok()) return ids.status();
-    prefix_set = IdSet(*ids);
-    allowed = &prefix_set;
+    if (!spec.where.empty()) {
+      std::erase_if(*ids, [&](uint64_t id) { return !narrowed_set.Contains(id); });
+    }
+    narrowed_set = IdSet(*ids);
   }
-  const IdSet* denied = spec.sid_prefix.empty() ? spec.deny : nullptr;
+  if (!spec.where.empty() || !spec.sid_prefix.empty()) {
+    allowed = &narrowed_set;
+    denied = nullptr;
+  }
   // Like search leaves the query's item out: one more neighbour, then that item dropped. A
   // page at `offset` gathers offset + k and drops the first offset.
   const bool drop_self = !spec.like_ids.empty() && !spec.include_self;

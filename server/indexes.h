@@ -13,6 +13,7 @@
 #include "core/id_set.h"
 #include "core/ivf_pq.h"
 #include "quantd/storage/records.pb.h"
+#include "server/attributes.h"
 #include "server/collections.h"
 #include "server/db.h"
 #include "server/item_store.h"
@@ -70,6 +71,8 @@ class Indexes {
     const IdSet* allow = nullptr;  // at most one of allow and deny
     const IdSet* deny = nullptr;
     std::vector<int64_t> sid_prefix;  // codes under the active tokenizer; empty: none
+    // A conjunction of attribute conditions (checked with CheckAttributeConditions); empty: none.
+    absl::Span<const AttributeCondition> where;
   };
   // The k nearest accepted items of each query. INVALID_ARGUMENT naming the field and value for
   // a bad request (limits in server/index.h), NOT_FOUND for a like id that is not stored,
@@ -88,6 +91,10 @@ class Indexes {
   const IvfStore* ivf_;
   const Tokenizers* tokenizers_;
 
+  // The items meeting every condition of `where` that allow holds / deny does not (any order).
+  absl::StatusOr<std::vector<uint64_t>> AttributeItems(absl::string_view collection,
+                                                       absl::Span<const AttributeCondition> where,
+                                                       const IdSet* allow, const IdSet* deny) const;
   // The items under `prefix` (active tokenizer) that allow holds / deny does not (ascending).
   absl::StatusOr<std::vector<uint64_t>> PrefixItems(absl::string_view collection,
                                                     absl::Span<const int64_t> prefix,

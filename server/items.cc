@@ -76,6 +76,28 @@ absl::StatusOr<ChangedRows> ChangedRowsOf(const ItemStore& items, uint32_t cid, 
   return changed;
 }
 
+// The attribute writes of an upsert: for each distinct id, its last row's attributes when they
+// differ from the stored ones (before: stored, after: the row's), in id order.
+absl::StatusOr<std::vector<AttributeIndex::Change>> AttributeChangesOf(
+    const AttributeStore& store, uint32_t cid, absl::string_view collection,
+    absl::Span<const uint64_t> ids, absl::Span<const ItemAttributes> attributes) {
+  std::map<uint64_t, size_t> last_row;
+  for (size_t i = 0; i < attributes.size(); ++i) last_row[ids[i]] = i;
+  std::vector<uint64_t> distinct;
+  distinct.reserve(last_row.size());
+  for (const auto& entry : last_row) distinct.push_back(entry.first);
+  auto stored = store.Get(cid, collection, distinct);
+  if (!stored.ok()) return stored.status();
+  std::vector<AttributeIndex::Change> changes;
+  size_t i = 0;
+  for (const auto& [id, row] : last_row) {
+    ItemAttributes& before = (*stored)[i++];
+    if (before == attributes[row]) continue;
+    changes.push_back({id, std::move(before), attributes[row]});
+  }
+  return changes;
+}
+
 }  // namespace
 
 std::vector<uint64_t> DistinctIds(absl::Span<const uint64_t> ids) {
@@ -93,7 +115,8 @@ absl::StatusOr<WriteGuard> ItemService::LockForItemWrite(absl::string_view name)
   auto guard = registry_->LockForWrite(name);
   if (!guard.ok()) return guard.status();
   for (const absl::Status& error :
-       {guard->collection().tokenizers.error(), guard->collection().index.error()}) {
+       {guard->collection().tokenizers.error(), guard->collection().index.error(),
+        guard->collection().attributes.error()}) {
     if (!error.ok()) return error;
   }
   return guard;
@@ -109,9 +132,19 @@ absl::StatusOr<ItemService::ItemWrite> ItemService::BeginItemWrite(
   return ItemWrite{std::move(*guard), std::move(distinct), std::move(*stored)};
 }
 
-absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(absl::string_view name,
-                                                              absl::Span<const uint64_t> ids,
-                                                              absl::Span<const float> vectors) {
+absl::Status ItemService::LoadAttributes() {
+  for (const std::shared_ptr<Collection>& collection : registry_->All()) {
+    if (auto status = collection->attributes.TakeLoaded(attributes_->Load(collection->info));
+        !status.ok()) {
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(
+    absl::string_view name, absl::Span<const uint64_t> ids, absl::Span<const float> vectors,
+    absl::Span<const ItemAttributes> attributes) {
   auto info = registry_->Describe(name);
   if (!info.ok()) return info.status();
   const int64_t n = static_cast<int64_t>(ids.size());
@@ -130,21 +163,54 @@ absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(absl::string_view 
                         vectors.size(), n, d, name, n * d));
   }
   if (auto status = CheckVectors(vectors.data(), n, d, info->metric); !status.ok()) return status;
+  if (!attributes.empty() && attributes.size() != ids.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("attributes has %d entries for %d rows: give none or exactly one per row",
+                        attributes.size(), ids.size()));
+  }
+  for (size_t i = 0; i < attributes.size(); ++i) {
+    if (auto status = CheckItemAttributes(attributes[i],
+                                          absl::StrFormat("attributes[%d] (id %d)", i, ids[i]));
+        !status.ok()) {
+      return status;
+    }
+  }
 
   auto guard = LockForItemWrite(name);
   if (!guard.ok()) return guard.status();
   Collection& collection = guard->collection();
   const uint32_t cid = collection.info.id;
+  // Attributes first: a type conflict refuses the batch before anything else is read.
+  std::shared_ptr<AttributeIndex> attribute_index = collection.attributes.get();
+  AttributeSchema schema = attribute_index ? attribute_index->schema() : AttributeSchema();
+  auto new_keys = NewAttributeKeys(schema, ids, attributes, name);
+  if (!new_keys.ok()) return new_keys.status();
+  std::vector<AttributeIndex::Change> attribute_changes;
+  if (!attributes.empty()) {
+    auto changes = AttributeChangesOf(*attributes_, cid, name, ids, attributes);
+    if (!changes.ok()) return changes.status();
+    attribute_changes = std::move(*changes);
+  }
   auto changed = ChangedRowsOf(*items_, cid, d, ids, vectors);
   if (!changed.ok()) return changed.status();
   const uint64_t new_count = collection.item_count.load() + changed->inserted;
-  if (changed->ids.empty()) return UpsertResult{0, new_count};  // nothing differs: no write
+  if (changed->ids.empty() && attribute_changes.empty()) {
+    return UpsertResult{0, new_count};  // nothing differs: no write
+  }
 
   rocksdb::WriteBatch batch;
+  for (const AttributeIndex::Change& change : attribute_changes) {
+    attributes_->AddPut(cid, change.id, change.after, &batch);
+  }
+  if (!new_keys->empty()) {
+    schema.insert(new_keys->begin(), new_keys->end());
+    attributes_->AddSchema(cid, schema, &batch);
+  }
   items_->AddPuts(cid, d, changed->ids, changed->vectors, &batch);
   items_->AddCount(cid, new_count, &batch);
   SidChanges sid_changes;
-  if (std::shared_ptr<const TokenizerSet> tokenizers = collection.tokenizers.get()) {
+  std::shared_ptr<const TokenizerSet> tokenizers = collection.tokenizers.get();
+  if (tokenizers != nullptr && !changed->ids.empty()) {
     if (auto status =
             tokenizers_->AddItemUpserts(cid, *tokenizers, changed->ids, changed->vectors,
                                         static_cast<int64_t>(new_count), &sid_changes, &batch);
@@ -157,7 +223,7 @@ absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(absl::string_view 
   // under the write guard, so reading the index here needs no lock of its own.
   std::shared_ptr<ServingIndex> index = collection.index.get();
   std::vector<IvfPqEncoded> entries;
-  if (index != nullptr) {
+  if (index != nullptr && !changed->ids.empty()) {
     auto encoded = EncodeIndexEntries(index->index, d, changed->ids, changed->vectors);
     if (!encoded.ok()) return encoded.status();
     entries = std::move(*encoded);
@@ -171,7 +237,13 @@ absl::StatusOr<ItemService::UpsertResult> ItemService::Upsert(absl::string_view 
   guard->MarkWritten();
 
   collection.item_count = new_count;
-  if (index != nullptr) {
+  if (!attribute_changes.empty() || !new_keys->empty()) {
+    const bool first = attribute_index == nullptr;
+    if (first) attribute_index = std::make_shared<AttributeIndex>();
+    attribute_index->Apply(*new_keys, attribute_changes);
+    if (first) collection.attributes.Set(attribute_index);
+  }
+  if (index != nullptr && !changed->ids.empty()) {
     std::unique_lock lock(index->mu);
     index->index.Remove(changed->ids);
     for (size_t i = 0; i < entries.size(); ++i) {
@@ -202,10 +274,25 @@ absl::StatusOr<ItemService::DeleteResult> ItemService::Delete(absl::string_view 
   result.item_count = collection.item_count.load() - result.deleted;
   if (deleted.empty()) return result;
 
+  // The deleted items' attributes leave the attribute index (none without one).
+  std::shared_ptr<AttributeIndex> attribute_index = collection.attributes.get();
+  std::vector<AttributeIndex::Change> attribute_changes;
+  if (attribute_index != nullptr) {
+    auto stored = attributes_->Get(cid, name, deleted);
+    if (!stored.ok()) return stored.status();
+    for (size_t i = 0; i < deleted.size(); ++i) {
+      if (!(*stored)[i].empty()) {
+        attribute_changes.push_back({deleted[i], std::move((*stored)[i]), ItemAttributes()});
+      }
+    }
+  }
   rocksdb::WriteBatch batch;
   for (uint64_t id : deleted) {
     items_->AddDelete(cid, id, &batch);
     ivf_->AddDelete(cid, id, &batch);  // the item's index entry, if any
+  }
+  for (const AttributeIndex::Change& change : attribute_changes) {
+    attributes_->AddDelete(cid, change.id, &batch);
   }
   items_->AddCount(cid, result.item_count, &batch);
   SidChanges sid_changes;
@@ -221,6 +308,7 @@ absl::StatusOr<ItemService::DeleteResult> ItemService::Delete(absl::string_view 
   write->guard.MarkWritten();
 
   collection.item_count = result.item_count;
+  if (!attribute_changes.empty()) attribute_index->Apply({}, attribute_changes);
   if (std::shared_ptr<ServingIndex> index = collection.index.get()) {
     std::unique_lock lock(index->mu);
     index->index.Remove(deleted);
@@ -235,13 +323,15 @@ absl::StatusOr<ItemService::GetResult> ItemService::Get(absl::string_view name,
   if (auto status = CheckIdCount(ids.size(), name); !status.ok()) return status;
   auto found = items_->Get(*info, DistinctIds(ids));
   if (!found.ok()) return found.status();
+  auto attributes = attributes_->Get(info->id, name, found->ids);
+  if (!attributes.ok()) return attributes.status();
   return GetResult{info->dimension, std::move(found->ids), std::move(found->vectors),
-                   std::move(found->missing)};
+                   std::move(found->missing), std::move(*attributes)};
 }
 
 absl::StatusOr<ItemService::Page> ItemService::List(absl::string_view name, uint32_t page_size,
-                                                    absl::string_view page_token,
-                                                    bool with_vectors) const {
+                                                    absl::string_view page_token, bool with_vectors,
+                                                    bool with_attributes) const {
   auto info = registry_->Describe(name);
   if (!info.ok()) return info.status();
   if (page_size > kMaxPageSize) {
@@ -267,6 +357,11 @@ absl::StatusOr<ItemService::Page> ItemService::List(absl::string_view name, uint
   page.dimension = info->dimension;
   page.ids = std::move(found->ids);
   page.vectors = std::move(found->vectors);
+  if (with_attributes) {
+    auto attributes = attributes_->Get(info->id, name, page.ids);
+    if (!attributes.ok()) return attributes.status();
+    page.attributes = std::move(*attributes);
+  }
   if (more && !page.ids.empty()) page.next_page_token = EncodePageToken(info->id, page.ids.back());
   return page;
 }
@@ -293,6 +388,7 @@ absl::StatusOr<uint64_t> ItemService::DropCollection(absl::string_view name) {
   items_->AddDropCollection(cid, &batch);
   sids_->AddDropCollection(cid, &batch);
   ivf_->AddDropCollection(cid, &batch);
+  attributes_->AddDropCollection(cid, &batch);
   const std::string begin = keys::CollectionBegin(cid);
   const std::string end = keys::CollectionEnd(cid);
   db_->AddDeleteRows(begin, end, &batch);

@@ -10,6 +10,7 @@
 //                                         active, kept, pinned and pending versions)
 //            "sid_drift/<cid:be32><version:be32>" -> quantd.storage.SidDriftRecord
 //            "index/<cid:be32>"        -> current IVF-PQ index version, uint32 LE
+//            "attr_keys/<cid:be32>"    -> quantd.storage.AttributeKeysRecord (attribute key types)
 //            "job/<id>"                -> quantd.storage.JobRecord
 //   vectors  <cid:be32><item id:be64>  -> dimension float32 values, LE
 //   models   <cid:be32><version:be32>  -> tokenizer blob (server/tokenizer.h)
@@ -22,6 +23,9 @@
 //   version's rows go with a range delete.
 //   ivf      <cid:be32><item id:be64>  -> the item's index entry: version, list, PQ code
 //            (server/index.h); the in-memory inverted lists are rebuilt from it at start-up
+//   attrs    <cid:be32><item id:be64>  -> quantd.storage.AttributesRecord (the item's attributes;
+//            no row when it has none); the in-memory attribute index is rebuilt from it at
+//            start-up (server/attribute_store.h)
 //
 // Every row a collection owns outside `meta` starts with <cid:be32>, so [CollectionBegin(cid),
 // CollectionEnd(cid)) covers exactly them.
@@ -115,6 +119,7 @@ inline std::string LegacyTokenizerVersionKey(uint32_t cid) {
 }
 inline std::string LegacySidDriftKey(uint32_t cid) { return WithCollectionId("sid_drift/", cid); }
 inline std::string IndexVersionKey(uint32_t cid) { return WithCollectionId("index/", cid); }
+inline std::string AttributeKeysKey(uint32_t cid) { return WithCollectionId("attr_keys/", cid); }
 inline std::string JobKey(absl::string_view id) { return absl::StrCat(kJobPrefix, id); }
 
 // The rows of collection `cid` in every family but meta: [CollectionBegin, CollectionEnd).
@@ -124,7 +129,7 @@ inline std::string CollectionEnd(uint32_t cid) {
   return cid == UINT32_MAX ? std::string("\xff\xff\xff\xff\xff", 5) : CollectionBegin(cid + 1);
 }
 
-// Key of item `id` in vectors and ivf (and in schema 2's codes).
+// Key of item `id` in vectors, ivf and attrs (and in schema 2's codes).
 inline std::string ItemKey(uint32_t cid, uint64_t id) {
   std::string key;
   key.reserve(12);

@@ -57,6 +57,74 @@ absl::StatusOr<IdSet> ParseIdList(const v1::IdList& list, absl::string_view fiel
   return IdSet(list.ids());
 }
 
+// Row `row`'s attributes (field "attributes[row] (id ...)"), sorted by key. INVALID_ARGUMENT for
+// a value with neither s nor i set; the limits are checked by ItemService::Upsert.
+absl::StatusOr<ItemAttributes> AttributesFromProto(const v1::Attributes& in, int row, uint64_t id) {
+  ItemAttributes out;
+  out.reserve(in.values().size());
+  for (const auto& [key, value] : in.values()) {
+    switch (value.value_case()) {
+      case v1::AttributeValue::kS:
+        out.push_back({key, value.s()});
+        break;
+      case v1::AttributeValue::kI:
+        out.push_back({key, value.i()});
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "attributes[%d] (id %d): key '%s' has no value: set s or i", row, id, key));
+    }
+  }
+  std::sort(out.begin(), out.end(),
+            [](const Attribute& a, const Attribute& b) { return a.key < b.key; });
+  return out;
+}
+
+void AttributesToProto(const ItemAttributes& in, v1::Attributes* out) {
+  auto& values = *out->mutable_values();
+  for (const Attribute& attribute : in) {
+    v1::AttributeValue& value = values[attribute.key];
+    if (const auto* text = std::get_if<std::string>(&attribute.value)) {
+      value.set_s(*text);
+    } else {
+      value.set_i(std::get<int64_t>(attribute.value));
+    }
+  }
+}
+
+// SearchRequest.where as conditions; INVALID_ARGUMENT naming where[i] when no test is set.
+absl::StatusOr<std::vector<AttributeCondition>> ConditionsFromProto(
+    const google::protobuf::RepeatedPtrField<v1::AttributeCondition>& where) {
+  std::vector<AttributeCondition> out;
+  out.reserve(static_cast<size_t>(where.size()));
+  for (int i = 0; i < where.size(); ++i) {
+    const v1::AttributeCondition& in = where[i];
+    AttributeCondition condition;
+    condition.key = in.key();
+    switch (in.test_case()) {
+      case v1::AttributeCondition::kEqualsString:
+        condition.kind = AttributeCondition::Kind::kEqualsString;
+        condition.text = in.equals_string();
+        break;
+      case v1::AttributeCondition::kEqualsInt:
+        condition.kind = AttributeCondition::Kind::kEqualsInt;
+        condition.min = condition.max = in.equals_int();
+        break;
+      case v1::AttributeCondition::kRange:
+        condition.kind = AttributeCondition::Kind::kRange;
+        if (in.range().has_min()) condition.min = in.range().min();
+        if (in.range().has_max()) condition.max = in.range().max();
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "where[%d] on key '%s' has no test: set equals_string, equals_int or range", i,
+            in.key()));
+    }
+    out.push_back(std::move(condition));
+  }
+  return out;
+}
+
 }  // namespace
 
 void FillSid(const int32_t* codes, int64_t levels, uint32_t suffix, v1::Sid* sid) {
@@ -260,6 +328,9 @@ absl::Status QuantdService::HandleGetItems(const v1::GetItemsRequest& request,
   response->mutable_ids()->Add(result->ids.begin(), result->ids.end());
   response->mutable_vectors()->Add(result->vectors.begin(), result->vectors.end());
   response->mutable_missing_ids()->Add(result->missing.begin(), result->missing.end());
+  for (const ItemAttributes& attributes : result->attributes) {
+    AttributesToProto(attributes, response->add_attributes());
+  }
   return absl::OkStatus();
 }
 
@@ -285,7 +356,16 @@ StreamSession<v1::UpsertRequest, v1::UpsertResponse> QuantdService::NewUpsertSes
     if (state->collection.empty()) {
       return absl::InvalidArgumentError("collection is empty: name it in the first message");
     }
-    auto result = storage_->items().Upsert(state->collection, request.ids(), request.vectors());
+    std::vector<ItemAttributes> attributes;
+    attributes.reserve(static_cast<size_t>(request.attributes_size()));
+    for (int i = 0; i < request.attributes_size(); ++i) {
+      auto parsed = AttributesFromProto(request.attributes(i), i,
+                                        i < request.ids_size() ? request.ids(i) : 0);
+      if (!parsed.ok()) return parsed.status();
+      attributes.push_back(std::move(*parsed));
+    }
+    auto result =
+        storage_->items().Upsert(state->collection, request.ids(), request.vectors(), attributes);
     if (!result.ok()) return result.status();
     state->total_rows += static_cast<uint64_t>(request.ids_size());
     if (metrics_ != nullptr) metrics_->AddUpsertedRows(request.ids_size());
@@ -303,8 +383,9 @@ absl::Status QuantdService::HandleListItems(const v1::ListItemsRequest& request,
   if (!request.with_sids() && request.tokenizer_version() != 0) {
     return absl::InvalidArgumentError("tokenizer_version applies with with_sids only");
   }
-  auto page = storage_->items().List(request.collection(), request.page_size(),
-                                     request.page_token(), request.with_vectors());
+  auto page =
+      storage_->items().List(request.collection(), request.page_size(), request.page_token(),
+                             request.with_vectors(), request.with_attributes());
   if (!page.ok()) return page.status();
   std::vector<size_t> rows(page->ids.size());  // rows of the page that are answered
   for (size_t i = 0; i < rows.size(); ++i) rows[i] = i;
@@ -335,6 +416,8 @@ absl::Status QuantdService::HandleListItems(const v1::ListItemsRequest& request,
       FillSid(sids.codes.data() + r * sids.levels, sids.levels, sids.suffixes[r],
               response->add_sids());
     }
+    if (request.with_attributes())
+      AttributesToProto(page->attributes[i], response->add_attributes());
   }
   response->set_next_page_token(page->next_page_token);
   return absl::OkStatus();
@@ -381,6 +464,9 @@ absl::Status QuantdService::HandleSearch(const v1::SearchRequest& request,
                             "sid_prefix_tokens");
   if (!prefix.ok()) return prefix.status();
   spec.sid_prefix = std::move(*prefix);
+  auto where = ConditionsFromProto(request.where());
+  if (!where.ok()) return where.status();
+  spec.where = *where;
   auto result = storage_->indexes().Search(request.collection(), spec);
   if (!result.ok()) return result.status();
   response->set_index_version(result->index_version);

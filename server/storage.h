@@ -3,8 +3,8 @@
 //
 //   domain services   ItemService (items.h)   Tokenizers (tokenizers.h)   Indexes (indexes.h)
 //                     Backups (backup.h)      CollectionRegistry (collections.h: write guard)
-//   stores            ItemStore   SidStore   IvfStore   JobStore     (each adds its rows to
-//                                                                     the caller's WriteBatch)
+//   stores            ItemStore   SidStore   IvfStore   JobStore   AttributeStore  (each adds
+//                                                          its rows to the caller's WriteBatch)
 //   engine            Db (db.h: column families, scans, atomic writes; keys.h: key layout)
 //
 // An Upsert, for example, reads top-down: ItemService::Upsert takes the collection's write
@@ -16,6 +16,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "server/attribute_store.h"
 #include "server/backup.h"
 #include "server/collections.h"
 #include "server/db.h"
@@ -65,6 +66,7 @@ class Storage {
   std::unique_ptr<SidStore> sid_store_;
   std::unique_ptr<IvfStore> ivf_store_;
   std::unique_ptr<JobStore> job_store_;
+  std::unique_ptr<AttributeStore> attribute_store_;
   std::unique_ptr<ItemService> items_;
   std::unique_ptr<Tokenizers> tokenizers_;
   std::unique_ptr<Indexes> indexes_;
