@@ -1217,4 +1217,15 @@ absl::StatusOr<IvfPqIndex> IvfPqIndex::Deserialize(absl::string_view blob,
   return index;
 }
 
+std::vector<uint64_t> IvfPqIndex::IdsNotIn(const IdSet& excluded) const {
+  std::vector<uint64_t> ids;
+  for (const InvertedList& l : lists_) {
+    for (uint64_t id : l.ids) {
+      if (!excluded.Contains(id)) ids.push_back(id);
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
 }  // namespace quantd

@@ -196,6 +196,9 @@ class IvfPqIndex {
   int64_t nlist() const { return nlist_; }
   Metric metric() const { return metric_; }
   int64_t size() const { return static_cast<int64_t>(where_.size()); }
+  // The indexed ids that `excluded` does not hold, ascending (a deny-list's complement): one
+  // pass over the lists' ids.
+  std::vector<uint64_t> IdsNotIn(const IdSet& excluded) const;
   int64_t code_size() const { return pq_.code_size(); }
   RefineCodes refine_codes() const { return refine_codes_; }
   // Bytes of one refine code: d for SQ8, 0 without.

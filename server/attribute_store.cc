@@ -49,11 +49,12 @@ absl::StatusOr<ItemAttributes> Parse(absl::string_view bytes, uint64_t id,
 }  // namespace
 
 absl::StatusOr<std::vector<ItemAttributes>> AttributeStore::Get(
-    uint32_t cid, absl::string_view collection, absl::Span<const uint64_t> ids) const {
+    uint32_t cid, absl::string_view collection, absl::Span<const uint64_t> ids,
+    const rocksdb::Snapshot* view) const {
   std::vector<std::string> item_keys;
   item_keys.reserve(ids.size());
   for (uint64_t id : ids) item_keys.push_back(keys::ItemKey(cid, id));
-  auto [values, statuses] = db_->MultiGet(ColumnFamily::kAttrs, item_keys);
+  auto [values, statuses] = db_->MultiGet(ColumnFamily::kAttrs, item_keys, view);
   std::vector<ItemAttributes> out(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
     if (statuses[i].IsNotFound()) continue;

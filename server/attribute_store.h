@@ -23,10 +23,11 @@ class AttributeStore {
  public:
   explicit AttributeStore(Db* db) : db_(db) {}
 
-  // The stored attributes of `ids` (one MultiGet): entry i for ids[i], empty when it has none.
-  // DATA_LOSS (naming `collection`) for an unreadable row.
+  // The stored attributes of `ids` (one MultiGet) as `view` sees them (null: now): entry i for
+  // ids[i], empty when it has none. DATA_LOSS (naming `collection`) for an unreadable row.
   absl::StatusOr<std::vector<ItemAttributes>> Get(uint32_t cid, absl::string_view collection,
-                                                  absl::Span<const uint64_t> ids) const;
+                                                  absl::Span<const uint64_t> ids,
+                                                  const rocksdb::Snapshot* view = nullptr) const;
 
   // Sets item `id`'s attributes (empty: removes its row).
   void AddPut(uint32_t cid, uint64_t id, const ItemAttributes& attributes,

@@ -111,13 +111,22 @@ absl::StatusOr<std::optional<std::string>> Db::Get(ColumnFamily family, absl::st
   return value;
 }
 
-Db::PointReads Db::MultiGet(ColumnFamily family, const std::vector<std::string>& keys) const {
+Db::ReadView Db::TakeReadView() const {
+  rocksdb::DB* db = db_.get();
+  return ReadView(db->GetSnapshot(),
+                  [db](const rocksdb::Snapshot* view) { db->ReleaseSnapshot(view); });
+}
+
+Db::PointReads Db::MultiGet(ColumnFamily family, const std::vector<std::string>& keys,
+                            const rocksdb::Snapshot* view) const {
   std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
   PointReads reads;
   reads.values.resize(keys.size());
   reads.statuses.resize(keys.size());
-  db_->MultiGet(rocksdb::ReadOptions(), handle(family), slices.size(), slices.data(),
-                reads.values.data(), reads.statuses.data());
+  rocksdb::ReadOptions read_options;
+  read_options.snapshot = view;
+  db_->MultiGet(read_options, handle(family), slices.size(), slices.data(), reads.values.data(),
+                reads.statuses.data());
   return reads;
 }
 
@@ -132,10 +141,11 @@ absl::Status Db::ScanPrefix(ColumnFamily family, absl::string_view prefix, size_
 
 absl::Status Db::ScanPrefixFrom(ColumnFamily family, absl::string_view prefix,
                                 absl::string_view start, size_t limit, bool* truncated,
-                                Visitor visit) const {
+                                Visitor visit, const rocksdb::Snapshot* view) const {
   const std::string end = PrefixEnd(prefix);
   rocksdb::Slice upper(end);
   rocksdb::ReadOptions read_options;
+  read_options.snapshot = view;
   if (!end.empty()) read_options.iterate_upper_bound = &upper;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, handle(family)));
   size_t visited = 0;

@@ -61,6 +61,11 @@ class Db {
   // For bulk rows that a later Write makes visible (a tokenizer version's SIDs).
   absl::Status WriteUnsynced(rocksdb::WriteBatch& batch, absl::string_view what);
 
+  // A consistent view of the whole database for several reads (items and their attributes from
+  // the same moment); released when its last copy goes. Null in a read: the current state.
+  using ReadView = std::shared_ptr<const rocksdb::Snapshot>;
+  ReadView TakeReadView() const;
+
   // The value of `key`, nullopt if absent.
   absl::StatusOr<std::optional<std::string>> Get(ColumnFamily family, absl::string_view key,
                                                  absl::string_view what) const;
@@ -71,7 +76,8 @@ class Db {
     std::vector<rocksdb::PinnableSlice> values;
     std::vector<rocksdb::Status> statuses;
   };
-  PointReads MultiGet(ColumnFamily family, const std::vector<std::string>& keys) const;
+  PointReads MultiGet(ColumnFamily family, const std::vector<std::string>& keys,
+                      const rocksdb::Snapshot* view = nullptr) const;
 
   // Visits, in key order and from one snapshot, every entry of `family` whose key starts with
   // `prefix`. A visitor's non-OK status ends the scan and is returned. With `limit`, at most
@@ -82,8 +88,8 @@ class Db {
                           bool* truncated, Visitor visit) const;
   // As ScanPrefix, from the first key >= `start` (keys under `prefix` only).
   absl::Status ScanPrefixFrom(ColumnFamily family, absl::string_view prefix,
-                              absl::string_view start, size_t limit, bool* truncated,
-                              Visitor visit) const;
+                              absl::string_view start, size_t limit, bool* truncated, Visitor visit,
+                              const rocksdb::Snapshot* view = nullptr) const;
 
   // Adds to `batch` the removal of [begin, end) in every family except meta.
   void AddDeleteRows(absl::string_view begin, absl::string_view end,

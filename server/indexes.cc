@@ -195,13 +195,11 @@ absl::StatusOr<std::vector<uint64_t>> Indexes::AttributeItems(
   if (auto status = CheckAttributeConditions(where); !status.ok()) return status;
   auto collection = registry_->Find(name);
   if (!collection.ok()) return collection.status();
-  auto attributes = (*collection)->attributes.GetOr(absl::OkStatus());
+  auto attributes = (*collection)->attributes.GetOr(absl::InvalidArgumentError(
+      absl::StrFormat("where[0]: unknown attribute key '%s': no item of collection '%s' ever "
+                      "carried an attribute",
+                      where[0].key, name)));
   if (!attributes.ok()) return attributes.status();
-  if (*attributes == nullptr) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "where[0]: unknown attribute key '%s': no item of collection '%s' ever carried one",
-        where[0].key, name));
-  }
   auto ids = (*attributes)->Match(where, name);
   if (!ids.ok()) return ids.status();
   std::erase_if(*ids, [&](uint64_t id) {
@@ -240,10 +238,6 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
   }
   auto nq = CheckSearchRequest(*info, queries, spec.k, spec.offset, spec.nprobe, spec.refine);
   if (!nq.ok()) return nq.status();
-  auto serving = GetIndex(name);
-  if (!serving.ok()) return serving.status();
-  const ServingIndex& index = **serving;
-
   // The allowed set: allow, or the items under the prefix and meeting `where`, narrowed by
   // allow / deny (then no deny is left for the scan).
   const IdSet* allowed = spec.allow;
@@ -266,6 +260,10 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
     allowed = &narrowed_set;
     denied = nullptr;
   }
+  auto serving = GetIndex(name);
+  if (!serving.ok()) return serving.status();
+  const ServingIndex& index = **serving;
+
   // Like search leaves the query's item out: one more neighbour, then that item dropped. A
   // page at `offset` gathers offset + k and drops the first offset.
   const bool drop_self = !spec.like_ids.empty() && !spec.include_self;
@@ -275,6 +273,22 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
   result.index_version = index.record.version();
   const int64_t nprobe = ResolveNprobe(spec.nprobe, index.index.nlist());
   std::shared_lock lock(index.mu);
+  // A deny-list that leaves few items: its complement (the indexed ids it does not hold) is an
+  // allowed set, so that the few items left are scored exactly instead of being looked for by a
+  // scan whose probed lists hold about k of them, not the nearest (on the 1M mixture a deny-list
+  // leaving 0.1% scanned at recall@10 0.28). Taken only when the deny-list alone shows that few
+  // are left (n - |deny| is a lower bound: deny may name ids that are not stored), as it costs a
+  // pass over the index's ids, no more than parsing a deny-list of about n ids did.
+  IdSet complement;
+  if (allowed == nullptr && denied != nullptr) {
+    const int64_t n = index.index.size();
+    const int64_t left = std::max<int64_t>(0, n - denied->size());
+    if (ScoreExactly(left, k, nprobe, n, index.index.nlist())) {
+      complement = IdSet(index.index.IdsNotIn(*denied));
+      allowed = &complement;
+      denied = nullptr;
+    }
+  }
   if (allowed != nullptr &&
       ScoreExactly(allowed->size(), k, nprobe, index.index.size(), index.index.nlist())) {
     lock.unlock();

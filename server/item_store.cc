@@ -76,11 +76,12 @@ void ItemStore::AddDropCollection(uint32_t cid, rocksdb::WriteBatch* batch) cons
 }
 
 absl::StatusOr<ItemStore::Found> ItemStore::Get(const CollectionInfo& info,
-                                                absl::Span<const uint64_t> ids) const {
+                                                absl::Span<const uint64_t> ids,
+                                                const rocksdb::Snapshot* view) const {
   std::vector<std::string> item_keys;
   item_keys.reserve(ids.size());
   for (uint64_t id : ids) item_keys.push_back(keys::ItemKey(info.id, id));
-  auto [values, statuses] = db_->MultiGet(ColumnFamily::kVectors, item_keys);
+  auto [values, statuses] = db_->MultiGet(ColumnFamily::kVectors, item_keys, view);
   Found found;
   const size_t row_bytes = RowBytes(info.dimension);
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -100,7 +101,8 @@ absl::StatusOr<ItemStore::Found> ItemStore::Get(const CollectionInfo& info,
 
 absl::StatusOr<ItemStore::Found> ItemStore::Page(const CollectionInfo& info,
                                                  std::optional<uint64_t> after, int64_t limit,
-                                                 bool with_vectors, bool* more) const {
+                                                 bool with_vectors, bool* more,
+                                                 const rocksdb::Snapshot* view) const {
   Found found;
   *more = false;
   if (after == UINT64_MAX) return found;  // nothing can follow the largest id
@@ -108,7 +110,8 @@ absl::StatusOr<ItemStore::Found> ItemStore::Page(const CollectionInfo& info,
   const size_t row_bytes = RowBytes(info.dimension);
   absl::Status status = db_->ScanPrefixFrom(
       ColumnFamily::kVectors, keys::CollectionBegin(info.id), start, static_cast<size_t>(limit),
-      more, [&](absl::string_view key, absl::string_view value) -> absl::Status {
+      more,
+      [&](absl::string_view key, absl::string_view value) -> absl::Status {
         const uint64_t id = keys::ItemIdOf(key);
         if (value.size() != row_bytes) return WrongSize(info, id, value.size());
         found.ids.push_back(id);
@@ -118,7 +121,8 @@ absl::StatusOr<ItemStore::Found> ItemStore::Page(const CollectionInfo& info,
           std::memcpy(found.vectors.data() + offset, value.data(), row_bytes);
         }
         return absl::OkStatus();
-      });
+      },
+      view);
   if (!status.ok()) return status;
   return found;
 }

@@ -50,14 +50,17 @@ class ItemStore {
     std::vector<float> vectors;     // ids.size() x dimension
     std::vector<uint64_t> missing;  // not stored, in request order, each once
   };
-  // The vectors of `ids` (distinct). DATA_LOSS for a stored vector of the wrong size.
-  absl::StatusOr<Found> Get(const CollectionInfo& info, absl::Span<const uint64_t> ids) const;
+  // The vectors of `ids` (distinct), as `view` sees them (null: now). DATA_LOSS for a stored
+  // vector of the wrong size.
+  absl::StatusOr<Found> Get(const CollectionInfo& info, absl::Span<const uint64_t> ids,
+                            const rocksdb::Snapshot* view = nullptr) const;
 
   // Up to `limit` items with ids above `after` (all when nullopt), ascending, with their
-  // vectors when `with_vectors`; `*more` tells whether items follow. DATA_LOSS for a vector of
-  // the wrong size.
+  // vectors when `with_vectors`, as `view` sees them (null: now); `*more` tells whether items
+  // follow. DATA_LOSS for a vector of the wrong size.
   absl::StatusOr<Found> Page(const CollectionInfo& info, std::optional<uint64_t> after,
-                             int64_t limit, bool with_vectors, bool* more) const;
+                             int64_t limit, bool with_vectors, bool* more,
+                             const rocksdb::Snapshot* view = nullptr) const;
 
   // The vector of item `id` into out (d floats); false if it is not stored (or malformed).
   bool Fetch(uint32_t cid, int64_t d, uint64_t id, float* out) const;

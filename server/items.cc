@@ -321,9 +321,12 @@ absl::StatusOr<ItemService::GetResult> ItemService::Get(absl::string_view name,
   auto info = registry_->Describe(name);
   if (!info.ok()) return info.status();
   if (auto status = CheckIdCount(ids.size(), name); !status.ok()) return status;
-  auto found = items_->Get(*info, DistinctIds(ids));
+  // Vectors and attributes from one moment: a write between the two reads cannot pair an
+  // item's vector with another state's attributes.
+  const Db::ReadView view = db_->TakeReadView();
+  auto found = items_->Get(*info, DistinctIds(ids), view.get());
   if (!found.ok()) return found.status();
-  auto attributes = attributes_->Get(info->id, name, found->ids);
+  auto attributes = attributes_->Get(info->id, name, found->ids, view.get());
   if (!attributes.ok()) return attributes.status();
   return GetResult{info->dimension, std::move(found->ids), std::move(found->vectors),
                    std::move(found->missing), std::move(*attributes)};
@@ -350,7 +353,8 @@ absl::StatusOr<ItemService::Page> ItemService::List(absl::string_view name, uint
     limit = std::max<int64_t>(1, std::min(limit, kMaxPageVectorBytes / row_bytes));
   }
   bool more = false;
-  auto found = items_->Page(*info, after, limit, with_vectors, &more);
+  const Db::ReadView view = db_->TakeReadView();  // the page's ids and attributes together
+  auto found = items_->Page(*info, after, limit, with_vectors, &more, view.get());
   if (!found.ok()) return found.status();
   Page page;
   page.collection_id = info->id;
@@ -358,7 +362,7 @@ absl::StatusOr<ItemService::Page> ItemService::List(absl::string_view name, uint
   page.ids = std::move(found->ids);
   page.vectors = std::move(found->vectors);
   if (with_attributes) {
-    auto attributes = attributes_->Get(info->id, name, page.ids);
+    auto attributes = attributes_->Get(info->id, name, page.ids, view.get());
     if (!attributes.ok()) return attributes.status();
     page.attributes = std::move(*attributes);
   }

@@ -416,8 +416,9 @@ absl::Status QuantdService::HandleListItems(const v1::ListItemsRequest& request,
       FillSid(sids.codes.data() + r * sids.levels, sids.levels, sids.suffixes[r],
               response->add_sids());
     }
-    if (request.with_attributes())
+    if (request.with_attributes()) {
       AttributesToProto(page->attributes[i], response->add_attributes());
+    }
   }
   response->set_next_page_token(page->next_page_token);
   return absl::OkStatus();

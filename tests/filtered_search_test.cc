@@ -177,9 +177,28 @@ TEST_F(FilteredSearchTest, DenyListNeverReturnsDeniedIds) {
   v1::SearchRequest request = Request();
   request.mutable_deny()->mutable_ids()->Add(denied.begin(), denied.end());
   const v1::SearchResponse response = SearchOk(request);
+  EXPECT_FALSE(response.exact());
   for (const v1::SearchResult& result : response.results()) {
     EXPECT_EQ(result.ids_size(), 10);
     for (uint64_t id : result.ids()) EXPECT_FALSE(denied.contains(id)) << id;
+  }
+
+  // A deny-list leaving 20 items (and naming ids that are not stored): its complement is
+  // scored exactly, the exact answer among those 20.
+  const std::vector<uint64_t> left = EveryNth(base_.rows, 250, 7);
+  v1::SearchRequest nearly_all = Request();
+  for (int64_t id = 0; id < base_.rows + 100; ++id) {
+    if (!std::binary_search(left.begin(), left.end(), static_cast<uint64_t>(id))) {
+      nearly_all.mutable_deny()->add_ids(static_cast<uint64_t>(id));
+    }
+  }
+  const v1::SearchResponse few = SearchOk(nearly_all);
+  EXPECT_TRUE(few.exact());
+  const auto exact = ExactAmong(left);
+  ASSERT_EQ(few.results_size(), queries_.rows);
+  for (int q = 0; q < queries_.rows; ++q) {
+    ASSERT_EQ(few.results(q).ids_size(), 10);
+    for (int i = 0; i < 10; ++i) EXPECT_EQ(few.results(q).ids(i), exact[q][i].id);
   }
 }
 
