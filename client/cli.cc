@@ -22,8 +22,9 @@ const std::set<std::string> kGlobalOptions = {
     "tls_key", "tls_server_name", "token_file"};
 
 const std::set<std::string> kBoolOptions = {
-    "json", "help", "no-progress",  "balanced",  "detach",       "tls",
-    "wait", "all",  "with-vectors", "with-sids", "include-self", "refine-exact"};
+    "json",           "help", "no-progress",  "balanced",  "detach",       "tls",
+    "wait",           "all",  "with-vectors", "with-sids", "include-self", "refine-exact",
+    "with-attributes"};
 
 }  // namespace
 

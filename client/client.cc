@@ -160,7 +160,19 @@ absl::StatusOr<UploadResult> UploadVectors(v1::Quantd::Stub& stub, const std::st
         absl::StrFormat("%d ids for %d rows of %s: give one id per row", options.ids->size(), total,
                         reader.path()));
   }
-  const int64_t batch_rows = options.batch_rows > 0 ? options.batch_rows : BatchRowsFor(dim);
+  if (options.attributes != nullptr && static_cast<int64_t>(options.attributes->size()) != total) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%d attribute rows for %d rows of %s: give one per row (an empty one for none)",
+        options.attributes->size(), total, reader.path()));
+  }
+  int64_t batch_rows = options.batch_rows > 0 ? options.batch_rows : BatchRowsFor(dim);
+  if (options.attributes != nullptr && options.batch_rows <= 0) {
+    // About 1 MiB a batch with the largest row's attributes (the server takes 64 MiB).
+    size_t widest = 0;
+    for (const v1::Attributes& a : *options.attributes) widest = std::max(widest, a.ByteSizeLong());
+    batch_rows = std::max<int64_t>(
+        1, std::min(batch_rows, BatchRowsFor(dim + static_cast<int64_t>(widest + 3) / 4)));
+  }
   const int64_t first_row = reader.rows_read();  // file row of the first row sent
   const auto start = std::chrono::steady_clock::now();
 
@@ -207,6 +219,10 @@ absl::StatusOr<UploadResult> UploadVectors(v1::Quantd::Stub& stub, const std::st
                                              : options.id_offset + static_cast<uint64_t>(sent + i));
     }
     request.mutable_vectors()->Assign(buffer.begin(), buffer.end());
+    if (options.attributes != nullptr) {
+      request.mutable_attributes()->Assign(options.attributes->begin() + sent,
+                                           options.attributes->begin() + sent + n);
+    }
     if (!stream->Write(request)) break;  // the server ended the stream; Finish says why
     request.clear_collection();
     sent += n;

@@ -49,6 +49,9 @@ struct UploadOptions {
   // Ids: explicit (size must be the number of rows uploaded), or row number + id_offset.
   const std::vector<uint64_t>* ids = nullptr;
   uint64_t id_offset = 0;
+  // Attributes, one per row uploaded (null: none sent, stored ones stay). Batches then hold at
+  // most about 1 MiB of vectors and attributes.
+  const std::vector<v1::Attributes>* attributes = nullptr;
   // Upload at most this many rows (-1: all).
   int64_t max_rows = -1;
   // Called after each acknowledgement with the rows acknowledged so far.

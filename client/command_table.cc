@@ -119,7 +119,7 @@ Creates a collection. NAME: 1-128 characters of [A-Za-z0-9_.-], starting with a 
        DropCommand},
       {"upsert",
        Section::kCollections,
-       "NAME FILE [--id-offset N | --ids FILE]",
+       "NAME FILE [--id-offset N | --ids FILE] [--attributes FILE]",
        "stream a vector file into a collection",
        R"(Usage: quantctl upsert NAME FILE [OPTIONS]
 
@@ -127,11 +127,16 @@ Streams the rows of FILE into collection NAME, in batches of about 1 MiB, each a
 the server once durable. Shows a progress bar on a terminal.
   --id-offset N    item id of row r is N + r (default 0)
   --ids FILE       item ids, one per row: .npy/.ivecs of integers or text, one id per line
+  --attributes FILE
+                   item attributes, one JSON object per line for each row, e.g.
+                   {"genre": "jazz", "year": 1959} (strings and integers; an empty line or
+                   {} for none); they replace each item's stored attributes. Without it,
+                   stored attributes stay
   --max-rows N     upload only the first N rows
   --batch-rows N   rows per batch (default: about 1 MiB per batch)
   --no-progress    no progress bar
 )",
-       {"id-offset", "ids", "max-rows", "batch-rows", "no-progress"},
+       {"id-offset", "ids", "attributes", "max-rows", "batch-rows", "no-progress"},
        UpsertCommand},
       {"get",
        Section::kCollections,
@@ -139,7 +144,8 @@ the server once durable. Shows a progress bar on a terminal.
        "read vectors back",
        R"(Usage: quantctl get NAME ID... | --ids FILE
 
-Reads stored vectors. Prints one line per item (first values only) or, with --json, every value.
+Reads stored items. Prints one line per item (first values only, then its attributes) or, with
+--json, every value.
   --ids FILE     ids to read (as for upsert)
 )",
        {"ids"},
@@ -149,18 +155,21 @@ Reads stored vectors. Prints one line per item (first values only) or, with --js
        "NAME [--page-size N] [--page-token T | --all] [--with-vectors] [--with-sids]",
        "page through items in id order",
        R"(Usage: quantctl list-items NAME [--page-size N] [--page-token T | --all] [--with-vectors]
-                          [--with-sids [--version V]]
+                          [--with-sids [--version V]] [--with-attributes]
 
 Lists items in id order, one page (or with --all every page), one line per item: its id, with
---with-vectors its first values, with --with-sids its semantic ID. After a page that is not the
+--with-vectors its first values, with --with-sids its semantic ID, with --with-attributes its
+attributes. After a page that is not the
 last it prints the token of the next one. With --json, the ListItems responses.
   --page-size N    items per page, 1..10000 (default 1000)
   --page-token T   continue after the page that gave this token
   --all            every page from the start (or from --page-token)
   --with-vectors   with each item's vector
   --with-sids      with each item's SID under --version (default: the active tokenizer)
+  --with-attributes  with each item's attributes
 )",
-       {"page-size", "page-token", "all", "with-vectors", "with-sids", "version"},
+       {"page-size", "page-token", "all", "with-vectors", "with-sids", "with-attributes",
+        "version"},
        ListItemsCommand},
       {"delete",
        Section::kCollections,
@@ -516,7 +525,8 @@ running; `quantctl cancel ID` stops it).
        TrainIndexCommand},
       {"search",
        Section::kSearch,
-       "NAME --queries FILE | --like ID[,ID...] [--k 10] [--allow|--deny IDS] [--prefix P]",
+       "NAME --queries FILE | --like ID[,ID...] [--k 10] [--allow|--deny IDS] [--prefix P] "
+       "[--where C]",
        "the k nearest items of each query",
        R"(Usage: quantctl search NAME (--queries FILE | --like ID[,ID...]) [OPTIONS]
 
@@ -538,12 +548,16 @@ ip / cosine: similarity).
   --deny FILE|IDS     never these items (same forms; not with --allow)
   --prefix P          only items under a semantic-ID prefix of the active tokenizer:
                       tokens "<a_12><b_7>" or codes 12,7
+  --where CONDS       only items whose attributes meet every condition (comma-separated):
+                      KEY=VALUE (an int when VALUE is an integer, else a string),
+                      KEY="TEXT" (a string), KEY=MIN..MAX (ints; a bound may be left out:
+                      year=1990..)
   --max-rows N        use the first N queries only
   --output FILE       write the ids as .ivecs (a row per query, shorter when fewer than k
                       items were found) instead of printing them
 )",
        {"queries", "like", "include-self", "k", "nprobe", "refine", "refine-exact", "offset",
-        "allow", "deny", "prefix", "max-rows", "output"},
+        "allow", "deny", "prefix", "where", "max-rows", "output"},
        SearchCommand},
   };
   return *commands;

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "client/attributes.h"
 #include "client/cli.h"
 #include "client/client.h"
 #include "client/commands.h"
@@ -188,6 +189,21 @@ absl::Status UpsertCommand(Cli& cli) {
     ids.resize(static_cast<size_t>(total));
     options.ids = &ids;
   }
+  std::vector<v1::Attributes> attributes;
+  if (args.Has("attributes")) {
+    auto read = ReadAttributeLines(args.Get("attributes"));
+    if (!read.ok()) return read.status();
+    attributes = std::move(*read);
+    const bool all_rows = *max_rows < 0 || *max_rows >= (*reader)->rows();
+    if (static_cast<int64_t>(attributes.size()) < total ||
+        (all_rows && static_cast<int64_t>(attributes.size()) != total)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--attributes %s has %d lines for %d rows: give one line per row",
+                          args.Get("attributes"), attributes.size(), total));
+    }
+    attributes.resize(static_cast<size_t>(total));
+    options.attributes = &attributes;
+  }
   ProgressBar bar(total, (*reader)->dim() * 4, !args.Has("no-progress"));
   options.on_progress = [&bar](int64_t done) { bar.Update(done); };
   auto result = UploadVectors(cli.stub(), name, **reader, options);
@@ -232,8 +248,13 @@ absl::Status GetCommand(Cli& cli) {
     for (int j = 0; j < std::min(d, 8); ++j) {
       shown.push_back(absl::StrFormat("%.6g", response.vectors(i * d + j)));
     }
-    std::printf("%llu\t[%s%s] (%d values)\n", static_cast<unsigned long long>(response.ids(i)),
-                absl::StrJoin(shown, ", ").c_str(), d > 8 ? ", ..." : "", d);
+    std::string line = absl::StrFormat("%llu\t[%s%s] (%d values)",
+                                       static_cast<unsigned long long>(response.ids(i)),
+                                       absl::StrJoin(shown, ", "), d > 8 ? ", ..." : "", d);
+    if (i < response.attributes_size() && response.attributes(i).values_size() > 0) {
+      absl::StrAppend(&line, "\t", FormatAttributes(response.attributes(i)));
+    }
+    std::printf("%s\n", line.c_str());
   }
   if (response.missing_ids_size() > 0) {
     std::printf("missing: %s\n", absl::StrJoin(response.missing_ids(), " ").c_str());
@@ -260,6 +281,7 @@ absl::Status ListItemsCommand(Cli& cli) {
   request.set_page_token(args.Get("page-token"));
   request.set_with_vectors(args.Has("with-vectors"));
   request.set_with_sids(args.Has("with-sids"));
+  request.set_with_attributes(args.Has("with-attributes"));
   request.set_tokenizer_version(*version);
   while (true) {
     v1::ListItemsResponse page;
@@ -278,6 +300,9 @@ absl::Status ListItemsCommand(Cli& cli) {
           absl::StrAppend(&line, "\t[", absl::StrJoin(shown, ", "), d > 8 ? ", ...]" : "]");
         }
         if (request.with_sids()) absl::StrAppend(&line, "\t", page.sids(i).tokens());
+        if (request.with_attributes()) {
+          absl::StrAppend(&line, "\t", FormatAttributes(page.attributes(i)));
+        }
         std::printf("%s\n", line.c_str());
       }
     }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "client/attributes.h"
 #include "client/cli.h"
 #include "client/client.h"
 #include "client/commands.h"
@@ -65,7 +66,7 @@ absl::StatusOr<std::vector<uint64_t>> FilterIds(Cli& cli, const std::string& nam
   return ids;
 }
 
-// Sets the filters of --allow, --deny, --prefix and --include-self on `request`.
+// Sets the filters of --allow, --deny, --prefix, --where and --include-self on `request`.
 absl::Status SetFilters(Cli& cli, v1::SearchRequest* request) {
   const Args& args = cli.args();
   if (args.Has("allow") && args.Has("deny")) return cli.Usage("give --allow or --deny, not both");
@@ -89,6 +90,11 @@ absl::Status SetFilters(Cli& cli, v1::SearchRequest* request) {
         request->add_sid_prefix(static_cast<uint32_t>(code));
       }
     }
+  }
+  if (args.Has("where")) {
+    auto where = ParseWhere(args.Get("where"));
+    if (!where.ok()) return cli.Usage(where.status().message());
+    for (v1::AttributeCondition& condition : *where) *request->add_where() = std::move(condition);
   }
   request->set_include_self(args.Has("include-self"));
   return absl::OkStatus();

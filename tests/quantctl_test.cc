@@ -14,6 +14,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "client/attributes.h"
 #include "client/commands.h"
 #include "gtest/gtest.h"
 #include "io/npz.h"
@@ -182,6 +183,108 @@ TEST_F(QuantctlTest, SearchFiltersLikeAndPrefix) {
   EXPECT_NE(out.find("sid_prefix has 3 codes"), std::string::npos) << out;
   EXPECT_EQ(RunQuantctl(address_, "search sift --like 3 --allow 1 --deny 2", &out), 2) << out;
   EXPECT_EQ(RunQuantctl(address_, "search sift", &out), 2) << out;
+}
+
+TEST_F(QuantctlTest, AttributesUploadedShownAndSearchedWithWhere) {
+  const std::string sift = DataFile("sift5k/sift5k_base.fvecs");
+  const std::string queries = DataFile("sift5k/sift5k_query.fvecs");
+  std::string lines;
+  for (int r = 0; r < 5000; ++r) {
+    lines += r == 1   ? "\n"  // row 1: none
+             : r == 2 ? "{\"genre\": \"a, \\\"b\\\"\", \"year\": -3}\n"
+                      : "{\"genre\": \"g" + std::to_string(r % 10) +
+                            "\", \"year\": " + std::to_string(1900 + r % 100) + "}\n";
+  }
+  testing::WriteFile(dir_.File("attrs.jsonl"), lines);
+  std::string out;
+  ASSERT_EQ(RunQuantctl(address_, "create sift --dim 128", &out), 0) << out;
+  ASSERT_EQ(RunQuantctl(address_,
+                        "upsert sift " + sift + " --attributes " + dir_.File("attrs.jsonl"), &out),
+            0)
+      << out;
+  ASSERT_EQ(RunQuantctl(address_, "get sift 0 1 2", &out), 0) << out;
+  EXPECT_NE(out.find("(128 values)\t{genre=\"g0\", year=1900}\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("(128 values)\n"), std::string::npos) << out;  // item 1: none
+  EXPECT_NE(out.find("{genre=\"a, \\\"b\\\"\", year=-3}"), std::string::npos) << out;
+  ASSERT_EQ(RunQuantctl(address_, "list-items sift --page-size 2 --with-attributes", &out), 0)
+      << out;
+  EXPECT_TRUE(absl::StartsWith(out, "0\t{genre=\"g0\", year=1900}\n1\t{}\n")) << out;
+  // --where: string and int equality, a range with an open bound, a quoted string.
+  ASSERT_EQ(RunQuantctl(address_, "train-index sift --seed 1", &out), 0) << out;
+  const std::regex pair(R"((\d+):[-0-9.e+]+)");
+  auto ids_in = [&](const std::string& text) {
+    std::set<uint64_t> ids;
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), pair);
+         it != std::sregex_iterator(); ++it) {
+      ids.insert(std::stoull((*it)[1].str()));
+    }
+    return ids;
+  };
+  ASSERT_EQ(
+      RunQuantctl(address_,
+                  "search sift --queries " + queries + " --max-rows 3 --where genre=g3,year=..1949",
+                  &out),
+      0)
+      << out;
+  ASSERT_EQ(ids_in(out).size() >= 10, true) << out;
+  for (uint64_t id : ids_in(out)) {
+    EXPECT_EQ(id % 10, 3u) << id;
+    EXPECT_LT(id % 100, 50u) << id;
+  }
+  ASSERT_EQ(RunQuantctl(address_, "search sift --like 0 --where 'genre=\"a, \\\"b\\\"\"'", &out), 0)
+      << out;
+  EXPECT_EQ(ids_in(out), (std::set<uint64_t>{2})) << out;
+  // Errors: quantctl's own (exit 2) and the server's naming the condition (exit 1).
+  EXPECT_EQ(RunQuantctl(address_, "search sift --like 0 --where genre", &out), 2) << out;
+  EXPECT_NE(out.find("--where condition 1 'genre' is not KEY=VALUE"), std::string::npos) << out;
+  EXPECT_EQ(RunQuantctl(address_, "search sift --like 0 --where year=g1", &out), 1) << out;
+  EXPECT_NE(out.find("where[0]: key 'year' is int"), std::string::npos) << out;
+  testing::WriteFile(dir_.File("bad.jsonl"), "{}\n{\"genre\": 1.5}\n");
+  EXPECT_EQ(
+      RunQuantctl(address_,
+                  "upsert sift " + sift + " --max-rows 2 --attributes " + dir_.File("bad.jsonl"),
+                  &out),
+      1)
+      << out;
+  EXPECT_NE(out.find("bad.jsonl line 2: key 'genre' has 1.5"), std::string::npos) << out;
+  testing::WriteFile(dir_.File("short.jsonl"), "{}\n{\"genre\": \"x\"}\n");
+  EXPECT_EQ(RunQuantctl(address_,
+                        "upsert sift " + sift + " --attributes " + dir_.File("short.jsonl"), &out),
+            1)
+      << out;
+  EXPECT_NE(out.find("has 2 lines for 5000 rows"), std::string::npos) << out;
+}
+
+TEST(QuantctlWhereTest, ParsesConditionsAndNamesTheBadOne) {
+  auto where = ParseWhere("genre=jazz, year=1959,n=-5..5,m=..7,k=3..,s=\"1..2, x\",e=\"\"");
+  ASSERT_TRUE(where.ok()) << where.status();
+  ASSERT_EQ(where->size(), 7u);
+  EXPECT_EQ((*where)[0].key(), "genre");
+  EXPECT_EQ((*where)[0].equals_string(), "jazz");
+  EXPECT_EQ((*where)[1].key(), "year");
+  EXPECT_EQ((*where)[1].equals_int(), 1959);
+  EXPECT_EQ((*where)[2].range().min(), -5);
+  EXPECT_EQ((*where)[2].range().max(), 5);
+  EXPECT_FALSE((*where)[3].range().has_min());
+  EXPECT_EQ((*where)[3].range().max(), 7);
+  EXPECT_EQ((*where)[4].range().min(), 3);
+  EXPECT_FALSE((*where)[4].range().has_max());
+  EXPECT_EQ((*where)[5].equals_string(), "1..2, x");
+  EXPECT_TRUE((*where)[6].has_equals_string());
+  EXPECT_EQ((*where)[6].equals_string(), "");
+  for (const auto& [text, words] : std::vector<std::pair<std::string, std::string>>{
+           {"genre", "condition 1 'genre' is not KEY=VALUE"},
+           {"a=1,b", "condition 2 'b'"},
+           {"a=", "condition 1 has no value"},
+           {"a=..", "a range needs a bound"},
+           {"a=1..x", "range bound 'x' is not an integer"},
+           {"a=\"x", "no closing"},
+           {"a=\"x\"y", "expected ','"},
+       }) {
+    auto bad = ParseWhere(text);
+    ASSERT_FALSE(bad.ok()) << text;
+    EXPECT_NE(bad.status().message().find(words), std::string::npos) << bad.status();
+  }
 }
 
 TEST_F(QuantctlTest, TrainIndexLayoutAndItsDecision) {
