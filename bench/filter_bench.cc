@@ -1,14 +1,17 @@
-// Filtered search (issue #15): recall@10 and queries/s of allow-list, deny-list and SID-prefix
-// search at selectivities 50%, 10%, 1% and 0.1% on Fashion-MNIST or (--data=synth1m) the 1M x
-// 128 Gaussian mixture of ivfpq_bench (bench::GaussianMixture, same seeds), against the exact
+// Filtered search (issue #15): recall@10 and queries/s of allow-list, deny-list, attribute and
+// SID-prefix search at selectivities 50%, 10%, 1% and 0.1% on Fashion-MNIST or (--data=synth1m) the
+// 1M x 128 Gaussian mixture of ivfpq_bench (bench::GaussianMixture, same seeds), against the exact
 // filtered answer, for
 //   scan       quantd's IVF-PQ with the filter inside the scan (IvfPqSearchParams::selector)
 //   exact      quantd's exact scoring of the allowed items (ExactSearch) after reading their
 //              stored vectors from RocksDB (ItemService::Get on a Storage holding the data);
 //              measured for allow-lists and prefixes of at most 2 x the codes a scan reads
 //              (0 where not measured)
+//              (deny-lists: the complement of the denied ids among the index's, as Search
+//              takes it, included in the time)
 //   served     what Search does: exact when ScoreExactly (server/index.h) says so for the
-//              mean allowed-set size, else scan (the figures of the chosen path)
+//              mean allowed-set size (deny-lists: the accepted share), else scan (the figures
+//              of the chosen path)
 //   post       post-filtering: unfiltered search for k' = min(n, ceil(k / selectivity)) (at most
 //              kMaxPostK), then the first k accepted
 //   faiss      faiss::IndexIVFPQ with SearchParametersIVF + IDSelectorBatch (IDSelectorNot of
@@ -26,7 +29,12 @@
 // prefix: per query, the SID prefix (depth 1..4 of an RQ-KMeans tokenizer with K = 2, 5, 10,
 // 10, about 50%, 10%, 1%, 0.1% of the items a prefix) of its exact nearest item, so each query
 // searches its own semantic cluster (the printed selectivity is the mean share of items under
-// the prefixes). Ground truth: exact L2 over the accepted items.
+// the prefixes). Attributes (`where`): every item carries an int `rank`, seeded uniform in
+// 0..999, and on Fashion-MNIST a string `label`, its real class; the conditions are rank <= 499
+// (50%), then on Fashion-MNIST label = the query's own class (10%) and with rank <= 99 (1%) and
+// rank <= 9 (0.1%), on the mixture rank <= 99, <= 9 and = 0. The attribute rows' times include
+// what Search adds for `where`: the server's AttributeIndex::Match and the allowed set built
+// from its ids. Ground truth: exact L2 over the accepted items.
 #include <omp.h>
 
 #include <algorithm>
@@ -40,6 +48,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -51,6 +60,7 @@
 #include "faiss/IndexFlat.h"
 #include "faiss/IndexIVFPQ.h"
 #include "faiss/impl/IDSelector.h"
+#include "server/attributes.h"
 #include "server/index.h"
 #include "server/storage.h"
 
@@ -79,7 +89,31 @@ struct Filter {
   std::vector<const IdSet*> per_query;        // nq
   std::vector<std::vector<uint64_t>> sorted;  // the distinct sets, ascending
   std::vector<size_t> which;                  // nq: each query's set in `sorted`
+  // Attribute filters: the conjunction of each distinct set (parallel to `sorted`), evaluated
+  // again in every timed search as Search does.
+  std::vector<std::vector<AttributeCondition>> where;
 };
+
+AttributeCondition RankAtMost(int64_t max) {
+  AttributeCondition c;
+  c.key = "rank";
+  c.kind = AttributeCondition::Kind::kRange;
+  c.max = max;
+  return c;
+}
+AttributeCondition RankEquals(int64_t value) {
+  AttributeCondition c = RankAtMost(value);
+  c.kind = AttributeCondition::Kind::kEqualsInt;
+  c.min = value;
+  return c;
+}
+AttributeCondition LabelIs(int label) {
+  AttributeCondition c;
+  c.key = "label";
+  c.kind = AttributeCondition::Kind::kEqualsString;
+  c.text = absl::StrCat("class", label);
+  return c;
+}
 
 // Exact top-k accepted ids per query from the full distance table (nq x n), from the sorted
 // sets (a hash lookup per item and query is minutes on 1M rows).
@@ -190,6 +224,18 @@ int Main(int argc, char** argv) {
   }
   const int64_t n = base.rows, d = base.dim;
   nq = queries.rows;
+  // Fashion-MNIST's classes, for the attribute filters (empty for the mixture).
+  std::vector<int> base_labels, query_labels;
+  if (data == "fmnist") {
+    const std::string dir = QUANTD_FASHION_MNIST_DIR;
+    for (const auto& [file, rows_wanted, out] :
+         {std::tuple{"/train-labels-idx1-ubyte.gz", n, &base_labels},
+          std::tuple{"/t10k-labels-idx1-ubyte.gz", nq, &query_labels}}) {
+      const Matrix labels = bench::LoadMatrix(dir + file, rows_wanted);
+      if (labels.dim != 1 || labels.rows != rows_wanted) Die(absl::StrCat(file, ": bad labels"));
+      out->assign(labels.values.begin(), labels.values.end());
+    }
+  }
   std::printf("filter_bench: %s %lld x %lld, %lld queries, k %lld; CPU %s\n", data.c_str(),
               static_cast<long long>(n), static_cast<long long>(d), static_cast<long long>(nq),
               static_cast<long long>(kK), bench::CpuModel().c_str());
@@ -255,7 +301,7 @@ int Main(int argc, char** argv) {
   const std::vector<double> selectivities = {0.5, 0.1, 0.01, 0.001};
   for (bool deny : {false, true}) {
     for (double s : selectivities) {
-      Filter f{deny ? "deny" : "allow", s, deny, {}, {}, {}};
+      Filter f{deny ? "deny" : "allow", s, deny, {}, {}, {}, {}};
       f.sorted.push_back(SampleIds(n, deny ? 1 - s : s, rng));
       sets.push_back(std::make_unique<IdSet>(f.sorted.back()));
       f.per_query.assign(static_cast<size_t>(nq), sets.back().get());
@@ -266,7 +312,7 @@ int Main(int argc, char** argv) {
     }
   }
   for (int depth = 1; depth <= 4; ++depth) {
-    Filter f{absl::StrCat("prefix/", depth), 0, false, {}, {}, {}};
+    Filter f{absl::StrCat("prefix/", depth), 0, false, {}, {}, {}, {}};
     double share = 0;
     // Queries under the same prefix share one set (on 1M rows a depth-1 set per query would
     // take gigabytes).
@@ -300,13 +346,68 @@ int Main(int argc, char** argv) {
     filters.push_back(std::move(f));
   }
 
+  // Attributes: rank (and label) per item in a server AttributeIndex; per selectivity the
+  // conditions of each query (they differ per query only through its label).
+  AttributeIndex attributes;
+  {
+    std::vector<AttributeIndex::Change> items(static_cast<size_t>(n));
+    std::uniform_int_distribution<int64_t> rank(0, 999);
+    for (int64_t i = 0; i < n; ++i) {
+      items[i].id = static_cast<uint64_t>(i);
+      if (!base_labels.empty()) {
+        items[i].after.push_back({"label", absl::StrCat("class", base_labels[i])});
+      }
+      items[i].after.push_back({"rank", rank(rng)});
+    }
+    AttributeSchema schema = {{"rank", AttributeType::kInt}};
+    if (!base_labels.empty()) schema["label"] = AttributeType::kString;
+    attributes.Apply(schema, items);
+  }
+  for (int level = 0; level < 4; ++level) {
+    Filter f{"attr", 0, false, {}, {}, {}, {}};
+    std::map<int, size_t> seen;  // by label (-1: none)
+    double share = 0;
+    for (int64_t q = 0; q < nq; ++q) {
+      std::vector<AttributeCondition> where;
+      const int label = level > 0 && !query_labels.empty() ? query_labels[q] : -1;
+      if (level == 0) {
+        where = {RankAtMost(499)};
+      } else if (label >= 0) {
+        where = {LabelIs(label)};
+        if (level == 2) where.push_back(RankAtMost(99));
+        if (level == 3) where.push_back(RankAtMost(9));
+      } else {
+        where = {level == 1 ? RankAtMost(99) : level == 2 ? RankAtMost(9) : RankEquals(0)};
+      }
+      if (const auto it = seen.find(label); it != seen.end()) {
+        f.which.push_back(it->second);
+        share += static_cast<double>(f.sorted[it->second].size()) / n;
+        continue;
+      }
+      auto ids = attributes.Match(where, data);
+      if (!ids.ok()) Die(ids.status().ToString());
+      std::sort(ids->begin(), ids->end());
+      share += static_cast<double>(ids->size()) / n;
+      seen[label] = f.sorted.size();
+      f.which.push_back(f.sorted.size());
+      f.sorted.push_back(*std::move(ids));
+      f.where.push_back(std::move(where));
+      sets.push_back(std::make_unique<IdSet>(f.sorted.back()));
+    }
+    for (int64_t q = 0; q < nq; ++q) {
+      f.per_query.push_back(sets[sets.size() - f.sorted.size() + f.which[q]].get());
+    }
+    f.selectivity = share / nq;
+    filters.push_back(std::move(f));
+  }
+
   const int64_t scanned = kNprobe * n / nlist;
   std::printf("\n%-9s %7s | %-15s | %-15s | %-15s | %-15s | %-15s | %s\n", "filter", "select",
               "scan R@10 q/s", "exact R@10 q/s", "post R@10 q/s", "faiss R@10 q/s",
               "served R@10 q/s", "served path");
   double unfiltered_recall = 0;
   {
-    Filter none{"none", 1, true, {}, {}, {}};
+    Filter none{"none", 1, true, {}, {}, {}, {}};
     const IdSet empty;
     none.per_query.assign(static_cast<size_t>(nq), &empty);
     none.sorted.emplace_back();
@@ -325,8 +426,18 @@ int Main(int argc, char** argv) {
   for (const Filter& f : filters) {
     const auto truth = Truth(dist, nq, n, f);
     auto query = [&](int64_t q) { return absl::MakeConstSpan(queries.values.data() + q * d, d); };
+    // The accepted set of query q: prebuilt, or for an attribute filter matched and built now
+    // (into `built`), as Search does.
+    auto accepted = [&](int64_t q, IdSet& built) -> const IdSet* {
+      if (f.where.empty()) return f.per_query[q];
+      auto ids = attributes.Match(f.where[f.which[q]], data);
+      if (!ids.ok()) Die(ids.status().ToString());
+      built = IdSet(*ids);
+      return &built;
+    };
     const Figures scan = Measure(nq, truth, [&](int64_t q) {
-      const IdSelector selector{f.per_query[q], f.deny};
+      IdSet built;
+      const IdSelector selector{accepted(q, built), f.deny};
       IvfPqSearchParams params;
       params.k = kK;
       params.nprobe = kNprobe;
@@ -335,9 +446,11 @@ int Main(int argc, char** argv) {
     });
     // Exact scoring only where it could compete: allowed sets up to twice the codes scanned.
     Figures exact{0, 0};
-    if (!f.deny && f.selectivity * static_cast<double>(n) <= 2.0 * static_cast<double>(scanned)) {
+    if (f.selectivity * static_cast<double>(n) <= 2.0 * static_cast<double>(scanned)) {
       exact = Measure(nq, truth, [&](int64_t q) {
-        const std::vector<uint64_t>& ids = f.sorted[f.which[q]];
+        IdSet built;
+        const IdSet* set = accepted(q, built);
+        const std::vector<uint64_t> ids = f.deny ? ours.IdsNotIn(*set) : set->Sorted();
         auto got = (*storage)->items().Get(data, ids);
         if (!got.ok()) Die(got.status().ToString());
         return Ids((*ExactSearch(Metric::kL2, d, query(q), got->ids, got->vectors, kK))[0]);
@@ -383,10 +496,9 @@ int Main(int argc, char** argv) {
       }
       return out;
     });
-    // The served rule, on the mean allowed-set size.
-    const double allowed = f.deny ? 0 : f.selectivity * n;
-    const bool served_exact =
-        !f.deny && ScoreExactly(static_cast<int64_t>(allowed), kK, kNprobe, n, nlist);
+    // The served rule, on the mean accepted-set size.
+    const double allowed = f.selectivity * n;
+    const bool served_exact = ScoreExactly(static_cast<int64_t>(allowed), kK, kNprobe, n, nlist);
     const Figures served = served_exact ? exact : scan;
     std::printf(
         "%-9s %6.2f%% | %5.3f %9.0f | %5.3f %9.0f | %5.3f %9.0f | %5.3f %9.0f | %5.3f %9.0f | %s\n",

@@ -175,18 +175,24 @@ absl::Status UpsertCommand(Cli& cli) {
   options.max_rows = *max_rows;
   options.batch_rows = *batch_rows;
   const int64_t total = *max_rows < 0 ? (*reader)->rows() : std::min(*max_rows, (*reader)->rows());
+  // A per-row file (--ids, --attributes) must give every row uploaded one entry, and exactly one
+  // per file row when the whole file goes; then it is cut to the rows uploaded.
+  auto fit_rows = [&](auto& entries, const char* option, const char* what) -> absl::Status {
+    const auto count = static_cast<int64_t>(entries.size());
+    const bool all_rows = *max_rows < 0 || *max_rows >= (*reader)->rows();
+    if (count < total || (all_rows && count != total)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--%s %s has %d %s for %d rows: give one per row", option,
+                          args.Get(option), count, what, total));
+    }
+    entries.resize(static_cast<size_t>(total));
+    return absl::OkStatus();
+  };
   if (args.Has("ids")) {
     auto read = ReadIds(args.Get("ids"));
     if (!read.ok()) return read.status();
     ids = std::move(*read);
-    const bool all_rows = *max_rows < 0 || *max_rows >= (*reader)->rows();
-    if (static_cast<int64_t>(ids.size()) < total ||
-        (all_rows && static_cast<int64_t>(ids.size()) != total)) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("--ids %s has %d ids for %d rows: give one id per row", args.Get("ids"),
-                          ids.size(), total));
-    }
-    ids.resize(static_cast<size_t>(total));
+    if (auto s = fit_rows(ids, "ids", "ids"); !s.ok()) return s;
     options.ids = &ids;
   }
   std::vector<v1::Attributes> attributes;
@@ -194,14 +200,7 @@ absl::Status UpsertCommand(Cli& cli) {
     auto read = ReadAttributeLines(args.Get("attributes"));
     if (!read.ok()) return read.status();
     attributes = std::move(*read);
-    const bool all_rows = *max_rows < 0 || *max_rows >= (*reader)->rows();
-    if (static_cast<int64_t>(attributes.size()) < total ||
-        (all_rows && static_cast<int64_t>(attributes.size()) != total)) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("--attributes %s has %d lines for %d rows: give one line per row",
-                          args.Get("attributes"), attributes.size(), total));
-    }
-    attributes.resize(static_cast<size_t>(total));
+    if (auto s = fit_rows(attributes, "attributes", "lines"); !s.ok()) return s;
     options.attributes = &attributes;
   }
   ProgressBar bar(total, (*reader)->dim() * 4, !args.Has("no-progress"));

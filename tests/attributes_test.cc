@@ -88,21 +88,11 @@ class AttributesTest : public ::quantd::testing::InProcessServerTest {
   grpc::Status UpsertRows(const std::string& collection, const std::vector<uint64_t>& ids,
                           const std::vector<float>& vectors, const std::vector<Attrs>& attrs,
                           bool with_attributes = true) {
-    grpc::ClientContext context;
-    auto stream = stub_->Upsert(&context);
-    v1::UpsertRequest request;
-    request.set_collection(collection);
-    request.mutable_ids()->Add(ids.begin(), ids.end());
-    request.mutable_vectors()->Add(vectors.begin(), vectors.end());
+    std::vector<v1::Attributes> protos;
     if (with_attributes) {
-      for (const Attrs& a : attrs) *request.add_attributes() = ToProto(a);
+      for (const Attrs& a : attrs) protos.push_back(ToProto(a));
     }
-    stream->Write(request);
-    stream->WritesDone();
-    v1::UpsertResponse ack;
-    while (stream->Read(&ack)) {
-    }
-    return stream->Finish();
+    return Upsert(collection, ids, vectors, protos);
   }
 
   // GetItems: id -> attributes of the found ids; `missing` gets the others.
@@ -212,18 +202,6 @@ class AttributesTest : public ::quantd::testing::InProcessServerTest {
     request.mutable_queries()->Add(queries_.values.begin(), queries_.values.end());
     request.set_k(10);
     return request;
-  }
-
-  grpc::Status Search(const v1::SearchRequest& request, v1::SearchResponse* response) {
-    grpc::ClientContext context;
-    return stub_->Search(&context, request, response);
-  }
-
-  v1::SearchResponse SearchOk(const v1::SearchRequest& request) {
-    v1::SearchResponse response;
-    const grpc::Status status = Search(request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response;
   }
 
   // The exact answer among the sift5k rows whose id passes `keep`, per query.

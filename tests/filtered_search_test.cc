@@ -63,18 +63,6 @@ class FilteredSearchTest : public ::quantd::testing::InProcessServerTest {
     return request;
   }
 
-  grpc::Status Search(const v1::SearchRequest& request, v1::SearchResponse* response) {
-    grpc::ClientContext context;
-    return stub_->Search(&context, request, response);
-  }
-
-  v1::SearchResponse SearchOk(const v1::SearchRequest& request) {
-    v1::SearchResponse response;
-    const grpc::Status status = Search(request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response;
-  }
-
   // The exact answer among `ids` (rows of sift5k) for every query.
   std::vector<std::vector<IvfPqNeighbor>> ExactAmong(const std::vector<uint64_t>& ids) const {
     std::vector<float> rows;

@@ -24,7 +24,8 @@ using ::quantd::testing::DataFile;
 
 RqOptions Levels(std::vector<int64_t> ks, bool balanced, uint64_t seed = 3) {
   RqOptions options;
-  for (int64_t k : ks) options.levels.push_back({.k = k, .balanced = balanced, .bounds = {}, .initial_centroids = {}});
+  for (int64_t k : ks)
+    options.levels.push_back({.k = k, .balanced = balanced, .bounds = {}, .initial_centroids = {}});
   options.kmeans.seed = seed;
   options.kmeans.max_iterations = 20;
   return options;

@@ -204,11 +204,21 @@ TEST(TokenFileTest, ErrorsNameTheFileAndLineButNeverTheToken) {
 }
 
 TEST(RoleTest, ReadMethodsAreListedAndEveryOtherMethodNeedsWrite) {
-  const std::vector<std::string> read = {
-      "Encode",   "Search",          "GetStats",           "Lookup",
-      "GetItems", "ListCollections", "DescribeCollection", "GetJob",
-      "ListJobs", "ExportSids",      "ListTokenizerVersions", "MapSids",
-      "NextCodes", "ExportTokenizer", "ListItems"};
+  const std::vector<std::string> read = {"Encode",
+                                         "Search",
+                                         "GetStats",
+                                         "Lookup",
+                                         "GetItems",
+                                         "ListCollections",
+                                         "DescribeCollection",
+                                         "GetJob",
+                                         "ListJobs",
+                                         "ExportSids",
+                                         "ListTokenizerVersions",
+                                         "MapSids",
+                                         "NextCodes",
+                                         "ExportTokenizer",
+                                         "ListItems"};
   int read_methods = 0;
   const google::protobuf::ServiceDescriptor* service =
       google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
@@ -221,10 +231,10 @@ TEST(RoleTest, ReadMethodsAreListedAndEveryOtherMethodNeedsWrite) {
     read_methods += is_read;
   }
   EXPECT_EQ(read_methods, static_cast<int>(read.size())) << "a read method left the service";
-  for (const char* write : {"CreateCollection", "DropCollection", "Upsert", "DeleteItems",
-                            "TrainTokenizer", "TrainIndex", "CancelJob", "ActivateTokenizer",
-                            "DropTokenizerVersion", "PinTokenizerVersion",
-                            "SetTokenizerRetention", "ImportTokenizer", "SomeFutureMethod"}) {
+  for (const char* write :
+       {"CreateCollection", "DropCollection", "Upsert", "DeleteItems", "TrainTokenizer",
+        "TrainIndex", "CancelJob", "ActivateTokenizer", "DropTokenizerVersion",
+        "PinTokenizerVersion", "SetTokenizerRetention", "ImportTokenizer", "SomeFutureMethod"}) {
     EXPECT_EQ(RequiredRole(write), Role::kWrite) << write;
   }
 }

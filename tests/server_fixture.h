@@ -89,21 +89,36 @@ class InProcessServerTest : public ::testing::Test {
     return job;
   }
 
-  // One Upsert stream with one batch; the stream's final status.
+  // One Upsert stream with one batch (attributes: none, or one per row); the stream's final
+  // status.
   grpc::Status Upsert(const std::string& collection, const std::vector<uint64_t>& ids,
-                      const std::vector<float>& vectors) {
+                      const std::vector<float>& vectors,
+                      const std::vector<v1::Attributes>& attributes = {}) {
     grpc::ClientContext context;
     auto stream = stub_->Upsert(&context);
     v1::UpsertRequest request;
     request.set_collection(collection);
     request.mutable_ids()->Add(ids.begin(), ids.end());
     request.mutable_vectors()->Add(vectors.begin(), vectors.end());
+    request.mutable_attributes()->Add(attributes.begin(), attributes.end());
     stream->Write(request);
     stream->WritesDone();
     v1::UpsertResponse ack;
     while (stream->Read(&ack)) {
     }
     return stream->Finish();
+  }
+
+  grpc::Status Search(const v1::SearchRequest& request, v1::SearchResponse* response) {
+    grpc::ClientContext context;
+    return stub_->Search(&context, request, response);
+  }
+  // A search that must succeed.
+  v1::SearchResponse SearchOk(const v1::SearchRequest& request) {
+    v1::SearchResponse response;
+    const grpc::Status status = Search(request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response;
   }
 
   grpc::Status StartTraining(const v1::TrainTokenizerRequest& request, v1::Job* job) {
