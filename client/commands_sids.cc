@@ -329,6 +329,12 @@ absl::Status StatsCommand(Cli& cli) {
   std::printf("collection %s: %llu items, dimension %u, metric %s\n", c.name().c_str(),
               static_cast<unsigned long long>(c.item_count()), c.dimension(),
               MetricText(c.metric()).c_str());
+  for (const v1::AttributeKeyStats& key : response.attribute_keys()) {
+    std::printf("attribute %s (%s): %llu items, %llu distinct values\n", key.key().c_str(),
+                key.type() == v1::ATTRIBUTE_TYPE_INT ? "int" : "string",
+                static_cast<unsigned long long>(key.items()),
+                static_cast<unsigned long long>(key.distinct_values()));
+  }
   if (response.has_index()) {
     const v1::IndexStats& x = response.index();
     std::printf(

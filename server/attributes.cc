@@ -159,6 +159,29 @@ AttributeSchema AttributeIndex::schema() const {
   return schema_;
 }
 
+std::vector<AttributeIndex::KeyStats> AttributeIndex::Stats() const {
+  std::shared_lock lock(mu_);
+  std::vector<KeyStats> out;
+  for (const auto& [key, type] : schema_) {
+    KeyStats stats{key, type, 0, 0};
+    if (type == AttributeType::kString) {
+      if (auto it = strings_.find(key); it != strings_.end()) {
+        stats.distinct_values = static_cast<int64_t>(it->second.size());
+        for (const auto& [value, ids] : it->second) stats.items += static_cast<int64_t>(ids.size());
+      }
+    } else if (auto it = ints_.find(key); it != ints_.end()) {
+      stats.items = static_cast<int64_t>(it->second.size());
+      const std::pair<int64_t, uint64_t>* last = nullptr;
+      for (const auto& entry : it->second) {
+        stats.distinct_values += last == nullptr || last->first != entry.first;
+        last = &entry;
+      }
+    }
+    out.push_back(std::move(stats));
+  }
+  return out;
+}
+
 std::vector<uint64_t> AttributeIndex::Ids(const AttributeCondition& condition) const {
   std::vector<uint64_t> ids;
   if (condition.kind == AttributeCondition::Kind::kEqualsString) {

@@ -99,6 +99,15 @@ class AttributeIndex {
 
   AttributeSchema schema() const;
 
+  struct KeyStats {
+    std::string key;
+    AttributeType type = AttributeType::kString;
+    int64_t items = 0;            // items carrying the key
+    int64_t distinct_values = 0;  // among them
+  };
+  // Per schema key, ascending. Walks the int keys' pairs (O(items)) to count their values.
+  std::vector<KeyStats> Stats() const;
+
   // The items meeting every condition of `where` (1..kMaxAttributeConditions, checked with
   // CheckAttributeConditions), distinct, in no particular order. INVALID_ARGUMENT naming
   // where[i] for a key not in the schema ("unknown attribute key") or a test of the other type.

@@ -195,10 +195,11 @@ absl::StatusOr<std::vector<uint64_t>> Indexes::AttributeItems(
   if (auto status = CheckAttributeConditions(where); !status.ok()) return status;
   auto collection = registry_->Find(name);
   if (!collection.ok()) return collection.status();
-  auto attributes = (*collection)->attributes.GetOr(absl::InvalidArgumentError(
-      absl::StrFormat("where[0]: unknown attribute key '%s': no item of collection '%s' ever "
-                      "carried an attribute",
-                      where[0].key, name)));
+  auto attributes = (*collection)
+                        ->attributes.GetOr(absl::InvalidArgumentError(absl::StrFormat(
+                            "where[0]: unknown attribute key '%s': no item of collection '%s' ever "
+                            "carried an attribute",
+                            where[0].key, name)));
   if (!attributes.ok()) return attributes.status();
   auto ids = (*attributes)->Match(where, name);
   if (!ids.ok()) return ids.status();

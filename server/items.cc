@@ -370,6 +370,16 @@ absl::StatusOr<ItemService::Page> ItemService::List(absl::string_view name, uint
   return page;
 }
 
+absl::StatusOr<std::vector<AttributeIndex::KeyStats>> ItemService::AttributeKeys(
+    absl::string_view name) const {
+  auto collection = registry_->Find(name);
+  if (!collection.ok()) return collection.status();
+  if (absl::Status error = (*collection)->attributes.error(); !error.ok()) return error;
+  std::shared_ptr<AttributeIndex> index = (*collection)->attributes.get();
+  if (index == nullptr) return std::vector<AttributeIndex::KeyStats>();
+  return index->Stats();
+}
+
 absl::StatusOr<ItemSet> ItemService::LoadItems(absl::string_view name) const {
   auto info = registry_->Describe(name);
   if (!info.ok()) return info.status();

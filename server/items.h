@@ -99,6 +99,10 @@ class ItemService {
                             absl::string_view page_token, bool with_vectors,
                             bool with_attributes = false) const;
 
+  // The collection's attribute keys with their counts (none before its first attribute).
+  absl::StatusOr<std::vector<AttributeIndex::KeyStats>> AttributeKeys(
+      absl::string_view collection) const;
+
   // Every item of the collection from one consistent snapshot, in id order (training input).
   absl::StatusOr<ItemSet> LoadItems(absl::string_view collection) const;
 

@@ -593,6 +593,15 @@ absl::Status QuantdService::HandleGetStats(const v1::GetStatsRequest& request,
   auto info = storage_->collections().Describe(request.collection());
   if (!info.ok()) return info.status();
   ToProto(*info, storage_->tokenizers(), response->mutable_collection());
+  auto keys = storage_->items().AttributeKeys(request.collection());
+  if (!keys.ok()) return keys.status();
+  for (const AttributeIndex::KeyStats& key : *keys) {
+    v1::AttributeKeyStats* out = response->add_attribute_keys();
+    out->set_key(key.key);
+    out->set_type(static_cast<v1::AttributeType>(key.type));
+    out->set_items(static_cast<uint64_t>(key.items));
+    out->set_distinct_values(static_cast<uint64_t>(key.distinct_values));
+  }
   auto index = storage_->indexes().GetIndex(request.collection());
   if (index.ok()) {
     FillIndexStats(**index, response->mutable_index());

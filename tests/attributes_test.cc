@@ -294,6 +294,18 @@ TEST_F(AttributesTest, StoredWithTheVectorReplacedClearedAndRestored) {
   want = {{1, {{"color", "green"}}}, {2, {}}, {3, {}}, {4, {}}};
   EXPECT_EQ(GetAttrs("c", {1, 2, 3, 4}), want);
 
+  // GetStats lists the keys: `size` stays (int) though no item carries it now.
+  const v1::GetStatsResponse stats = Stats("c");
+  ASSERT_EQ(stats.attribute_keys_size(), 3);
+  EXPECT_EQ(stats.attribute_keys(0).key(), "color");
+  EXPECT_EQ(stats.attribute_keys(0).type(), v1::ATTRIBUTE_TYPE_STRING);
+  EXPECT_EQ(stats.attribute_keys(0).items(), 1u);
+  EXPECT_EQ(stats.attribute_keys(0).distinct_values(), 1u);
+  EXPECT_EQ(stats.attribute_keys(1).key(), "size");
+  EXPECT_EQ(stats.attribute_keys(1).type(), v1::ATTRIBUTE_TYPE_INT);
+  EXPECT_EQ(stats.attribute_keys(1).items(), 0u);
+  EXPECT_EQ(stats.attribute_keys(2).key(), "tag");
+
   // A restart reads the same back, and the index of attributes is rebuilt: `color` is still a
   // string key (an int for it is refused) and finds item 1 through an exact search.
   Restart();

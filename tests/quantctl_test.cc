@@ -209,6 +209,11 @@ TEST_F(QuantctlTest, AttributesUploadedShownAndSearchedWithWhere) {
   ASSERT_EQ(RunQuantctl(address_, "list-items sift --page-size 2 --with-attributes", &out), 0)
       << out;
   EXPECT_TRUE(absl::StartsWith(out, "0\t{genre=\"g0\", year=1900}\n1\t{}\n")) << out;
+  ASSERT_EQ(RunQuantctl(address_, "stats sift", &out), 0) << out;
+  EXPECT_NE(out.find("attribute genre (string): 4999 items, 11 distinct values"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("attribute year (int): 4999 items, 101 distinct values"), std::string::npos)
+      << out;
   // --where: string and int equality, a range with an open bound, a quoted string.
   ASSERT_EQ(RunQuantctl(address_, "train-index sift --seed 1", &out), 0) << out;
   const std::regex pair(R"((\d+):[-0-9.e+]+)");
