@@ -33,8 +33,9 @@
 // 0..999, and on Fashion-MNIST a string `label`, its real class; the conditions are rank <= 499
 // (50%), then on Fashion-MNIST label = the query's own class (10%) and with rank <= 99 (1%) and
 // rank <= 9 (0.1%), on the mixture rank <= 99, <= 9 and = 0. The attribute rows' times include
-// what Search adds for `where`: the server's AttributeIndex::Match and the allowed set built
-// from its ids. Ground truth: exact L2 over the accepted items.
+// what Search adds for `where`: the server's AttributeIndex::Plan with Search's limit, then the
+// allowed set built from its ids or, for broad conditions, the per-candidate test. Ground truth:
+// exact L2 over the accepted items.
 #include <omp.h>
 
 #include <algorithm>
@@ -43,6 +44,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -426,18 +428,26 @@ int Main(int argc, char** argv) {
   for (const Filter& f : filters) {
     const auto truth = Truth(dist, nq, n, f);
     auto query = [&](int64_t q) { return absl::MakeConstSpan(queries.values.data() + q * d, d); };
-    // The accepted set of query q: prebuilt, or for an attribute filter matched and built now
-    // (into `built`), as Search does.
-    auto accepted = [&](int64_t q, IdSet& built) -> const IdSet* {
-      if (f.where.empty()) return f.per_query[q];
-      auto ids = attributes.Match(f.where[f.which[q]], data);
-      if (!ids.ok()) Die(ids.status().ToString());
-      built = IdSet(*ids);
-      return &built;
+    // The selector of query q: its prebuilt set, or for an attribute filter what Search does:
+    // the planned matches built into `built` when some condition is narrow, else the per-id
+    // test `test`.
+    const int64_t limit = AttributeMaterializeLimit(kK, kNprobe, n, nlist);
+    auto select = [&](int64_t q, IdSet& built, std::function<bool(uint64_t)>& test) -> IdSelector {
+      if (f.where.empty()) return {f.per_query[q], f.deny, nullptr};
+      const std::vector<AttributeCondition>& where = f.where[f.which[q]];
+      auto plan = attributes.Plan(where, limit, data);
+      if (!plan.ok()) Die(plan.status().ToString());
+      if (plan->materialized) {
+        built = IdSet(plan->ids);
+        return {&built, false, nullptr};
+      }
+      test = [&attributes, &where](uint64_t id) { return attributes.Matches(where, id); };
+      return {nullptr, false, &test};
     };
     const Figures scan = Measure(nq, truth, [&](int64_t q) {
       IdSet built;
-      const IdSelector selector{accepted(q, built), f.deny};
+      std::function<bool(uint64_t)> test;
+      const IdSelector selector = select(q, built, test);
       IvfPqSearchParams params;
       params.k = kK;
       params.nprobe = kNprobe;
@@ -449,8 +459,16 @@ int Main(int argc, char** argv) {
     if (f.selectivity * static_cast<double>(n) <= 2.0 * static_cast<double>(scanned)) {
       exact = Measure(nq, truth, [&](int64_t q) {
         IdSet built;
-        const IdSet* set = accepted(q, built);
-        const std::vector<uint64_t> ids = f.deny ? ours.IdsNotIn(*set) : set->Sorted();
+        std::function<bool(uint64_t)> test;
+        IdSelector selector = select(q, built, test);
+        if (selector.ids == nullptr) {  // broad: Search would scan; matched here to compare
+          auto ids = attributes.Match(f.where[f.which[q]], data);
+          if (!ids.ok()) Die(ids.status().ToString());
+          built = IdSet(*ids);
+          selector.ids = &built;
+        }
+        const std::vector<uint64_t> ids =
+            f.deny ? ours.IdsNotIn(*selector.ids) : selector.ids->Sorted();
         auto got = (*storage)->items().Get(data, ids);
         if (!got.ok()) Die(got.status().ToString());
         return Ids((*ExactSearch(Metric::kL2, d, query(q), got->ids, got->vectors, kK))[0]);

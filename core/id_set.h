@@ -8,6 +8,7 @@
 #define QUANTD_CORE_ID_SET_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -53,9 +54,14 @@ class IdSet {
 // Restricts a search to the ids a set accepts: the members (allow-list) or the non-members
 // (deny-list). `ids` outlives the search.
 struct IdSelector {
-  const IdSet* ids = nullptr;
+  const IdSet* ids = nullptr;  // null: every id passes this part
   bool deny = false;
-  bool Accepts(uint64_t id) const { return ids->Contains(id) != deny; }
+  // A further test of the ids that pass `ids` (e.g. attribute conditions); null: none.
+  const std::function<bool(uint64_t)>* also = nullptr;
+  bool Accepts(uint64_t id) const {
+    if (ids != nullptr && ids->Contains(id) == deny) return false;
+    return also == nullptr || (*also)(id);
+  }
 };
 
 }  // namespace quantd

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <mutex>
+#include <numeric>
 
 #include "absl/strings/str_format.h"
-#include "core/id_set.h"
 
 namespace quantd {
 namespace {
@@ -127,6 +127,7 @@ void AttributeIndex::Add(uint64_t id, const ItemAttributes& attributes) {
       strings_[attribute.key][*text].insert(id);
     } else {
       ints_[attribute.key].insert({std::get<int64_t>(attribute.value), id});
+      int_values_[attribute.key][id] = std::get<int64_t>(attribute.value);
     }
   }
 }
@@ -141,6 +142,7 @@ void AttributeIndex::Remove(uint64_t id, const ItemAttributes& attributes) {
       if (it->second.empty()) values.erase(it);
     } else {
       ints_[attribute.key].erase({std::get<int64_t>(attribute.value), id});
+      int_values_[attribute.key].erase(id);
     }
   }
 }
@@ -182,13 +184,22 @@ std::vector<AttributeIndex::KeyStats> AttributeIndex::Stats() const {
   return out;
 }
 
-std::vector<uint64_t> AttributeIndex::Ids(const AttributeCondition& condition) const {
+const AttributeIndex::Postings* AttributeIndex::Posting(const AttributeCondition& condition) const {
+  auto key = strings_.find(condition.key);
+  if (key == strings_.end()) return nullptr;
+  auto value = key->second.find(condition.text);
+  return value == key->second.end() ? nullptr : &value->second;
+}
+
+std::vector<uint64_t> AttributeIndex::Ids(const AttributeCondition& condition, size_t limit,
+                                          bool* more) const {
   std::vector<uint64_t> ids;
+  *more = false;
   if (condition.kind == AttributeCondition::Kind::kEqualsString) {
-    auto key = strings_.find(condition.key);
-    if (key == strings_.end()) return ids;
-    auto value = key->second.find(condition.text);
-    if (value != key->second.end()) ids.assign(value->second.begin(), value->second.end());
+    const Postings* posting = Posting(condition);
+    if (posting == nullptr) return ids;
+    *more = posting->size() > limit;
+    if (!*more) ids.assign(posting->begin(), posting->end());
     return ids;
   }
   auto key = ints_.find(condition.key);
@@ -196,16 +207,18 @@ std::vector<uint64_t> AttributeIndex::Ids(const AttributeCondition& condition) c
   const ByValue& by_value = key->second;
   for (auto it = by_value.lower_bound({condition.min, 0});
        it != by_value.end() && it->first <= condition.max; ++it) {
+    if (ids.size() == limit) {
+      *more = true;
+      break;
+    }
     ids.push_back(it->second);
   }
   return ids;
 }
 
-absl::StatusOr<std::vector<uint64_t>> AttributeIndex::Match(
-    absl::Span<const AttributeCondition> where, absl::string_view collection) const {
-  if (where.empty()) return absl::InternalError("attribute match without conditions");
-  std::shared_lock lock(mu_);
-  // Checked first, all of them: a bad condition is refused even when another matches nothing.
+absl::Status AttributeIndex::CheckLocked(absl::Span<const AttributeCondition> where,
+                                         absl::string_view collection) const {
+  if (where.empty()) return absl::InternalError("attribute conditions without a condition");
   for (size_t i = 0; i < where.size(); ++i) {
     const AttributeCondition& condition = where[i];
     auto it = schema_.find(condition.key);
@@ -223,38 +236,81 @@ absl::StatusOr<std::vector<uint64_t>> AttributeIndex::Match(
           AttributeTypeName(it->second), collection, KindName(condition.kind)));
     }
   }
-  // String equalities first, smallest posting first (sizes known without a walk); ranges last.
-  auto size_of = [this](const AttributeCondition& condition) -> size_t {
-    if (condition.kind != AttributeCondition::Kind::kEqualsString) return SIZE_MAX;
-    auto key = strings_.find(condition.key);
-    if (key == strings_.end()) return 0;
-    auto value = key->second.find(condition.text);
-    return value == key->second.end() ? 0 : value->second.size();
-  };
-  std::vector<const AttributeCondition*> order;
-  for (const AttributeCondition& condition : where) order.push_back(&condition);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](const AttributeCondition* a, const AttributeCondition* b) {
-                     return size_of(*a) < size_of(*b);
-                   });
-  std::vector<uint64_t> ids = Ids(*order[0]);
-  for (size_t c = 1; c < order.size() && !ids.empty(); ++c) {
-    const AttributeCondition& condition = *order[c];
+  return absl::OkStatus();
+}
+
+absl::Status AttributeIndex::Check(absl::Span<const AttributeCondition> where,
+                                   absl::string_view collection) const {
+  std::shared_lock lock(mu_);
+  return CheckLocked(where, collection);
+}
+
+bool AttributeIndex::MatchesLocked(absl::Span<const AttributeCondition> where, uint64_t id) const {
+  for (const AttributeCondition& condition : where) {
     if (condition.kind == AttributeCondition::Kind::kEqualsString) {
-      // Probe the posting: O(|ids| log |posting|).
-      const Postings* posting = nullptr;
-      if (auto key = strings_.find(condition.key); key != strings_.end()) {
-        if (auto value = key->second.find(condition.text); value != key->second.end()) {
-          posting = &value->second;
-        }
-      }
-      std::erase_if(ids, [&](uint64_t id) { return posting == nullptr || !posting->contains(id); });
-    } else {
-      const IdSet matching(Ids(condition));
-      std::erase_if(ids, [&](uint64_t id) { return !matching.Contains(id); });
+      const Postings* posting = Posting(condition);
+      if (posting == nullptr || !posting->contains(id)) return false;
+      continue;
+    }
+    auto key = int_values_.find(condition.key);
+    if (key == int_values_.end()) return false;
+    auto value = key->second.find(id);
+    if (value == key->second.end() || value->second < condition.min ||
+        value->second > condition.max) {
+      return false;
     }
   }
-  return ids;
+  return true;
+}
+
+bool AttributeIndex::Matches(absl::Span<const AttributeCondition> where, uint64_t id) const {
+  std::shared_lock lock(mu_);
+  return MatchesLocked(where, id);
+}
+
+absl::StatusOr<AttributeIndex::SearchPlan> AttributeIndex::Plan(
+    absl::Span<const AttributeCondition> where, int64_t limit, absl::string_view collection) const {
+  std::shared_lock lock(mu_);
+  if (auto status = CheckLocked(where, collection); !status.ok()) return status;
+  // String equalities first, smallest posting first (sizes known without a walk); ranges are
+  // walked up to `limit` each until one is narrow.
+  std::vector<size_t> order(where.size());
+  std::iota(order.begin(), order.end(), 0);
+  auto size_of = [&](size_t c) -> size_t {
+    if (where[c].kind != AttributeCondition::Kind::kEqualsString) return SIZE_MAX;
+    const Postings* posting = Posting(where[c]);
+    return posting == nullptr ? 0 : posting->size();
+  };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return size_of(a) < size_of(b); });
+  SearchPlan plan;
+  for (size_t c : order) {
+    bool more = false;
+    std::vector<uint64_t> ids =
+        Ids(where[c], static_cast<size_t>(std::max<int64_t>(0, limit)), &more);
+    if (more) continue;
+    // The narrowest condition: its ids, tested against the others.
+    std::vector<AttributeCondition> others;
+    for (size_t o = 0; o < where.size(); ++o) {
+      if (o != c) others.push_back(where[o]);
+    }
+    if (!others.empty()) {
+      std::erase_if(ids, [&](uint64_t id) { return !MatchesLocked(others, id); });
+    }
+    plan.materialized = true;
+    plan.ids = std::move(ids);
+    plan.at_least = static_cast<int64_t>(plan.ids.size());
+    return plan;
+  }
+  plan.at_least = limit + 1;  // limit < the largest int64: some condition was cut at it
+  return plan;
+}
+
+absl::StatusOr<std::vector<uint64_t>> AttributeIndex::Match(
+    absl::Span<const AttributeCondition> where, absl::string_view collection) const {
+  auto plan = Plan(where, std::numeric_limits<int64_t>::max(), collection);
+  if (!plan.ok()) return plan.status();
+  return std::move(plan->ids);
 }
 
 }  // namespace quantd

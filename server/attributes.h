@@ -108,26 +108,55 @@ class AttributeIndex {
   // Per schema key, ascending. Walks the int keys' pairs (O(items)) to count their values.
   std::vector<KeyStats> Stats() const;
 
-  // The items meeting every condition of `where` (1..kMaxAttributeConditions, checked with
-  // CheckAttributeConditions), distinct, in no particular order. INVALID_ARGUMENT naming
-  // where[i] for a key not in the schema ("unknown attribute key") or a test of the other type.
-  // Costs O(matches of each condition); the smallest string equality is taken first and the
-  // others are probed or intersected.
+  // OK when every condition of `where` (1..kMaxAttributeConditions, checked with
+  // CheckAttributeConditions) names a key of the schema with a test of its type, else
+  // INVALID_ARGUMENT naming where[i] ("unknown attribute key", or the types).
+  absl::Status Check(absl::Span<const AttributeCondition> where,
+                     absl::string_view collection) const;
+
+  // The items meeting every condition of `where` (checked as by Check), distinct, in no
+  // particular order. Costs O(matches of the narrowest condition): it is walked and the others
+  // are tested per id.
   absl::StatusOr<std::vector<uint64_t>> Match(absl::Span<const AttributeCondition> where,
                                               absl::string_view collection) const;
+
+  // How a search takes `where` (checked as by Check): when some condition matches at most
+  // `limit` items, `ids` are the matches (as Match) and `materialized` is set; otherwise every
+  // condition is broad and the scan tests candidates with Matches instead of walking more than
+  // `limit` items a condition (`at_least` is then a lower bound of the narrowest condition's
+  // count, so of nothing: the conjunction may match fewer).
+  struct SearchPlan {
+    bool materialized = false;
+    std::vector<uint64_t> ids;
+    int64_t at_least = 0;
+  };
+  absl::StatusOr<SearchPlan> Plan(absl::Span<const AttributeCondition> where, int64_t limit,
+                                  absl::string_view collection) const;
+
+  // Whether item `id` meets every condition of `where` (checked as by Check): a posting lookup
+  // per string equality, a hash lookup of the item's value per int condition.
+  bool Matches(absl::Span<const AttributeCondition> where, uint64_t id) const;
 
  private:
   using Postings = absl::btree_set<uint64_t>;
   using ByValue = absl::btree_set<std::pair<int64_t, uint64_t>>;
   void Add(uint64_t id, const ItemAttributes& attributes);
   void Remove(uint64_t id, const ItemAttributes& attributes);
-  // The ids of one condition (its key known and typed right), ascending for string equality.
-  std::vector<uint64_t> Ids(const AttributeCondition& condition) const;
+  // The ids of one condition (its key known and typed right), at most `limit` (then *more
+  // tells whether there were more), ascending for string equality.
+  std::vector<uint64_t> Ids(const AttributeCondition& condition, size_t limit, bool* more) const;
+  // With mu_ held: Check, Matches, and the count of a condition's matches if at most `limit`.
+  absl::Status CheckLocked(absl::Span<const AttributeCondition> where,
+                           absl::string_view collection) const;
+  bool MatchesLocked(absl::Span<const AttributeCondition> where, uint64_t id) const;
+  const Postings* Posting(const AttributeCondition& condition) const;
 
   mutable std::shared_mutex mu_;
   AttributeSchema schema_;
   absl::flat_hash_map<std::string, absl::btree_map<std::string, Postings>> strings_;
   absl::flat_hash_map<std::string, ByValue> ints_;
+  // Per int key, each carrying item's value (the per-id test of broad conditions).
+  absl::flat_hash_map<std::string, absl::flat_hash_map<uint64_t, int64_t>> int_values_;
 };
 
 }  // namespace quantd

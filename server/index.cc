@@ -24,6 +24,12 @@ bool ScoreExactly(int64_t allowed, int64_t k, int64_t nprobe, int64_t n, int64_t
   return allowed * kExactCostPerItem <= std::max(probed, widened);
 }
 
+int64_t AttributeMaterializeLimit(int64_t k, int64_t nprobe, int64_t n, int64_t nlist) {
+  int64_t limit = 4096;
+  while (limit < n && ScoreExactly(limit, k, nprobe, n, nlist)) limit *= 2;
+  return limit;
+}
+
 std::string SerializeIndexBlob(const storage::IndexRecord& record) {
   return FrameModelBlob(kIndexBlob, record);
 }

@@ -46,6 +46,11 @@ inline constexpr int64_t kMaxPrefixItems = 1000000;
 inline constexpr int64_t kExactCostPerItem = 64;
 inline constexpr int64_t kAllowedPerResult = 10;
 bool ScoreExactly(int64_t allowed, int64_t k, int64_t nprobe, int64_t n, int64_t nlist);
+// Search's `where`: a condition matching at most this many items is walked into the allowed
+// set (AttributeIndex::Plan), broader ones are tested per candidate in the scan. The first power
+// of two >= 4096 at which ScoreExactly says scan, so every set that could be scored exactly is
+// walked, and a broad condition never costs more than a few thousand ids a request.
+int64_t AttributeMaterializeLimit(int64_t k, int64_t nprobe, int64_t n, int64_t nlist);
 
 // One committed index version. `record` is immutable (its `model` bytes cleared); `index` holds
 // every item of the collection and changes with item writes: writers (who also hold the

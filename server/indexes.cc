@@ -1,7 +1,10 @@
 #include "server/indexes.h"
 
 #include <algorithm>
+#include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 
 #include "absl/strings/str_format.h"
@@ -189,9 +192,8 @@ absl::StatusOr<std::vector<uint64_t>> Indexes::PrefixItems(absl::string_view nam
   return ids;
 }
 
-absl::StatusOr<std::vector<uint64_t>> Indexes::AttributeItems(
-    absl::string_view name, absl::Span<const AttributeCondition> where, const IdSet* allow,
-    const IdSet* deny) const {
+absl::StatusOr<std::shared_ptr<const AttributeIndex>> Indexes::AttributesFor(
+    absl::string_view name, absl::Span<const AttributeCondition> where) const {
   if (auto status = CheckAttributeConditions(where); !status.ok()) return status;
   auto collection = registry_->Find(name);
   if (!collection.ok()) return collection.status();
@@ -201,12 +203,8 @@ absl::StatusOr<std::vector<uint64_t>> Indexes::AttributeItems(
                             "carried an attribute",
                             where[0].key, name)));
   if (!attributes.ok()) return attributes.status();
-  auto ids = (*attributes)->Match(where, name);
-  if (!ids.ok()) return ids.status();
-  std::erase_if(*ids, [&](uint64_t id) {
-    return (allow != nullptr && !allow->Contains(id)) || (deny != nullptr && deny->Contains(id));
-  });
-  return ids;
+  if (auto status = (*attributes)->Check(where, name); !status.ok()) return status;
+  return std::shared_ptr<const AttributeIndex>(*std::move(attributes));
 }
 
 absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
@@ -239,27 +237,19 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
   }
   auto nq = CheckSearchRequest(*info, queries, spec.k, spec.offset, spec.nprobe, spec.refine);
   if (!nq.ok()) return nq.status();
-  // The allowed set: allow, or the items under the prefix and meeting `where`, narrowed by
-  // allow / deny (then no deny is left for the scan).
-  const IdSet* allowed = spec.allow;
-  const IdSet* denied = spec.deny;
-  IdSet narrowed_set;
+  // Filters, checked before the index is looked up: `where` against the attribute schema, the
+  // prefix's items (narrowed by allow / deny).
+  std::shared_ptr<const AttributeIndex> attributes;
   if (!spec.where.empty()) {
-    auto ids = AttributeItems(name, spec.where, spec.allow, spec.deny);
-    if (!ids.ok()) return ids.status();
-    narrowed_set = IdSet(*ids);
+    auto found = AttributesFor(name, spec.where);
+    if (!found.ok()) return found.status();
+    attributes = *std::move(found);
   }
+  std::optional<std::vector<uint64_t>> narrowed;  // the prefix's and / or where's items
   if (!spec.sid_prefix.empty()) {
     auto ids = PrefixItems(name, spec.sid_prefix, spec.allow, spec.deny);
     if (!ids.ok()) return ids.status();
-    if (!spec.where.empty()) {
-      std::erase_if(*ids, [&](uint64_t id) { return !narrowed_set.Contains(id); });
-    }
-    narrowed_set = IdSet(*ids);
-  }
-  if (!spec.where.empty() || !spec.sid_prefix.empty()) {
-    allowed = &narrowed_set;
-    denied = nullptr;
+    narrowed = *std::move(ids);
   }
   auto serving = GetIndex(name);
   if (!serving.ok()) return serving.status();
@@ -274,6 +264,41 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
   result.index_version = index.record.version();
   const int64_t nprobe = ResolveNprobe(spec.nprobe, index.index.nlist());
   std::shared_lock lock(index.mu);
+  const int64_t n = index.index.size();
+
+  // `where`: when some condition matches few enough items that exact scoring could be chosen
+  // (AttributeMaterializeLimit), its items, tested against the other conditions, join the
+  // allowed set; otherwise every condition is broad, and the scan tests each candidate that
+  // would enter the top k (a posting or hash lookup per condition) instead of walking hundreds
+  // of thousands of matches per request.
+  std::function<bool(uint64_t)> attribute_test;
+  if (attributes != nullptr) {
+    const int64_t limit = AttributeMaterializeLimit(k, nprobe, n, index.index.nlist());
+    auto plan = attributes->Plan(spec.where, limit, name);
+    if (!plan.ok()) return plan.status();
+    if (plan->materialized) {
+      std::vector<uint64_t>& ids = plan->ids;
+      std::erase_if(ids, [&](uint64_t id) {
+        return (spec.allow != nullptr && !spec.allow->Contains(id)) ||
+               (spec.deny != nullptr && spec.deny->Contains(id)) ||
+               (narrowed && !std::binary_search(narrowed->begin(), narrowed->end(), id));
+      });
+      narrowed = std::move(ids);
+    } else {
+      attribute_test = [attributes, where = spec.where](uint64_t id) {
+        return attributes->Matches(where, id);
+      };
+    }
+  }
+  // The allowed set: allow, or the narrowed items (then allow / deny are in it).
+  const IdSet* allowed = spec.allow;
+  const IdSet* denied = spec.deny;
+  IdSet narrowed_set;
+  if (narrowed) {
+    narrowed_set = IdSet(*narrowed);
+    allowed = &narrowed_set;
+    denied = nullptr;
+  }
   // A deny-list that leaves few items: its complement (the indexed ids it does not hold) is an
   // allowed set, so that the few items left are scored exactly instead of being looked for by a
   // scan whose probed lists hold about k of them, not the nearest (on the 1M mixture a deny-list
@@ -282,7 +307,6 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
   // pass over the index's ids, no more than parsing a deny-list of about n ids did.
   IdSet complement;
   if (allowed == nullptr && denied != nullptr) {
-    const int64_t n = index.index.size();
     const int64_t left = std::max<int64_t>(0, n - denied->size());
     if (ScoreExactly(left, k, nprobe, n, index.index.nlist())) {
       complement = IdSet(index.index.IdsNotIn(*denied));
@@ -293,8 +317,11 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
   if (allowed != nullptr &&
       ScoreExactly(allowed->size(), k, nprobe, index.index.size(), index.index.nlist())) {
     lock.unlock();
-    // Exact: score the stored vectors of the allowed items (ids not stored are skipped).
-    auto found = items_->Get(*info, allowed->Sorted());
+    // Exact: score the stored vectors of the allowed items (ids not stored are skipped) that
+    // pass the attribute test.
+    std::vector<uint64_t> ids = allowed->Sorted();
+    if (attribute_test) std::erase_if(ids, [&](uint64_t id) { return !attribute_test(id); });
+    auto found = items_->Get(*info, ids);
     if (!found.ok()) return found.status();
     auto neighbors = ExactSearch(info->metric, d, queries, found->ids, found->vectors, k);
     if (!neighbors.ok()) return neighbors.status();
@@ -315,8 +342,9 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
       };
     }
     IdSelector selector;
-    if (allowed != nullptr || denied != nullptr) {
-      selector = {allowed != nullptr ? allowed : denied, allowed == nullptr};
+    if (allowed != nullptr || denied != nullptr || attribute_test) {
+      selector = {allowed != nullptr ? allowed : denied, allowed == nullptr,
+                  attribute_test ? &attribute_test : nullptr};
       params.selector = &selector;
     }
     auto neighbors = index.index.Search(queries, params);
@@ -328,9 +356,10 @@ absl::StatusOr<Indexes::SearchResult> Indexes::Search(absl::string_view name,
     std::vector<IvfPqNeighbor>& row = result.neighbors[q];
     if (drop_self) {
       const uint64_t self = spec.like_ids[q];
-      row.erase(std::remove_if(row.begin(), row.end(),
-                               [self](const IvfPqNeighbor& n) { return n.id == self; }),
-                row.end());
+      row.erase(
+          std::remove_if(row.begin(), row.end(),
+                         [self](const IvfPqNeighbor& neighbor) { return neighbor.id == self; }),
+          row.end());
     }
     row.erase(row.begin(),
               row.begin() + std::min<int64_t>(spec.offset, static_cast<int64_t>(row.size())));

@@ -91,10 +91,10 @@ class Indexes {
   const IvfStore* ivf_;
   const Tokenizers* tokenizers_;
 
-  // The items meeting every condition of `where` that allow holds / deny does not (any order).
-  absl::StatusOr<std::vector<uint64_t>> AttributeItems(absl::string_view collection,
-                                                       absl::Span<const AttributeCondition> where,
-                                                       const IdSet* allow, const IdSet* deny) const;
+  // The collection's attribute index, `where` checked against it (INVALID_ARGUMENT naming the
+  // condition; an unknown key when the collection never had an attribute).
+  absl::StatusOr<std::shared_ptr<const AttributeIndex>> AttributesFor(
+      absl::string_view collection, absl::Span<const AttributeCondition> where) const;
   // The items under `prefix` (active tokenizer) that allow holds / deny does not (ascending).
   absl::StatusOr<std::vector<uint64_t>> PrefixItems(absl::string_view collection,
                                                     absl::Span<const int64_t> prefix,

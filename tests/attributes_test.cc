@@ -5,6 +5,8 @@
 // items, through the scan with recall near unfiltered search and, when few match, exactly (the
 // exact filtered answer); every bad attribute or condition is INVALID_ARGUMENT naming the field
 // and value and changes nothing.
+#include "server/attributes.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <map>
@@ -254,6 +256,71 @@ std::vector<float> Rows(int n, float start) {
   return v;
 }
 
+// The attribute index alone: Plan walks the narrowest condition when one matches at most
+// `limit` items, else leaves every condition to Matches; both agree with the definition.
+TEST(AttributeIndexTest, PlanMaterializesNarrowConditionsAndTestsBroadOnes) {
+  AttributeIndex index;
+  std::vector<AttributeIndex::Change> items;
+  for (uint64_t id = 0; id < 1000; ++id) {
+    items.push_back(
+        {id, {}, {{"color", absl::StrCat("c", id % 4)}, {"n", static_cast<int64_t>(id)}}});
+  }
+  index.Apply({{"color", AttributeType::kString}, {"n", AttributeType::kInt}}, items);
+  auto condition = [](std::string key, AttributeCondition::Kind kind, std::string text, int64_t min,
+                      int64_t max) {
+    AttributeCondition c;
+    c.key = std::move(key);
+    c.kind = kind;
+    c.text = std::move(text);
+    c.min = min;
+    c.max = max;
+    return c;
+  };
+  const auto kRange = AttributeCondition::Kind::kRange;
+  const AttributeCondition c1 = condition("color", AttributeCondition::Kind::kEqualsString, "c1",
+                                          INT64_MIN, INT64_MAX);               // 250 items
+  const AttributeCondition low = condition("n", kRange, "", INT64_MIN, 599);   // 600
+  const AttributeCondition high = condition("n", kRange, "", 400, INT64_MAX);  // 600
+  const auto want = [&](const std::vector<AttributeCondition>& where) {
+    std::set<uint64_t> ids;
+    for (uint64_t id = 0; id < 1000; ++id) {
+      bool ok = true;
+      for (const AttributeCondition& c : where) {
+        ok = ok && (c.kind == kRange
+                        ? static_cast<int64_t>(id) >= c.min && static_cast<int64_t>(id) <= c.max
+                        : absl::StrCat("c", id % 4) == c.text);
+      }
+      if (ok) ids.insert(id);
+    }
+    return ids;
+  };
+  for (const std::vector<AttributeCondition>& where :
+       std::vector<std::vector<AttributeCondition>>{{c1}, {low, high}, {c1, low, high}, {high}}) {
+    for (int64_t limit : {100, 300, 700}) {
+      auto plan = index.Plan(where, limit, "c");
+      ASSERT_TRUE(plan.ok()) << plan.status();
+      const std::set<uint64_t> expected = want(where);
+      // Materialized exactly when some condition has at most `limit` matches.
+      const bool narrow = limit >= 600 || (limit >= 250 && where[0].key == "color");
+      EXPECT_EQ(plan->materialized, narrow) << limit;
+      if (plan->materialized) {
+        EXPECT_EQ(std::set<uint64_t>(plan->ids.begin(), plan->ids.end()), expected);
+      } else {
+        EXPECT_TRUE(plan->ids.empty());
+        EXPECT_EQ(plan->at_least, limit + 1);
+      }
+      for (uint64_t id = 0; id < 1000; ++id) {
+        ASSERT_EQ(index.Matches(where, id), expected.contains(id)) << id;
+      }
+    }
+  }
+  // Moving an item between values moves it in Matches too.
+  index.Apply({}, {{5, items[5].after, {{"n", int64_t{-1}}}}});
+  EXPECT_FALSE(index.Matches({c1}, 5));
+  EXPECT_TRUE(index.Matches({condition("n", kRange, "", -1, -1)}, 5));
+  EXPECT_FALSE(index.Matches({low, high}, 5));
+}
+
 TEST_F(AttributesTest, StoredWithTheVectorReplacedClearedAndRestored) {
   CreateCollection("c", 4);
   const std::vector<Attrs> first = {
@@ -343,6 +410,8 @@ bool Year1900To1949(uint64_t id) { return id % 100 < 50; }
 bool Year1907(uint64_t id) { return id % 100 == 7; }
 bool Genre3Shop1Year1900To1939(uint64_t id) { return id % 10 == 3 && id % 100 < 40; }
 bool Any(uint64_t) { return true; }
+bool Year1900To1989(uint64_t id) { return id % 100 < 90; }
+bool Year1910To1989(uint64_t id) { return id % 100 >= 10 && id % 100 < 90; }
 
 TEST_F(AttributesTest, WhereReturnsOnlyMatchesWithRecallOfTheExactFilteredAnswer) {
   PrepareSift();
@@ -359,6 +428,11 @@ TEST_F(AttributesTest, WhereReturnsOnlyMatchesWithRecallOfTheExactFilteredAnswer
       {"1900 <= year <= 1949", {Range("year", 1900, 1949)}, Year1900To1949},
       {"year <= 1949 (open min)", {Range("year", std::nullopt, 1949)}, Year1900To1949},
       {"year = 1907", {Equals("year", int64_t{1907})}, Year1907},
+      // Broad (more than 4096 of the 5000 items): tested per candidate in the scan.
+      {"year <= 1989 (broad)", {Range("year", std::nullopt, 1989)}, Year1900To1989},
+      {"1910 <= year and year <= 1989 (both broad)",
+       {Range("year", 1910, std::nullopt), Range("year", std::nullopt, 1989)},
+       Year1910To1989},
       {"genre = g3 and shop = s1 and year < 1940",
        {Equals("genre", "g3"), Equals("shop", "s1"), Range("year", std::nullopt, 1939)},
        Genre3Shop1Year1900To1939},
