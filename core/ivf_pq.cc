@@ -929,9 +929,8 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
         scan_list(q, order[p].second, order[p].first, top);
       }
     }
-    std::vector<Candidate> best = top.Sorted();
-
-    if (depth > params.k) best = Rerank(xb + q * d_, best, params);
+    std::vector<Candidate> best =
+        depth > params.k ? Rerank(xb + q * d_, top.Take(), params) : top.Sorted();
     Report(metric_, best, params.k, results[q0 + q]);
   }
   if (params.codes_scanned != nullptr) {
@@ -952,15 +951,28 @@ std::vector<Candidate> IvfPqIndex::Rerank(const float* v, const std::vector<Cand
       out.push_back({ExactDistance(v, fetched.data(), d_, l2), c.id});
     }
   } else {  // the refine codes in memory
+    // Three passes, so that the candidates' cache (and, on large collections, TLB) misses
+    // overlap instead of following one another: prefetch each id's slot of the id map, look the
+    // ids up and prefetch their codes, then compute the distances. On 1M items (128 MB of codes)
+    // one candidate at a time cost about 0.7 us, the misses of one lookup and one code in turn.
     const int64_t rs = refine_code_size();
-    for (const Candidate& c : candidates) {
-      const Location at = where_.at(c.id);
-      const float distance = sq_.Distance(v, lists_[at.list].refine.data() + at.offset * rs, l2);
-      out.push_back(
-          {std::isnan(distance) ? std::numeric_limits<float>::infinity() : distance, c.id});
+    for (const Candidate& c : candidates) where_.prefetch(c.id);
+    std::vector<const uint8_t*> codes(candidates.size());
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      const Location at = where_.at(candidates[i].id);
+      codes[i] = lists_[at.list].refine.data() + at.offset * rs;
+      for (int64_t line = 0; line < rs; line += 64) __builtin_prefetch(codes[i] + line);
+    }
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      const float distance = sq_.Distance(v, codes[i], l2);
+      out.push_back({std::isnan(distance) ? std::numeric_limits<float>::infinity() : distance,
+                     candidates[i].id});
     }
   }
-  std::sort(out.begin(), out.end(), Before);
+  // Only the k best are reported: ranked, the rest left unordered behind them.
+  const auto k = std::min(out.size(), static_cast<size_t>(params.k));
+  std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(),
+                    BeforeOrder());
   return out;
 }
 

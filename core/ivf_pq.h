@@ -277,8 +277,9 @@ class IvfPqIndex {
                        int num_threads) const;
   // refine_code: refine_code_size() bytes (null when none are kept).
   void Append(uint64_t id, int32_t list, const uint8_t* code, const uint8_t* refine_code);
-  // Re-ranks the scan's candidates (sorted) of the query v (d floats, normalised for cosine)
-  // with exact fetched vectors or the refine codes, as IvfPqSearchParams::refine says.
+  // Re-ranks the scan's candidates (any order) of the query v (d floats, normalised for cosine)
+  // with exact fetched vectors or the refine codes, as IvfPqSearchParams::refine says: the
+  // params.k best first (by Before), then the others unordered.
   std::vector<Candidate> Rerank(const float* v, const std::vector<Candidate>& candidates,
                                 const IvfPqSearchParams& params) const;
   // The plain code (code_size bytes) of entry `offset` of list l into code.

@@ -23,6 +23,11 @@ struct Candidate {
 inline bool Before(const Candidate& a, const Candidate& b) {
   return a.distance < b.distance || (a.distance == b.distance && a.id < b.id);
 }
+// Before as a function object, for std::sort and the heap algorithms: a function pointer there
+// is called, not inlined (it showed as its own 7% of a deep re-ranked search).
+struct BeforeOrder {
+  bool operator()(const Candidate& a, const Candidate& b) const { return Before(a, b); }
+};
 
 // The k best candidates seen: a binary max-heap under Before (worst at the root). With a
 // selector, candidates it does not accept never enter: every scan checks a candidate that passes
@@ -47,7 +52,7 @@ class TopK {
     const Candidate c{distance, id};
     if (heap_.size() < k_) {
       heap_.push_back(c);
-      std::push_heap(heap_.begin(), heap_.end(), Before);
+      std::push_heap(heap_.begin(), heap_.end(), BeforeOrder());
       if (heap_.size() == k_) threshold_ = heap_.front().distance;
       return;
     }
@@ -70,9 +75,11 @@ class TopK {
   // The candidates, best first.
   std::vector<Candidate> Sorted() {
     std::vector<Candidate> out = std::move(heap_);
-    std::sort(out.begin(), out.end(), Before);
+    std::sort(out.begin(), out.end(), BeforeOrder());
     return out;
   }
+  // The candidates in no particular order (for a second stage that ranks them anew).
+  std::vector<Candidate> Take() { return std::move(heap_); }
 
  private:
   size_t k_;
