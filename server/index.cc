@@ -27,7 +27,8 @@ bool ScoreExactly(int64_t allowed, int64_t k, int64_t nprobe, int64_t n, int64_t
 int64_t AttributeMaterializeLimit(int64_t k, int64_t nprobe, int64_t n, int64_t nlist) {
   int64_t limit = 4096;
   while (limit < n && ScoreExactly(limit, k, nprobe, n, nlist)) limit *= 2;
-  return limit;
+  const auto balance = static_cast<int64_t>(4.0 * std::sqrt(static_cast<double>(k) * n));
+  return std::max(limit, balance);
 }
 
 std::string SerializeIndexBlob(const storage::IndexRecord& record) {
