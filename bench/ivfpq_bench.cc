@@ -34,9 +34,11 @@
 //
 // --frontier: per data set, the systems of kFrontier (quantd 8-bit and fast-scan, each with and
 // without refine; FAISS IVFPQ and IVFPQFastScan by residual and raw, each with and without
-// IndexRefineFlat; all on quantd's coarse centroids) swept over nprobe 1, 2, 4, ... (and
-// refine 2, 4, ..., 64), then per recall level R@10 >= 0.8, 0.9, 0.95 the best q/s of each
-// system reaching it, the configuration, and quantd's ratio to the best FAISS system. Use
+// IndexRefineFlat, and IVFPQ and by-residual fast-scan with IndexRefine over an 8-bit
+// IndexScalarQuantizer, the peer of quantd's SQ8 refine codes; all on quantd's coarse centroids)
+// swept over nprobe 1, 2, 4, ... (and refine 2, 4, ..., 64), then per recall level R@10 >= 0.8,
+// 0.9, 0.95 the best q/s of each system reaching it, the configuration, and quantd's ratio to the
+// best FAISS system. Use
 // --threads=1 (each thread count given is swept) and --only= to pick data sets (sift5k, fmnist,
 // synth1m). A sweep over nprobe stops at R@10 >= 0.95 or when doubling nprobe gains < 0.002.
 // --queries=N: the first N Fashion-MNIST test images only (the frontier's slow configurations scan
@@ -68,6 +70,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -85,6 +88,7 @@
 #include "faiss/IndexIVFPQ.h"
 #include "faiss/IndexIVFPQFastScan.h"
 #include "faiss/IndexRefine.h"
+#include "faiss/IndexScalarQuantizer.h"
 #include "faiss/utils/utils.h"
 #include "io/vector_file.h"
 
@@ -293,7 +297,7 @@ double FaissCodesPerQuery(const Dataset& data, const faiss::IndexIVF& ivf, int64
 
 // FAISS at nprobe with `threads`; with refine > 1, `refined` (an IndexRefineFlat around ivf)
 // searches with k_factor refine.
-Row RunFaiss(const Dataset& data, faiss::IndexIVF& ivf, faiss::IndexRefineFlat* refined,
+Row RunFaiss(const Dataset& data, faiss::IndexIVF& ivf, faiss::IndexRefine* refined,
              const std::string& name, int64_t nprobe, int64_t refine, int threads,
              double min_seconds = 0.5) {
   const int64_t nq = data.queries.rows;
@@ -588,6 +592,9 @@ struct FrontierConfig {
   bool refine;
   bool by_residual;             // FAISS fast-scan only
   void (*tune)(IvfPqOptions*);  // quantd only; null: none
+  // FAISS only, with refine: IndexRefine over an 8-bit IndexScalarQuantizer (d bytes a
+  // vector, as quantd's SQ8 refine codes) instead of IndexRefineFlat (the float vectors).
+  bool sq8 = false;
 };
 void FastScanLayout(IvfPqOptions* options) { options->fast_scan = true; }
 void FastScanSq8(IvfPqOptions* options) {
@@ -602,8 +609,10 @@ constexpr FrontierConfig kFrontier[] = {
     {"quantd fast-scan + SQ8 refine", Lib::kQuantd, 4, true, true, FastScanSq8},
     {"FAISS IVFPQ", Lib::kFaissIvfPq, 8, false, true, nullptr},
     {"FAISS IVFPQ + RefineFlat", Lib::kFaissIvfPq, 8, true, true, nullptr},
+    {"FAISS IVFPQ + Refine SQ8", Lib::kFaissIvfPq, 8, true, true, nullptr, true},
     {"FAISS IVFPQFastScan by_res", Lib::kFaissFastScan, 4, false, true, nullptr},
     {"FAISS IVFPQFastScan by_res + RefineFlat", Lib::kFaissFastScan, 4, true, true, nullptr},
+    {"FAISS IVFPQFastScan by_res + Refine SQ8", Lib::kFaissFastScan, 4, true, true, nullptr, true},
     {"FAISS IVFPQFastScan raw", Lib::kFaissFastScan, 4, false, false, nullptr},
     {"FAISS IVFPQFastScan raw + RefineFlat", Lib::kFaissFastScan, 4, true, false, nullptr},
 };
@@ -627,7 +636,9 @@ void RunFrontier(const Dataset& data, int threads) {
   std::map<std::pair<int, void (*)(IvfPqOptions*)>, std::unique_ptr<IvfPqIndex>> ours;
   std::unique_ptr<faiss::IndexFlatL2> quantizer;
   std::map<std::pair<Lib, bool>, std::unique_ptr<faiss::IndexIVF>> peers;
-  std::map<std::pair<Lib, bool>, std::unique_ptr<faiss::IndexRefineFlat>> refined;
+  // FAISS refine indexes by (lib, by_residual, sq8).
+  std::map<std::tuple<Lib, bool, bool>, std::unique_ptr<faiss::IndexRefine>> refined;
+  std::unique_ptr<faiss::IndexScalarQuantizer> sq8;  // the SQ8 refine peers' codes
   omp_set_num_threads(2);
   for (const FrontierConfig& c : kFrontier) {
     if (c.lib != Lib::kQuantd || ours.contains({c.nbits, c.tune})) continue;
@@ -669,9 +680,19 @@ void RunFrontier(const Dataset& data, int threads) {
     peer->verbose = false;
     peer->train(n, data.base.values.data());
     peer->add(n, data.base.values.data());
-    refined[{c.lib, c.by_residual}] =
+    refined[{c.lib, c.by_residual, false}] =
         std::make_unique<faiss::IndexRefineFlat>(peer.get(), data.base.values.data());
     peers[{c.lib, c.by_residual}] = std::move(peer);
+  }
+  for (const FrontierConfig& c : kFrontier) {
+    if (!c.sq8) continue;
+    if (sq8 == nullptr) {
+      sq8 = std::make_unique<faiss::IndexScalarQuantizer>(d, faiss::ScalarQuantizer::QT_8bit);
+      sq8->train(n, data.base.values.data());
+      sq8->add(n, data.base.values.data());
+    }
+    refined[{c.lib, c.by_residual, true}] =
+        std::make_unique<faiss::IndexRefine>(peers.at({c.lib, c.by_residual}).get(), sq8.get());
   }
   std::printf("%s frontier, %d thread(s): built in %.0f s; sweeping nprobe %s refine {1 or %s}\n",
               data.name.c_str(), threads, SecondsSince(start), "{1, 2, 4, ..., nlist}",
@@ -693,11 +714,12 @@ void RunFrontier(const Dataset& data, int threads) {
         if (nprobe > data.nlist) break;
         const std::string head =
             absl::StrFormat("%-8s thr %d nprobe %3d refine %d", data.name, threads, nprobe, refine);
-        const Row r = c.lib == Lib::kQuantd ? RunQuantd(data, *ours.at({c.nbits, c.tune}), c.name,
-                                                        nprobe, refine, threads, 0.3)
-                                            : RunFaiss(data, *peers.at({c.lib, c.by_residual}),
-                                                       refined.at({c.lib, c.by_residual}).get(),
-                                                       c.name, nprobe, refine, threads, 0.3);
+        const Row r =
+            c.lib == Lib::kQuantd
+                ? RunQuantd(data, *ours.at({c.nbits, c.tune}), c.name, nprobe, refine, threads, 0.3)
+                : RunFaiss(data, *peers.at({c.lib, c.by_residual}),
+                           refined.at({c.lib, c.by_residual, c.sq8}).get(), c.name, nprobe, refine,
+                           threads, 0.3);
         PrintRow(head, r, r.qps, threads);
         std::fflush(stdout);
         for (size_t l = 0; l < std::size(kLevels); ++l) {
