@@ -234,18 +234,6 @@ class AttributesTest : public ::quantd::testing::InProcessServerTest {
     return total == 0 ? 0 : hits / total;
   }
 
-  // The status of a search must be `code` with every one of `words` in its message.
-  void ExpectSearchError(const v1::SearchRequest& request, grpc::StatusCode code,
-                         const std::vector<std::string>& words) {
-    v1::SearchResponse response;
-    const grpc::Status status = Search(request, &response);
-    EXPECT_EQ(status.error_code(), code) << status.error_message();
-    for (const std::string& word : words) {
-      EXPECT_NE(status.error_message().find(word), std::string::npos)
-          << "'" << word << "' not in: " << status.error_message();
-    }
-  }
-
   Matrix base_;
   Matrix queries_;
 };

@@ -75,18 +75,6 @@ class FilteredSearchTest : public ::quantd::testing::InProcessServerTest {
     return exact.ok() ? *std::move(exact) : std::vector<std::vector<IvfPqNeighbor>>{};
   }
 
-  // The status of `request` must be `code` with every one of `words` in its message.
-  void ExpectError(const v1::SearchRequest& request, grpc::StatusCode code,
-                   const std::vector<std::string>& words) {
-    v1::SearchResponse response;
-    const grpc::Status status = Search(request, &response);
-    EXPECT_EQ(status.error_code(), code) << status.error_message();
-    for (const std::string& word : words) {
-      EXPECT_NE(status.error_message().find(word), std::string::npos)
-          << "'" << word << "' not in: " << status.error_message();
-    }
-  }
-
   Matrix base_;
   Matrix queries_;
 };
@@ -283,50 +271,50 @@ TEST_F(FilteredSearchTest, BadInputsNameTheFieldAndChangeNothing) {
   v1::SearchRequest both = Request();
   both.mutable_allow()->add_ids(1);
   both.mutable_deny()->add_ids(2);
-  ExpectError(both, invalid, {"allow and deny"});
+  ExpectSearchError(both, invalid, {"allow and deny"});
 
   v1::SearchRequest unsorted = Request();
   for (uint64_t id : {5, 3}) unsorted.mutable_allow()->add_ids(id);
-  ExpectError(unsorted, invalid, {"allow.ids[1] = 3", "strictly ascending"});
+  ExpectSearchError(unsorted, invalid, {"allow.ids[1] = 3", "strictly ascending"});
   v1::SearchRequest duplicate = Request();
   for (uint64_t id : {5, 5}) duplicate.mutable_deny()->add_ids(id);
-  ExpectError(duplicate, invalid, {"deny.ids[1] = 5"});
+  ExpectSearchError(duplicate, invalid, {"deny.ids[1] = 5"});
 
   v1::SearchRequest too_many = Request();
   for (int64_t i = 0; i <= kMaxFilterIds; ++i) too_many.mutable_allow()->add_ids(i);
-  ExpectError(too_many, invalid, {"allow.ids has 1000001 ids", "1000000"});
+  ExpectSearchError(too_many, invalid, {"allow.ids has 1000001 ids", "1000000"});
 
   v1::SearchRequest two_forms = Request();
   two_forms.mutable_allow()->add_ids(1);
   two_forms.mutable_allow()->set_bitmap("\x01");
-  ExpectError(two_forms, invalid, {"allow has both ids and a bitmap"});
+  ExpectSearchError(two_forms, invalid, {"allow has both ids and a bitmap"});
   v1::SearchRequest big_bitmap = Request();
   big_bitmap.mutable_deny()->set_bitmap(std::string(kMaxFilterBitmapBytes + 1, '\0'));
-  ExpectError(big_bitmap, invalid, {"deny.bitmap has 8388609 bytes"});
+  ExpectSearchError(big_bitmap, invalid, {"deny.bitmap has 8388609 bytes"});
   v1::SearchRequest wrapping = Request();
   wrapping.mutable_allow()->set_bitmap_base(~uint64_t{0} - 8);
   wrapping.mutable_allow()->set_bitmap("\x01\x01");
-  ExpectError(wrapping, invalid, {"allow.bitmap_base 18446744073709551607", "2^64"});
+  ExpectSearchError(wrapping, invalid, {"allow.bitmap_base 18446744073709551607", "2^64"});
 
   v1::SearchRequest no_tokenizer = Request();
   no_tokenizer.add_sid_prefix(1);
-  ExpectError(no_tokenizer, grpc::StatusCode::FAILED_PRECONDITION, {"tokenizer"});
+  ExpectSearchError(no_tokenizer, grpc::StatusCode::FAILED_PRECONDITION, {"tokenizer"});
   v1::SearchRequest bad_tokens = Request();
   bad_tokens.set_sid_prefix_tokens("<a_1><x_2>");
-  ExpectError(bad_tokens, invalid, {"sid_prefix_tokens", "<x_2>"});
+  ExpectSearchError(bad_tokens, invalid, {"sid_prefix_tokens", "<x_2>"});
   v1::SearchRequest codes_and_tokens = Request();
   codes_and_tokens.add_sid_prefix(1);
   codes_and_tokens.set_sid_prefix_tokens("<a_1>");
-  ExpectError(codes_and_tokens, invalid, {"sid_prefix or sid_prefix_tokens"});
+  ExpectSearchError(codes_and_tokens, invalid, {"sid_prefix or sid_prefix_tokens"});
 
   v1::SearchRequest missing = Request();
   missing.clear_queries();
   missing.add_like_ids(3);
   missing.add_like_ids(777777);
-  ExpectError(missing, grpc::StatusCode::NOT_FOUND, {"like_ids[1] = 777777"});
+  ExpectSearchError(missing, grpc::StatusCode::NOT_FOUND, {"like_ids[1] = 777777"});
   v1::SearchRequest queries_and_like = Request();
   queries_and_like.add_like_ids(3);
-  ExpectError(queries_and_like, invalid, {"queries and like_ids"});
+  ExpectSearchError(queries_and_like, invalid, {"queries and like_ids"});
 
   // Prefix checks against a tokenizer: longer than its levels, a code out of range.
   v1::TrainTokenizerRequest train;
@@ -336,11 +324,11 @@ TEST_F(FilteredSearchTest, BadInputsNameTheFieldAndChangeNothing) {
   ASSERT_EQ(TrainAndWait(train).state(), v1::JOB_STATE_SUCCEEDED);
   v1::SearchRequest too_long = Request();
   for (uint32_t code : {1, 2, 3}) too_long.add_sid_prefix(code);
-  ExpectError(too_long, invalid, {"sid_prefix has 3 codes", "2 levels"});
+  ExpectSearchError(too_long, invalid, {"sid_prefix has 3 codes", "2 levels"});
   v1::SearchRequest out_of_range = Request();
   out_of_range.add_sid_prefix(1);
   out_of_range.add_sid_prefix(8);
-  ExpectError(out_of_range, invalid, {"sid_prefix[1] = 8", "0..7"});
+  ExpectSearchError(out_of_range, invalid, {"sid_prefix[1] = 8", "0..7"});
 
   // Nothing changed: every item is still there, and a plain search answers as before.
   const v1::GetStatsResponse stats = Stats("sift");
@@ -397,11 +385,12 @@ TEST_F(FilteredSearchTest, OffsetPagesAreSlicesOfTheDeeperSearch) {
 
   v1::SearchRequest deep = Request();
   deep.set_offset(1020);
-  ExpectError(deep, grpc::StatusCode::INVALID_ARGUMENT, {"offset 1020 + k 10 = 1030 exceeds 1024"});
+  ExpectSearchError(deep, grpc::StatusCode::INVALID_ARGUMENT,
+                    {"offset 1020 + k 10 = 1030 exceeds 1024"});
   deep.set_offset(100);
   deep.set_refine(600);
-  ExpectError(deep, grpc::StatusCode::INVALID_ARGUMENT,
-              {"refine 600: refine x (offset + k) (66000) must be at most 65536"});
+  ExpectSearchError(deep, grpc::StatusCode::INVALID_ARGUMENT,
+                    {"refine 600: refine x (offset + k) (66000) must be at most 65536"});
 }
 
 }  // namespace

@@ -121,6 +121,18 @@ class InProcessServerTest : public ::testing::Test {
     return response;
   }
 
+  // The status of a search must be `code` with every one of `words` in its message.
+  void ExpectSearchError(const v1::SearchRequest& request, grpc::StatusCode code,
+                         const std::vector<std::string>& words) {
+    v1::SearchResponse response;
+    const grpc::Status status = Search(request, &response);
+    EXPECT_EQ(status.error_code(), code) << status.error_message();
+    for (const std::string& word : words) {
+      EXPECT_NE(status.error_message().find(word), std::string::npos)
+          << "'" << word << "' not in: " << status.error_message();
+    }
+  }
+
   grpc::Status StartTraining(const v1::TrainTokenizerRequest& request, v1::Job* job) {
     grpc::ClientContext context;
     return stub_->TrainTokenizer(&context, request, job);
