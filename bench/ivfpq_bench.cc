@@ -82,6 +82,7 @@
 #include "core/fastscan.h"
 #include "core/ivf_pq.h"
 #include "core/kmeans.h"
+#include "core/pq8_scan.h"
 #include "core/top_k.h"
 #include "faiss/IndexFlat.h"
 #include "faiss/IndexIVF.h"
@@ -206,6 +207,9 @@ struct Row {
   double qps = 0;
   double codes_per_query = 0;
   double code_bytes = 0;
+  // quantd 8-bit: share of the scanned codes whose float distance was computed (the rest the
+  // SIMD lower bound rejected); < 0: not measured.
+  double summed_share = -1;
 };
 
 // "R@1 .. R@10 .. q/s .. codes/q .. ns/code .. floor": ns per code = wall time per query /
@@ -218,6 +222,10 @@ void PrintRow(const std::string& head, const Row& r, double peer_qps, int thread
       "x floor %5.2f  ratio %5.2f\n",
       head.c_str(), r.system.c_str(), r.recall.at1, r.recall.at10, r.qps, r.codes_per_query,
       1e9 / (r.qps * r.codes_per_query), floor_s * 1e6, 1.0 / (r.qps * floor_s), r.qps / peer_qps);
+  if (r.summed_share >= 0) {
+    std::printf("%s  %-44s float sums %.2f%% of the codes scanned\n", head.c_str(), "",
+                100.0 * r.summed_share);
+  }
 }
 
 std::vector<int64_t> Labels(const std::vector<std::vector<IvfPqNeighbor>>& results) {
@@ -251,8 +259,9 @@ Row RunQuantd(const Dataset& data, const IvfPqIndex& index, const std::string& n
       return true;
     };
   }
-  std::atomic<int64_t> scanned{0};
+  std::atomic<int64_t> scanned{0}, summed{0};
   params.codes_scanned = &scanned;
+  params.codes_summed = &summed;
   int64_t passes = 0;
   std::vector<std::vector<IvfPqNeighbor>> results;
   const double qps = QueriesPerSecond(
@@ -276,10 +285,15 @@ Row RunQuantd(const Dataset& data, const IvfPqIndex& index, const std::string& n
       },
       min_seconds);
   const IvfPqStats stats = index.Stats();
-  return {name, Measure(data, Labels(results)), qps,
+  return {name,
+          Measure(data, Labels(results)),
+          qps,
           static_cast<double>(scanned.load()) / static_cast<double>(passes * data.queries.rows),
           static_cast<double>(stats.bytes_per_vector - static_cast<int64_t>(sizeof(uint64_t)) -
-                              stats.refine_code_size)};
+                              stats.refine_code_size),
+          !index.fast_scan() && stats.nbits == 8 && scanned.load() > 0
+              ? static_cast<double>(summed.load()) / static_cast<double>(scanned.load())
+              : -1.0};
 }
 
 // Codes FAISS scans per query at nprobe: the sizes of the lists its quantizer probes.
@@ -385,13 +399,21 @@ void RunDataset(const Dataset& data, int threads) {
   for (int64_t nprobe : kNprobes) {
     const std::string head = absl::StrFormat("%-12s thr %d nprobe %2d", data.name, threads, nprobe);
     const Row faiss_row = RunFaiss(data, peer, nullptr, "FAISS IVFPQ", nprobe, 1, threads);
-    const std::vector<Row> rows = {
-        RunQuantd(data, ours, "quantd 8-bit", nprobe, 1, threads),
-        RunQuantd(data, ours, absl::StrCat("quantd 8-bit refine ", kRefine), nprobe, kRefine,
-                  threads),
-        faiss_row,
-        RunFaiss(data, peer, &peer_refined, absl::StrCat("FAISS IVFPQ + RefineFlat ", kRefine),
-                 nprobe, kRefine, threads)};
+    // The 8-bit scan with each kernel this CPU runs (the best first), then refine with the best.
+    std::vector<Row> rows;
+    const pq8::Kernel best = pq8::ActiveKernel();
+    for (pq8::Kernel k : {pq8::Kernel::kAvx512Vbmi, pq8::Kernel::kScalar}) {
+      if (!pq8::SetKernel(k)) continue;
+      rows.push_back(RunQuantd(data, ours, absl::StrCat("quantd 8-bit ", pq8::KernelName(k)),
+                               nprobe, 1, threads));
+    }
+    pq8::SetKernel(best);
+    rows.push_back(RunQuantd(data, ours, absl::StrCat("quantd 8-bit refine ", kRefine), nprobe,
+                             kRefine, threads));
+    rows.push_back(faiss_row);
+    rows.push_back(RunFaiss(data, peer, &peer_refined,
+                            absl::StrCat("FAISS IVFPQ + RefineFlat ", kRefine), nprobe, kRefine,
+                            threads));
     for (const Row& r : rows) PrintRow(head, r, faiss_row.qps, threads);
     std::fflush(stdout);
   }
@@ -427,6 +449,62 @@ void KernelOnly(int64_t m) {
     std::printf("kernel only  M%lld x 4 bit, %lld codes in one list, k 10: %-10s %.3f ns/code\n",
                 static_cast<long long>(m), static_cast<long long>(n), fastscan::KernelName(k),
                 best * 1e9 / static_cast<double>(n));
+  }
+  std::fflush(stdout);
+}
+
+// The 8-bit scan kernels alone, at M 8-bit sub-quantizers (M bytes a code): k = 10 over
+// 2^20 codes in lists of 1024 (16 MB at M 16: the lists stream from memory as in an index), and
+// over one list of 4096 codes scanned 256 times (in cache: the kernel's own speed). The codes are
+// uniform and the tables squares of normals (L2-like), so the 10-best threshold leaves a thin
+// tail: the share of float sums says how many codes the SIMD bound let through. Best of 5.
+void Kernel8Only(int64_t m) {
+  std::mt19937_64 rng(kSeed);
+  std::vector<float> table(static_cast<size_t>(m * 256));
+  std::normal_distribution<float> normal(0, 1);
+  for (float& v : table) {
+    const float x = normal(rng);
+    v = x * x;
+  }
+  struct Shape {
+    const char* name;
+    int64_t list;    // codes a list
+    int64_t lists;   // distinct lists
+    int64_t passes;  // scans of each list
+  };
+  for (const Shape& shape :
+       {Shape{"from memory", 1024, 1024, 1}, Shape{"in cache", 4096, 1, 256}}) {
+    const int64_t n = shape.list * shape.lists;
+    std::vector<uint8_t> codes(static_cast<size_t>(n * m));
+    for (uint8_t& b : codes) b = static_cast<uint8_t>(rng());
+    std::vector<uint64_t> ids(static_cast<size_t>(n));
+    std::iota(ids.begin(), ids.end(), 0);
+    for (pq8::Kernel k : {pq8::Kernel::kAvx512Vbmi, pq8::Kernel::kScalar}) {
+      if (!pq8::KernelSupported(k)) continue;
+      double best = std::numeric_limits<double>::infinity();
+      pq8::ScanCounts counts;
+      pq8::Scratch scratch;
+      for (int pass = 0; pass < 5; ++pass) {
+        counts = {};
+        TopK top(10, n);
+        const auto start = Clock::now();
+        for (int64_t p = 0; p < shape.passes; ++p) {
+          for (int64_t l = 0; l < shape.lists; ++l) {
+            const int64_t first = l * shape.list;
+            pq8::ScanWith(k, codes.data() + first * m, ids.data() + first, shape.list, m,
+                          table.data(), 0.0f, top, scratch, &counts);
+          }
+        }
+        best = std::min(best, SecondsSince(start));
+      }
+      const double scanned = static_cast<double>(n * shape.passes);
+      std::printf(
+          "kernel only  M%lld x 8 bit, %lld lists of %lld codes %s, k 10: %-12s %.3f ns/code, "
+          "float sums %.2f%%\n",
+          static_cast<long long>(m), static_cast<long long>(shape.lists),
+          static_cast<long long>(shape.list), shape.name, pq8::KernelName(k), best * 1e9 / scanned,
+          100.0 * (scanned - static_cast<double>(counts.filtered - counts.rescored)) / scanned);
+    }
   }
   std::fflush(stdout);
 }
@@ -829,8 +907,10 @@ int main(int argc, char** argv) {
       "batch\n\n",
       static_cast<long long>(kK), static_cast<unsigned long long>(kSeed));
   std::printf(
-      "CPU: %s; fast-scan kernel chosen at run time: %s (hand-written, target attributes)\n\n",
-      bench::CpuModel().c_str(), fastscan::KernelName(fastscan::ActiveKernel()));
+      "CPU: %s; kernels chosen at run time: fast-scan %s, 8-bit scan %s (hand-written, target "
+      "attributes)\n\n",
+      bench::CpuModel().c_str(), fastscan::KernelName(fastscan::ActiveKernel()),
+      pq8::KernelName(pq8::ActiveKernel()));
   std::printf("CPU features (/proc/cpuinfo): %s; FAISS compiled with: %s\n",
               bench::CpuSimdFeatures().c_str(), faiss::get_compile_options().c_str());
   std::fflush(stdout);
@@ -891,7 +971,11 @@ int main(int argc, char** argv) {
     s.truth = bench::ExactNeighbors(s.base, s.queries, kK, max_threads);
     sets.push_back(std::move(s));
   }
-  if (fast_scan) KernelOnly(32);
+  if (fast_scan) {
+    KernelOnly(32);
+    Kernel8Only(16);  // the same 16 bytes a code as M32 x 4 bit
+    Kernel8Only(32);
+  }
   for (const Dataset& data : sets) {
     if (frontier) {
       for (int threads : thread_counts) RunFrontier(data, threads);

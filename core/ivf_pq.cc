@@ -11,6 +11,7 @@
 #include "core/blob_codec.h"
 #include "core/fastscan.h"
 #include "core/parallel.h"
+#include "core/pq8_scan.h"
 #include "core/top_k.h"
 
 namespace quantd {
@@ -51,64 +52,6 @@ constexpr uint32_t kRefineVersion = 3;    // adds the refine kind and its quanti
 __attribute__((target_clones("avx512f", "avx2", "default"))) void AddTables(
     const float* __restrict a, const float* __restrict b, int64_t n, float* __restrict out) {
   for (int64_t j = 0; j < n; ++j) out[j] = a[j] + b[j];
-}
-
-// Scans n codes of 8-bit sub-codes (kM bytes each): distance = base + sum_m sim[m][code_m].
-// The sum is split over four accumulators (accumulator r takes the sub-quantizers m = r mod 4,
-// in increasing m) so the table loads pipeline. The code bytes are read 8 (or 4) at a time and
-// split with shifts: one load instead of eight leaves the load ports to the table lookups,
-// which bound this loop (1.37x fewer ns a code at M = 16 on AMD Zen 5; SIMD gathers measured
-// 2-3x slower than scalar lookups there, so there is no gather kernel).
-template <int kM>
-void Scan8(const uint8_t* codes, const uint64_t* ids, int64_t n, const float* sim, float base,
-           TopK& top) {
-  static_assert(kM % 4 == 0);
-  for (int64_t i = 0; i < n; ++i) {
-    const uint8_t* c = codes + i * kM;
-    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int m = 0;
-    for (; m + 8 <= kM; m += 8) {
-      uint64_t w;
-      std::memcpy(&w, c + m, sizeof(w));
-      const float* t = sim + m * 256;
-      a0 += t[w & 255];
-      a1 += t[256 + ((w >> 8) & 255)];
-      a2 += t[512 + ((w >> 16) & 255)];
-      a3 += t[768 + ((w >> 24) & 255)];
-      a0 += t[1024 + ((w >> 32) & 255)];
-      a1 += t[1280 + ((w >> 40) & 255)];
-      a2 += t[1536 + ((w >> 48) & 255)];
-      a3 += t[1792 + (w >> 56)];
-    }
-    if constexpr (kM % 8 == 4) {
-      uint32_t w;
-      std::memcpy(&w, c + m, sizeof(w));
-      const float* t = sim + m * 256;
-      a0 += t[w & 255];
-      a1 += t[256 + ((w >> 8) & 255)];
-      a2 += t[512 + ((w >> 16) & 255)];
-      a3 += t[768 + (w >> 24)];
-    }
-    const float distance = base + ((a0 + a1) + (a2 + a3));
-    if (distance <= top.threshold()) top.Push(distance, ids[i]);
-  }
-}
-
-// Any M, 8 bits.
-void Scan8Generic(const uint8_t* codes, const uint64_t* ids, int64_t n, int64_t m_count,
-                  const float* sim, float base, TopK& top) {
-  for (int64_t i = 0; i < n; ++i) {
-    const uint8_t* c = codes + i * m_count;
-    float a0 = 0, a1 = 0;
-    int64_t m = 0;
-    for (; m + 2 <= m_count; m += 2) {
-      a0 += sim[m * 256 + c[m]];
-      a1 += sim[(m + 1) * 256 + c[m + 1]];
-    }
-    if (m < m_count) a0 += sim[m * 256 + c[m]];
-    const float distance = base + (a0 + a1);
-    if (distance <= top.threshold()) top.Push(distance, ids[i]);
-  }
 }
 
 // 4 bits: byte b of a code holds sub-codes 2b (low nibble) and 2b + 1 (high nibble); tables
@@ -691,6 +634,7 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
   std::vector<std::pair<float, int32_t>> order(static_cast<size_t>(nlist_));
   std::vector<float> sim(static_cast<size_t>(table));
   std::vector<float> residual(l2 && !use_precomputed ? static_cast<size_t>(d_) : 0);
+  pq8::Scratch pq8_scratch;
   const int64_t m_count = pq_.m();
   const int64_t cs = pq_.code_size();
   const int64_t lut_bytes = fast_scan_ ? fastscan::LutBytes(m_count) : 0;
@@ -703,6 +647,7 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
   // Counts, as before grouping, the codes each query's probed (and widened) lists hold, summed
   // over the queries: a list scanned once for a group of g queries counts g times its size.
   int64_t scanned = 0;
+  int64_t summed = 0;  // see IvfPqSearchParams::codes_summed
 
   // The nprobe nearest lists of query q, nearest first (ties by list number), into order[0,
   // nprobe): a max-heap of the nprobe best (distance, list) pairs seen, which a later list
@@ -774,41 +719,9 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
       Scan4(codes, ids, size, m_count, cs, s, base, top);
       return;
     }
-    switch (m_count) {
-      case 4:
-        Scan8<4>(codes, ids, size, s, base, top);
-        break;
-      case 8:
-        Scan8<8>(codes, ids, size, s, base, top);
-        break;
-      case 12:
-        Scan8<12>(codes, ids, size, s, base, top);
-        break;
-      case 16:
-        Scan8<16>(codes, ids, size, s, base, top);
-        break;
-      case 20:
-        Scan8<20>(codes, ids, size, s, base, top);
-        break;
-      case 24:
-        Scan8<24>(codes, ids, size, s, base, top);
-        break;
-      case 28:
-        Scan8<28>(codes, ids, size, s, base, top);
-        break;
-      case 32:
-        Scan8<32>(codes, ids, size, s, base, top);
-        break;
-      case 48:
-        Scan8<48>(codes, ids, size, s, base, top);
-        break;
-      case 64:
-        Scan8<64>(codes, ids, size, s, base, top);
-        break;
-      default:
-        Scan8Generic(codes, ids, size, m_count, s, base, top);
-        break;
-    }
+    pq8::ScanCounts counts;
+    pq8::Scan(codes, ids, size, m_count, s, base, top, pq8_scratch, &counts);
+    summed += size - counts.filtered + counts.rescored;
   };
   // One query's scan of one list, for the widening (query by query).
   auto scan_list = [&](int64_t q, int32_t list, float base, TopK& top) {
@@ -935,6 +848,9 @@ void IvfPqIndex::SearchBlock(const float* queries, int64_t q0, int64_t q1,
   }
   if (params.codes_scanned != nullptr) {
     params.codes_scanned->fetch_add(scanned, std::memory_order_relaxed);
+  }
+  if (params.codes_summed != nullptr) {
+    params.codes_summed->fetch_add(summed, std::memory_order_relaxed);
   }
 }
 

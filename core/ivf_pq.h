@@ -122,6 +122,10 @@ struct IvfPqSearchParams {
   // of the probed lists, summed over queries (a list scanned once for a group of queries counts
   // once per query of the group). For benchmarks (ns per code).
   std::atomic<int64_t>* codes_scanned = nullptr;
+  // When set, receives the number of those codes (8-bit plain layout) whose float distance was
+  // computed: the ones the SIMD lower bound let through (core/pq8_scan.h) and the ones scanned
+  // without it (short lists, a heap not yet full, a CPU without the kernel). For benchmarks.
+  std::atomic<int64_t>* codes_summed = nullptr;
   // Queries are processed in fixed blocks spread over this many threads (0: hardware
   // concurrency); the results do not depend on it.
   int num_threads = 1;
