@@ -258,11 +258,16 @@ void Run(const std::string& name, const Matrix& base, const Matrix& queries,
       static_cast<unsigned long long>(stats.nlist()), stats.m(), stats.nbits(), train_seconds,
       static_cast<long long>(kK), static_cast<long long>(kNprobe));
 
-  // The peer: the same index shape trained in-process with the same seed.
+  // The peer: the same index shape and layout trained in-process with the same seed.
   IvfPqOptions options;
   options.nlist = stats.nlist();
   options.m = stats.m();
   options.nbits = static_cast<int>(stats.nbits());
+  // The layout and refine codes too: a plain 4-bit peer of a fast-scan index scans several
+  // times slower and made the service look faster than its own index.
+  options.fast_scan = stats.layout() == v1::INDEX_LAYOUT_FAST_SCAN;
+  options.refine_codes =
+      stats.refine_codes() == v1::REFINE_CODES_SQ8 ? RefineCodes::kSq8 : RefineCodes::kNone;
   options.seed = kSeed;
   auto index = IvfPqIndex::Train(base.values.data(), base.rows, d, options);
   if (!index.ok()) Die(index.status().ToString());

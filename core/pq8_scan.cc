@@ -6,6 +6,8 @@
 #include <cstring>
 #include <limits>
 
+#include "absl/container/inlined_vector.h"
+
 namespace quantd::pq8 {
 namespace {
 
@@ -180,7 +182,7 @@ void ScanWith(Kernel kernel, const uint8_t* codes, const uint64_t* ids, int64_t 
 namespace internal {
 
 bool Bound::Build(const float* sim, int64_t m, float base, float threshold, uint8_t* lut) {
-  std::vector<float> mins(static_cast<size_t>(m));
+  absl::InlinedVector<float, 64> mins(static_cast<size_t>(m));  // no allocation up to M 64
   RowMinsAvx512(sim, m, mins.data());
   double floor = base, magnitude = std::fabs(static_cast<double>(base));
   for (int64_t s = 0; s < m; ++s) {

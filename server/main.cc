@@ -32,6 +32,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "core/fastscan.h"
+#include "core/pq8_scan.h"
 #include "server/heap.h"
 #include "server/log.h"
 #include "server/server.h"
@@ -296,6 +298,13 @@ int main(int argc, char** argv) {
           : absl::StrCat(options.health_listen_address, " (port ", (*server)->health_port(), ")"),
       metrics.empty() ? "(disabled)" : "http://" + metrics + "/metrics", options.data_dir,
       options.sync ? "on" : "off", options.backup_dir);
+  // Which SIMD kernels the search runs on this CPU (chosen at start; results do not depend on it).
+  quantd::LogInfo("search kernels: fast-scan %s%s, 8-bit scan %s",
+                  quantd::fastscan::KernelName(quantd::fastscan::ActiveKernel()),
+                  quantd::fastscan::ActiveKernel() == quantd::fastscan::Kernel::kHighway
+                      ? absl::StrCat(" (", quantd::fastscan::HighwayTargetName(), ")")
+                      : std::string(),
+                  quantd::pq8::KernelName(quantd::pq8::ActiveKernel()));
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
