@@ -1,10 +1,11 @@
 #include "core/fastscan.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <limits>
 #include <optional>
+
+#include "core/kernel_choice.h"
 
 namespace quantd::fastscan {
 namespace {
@@ -12,8 +13,6 @@ namespace {
 // Byte offset (inside a block) of slot v's byte for sub-quantizer s, and the nibble's shift.
 inline int64_t SlotByte(int64_t v, int64_t s) { return s * 16 + (v & 7) * 2 + ((v >> 3) & 1); }
 inline int SlotShift(int64_t v) { return v < 16 ? 0 : 4; }
-
-std::atomic<int> active_kernel{-1};
 
 }  // namespace
 
@@ -140,20 +139,13 @@ Kernel BestKernel() {
   return Kernel::kScalar;
 }
 
-Kernel ActiveKernel() {
-  int k = active_kernel.load(std::memory_order_relaxed);
-  if (k < 0) {
-    k = static_cast<int>(BestKernel());
-    active_kernel.store(k, std::memory_order_relaxed);
-  }
-  return static_cast<Kernel>(k);
-}
+namespace {
+constinit KernelChoice<Kernel> kernel_choice(&BestKernel, &KernelSupported);
+}  // namespace
 
-bool SetKernel(Kernel kernel) {
-  if (!KernelSupported(kernel)) return false;
-  active_kernel.store(static_cast<int>(kernel), std::memory_order_relaxed);
-  return true;
-}
+Kernel ActiveKernel() { return kernel_choice.Active(); }
+
+bool SetKernel(Kernel kernel) { return kernel_choice.Set(kernel); }
 
 void ScanWith(Kernel kernel, const uint8_t* blocks, int64_t n, int64_t m, const uint8_t* lut,
               float bias, float inv_scale, const uint64_t* ids, TopK& top) {

@@ -1,17 +1,15 @@
 #include "core/pq8_scan.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "absl/container/inlined_vector.h"
+#include "core/kernel_choice.h"
 
 namespace quantd::pq8 {
 namespace {
-
-std::atomic<int> active_kernel{-1};
 
 // Distance of one code with m a multiple of 4 known at compile time (kM > 0) or not (kM == 0):
 // four accumulators, accumulator r taking sub-quantizers s = r mod 4 in increasing s. The code
@@ -69,28 +67,16 @@ void ScanFixed(const uint8_t* codes, const uint64_t* ids, int64_t n, int64_t m, 
   }
 }
 
+// ScanFixed at m if m is one of kMs (returns true), else nothing (false).
+template <int... kMs>
+bool ScanIfFixed(const uint8_t* codes, const uint64_t* ids, int64_t n, int64_t m, const float* sim,
+                 float base, TopK& top) {
+  return ((m == kMs && (ScanFixed<kMs>(codes, ids, n, m, sim, base, top), true)) || ...);
+}
+
 void ScanScalar(const uint8_t* codes, const uint64_t* ids, int64_t n, int64_t m, const float* sim,
                 float base, TopK& top) {
-  switch (m) {
-    case 4:
-      return ScanFixed<4>(codes, ids, n, m, sim, base, top);
-    case 12:
-      return ScanFixed<12>(codes, ids, n, m, sim, base, top);
-    case 24:
-      return ScanFixed<24>(codes, ids, n, m, sim, base, top);
-    case 48:
-      return ScanFixed<48>(codes, ids, n, m, sim, base, top);
-    case 8:
-      return ScanFixed<8>(codes, ids, n, m, sim, base, top);
-    case 16:
-      return ScanFixed<16>(codes, ids, n, m, sim, base, top);
-    case 32:
-      return ScanFixed<32>(codes, ids, n, m, sim, base, top);
-    case 64:
-      return ScanFixed<64>(codes, ids, n, m, sim, base, top);
-    default:
-      break;
-  }
+  if (ScanIfFixed<4, 8, 12, 16, 24, 32, 48, 64>(codes, ids, n, m, sim, base, top)) return;
   if (m % 4 == 0) return ScanFixed<0>(codes, ids, n, m, sim, base, top);
   for (int64_t i = 0; i < n; ++i) {
     const float distance = Distance2(codes + i * m, m, sim, base);
@@ -123,20 +109,13 @@ Kernel BestKernel() {
   return KernelSupported(Kernel::kAvx512Vbmi) ? Kernel::kAvx512Vbmi : Kernel::kScalar;
 }
 
-Kernel ActiveKernel() {
-  int k = active_kernel.load(std::memory_order_relaxed);
-  if (k < 0) {
-    k = static_cast<int>(BestKernel());
-    active_kernel.store(k, std::memory_order_relaxed);
-  }
-  return static_cast<Kernel>(k);
-}
+namespace {
+constinit KernelChoice<Kernel> kernel_choice(&BestKernel, &KernelSupported);
+}  // namespace
 
-bool SetKernel(Kernel kernel) {
-  if (!KernelSupported(kernel)) return false;
-  active_kernel.store(static_cast<int>(kernel), std::memory_order_relaxed);
-  return true;
-}
+Kernel ActiveKernel() { return kernel_choice.Active(); }
+
+bool SetKernel(Kernel kernel) { return kernel_choice.Set(kernel); }
 
 void Scan(const uint8_t* codes, const uint64_t* ids, int64_t n, int64_t m, const float* sim,
           float base, TopK& top, Scratch& scratch, ScanCounts* counts) {
